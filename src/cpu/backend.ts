@@ -1,0 +1,149 @@
+// The WebAssembly backend: buffers are regions of the kernel module's linear memory
+// (a bump arena, released after each call), ops call the AssemblyScript kernels. Each
+// op's transient scratch sits just above the arena's top.
+import { HyperAttentionError } from '../errors.ts';
+import type {
+  Backend, BackendBuffer, BlockTask, Destination, ExactTask, HashTask, MergeTask, RowView, SampledTask, SortTask, WriteMode,
+} from '../ops.ts';
+import { bestFlavour, instantiateKernels, type KernelExports, type KernelFlavour } from './wasm.ts';
+
+interface CpuBuffer extends BackendBuffer {
+  readonly ptr: number;
+}
+
+const WRITE_CODES: Record<WriteMode, number> = { write: 0, 'merge-reference': 1, 'merge-fixed': 2 };
+const PAGE = 65536;
+const ALIGN = 64;
+
+export class CpuBackend implements Backend {
+  readonly name = 'cpu' as const;
+  private readonly wasm: KernelExports;
+  private readonly base: number;
+  private top: number;
+  private live = new Set<CpuBuffer>();
+  readonly flavour: KernelFlavour;
+
+  constructor(wasm: KernelExports, flavour: KernelFlavour) {
+    this.wasm = wasm;
+    this.flavour = flavour;
+    this.base = align(wasm.heapBase());
+    this.top = this.base;
+  }
+
+  /** Bytes of linear memory the module holds now (its high-water mark). */
+  get memoryBytes(): number {
+    return this.wasm.memory.buffer.byteLength;
+  }
+
+  private reserve(bytes: number): void {
+    const have = this.wasm.memory.buffer.byteLength;
+    if (bytes <= have) return;
+    try {
+      this.wasm.memory.grow(Math.ceil((bytes - have) / PAGE));
+    } catch (cause) {
+      throw new HyperAttentionError('OUT_OF_MEMORY', `WebAssembly memory could not grow to ${bytes} bytes`, { cause });
+    }
+  }
+
+  /** Scratch above the arena, valid until the next op. */
+  private scratch(bytes: number): number {
+    this.reserve(this.top + bytes);
+    return this.top;
+  }
+
+  createBuffer(kind: 'f32' | 'i32', length: number): BackendBuffer {
+    const ptr = this.top;
+    this.reserve(ptr + length * 4);
+    this.top = align(ptr + length * 4);
+    const buf: CpuBuffer = { kind, length, ptr };
+    this.live.add(buf);
+    return buf;
+  }
+
+  private ptr(view: RowView, width: number): number {
+    const buf = view.buf as CpuBuffer;
+    if (!this.live.has(buf)) throw new Error('hyperattention: buffer used after release');
+    return buf.ptr + view.row * width * 4;
+  }
+
+  upload(buf: BackendBuffer, data: Float32Array | Int32Array, offset = 0): void {
+    const ptr = this.ptr({ buf, row: offset }, 1);
+    const Ctor = data instanceof Float32Array ? Float32Array : Int32Array;
+    new Ctor(this.wasm.memory.buffer, ptr, data.length).set(data);
+  }
+
+  download(buf: BackendBuffer, offset: number, length: number, into: Float32Array | Int32Array, intoOffset = 0): Promise<void> {
+    const ptr = this.ptr({ buf, row: offset }, 1);
+    const Ctor = into instanceof Float32Array ? Float32Array : Int32Array;
+    into.set(new Ctor(this.wasm.memory.buffer, ptr, length), intoOffset);
+    return Promise.resolve();
+  }
+
+  hash(t: HashTask): void {
+    const scratch = this.scratch(t.d * 16 * 4);
+    this.wasm.lshKeys(
+      this.ptr(t.x, t.d), t.rows, t.d, this.ptr({ buf: t.proj, row: 0 }, 1), t.r,
+      t.mode === 'reference' ? 0 : 1, this.ptr(t.keys, 1), scratch,
+    );
+  }
+
+  sort(t: SortTask): void {
+    const scratch = this.scratch(t.numKeys * 4);
+    this.wasm.sortByKey(this.ptr(t.keys, 1), t.count, t.pads, t.numKeys, this.ptr(t.perm, 1), scratch);
+  }
+
+  private dst(dst: Destination, dv: number): [number, number, number] {
+    return [this.ptr(dst.out, dv), this.ptr(dst.lse, 1), WRITE_CODES[dst.write]];
+  }
+
+  exact(t: ExactTask): void {
+    const scratch = this.scratch(this.wasm.attentionScratchBytes(t.d, t.dv, 0));
+    this.wasm.exactAttention(
+      this.ptr(t.q, t.d), this.ptr(t.k, t.d), this.ptr(t.v, t.dv), t.nq, t.nk, t.d, t.dv, t.scale,
+      t.causal ? 1 : 0, t.causalOffset, ...this.dst(t.dst, t.dv), scratch,
+    );
+  }
+
+  block(t: BlockTask): void {
+    const scratch = this.scratch(this.wasm.attentionScratchBytes(t.d, t.dv, 0));
+    this.wasm.blockAttention(
+      this.ptr(t.q, t.d), this.ptr(t.k, t.d), this.ptr(t.v, t.dv), this.ptr(t.qPerm, 1), this.ptr(t.kPerm, 1),
+      t.nqSorted, t.nqReal, t.nk, t.d, t.dv, t.scale, t.qBlock, t.kBlock, t.nBlocks, t.phantomKeys ? 1 : 0,
+      ...this.dst(t.dst, t.dv), scratch,
+    );
+  }
+
+  sampled(t: SampledTask): void {
+    const m = t.samples.length;
+    const bytes = this.wasm.attentionScratchBytes(t.d, t.dv, m);
+    const scratch = this.scratch(bytes + m * 4);
+    const samples = scratch + bytes;
+    new Int32Array(this.wasm.memory.buffer, samples, m).set(t.samples);
+    this.wasm.sampledAttention(
+      this.ptr(t.q, t.d), this.ptr(t.k, t.d), this.ptr(t.v, t.dv), this.ptr(t.qPerm, 1), this.ptr(t.kPerm, 1),
+      samples, m, t.nqSorted, t.nqReal, t.d, t.dv, t.scale, t.qBlock, t.kBlock, t.nBlocks, t.lseOffset,
+      ...this.dst(t.dst, t.dv), scratch,
+    );
+  }
+
+  merge(t: MergeTask): void {
+    this.wasm.mergeRows(
+      this.ptr(t.dst.out, t.dv), this.ptr(t.dst.lse, 1), this.ptr(t.src.out, t.dv), this.ptr(t.src.lse, 1),
+      t.rows, t.dv, WRITE_CODES[t.dst.write],
+    );
+  }
+
+  releaseAll(): void {
+    this.live.clear();
+    this.top = this.base;
+  }
+}
+
+function align(x: number): number {
+  return Math.ceil(x / ALIGN) * ALIGN;
+}
+
+/** A WebAssembly backend; flavour defaults to SIMD where the engine supports it. */
+export async function createCpuBackend(flavour: KernelFlavour = bestFlavour()): Promise<CpuBackend> {
+  return new CpuBackend(await instantiateKernels(flavour), flavour);
+}

@@ -1,0 +1,60 @@
+// Loads the AssemblyScript kernels: the SIMD build where the engine validates it, the
+// scalar build otherwise. Both are embedded (base64) by the build, so the bundle needs
+// no file beside it in any runtime.
+import { SCALAR_WASM_BASE64, SIMD_WASM_BASE64 } from './wasm.generated.ts';
+
+/** The exports of assembly/index.ts; pointers are byte offsets into memory. */
+export interface KernelExports {
+  memory: WebAssembly.Memory;
+  heapBase(): number;
+  lshKeys(x: number, n: number, d: number, proj: number, r: number, mode: number, keys: number, scratch: number): void;
+  sortByKey(keys: number, count: number, pads: number, numKeys: number, perm: number, scratch: number): void;
+  attentionScratchBytes(d: number, dv: number, m: number): number;
+  exactAttention(
+    q: number, k: number, v: number, nq: number, nk: number, d: number, dv: number, scale: number,
+    causal: number, causalOffset: number, out: number, lse: number, write: number, scratch: number,
+  ): void;
+  blockAttention(
+    q: number, k: number, v: number, qPerm: number, kPerm: number, nqSorted: number, nqReal: number, nk: number,
+    d: number, dv: number, scale: number, qBlock: number, kBlock: number, nBlocks: number, phantomKeys: number,
+    out: number, lse: number, write: number, scratch: number,
+  ): void;
+  sampledAttention(
+    q: number, k: number, v: number, qPerm: number, kPerm: number, samples: number, m: number,
+    nqSorted: number, nqReal: number, d: number, dv: number, scale: number, qBlock: number, kBlock: number,
+    nBlocks: number, lseOffset: number, out: number, lse: number, write: number, scratch: number,
+  ): void;
+  mergeRows(dstOut: number, dstLse: number, srcOut: number, srcLse: number, rows: number, dv: number, write: number): void;
+}
+
+export type KernelFlavour = 'simd' | 'scalar';
+
+function decodeBase64(s: string): Uint8Array<ArrayBuffer> {
+  const bin = atob(s);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return bytes;
+}
+
+const modules = new Map<KernelFlavour, Promise<WebAssembly.Module>>();
+
+/** The flavour this engine runs: 'simd' when it validates the SIMD module. */
+export function bestFlavour(): KernelFlavour {
+  return WebAssembly.validate(decodeBase64(SIMD_WASM_BASE64)) ? 'simd' : 'scalar';
+}
+
+export async function instantiateKernels(flavour: KernelFlavour = bestFlavour()): Promise<KernelExports> {
+  let module = modules.get(flavour);
+  if (!module) {
+    module = WebAssembly.compile(decodeBase64(flavour === 'simd' ? SIMD_WASM_BASE64 : SCALAR_WASM_BASE64));
+    modules.set(flavour, module);
+  }
+  const instance = await WebAssembly.instantiate(await module, {
+    env: {
+      abort(_msg: number, _file: number, line: number, column: number) {
+        throw new Error(`hyperattention wasm kernel aborted at ${line}:${column}`);
+      },
+    },
+  });
+  return instance.exports as unknown as KernelExports;
+}

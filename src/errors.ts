@@ -1,0 +1,23 @@
+// The one error class the library throws, with a machine-readable code. Messages say what
+// was expected and what was given.
+
+export type ErrorCode =
+  | 'INVALID_SHAPE'
+  | 'INVALID_OPTION'
+  | 'NON_FINITE_INPUT'
+  | 'UNSUPPORTED_HEAD_DIM'
+  | 'INVALID_SAMPLER_OUTPUT'
+  | 'UNSUPPORTED'
+  | 'OUT_OF_MEMORY'
+  | 'DEVICE_LOST'
+  | 'GPU_ERROR';
+
+export class HyperAttentionError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'HyperAttentionError';
+    this.code = code;
+  }
+}

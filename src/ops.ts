@@ -1,0 +1,164 @@
+// The backend interface: the few operations the algorithm (hyper.ts) is written over.
+// A backend owns its buffers (wasm memory for the CPU backend, GPUBuffers for WebGPU);
+// the algorithm only holds opaque handles and row offsets. Nothing here knows about
+// recursion, sampling or modes beyond the flags each operation takes.
+
+/** `reference` reproduces the authors' code; `fixed` corrects its known defects. */
+export type Mode = 'reference' | 'fixed';
+
+/** An opaque buffer owned by a backend. `length` counts elements (f32 or i32). */
+export interface BackendBuffer {
+  readonly kind: 'f32' | 'i32';
+  readonly length: number;
+}
+
+/** How an attention result reaches its destination rows. */
+export type WriteMode =
+  /** overwrite out and lse */
+  | 'write'
+  /** merge as part 2 into what is there (part 1), reference lse formula (saturating) */
+  | 'merge-reference'
+  /** merge as part 2 into what is there (part 1), exact log-add-exp */
+  | 'merge-fixed';
+
+/**
+ * Rows of a [rows, width] matrix inside a backend buffer. `row` is the first row used;
+ * row r of the view is row (row + r) of the buffer.
+ */
+export interface RowView {
+  buf: BackendBuffer;
+  row: number;
+}
+
+/** Destination of an attention op: out is [rows, dv], lse is [rows]. */
+export interface Destination {
+  out: RowView;
+  lse: RowView;
+  write: WriteMode;
+}
+
+/**
+ * Exact attention of a contiguous run of query rows against a contiguous run of keys.
+ * causal: key j is excluded for query i when j > i + causalOffset (indices local to the runs).
+ * Output row i goes to destination row i.
+ */
+export interface ExactTask {
+  q: RowView;
+  k: RowView;
+  v: RowView;
+  nq: number;
+  nk: number;
+  d: number;
+  dv: number;
+  scale: number;
+  causal: boolean;
+  causalOffset: number;
+  dst: Destination;
+}
+
+/** LSH sort keys of `rows` rows of x (width d) against projections [d, r] (row-major). */
+export interface HashTask {
+  x: RowView;
+  rows: number;
+  d: number;
+  proj: BackendBuffer;
+  r: number;
+  mode: Mode;
+  keys: RowView;
+}
+
+/**
+ * Stable counting sort of `count` keys (values in [0, numKeys)) followed by `pads` virtual
+ * rows of key 0 (zero rows, reference-mode padding). perm[i] = local index (0 .. count+pads-1)
+ * of the i-th row in sorted order; indices >= count are the pads.
+ */
+export interface SortTask {
+  keys: RowView;
+  count: number;
+  pads: number;
+  numKeys: number;
+  perm: RowView;
+}
+
+/**
+ * Block-diagonal attention over LSH-sorted rows. Sorted query i (row perm qPerm[i] of q,
+ * a zero vector when qPerm[i] >= nqReal) lies in block min(floor(i / qBlock), nBlocks - 1)
+ * and attends to sorted keys [blk * kBlock, min((blk + 1) * kBlock, nk)), read through kPerm.
+ * phantomKeys: when true, a short last key block is filled up to kBlock with zero keys
+ * (logit 0, value 0) that take part in the softmax (reference-mode padding).
+ * Output of sorted query i goes to destination row qPerm[i] (pads are dropped).
+ */
+export interface BlockTask {
+  q: RowView;
+  k: RowView;
+  v: RowView;
+  qPerm: RowView;
+  kPerm: RowView;
+  nqSorted: number;
+  nqReal: number;
+  nk: number;
+  d: number;
+  dv: number;
+  scale: number;
+  qBlock: number;
+  kBlock: number;
+  nBlocks: number;
+  phantomKeys: boolean;
+  dst: Destination;
+}
+
+/**
+ * Attention of the sorted queries against m sampled sorted keys. samples[j] indexes the
+ * sorted keys (key row kPerm[samples[j]]); sample j is masked for sorted query i when
+ * floor(samples[j] / kBlock) == min(floor(i / qBlock), nBlocks - 1). lse gets + lseOffset
+ * (log(nk / m)). A row whose samples are all masked gets lse -Infinity and out 0.
+ */
+export interface SampledTask {
+  q: RowView;
+  k: RowView;
+  v: RowView;
+  qPerm: RowView;
+  kPerm: RowView;
+  samples: Int32Array;
+  nqSorted: number;
+  nqReal: number;
+  d: number;
+  dv: number;
+  scale: number;
+  qBlock: number;
+  kBlock: number;
+  nBlocks: number;
+  lseOffset: number;
+  dst: Destination;
+}
+
+/** Merge rows [0, rows) of src (as part 2) into dst (part 1). */
+export interface MergeTask {
+  src: { out: RowView; lse: RowView };
+  dst: Destination;
+  rows: number;
+  dv: number;
+}
+
+export interface Backend {
+  readonly name: 'cpu' | 'webgpu';
+  createBuffer(kind: 'f32' | 'i32', length: number): BackendBuffer;
+  /** Copy host data into buf starting at element `offset`. */
+  upload(buf: BackendBuffer, data: Float32Array | Int32Array, offset?: number): void;
+  /** Copy `length` elements starting at `offset` out of buf into `into` (at intoOffset). */
+  download(
+    buf: BackendBuffer,
+    offset: number,
+    length: number,
+    into: Float32Array | Int32Array,
+    intoOffset?: number,
+  ): Promise<void>;
+  hash(t: HashTask): void;
+  sort(t: SortTask): void;
+  exact(t: ExactTask): void;
+  block(t: BlockTask): void;
+  sampled(t: SampledTask): void;
+  merge(t: MergeTask): void;
+  /** Release every buffer created since the last release. */
+  releaseAll(): void;
+}

@@ -1,0 +1,126 @@
+// Options of hyperAttention / exactAttention: types, the authors' defaults, and validation
+// that rejects anything malformed (including unknown keys) with a clear error.
+import { HyperAttentionError } from './errors.ts';
+import type { Mode } from './ops.ts';
+import type { Sampler } from './random.ts';
+
+export type BackendChoice = 'auto' | 'cpu' | 'webgpu';
+
+export interface Progress {
+  /** heads finished so far, of total (B * H) */
+  done: number;
+  total: number;
+}
+
+export interface ExactOptions {
+  causal?: boolean;
+  /** softmax scale; default 1 / sqrt(D) */
+  scale?: number;
+  backend?: BackendChoice;
+  /** called after each (batch, head) is done */
+  onProgress?: (p: Progress) => void;
+}
+
+export interface HyperOptions extends ExactOptions {
+  /** b: keys per diagonal block (default 256) */
+  blockSize?: number;
+  /** m: sampled keys per row for the off-block residual (default 256; 0 disables) */
+  sampleSize?: number;
+  /** r: LSH projections, 1..16 (default 7) */
+  lshNumProjs?: number;
+  /** below this many queries (non-causal) or up to this many keys (causal), attention is exact (default 4096) */
+  minSeqLen?: number;
+  /** 'reference' reproduces the authors' code; 'fixed' corrects its known defects */
+  mode?: Mode;
+  /** seed of the projections and samples when they are not given (default 0) */
+  seed?: number;
+  /** explicit LSH projections [D, lshNumProjs], row-major (column t is projection t) */
+  projections?: Float32Array;
+  /** explicit sampler, asked for each draw in order */
+  sampler?: Sampler;
+}
+
+export interface ResolvedExactOptions {
+  causal: boolean;
+  scale: number | undefined;
+  backend: BackendChoice;
+  onProgress: ((p: Progress) => void) | undefined;
+}
+
+export interface ResolvedHyperOptions extends ResolvedExactOptions {
+  blockSize: number;
+  sampleSize: number;
+  lshNumProjs: number;
+  minSeqLen: number;
+  mode: Mode;
+  seed: number;
+  projections: Float32Array | undefined;
+  sampler: Sampler | undefined;
+}
+
+export const DEFAULTS = {
+  blockSize: 256,
+  sampleSize: 256,
+  lshNumProjs: 7,
+  minSeqLen: 4096,
+  mode: 'reference' as Mode,
+  seed: 0,
+};
+
+const EXACT_KEYS = ['causal', 'scale', 'backend', 'onProgress'];
+const HYPER_KEYS = [
+  ...EXACT_KEYS, 'blockSize', 'sampleSize', 'lshNumProjs', 'minSeqLen', 'mode', 'seed', 'projections', 'sampler',
+];
+
+function fail(message: string): never {
+  throw new HyperAttentionError('INVALID_OPTION', message);
+}
+
+function checkKeys(options: object, allowed: string[]): void {
+  for (const key of Object.keys(options)) {
+    if (!allowed.includes(key)) fail(`unknown option '${key}'; expected one of: ${allowed.join(', ')}`);
+  }
+}
+
+function integer(name: string, value: unknown, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    fail(`${name}: expected an integer in [${min}, ${max === Number.MAX_SAFE_INTEGER ? 'inf' : max}], got ${String(value)}`);
+  }
+  return value;
+}
+
+export function resolveExactOptions(options: ExactOptions = {}, allowed = EXACT_KEYS): ResolvedExactOptions {
+  if (typeof options !== 'object' || options === null) fail(`options: expected an object, got ${String(options)}`);
+  checkKeys(options, allowed);
+  const { causal = false, scale, backend = 'auto', onProgress } = options;
+  if (typeof causal !== 'boolean') fail(`causal: expected a boolean, got ${String(causal)}`);
+  if (scale !== undefined && (typeof scale !== 'number' || !Number.isFinite(scale) || scale <= 0)) {
+    fail(`scale: expected a finite positive number, got ${String(scale)}`);
+  }
+  if (!['auto', 'cpu', 'webgpu'].includes(backend)) fail(`backend: expected 'auto', 'cpu' or 'webgpu', got ${String(backend)}`);
+  if (onProgress !== undefined && typeof onProgress !== 'function') fail('onProgress: expected a function');
+  return { causal, scale, backend, onProgress };
+}
+
+export function resolveHyperOptions(options: HyperOptions = {}): ResolvedHyperOptions {
+  const base = resolveExactOptions(options, HYPER_KEYS);
+  const mode = options.mode ?? DEFAULTS.mode;
+  if (mode !== 'reference' && mode !== 'fixed') fail(`mode: expected 'reference' or 'fixed', got ${String(mode)}`);
+  const { projections, sampler } = options;
+  if (projections !== undefined && !(projections instanceof Float32Array)) {
+    fail('projections: expected a Float32Array [D, lshNumProjs]');
+  }
+  if (sampler !== undefined && typeof sampler !== 'function') fail('sampler: expected a function');
+  return {
+    ...base,
+    blockSize: integer('blockSize', options.blockSize, DEFAULTS.blockSize, 1),
+    sampleSize: integer('sampleSize', options.sampleSize, DEFAULTS.sampleSize, 0),
+    lshNumProjs: integer('lshNumProjs', options.lshNumProjs, DEFAULTS.lshNumProjs, 1, 16),
+    minSeqLen: integer('minSeqLen', options.minSeqLen, DEFAULTS.minSeqLen, 0),
+    mode,
+    seed: integer('seed', options.seed, DEFAULTS.seed, 0, 0xffffffff),
+    projections,
+    sampler,
+  };
+}
