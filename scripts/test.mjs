@@ -1,0 +1,48 @@
+// Runs the test suites (uvu, TypeScript through tsx), then the WebGPU suites when their
+// runner exists, and ends with one line 'N passed, N failed' over everything.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+let passed = 0;
+let failed = 0;
+
+function run(label, cmd, args, parse) {
+  console.log(`\n== ${label}`);
+  const r = spawnSync(cmd, args, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: process.env });
+  process.stdout.write(r.stdout ?? '');
+  const counts = parse(r.stdout ?? '');
+  if (!counts) {
+    console.log(`${label}: no test totals found (exit ${r.status})`);
+    failed += 1;
+    return;
+  }
+  passed += counts.passed;
+  failed += counts.failed;
+  if (r.status !== 0 && counts.failed === 0) failed += 1; // a crash after the totals still fails
+}
+
+// uvu prints "Total: N", "Passed: N" (with colour codes).
+function parseUvu(out) {
+  const plain = out.replace(/\x1b\[[0-9;]*m/g, '');
+  const total = /Total:\s+(\d+)/.exec(plain);
+  const ok = /Passed:\s+(\d+)/.exec(plain);
+  if (!total || !ok) return undefined;
+  return { passed: Number(ok[1]), failed: Number(total[1]) - Number(ok[1]) };
+}
+
+function parseCountLine(out) {
+  const m = /^(\d+) passed, (\d+) failed/m.exec(out.split('\n').reverse().join('\n'));
+  return m ? { passed: Number(m[1]), failed: Number(m[2]) } : undefined;
+}
+
+const only = process.argv[2];
+run('unit and parity suites (Node, WebAssembly)', process.execPath,
+  ['--import', 'tsx', join(root, 'node_modules/uvu/bin.js'), 'test', only ?? '\\.test\\.ts$'], parseUvu);
+const gpu = join(root, 'scripts/test-gpu.mjs');
+if (!only && existsSync(gpu)) run('WebGPU suites', process.execPath, [gpu], parseCountLine);
+
+console.log(`\n${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);

@@ -1,0 +1,81 @@
+// Exact attention (the wasm kernels, SIMD and scalar builds) against the float64 reference.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createCpuBackend } from '../src/cpu/backend.ts';
+import { runExact } from '../src/hyper.ts';
+import { exactAttention } from '../src/index.ts';
+import { resolveExactOptions } from '../src/options.ts';
+import { attentionShape } from '../src/tensor.ts';
+import { referenceAttention } from './reference.ts';
+import { maxAbs, maxAbsError, randomTensor, relativeError } from './util.ts';
+
+// Tolerances of the Core issue: relative Frobenius error <= 1e-5, max abs error <= 1e-5 max|V|.
+const REL_TOL = 1e-5;
+const LSE_TOL = 1e-5;
+
+function check(label: string, out: Float32Array, lse: Float32Array, ref: { out: Float64Array; lse: Float64Array }, vmax: number) {
+  const rel = relativeError(out, ref.out);
+  const abs = maxAbsError(out, ref.out);
+  const lseErr = maxAbsError(lse, ref.lse);
+  assert.ok(rel <= REL_TOL, `${label}: relative error ${rel}`);
+  assert.ok(abs <= 1e-5 * vmax, `${label}: max abs error ${abs} > 1e-5 * ${vmax}`);
+  // lse is O(log n + |logits|); compare relative to its size.
+  assert.ok(lseErr <= LSE_TOL * Math.max(1, maxAbs(ref.lse)), `${label}: lse error ${lseErr}`);
+}
+
+let seed = 1;
+for (const n of [1, 2, 255, 257, 1000, 4096]) {
+  for (const d of [32, 64, 128]) {
+    for (const causal of [false, true]) {
+      test(`exact n=${n} d=${d} causal=${causal}`, async () => {
+        const shape = [1, 1, n, d];
+        const q = randomTensor(shape, seed++);
+        const k = randomTensor(shape, seed++);
+        const v = randomTensor(shape, seed++);
+        const r = await exactAttention(q, k, v, { causal });
+        const ref = referenceAttention({ q: q.data, k: k.data, v: v.data, B: 1, H: 1, Hkv: 1, nq: n, nk: n, d, dv: d, causal });
+        check(`n=${n} d=${d}`, r.out.data, r.lse.data, ref, maxAbs(v.data));
+      });
+    }
+  }
+}
+
+test('exact: batch, grouped-query heads, dv != d, nq != nk, explicit scale', async () => {
+  const [B, H, Hkv, nq, nk, d, dv] = [2, 4, 2, 130, 301, 80, 48];
+  const q = randomTensor([B, H, nq, d], 11);
+  const k = randomTensor([B, Hkv, nk, d], 12);
+  const v = randomTensor([B, Hkv, nk, dv], 13);
+  const r = await exactAttention(q, k, v, { scale: 0.2 });
+  assert.equal(r.out.shape, [B, H, nq, dv]);
+  assert.equal(r.lse.shape, [B, H, nq]);
+  const ref = referenceAttention({ q: q.data, k: k.data, v: v.data, B, H, Hkv, nq, nk, d, dv, scale: 0.2 });
+  check('gqa', r.out.data, r.lse.data, ref, maxAbs(v.data));
+});
+
+test('exact: head dims 96 and odd 33 (generic path), large logits', async () => {
+  for (const d of [96, 33]) {
+    const n = 200;
+    const q = randomTensor([1, 1, n, d], 21, 3);
+    const k = randomTensor([1, 1, n, d], 22, 3);
+    const v = randomTensor([1, 1, n, d], 23);
+    const r = await exactAttention(q, k, v, { causal: true });
+    const ref = referenceAttention({ q: q.data, k: k.data, v: v.data, B: 1, H: 1, Hkv: 1, nq: n, nk: n, d, dv: d, causal: true });
+    check(`d=${d}`, r.out.data, r.lse.data, ref, maxAbs(v.data));
+  }
+});
+
+test('exact: scalar build matches the reference too', async () => {
+  const backend = await createCpuBackend('scalar');
+  for (const causal of [false, true]) {
+    const shape = [1, 2, 300, 64];
+    const q = randomTensor(shape, 31);
+    const k = randomTensor(shape, 32);
+    const v = randomTensor(shape, 33);
+    const o = resolveExactOptions({ causal });
+    const r = await runExact(backend, attentionShape(q, k, v, causal), o, q, k, v);
+    const ref = referenceAttention({ q: q.data, k: k.data, v: v.data, B: 1, H: 2, Hkv: 2, nq: 300, nk: 300, d: 64, dv: 64, causal });
+    check('scalar', r.out.data, r.lse.data, ref, maxAbs(v.data));
+  }
+});
+
+test.run();
