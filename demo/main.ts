@@ -1,0 +1,58 @@
+// The main job (`npm start`): exact attention vs HyperAttention on the CPU (WebAssembly
+// SIMD, one thread) through the built package, for n = 1k ... 64k, causal and not,
+// d = 64, on the LLM-like `mixture` workload of bench/workloads.ts. Prints time,
+// speedup and the relative error of HyperAttention's output against exact attention.
+import { exactAttention, hyperAttention } from '../dist/index.js';
+import { WORKLOADS } from '../bench/workloads.ts';
+
+const SIZES = [1024, 4096, 16384, 65536];
+const D = 64;
+const quick = process.argv.includes('--quick');
+const sizes = quick ? SIZES.slice(0, 3) : SIZES;
+
+function relativeError(a: Float32Array, ref: Float32Array): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < ref.length; i++) {
+    num += (a[i] - ref[i]) ** 2;
+    den += ref[i] ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+const seconds = (ms: number) => (ms / 1000).toFixed(ms < 10_000 ? 3 : 1);
+let gflops = 20; // refined after each exact run, for the time estimates
+
+console.log(`HyperAttention vs exact attention, WebAssembly SIMD, one thread, d = ${D}, workload 'mixture'`);
+console.log(`(${WORKLOADS.mixture.description})`);
+console.log('defaults: blockSize 256, sampleSize 256, lshNumProjs 7, minSeqLen 4096, mode reference\n');
+const rows: string[][] = [];
+const cases = sizes.flatMap((n) => [false, true].map((causal) => ({ n, causal })));
+const started = performance.now();
+for (const [i, { n, causal }] of cases.entries()) {
+  const { q, k, v } = WORKLOADS.mixture.generate({ B: 1, H: 1, n, d: D, seed: n });
+  const flops = (4 * n * n * D) / (causal ? 2 : 1);
+  process.stdout.write(
+    `[${i + 1}/${cases.length}] n = ${n}, ${causal ? 'causal' : 'non-causal'}: exact (about ${seconds(flops / gflops / 1e6)} s)... `,
+  );
+  let t = performance.now();
+  const exact = await exactAttention(q, k, v, { causal });
+  const exactMs = performance.now() - t;
+  gflops = flops / exactMs / 1e6;
+  process.stdout.write(`${seconds(exactMs)} s; hyper... `);
+  t = performance.now();
+  const hyper = await hyperAttention(q, k, v, { causal });
+  const hyperMs = performance.now() - t;
+  const err = relativeError(hyper.out.data, exact.out.data);
+  console.log(`${seconds(hyperMs)} s (elapsed ${seconds(performance.now() - started)} s)`);
+  rows.push([
+    String(n), causal ? 'yes' : 'no', seconds(exactMs), seconds(hyperMs), `${(exactMs / hyperMs).toFixed(1)}x`,
+    err.toFixed(4), gflops.toFixed(1),
+  ]);
+}
+
+const header = ['n', 'causal', 'exact s', 'hyper s', 'speedup', 'rel. error', 'exact GFLOP/s'];
+const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
+const line = (cells: string[]) => cells.map((s, c) => s.padStart(widths[c])).join('  ');
+console.log(`\n${line(header)}\n${rows.map(line).join('\n')}`);
+console.log('\nrel. error = ||hyper - exact||_F / ||exact||_F of the output. Below minSeqLen (4096) hyper is exact by design.');
