@@ -11,7 +11,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const bin = (name) => join(root, 'node_modules', '.bin', name);
 const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
 
-mkdirSync(join(root, 'build'), { recursive: true });
+for (const dir of ['build', 'src/gpu']) mkdirSync(join(root, dir), { recursive: true });
 
 const ascCommon = ['assembly/index.ts', '--runtime', 'stub', '-O3', '--noAssert', '--converge'];
 run(bin('asc'), [...ascCommon, '--enable', 'simd', '-o', 'build/simd.wasm']);
