@@ -26,7 +26,7 @@ async function keysOf(backend: CpuBackend, x: Float32Array, rows: number, d: num
 
 const names = fixtureNames();
 test('fixtures are present', () => {
-  assert.ok(names.length >= 6, `expected the shared fixtures in ${FIXTURE_DIR}, found ${names.length}`);
+  assert.ok(names.length >= 6, `expected the shared fixtures in ${FIXTURE_DIR} (set HYPERATTENTION_FIXTURES to another folder), found ${names.length}`);
 });
 
 for (const flavour of ['simd', 'scalar'] as const) {

@@ -1,10 +1,12 @@
 // Loads the reference fixtures (outputs of the authors' code with given projections and
-// draws, format hyperattn-refcheck/1) from ../shared/fixtures beside the repository.
+// draws, format hyperattn-refcheck/1) from ../shared/fixtures beside the repository, or
+// from the folder named by HYPERATTENTION_FIXTURES.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const FIXTURE_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'shared', 'fixtures');
+export const FIXTURE_DIR =
+  process.env.HYPERATTENTION_FIXTURES ?? join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'shared', 'fixtures');
 
 export interface FixtureDraw {
   high: number;

@@ -1,0 +1,178 @@
+// Shared by the WebGPU suites in every runtime (Node, Deno, Chromium): the backend under
+// test, seeded random inputs (a fresh seed per run, printed so a failure can be replayed),
+// poisoned output buffers with guard rows, float64 expectations built on
+// test/reference.ts, and comparisons with stated tolerances.
+import * as assert from 'uvu/assert';
+import type { Backend, BackendBuffer, Destination, RowView, WriteMode } from '../../src/ops.ts';
+import { Xoshiro128 } from '../../src/random.ts';
+import { referenceAttention } from '../reference.ts';
+
+/** Tolerances: max abs error of out and of lse against float64. */
+export const OUT_TOL = 1e-4;
+export const LSE_TOL = 1e-4;
+
+/** Rows kept in front of and behind every view, filled with GUARD and checked untouched. */
+export const GUARD_ROWS = 3;
+export const GUARD = 777.25;
+
+const seedOverride = (globalThis as { GPU_TEST_SEED?: number }).GPU_TEST_SEED;
+export const RUN_SEED = seedOverride ?? Math.floor(Math.random() * 2 ** 31);
+console.log(`gpu suites: seed ${RUN_SEED} (set globalThis.GPU_TEST_SEED to replay)`);
+
+let streams = 0;
+/** A new random stream for each call, all derived from the run's seed. */
+export function random(): Xoshiro128 {
+  return new Xoshiro128(RUN_SEED * 7919 + ++streams);
+}
+
+/** Normal values times std; an exact zero is redrawn so inputs are never zeros. */
+export function gaussian(rng: Xoshiro128, length: number, std = 1): Float32Array {
+  const data = new Float32Array(length);
+  for (let i = 0; i < length; i++) {
+    let x = 0;
+    while (x === 0) x = Math.fround(rng.nextGaussian() * std);
+    data[i] = x;
+  }
+  return data;
+}
+
+/** Uniform permutation of [0, n). */
+export function permutation(rng: Xoshiro128, n: number): Int32Array {
+  const p = Int32Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = rng.nextBelow(i + 1);
+    [p[i], p[j]] = [p[j], p[i]];
+  }
+  return p;
+}
+
+/** A [rows, width] matrix in a backend buffer, behind and followed by guard rows. */
+export interface Guarded {
+  view: RowView;
+  buf: BackendBuffer;
+  rows: number;
+  width: number;
+}
+
+/** A guarded matrix holding `data` ([rows, width]), or poison (NaN, or -7 for i32) when omitted. */
+export function guarded(
+  be: Backend, rows: number, width: number, data?: Float32Array | Int32Array, kind: 'f32' | 'i32' = data instanceof Int32Array ? 'i32' : 'f32',
+): Guarded {
+  const buf = be.createBuffer(kind, (rows + 2 * GUARD_ROWS) * width);
+  const fill = kind === 'i32' ? new Int32Array(buf.length).fill(GUARD) : new Float32Array(buf.length).fill(GUARD);
+  if (data) fill.set(data, GUARD_ROWS * width);
+  else fill.fill(kind === 'i32' ? -7 : NaN, GUARD_ROWS * width, (GUARD_ROWS + rows) * width);
+  be.upload(buf, fill);
+  return { view: { buf, row: GUARD_ROWS }, buf, rows, width };
+}
+
+/** The matrix's rows, after checking that its guard rows were left alone. */
+export async function readGuarded(be: Backend, g: Guarded, label: string): Promise<Float32Array | Int32Array> {
+  const all = g.buf.kind === 'i32' ? new Int32Array(g.buf.length) : new Float32Array(g.buf.length);
+  await be.download(g.buf, 0, g.buf.length, all);
+  const from = GUARD_ROWS * g.width;
+  const to = (GUARD_ROWS + g.rows) * g.width;
+  const expected = g.buf.kind === 'i32' ? (GUARD | 0) : GUARD;
+  for (let i = 0; i < all.length; i++) {
+    if ((i < from || i >= to) && all[i] !== expected) {
+      assert.unreachable(`${label}: guard element ${i} was overwritten with ${all[i]}`);
+    }
+  }
+  return all.subarray(from, to);
+}
+
+/** float64 result of one query row against a list of key rows (each [d]) and values ([dv]). */
+export interface RowResult {
+  out: Float64Array;
+  lse: number;
+}
+
+/**
+ * Attention of query row q against the given keys plus `phantom` zero keys of value 0,
+ * via referenceAttention on the gathered rows. No keys at all gives out 0, lse -Infinity.
+ */
+export function rowAttention(
+  q: Float32Array, keys: Float32Array[], values: Float32Array[], d: number, dv: number, scale: number, phantom = 0,
+): RowResult {
+  const nk = keys.length + phantom;
+  if (nk === 0) return { out: new Float64Array(dv), lse: -Infinity };
+  const k = new Float32Array(nk * d);
+  const v = new Float32Array(nk * dv);
+  keys.forEach((row, j) => k.set(row, j * d));
+  values.forEach((row, j) => v.set(row, j * dv));
+  const r = referenceAttention({ q, k, v, B: 1, H: 1, Hkv: 1, nq: 1, nk, d, dv, scale });
+  return { out: r.out, lse: r.lse[0] };
+}
+
+export function row(data: Float32Array, i: number, width: number): Float32Array {
+  return data.subarray(i * width, (i + 1) * width);
+}
+
+const EPS_F32 = 2 ** -23;
+
+/** float64 merge of part 2 into part 1 with the formulas of ALGORITHM.md. */
+export function mergeRows(p1: RowResult, p2: RowResult, write: WriteMode): RowResult {
+  if (write === 'write') return p2;
+  const { lse: l1 } = p1;
+  const { lse: l2 } = p2;
+  let c: number;
+  let lse: number;
+  if (write === 'merge-reference') {
+    c = 1 / (1 + Math.exp(l2 - l1));
+    lse = l1 - Math.log(c + EPS_F32);
+  } else if (l2 === -Infinity) {
+    c = 1;
+    lse = l1;
+  } else if (l1 === -Infinity) {
+    c = 0;
+    lse = l2;
+  } else {
+    c = 1 / (1 + Math.exp(l2 - l1));
+    lse = Math.max(l1, l2) + Math.log1p(Math.exp(-Math.abs(l1 - l2)));
+  }
+  return { out: p1.out.map((x, i) => c * x + (1 - c) * p2.out[i]), lse };
+}
+
+/** Destination matrices for an attention op: poisoned for 'write', part 1 otherwise. */
+export interface Dest {
+  out: Guarded;
+  lse: Guarded;
+  dst: Destination;
+  /** what the rows held before (part 1 of a merge) */
+  before: RowResult[];
+}
+
+export function destination(be: Backend, rng: Xoshiro128, rows: number, dv: number, write: WriteMode): Dest {
+  if (write === 'write') {
+    const out = guarded(be, rows, dv);
+    const lse = guarded(be, rows, 1);
+    return { out, lse, dst: { out: out.view, lse: lse.view, write }, before: [] };
+  }
+  const outData = gaussian(rng, rows * dv, 0.5);
+  const lseData = gaussian(rng, rows, 2);
+  const out = guarded(be, rows, dv, outData);
+  const lse = guarded(be, rows, 1, lseData);
+  const before = Array.from({ length: rows }, (_, i) => ({ out: Float64Array.from(row(outData, i, dv)), lse: lseData[i] }));
+  return { out, lse, dst: { out: out.view, lse: lse.view, write }, before };
+}
+
+/** Downloads the destination and compares every row with the float64 expectation. */
+export async function checkDestination(be: Backend, dest: Dest, expected: RowResult[], dv: number, label: string): Promise<void> {
+  const out = await readGuarded(be, dest.out, `${label} out`);
+  const lse = await readGuarded(be, dest.lse, `${label} lse`);
+  expected.forEach((want, i) => {
+    expectClose(`${label} lse row ${i}`, lse[i], want.lse, LSE_TOL);
+    for (let c = 0; c < dv; c++) expectClose(`${label} out row ${i} col ${c}`, out[i * dv + c], want.out[c], OUT_TOL);
+  });
+}
+
+/** |got - want| <= tol; infinities and NaN must match exactly. */
+export function expectClose(label: string, got: number, want: number, tol: number): void {
+  if (!Number.isFinite(want)) {
+    if (!Object.is(got, want) && !(Number.isNaN(got) && Number.isNaN(want))) {
+      assert.unreachable(`${label}: got ${got}, expected ${want}`);
+    }
+    return;
+  }
+  if (!(Math.abs(got - want) <= tol)) assert.unreachable(`${label}: got ${got}, expected ${want} (tolerance ${tol})`);
+}
