@@ -31,6 +31,12 @@ export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
   return floats * 4 + m * 8 + 64;
 }
 
+// a * b + c: one fused op where the engine has relaxed SIMD, else a multiply and an add.
+@inline function madd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
+  return f32x4.add(f32x4.mul(a, b), c);
+}
+
 // exp(x) for x <= 0 (x may be -inf), four lanes; Cephes expf range reduction and
 // polynomial, relative error ~1e-7. Lanes below -87 (incl. -inf) give exactly 0.
 @inline function expNonPositive(x: v128): v128 {
@@ -67,10 +73,10 @@ export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
         const q1 = f32x4.splat(load<f32>(qp + rowBytes));
         const q2 = f32x4.splat(load<f32>(qp + 2 * rowBytes));
         const q3 = f32x4.splat(load<f32>(qp + 3 * rowBytes));
-        s00 = f32x4.add(s00, f32x4.mul(q0, k0)); s01 = f32x4.add(s01, f32x4.mul(q0, k1));
-        s10 = f32x4.add(s10, f32x4.mul(q1, k0)); s11 = f32x4.add(s11, f32x4.mul(q1, k1));
-        s20 = f32x4.add(s20, f32x4.mul(q2, k0)); s21 = f32x4.add(s21, f32x4.mul(q2, k1));
-        s30 = f32x4.add(s30, f32x4.mul(q3, k0)); s31 = f32x4.add(s31, f32x4.mul(q3, k1));
+        s00 = madd(q0, k0, s00); s01 = madd(q0, k1, s01);
+        s10 = madd(q1, k0, s10); s11 = madd(q1, k1, s11);
+        s20 = madd(q2, k0, s20); s21 = madd(q2, k1, s21);
+        s30 = madd(q3, k0, s30); s31 = madd(q3, k1, s31);
         kp += (<usize>KT) << 2;
         qp += 4;
       }
@@ -115,10 +121,10 @@ export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
         const p1 = f32x4.splat(load<f32>(sp + scRow));
         const p2 = f32x4.splat(load<f32>(sp + 2 * scRow));
         const p3 = f32x4.splat(load<f32>(sp + 3 * scRow));
-        o00 = f32x4.add(o00, f32x4.mul(p0, v0)); o01 = f32x4.add(o01, f32x4.mul(p0, v1));
-        o10 = f32x4.add(o10, f32x4.mul(p1, v0)); o11 = f32x4.add(o11, f32x4.mul(p1, v1));
-        o20 = f32x4.add(o20, f32x4.mul(p2, v0)); o21 = f32x4.add(o21, f32x4.mul(p2, v1));
-        o30 = f32x4.add(o30, f32x4.mul(p3, v0)); o31 = f32x4.add(o31, f32x4.mul(p3, v1));
+        o00 = madd(p0, v0, o00); o01 = madd(p0, v1, o01);
+        o10 = madd(p1, v0, o10); o11 = madd(p1, v1, o11);
+        o20 = madd(p2, v0, o20); o21 = madd(p2, v1, o21);
+        o30 = madd(p3, v0, o30); o31 = madd(p3, v1, o31);
         vp += accRow;
         sp += 4;
       }

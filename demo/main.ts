@@ -1,8 +1,8 @@
 // The main job (`npm start`): exact attention vs HyperAttention on the CPU (WebAssembly
-// SIMD, one thread) through the built package, for n = 1k ... 64k, causal and not,
+// SIMD, one thread) through the built package (imported by its name, as a user would), for n = 1k ... 64k, causal and not,
 // d = 64, on the LLM-like `mixture` workload of bench/workloads.ts. Prints time,
 // speedup and the relative error of HyperAttention's output against exact attention.
-import { exactAttention, hyperAttention } from '../dist/index.js';
+import { exactAttention, hyperAttention } from 'hyperattention';
 import { WORKLOADS } from '../bench/workloads.ts';
 
 const SIZES = [1024, 4096, 16384, 65536];

@@ -40,7 +40,9 @@ function parseCountLine(out) {
 
 const only = process.argv[2];
 run('unit and parity suites (Node, WebAssembly)', process.execPath,
-  ['--import', 'tsx', join(root, 'node_modules/uvu/bin.js'), 'test', only ?? '\\.test\\.ts$'], parseUvu);
+  // Relaxed SIMD is behind a flag in Node 20; enabling it lets the suites cover that build.
+  ['--experimental-wasm-relaxed-simd', '--import', 'tsx', join(root, 'node_modules/uvu/bin.js'), 'test', only ?? '\\.test\\.ts$'],
+  parseUvu);
 const gpu = join(root, 'scripts/test-gpu.mjs');
 if (!only && existsSync(gpu)) run('WebGPU suites', process.execPath, [gpu], parseCountLine);
 

@@ -1,7 +1,8 @@
-// Exact attention (the wasm kernels, SIMD and scalar builds) against the float64 reference.
+// Exact attention (the wasm kernels, every build) against the float64 reference.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createCpuBackend } from '../src/cpu/backend.ts';
+import { supportedFlavours } from '../src/cpu/wasm.ts';
 import { runExact } from '../src/hyper.ts';
 import { exactAttention } from '../src/index.ts';
 import { resolveExactOptions } from '../src/options.ts';
@@ -64,17 +65,21 @@ test('exact: head dims 96 and odd 33 (generic path), large logits', async () => 
   }
 });
 
-test('exact: scalar build matches the reference too', async () => {
-  const backend = await createCpuBackend('scalar');
-  for (const causal of [false, true]) {
-    const shape = [1, 2, 300, 64];
-    const q = randomTensor(shape, 31);
-    const k = randomTensor(shape, 32);
-    const v = randomTensor(shape, 33);
-    const o = resolveExactOptions({ causal });
-    const r = await runExact(backend, attentionShape(q, k, v, causal), o, q, k, v);
-    const ref = referenceAttention({ q: q.data, k: k.data, v: v.data, B: 1, H: 2, Hkv: 2, nq: 300, nk: 300, d: 64, dv: 64, causal });
-    check('scalar', r.out.data, r.lse.data, ref, maxAbs(v.data));
+test('exact: every wasm build this engine runs matches the reference', async () => {
+  const flavours = supportedFlavours();
+  // scripts/test.mjs starts Node with relaxed SIMD enabled, so all three builds run here.
+  assert.equal(flavours, ['relaxed', 'simd', 'scalar']);
+  const shape = [1, 2, 300, 64];
+  const q = randomTensor(shape, 31);
+  const k = randomTensor(shape, 32);
+  const v = randomTensor(shape, 33);
+  for (const flavour of flavours) {
+    const backend = await createCpuBackend(flavour);
+    for (const causal of [false, true]) {
+      const r = await runExact(backend, attentionShape(q, k, v, causal), resolveExactOptions({ causal }), q, k, v);
+      const ref = referenceAttention({ q: q.data, k: k.data, v: v.data, B: 1, H: 2, Hkv: 2, nq: 300, nk: 300, d: 64, dv: 64, causal });
+      check(`${flavour} causal=${causal}`, r.out.data, r.lse.data, ref, maxAbs(v.data));
+    }
   }
 });
 

@@ -1,8 +1,10 @@
 // Parity with the authors' code: every case in ../shared/fixtures, reference mode, given
-// projections and draws, on both wasm builds. Hashes first (exact keys), then out and lse.
+// projections and draws, on every wasm build this engine runs (the test runner enables
+// relaxed SIMD in Node). Hashes first (exact keys), then out and lse.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createCpuBackend, type CpuBackend } from '../src/cpu/backend.ts';
+import { supportedFlavours } from '../src/cpu/wasm.ts';
 import { runHyper } from '../src/hyper.ts';
 import { resolveHyperOptions } from '../src/options.ts';
 import { attentionShape } from '../src/tensor.ts';
@@ -29,7 +31,7 @@ test('fixtures are present', () => {
   assert.ok(names.length >= 6, `expected the shared fixtures in ${FIXTURE_DIR} (set HYPERATTENTION_FIXTURES to another folder), found ${names.length}`);
 });
 
-for (const flavour of ['simd', 'scalar'] as const) {
+for (const flavour of supportedFlavours()) {
   for (const name of names) {
     test(`fixture ${name} (${flavour})`, async () => {
       const f = loadFixture(name);

@@ -1,7 +1,7 @@
-// Loads the AssemblyScript kernels: the SIMD build where the engine validates it, the
-// scalar build otherwise. Both are embedded (base64) by the build, so the bundle needs
-// no file beside it in any runtime.
-import { SCALAR_WASM_BASE64, SIMD_WASM_BASE64 } from './wasm.generated.ts';
+// Loads the AssemblyScript kernels: the relaxed-SIMD build (fused multiply-add) where the
+// engine validates it, else the SIMD build, else the scalar one. All are embedded (base64)
+// by the build, so the bundle needs no file beside it in any runtime.
+import { RELAXED_WASM_BASE64, SCALAR_WASM_BASE64, SIMD_WASM_BASE64 } from './wasm.generated.ts';
 
 /** The exports of assembly/index.ts; pointers are byte offsets into memory. */
 export interface KernelExports {
@@ -27,7 +27,13 @@ export interface KernelExports {
   mergeRows(dstOut: number, dstLse: number, srcOut: number, srcLse: number, rows: number, dv: number, write: number): void;
 }
 
-export type KernelFlavour = 'simd' | 'scalar';
+export type KernelFlavour = 'relaxed' | 'simd' | 'scalar';
+
+const SOURCES: Record<KernelFlavour, string> = {
+  relaxed: RELAXED_WASM_BASE64,
+  simd: SIMD_WASM_BASE64,
+  scalar: SCALAR_WASM_BASE64,
+};
 
 function decodeBase64(s: string): Uint8Array<ArrayBuffer> {
   const bin = atob(s);
@@ -38,15 +44,20 @@ function decodeBase64(s: string): Uint8Array<ArrayBuffer> {
 
 const modules = new Map<KernelFlavour, Promise<WebAssembly.Module>>();
 
-/** The flavour this engine runs: 'simd' when it validates the SIMD module. */
+/** Flavours this engine can run, fastest first. */
+export function supportedFlavours(): KernelFlavour[] {
+  return (['relaxed', 'simd', 'scalar'] as const).filter((f) => WebAssembly.validate(decodeBase64(SOURCES[f])));
+}
+
+/** The fastest flavour this engine runs. */
 export function bestFlavour(): KernelFlavour {
-  return WebAssembly.validate(decodeBase64(SIMD_WASM_BASE64)) ? 'simd' : 'scalar';
+  return supportedFlavours()[0];
 }
 
 export async function instantiateKernels(flavour: KernelFlavour = bestFlavour()): Promise<KernelExports> {
   let module = modules.get(flavour);
   if (!module) {
-    module = WebAssembly.compile(decodeBase64(flavour === 'simd' ? SIMD_WASM_BASE64 : SCALAR_WASM_BASE64));
+    module = WebAssembly.compile(decodeBase64(SOURCES[flavour]));
     modules.set(flavour, module);
   }
   const instance = await WebAssembly.instantiate(await module, {
