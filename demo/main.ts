@@ -4,21 +4,12 @@
 // speedup and the relative error of HyperAttention's output against exact attention.
 import { exactAttention, hyperAttention } from 'hyperattention';
 import { WORKLOADS } from '../bench/workloads.ts';
+import { relativeError } from '../test/util.ts';
 
 const SIZES = [1024, 4096, 16384, 65536];
 const D = 64;
 const quick = process.argv.includes('--quick');
 const sizes = quick ? SIZES.slice(0, 3) : SIZES;
-
-function relativeError(a: Float32Array, ref: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < ref.length; i++) {
-    num += (a[i] - ref[i]) ** 2;
-    den += ref[i] ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 const seconds = (ms: number) => (ms / 1000).toFixed(ms < 10_000 ? 3 : 1);
 let gflops = 20; // refined after each exact run, for the time estimates

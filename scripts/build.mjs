@@ -41,16 +41,36 @@ writeFileSync(
     '};\n',
 );
 
-await esbuild.build({
-  entryPoints: { index: 'src/index.ts' },
-  absWorkingDir: root,
-  bundle: true,
-  format: 'esm',
-  platform: 'neutral',
-  target: 'es2022',
-  outdir: 'dist',
-  sourcemap: true,
-  logLevel: 'warning',
-});
+const bundle = (name, options) =>
+  esbuild.build({
+    entryPoints: { [name]: 'src/index.ts' },
+    absWorkingDir: root,
+    bundle: true,
+    format: 'esm',
+    target: 'es2022',
+    outdir: 'dist',
+    sourcemap: true,
+    logLevel: 'warning',
+    ...options,
+  });
+// Node (platform neutral: nothing Node-only is imported statically); browsers (minified:
+// pages ship it); Deno (the banner gives a local-path import its types, see below). None
+// may reach for a Node built-in, which scripts/test-embedding.mjs checks.
+await bundle('index', { platform: 'neutral' });
+await bundle('browser/index', { platform: 'browser', minify: true });
+await bundle('deno/index', { platform: 'neutral', banner: { js: '// @ts-self-types="./types/index.d.ts"' } });
 run(bin('tsc'), ['-p', 'tsconfig.build.json']);
-console.log('build: dist/index.js, dist/types/, build/{relaxed,simd,scalar}.wasm');
+// tsc keeps the '.ts' of relative imports in declarations; TypeScript maps them to the
+// .d.ts files, Deno does not, so Deno gets a copy whose imports name the .d.ts files.
+const copyDenoTypes = (from, to) => {
+  mkdirSync(to, { recursive: true });
+  for (const entry of readdirSync(from, { withFileTypes: true })) {
+    if (entry.isDirectory()) copyDenoTypes(join(from, entry.name), join(to, entry.name));
+    else if (entry.name.endsWith('.d.ts')) {
+      const text = readFileSync(join(from, entry.name), 'utf8');
+      writeFileSync(join(to, entry.name), text.replace(/(from\s+|import\()(['"])(\.{1,2}\/[^'"]+)\.ts\2/g, '$1$2$3.d.ts$2'));
+    }
+  }
+};
+copyDenoTypes(join(root, 'dist/types'), join(root, 'dist/deno/types'));
+console.log('build: dist/index.js (Node), dist/browser/, dist/deno/, dist/types/, build/{relaxed,simd,scalar}.wasm');

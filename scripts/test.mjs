@@ -45,6 +45,7 @@ run('unit and parity suites (Node, WebAssembly)', process.execPath,
   parseUvu);
 const gpu = join(root, 'scripts/test-gpu.mjs');
 if (!only && existsSync(gpu)) run('WebGPU suites', process.execPath, [gpu], parseCountLine);
+if (!only) run('embedding: bundles, Deno example, demo page', process.execPath, [join(root, 'scripts/test-embedding.mjs')], parseCountLine);
 
 console.log(`\n${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);

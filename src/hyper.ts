@@ -120,22 +120,23 @@ interface Randomness {
   samples: Int32Array[];
 }
 
+/** The LSH projections of a call: the caller's (checked), else the generator's first draw. */
+export function callProjections(o: ResolvedHyperOptions, d: number, rng: Xoshiro128): Float32Array {
+  const r = o.lshNumProjs;
+  if (!o.projections) return gaussianProjections(rng, d, r);
+  if (o.projections.length !== d * r) {
+    throw new HyperAttentionError(
+      'INVALID_OPTION',
+      `projections: expected ${d * r} values ([D = ${d}, lshNumProjs = ${r}]), got ${o.projections.length}`,
+    );
+  }
+  checkFinite('projections', o.projections);
+  return o.projections;
+}
+
 function drawRandomness(plan: Plan, shape: AttentionShape, o: ResolvedHyperOptions): Randomness {
   const rng = new Xoshiro128(o.seed);
-  const r = o.lshNumProjs;
-  let projections: Float32Array;
-  if (o.projections) {
-    if (o.projections.length !== shape.d * r) {
-      throw new HyperAttentionError(
-        'INVALID_OPTION',
-        `projections: expected ${shape.d * r} values ([D = ${shape.d}, lshNumProjs = ${r}]), got ${o.projections.length}`,
-      );
-    }
-    checkFinite('projections', o.projections);
-    projections = o.projections;
-  } else {
-    projections = gaussianProjections(rng, shape.d, r);
-  }
+  const projections = callProjections(o, shape.d, rng);
   const sampler: Sampler = o.sampler ?? uniformSampler(rng);
   const samples = plan.draws.map((draw, index) => {
     const request = { index, batch: shape.B, heads: draw.heads, count: draw.count, high: draw.high };

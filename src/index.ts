@@ -12,6 +12,7 @@ export type { Mode } from './ops.ts';
 export type { DrawRequest, Sampler } from './random.ts';
 export type { Tensor } from './tensor.ts';
 export type { AttentionResult } from './hyper.ts';
+export { lshOrder, type LshOrder, type LshOrderOptions } from './inspect.ts';
 
 let cpu: Promise<Backend> | undefined;
 // Calls share one backend instance; its memory arena serves one call at a time.

@@ -1,0 +1,73 @@
+// Looking inside HyperAttention: the sortLSH order it gives the queries and keys of a
+// non-causal problem, computed with the library's own hashing and sorting kernels (the
+// WebAssembly backend) and its own block plan, so that a caller can draw or study where the
+// block-diagonal part puts the attention mass.
+import { createCpuBackend } from './cpu/backend.ts';
+import { buildPlan, callProjections } from './hyper.ts';
+import { resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions } from './options.ts';
+import { Xoshiro128 } from './random.ts';
+import { attentionShape, type Tensor } from './tensor.ts';
+
+/** The options of hyperAttention that decide the sortLSH order. */
+export type LshOrderOptions = Pick<HyperOptions, 'blockSize' | 'lshNumProjs' | 'mode' | 'seed' | 'projections'>;
+
+const LSH_ORDER_KEYS: (keyof LshOrderOptions)[] = ['blockSize', 'lshNumProjs', 'mode', 'seed', 'projections'];
+
+export interface LshOrder {
+  /** [B, H, Nq]: queryOrder[head][i] is the query row at sorted position i */
+  queryOrder: { data: Int32Array; shape: [number, number, number] };
+  /** [B, Hkv, Nk]: keyOrder[head][j] is the key row at sorted position j */
+  keyOrder: { data: Int32Array; shape: [number, number, number] };
+  /** sorted queries per diagonal block (the last block takes the remainder) */
+  queryBlock: number;
+  /** sorted keys per diagonal block, b (the last block may be shorter) */
+  keyBlock: number;
+  numBlocks: number;
+}
+
+/**
+ * The sortLSH permutations hyperAttention uses for q [B, H, Nq, D] against k [B, Hkv, Nk, D]
+ * in one non-causal step, with the same projections (drawn from `seed` or given), sort keys
+ * and block sizes. Sorted query block i attends to sorted key block i. A causal call applies
+ * the same hashing to the off-diagonal halves of its recursion, not to the whole matrix.
+ */
+export async function lshOrder(q: Tensor, k: Tensor, options: LshOrderOptions = {}): Promise<LshOrder> {
+  // The first call only checks the option names; the second resolves the values.
+  resolveExactOptions(options as ExactOptions, LSH_ORDER_KEYS);
+  const o = resolveHyperOptions(options);
+  const { B, H, Hkv, nq, nk, d } = attentionShape(q, k, k, false);
+  const r = o.lshNumProjs;
+  const [step] = buildPlan({
+    nq, nk, H, causal: false, exact: false, blockSize: o.blockSize, sampleSize: 0, minSeqLen: 0,
+  }).steps;
+  const projections = callProjections(o, d, new Xoshiro128(o.seed));
+
+  const queryOrder = new Int32Array(B * H * nq);
+  const keyOrder = new Int32Array(B * Hkv * nk);
+  // A backend of its own: its arena then never interleaves with an attention call.
+  const backend = await createCpuBackend();
+  const proj = backend.createBuffer('f32', d * r);
+  backend.upload(proj, projections);
+  const rows = backend.createBuffer('f32', Math.max(nq, nk) * d);
+  const keys = backend.createBuffer('i32', Math.max(nq, nk));
+  const perm = backend.createBuffer('i32', Math.max(nq, nk));
+  const order = async (x: Float32Array, n: number, into: Int32Array, head: number) => {
+    backend.upload(rows, x.subarray(head * n * d, (head + 1) * n * d));
+    backend.hash({ x: { buf: rows, row: 0 }, rows: n, d, proj, r, mode: o.mode, keys: { buf: keys, row: 0 } });
+    backend.sort({ keys: { buf: keys, row: 0 }, count: n, pads: 0, numKeys: 1 << r, perm: { buf: perm, row: 0 } });
+    await backend.download(perm, 0, n, into, head * n);
+  };
+  try {
+    for (let head = 0; head < B * H; head++) await order(q.data, nq, queryOrder, head);
+    for (let head = 0; head < B * Hkv; head++) await order(k.data, nk, keyOrder, head);
+  } finally {
+    backend.releaseAll();
+  }
+  return {
+    queryOrder: { data: queryOrder, shape: [B, H, nq] },
+    keyOrder: { data: keyOrder, shape: [B, Hkv, nk] },
+    queryBlock: step.qBlock,
+    keyBlock: step.kBlock,
+    numBlocks: step.nBlocks,
+  };
+}
