@@ -1,13 +1,17 @@
 // Public API: HyperAttention and exact attention on Float32Array tensors.
 import type { Backend } from './ops.ts';
 import { createCpuBackend } from './cpu/backend.ts';
-import { HyperAttentionError } from './errors.ts';
+import { createWebGPUBackend, type WebGPUBackend } from './gpu/index.ts';
 import { runExact, runHyper, type AttentionResult } from './hyper.ts';
-import { resolveExactOptions, resolveHyperOptions, type BackendChoice, type ExactOptions, type HyperOptions } from './options.ts';
+import {
+  resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions, type ResolvedExactOptions, type WebGPUDeviceLike,
+} from './options.ts';
 import { attentionShape, type Tensor } from './tensor.ts';
 
 export { HyperAttentionError, type ErrorCode } from './errors.ts';
-export { DEFAULTS, type BackendChoice, type ExactOptions, type HyperOptions, type Progress } from './options.ts';
+export {
+  DEFAULTS, type BackendChoice, type ExactOptions, type HyperOptions, type Progress, type WebGPUDeviceLike,
+} from './options.ts';
 export type { Mode } from './ops.ts';
 export type { DrawRequest, Sampler } from './random.ts';
 export type { Tensor } from './tensor.ts';
@@ -15,15 +19,34 @@ export type { AttentionResult } from './hyper.ts';
 export { lshOrder, type LshOrder, type LshOrderOptions } from './inspect.ts';
 
 let cpu: Promise<Backend> | undefined;
-// Calls share one backend instance; its memory arena serves one call at a time.
+let sharedGpu: Promise<WebGPUBackend> | undefined;
+const callerGpus = new WeakMap<WebGPUDeviceLike, WebGPUBackend>();
+// Calls share one queue: a backend's memory arena serves one call at a time.
 let queue: Promise<unknown> = Promise.resolve();
 
-function backendFor(choice: BackendChoice): Promise<Backend> {
-  if (choice === 'webgpu') {
-    return Promise.reject(new HyperAttentionError('UNSUPPORTED', "backend 'webgpu' is not available in this build; use 'cpu' or 'auto'"));
+/**
+ * The backend of a call. WebGPU backends are kept per device; a backend whose device was
+ * lost is replaced (the shared device is then re-acquired), so after a DEVICE_LOST the
+ * next call runs on a fresh device.
+ */
+async function backendFor(o: ResolvedExactOptions): Promise<Backend> {
+  if (o.backend !== 'webgpu') {
+    cpu ??= createCpuBackend();
+    return cpu;
   }
-  cpu ??= createCpuBackend();
-  return cpu;
+  if (o.device) {
+    let backend = callerGpus.get(o.device);
+    if (!backend || backend.isLost) {
+      backend = await createWebGPUBackend({ device: o.device as GPUDevice });
+      callerGpus.set(o.device, backend);
+    }
+    return backend;
+  }
+  const current = await sharedGpu?.catch(() => undefined);
+  if (current && !current.isLost) return current;
+  const next = createWebGPUBackend();
+  sharedGpu = next;
+  return next;
 }
 
 function serialize<T>(work: () => Promise<T>): Promise<T> {
@@ -40,7 +63,7 @@ export function hyperAttention(q: Tensor, k: Tensor, v: Tensor, options: HyperOp
   try {
     const o = resolveHyperOptions(options);
     const shape = attentionShape(q, k, v, o.causal);
-    return serialize(async () => runHyper(await backendFor(o.backend), shape, o, q, k, v));
+    return serialize(async () => runHyper(await backendFor(o), shape, o, q, k, v));
   } catch (error) {
     return Promise.reject(error);
   }
@@ -51,7 +74,7 @@ export function exactAttention(q: Tensor, k: Tensor, v: Tensor, options: ExactOp
   try {
     const o = resolveExactOptions(options);
     const shape = attentionShape(q, k, v, o.causal);
-    return serialize(async () => runExact(await backendFor(o.backend), shape, o, q, k, v));
+    return serialize(async () => runExact(await backendFor(o), shape, o, q, k, v));
   } catch (error) {
     return Promise.reject(error);
   }

@@ -12,11 +12,23 @@ export interface Progress {
   total: number;
 }
 
+/**
+ * A WebGPU GPUDevice (typed structurally so that users without @webgpu/types can still
+ * compile against this package).
+ */
+export interface WebGPUDeviceLike {
+  readonly queue: object;
+  readonly lost: Promise<unknown>;
+}
+
 export interface ExactOptions {
   causal?: boolean;
   /** softmax scale; default 1 / sqrt(D) */
   scale?: number;
+  /** 'auto' runs on WebAssembly until the scheduler lands; 'webgpu' forces the GPU */
   backend?: BackendChoice;
+  /** run on this GPUDevice (implies backend 'webgpu') instead of one the library acquires */
+  device?: WebGPUDeviceLike;
   /** called after each (batch, head) is done */
   onProgress?: (p: Progress) => void;
 }
@@ -44,6 +56,7 @@ export interface ResolvedExactOptions {
   causal: boolean;
   scale: number | undefined;
   backend: BackendChoice;
+  device: WebGPUDeviceLike | undefined;
   onProgress: ((p: Progress) => void) | undefined;
 }
 
@@ -67,7 +80,7 @@ export const DEFAULTS = {
   seed: 0,
 };
 
-const EXACT_KEYS = ['causal', 'scale', 'backend', 'onProgress'];
+const EXACT_KEYS = ['causal', 'scale', 'backend', 'device', 'onProgress'];
 const HYPER_KEYS = [
   ...EXACT_KEYS, 'blockSize', 'sampleSize', 'lshNumProjs', 'minSeqLen', 'mode', 'seed', 'projections', 'sampler',
 ];
@@ -93,14 +106,21 @@ function integer(name: string, value: unknown, fallback: number, min: number, ma
 export function resolveExactOptions(options: ExactOptions = {}, allowed = EXACT_KEYS): ResolvedExactOptions {
   if (typeof options !== 'object' || options === null) fail(`options: expected an object, got ${String(options)}`);
   checkKeys(options, allowed);
-  const { causal = false, scale, backend = 'auto', onProgress } = options;
+  const { causal = false, scale, device, onProgress } = options;
+  const backend = options.backend ?? (device ? 'webgpu' : 'auto');
   if (typeof causal !== 'boolean') fail(`causal: expected a boolean, got ${String(causal)}`);
   if (scale !== undefined && (typeof scale !== 'number' || !Number.isFinite(scale) || scale <= 0)) {
     fail(`scale: expected a finite positive number, got ${String(scale)}`);
   }
   if (!['auto', 'cpu', 'webgpu'].includes(backend)) fail(`backend: expected 'auto', 'cpu' or 'webgpu', got ${String(backend)}`);
+  if (device !== undefined) {
+    if (typeof device !== 'object' || device === null || !('queue' in device) || !('lost' in device)) {
+      fail('device: expected a GPUDevice');
+    }
+    if (backend !== 'webgpu') fail(`device: a GPUDevice runs on backend 'webgpu', but backend is '${backend}'`);
+  }
   if (onProgress !== undefined && typeof onProgress !== 'function') fail('onProgress: expected a function');
-  return { causal, scale, backend, onProgress };
+  return { causal, scale, backend, device, onProgress };
 }
 
 export function resolveHyperOptions(options: HyperOptions = {}): ResolvedHyperOptions {

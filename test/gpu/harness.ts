@@ -3,13 +3,18 @@
 // poisoned output buffers with guard rows, float64 expectations built on
 // test/reference.ts, and comparisons with stated tolerances.
 import * as assert from 'uvu/assert';
-import type { Backend, BackendBuffer, Destination, RowView, WriteMode } from '../../src/ops.ts';
+import type { Backend, BackendBuffer, Destination, Mode, RowView, WriteMode } from '../../src/ops.ts';
 import { Xoshiro128 } from '../../src/random.ts';
 import { referenceAttention } from '../reference.ts';
 
 /** Tolerances: max abs error of out and of lse against float64. */
 export const OUT_TOL = 1e-4;
 export const LSE_TOL = 1e-4;
+/**
+ * For storage 'f16', against float64 on inputs rounded to nearest f16: WGSL lets the
+ * f32 -> f16 conversion round either way, one f16 ulp (2^-11 relative) per input.
+ */
+export const F16_TOL = 2e-3;
 
 /** Rows kept in front of and behind every view, filled with GUARD and checked untouched. */
 export const GUARD_ROWS = 3;
@@ -157,12 +162,24 @@ export function destination(be: Backend, rng: Xoshiro128, rows: number, dv: numb
 }
 
 /** Downloads the destination and compares every row with the float64 expectation. */
-export async function checkDestination(be: Backend, dest: Dest, expected: RowResult[], dv: number, label: string): Promise<void> {
+export async function checkDestination(
+  be: Backend, dest: Dest, expected: RowResult[], dv: number, label: string, tol = OUT_TOL,
+): Promise<void> {
   const out = await readGuarded(be, dest.out, `${label} out`);
   const lse = await readGuarded(be, dest.lse, `${label} lse`);
   expected.forEach((want, i) => {
-    expectClose(`${label} lse row ${i}`, lse[i], want.lse, LSE_TOL);
-    for (let c = 0; c < dv; c++) expectClose(`${label} out row ${i} col ${c}`, out[i * dv + c], want.out[c], OUT_TOL);
+    expectClose(`${label} lse row ${i}`, lse[i], want.lse, Math.max(tol, LSE_TOL));
+    for (let c = 0; c < dv; c++) expectClose(`${label} out row ${i} col ${c}`, out[i * dv + c], want.out[c], tol);
+  });
+}
+
+/** Values rounded to the nearest f16 (ties upward; random inputs practically never tie). */
+export function f16Rounded(x: Float32Array): Float32Array {
+  return x.map((value) => {
+    if (value === 0) return 0;
+    const exponent = Math.max(Math.floor(Math.log2(Math.abs(value))), -14);
+    const ulp = 2 ** (exponent - 10);
+    return Math.round(value / ulp) * ulp;
   });
 }
 
@@ -175,4 +192,38 @@ export function expectClose(label: string, got: number, want: number, tol: numbe
     return;
   }
   if (!(Math.abs(got - want) <= tol)) assert.unreachable(`${label}: got ${got}, expected ${want} (tolerance ${tol})`);
+}
+
+function gray(bin: number): number {
+  return bin ^ (bin >> 1);
+}
+
+function inverseGray(g: number): number {
+  let bin = 0;
+  for (let x = g; x; x >>= 1) bin ^= x;
+  return bin;
+}
+
+/**
+ * The sort key of row x (float64, independent of the kernels) first, then the keys it may
+ * also get in float32: a bit whose projection is within 1e-5 of zero (relative to
+ * |x| |p|) may go either way.
+ */
+export function hashKeys(x: Float32Array, proj: Float32Array, d: number, r: number, mode: Mode): number[] {
+  const ambiguous: number[] = [];
+  let bin = 0;
+  for (let t = 0; t < r; t++) {
+    let dot = 0;
+    let xx = 0;
+    let pp = 0;
+    for (let j = 0; j < d; j++) {
+      dot += x[j] * proj[j * r + t];
+      xx += x[j] ** 2;
+      pp += proj[j * r + t] ** 2;
+    }
+    if (dot > 0) bin |= 1 << t;
+    if (Math.abs(dot) < 1e-5 * Math.sqrt(xx * pp)) ambiguous.push(t);
+  }
+  const key = (b: number) => (mode === 'reference' ? gray(b) : inverseGray(b));
+  return [key(bin), ...ambiguous.map((t) => key(bin ^ (1 << t)))];
 }

@@ -1,0 +1,198 @@
+// Runs the WebGPU suites (test/gpu/main.ts) in Node (Dawn, through tsx), Deno
+// (navigator.gpu) and headless Chromium (playwright-core, the system's /usr/bin/chromium),
+// prints per runtime what passed and failed, and ends with 'N passed, N failed' over
+// individual test cases. A runtime without an adapter is skipped with the command that
+// enables it; with REQUIRE_GPU=1 a skip counts as a failure.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as esbuild from 'esbuild';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const requireGpu = process.env.REQUIRE_GPU === '1';
+const ENABLE = 'apt-get install -y chromium mesa-vulkan-drivers';
+const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
+const CHROMIUM = '/usr/bin/chromium';
+const TIMEOUT_MS = 170_000;
+const DONE = 'gpu suites: done';
+const NO_ADAPTER = 'gpu suites: no adapter';
+
+function checkShadersBuilt() {
+  const generated = join(root, 'src/gpu/shaders.generated.ts');
+  const newest = Math.max(...readdirSync(join(root, 'shaders')).map((f) => statSync(join(root, 'shaders', f)).mtimeMs));
+  if (!existsSync(generated) || statSync(generated).mtimeMs < newest) {
+    console.log('src/gpu/shaders.generated.ts is missing or older than shaders/*.wgsl: run `npm run build` first');
+    console.log('0 passed, 1 failed');
+    process.exit(1);
+  }
+}
+
+/** Runs a command, echoing its output, and resolves with everything it printed. */
+function runProcess(cmd, args, env) {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let text = '';
+    const take = (chunk) => {
+      const s = chunk.toString();
+      text += s;
+      process.stdout.write(s);
+    };
+    child.stdout.on('data', take);
+    child.stderr.on('data', take);
+    const timer = setTimeout(() => {
+      text += `\ntimed out after ${TIMEOUT_MS / 1000} s\n`;
+      child.kill('SIGKILL');
+    }, TIMEOUT_MS);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ text, code });
+    });
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      resolve({ text: `${text}\n${error.message}\n`, code: -1 });
+    });
+  });
+}
+
+async function bundle() {
+  const outfile = join(root, 'test-artifacts/gpu/main.js');
+  await esbuild.build({
+    entryPoints: [join(root, 'test/gpu/main.ts')],
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    outfile,
+    // package.json says sideEffects: false, which would drop test/gpu/defer.ts.
+    ignoreAnnotations: true,
+    logLevel: 'error',
+  });
+  return outfile;
+}
+
+// Vulkan loaders and Deno want a runtime dir (XDG); a throwaway one keeps them quiet.
+const runtimeDir = mkdtempSync(join(tmpdir(), 'gpu-xdg-'));
+process.on('exit', () => rmSync(runtimeDir, { recursive: true, force: true }));
+
+async function runNode() {
+  const env = { XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? runtimeDir };
+  if (!process.env.VK_ICD_FILENAMES && existsSync(SWIFTSHADER_ICD)) env.VK_ICD_FILENAMES = SWIFTSHADER_ICD;
+  return runProcess(process.execPath, ['--import', 'tsx', 'test/gpu/main.ts'], env);
+}
+
+async function runDeno(script) {
+  const deno = join(root, 'node_modules/.bin/deno');
+  if (!existsSync(deno)) return { text: `${NO_ADAPTER} (no deno binary in node_modules)\n`, code: 0 };
+  const env = { XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? runtimeDir, DENO_NO_UPDATE_CHECK: '1', NO_COLOR: '1' };
+  // Without a Vulkan driver, Deno's wgpu falls back to OpenGL on llvmpipe, where these
+  // kernels crawl past the time limit; on Linux only Vulkan counts as an adapter here.
+  if (process.platform === 'linux' && !process.env.DENO_WEBGPU_BACKEND) env.DENO_WEBGPU_BACKEND = 'vulkan';
+  return runProcess(deno, ['run', '--unstable-webgpu', '-A', script], env);
+}
+
+async function runChromium(script) {
+  if (!existsSync(CHROMIUM)) return { text: `${NO_ADAPTER} (no ${CHROMIUM})\n`, code: 0 };
+  const { chromium } = await import('playwright-core');
+  const profile = mkdtempSync(join(tmpdir(), 'gpu-chromium-'));
+  let text = '';
+  const print = (s) => {
+    text += `${s}\n`;
+    process.stdout.write(`${s}\n`);
+  };
+  let context;
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--no-sandbox', '--enable-unsafe-webgpu', '--disable-gpu-sandbox',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run',
+      ],
+    });
+    const page = context.pages()[0] ?? (await context.newPage());
+    // Served by interception, never by a network: localhost is a secure context (WebGPU).
+    const origin = 'http://localhost:9';
+    await page.route(`${origin}/**`, (route) => {
+      const url = new URL(route.request().url());
+      if (url.pathname === '/main.js') {
+        return route.fulfill({ contentType: 'text/javascript', body: readFileSync(script, 'utf8') });
+      }
+      return route.fulfill({ contentType: 'text/html', body: '<!doctype html><script type="module" src="/main.js"></script>' });
+    });
+    const finished = new Promise((resolve) => {
+      page.on('console', (msg) => {
+        const line = msg.text().replace(/\x1b\[[0-9;]*m/g, '').trimEnd();
+        // uvu prints one console line per passing test in browsers; keep the rest.
+        if (line.trim() === '•' || line.trim() === '') return;
+        print(line);
+        if (line.startsWith(DONE) || line.startsWith(NO_ADAPTER)) resolve(0);
+      });
+      page.on('pageerror', (error) => {
+        print(`page error: ${error.message}`);
+        resolve(1);
+      });
+      setTimeout(() => {
+        print(`timed out after ${TIMEOUT_MS / 1000} s`);
+        resolve(1);
+      }, TIMEOUT_MS);
+    });
+    await page.goto(`${origin}/index.html`);
+    const code = await finished;
+    return { text, code };
+  } catch (error) {
+    print(`chromium: ${error.message}`);
+    return { text, code: 1 };
+  } finally {
+    await context?.close().catch(() => {});
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+/** uvu's 'Total: N' and 'Passed: N' (colour codes stripped). */
+function parse(text) {
+  const plain = text.replace(/\x1b\[[0-9;]*m/g, '');
+  const total = /Total:\s+(\d+)/.exec(plain);
+  const passed = /Passed:\s+(\d+)/.exec(plain);
+  if (!total || !passed) return undefined;
+  return { passed: Number(passed[1]), failed: Number(total[1]) - Number(passed[1]) };
+}
+
+checkShadersBuilt();
+mkdirSync(join(root, 'test-artifacts/gpu'), { recursive: true });
+const script = await bundle();
+const runtimes = [
+  ['node', 'Node (webgpu package: Dawn, Vulkan)', runNode],
+  ['deno', 'Deno (navigator.gpu)', () => runDeno(script)],
+  ['chromium', 'headless Chromium (navigator.gpu)', () => runChromium(script)],
+];
+const summary = [];
+let passed = 0;
+let failed = 0;
+for (const [name, label, run] of runtimes) {
+  console.log(`\n== WebGPU suites in ${label}`);
+  const started = Date.now();
+  const { text, code } = await run();
+  const seconds = ((Date.now() - started) / 1000).toFixed(1);
+  const skip = text.split('\n').find((l) => l.startsWith(NO_ADAPTER));
+  if (skip) {
+    summary.push(`${name}: skipped, ${skip.slice('gpu suites: '.length)}; to enable: ${ENABLE}`);
+    if (requireGpu) failed += 1;
+    continue;
+  }
+  const counts = parse(text);
+  if (!counts) {
+    summary.push(`${name}: no test totals (exit ${code}, ${seconds} s)`);
+    failed += 1;
+    continue;
+  }
+  // A crash or a missing completion marker after the totals still fails the runtime.
+  const broken = code !== 0 && counts.failed === 0 ? 1 : 0;
+  passed += counts.passed;
+  failed += counts.failed + broken;
+  summary.push(`${name}: ${counts.passed} passed, ${counts.failed + broken} failed (${seconds} s)`);
+}
+console.log(`\n${summary.join('\n')}`);
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);

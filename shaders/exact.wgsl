@@ -1,0 +1,56 @@
+// Exact attention with log-sum-exp: query rows [0, nq) against keys [0, nk), optionally
+// causal (key j hidden from query i when j > i + causal_offset). Output row i goes to
+// destination row i. Built on lib-attention.wgsl.
+
+struct Params {
+  q_off: u32,
+  k_off: u32,
+  v_off: u32,
+  out_off: u32,
+  lse_off: u32,
+  nq: u32,
+  nk: u32,
+  causal: u32,
+  causal_offset: i32,
+  mode: u32,
+  scale: f32,
+}
+
+@group(0) @binding(5) var<uniform> p: Params;
+
+var<private> q_pos: u32;
+
+fn key_row(pos: u32) -> u32 {
+  return pos;
+}
+
+fn key_visible(pos: u32) -> bool {
+  return p.causal == 0u || i32(pos) <= i32(q_pos) + p.causal_offset;
+}
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let first = wg_index(wid, nwg) * WG;
+  if (first >= p.nq) {
+    return;
+  }
+  // Causal: keys past the workgroup's last query are hidden from all of its rows.
+  var n_keys = p.nk;
+  if (p.causal != 0u) {
+    let last = min(p.nq, first + WG) - 1u;
+    n_keys = u32(clamp(i32(last) + p.causal_offset + 1, 0, i32(p.nk)));
+  }
+  q_pos = first + lid;
+  let has_row = q_pos < p.nq;
+  if (has_row) {
+    load_query(p.q_off, q_pos, p.scale);
+  }
+  attend_keys(n_keys, p.k_off, p.v_off, lid, has_row);
+  if (has_row) {
+    write_row(p.out_off, p.lse_off, q_pos, p.mode, 0.0, 0.0);
+  }
+}

@@ -1,0 +1,563 @@
+// The WebGPU backend: the ops of src/ops.ts as WGSL kernels. Each op records its
+// dispatches into one open command encoder, which is submitted only when data crosses
+// to or from the host (upload, download), so a call runs from its uploads to its
+// downloads without a readback in between. Buffers come from a pool. GPU errors are
+// caught with error scopes around every op and reported, typed, by the next download.
+//
+// Subgroups (default where the device has them): the attention kernels share K and V rows
+// between lanes by shuffles rather than through workgroup memory and barriers.
+//
+// Storage 'f16' (devices with shader-f16): the attention kernels read Q, K and V from f16
+// copies (accumulating in f32), halving their memory traffic; a buffer's copy is made by
+// the first attention op that reads it after an upload, and reused until the next
+// upload or an op writing that buffer. Outputs stay f32.
+//
+// Device loss: the call in flight rejects with DEVICE_LOST (its pending download races
+// device.lost, so it never hangs), and every later op on this backend throws DEVICE_LOST;
+// createWebGPUBackend() then acquires a new device.
+import { HyperAttentionError } from '../errors.ts';
+import type {
+  Backend, BackendBuffer, BlockTask, ExactTask, HashTask, MergeTask, RowView, SampledTask, SortTask, WriteMode,
+} from '../ops.ts';
+import {
+  PLAIN, keysPerTile, pipelineCache, type ElementType, type KernelName, type KernelVariant, type PipelineCache,
+} from './kernels.ts';
+import { BufferPool } from './pool.ts';
+
+const WRITE_CODES: Record<WriteMode, number> = { write: 0, 'merge-reference': 1, 'merge-fixed': 2 };
+
+/** Invocations per workgroup of the row-parallel kernels and of the sort passes. */
+const ROW_WORKGROUP = 64;
+const SORT_WORKGROUP = 256;
+
+/** How long a failed readback waits for device.lost to tell a lost device from an error. */
+const LOST_GRACE_MS = 1000;
+
+class WebGPUBuffer implements BackendBuffer {
+  readonly kind: 'f32' | 'i32';
+  readonly length: number;
+  readonly gpu: GPUBuffer;
+  released = false;
+  /** f16 copy of the contents for storage 'f16', valid while `halfFresh` */
+  half: GPUBuffer | undefined;
+  halfFresh = false;
+
+  constructor(kind: 'f32' | 'i32', length: number, gpu: GPUBuffer) {
+    this.kind = kind;
+    this.length = length;
+    this.gpu = gpu;
+  }
+}
+
+/** A storage binding of part of a buffer, and where the part's first element lies in it. */
+interface Bound {
+  binding: GPUBufferBinding;
+  /** element index, within the binding, of the view's first element */
+  el: number;
+}
+
+type Field = ['u32' | 'i32' | 'f32', number];
+const u32 = (value: number): Field => ['u32', value];
+const i32 = (value: number): Field => ['i32', value];
+const f32 = (value: number): Field => ['f32', value];
+
+export interface WebGPUBackendOptions {
+  /**
+   * Largest storage binding in bytes, below the device's maxStorageBufferBindingSize;
+   * lets tests exercise the splitting of ops over several bindings.
+   */
+  maxBindingBytes?: number;
+  /**
+   * Storage type of Q, K and V in the attention kernels (default 'f32'); 'f16' needs the
+   * device's shader-f16 feature and rounds those inputs to f16 (accumulation stays f32).
+   */
+  storage?: ElementType;
+  /**
+   * Attention kernels pass K and V between lanes with subgroup shuffles instead of
+   * staging them in workgroup memory; default: when the device has the subgroups feature.
+   */
+  subgroups?: boolean;
+}
+
+export class WebGPUBackend implements Backend {
+  readonly name = 'webgpu' as const;
+  readonly device: GPUDevice;
+  readonly storage: ElementType;
+  readonly subgroups: boolean;
+  private readonly pipelines: PipelineCache;
+  private readonly pool: BufferPool;
+  private readonly rowWorkgroup: number;
+  private readonly sortWorkgroup: number;
+  private readonly workgroupStorage: number;
+  private readonly maxSubgroupSize: number;
+  private readonly maxBinding: number;
+  private readonly maxBufferSize: number;
+  private readonly maxGrid: number;
+  private readonly align: number;
+  private readonly live = new Set<WebGPUBuffer>();
+  private encoder: GPUCommandEncoder | undefined;
+  private pass: GPUComputePassEncoder | undefined;
+  /** written by queue.writeBuffer for the open encoder: not reusable before it is submitted */
+  private held: GPUBuffer[] = [];
+  private errors: Promise<HyperAttentionError | undefined>[] = [];
+  private lost: HyperAttentionError | undefined;
+  private readonly lostSignal: Promise<never>;
+
+  constructor(device: GPUDevice, options: WebGPUBackendOptions = {}) {
+    this.device = device;
+    this.storage = options.storage ?? 'f32';
+    if (this.storage === 'f16' && !device.features.has('shader-f16')) {
+      throw new HyperAttentionError('UNSUPPORTED', "WebGPU: storage 'f16' needs a device with the shader-f16 feature");
+    }
+    this.subgroups = options.subgroups ?? device.features.has('subgroups');
+    if (this.subgroups && !device.features.has('subgroups')) {
+      throw new HyperAttentionError('UNSUPPORTED', 'WebGPU: subgroups need a device with the subgroups feature');
+    }
+    // 128 is the largest subgroup size WebGPU allows, for runtimes without adapterInfo.
+    this.maxSubgroupSize = (device as Partial<GPUDevice>).adapterInfo?.subgroupMaxSize ?? 128;
+    this.pipelines = pipelineCache(device);
+    this.pool = new BufferPool(device);
+    const limits = device.limits;
+    const invocations = Math.min(limits.maxComputeInvocationsPerWorkgroup, limits.maxComputeWorkgroupSizeX);
+    this.rowWorkgroup = Math.min(ROW_WORKGROUP, invocations);
+    this.sortWorkgroup = Math.min(SORT_WORKGROUP, invocations);
+    this.workgroupStorage = limits.maxComputeWorkgroupStorageSize;
+    this.maxBinding = Math.min(options.maxBindingBytes ?? Infinity, limits.maxStorageBufferBindingSize);
+    this.maxBufferSize = limits.maxBufferSize;
+    this.maxGrid = limits.maxComputeWorkgroupsPerDimension;
+    this.align = limits.minStorageBufferOffsetAlignment;
+    this.lostSignal = device.lost.then((info) => {
+      this.lost = new HyperAttentionError('DEVICE_LOST', `WebGPU device lost (${info.reason}): ${info.message || 'no message'}`);
+      throw this.lost;
+    });
+    this.lostSignal.catch(() => {});
+  }
+
+  /** True once the device is lost: every op throws DEVICE_LOST; create a new backend. */
+  get isLost(): boolean {
+    return this.lost !== undefined;
+  }
+
+  createBuffer(kind: 'f32' | 'i32', length: number): BackendBuffer {
+    const bytes = Math.max(4, length * 4);
+    if (bytes > this.maxBufferSize) {
+      throw new HyperAttentionError(
+        'OUT_OF_MEMORY',
+        `WebGPU: a buffer of ${length} elements (${bytes} bytes) exceeds the device's maxBufferSize of ${this.maxBufferSize} bytes`,
+      );
+    }
+    const gpu = this.record(() =>
+      this.pool.acquire(bytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST));
+    const buf = new WebGPUBuffer(kind, length, gpu);
+    this.live.add(buf);
+    return buf;
+  }
+
+  upload(buf: BackendBuffer, data: Float32Array | Int32Array, offset = 0): void {
+    const handle = this.handle(buf, offset, data.length);
+    if (data.length === 0) return;
+    handle.halfFresh = false;
+    this.record(() => {
+      // Commands recorded so far must not see the new contents.
+      this.flush();
+      this.device.queue.writeBuffer(handle.gpu, offset * 4, data as ArrayBufferView<ArrayBuffer>);
+    });
+  }
+
+  async download(
+    buf: BackendBuffer, offset: number, length: number, into: Float32Array | Int32Array, intoOffset = 0,
+  ): Promise<void> {
+    const handle = this.handle(buf, offset, length);
+    const bytes = Math.max(4, length * 4);
+    const staging = this.record(() => {
+      const target = this.pool.acquire(bytes, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
+      if (length > 0) this.commandEncoder().copyBufferToBuffer(handle.gpu, offset * 4, target, 0, length * 4);
+      this.flush();
+      return target;
+    });
+    try {
+      await Promise.race([staging.mapAsync(GPUMapMode.READ, 0, bytes), this.lostSignal]);
+    } catch (cause) {
+      throw (await this.takeError()) ?? (await this.lostOrNot()) ??
+        new HyperAttentionError('GPU_ERROR', `WebGPU: reading back a buffer failed: ${String(cause)}`, { cause });
+    }
+    const error = await this.takeError();
+    if (!error && length > 0) {
+      const Ctor = into instanceof Float32Array ? Float32Array : Int32Array;
+      into.set(new Ctor(staging.getMappedRange(0, length * 4)), intoOffset);
+    }
+    staging.unmap();
+    this.pool.release(staging);
+    if (error) throw error;
+  }
+
+  hash(t: HashTask): void {
+    if (t.rows === 0) return;
+    this.record(() => {
+      const x = this.bind(t.x, t.d, t.rows);
+      const proj = this.bind({ buf: t.proj, row: 0 }, 1, t.d * t.r);
+      const keys = this.bindOutput(t.keys, 1, t.rows);
+      const params = this.uniform([
+        u32(x.el), u32(t.rows), u32(t.d), u32(t.r), u32(t.mode === 'fixed' ? 1 : 0), u32(keys.el),
+      ]);
+      this.dispatch(this.rowKernel('hash'), [x.binding, proj.binding, keys.binding, params], this.rowGroups(t.rows));
+    });
+  }
+
+  sort(t: SortTask): void {
+    const total = t.count + t.pads;
+    if (total === 0) return;
+    this.record(() => {
+      const wg = this.sortWorkgroup;
+      const chunks = Math.ceil(total / wg);
+      const countBytes = t.numKeys * chunks * 4;
+      if (countBytes > this.maxBinding) {
+        throw new HyperAttentionError(
+          'UNSUPPORTED',
+          `WebGPU: sorting ${total} rows by ${t.numKeys} keys needs a ${countBytes}-byte histogram; the device binds at most ${this.maxBinding} bytes`,
+        );
+      }
+      const keys = this.bind(t.keys, 1, t.count);
+      const perm = this.bindOutput(t.perm, 1, total);
+      const counts = this.pool.acquire(countBytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+      const countsBinding: GPUBufferBinding = { buffer: counts, offset: 0, size: countBytes };
+      this.endPass();
+      this.commandEncoder().clearBuffer(counts, 0, countBytes);
+      const constants = { WG: wg };
+      this.dispatch(
+        this.pipelines.get('sort-count', constants),
+        [keys.binding, countsBinding, this.uniform([u32(keys.el), u32(t.count), u32(total), u32(chunks)])],
+        chunks,
+      );
+      this.dispatch(
+        this.pipelines.get('sort-scan', constants),
+        [countsBinding, this.uniform([u32(t.numKeys * chunks)])],
+        1,
+      );
+      this.dispatch(
+        this.pipelines.get('sort-scatter', constants),
+        [keys.binding, countsBinding, perm.binding,
+          this.uniform([u32(keys.el), u32(t.count), u32(total), u32(chunks), u32(perm.el)])],
+        chunks,
+      );
+      // Later commands run after these, so the scratch can serve them at once.
+      this.pool.release(counts);
+    });
+  }
+
+  exact(t: ExactTask): void {
+    if (t.nq === 0) return;
+    this.record(() => {
+      const pipeline = this.attentionKernel('exact', t.d, t.dv);
+      const k = this.bindInput(t.k, t.d, t.nk);
+      const v = this.bindInput(t.v, t.dv, t.nk);
+      // Query rows in runs whose Q and out bindings fit maxStorageBufferBindingSize.
+      const run = Math.max(1, Math.floor((this.maxBinding - this.align) / (4 * Math.max(t.d, t.dv))));
+      for (let q0 = 0; q0 < t.nq; q0 += run) {
+        const rows = Math.min(run, t.nq - q0);
+        const q = this.bindInput(shift(t.q, q0), t.d, rows);
+        const out = this.bindOutput(shift(t.dst.out, q0), t.dv, rows);
+        const lse = this.bindOutput(shift(t.dst.lse, q0), 1, rows);
+        const params = this.uniform([
+          u32(q.el), u32(k.el), u32(v.el), u32(out.el), u32(lse.el), u32(rows), u32(t.nk),
+          u32(t.causal ? 1 : 0), i32(t.causalOffset + q0), u32(WRITE_CODES[t.dst.write]), f32(t.scale),
+        ]);
+        this.dispatch(
+          pipeline, [q.binding, k.binding, v.binding, out.binding, lse.binding, params], this.rowGroups(rows),
+        );
+      }
+    });
+  }
+
+  block(t: BlockTask): void {
+    if (t.nqSorted === 0 || t.nqReal === 0 || t.nBlocks === 0) return;
+    this.record(() => {
+      const q = this.bindInput(t.q, t.d, t.nqReal);
+      const k = this.bindInput(t.k, t.d, t.nk);
+      const v = this.bindInput(t.v, t.dv, t.nk);
+      const out = this.bindOutput(t.dst.out, t.dv, t.nqReal);
+      const lse = this.bindOutput(t.dst.lse, 1, t.nqReal);
+      const qPerm = this.bind(t.qPerm, 1, t.nqSorted);
+      const kPerm = this.bind(t.kPerm, 1, t.nk);
+      // The last block also takes every sorted row past nBlocks * qBlock.
+      const maxRows = Math.max(t.qBlock, t.nqSorted - (t.nBlocks - 1) * t.qBlock);
+      const wgPerBlock = Math.ceil(maxRows / this.rowWorkgroup);
+      const params = this.uniform([
+        u32(q.el), u32(k.el), u32(v.el), u32(out.el), u32(lse.el), u32(qPerm.el), u32(kPerm.el),
+        u32(t.nqSorted), u32(t.nqReal), u32(t.nk), u32(t.qBlock), u32(t.kBlock), u32(t.nBlocks), u32(wgPerBlock),
+        u32(t.phantomKeys ? 1 : 0), u32(WRITE_CODES[t.dst.write]), f32(t.scale),
+      ]);
+      this.dispatch(
+        this.attentionKernel('block', t.d, t.dv),
+        [q.binding, k.binding, v.binding, out.binding, lse.binding, qPerm.binding, kPerm.binding, params],
+        t.nBlocks * wgPerBlock,
+      );
+    });
+  }
+
+  sampled(t: SampledTask): void {
+    if (t.nqSorted === 0 || t.nqReal === 0) return;
+    this.record(() => {
+      const m = t.samples.length;
+      let sortedKeys = 0;
+      for (let j = 0; j < m; j++) sortedKeys = Math.max(sortedKeys, t.samples[j] + 1);
+      const q = this.bindInput(t.q, t.d, t.nqReal);
+      // The task does not say how many keys there are: K and V are bound up to the end
+      // of their buffers (or the binding limit), kPerm up to the largest sample.
+      const k = this.bindInput(t.k, t.d, this.rowsToEnd(t.k, t.d));
+      const v = this.bindInput(t.v, t.dv, this.rowsToEnd(t.v, t.dv));
+      const out = this.bindOutput(t.dst.out, t.dv, t.nqReal);
+      const lse = this.bindOutput(t.dst.lse, 1, t.nqReal);
+      const qPerm = this.bind(t.qPerm, 1, t.nqSorted);
+      const kPerm = this.bind(t.kPerm, 1, sortedKeys);
+      const samples = this.hostData(t.samples);
+      const params = this.uniform([
+        u32(q.el), u32(k.el), u32(v.el), u32(out.el), u32(lse.el), u32(qPerm.el), u32(kPerm.el),
+        u32(t.nqSorted), u32(t.nqReal), u32(m), u32(t.qBlock), u32(t.kBlock), u32(t.nBlocks),
+        u32(WRITE_CODES[t.dst.write]), f32(t.scale), f32(t.lseOffset),
+      ]);
+      this.dispatch(
+        this.attentionKernel('sampled', t.d, t.dv),
+        [q.binding, k.binding, v.binding, out.binding, lse.binding, qPerm.binding, kPerm.binding, samples, params],
+        this.rowGroups(t.nqSorted),
+      );
+    });
+  }
+
+  merge(t: MergeTask): void {
+    if (t.rows === 0) return;
+    this.record(() => {
+      const srcOut = this.bind(t.src.out, t.dv, t.rows);
+      const srcLse = this.bind(t.src.lse, 1, t.rows);
+      const dstOut = this.bindOutput(t.dst.out, t.dv, t.rows);
+      const dstLse = this.bindOutput(t.dst.lse, 1, t.rows);
+      const params = this.uniform([
+        u32(srcOut.el), u32(srcLse.el), u32(dstOut.el), u32(dstLse.el), u32(t.rows), u32(t.dv),
+        u32(WRITE_CODES[t.dst.write]),
+      ]);
+      this.dispatch(
+        this.rowKernel('merge'),
+        [srcOut.binding, srcLse.binding, dstOut.binding, dstLse.binding, params],
+        this.rowGroups(t.rows),
+      );
+    });
+  }
+
+  /**
+   * Also drops commands recorded but not yet submitted and errors not yet reported: they
+   * belong to a call that ended without a download (it failed), not to the next one.
+   */
+  releaseAll(): void {
+    this.endPass();
+    this.encoder = undefined;
+    this.errors = [];
+    for (const buffer of this.held) this.pool.release(buffer);
+    this.held = [];
+    for (const buf of this.live) {
+      buf.released = true;
+      this.pool.release(buf.gpu);
+      if (buf.half) this.pool.release(buf.half);
+    }
+    this.live.clear();
+  }
+
+  /** Runs fn inside error scopes whose findings the next download reports. */
+  private record<T>(fn: () => T): T {
+    if (this.lost) throw this.lost;
+    const device = this.device;
+    device.pushErrorScope('out-of-memory');
+    device.pushErrorScope('validation');
+    device.pushErrorScope('internal');
+    try {
+      return fn();
+    } catch (cause) {
+      if (cause instanceof HyperAttentionError) throw cause;
+      throw new HyperAttentionError('GPU_ERROR', `WebGPU: ${String(cause)}`, { cause });
+    } finally {
+      const internal = device.popErrorScope();
+      const validation = device.popErrorScope();
+      const oom = device.popErrorScope();
+      this.errors.push(Promise.all([oom, validation, internal]).then(
+        ([o, v, i]) => {
+          if (o) return new HyperAttentionError('OUT_OF_MEMORY', `WebGPU: ${o.message}`);
+          const e = v ?? i;
+          return e ? new HyperAttentionError('GPU_ERROR', `WebGPU: ${e.message}`) : undefined;
+        },
+        (cause) => this.lost ?? new HyperAttentionError('GPU_ERROR', `WebGPU: error scope failed: ${String(cause)}`, { cause }),
+      ));
+    }
+  }
+
+  /** The first error the error scopes found since the last call, if any. */
+  private async takeError(): Promise<HyperAttentionError | undefined> {
+    const pending = this.errors;
+    this.errors = [];
+    return (await Promise.all(pending)).find((e) => e !== undefined);
+  }
+
+  /** DEVICE_LOST if device.lost settles within a short grace period. */
+  private async lostOrNot(): Promise<HyperAttentionError | undefined> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const grace = new Promise<void>((resolve) => { timer = setTimeout(resolve, LOST_GRACE_MS); });
+    await Promise.race([this.lostSignal.catch(() => {}), grace]);
+    clearTimeout(timer);
+    return this.lost;
+  }
+
+  private handle(buf: BackendBuffer, offset: number, length: number): WebGPUBuffer {
+    if (!(buf instanceof WebGPUBuffer) || !this.live.has(buf)) {
+      throw new Error(`hyperattention: ${buf instanceof WebGPUBuffer && buf.released ? 'buffer used after releaseAll' : 'not a buffer of this WebGPU backend'}`);
+    }
+    if (offset < 0 || offset + length > buf.length) {
+      throw new Error(`hyperattention: elements [${offset}, ${offset + length}) are outside a buffer of ${buf.length}`);
+    }
+    return buf;
+  }
+
+  /** Binding of rows [view.row, view.row + rows) of a [*, width] matrix. */
+  private bind(view: RowView, width: number, rows: number): Bound {
+    const start = view.row * width;
+    return this.bindElements(this.handle(view.buf, start, rows * width).gpu, start, rows * width, 4);
+  }
+
+  /** As bind, for a matrix the op writes: its f16 copy, if any, goes stale. */
+  private bindOutput(view: RowView, width: number, rows: number): Bound {
+    const bound = this.bind(view, width, rows);
+    (view.buf as WebGPUBuffer).halfFresh = false;
+    return bound;
+  }
+
+  /** As bind, for Q, K, V of the attention kernels: the f16 copy under storage 'f16'. */
+  private bindInput(view: RowView, width: number, rows: number): Bound {
+    if (this.storage === 'f32') return this.bind(view, width, rows);
+    const start = view.row * width;
+    return this.bindElements(this.halfCopy(this.handle(view.buf, start, rows * width)), start, rows * width, 2);
+  }
+
+  /** Elements [start, start + count) of a buffer, at an aligned offset within the limit. */
+  private bindElements(buffer: GPUBuffer, start: number, count: number, elementBytes: number): Bound {
+    if (count === 0) return { binding: { buffer, offset: 0, size: 4 }, el: 0 };
+    const offset = Math.floor((start * elementBytes) / this.align) * this.align;
+    const size = Math.min(buffer.size, Math.ceil(((start + count) * elementBytes) / 4) * 4) - offset;
+    if (size > this.maxBinding) {
+      throw new HyperAttentionError(
+        'UNSUPPORTED',
+        `WebGPU: an op needs ${count} elements (${size} bytes) in one binding; the device allows ${this.maxBinding} bytes (maxStorageBufferBindingSize)`,
+      );
+    }
+    return { binding: { buffer, offset, size }, el: (start * elementBytes - offset) / elementBytes };
+  }
+
+  /** Rows from view.row to the end of its buffer, cut where a binding would exceed the limit. */
+  private rowsToEnd(view: RowView, width: number): number {
+    const rows = Math.floor(view.buf.length / width) - view.row;
+    const fit = Math.floor((this.maxBinding - this.align) / ((this.storage === 'f16' ? 2 : 4) * width));
+    return Math.max(0, Math.min(rows, fit));
+  }
+
+  /** The buffer's f16 copy, made (in the open encoder) if stale. */
+  private halfCopy(handle: WebGPUBuffer): GPUBuffer {
+    handle.half ??= this.pool.acquire(
+      Math.ceil(handle.length / 2) * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    );
+    if (!handle.halfFresh) {
+      // Runs of whole 128-element groups keep both bindings' offsets 256-byte aligned.
+      const run = Math.max(128, Math.floor((this.maxBinding - this.align) / 4 / 128) * 128);
+      const pipeline = this.rowKernel('to-f16', { elem: 'f16', subgroups: false });
+      for (let from = 0; from < handle.length; from += run) {
+        const count = Math.min(run, handle.length - from);
+        const src = this.bindElements(handle.gpu, from, count, 4);
+        const dst = this.bindElements(handle.half, from, count, 2);
+        const params = this.uniform([u32(count)]);
+        this.dispatch(pipeline, [src.binding, dst.binding, params], this.rowGroups(Math.ceil(count / 2)));
+      }
+      handle.halfFresh = true;
+    }
+    return handle.half;
+  }
+
+  private commandEncoder(): GPUCommandEncoder {
+    this.endPass();
+    this.encoder ??= this.device.createCommandEncoder();
+    return this.encoder;
+  }
+
+  private endPass(): void {
+    this.pass?.end();
+    this.pass = undefined;
+  }
+
+  private computePass(): GPUComputePassEncoder {
+    if (!this.pass) this.pass = this.commandEncoder().beginComputePass();
+    return this.pass;
+  }
+
+  private flush(): void {
+    this.endPass();
+    if (this.encoder) {
+      this.device.queue.submit([this.encoder.finish()]);
+      this.encoder = undefined;
+    }
+    for (const buffer of this.held) this.pool.release(buffer);
+    this.held = [];
+  }
+
+  /** A buffer holding host data for the open encoder (written now, read when it runs). */
+  private hostData(data: Int32Array): GPUBufferBinding {
+    const bytes = Math.max(4, data.byteLength);
+    const buffer = this.pool.acquire(bytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+    if (data.length > 0) this.device.queue.writeBuffer(buffer, 0, data as ArrayBufferView<ArrayBuffer>);
+    this.held.push(buffer);
+    return { buffer, offset: 0, size: bytes };
+  }
+
+  /** A uniform buffer with the fields packed in order (4 bytes each, as the WGSL structs). */
+  private uniform(fields: Field[]): GPUBufferBinding {
+    const data = new DataView(new ArrayBuffer(Math.ceil(fields.length / 4) * 16));
+    fields.forEach(([type, value], index) => {
+      if (type === 'f32') data.setFloat32(index * 4, value, true);
+      else if (type === 'i32') data.setInt32(index * 4, value, true);
+      else data.setUint32(index * 4, value, true);
+    });
+    const buffer = this.pool.acquire(data.byteLength, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+    this.device.queue.writeBuffer(buffer, 0, data.buffer);
+    this.held.push(buffer);
+    return { buffer, offset: 0, size: data.byteLength };
+  }
+
+  private dispatch(pipeline: GPUComputePipeline, resources: GPUBufferBinding[], workgroups: number): void {
+    const bindGroup = this.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: resources.map((resource, binding) => ({ binding, resource })),
+    });
+    const x = Math.min(workgroups, this.maxGrid);
+    const y = Math.ceil(workgroups / x);
+    if (y > this.maxGrid) {
+      throw new HyperAttentionError('UNSUPPORTED', `WebGPU: ${workgroups} workgroups exceed the device's dispatch grid`);
+    }
+    const pass = this.computePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(x, y);
+  }
+
+  private rowGroups(rows: number): number {
+    return Math.ceil(rows / this.rowWorkgroup);
+  }
+
+  private rowKernel(name: KernelName, variant: KernelVariant = PLAIN): GPUComputePipeline {
+    return this.pipelines.get(name, { WG: this.rowWorkgroup }, variant);
+  }
+
+  private attentionKernel(name: 'exact' | 'block' | 'sampled', d: number, dv: number): GPUComputePipeline {
+    const dims = { WG: this.rowWorkgroup, D: d, D4: Math.ceil(d / 4), DV: dv, DV4: Math.ceil(dv / 4) };
+    const tiles: Record<string, number> = this.subgroups
+      ? { SG_MAX: this.maxSubgroupSize }
+      : { BK: keysPerTile(d, dv, this.workgroupStorage) };
+    return this.pipelines.get(name, { ...dims, ...tiles }, { elem: this.storage, subgroups: this.subgroups });
+  }
+}
+
+function shift(view: RowView, rows: number): RowView {
+  return { buf: view.buf, row: view.row + rows };
+}

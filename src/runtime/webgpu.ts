@@ -1,0 +1,82 @@
+// Finding WebGPU in whichever runtime we are in, and acquiring a device from it. Browsers
+// and Deno expose navigator.gpu; Node gets it from the optional `webgpu` package (Dawn),
+// loaded by a dynamic import whose specifier is built at run time so that bundlers for
+// browsers and Deno (esbuild platform 'neutral') leave it alone and never pull in Node
+// built-ins. Without a GPU, Dawn needs a Vulkan ICD such as SwiftShader
+// (VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json); that is the caller's
+// environment, not ours to set.
+import { HyperAttentionError } from '../errors.ts';
+
+let nodeGpu: Promise<GPU | undefined> | undefined;
+
+function isNode(): boolean {
+  const g = globalThis as { process?: { versions?: { node?: string } }; Deno?: unknown };
+  // Deno defines process.versions.node too, for npm compatibility; its WebGPU is navigator.gpu
+  // (behind --unstable-webgpu), not Dawn's addon.
+  return typeof g.process?.versions?.node === 'string' && g.Deno === undefined;
+}
+
+async function loadNodeWebGPU(): Promise<GPU | undefined> {
+  const specifier = ['web', 'gpu'].join('');
+  try {
+    // The hint keeps Vite, in applications that bundle this library, from warning here.
+    const mod = (await import(/* @vite-ignore */ specifier)) as {
+      create: (options: string[]) => GPU;
+      globals: Record<string, unknown>;
+    };
+    // Dawn's GPUBufferUsage, GPUMapMode etc. are only globals once installed.
+    for (const [name, value] of Object.entries(mod.globals)) {
+      if (!(name in globalThis)) (globalThis as Record<string, unknown>)[name] = value;
+    }
+    return mod.create([]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** navigator.gpu where the runtime has one, else the `webgpu` package in Node, else undefined. */
+export function getWebGPU(): Promise<GPU | undefined> {
+  const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
+  if (nav?.gpu) return Promise.resolve(nav.gpu);
+  if (!isNode()) return Promise.resolve(undefined);
+  nodeGpu ??= loadNodeWebGPU();
+  return nodeGpu;
+}
+
+/** Optional features the kernels use when the adapter offers them. */
+const WANTED_FEATURES: GPUFeatureName[] = ['shader-f16', 'subgroups'];
+
+/** Limits raised to the adapter's maximum, because the defaults are far below real hardware. */
+const WANTED_LIMITS = [
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxStorageBuffersPerShaderStage',
+  'maxComputeWorkgroupsPerDimension',
+] as const;
+
+/**
+ * A new device on the best adapter (high-performance preference), with every optional
+ * feature we can use and the adapter's maximum limits. Rejects with UNSUPPORTED when
+ * there is no WebGPU or no adapter.
+ */
+export async function requestWebGPUDevice(): Promise<GPUDevice> {
+  const gpu = await getWebGPU();
+  if (!gpu) {
+    throw new HyperAttentionError('UNSUPPORTED', 'WebGPU: no navigator.gpu in this runtime and no `webgpu` package to load');
+  }
+  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) {
+    throw new HyperAttentionError('UNSUPPORTED', 'WebGPU: requestAdapter() found no adapter');
+  }
+  const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f));
+  const requiredLimits: Record<string, number> = {};
+  for (const name of WANTED_LIMITS) requiredLimits[name] = adapter.limits[name];
+  try {
+    return await adapter.requestDevice({ requiredFeatures, requiredLimits });
+  } catch (cause) {
+    throw new HyperAttentionError('UNSUPPORTED', `WebGPU: requestDevice() failed: ${String(cause)}`, { cause });
+  }
+}
