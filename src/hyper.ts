@@ -281,6 +281,7 @@ async function execute(
               const slice = (b * step.subs.length * H + h * step.subs.length + t) * m;
               backend.sampled({
                 ...sorted,
+                nk: step.nk,
                 samples: randomness.samples[step.draw].subarray(slice, slice + m),
                 lseOffset: Math.log(step.nk / m), dst: { ...dst, write: merge },
               });

@@ -122,6 +122,8 @@ export interface SampledTask {
   samples: Int32Array;
   nqSorted: number;
   nqReal: number;
+  /** keys of the sub-problem (samples lie in [0, nk)) */
+  nk: number;
   d: number;
   dv: number;
   scale: number;

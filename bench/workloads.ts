@@ -1,0 +1,210 @@
+// Attention workloads for the benchmarks (and for tests that want realistic inputs): pure,
+// seeded, deterministic generators of q, k, v [B, H, n, d] whose attention has the shapes
+// that matter for HyperAttention's accuracy. Each is built from logit components that live
+// in disjoint slices of the head dimension, so the logit scale * q.k of a query and a key is
+// exactly the sum of the components' logits, each with a strength given in nats:
+//
+//   noise     iid Gaussian: logits ~ N(0, strength^2); the mass is spread over every key.
+//   clusters  a query and a key of the same cluster (C random unit centres, members placed
+//             at random positions) have logit about `strength`, other pairs about
+//             strength * N(0, 1 / width): retrieval-like, position-free; what LSH must find.
+//   rotary    one shared content vector plus a little noise, rotated by its position as RoPE
+//             does (pair p turns by pos * 10000^(-2p / width)): the logit is `strength` on
+//             the diagonal and decays with |i - j|, with a long tail from the slow pairs.
+//   sink      one dimension that only key 0 has: the first token gets logit about
+//             `strength` * (1 + z / 4) from every query, and strength grows with log n, so
+//             the sink's share of the mass stays about the same at every n.
+//
+// Values are iid N(0, 1) everywhere (the sink's value too: a sink that is missed then
+// costs accuracy, which is the point of the test). The softmax scale is the default
+// 1 / sqrt(d), which the generators assume when they size the components.
+import { Xoshiro128 } from '../src/random.ts';
+import type { Tensor } from '../src/tensor.ts';
+
+export interface WorkloadSpec {
+  B: number;
+  H: number;
+  n: number;
+  d: number;
+  seed: number;
+}
+
+export interface WorkloadTensors {
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+}
+
+export type WorkloadName = 'gaussian' | 'clustered' | 'local' | 'sink' | 'mixture';
+
+export interface Workload {
+  name: WorkloadName;
+  description: string;
+  generate(spec: WorkloadSpec): WorkloadTensors;
+}
+
+/** One head's q and k rows [n, d] and the generator that fills them. */
+interface HeadFill {
+  q: Float32Array;
+  k: Float32Array;
+  n: number;
+  d: number;
+  rng: Xoshiro128;
+}
+
+/** Pairs of (query, key) logit contributions written into dims [offset, offset + width). */
+type Component = (head: HeadFill, offset: number, width: number) => void;
+
+const SINK_SHARE_LOGIT = 1.5; // sink logit minus log n: about 60% of the mass on key 0 (over noise of strength 1)
+
+function unitVector(rng: Xoshiro128, width: number): Float64Array {
+  const u = new Float64Array(width);
+  let norm = 0;
+  for (let i = 0; i < width; i++) {
+    u[i] = rng.nextGaussian();
+    norm += u[i] * u[i];
+  }
+  norm = Math.sqrt(norm);
+  for (let i = 0; i < width; i++) u[i] /= norm;
+  return u;
+}
+
+function noise(strength: number): Component {
+  return ({ q, k, n, d, rng }, offset, width) => {
+    // scale * sum over `width` products of N(0, s^2) pairs has std scale * s^2 * sqrt(width).
+    const s = Math.sqrt(strength * Math.sqrt(d) / Math.sqrt(width));
+    for (let i = 0; i < n; i++) {
+      for (let c = offset; c < offset + width; c++) {
+        q[i * d + c] = s * rng.nextGaussian();
+        k[i * d + c] = s * rng.nextGaussian();
+      }
+    }
+  };
+}
+
+function clusters(count: number, strength: number): Component {
+  return ({ q, k, n, d, rng }, offset, width) => {
+    const centres = Array.from({ length: count }, () => unitVector(rng, width));
+    const amp = Math.sqrt(strength * Math.sqrt(d));
+    const jitter = 0.3 / Math.sqrt(width); // member = centre + noise of norm about 0.3
+    for (const x of [q, k]) {
+      for (let i = 0; i < n; i++) {
+        const centre = centres[rng.nextBelow(count)];
+        for (let c = 0; c < width; c++) x[i * d + offset + c] = amp * (centre[c] + jitter * rng.nextGaussian());
+      }
+    }
+  };
+}
+
+function rotary(strength: number): Component {
+  return ({ q, k, n, d, rng }, offset, width) => {
+    const u = unitVector(rng, width);
+    const amp = Math.sqrt(strength * Math.sqrt(d));
+    const jitter = 0.2 / Math.sqrt(width);
+    const pairs = width / 2;
+    for (const x of [q, k]) {
+      for (let i = 0; i < n; i++) {
+        for (let p = 0; p < pairs; p++) {
+          const angle = i * Math.pow(10000, (-2 * p) / width);
+          const cos = Math.cos(angle);
+          const sin = Math.sin(angle);
+          const a = u[2 * p] + jitter * rng.nextGaussian();
+          const b = u[2 * p + 1] + jitter * rng.nextGaussian();
+          x[i * d + offset + 2 * p] = amp * (a * cos - b * sin);
+          x[i * d + offset + 2 * p + 1] = amp * (a * sin + b * cos);
+        }
+      }
+    }
+  };
+}
+
+/** Width 1: only key 0 carries it. `extra` is the sink logit above log n. */
+function sink(extra: number): Component {
+  return ({ q, k, n, d, rng }, offset) => {
+    const strength = Math.log(n) + extra;
+    for (let i = 0; i < n; i++) {
+      q[i * d + offset] = 1 + rng.nextGaussian() / 4;
+      k[i * d + offset] = 0;
+    }
+    k[offset] = strength * Math.sqrt(d);
+  };
+}
+
+/** Fills each head from its list of [component, width] slices (widths sum to d). */
+function composed(spec: WorkloadSpec, layout: (head: number, d: number) => [Component, number][]): WorkloadTensors {
+  const { B, H, n, d, seed } = spec;
+  const rng = new Xoshiro128(seed);
+  const q = new Float32Array(B * H * n * d);
+  const k = new Float32Array(B * H * n * d);
+  for (let bh = 0; bh < B * H; bh++) {
+    const head: HeadFill = { q: q.subarray(bh * n * d, (bh + 1) * n * d), k: k.subarray(bh * n * d, (bh + 1) * n * d), n, d, rng };
+    let offset = 0;
+    for (const [component, width] of layout(bh % H, d)) {
+      component(head, offset, width);
+      offset += width;
+    }
+    if (offset !== d) throw new Error(`workload layout covers ${offset} of ${d} dims`);
+  }
+  const v = new Float32Array(B * H * n * d);
+  for (let i = 0; i < v.length; i++) v[i] = rng.nextGaussian();
+  const shape = [B, H, n, d];
+  return { q: { data: q, shape }, k: { data: k, shape }, v: { data: v, shape } };
+}
+
+/** Even split point near `fraction` of d (rotary slices need an even width). */
+function evenPart(d: number, fraction: number): number {
+  return 2 * Math.round((d * fraction) / 2);
+}
+
+/**
+ * Mixture heads, cycling over four profiles seen in real LLM layers: sink plus local
+ * window, a local head, a retrieval head with a weak sink, and a diffuse head. Every
+ * head has all four components (dims: sink 1, noise 1, clusters, rotary); the profile
+ * sets their strengths.
+ */
+const MIXTURE_PROFILES: { sink: number; clusters: number; rotary: number }[] = [
+  { sink: 1, clusters: 2, rotary: 6 },
+  { sink: -3, clusters: 0.5, rotary: 10 },
+  { sink: -1, clusters: 8, rotary: 2 },
+  { sink: -6, clusters: 1, rotary: 1 },
+];
+
+export const WORKLOADS: Record<WorkloadName, Workload> = {
+  gaussian: {
+    name: 'gaussian',
+    description: 'iid N(0, 1) q, k, v: logits ~ N(0, 1), mass spread over all keys',
+    generate: (spec) => composed(spec, (_, d) => [[noise(1), d]]),
+  },
+  clustered: {
+    name: 'clustered',
+    description: '64 random clusters at random positions, logit 8 within a cluster: retrieval-like',
+    generate: (spec) => composed(spec, (_, d) => [[clusters(64, 8), d]]),
+  },
+  local: {
+    name: 'local',
+    description: 'RoPE-rotated shared content, logit 10 on the diagonal: mass near the diagonal',
+    generate: (spec) => composed(spec, (_, d) => [[rotary(10), d]]),
+  },
+  sink: {
+    name: 'sink',
+    description: 'key 0 gets logit log n + 1.5 from every query over N(0, 1) noise: about 60% of the mass on the first token',
+    generate: (spec) => composed(spec, (_, d) => [[sink(SINK_SHARE_LOGIT), 1], [noise(1), d - 1]]),
+  },
+  mixture: {
+    name: 'mixture',
+    description: 'heads cycle over sink + local, local, retrieval + weak sink, diffuse (sums of the components above)',
+    generate: (spec) =>
+      composed(spec, (h, d) => {
+        const p = MIXTURE_PROFILES[h % MIXTURE_PROFILES.length];
+        const rotaryWidth = evenPart(d, 0.5);
+        return [
+          [sink(p.sink), 1],
+          [noise(0.5), 1],
+          [clusters(64, p.clusters), d - 2 - rotaryWidth],
+          [rotary(p.rotary), rotaryWidth],
+        ];
+      }),
+  },
+};
+
+export const WORKLOAD_NAMES = Object.keys(WORKLOADS) as WorkloadName[];
