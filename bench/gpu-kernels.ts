@@ -79,12 +79,12 @@ for (const [n, causal] of [[1024, false], [2048, true]] as const) {
   const sorted = (be: Backend) => ({
     q: { buf: filled(be, q), row: 0 }, k: { buf: filled(be, k), row: 0 }, v: { buf: filled(be, v), row: 0 },
     qPerm: { buf: filled(be, qPerm), row: 0 }, kPerm: { buf: filled(be, kPerm), row: 0 },
-    nqSorted: n, nqReal: n, d, dv: d, scale: 0.125, qBlock: b, kBlock: b, nBlocks: n / b, dst: destination(be, n, d),
+    nqSorted: n, nqReal: n, nk: n, d, dv: d, scale: 0.125, qBlock: b, kBlock: b, nBlocks: n / b, dst: destination(be, n, d),
   });
   cases.push({
     op: 'block', shape: `n ${n}, d ${d}, b ${b}`, flops: 4 * n * b * d, rows: n,
     setup: (be) => {
-      const t = { ...sorted(be), nk: n, phantomKeys: false };
+      const t = { ...sorted(be), phantomKeys: false };
       return () => be.block(t);
     },
   });

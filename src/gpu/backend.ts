@@ -86,6 +86,14 @@ export class WebGPUBackend implements Backend {
   readonly subgroups: boolean;
   private readonly pipelines: PipelineCache;
   private readonly pool: BufferPool;
+  /**
+   * Scratch that only recorded commands touch (the sort histograms), apart from the pool:
+   * released at once, it serves later commands of the open encoder, which run after the
+   * ones before. A pooled buffer may instead be filled by queue.writeBuffer (hostData,
+   * uniform), which runs ahead of every command not yet submitted, and would so change
+   * the contents those commands see.
+   */
+  private readonly scratch: BufferPool;
   private readonly rowWorkgroup: number;
   private readonly sortWorkgroup: number;
   private readonly workgroupStorage: number;
@@ -117,6 +125,7 @@ export class WebGPUBackend implements Backend {
     this.maxSubgroupSize = (device as Partial<GPUDevice>).adapterInfo?.subgroupMaxSize ?? 128;
     this.pipelines = pipelineCache(device);
     this.pool = new BufferPool(device);
+    this.scratch = new BufferPool(device);
     const limits = device.limits;
     const invocations = Math.min(limits.maxComputeInvocationsPerWorkgroup, limits.maxComputeWorkgroupSizeX);
     this.rowWorkgroup = Math.min(ROW_WORKGROUP, invocations);
@@ -219,7 +228,7 @@ export class WebGPUBackend implements Backend {
       }
       const keys = this.bind(t.keys, 1, t.count);
       const perm = this.bindOutput(t.perm, 1, total);
-      const counts = this.pool.acquire(countBytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+      const counts = this.scratch.acquire(countBytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
       const countsBinding: GPUBufferBinding = { buffer: counts, offset: 0, size: countBytes };
       this.endPass();
       this.commandEncoder().clearBuffer(counts, 0, countBytes);
@@ -240,8 +249,7 @@ export class WebGPUBackend implements Backend {
           this.uniform([u32(keys.el), u32(t.count), u32(total), u32(chunks), u32(perm.el)])],
         chunks,
       );
-      // Later commands run after these, so the scratch can serve them at once.
-      this.pool.release(counts);
+      this.scratch.release(counts);
     });
   }
 
@@ -299,17 +307,13 @@ export class WebGPUBackend implements Backend {
     if (t.nqSorted === 0 || t.nqReal === 0) return;
     this.record(() => {
       const m = t.samples.length;
-      let sortedKeys = 0;
-      for (let j = 0; j < m; j++) sortedKeys = Math.max(sortedKeys, t.samples[j] + 1);
       const q = this.bindInput(t.q, t.d, t.nqReal);
-      // The task does not say how many keys there are: K and V are bound up to the end
-      // of their buffers (or the binding limit), kPerm up to the largest sample.
-      const k = this.bindInput(t.k, t.d, this.rowsToEnd(t.k, t.d));
-      const v = this.bindInput(t.v, t.dv, this.rowsToEnd(t.v, t.dv));
+      const k = this.bindInput(t.k, t.d, t.nk);
+      const v = this.bindInput(t.v, t.dv, t.nk);
       const out = this.bindOutput(t.dst.out, t.dv, t.nqReal);
       const lse = this.bindOutput(t.dst.lse, 1, t.nqReal);
       const qPerm = this.bind(t.qPerm, 1, t.nqSorted);
-      const kPerm = this.bind(t.kPerm, 1, sortedKeys);
+      const kPerm = this.bind(t.kPerm, 1, t.nk);
       const samples = this.hostData(t.samples);
       const params = this.uniform([
         u32(q.el), u32(k.el), u32(v.el), u32(out.el), u32(lse.el), u32(qPerm.el), u32(kPerm.el),
@@ -446,13 +450,6 @@ export class WebGPUBackend implements Backend {
       );
     }
     return { binding: { buffer, offset, size }, el: (start * elementBytes - offset) / elementBytes };
-  }
-
-  /** Rows from view.row to the end of its buffer, cut where a binding would exceed the limit. */
-  private rowsToEnd(view: RowView, width: number): number {
-    const rows = Math.floor(view.buf.length / width) - view.row;
-    const fit = Math.floor((this.maxBinding - this.align) / ((this.storage === 'f16' ? 2 : 4) * width));
-    return Math.max(0, Math.min(rows, fit));
   }
 
   /** The buffer's f16 copy, made (in the open encoder) if stale. */

@@ -29,7 +29,12 @@ export class BufferPool {
     return buffer ?? this.device.createBuffer({ size, usage });
   }
 
-  /** Back to the free list; commands already recorded with it still see it first. */
+  /**
+   * Back to the free list. Commands already recorded with it run before later commands
+   * that reuse it, but a queue.writeBuffer into it would run ahead of every command not
+   * yet submitted: a buffer such commands still use goes only to a pool that no
+   * writeBuffer target is taken from.
+   */
   release(buffer: GPUBuffer): void {
     const key = `${buffer.usage}/${buffer.size}`;
     const list = this.free.get(key);

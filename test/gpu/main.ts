@@ -15,6 +15,7 @@ if (!adapter) {
   // Order matters: device-loss destroys the shared device the other suites use.
   await import('./ops.suite.ts');
   await import('./cpu.suite.ts');
+  await import('./fixtures.suite.ts');
   await import('./device-loss.suite.ts');
   await exec();
   console.log('gpu suites: done');
