@@ -3,9 +3,9 @@
 // order, and the per-head execution. Backends never see recursion, sampling or modes.
 import { HyperAttentionError } from './errors.ts';
 import type { Backend, BackendBuffer, Destination, Mode, WriteMode } from './ops.ts';
-import type { ResolvedExactOptions, ResolvedHyperOptions } from './options.ts';
+import type { Output, ResolvedExactOptions, ResolvedHyperOptions } from './options.ts';
 import { Xoshiro128, gaussianProjections, uniformSampler, type Sampler } from './random.ts';
-import { checkFinite, type AttentionShape, type Tensor } from './tensor.ts';
+import { checkFinite, isHostTensor, type AttentionShape, type GPUTensor, type InputTensor, type Tensor } from './tensor.ts';
 
 /**
  * One sub-head of a step: query rows [qStart, qStart + qReal) of the original head followed
@@ -166,31 +166,47 @@ export interface AttentionResult {
   lse: Tensor;
 }
 
-/** Exact attention, as the one-step plan of the same executor. */
-export function runExact(
-  backend: Backend, shape: AttentionShape, o: ResolvedExactOptions, q: Tensor, k: Tensor, v: Tensor,
-): Promise<AttentionResult> {
+/** The result of a call with output 'gpu': new buffers on the call's device, the caller's to destroy. */
+export interface GPUAttentionResult {
+  out: GPUTensor & { dtype: 'float32' };
+  lse: GPUTensor & { dtype: 'float32' };
+}
+
+/** The result type of a call whose `output` is O (a union gives the union). */
+export type ResultFor<O extends Output | undefined> = O extends 'gpu' ? GPUAttentionResult : AttentionResult;
+
+/**
+ * Exact attention, as the one-step plan of the same executor. `output` must be o.output;
+ * it is a parameter so that the result type follows it.
+ */
+export function runExact<O extends Output = 'host'>(
+  backend: Backend, shape: AttentionShape, o: ResolvedExactOptions, q: InputTensor, k: InputTensor, v: InputTensor,
+  output: O = 'host' as O,
+): Promise<ResultFor<O>> {
   const plan = buildPlan({
     nq: shape.nq, nk: shape.nk, H: shape.H, causal: o.causal, exact: true, blockSize: 1, sampleSize: 0, minSeqLen: 0,
   });
-  return execute(backend, shape, plan, o, 'fixed', 1, { projections: new Float32Array(0), samples: [] }, q, k, v);
+  const randomness = { projections: new Float32Array(0), samples: [] };
+  return execute(backend, shape, plan, o, 'fixed', 1, randomness, q, k, v, output) as Promise<ResultFor<O>>;
 }
 
-export function runHyper(
-  backend: Backend, shape: AttentionShape, o: ResolvedHyperOptions, q: Tensor, k: Tensor, v: Tensor,
-): Promise<AttentionResult> {
+/** HyperAttention; `output` as for runExact. */
+export function runHyper<O extends Output = 'host'>(
+  backend: Backend, shape: AttentionShape, o: ResolvedHyperOptions, q: InputTensor, k: InputTensor, v: InputTensor,
+  output: O = 'host' as O,
+): Promise<ResultFor<O>> {
   const plan = buildPlan({
     nq: shape.nq, nk: shape.nk, H: shape.H, causal: o.causal, exact: false,
     blockSize: o.blockSize, sampleSize: o.sampleSize, minSeqLen: o.minSeqLen,
   });
   const randomness = drawRandomness(plan, shape, o);
-  return execute(backend, shape, plan, o, o.mode, o.lshNumProjs, randomness, q, k, v);
+  return execute(backend, shape, plan, o, o.mode, o.lshNumProjs, randomness, q, k, v, output) as Promise<ResultFor<O>>;
 }
 
 async function execute(
   backend: Backend, shape: AttentionShape, plan: Plan, o: ResolvedExactOptions, mode: Mode, r: number,
-  randomness: Randomness, q: Tensor, k: Tensor, v: Tensor,
-): Promise<AttentionResult> {
+  randomness: Randomness, q: InputTensor, k: InputTensor, v: InputTensor, output: Output,
+): Promise<AttentionResult | GPUAttentionResult> {
   const { B, H, Hkv, nq, nk, d, dv } = shape;
   const scale = o.scale ?? 1 / Math.sqrt(d);
   const group = H / Hkv;
@@ -198,9 +214,19 @@ async function execute(
   const hashes = plan.steps.some((s) => s.kind === 'hyper');
   const tempRows = Math.max(0, ...plan.steps.filter((s) => s.merge && s.kind === 'hyper').map((s) => s.nq));
 
-  const out = new Float32Array(B * H * nq * dv);
-  const lse = new Float32Array(B * H * nq);
+  const onDevice = output === 'gpu' || ![q, k, v].every(isHostTensor);
+  if (onDevice && !(backend.copyFromDevice && backend.createDeviceBuffer && backend.exportToDevice && backend.finish)) {
+    throw new HyperAttentionError('INVALID_OPTION', `GPU tensors and output 'gpu' need the WebGPU backend, not '${backend.name}'`);
+  }
+  const out = output === 'host' ? new Float32Array(B * H * nq * dv) : undefined;
+  const lse = output === 'host' ? new Float32Array(B * H * nq) : undefined;
   try {
+    /** Head `index` of t ([*, rows, width]) into buf, from the host or on the device. */
+    const load = (buf: BackendBuffer, t: InputTensor, index: number, rows: number, width: number) => {
+      const n = rows * width;
+      if (isHostTensor(t)) backend.upload(buf, t.data.subarray(index * n, (index + 1) * n));
+      else backend.copyFromDevice!(buf, 0, t.buffer, index * n * 4, n);
+    };
     const f32 = (n: number) => backend.createBuffer('f32', Math.max(1, n));
     const i32 = (n: number) => backend.createBuffer('i32', Math.max(1, n));
     const qBuf = f32(nq * d);
@@ -210,6 +236,8 @@ async function execute(
     const lseBuf = f32(nq);
     const tmpOut = f32(tempRows * dv);
     const tmpLse = f32(tempRows);
+    const outGpu = out ? undefined : backend.createDeviceBuffer!(B * H * nq * dv);
+    const lseGpu = out ? undefined : backend.createDeviceBuffer!(B * H * nq);
     let qKeys: BackendBuffer | undefined;
     let kKeys: BackendBuffer | undefined;
     let qPerm: BackendBuffer | undefined;
@@ -229,10 +257,10 @@ async function execute(
       for (let h = 0; h < H; h++) {
         const head = b * H + h;
         const kvHead = b * Hkv + Math.floor(h / group);
-        backend.upload(qBuf, q.data.subarray(head * nq * d, (head + 1) * nq * d));
+        load(qBuf, q, head, nq, d);
         if (kvHead !== loadedKv) {
-          backend.upload(kBuf, k.data.subarray(kvHead * nk * d, (kvHead + 1) * nk * d));
-          backend.upload(vBuf, v.data.subarray(kvHead * nk * dv, (kvHead + 1) * nk * dv));
+          load(kBuf, k, kvHead, nk, d);
+          load(vBuf, v, kvHead, nk, dv);
           if (kKeys && proj) {
             backend.hash({ x: { buf: kBuf, row: 0 }, rows: nk, d, proj, r, mode, keys: { buf: kKeys, row: 0 } });
           }
@@ -292,13 +320,24 @@ async function execute(
           });
         }
 
-        await backend.download(outBuf, 0, nq * dv, out, head * nq * dv);
-        await backend.download(lseBuf, 0, nq, lse, head * nq);
+        if (out && lse) {
+          await backend.download(outBuf, 0, nq * dv, out, head * nq * dv);
+          await backend.download(lseBuf, 0, nq, lse, head * nq);
+        } else {
+          backend.exportToDevice!(outBuf, 0, outGpu!, head * nq * dv * 4, nq * dv);
+          backend.exportToDevice!(lseBuf, 0, lseGpu!, head * nq * 4, nq);
+        }
         o.onProgress?.({ done: head + 1, total: B * H });
       }
     }
+    if (out && lse) return { out: { data: out, shape: [B, H, nq, dv] }, lse: { data: lse, shape: [B, H, nq] } };
+    // Nothing was read back: this runs the work, and reports its errors.
+    await backend.finish!();
+    return {
+      out: { buffer: outGpu!, shape: [B, H, nq, dv], dtype: 'float32' },
+      lse: { buffer: lseGpu!, shape: [B, H, nq], dtype: 'float32' },
+    };
   } finally {
     backend.releaseAll();
   }
-  return { out: { data: out, shape: [B, H, nq, dv] }, lse: { data: lse, shape: [B, H, nq] } };
 }

@@ -1,21 +1,24 @@
-// Public API: HyperAttention and exact attention on Float32Array tensors.
+// Public API: HyperAttention and exact attention on Float32Array tensors, or on GPUBuffers
+// of the caller's WebGPU device.
 import type { Backend } from './ops.ts';
 import { createCpuBackend } from './cpu/backend.ts';
 import { createWebGPUBackend, type WebGPUBackend } from './gpu/index.ts';
-import { runExact, runHyper, type AttentionResult } from './hyper.ts';
+import { runExact, runHyper, type AttentionResult, type GPUAttentionResult } from './hyper.ts';
 import {
-  resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions, type ResolvedExactOptions, type WebGPUDeviceLike,
+  checkDeviceIO, resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions, type ResolvedExactOptions,
+  type WebGPUDeviceLike,
 } from './options.ts';
-import { attentionShape, type Tensor } from './tensor.ts';
+import { attentionShape, isHostTensor, type AttentionShape, type InputTensor } from './tensor.ts';
 
 export { HyperAttentionError, type ErrorCode } from './errors.ts';
 export {
-  DEFAULTS, type BackendChoice, type ExactOptions, type HyperOptions, type Progress, type WebGPUDeviceLike,
+  DEFAULTS, type BackendChoice, type ExactOptions, type HyperOptions, type Output, type Progress, type WebGPUBufferLike,
+  type WebGPUDeviceLike,
 } from './options.ts';
 export type { Mode } from './ops.ts';
 export type { DrawRequest, Sampler } from './random.ts';
-export type { Tensor } from './tensor.ts';
-export type { AttentionResult } from './hyper.ts';
+export type { GPUTensor, InputTensor, Tensor } from './tensor.ts';
+export type { AttentionResult, GPUAttentionResult } from './hyper.ts';
 export { lshOrder, type LshOrder, type LshOrderOptions } from './inspect.ts';
 
 let cpu: Promise<Backend> | undefined;
@@ -55,26 +58,57 @@ function serialize<T>(work: () => Promise<T>): Promise<T> {
   return next;
 }
 
+/** Validates a call's tensors, and that GPU tensors among them run on the caller's device. */
+function checkInputs(q: InputTensor, k: InputTensor, v: InputTensor, o: ResolvedExactOptions): AttentionShape {
+  const shape = attentionShape(q, k, v, o.causal);
+  const onGpu = ([['q', q], ['k', k], ['v', v]] as const).find(([, t]) => !isHostTensor(t));
+  if (onGpu) checkDeviceIO(o, `${onGpu[0]} (a GPU tensor)`);
+  return shape;
+}
+
 /**
  * HyperAttention of q [B, H, Nq, D] against k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv]
- * (H a multiple of Hkv). Returns out [B, H, Nq, Dv] and lse [B, H, Nq] (natural log).
+ * (H a multiple of Hkv). Returns out [B, H, Nq, Dv] and lse [B, H, Nq] (natural log), as
+ * Float32Arrays, or with output 'gpu' as new GPUBuffers on `device`.
  */
-export function hyperAttention(q: Tensor, k: Tensor, v: Tensor, options: HyperOptions = {}): Promise<AttentionResult> {
+export function hyperAttention(
+  q: InputTensor, k: InputTensor, v: InputTensor, options: HyperOptions & { output: 'gpu' },
+): Promise<GPUAttentionResult>;
+export function hyperAttention(
+  q: InputTensor, k: InputTensor, v: InputTensor, options?: HyperOptions & { output?: 'host' },
+): Promise<AttentionResult>;
+export function hyperAttention(
+  q: InputTensor, k: InputTensor, v: InputTensor, options?: HyperOptions,
+): Promise<AttentionResult | GPUAttentionResult>;
+export function hyperAttention(
+  q: InputTensor, k: InputTensor, v: InputTensor, options: HyperOptions = {},
+): Promise<AttentionResult | GPUAttentionResult> {
   try {
     const o = resolveHyperOptions(options);
-    const shape = attentionShape(q, k, v, o.causal);
-    return serialize(async () => runHyper(await backendFor(o), shape, o, q, k, v));
+    const shape = checkInputs(q, k, v, o);
+    return serialize(async () => runHyper(await backendFor(o), shape, o, q, k, v, o.output));
   } catch (error) {
     return Promise.reject(error);
   }
 }
 
-/** Exact attention (flash-style, never materialising Nq x Nk), same shapes as hyperAttention. */
-export function exactAttention(q: Tensor, k: Tensor, v: Tensor, options: ExactOptions = {}): Promise<AttentionResult> {
+/** Exact attention (flash-style, never materialising Nq x Nk), same shapes and outputs as hyperAttention. */
+export function exactAttention(
+  q: InputTensor, k: InputTensor, v: InputTensor, options: ExactOptions & { output: 'gpu' },
+): Promise<GPUAttentionResult>;
+export function exactAttention(
+  q: InputTensor, k: InputTensor, v: InputTensor, options?: ExactOptions & { output?: 'host' },
+): Promise<AttentionResult>;
+export function exactAttention(
+  q: InputTensor, k: InputTensor, v: InputTensor, options?: ExactOptions,
+): Promise<AttentionResult | GPUAttentionResult>;
+export function exactAttention(
+  q: InputTensor, k: InputTensor, v: InputTensor, options: ExactOptions = {},
+): Promise<AttentionResult | GPUAttentionResult> {
   try {
     const o = resolveExactOptions(options);
-    const shape = attentionShape(q, k, v, o.causal);
-    return serialize(async () => runExact(await backendFor(o), shape, o, q, k, v));
+    const shape = checkInputs(q, k, v, o);
+    return serialize(async () => runExact(await backendFor(o), shape, o, q, k, v, o.output));
   } catch (error) {
     return Promise.reject(error);
   }

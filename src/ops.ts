@@ -2,6 +2,7 @@
 // A backend owns its buffers (wasm memory for the CPU backend, GPUBuffers for WebGPU);
 // the algorithm only holds opaque handles and row offsets. Nothing here knows about
 // recursion, sampling or modes beyond the flags each operation takes.
+import type { WebGPUBufferLike } from './options.ts';
 
 /** `reference` reproduces the authors' code; `fixed` corrects its known defects. */
 export type Mode = 'reference' | 'fixed';
@@ -163,4 +164,22 @@ export interface Backend {
   merge(t: MergeTask): void;
   /** Release every buffer created since the last release. */
   releaseAll(): void;
+
+  // Device-resident I/O, WebGPU only: the caller's buffers live on the backend's device
+  // and are opaque to the algorithm. Offsets into them are in bytes, 4-byte aligned.
+
+  /** Copy `length` elements of src from byte srcByteOffset into buf at element dstOffset, in order with the ops. */
+  copyFromDevice?(dst: BackendBuffer, dstOffset: number, src: WebGPUBufferLike, srcByteOffset: number, length: number): void;
+  /**
+   * A new f32 buffer of `length` elements for the caller (storage, copy source and
+   * destination), destroyed by the next releaseAll unless finish() handed it over first.
+   */
+  createDeviceBuffer?(length: number): WebGPUBufferLike;
+  /** Copy `length` elements of buf from element srcOffset into dst at byte dstByteOffset, in order with the ops. */
+  exportToDevice?(src: BackendBuffer, srcOffset: number, dst: WebGPUBufferLike, dstByteOffset: number, length: number): void;
+  /**
+   * Runs everything recorded and settles when it is done, rejecting with what went wrong
+   * (GPU errors, DEVICE_LOST); hands the buffers of createDeviceBuffer to the caller.
+   */
+  finish?(): Promise<void>;
 }

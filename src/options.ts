@@ -21,6 +21,16 @@ export interface WebGPUDeviceLike {
   readonly lost: Promise<unknown>;
 }
 
+/** A WebGPU GPUBuffer, typed structurally like WebGPUDeviceLike. */
+export interface WebGPUBufferLike {
+  readonly size: number;
+  readonly usage: number;
+  destroy(): void;
+}
+
+/** Where a call's result lands: host Float32Arrays, or new GPUBuffers on the call's device. */
+export type Output = 'host' | 'gpu';
+
 export interface ExactOptions {
   causal?: boolean;
   /** softmax scale; default 1 / sqrt(D) */
@@ -29,7 +39,9 @@ export interface ExactOptions {
   backend?: BackendChoice;
   /** run on this GPUDevice (implies backend 'webgpu') instead of one the library acquires */
   device?: WebGPUDeviceLike;
-  /** called after each (batch, head) is done */
+  /** 'gpu': out and lse are new GPUBuffers on `device`, owned by the caller (default 'host') */
+  output?: Output;
+  /** called after each (batch, head) is done (with output 'gpu': recorded, not necessarily run) */
   onProgress?: (p: Progress) => void;
 }
 
@@ -57,6 +69,7 @@ export interface ResolvedExactOptions {
   scale: number | undefined;
   backend: BackendChoice;
   device: WebGPUDeviceLike | undefined;
+  output: Output;
   onProgress: ((p: Progress) => void) | undefined;
 }
 
@@ -80,7 +93,7 @@ export const DEFAULTS = {
   seed: 0,
 };
 
-const EXACT_KEYS = ['causal', 'scale', 'backend', 'device', 'onProgress'];
+const EXACT_KEYS = ['causal', 'scale', 'backend', 'device', 'output', 'onProgress'];
 const HYPER_KEYS = [
   ...EXACT_KEYS, 'blockSize', 'sampleSize', 'lshNumProjs', 'minSeqLen', 'mode', 'seed', 'projections', 'sampler',
 ];
@@ -106,7 +119,7 @@ function integer(name: string, value: unknown, fallback: number, min: number, ma
 export function resolveExactOptions(options: ExactOptions = {}, allowed = EXACT_KEYS): ResolvedExactOptions {
   if (typeof options !== 'object' || options === null) fail(`options: expected an object, got ${String(options)}`);
   checkKeys(options, allowed);
-  const { causal = false, scale, device, onProgress } = options;
+  const { causal = false, scale, device, output = 'host', onProgress } = options;
   const backend = options.backend ?? (device ? 'webgpu' : 'auto');
   if (typeof causal !== 'boolean') fail(`causal: expected a boolean, got ${String(causal)}`);
   if (scale !== undefined && (typeof scale !== 'number' || !Number.isFinite(scale) || scale <= 0)) {
@@ -119,8 +132,21 @@ export function resolveExactOptions(options: ExactOptions = {}, allowed = EXACT_
     }
     if (backend !== 'webgpu') fail(`device: a GPUDevice runs on backend 'webgpu', but backend is '${backend}'`);
   }
+  if (output !== 'host' && output !== 'gpu') fail(`output: expected 'host' or 'gpu', got ${String(output)}`);
   if (onProgress !== undefined && typeof onProgress !== 'function') fail('onProgress: expected a function');
-  return { causal, scale, backend, device, onProgress };
+  const resolved = { causal, scale, backend, device, output, onProgress };
+  if (output === 'gpu') checkDeviceIO(resolved, "output 'gpu'");
+  return resolved;
+}
+
+/**
+ * GPU tensors in or out (`what` names one) run on the caller's device: buffers belong to
+ * one device, and the library's own device could neither read the caller's nor hand back
+ * buffers the caller can use.
+ */
+export function checkDeviceIO(o: ResolvedExactOptions, what: string): void {
+  if (o.backend === 'cpu') fail(`${what} needs backend 'webgpu', but backend is 'cpu'`);
+  if (!o.device) fail(`${what} needs the GPUDevice the buffers belong to: pass it as the 'device' option`);
 }
 
 export function resolveHyperOptions(options: HyperOptions = {}): ResolvedHyperOptions {

@@ -4,6 +4,10 @@
 // downloads without a readback in between. Buffers come from a pool. GPU errors are
 // caught with error scopes around every op and reported, typed, by the next download.
 //
+// Device-resident I/O: the caller's GPUBuffers are read and written by copies recorded
+// into the same encoder as the ops, so a call with GPU inputs and output reads nothing
+// back; finish() submits it and reports its errors as a download would.
+//
 // Subgroups (default where the device has them): the attention kernels share K and V rows
 // between lanes by shuffles rather than through workgroup memory and barriers.
 //
@@ -19,6 +23,7 @@ import { HyperAttentionError } from '../errors.ts';
 import type {
   Backend, BackendBuffer, BlockTask, ExactTask, HashTask, MergeTask, RowView, SampledTask, SortTask, WriteMode,
 } from '../ops.ts';
+import type { WebGPUBufferLike } from '../options.ts';
 import {
   PLAIN, keysPerTile, pipelineCache, type ElementType, type KernelName, type KernelVariant, type PipelineCache,
 } from './kernels.ts';
@@ -108,6 +113,8 @@ export class WebGPUBackend implements Backend {
   /** written by queue.writeBuffer for the open encoder: not reusable before it is submitted */
   private held: GPUBuffer[] = [];
   private errors: Promise<HyperAttentionError | undefined>[] = [];
+  /** made by createDeviceBuffer for the call in flight; the caller's once finish() succeeds */
+  private exports: GPUBuffer[] = [];
   private lost: HyperAttentionError | undefined;
   private readonly lostSignal: Promise<never>;
 
@@ -148,13 +155,7 @@ export class WebGPUBackend implements Backend {
   }
 
   createBuffer(kind: 'f32' | 'i32', length: number): BackendBuffer {
-    const bytes = Math.max(4, length * 4);
-    if (bytes > this.maxBufferSize) {
-      throw new HyperAttentionError(
-        'OUT_OF_MEMORY',
-        `WebGPU: a buffer of ${length} elements (${bytes} bytes) exceeds the device's maxBufferSize of ${this.maxBufferSize} bytes`,
-      );
-    }
+    const bytes = this.bufferBytes(length);
     const gpu = this.record(() =>
       this.pool.acquire(bytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST));
     const buf = new WebGPUBuffer(kind, length, gpu);
@@ -198,6 +199,46 @@ export class WebGPUBackend implements Backend {
     staging.unmap();
     this.pool.release(staging);
     if (error) throw error;
+  }
+
+  copyFromDevice(dst: BackendBuffer, dstOffset: number, src: WebGPUBufferLike, srcByteOffset: number, length: number): void {
+    const handle = this.handle(dst, dstOffset, length);
+    if (length === 0) return;
+    handle.halfFresh = false;
+    this.record(() => this.commandEncoder().copyBufferToBuffer(src as GPUBuffer, srcByteOffset, handle.gpu, dstOffset * 4, length * 4));
+  }
+
+  createDeviceBuffer(length: number): WebGPUBufferLike {
+    const bytes = this.bufferBytes(length);
+    // Not from the pool: the caller keeps it, and destroys it.
+    const buffer = this.record(() => this.device.createBuffer({
+      size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    }));
+    this.exports.push(buffer);
+    return buffer;
+  }
+
+  exportToDevice(src: BackendBuffer, srcOffset: number, dst: WebGPUBufferLike, dstByteOffset: number, length: number): void {
+    const handle = this.handle(src, srcOffset, length);
+    if (length === 0) return;
+    this.record(() => this.commandEncoder().copyBufferToBuffer(handle.gpu, srcOffset * 4, dst as GPUBuffer, dstByteOffset, length * 4));
+  }
+
+  /**
+   * Waits for the work to finish, not only for its submission, so that a device lost
+   * while it runs rejects this call, as it would a download.
+   */
+  async finish(): Promise<void> {
+    this.record(() => this.flush());
+    try {
+      await Promise.race([this.device.queue.onSubmittedWorkDone(), this.lostSignal]);
+    } catch (cause) {
+      throw (await this.takeError()) ?? (await this.lostOrNot()) ??
+        new HyperAttentionError('GPU_ERROR', `WebGPU: waiting for the submitted work failed: ${String(cause)}`, { cause });
+    }
+    const error = (await this.takeError()) ?? this.lost;
+    if (error) throw error;
+    this.exports = [];
   }
 
   hash(t: HashTask): void {
@@ -349,7 +390,7 @@ export class WebGPUBackend implements Backend {
 
   /**
    * Also drops commands recorded but not yet submitted and errors not yet reported: they
-   * belong to a call that ended without a download (it failed), not to the next one.
+   * belong to a call that ended without a download or finish() (it failed), not to the next one.
    */
   releaseAll(): void {
     this.endPass();
@@ -357,6 +398,9 @@ export class WebGPUBackend implements Backend {
     this.errors = [];
     for (const buffer of this.held) this.pool.release(buffer);
     this.held = [];
+    // The call failed before finish(): the caller never got these.
+    for (const buffer of this.exports) buffer.destroy();
+    this.exports = [];
     for (const buf of this.live) {
       buf.released = true;
       this.pool.release(buf.gpu);
@@ -406,6 +450,18 @@ export class WebGPUBackend implements Backend {
     await Promise.race([this.lostSignal.catch(() => {}), grace]);
     clearTimeout(timer);
     return this.lost;
+  }
+
+  /** Bytes of a buffer of `length` elements, within the device's maxBufferSize. */
+  private bufferBytes(length: number): number {
+    const bytes = Math.max(4, length * 4);
+    if (bytes > this.maxBufferSize) {
+      throw new HyperAttentionError(
+        'OUT_OF_MEMORY',
+        `WebGPU: a buffer of ${length} elements (${bytes} bytes) exceeds the device's maxBufferSize of ${this.maxBufferSize} bytes`,
+      );
+    }
+    return bytes;
   }
 
   private handle(buf: BackendBuffer, offset: number, length: number): WebGPUBuffer {

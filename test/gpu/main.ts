@@ -16,6 +16,7 @@ if (!adapter) {
   await import('./ops.suite.ts');
   await import('./cpu.suite.ts');
   await import('./fixtures.suite.ts');
+  await import('./io.suite.ts');
   await import('./device-loss.suite.ts');
   await exec();
   console.log('gpu suites: done');
