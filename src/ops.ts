@@ -82,14 +82,12 @@ export interface SortTask {
 }
 
 /**
- * Block-diagonal attention over LSH-sorted rows. Sorted query i (row perm qPerm[i] of q,
- * a zero vector when qPerm[i] >= nqReal) lies in block min(floor(i / qBlock), nBlocks - 1)
- * and attends to sorted keys [blk * kBlock, min((blk + 1) * kBlock, nk)), read through kPerm.
- * phantomKeys: when true, a short last key block is filled up to kBlock with zero keys
- * (logit 0, value 0) that take part in the softmax (reference-mode padding).
- * Output of sorted query i goes to destination row qPerm[i] (pads are dropped).
+ * LSH-sorted rows of one sub-problem, as the block and sampled ops read them. Sorted query i
+ * is row qPerm[i] of q (a zero vector whose result is dropped when qPerm[i] >= nqReal) and
+ * lies in block min(floor(i / qBlock), nBlocks - 1); sorted key j is row kPerm[j] of k and v,
+ * for j in [0, nk), in block floor(j / kBlock). Results go to destination row qPerm[i].
  */
-export interface BlockTask {
+export interface SortedRowsTask {
   q: RowView;
   k: RowView;
   v: RowView;
@@ -104,35 +102,28 @@ export interface BlockTask {
   qBlock: number;
   kBlock: number;
   nBlocks: number;
-  phantomKeys: boolean;
   dst: Destination;
 }
 
 /**
- * Attention of the sorted queries against m sampled sorted keys. samples[j] indexes the
- * sorted keys (key row kPerm[samples[j]]); sample j is masked for sorted query i when
- * floor(samples[j] / kBlock) == min(floor(i / qBlock), nBlocks - 1). lse gets + lseOffset
- * (log(nk / m)). A row whose samples are all masked gets lse -Infinity and out 0.
+ * Block-diagonal attention: sorted query block blk attends to sorted keys
+ * [blk * kBlock, min((blk + 1) * kBlock, nk)). phantomKeys: when true, a short last key
+ * block is filled up to kBlock with zero keys (logit 0, value 0) that take part in the
+ * softmax (reference-mode padding).
  */
-export interface SampledTask {
-  q: RowView;
-  k: RowView;
-  v: RowView;
-  qPerm: RowView;
-  kPerm: RowView;
+export interface BlockTask extends SortedRowsTask {
+  phantomKeys: boolean;
+}
+
+/**
+ * Attention of the sorted queries against m sampled sorted keys: samples[j] (in [0, nk))
+ * names key row kPerm[samples[j]], masked for sorted query i when it lies in the query's
+ * own block. lse gets + lseOffset (log(nk / m)). A row whose samples are all masked gets
+ * lse -Infinity and out 0.
+ */
+export interface SampledTask extends SortedRowsTask {
   samples: Int32Array;
-  nqSorted: number;
-  nqReal: number;
-  /** keys of the sub-problem (samples lie in [0, nk)) */
-  nk: number;
-  d: number;
-  dv: number;
-  scale: number;
-  qBlock: number;
-  kBlock: number;
-  nBlocks: number;
   lseOffset: number;
-  dst: Destination;
 }
 
 /** Merge rows [0, rows) of src (as part 2) into dst (part 1). */
