@@ -21,7 +21,7 @@
 // createWebGPUBackend() then acquires a new device.
 import { HyperAttentionError } from '../errors.ts';
 import type {
-  Backend, BackendBuffer, BlockTask, ExactTask, HashTask, MergeTask, RowView, SampledTask, SortTask, WriteMode,
+  Backend, BackendBuffer, BlockTask, ExactTask, HashTask, MergeTask, RowView, SampledTask, SortedRowsTask, SortTask, WriteMode,
 } from '../ops.ts';
 import type { WebGPUBufferLike } from '../options.ts';
 import {
@@ -318,54 +318,50 @@ export class WebGPUBackend implements Backend {
     });
   }
 
+  /**
+   * The seven bindings every op over sorted rows reads (q, k, v, out, lse, qPerm, kPerm, in
+   * the kernels' binding order) and their element offsets, the first Params fields.
+   */
+  private bindSortedRows(t: SortedRowsTask): { bindings: GPUBufferBinding[]; offsets: Field[] } {
+    const bound = [
+      this.bindInput(t.q, t.d, t.nqReal),
+      this.bindInput(t.k, t.d, t.nk),
+      this.bindInput(t.v, t.dv, t.nk),
+      this.bindOutput(t.dst.out, t.dv, t.nqReal),
+      this.bindOutput(t.dst.lse, 1, t.nqReal),
+      this.bind(t.qPerm, 1, t.nqSorted),
+      this.bind(t.kPerm, 1, t.nk),
+    ];
+    return { bindings: bound.map((b) => b.binding), offsets: bound.map((b) => u32(b.el)) };
+  }
+
   block(t: BlockTask): void {
     if (t.nqSorted === 0 || t.nqReal === 0 || t.nBlocks === 0) return;
     this.record(() => {
-      const q = this.bindInput(t.q, t.d, t.nqReal);
-      const k = this.bindInput(t.k, t.d, t.nk);
-      const v = this.bindInput(t.v, t.dv, t.nk);
-      const out = this.bindOutput(t.dst.out, t.dv, t.nqReal);
-      const lse = this.bindOutput(t.dst.lse, 1, t.nqReal);
-      const qPerm = this.bind(t.qPerm, 1, t.nqSorted);
-      const kPerm = this.bind(t.kPerm, 1, t.nk);
+      const { bindings, offsets } = this.bindSortedRows(t);
       // The last block also takes every sorted row past nBlocks * qBlock.
       const maxRows = Math.max(t.qBlock, t.nqSorted - (t.nBlocks - 1) * t.qBlock);
       const wgPerBlock = Math.ceil(maxRows / this.rowWorkgroup);
       const params = this.uniform([
-        u32(q.el), u32(k.el), u32(v.el), u32(out.el), u32(lse.el), u32(qPerm.el), u32(kPerm.el),
+        ...offsets,
         u32(t.nqSorted), u32(t.nqReal), u32(t.nk), u32(t.qBlock), u32(t.kBlock), u32(t.nBlocks), u32(wgPerBlock),
         u32(t.phantomKeys ? 1 : 0), u32(WRITE_CODES[t.dst.write]), f32(t.scale),
       ]);
-      this.dispatch(
-        this.attentionKernel('block', t.d, t.dv),
-        [q.binding, k.binding, v.binding, out.binding, lse.binding, qPerm.binding, kPerm.binding, params],
-        t.nBlocks * wgPerBlock,
-      );
+      this.dispatch(this.attentionKernel('block', t.d, t.dv), [...bindings, params], t.nBlocks * wgPerBlock);
     });
   }
 
   sampled(t: SampledTask): void {
     if (t.nqSorted === 0 || t.nqReal === 0) return;
     this.record(() => {
-      const m = t.samples.length;
-      const q = this.bindInput(t.q, t.d, t.nqReal);
-      const k = this.bindInput(t.k, t.d, t.nk);
-      const v = this.bindInput(t.v, t.dv, t.nk);
-      const out = this.bindOutput(t.dst.out, t.dv, t.nqReal);
-      const lse = this.bindOutput(t.dst.lse, 1, t.nqReal);
-      const qPerm = this.bind(t.qPerm, 1, t.nqSorted);
-      const kPerm = this.bind(t.kPerm, 1, t.nk);
+      const { bindings, offsets } = this.bindSortedRows(t);
       const samples = this.hostData(t.samples);
       const params = this.uniform([
-        u32(q.el), u32(k.el), u32(v.el), u32(out.el), u32(lse.el), u32(qPerm.el), u32(kPerm.el),
-        u32(t.nqSorted), u32(t.nqReal), u32(m), u32(t.qBlock), u32(t.kBlock), u32(t.nBlocks),
+        ...offsets,
+        u32(t.nqSorted), u32(t.nqReal), u32(t.samples.length), u32(t.qBlock), u32(t.kBlock), u32(t.nBlocks),
         u32(WRITE_CODES[t.dst.write]), f32(t.scale), f32(t.lseOffset),
       ]);
-      this.dispatch(
-        this.attentionKernel('sampled', t.d, t.dv),
-        [q.binding, k.binding, v.binding, out.binding, lse.binding, qPerm.binding, kPerm.binding, samples, params],
-        this.rowGroups(t.nqSorted),
-      );
+      this.dispatch(this.attentionKernel('sampled', t.d, t.dv), [...bindings, samples, params], this.rowGroups(t.nqSorted));
     });
   }
 
