@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 
@@ -92,6 +92,24 @@ async function runDeno(script) {
   return runProcess(deno, ['run', '--unstable-webgpu', '-A', script], env);
 }
 
+// The shared fixtures, for the page's parity suite (test/gpu/fixtures.suite.ts):
+// index.json lists the cases; <case>/<file> is a file of one, never outside the folder.
+const FIXTURE_DIR = process.env.HYPERATTENTION_FIXTURES ?? join(root, '..', 'shared', 'fixtures');
+
+function fixtureResponse(path) {
+  if (path === 'index.json') {
+    const names = existsSync(FIXTURE_DIR)
+      ? readdirSync(FIXTURE_DIR).filter((f) => existsSync(join(FIXTURE_DIR, f, 'case.json'))).sort()
+      : [];
+    return { contentType: 'application/json', body: JSON.stringify(names) };
+  }
+  const file = resolve(FIXTURE_DIR, decodeURIComponent(path));
+  if (!file.startsWith(resolve(FIXTURE_DIR) + sep) || !existsSync(file) || !statSync(file).isFile()) {
+    return { status: 404, body: 'not found' };
+  }
+  return { contentType: 'application/octet-stream', body: readFileSync(file) };
+}
+
 async function runChromium(script) {
   if (!existsSync(CHROMIUM)) return { text: `${NO_ADAPTER} (no ${CHROMIUM})\n`, code: 0 };
   const { chromium } = await import('playwright-core');
@@ -119,6 +137,7 @@ async function runChromium(script) {
       if (url.pathname === '/main.js') {
         return route.fulfill({ contentType: 'text/javascript', body: readFileSync(script, 'utf8') });
       }
+      if (url.pathname.startsWith('/fixtures/')) return route.fulfill(fixtureResponse(url.pathname.slice('/fixtures/'.length)));
       return route.fulfill({ contentType: 'text/html', body: '<!doctype html><script type="module" src="/main.js"></script>' });
     });
     const finished = new Promise((resolve) => {

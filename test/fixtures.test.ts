@@ -34,7 +34,7 @@ test('fixtures are present', () => {
 for (const flavour of supportedFlavours()) {
   for (const name of names) {
     test(`fixture ${name} (${flavour})`, async () => {
-      const f = loadFixture(name);
+      const f = await loadFixture(name);
       const backend = await createCpuBackend(flavour);
       const [B, H, N, D] = f.shape;
       const qKeys = await keysOf(backend, f.q, B * H * N, D, f);

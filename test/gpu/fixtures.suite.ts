@@ -2,32 +2,56 @@
 // through runHyper in reference mode with the fixture's projections and draws, as
 // test/fixtures.test.ts does for the wasm builds, within the same 1e-4 in out and lse.
 // Rows with a projection within float rounding of zero (hashKeys in harness.ts) may hash,
-// and so differ, otherwise. The fixtures are files: the suite runs where this module
-// was loaded from disk (Node, Deno) and is not run in the browser page.
+// and so differ, otherwise. Node and Deno read the fixtures from disk; in the browser
+// page, scripts/test-gpu.mjs serves them under /fixtures/.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createWebGPUBackend } from '../../src/gpu/index.ts';
 import { runHyper } from '../../src/hyper.ts';
 import { resolveHyperOptions } from '../../src/options.ts';
 import { attentionShape } from '../../src/tensor.ts';
+import { parseFixture, type Fixture } from '../fixture-format.ts';
 import { hashKeys, row } from './harness.ts';
 
 const TOL = 1e-4;
 
-if (new URL(import.meta.url).protocol === 'file:') {
-  // Resolved at run time, so that the browser bundle leaves out its node: imports. The
-  // path holds from test/gpu/ (tsx) and from test-artifacts/gpu/ (the bundle) alike.
-  const loader = new URL('../../test/fixtures.ts', import.meta.url).href;
-  const { FIXTURE_DIR, fixtureNames, loadFixture }: typeof import('../fixtures.ts') = await import(loader);
+interface FixtureSource {
+  where: string;
+  names: string[];
+  load(name: string): Promise<Fixture>;
+}
+
+async function fixtureSource(): Promise<FixtureSource> {
+  if (new URL(import.meta.url).protocol === 'file:') {
+    // Resolved at run time, so that the browser bundle leaves out its node: imports. The
+    // path holds from test/gpu/ (tsx) and from test-artifacts/gpu/ (the bundle) alike.
+    const loader = new URL('../../test/fixtures.ts', import.meta.url).href;
+    const { FIXTURE_DIR, fixtureNames, loadFixture }: typeof import('../fixtures.ts') = await import(loader);
+    return { where: FIXTURE_DIR, names: fixtureNames(), load: loadFixture };
+  }
+  const get = async (path: string) => {
+    const response = await fetch(`/fixtures/${path}`);
+    if (!response.ok) throw new Error(`GET /fixtures/${path}: ${response.status}`);
+    return response.arrayBuffer();
+  };
+  const names: string[] = JSON.parse(new TextDecoder().decode(await get('index.json')));
+  return {
+    where: '/fixtures/ (served by scripts/test-gpu.mjs)',
+    names,
+    load: (name) => parseFixture(name, (path) => get(`${name}/${path}`)),
+  };
+}
+
+{
+  const { where, names, load } = await fixtureSource();
   const gpu = await createWebGPUBackend();
   const Fixtures = suite('webgpu fixtures (reference mode)');
-  const names = fixtureNames();
   Fixtures('fixtures are present', () => {
-    assert.ok(names.length >= 6, `expected the shared fixtures in ${FIXTURE_DIR}, found ${names.length}`);
+    assert.ok(names.length >= 6, `expected the shared fixtures in ${where}, found ${names.length}`);
   });
   for (const name of names) {
     Fixtures(`fixture ${name}`, async () => {
-      const f = loadFixture(name);
+      const f = await load(name);
       const [B, H, N, D] = f.shape;
       const ambiguous = new Set<number>();
       for (let i = 0; i < B * H * N; i++) {
@@ -55,6 +79,4 @@ if (new URL(import.meta.url).protocol === 'file:') {
     });
   }
   Fixtures.run();
-} else {
-  console.log('webgpu fixtures: not run, the fixtures are files and this page reads none');
 }
