@@ -67,6 +67,23 @@ function checkInputs(q: InputTensor, k: InputTensor, v: InputTensor, o: Resolved
 }
 
 /**
+ * Resolves the options and checks the tensors before any work (so bad input computes
+ * nothing), then queues the call on its backend. Every error arrives as a rejection.
+ */
+function startCall<O extends ResolvedExactOptions>(
+  resolve: () => O, q: InputTensor, k: InputTensor, v: InputTensor,
+  run: (backend: Backend, shape: AttentionShape, o: O) => Promise<AttentionResult | GPUAttentionResult>,
+): Promise<AttentionResult | GPUAttentionResult> {
+  try {
+    const o = resolve();
+    const shape = checkInputs(q, k, v, o);
+    return serialize(async () => run(await backendFor(o), shape, o));
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+/**
  * HyperAttention of q [B, H, Nq, D] against k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv]
  * (H a multiple of Hkv). Returns out [B, H, Nq, Dv] and lse [B, H, Nq] (natural log), as
  * Float32Arrays, or with output 'gpu' as new GPUBuffers on `device`.
@@ -83,13 +100,8 @@ export function hyperAttention(
 export function hyperAttention(
   q: InputTensor, k: InputTensor, v: InputTensor, options: HyperOptions = {},
 ): Promise<AttentionResult | GPUAttentionResult> {
-  try {
-    const o = resolveHyperOptions(options);
-    const shape = checkInputs(q, k, v, o);
-    return serialize(async () => runHyper(await backendFor(o), shape, o, q, k, v, o.output));
-  } catch (error) {
-    return Promise.reject(error);
-  }
+  return startCall(() => resolveHyperOptions(options), q, k, v, (backend, shape, o) =>
+    runHyper(backend, shape, o, q, k, v, o.output));
 }
 
 /** Exact attention (flash-style, never materialising Nq x Nk), same shapes and outputs as hyperAttention. */
@@ -105,11 +117,6 @@ export function exactAttention(
 export function exactAttention(
   q: InputTensor, k: InputTensor, v: InputTensor, options: ExactOptions = {},
 ): Promise<AttentionResult | GPUAttentionResult> {
-  try {
-    const o = resolveExactOptions(options);
-    const shape = checkInputs(q, k, v, o);
-    return serialize(async () => runExact(await backendFor(o), shape, o, q, k, v, o.output));
-  } catch (error) {
-    return Promise.reject(error);
-  }
+  return startCall(() => resolveExactOptions(options), q, k, v, (backend, shape, o) =>
+    runExact(backend, shape, o, q, k, v, o.output));
 }
