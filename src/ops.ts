@@ -135,7 +135,7 @@ export interface MergeTask {
 }
 
 export interface Backend {
-  readonly name: 'cpu' | 'webgpu';
+  readonly name: 'cpu' | 'webgpu' | 'hybrid';
   createBuffer(kind: 'f32' | 'i32', length: number): BackendBuffer;
   /** Copy host data into buf starting at element `offset`. */
   upload(buf: BackendBuffer, data: Float32Array | Int32Array, offset?: number): void;
@@ -155,6 +155,11 @@ export interface Backend {
   merge(t: MergeTask): void;
   /** Release every buffer created since the last release. */
   releaseAll(): void;
+  /**
+   * Settles when every op issued so far has run (asynchronous backends), so that the time
+   * an op takes can be measured; backends that run ops synchronously need not have it.
+   */
+  sync?(): Promise<void>;
 
   // Device-resident I/O, WebGPU only: the caller's buffers live on the backend's device
   // and are opaque to the algorithm. Offsets into them are in bytes, 4-byte aligned.
@@ -173,4 +178,25 @@ export interface Backend {
    * (GPU errors, DEVICE_LOST); hands the buffers of createDeviceBuffer to the caller.
    */
   finish?(): Promise<void>;
+}
+
+/** The backend operations, as the scheduler prices them and a traced call times them. */
+export type OpName = 'upload' | 'download' | 'hash' | 'sort' | 'exact' | 'block' | 'sampled' | 'merge';
+export const OP_NAMES: readonly OpName[] = ['upload', 'download', 'hash', 'sort', 'exact', 'block', 'sampled', 'merge'];
+
+/** A device that runs ops: WebAssembly on the CPU, or WebGPU. */
+export type Device = 'cpu' | 'webgpu';
+
+/** One op of a traced call: where it ran and how long it took, synced. */
+export interface OpTrace {
+  op: OpName;
+  device: Device;
+  ms: number;
+}
+
+/** The device that runs each op of a backend; the hybrid hashes and sorts on the CPU. */
+export function placementOf(backend: Backend['name']): Record<OpName, Device> {
+  const all = (device: Device) => Object.fromEntries(OP_NAMES.map((op) => [op, device])) as Record<OpName, Device>;
+  if (backend !== 'hybrid') return all(backend);
+  return { ...all('webgpu'), hash: 'cpu', sort: 'cpu' };
 }

@@ -79,6 +79,17 @@ export class CpuBackend implements Backend {
     return Promise.resolve();
   }
 
+  /**
+   * `length` elements of buf from element `offset`, as a view into linear memory: no copy,
+   * valid until the next op or buffer creation (either may grow, and so move, the memory).
+   */
+  view(buf: BackendBuffer, offset: number, length: number): Float32Array | Int32Array {
+    const ptr = this.ptr({ buf, row: offset }, 1);
+    return buf.kind === 'f32'
+      ? new Float32Array(this.wasm.memory.buffer, ptr, length)
+      : new Int32Array(this.wasm.memory.buffer, ptr, length);
+  }
+
   hash(t: HashTask): void {
     const scratch = this.scratch(t.d * 16 * 4);
     this.wasm.lshKeys(

@@ -229,6 +229,12 @@ export class WebGPUBackend implements Backend {
    * while it runs rejects this call, as it would a download.
    */
   async finish(): Promise<void> {
+    await this.sync();
+    this.exports = [];
+  }
+
+  /** Submits what is recorded and waits until the GPU has run it, rejecting with its errors. */
+  async sync(): Promise<void> {
     this.record(() => this.flush());
     try {
       await Promise.race([this.device.queue.onSubmittedWorkDone(), this.lostSignal]);
@@ -238,7 +244,6 @@ export class WebGPUBackend implements Backend {
     }
     const error = (await this.takeError()) ?? this.lost;
     if (error) throw error;
-    this.exports = [];
   }
 
   hash(t: HashTask): void {
