@@ -17,6 +17,7 @@ if (!adapter) {
   await import('./cpu.suite.ts');
   await import('./fixtures.suite.ts');
   await import('./io.suite.ts');
+  await import('./hybrid.suite.ts');
   await import('./device-loss.suite.ts');
   await exec();
   console.log('gpu suites: done');
