@@ -10,7 +10,8 @@ export type ErrorCode =
   | 'UNSUPPORTED'
   | 'OUT_OF_MEMORY'
   | 'DEVICE_LOST'
-  | 'GPU_ERROR';
+  | 'GPU_ERROR'
+  | 'INVALID_PROFILE';
 
 export class HyperAttentionError extends Error {
   readonly code: ErrorCode;

@@ -2,8 +2,9 @@
 // causal recursion and the non-causal steps (ALGORITHM.md), the random draws in their
 // order, and the per-head execution. Backends never see recursion, sampling or modes.
 import { HyperAttentionError } from './errors.ts';
-import type { Backend, BackendBuffer, Destination, Mode, WriteMode } from './ops.ts';
+import { placementOf, type Backend, type BackendBuffer, type Destination, type Mode, type OpName, type OpTrace, type WriteMode } from './ops.ts';
 import type { Output, ResolvedExactOptions, ResolvedHyperOptions } from './options.ts';
+import type { CallProfile } from './scheduler/index.ts';
 import { Xoshiro128, gaussianProjections, uniformSampler, type Sampler } from './random.ts';
 import { checkFinite, isHostTensor, type AttentionShape, type GPUTensor, type InputTensor, type Tensor } from './tensor.ts';
 
@@ -164,12 +165,16 @@ function drawRandomness(plan: Plan, shape: AttentionShape, o: ResolvedHyperOptio
 export interface AttentionResult {
   out: Tensor;
   lse: Tensor;
+  /** with option profile: true, the plan and each step's measured time */
+  profile?: CallProfile;
 }
 
 /** The result of a call with output 'gpu': new buffers on the call's device, the caller's to destroy. */
 export interface GPUAttentionResult {
   out: GPUTensor & { dtype: 'float32' };
   lse: GPUTensor & { dtype: 'float32' };
+  /** with option profile: true, the plan and each step's measured time */
+  profile?: CallProfile;
 }
 
 /** The result type of a call whose `output` is O (a union gives the union). */
@@ -181,31 +186,31 @@ export type ResultFor<O extends Output | undefined> = O extends 'gpu' ? GPUAtten
  */
 export function runExact<O extends Output = 'host'>(
   backend: Backend, shape: AttentionShape, o: ResolvedExactOptions, q: InputTensor, k: InputTensor, v: InputTensor,
-  output: O = 'host' as O,
+  output: O = 'host' as O, trace?: OpTrace[],
 ): Promise<ResultFor<O>> {
   const plan = buildPlan({
     nq: shape.nq, nk: shape.nk, H: shape.H, causal: o.causal, exact: true, blockSize: 1, sampleSize: 0, minSeqLen: 0,
   });
   const randomness = { projections: new Float32Array(0), samples: [] };
-  return execute(backend, shape, plan, o, 'fixed', 1, randomness, q, k, v, output) as Promise<ResultFor<O>>;
+  return execute(backend, shape, plan, o, 'fixed', 1, randomness, q, k, v, output, trace) as Promise<ResultFor<O>>;
 }
 
-/** HyperAttention; `output` as for runExact. */
+/** HyperAttention; `output` as for runExact. A trace, when given, gets every op's time. */
 export function runHyper<O extends Output = 'host'>(
   backend: Backend, shape: AttentionShape, o: ResolvedHyperOptions, q: InputTensor, k: InputTensor, v: InputTensor,
-  output: O = 'host' as O,
+  output: O = 'host' as O, trace?: OpTrace[],
 ): Promise<ResultFor<O>> {
   const plan = buildPlan({
     nq: shape.nq, nk: shape.nk, H: shape.H, causal: o.causal, exact: false,
     blockSize: o.blockSize, sampleSize: o.sampleSize, minSeqLen: o.minSeqLen,
   });
   const randomness = drawRandomness(plan, shape, o);
-  return execute(backend, shape, plan, o, o.mode, o.lshNumProjs, randomness, q, k, v, output) as Promise<ResultFor<O>>;
+  return execute(backend, shape, plan, o, o.mode, o.lshNumProjs, randomness, q, k, v, output, trace) as Promise<ResultFor<O>>;
 }
 
 async function execute(
   backend: Backend, shape: AttentionShape, plan: Plan, o: ResolvedExactOptions, mode: Mode, r: number,
-  randomness: Randomness, q: InputTensor, k: InputTensor, v: InputTensor, output: Output,
+  randomness: Randomness, q: InputTensor, k: InputTensor, v: InputTensor, output: Output, trace?: OpTrace[],
 ): Promise<AttentionResult | GPUAttentionResult> {
   const { B, H, Hkv, nq, nk, d, dv } = shape;
   const scale = o.scale ?? 1 / Math.sqrt(d);
@@ -220,12 +225,29 @@ async function execute(
   }
   const out = output === 'host' ? new Float32Array(B * H * nq * dv) : undefined;
   const lse = output === 'host' ? new Float32Array(B * H * nq) : undefined;
+  /**
+   * Runs one op. When tracing, waits until it has run (an asynchronous backend is synced)
+   * and records how long it took: the ops then no longer overlap, so a traced call is slower.
+   */
+  const run = async (op: OpName, fn: () => void | Promise<void>): Promise<void> => {
+    if (!trace) return fn();
+    const device = placementOf(backend.name)[op];
+    const start = performance.now();
+    await fn();
+    if (device === 'webgpu') await backend.sync?.();
+    trace.push({ op, device, ms: performance.now() - start });
+  };
+  // The readback of head h is awaited only once head h + 1 is issued, so that the CPU
+  // prepares (and, in the hybrid, hashes and sorts) the next head while the GPU computes.
+  let pending: Promise<void> | undefined;
   try {
     /** Head `index` of t ([*, rows, width]) into buf, from the host or on the device. */
     const load = (buf: BackendBuffer, t: InputTensor, index: number, rows: number, width: number) => {
       const n = rows * width;
-      if (isHostTensor(t)) backend.upload(buf, t.data.subarray(index * n, (index + 1) * n));
-      else backend.copyFromDevice!(buf, 0, t.buffer, index * n * 4, n);
+      return run('upload', () => {
+        if (isHostTensor(t)) backend.upload(buf, t.data.subarray(index * n, (index + 1) * n));
+        else backend.copyFromDevice!(buf, 0, t.buffer, index * n * 4, n);
+      });
     };
     const f32 = (n: number) => backend.createBuffer('f32', Math.max(1, n));
     const i32 = (n: number) => backend.createBuffer('i32', Math.max(1, n));
@@ -249,7 +271,8 @@ async function execute(
       qPerm = i32(nq);
       kPerm = i32(nk);
       proj = f32(d * r);
-      backend.upload(proj, randomness.projections);
+      const projections = proj;
+      await run('upload', () => backend.upload(projections, randomness.projections));
     }
 
     let loadedKv = -1;
@@ -257,29 +280,31 @@ async function execute(
       for (let h = 0; h < H; h++) {
         const head = b * H + h;
         const kvHead = b * Hkv + Math.floor(h / group);
-        load(qBuf, q, head, nq, d);
+        await load(qBuf, q, head, nq, d);
         if (kvHead !== loadedKv) {
-          load(kBuf, k, kvHead, nk, d);
-          load(vBuf, v, kvHead, nk, dv);
+          await load(kBuf, k, kvHead, nk, d);
+          await load(vBuf, v, kvHead, nk, dv);
           if (kKeys && proj) {
-            backend.hash({ x: { buf: kBuf, row: 0 }, rows: nk, d, proj, r, mode, keys: { buf: kKeys, row: 0 } });
+            const keys = { buf: kKeys, row: 0 };
+            await run('hash', () => backend.hash({ x: { buf: kBuf, row: 0 }, rows: nk, d, proj: proj!, r, mode, keys }));
           }
           loadedKv = kvHead;
         }
         if (qKeys && proj) {
-          backend.hash({ x: { buf: qBuf, row: 0 }, rows: nq, d, proj, r, mode, keys: { buf: qKeys, row: 0 } });
+          const keys = { buf: qKeys, row: 0 };
+          await run('hash', () => backend.hash({ x: { buf: qBuf, row: 0 }, rows: nq, d, proj: proj!, r, mode, keys }));
         }
 
         for (const leaf of plan.leaves) {
-          backend.exact({
+          await run('exact', () => backend.exact({
             q: { buf: qBuf, row: leaf.start }, k: { buf: kBuf, row: leaf.start }, v: { buf: vBuf, row: leaf.start },
             nq: leaf.rows, nk: leaf.rows, d, dv, scale, causal: true, causalOffset: 0,
             dst: { out: { buf: outBuf, row: leaf.start }, lse: { buf: lseBuf, row: leaf.start }, write: 'write' },
-          });
+          }));
         }
 
         for (const step of plan.steps) {
-          step.subs.forEach((sub, t) => {
+          for (const [t, sub] of step.subs.entries()) {
             const toOut: Destination = {
               out: { buf: outBuf, row: sub.qStart }, lse: { buf: lseBuf, row: sub.qStart }, write: step.merge ? merge : 'write',
             };
@@ -287,15 +312,21 @@ async function execute(
             const kv = { buf: kBuf, row: sub.kStart };
             const vv = { buf: vBuf, row: sub.kStart };
             if (step.kind === 'exact') {
-              backend.exact({ q: qv, k: kv, v: vv, nq: sub.qReal, nk: step.nk, d, dv, scale, causal: false, causalOffset: 0, dst: toOut });
-              return;
+              await run('exact', () => backend.exact({
+                q: qv, k: kv, v: vv, nq: sub.qReal, nk: step.nk, d, dv, scale, causal: false, causalOffset: 0, dst: toOut,
+              }));
+              continue;
             }
             // Reference mode sorts the zero pad rows with the real ones (they take places
             // in the blocks); fixed mode leaves them out.
             const pads = mode === 'reference' ? sub.qPads : 0;
             const nqSorted = sub.qReal + pads;
-            backend.sort({ keys: { buf: qKeys!, row: sub.qStart }, count: sub.qReal, pads, numKeys: 1 << r, perm: { buf: qPerm!, row: 0 } });
-            backend.sort({ keys: { buf: kKeys!, row: sub.kStart }, count: step.nk, pads: 0, numKeys: 1 << r, perm: { buf: kPerm!, row: 0 } });
+            await run('sort', () => backend.sort({
+              keys: { buf: qKeys!, row: sub.qStart }, count: sub.qReal, pads, numKeys: 1 << r, perm: { buf: qPerm!, row: 0 },
+            }));
+            await run('sort', () => backend.sort({
+              keys: { buf: kKeys!, row: sub.kStart }, count: step.nk, pads: 0, numKeys: 1 << r, perm: { buf: kPerm!, row: 0 },
+            }));
             const dst: Destination = step.merge
               ? { out: { buf: tmpOut, row: 0 }, lse: { buf: tmpLse, row: 0 }, write: 'write' }
               : toOut;
@@ -303,34 +334,46 @@ async function execute(
               q: qv, k: kv, v: vv, qPerm: { buf: qPerm!, row: 0 }, kPerm: { buf: kPerm!, row: 0 },
               nqSorted, nqReal: sub.qReal, d, dv, scale, qBlock: step.qBlock, kBlock: step.kBlock, nBlocks: step.nBlocks,
             };
-            backend.block({ ...sorted, nk: step.nk, phantomKeys: mode === 'reference', dst });
+            await run('block', () => backend.block({ ...sorted, nk: step.nk, phantomKeys: mode === 'reference', dst }));
             if (step.draw >= 0) {
               const m = plan.draws[step.draw].count;
               const slice = (b * step.subs.length * H + h * step.subs.length + t) * m;
-              backend.sampled({
+              await run('sampled', () => backend.sampled({
                 ...sorted,
                 nk: step.nk,
                 samples: randomness.samples[step.draw].subarray(slice, slice + m),
                 lseOffset: Math.log(step.nk / m), dst: { ...dst, write: merge },
-              });
+              }));
             }
             if (step.merge) {
-              backend.merge({ src: { out: { buf: tmpOut, row: 0 }, lse: { buf: tmpLse, row: 0 } }, dst: toOut, rows: sub.qReal, dv });
+              await run('merge', () => backend.merge({
+                src: { out: { buf: tmpOut, row: 0 }, lse: { buf: tmpLse, row: 0 } }, dst: toOut, rows: sub.qReal, dv,
+              }));
             }
-          });
+          }
         }
 
+        const progress = { done: head + 1, total: B * H };
         if (out && lse) {
-          await backend.download(outBuf, 0, nq * dv, out, head * nq * dv);
-          await backend.download(lseBuf, 0, nq, lse, head * nq);
+          const readback = run('download', () => Promise.all([
+            backend.download(outBuf, 0, nq * dv, out, head * nq * dv),
+            backend.download(lseBuf, 0, nq, lse, head * nq),
+          ]).then(() => {}));
+          const previous = pending;
+          pending = Promise.all([previous, readback]).then(() => o.onProgress?.(progress));
+          pending.catch(() => {});
+          await (trace ? pending : previous);
         } else {
           backend.exportToDevice!(outBuf, 0, outGpu!, head * nq * dv * 4, nq * dv);
           backend.exportToDevice!(lseBuf, 0, lseGpu!, head * nq * 4, nq);
+          o.onProgress?.(progress);
         }
-        o.onProgress?.({ done: head + 1, total: B * H });
       }
     }
-    if (out && lse) return { out: { data: out, shape: [B, H, nq, dv] }, lse: { data: lse, shape: [B, H, nq] } };
+    if (out && lse) {
+      await pending;
+      return { out: { data: out, shape: [B, H, nq, dv] }, lse: { data: lse, shape: [B, H, nq] } };
+    }
     // Nothing was read back: this runs the work, and reports its errors.
     await backend.finish!();
     return {
@@ -338,6 +381,8 @@ async function execute(
       lse: { buffer: lseGpu!, shape: [B, H, nq], dtype: 'float32' },
     };
   } finally {
+    // A failed call may leave a readback in flight; its buffers go back only once it settles.
+    await pending?.catch(() => {});
     backend.releaseAll();
   }
 }

@@ -1,13 +1,13 @@
 // Public API: HyperAttention and exact attention on Float32Array tensors, or on GPUBuffers
 // of the caller's WebGPU device.
-import type { Backend } from './ops.ts';
-import { createCpuBackend } from './cpu/backend.ts';
-import { createWebGPUBackend, type WebGPUBackend } from './gpu/index.ts';
+import { serialize } from './backends.ts';
 import { runExact, runHyper, type AttentionResult, type GPUAttentionResult } from './hyper.ts';
+import type { Backend, OpTrace } from './ops.ts';
 import {
   checkDeviceIO, resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions, type ResolvedExactOptions,
-  type WebGPUDeviceLike,
+  type ResolvedHyperOptions,
 } from './options.ts';
+import { callProfile, schedule } from './scheduler/index.ts';
 import { attentionShape, isHostTensor, type AttentionShape, type InputTensor } from './tensor.ts';
 
 export { HyperAttentionError, type ErrorCode } from './errors.ts';
@@ -20,43 +20,13 @@ export type { DrawRequest, Sampler } from './random.ts';
 export type { GPUTensor, InputTensor, Tensor } from './tensor.ts';
 export type { AttentionResult, GPUAttentionResult } from './hyper.ts';
 export { lshOrder, type LshOrder, type LshOrderOptions } from './inspect.ts';
-
-let cpu: Promise<Backend> | undefined;
-let sharedGpu: Promise<WebGPUBackend> | undefined;
-const callerGpus = new WeakMap<WebGPUDeviceLike, WebGPUBackend>();
-// Calls share one queue: a backend's memory arena serves one call at a time.
-let queue: Promise<unknown> = Promise.resolve();
-
-/**
- * The backend of a call. WebGPU backends are kept per device; a backend whose device was
- * lost is replaced (the shared device is then re-acquired), so after a DEVICE_LOST the
- * next call runs on a fresh device.
- */
-async function backendFor(o: ResolvedExactOptions): Promise<Backend> {
-  if (o.backend !== 'webgpu') {
-    cpu ??= createCpuBackend();
-    return cpu;
-  }
-  if (o.device) {
-    let backend = callerGpus.get(o.device);
-    if (!backend || backend.isLost) {
-      backend = await createWebGPUBackend({ device: o.device as GPUDevice });
-      callerGpus.set(o.device, backend);
-    }
-    return backend;
-  }
-  const current = await sharedGpu?.catch(() => undefined);
-  if (current && !current.isLost) return current;
-  const next = createWebGPUBackend();
-  sharedGpu = next;
-  return next;
-}
-
-function serialize<T>(work: () => Promise<T>): Promise<T> {
-  const next = queue.then(work, work);
-  queue = next.catch(() => undefined);
-  return next;
-}
+export {
+  calibrate, configureScheduler, explain, getProfile, setProfile, type CallProfile, type CallShapes, type ProfileSource,
+  type SchedulerConfig,
+} from './scheduler/index.ts';
+export type { Candidate, Explanation, Split, Step } from './scheduler/cost.ts';
+export type { AdapterIdentity, DeviceCosts, Environment, OpCost, Profile } from './scheduler/profile.ts';
+export type { Device, OpName } from './ops.ts';
 
 /** Validates a call's tensors, and that GPU tensors among them run on the caller's device. */
 function checkInputs(q: InputTensor, k: InputTensor, v: InputTensor, o: ResolvedExactOptions): AttentionShape {
@@ -68,16 +38,25 @@ function checkInputs(q: InputTensor, k: InputTensor, v: InputTensor, o: Resolved
 
 /**
  * Resolves the options and checks the tensors before any work (so bad input computes
- * nothing), then queues the call on its backend. Every error arrives as a rejection.
+ * nothing), then queues the call; in the queue the scheduler picks its backend (and, with
+ * backend 'auto', its cutoff). Every error arrives as a rejection.
  */
 function startCall<O extends ResolvedExactOptions>(
-  resolve: () => O, q: InputTensor, k: InputTensor, v: InputTensor,
-  run: (backend: Backend, shape: AttentionShape, o: O) => Promise<AttentionResult | GPUAttentionResult>,
+  resolve: () => O, hyper: (o: O) => ResolvedHyperOptions | undefined, q: InputTensor, k: InputTensor, v: InputTensor,
+  run: (backend: Backend, shape: AttentionShape, o: O, trace: OpTrace[] | undefined) => Promise<AttentionResult | GPUAttentionResult>,
 ): Promise<AttentionResult | GPUAttentionResult> {
   try {
     const o = resolve();
     const shape = checkInputs(q, k, v, o);
-    return serialize(async () => run(await backendFor(o), shape, o));
+    return serialize(async () => {
+      const scheduled = await schedule(shape, o, hyper(o), o.profile);
+      const chosen = scheduled.minSeqLen === undefined ? o : { ...o, minSeqLen: scheduled.minSeqLen };
+      if (!o.profile) return run(scheduled.backend, shape, chosen, undefined);
+      const trace: OpTrace[] = [];
+      const start = performance.now();
+      const result = await run(scheduled.backend, shape, chosen, trace);
+      return { ...result, profile: callProfile(scheduled.plan!, trace, performance.now() - start) };
+    });
   } catch (error) {
     return Promise.reject(error);
   }
@@ -100,8 +79,8 @@ export function hyperAttention(
 export function hyperAttention(
   q: InputTensor, k: InputTensor, v: InputTensor, options: HyperOptions = {},
 ): Promise<AttentionResult | GPUAttentionResult> {
-  return startCall(() => resolveHyperOptions(options), q, k, v, (backend, shape, o) =>
-    runHyper(backend, shape, o, q, k, v, o.output));
+  return startCall(() => resolveHyperOptions(options), (o) => o, q, k, v, (backend, shape, o, trace) =>
+    runHyper(backend, shape, o, q, k, v, o.output, trace));
 }
 
 /** Exact attention (flash-style, never materialising Nq x Nk), same shapes and outputs as hyperAttention. */
@@ -117,6 +96,6 @@ export function exactAttention(
 export function exactAttention(
   q: InputTensor, k: InputTensor, v: InputTensor, options: ExactOptions = {},
 ): Promise<AttentionResult | GPUAttentionResult> {
-  return startCall(() => resolveExactOptions(options), q, k, v, (backend, shape, o) =>
-    runExact(backend, shape, o, q, k, v, o.output));
+  return startCall(() => resolveExactOptions(options), () => undefined, q, k, v, (backend, shape, o, trace) =>
+    runExact(backend, shape, o, q, k, v, o.output, trace));
 }

@@ -35,7 +35,11 @@ export interface ExactOptions {
   causal?: boolean;
   /** softmax scale; default 1 / sqrt(D) */
   scale?: number;
-  /** 'auto' runs on WebAssembly until the scheduler lands; 'webgpu' forces the GPU */
+  /**
+   * 'auto' (default): the scheduler picks WebAssembly, WebGPU or the hybrid (and, for
+   * hyperAttention without minSeqLen, how much runs exact) from a calibrated profile;
+   * 'cpu' and 'webgpu' force a backend
+   */
   backend?: BackendChoice;
   /** run on this GPUDevice (implies backend 'webgpu') instead of one the library acquires */
   device?: WebGPUDeviceLike;
@@ -43,6 +47,11 @@ export interface ExactOptions {
   output?: Output;
   /** called after each (batch, head) is done (with output 'gpu': recorded, not necessarily run) */
   onProgress?: (p: Progress) => void;
+  /**
+   * true: the result also holds `profile`, the plan and the measured time of each step. The
+   * call then waits for every op to finish before the next, so it runs slower than without.
+   */
+  profile?: boolean;
 }
 
 export interface HyperOptions extends ExactOptions {
@@ -52,7 +61,11 @@ export interface HyperOptions extends ExactOptions {
   sampleSize?: number;
   /** r: LSH projections, 1..16 (default 7) */
   lshNumProjs?: number;
-  /** below this many queries (non-causal) or up to this many keys (causal), attention is exact (default 4096) */
+  /**
+   * below this many queries (non-causal) or up to this many keys (causal), attention is
+   * exact (default 4096); given, it fixes the plan: with backend 'auto' the scheduler may
+   * otherwise raise it, up to all exact, where that is predicted faster
+   */
   minSeqLen?: number;
   /** 'reference' reproduces the authors' code; 'fixed' corrects its known defects */
   mode?: Mode;
@@ -71,6 +84,7 @@ export interface ResolvedExactOptions {
   device: WebGPUDeviceLike | undefined;
   output: Output;
   onProgress: ((p: Progress) => void) | undefined;
+  profile: boolean;
 }
 
 export interface ResolvedHyperOptions extends ResolvedExactOptions {
@@ -78,6 +92,8 @@ export interface ResolvedHyperOptions extends ResolvedExactOptions {
   sampleSize: number;
   lshNumProjs: number;
   minSeqLen: number;
+  /** whether the caller gave minSeqLen (then the scheduler keeps it) */
+  minSeqLenGiven: boolean;
   mode: Mode;
   seed: number;
   projections: Float32Array | undefined;
@@ -93,7 +109,7 @@ export const DEFAULTS = {
   seed: 0,
 };
 
-const EXACT_KEYS = ['causal', 'scale', 'backend', 'device', 'output', 'onProgress'];
+const EXACT_KEYS = ['causal', 'scale', 'backend', 'device', 'output', 'onProgress', 'profile'];
 const HYPER_KEYS = [
   ...EXACT_KEYS, 'blockSize', 'sampleSize', 'lshNumProjs', 'minSeqLen', 'mode', 'seed', 'projections', 'sampler',
 ];
@@ -119,7 +135,7 @@ function integer(name: string, value: unknown, fallback: number, min: number, ma
 export function resolveExactOptions(options: ExactOptions = {}, allowed = EXACT_KEYS): ResolvedExactOptions {
   if (typeof options !== 'object' || options === null) fail(`options: expected an object, got ${String(options)}`);
   checkKeys(options, allowed);
-  const { causal = false, scale, device, output = 'host', onProgress } = options;
+  const { causal = false, scale, device, output = 'host', onProgress, profile = false } = options;
   const backend = options.backend ?? (device ? 'webgpu' : 'auto');
   if (typeof causal !== 'boolean') fail(`causal: expected a boolean, got ${String(causal)}`);
   if (scale !== undefined && (typeof scale !== 'number' || !Number.isFinite(scale) || scale <= 0)) {
@@ -134,7 +150,8 @@ export function resolveExactOptions(options: ExactOptions = {}, allowed = EXACT_
   }
   if (output !== 'host' && output !== 'gpu') fail(`output: expected 'host' or 'gpu', got ${String(output)}`);
   if (onProgress !== undefined && typeof onProgress !== 'function') fail('onProgress: expected a function');
-  const resolved = { causal, scale, backend, device, output, onProgress };
+  if (typeof profile !== 'boolean') fail(`profile: expected a boolean, got ${String(profile)}`);
+  const resolved = { causal, scale, backend, device, output, onProgress, profile };
   if (output === 'gpu') checkDeviceIO(resolved, "output 'gpu'");
   return resolved;
 }
@@ -164,6 +181,7 @@ export function resolveHyperOptions(options: HyperOptions = {}): ResolvedHyperOp
     sampleSize: integer('sampleSize', options.sampleSize, DEFAULTS.sampleSize, 0),
     lshNumProjs: integer('lshNumProjs', options.lshNumProjs, DEFAULTS.lshNumProjs, 1, 16),
     minSeqLen: integer('minSeqLen', options.minSeqLen, DEFAULTS.minSeqLen, 0),
+    minSeqLenGiven: options.minSeqLen !== undefined,
     mode,
     seed: integer('seed', options.seed, DEFAULTS.seed, 0, 0xffffffff),
     projections,

@@ -97,10 +97,25 @@ export function attentionShape(q: unknown, k: unknown, v: unknown, causal: boole
   checkTensor('q', q);
   checkTensor('k', k);
   checkTensor('v', v);
-  const [B, H, nq, d] = q.shape;
-  const [Bk, Hkv, nk, dk] = k.shape;
-  const [Bv, Hv, nv, dv] = v.shape;
-  const shapes = `q ${JSON.stringify(q.shape)}, k ${JSON.stringify(k.shape)}, v ${JSON.stringify(v.shape)}`;
+  const shape = shapeOf(q.shape, k.shape, v.shape, causal);
+  // GPU tensors are not checked: that would need a readback, which is what they avoid.
+  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) if (isHostTensor(t)) checkFinite(name, t.data);
+  return shape;
+}
+
+/** Validates the shapes alone (of tensors yet to come: the scheduler's explain()). */
+export function attentionShapeOf(q: unknown, k: unknown, v: unknown, causal: boolean): AttentionShape {
+  checkShape('q', q);
+  checkShape('k', k);
+  checkShape('v', v);
+  return shapeOf(q, k, v, causal);
+}
+
+function shapeOf(qShape: readonly number[], kShape: readonly number[], vShape: readonly number[], causal: boolean): AttentionShape {
+  const [B, H, nq, d] = qShape;
+  const [Bk, Hkv, nk, dk] = kShape;
+  const [Bv, Hv, nv, dv] = vShape;
+  const shapes = `q ${JSON.stringify(qShape)}, k ${JSON.stringify(kShape)}, v ${JSON.stringify(vShape)}`;
   if (Bk !== B || Bv !== B) throw new HyperAttentionError('INVALID_SHAPE', `batch sizes differ: ${shapes}`);
   if (Hv !== Hkv) throw new HyperAttentionError('INVALID_SHAPE', `k and v head counts differ: ${shapes}`);
   if (H % Hkv !== 0) {
@@ -116,8 +131,6 @@ export function attentionShape(q: unknown, k: unknown, v: unknown, causal: boole
       throw new HyperAttentionError('UNSUPPORTED_HEAD_DIM', `${name} head dim ${dim} exceeds the supported maximum of ${MAX_HEAD_DIM}`);
     }
   }
-  // GPU tensors are not checked: that would need a readback, which is what they avoid.
-  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) if (isHostTensor(t)) checkFinite(name, t.data);
   return { B, H, Hkv, nq, nk, d, dv };
 }
 

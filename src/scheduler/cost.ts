@@ -1,0 +1,244 @@
+// The cost model: what a call does (the algorithm's plan, counted as op calls and units of
+// work per device) and how long that takes on a calibrated profile; and the choice among
+// candidates: which backend split, and how much of the call runs exact. Pure functions of
+// the shape, the options and the profile, so plans are deterministic for a given profile.
+import { HyperAttentionError } from '../errors.ts';
+import { buildPlan } from '../hyper.ts';
+import { placementOf, type Device, type Mode, type OpName } from '../ops.ts';
+import { DEFAULTS } from '../options.ts';
+import type { AttentionShape } from '../tensor.ts';
+import { costsOf, environmentKey, UNITS, type Profile } from './profile.ts';
+
+/** Which backend runs a call: all on one device, or the hybrid (hash and sort on the CPU). */
+export type Split = 'cpu' | 'webgpu' | 'hybrid';
+export const SPLITS: readonly Split[] = ['cpu', 'webgpu', 'hybrid'];
+
+/** The algorithm's options that shape its work. */
+export interface WorkParams {
+  causal: boolean;
+  /** exactAttention: no hashing, no cutoff */
+  exact: boolean;
+  blockSize: number;
+  sampleSize: number;
+  lshNumProjs: number;
+  mode: Mode;
+}
+
+/** One kind of op on one device, over a whole call. */
+export interface Step {
+  op: OpName;
+  device: Device;
+  calls: number;
+  units: number;
+  /** what units counts */
+  unit: string;
+  predictedMs: number;
+}
+
+export interface Candidate {
+  backend: Split;
+  algorithm: 'exact' | 'hyper';
+  /** the cutoff the plan runs with; null for exactAttention */
+  minSeqLen: number | null;
+  predictedMs: number;
+  /** why the scheduler would not run it, when it would not */
+  rejected?: string;
+}
+
+/** A call's plan: what runs where, and the predicted time of each step. */
+export interface Explanation extends Candidate {
+  shape: AttentionShape & { causal: boolean };
+  placement: Record<OpName, Device>;
+  steps: Step[];
+  /** every candidate considered, fastest first; the chosen one among them */
+  candidates: Candidate[];
+  /** why this one, in words */
+  reason: string;
+  /** the environment the profile was measured on */
+  environment: string;
+}
+
+/** Op calls and units of work of a call on a split (totals over every head). */
+export function workOf(shape: AttentionShape, p: WorkParams, minSeqLen: number, split: Split): Omit<Step, 'predictedMs'>[] {
+  const { B, H, Hkv, nq, nk, d, dv } = shape;
+  const place = placementOf(split);
+  const steps = new Map<string, Omit<Step, 'predictedMs'>>();
+  const add = (op: OpName, calls: number, units: number, device = place[op]) => {
+    const key = `${op} ${device}`;
+    const s = steps.get(key) ?? { op, device, calls: 0, units: 0, unit: UNITS[op] };
+    s.calls += calls;
+    s.units += units;
+    steps.set(key, s);
+  };
+  const plan = buildPlan({
+    nq, nk, H, causal: p.causal, exact: p.exact, blockSize: p.blockSize, sampleSize: p.sampleSize, minSeqLen,
+  });
+  const heads = B * H;
+  const kvHeads = B * Hkv;
+  const r = p.lshNumProjs;
+  add('upload', heads + 2 * kvHeads, (heads * nq * d + kvHeads * nk * (d + dv)) * 4);
+  if (plan.steps.some((s) => s.kind === 'hyper')) {
+    add('upload', 1, d * r * 4);
+    add('hash', heads + kvHeads, (heads * nq + kvHeads * nk) * d * r);
+    // The hybrid also copies q and k into WebAssembly memory, for hashing.
+    if (split === 'hybrid') add('upload', heads + kvHeads, (heads * nq + kvHeads * nk) * d * 4, 'cpu');
+  }
+  for (const leaf of plan.leaves) add('exact', heads, heads * leaf.rows * (leaf.rows + 1) * (d + dv));
+  for (const step of plan.steps) {
+    for (const sub of step.subs) {
+      if (step.kind === 'exact') {
+        add('exact', heads, heads * 2 * sub.qReal * step.nk * (d + dv));
+        continue;
+      }
+      const sorted = sub.qReal + (p.mode === 'reference' ? sub.qPads : 0);
+      add('sort', 2 * heads, heads * (sorted + step.nk));
+      // The hybrid's sorted orders go to the GPU after each sort.
+      if (split === 'hybrid') add('upload', 2 * heads, heads * (sorted + step.nk) * 4, 'webgpu');
+      add('block', heads, heads * 2 * sorted * step.kBlock * (d + dv));
+      if (step.draw >= 0) add('sampled', heads, heads * 2 * sorted * p.sampleSize * (d + dv));
+      if (step.merge) add('merge', heads, heads * sub.qReal * dv);
+    }
+  }
+  add('download', 2 * heads, heads * nq * (dv + 1) * 4);
+  return [...steps.values()];
+}
+
+/**
+ * Predicted times of the steps, and of the call. Readbacks after the first overlap the next
+ * head's work (the executor awaits head h's only once head h + 1 is issued), so their fixed
+ * cost counts once. In the hybrid the CPU's share (hashing, sorting) runs while the GPU
+ * computes the previous head: the call takes the longer of the two shares plus one head of
+ * the shorter.
+ */
+export function predict(work: Omit<Step, 'predictedMs'>[], profile: Profile, split: Split, heads: number): { steps: Step[]; ms: number } {
+  const steps = work.map((w) => {
+    const cost = costsOf(profile, w.device)[w.op];
+    const fixedCalls = w.op === 'download' && split !== 'cpu' ? Math.min(w.calls, 1) : w.calls;
+    return { ...w, predictedMs: fixedCalls * cost.fixedMs + w.units / cost.unitsPerMs };
+  });
+  const share = (device: Device) => steps.filter((s) => s.device === device).reduce((t, s) => t + s.predictedMs, 0);
+  const cpu = share('cpu');
+  const gpu = share('webgpu');
+  const ms = split === 'hybrid' ? Math.max(cpu, gpu) + Math.min(cpu, gpu) / heads : cpu + gpu;
+  return { steps, ms };
+}
+
+/** Why the split cannot run this shape on the profile's adapter, if it cannot. */
+function infeasible(shape: AttentionShape, p: WorkParams, split: Split, profile: Profile, hashes: boolean): string | undefined {
+  if (split === 'cpu') return undefined;
+  const adapter = profile.environment.adapter;
+  if (!adapter) return 'no WebGPU adapter';
+  const largest = Math.max(shape.nq, shape.nk) * Math.max(shape.d, shape.dv) * 4;
+  if (largest > adapter.maxBufferBytes) return `a ${largest}-byte buffer exceeds the adapter's maxBufferSize`;
+  if (split === 'webgpu' && hashes) {
+    const histogram = (1 << p.lshNumProjs) * Math.ceil(Math.max(shape.nq, shape.nk) / 256) * 4;
+    if (histogram > adapter.maxBindingBytes) return `the GPU sort's ${histogram}-byte histogram exceeds the adapter's binding limit`;
+  }
+  return undefined;
+}
+
+/**
+ * On a software adapter the GPU gets no op that the CPU does faster: a split is rejected
+ * when any of its GPU steps is predicted slower than the same work on WebAssembly.
+ */
+function slowerThanCpu(steps: Step[], profile: Profile): string | undefined {
+  if (!profile.environment.adapter?.fallback) return undefined;
+  const cpu = costsOf(profile, 'cpu');
+  for (const s of steps) {
+    if (s.device !== 'webgpu') continue;
+    const onCpu = s.calls * cpu[s.op].fixedMs + s.units / cpu[s.op].unitsPerMs;
+    if (s.predictedMs > onCpu) {
+      return `software adapter: WebAssembly runs ${s.op} faster (${onCpu.toFixed(1)} ms vs ${s.predictedMs.toFixed(1)} ms)`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Cutoffs (minSeqLen) worth considering: the caller's when given; else the authors' default
+ * and its doublings up to all-exact. The scheduler only ever raises the cutoff, which makes
+ * more of the call exact: it trades speed, never accuracy, against the default.
+ */
+function cutoffs(shape: AttentionShape, causal: boolean, given: number | undefined): number[] {
+  if (given !== undefined) return [given];
+  const list: number[] = [];
+  for (let c = DEFAULTS.minSeqLen; ; c *= 2) {
+    list.push(c);
+    if (causal ? c >= shape.nq : c > shape.nq) return list;
+  }
+}
+
+export interface ChooseParams extends WorkParams {
+  /** the caller's minSeqLen, which wins over the scheduler's choice */
+  minSeqLen?: number;
+  /** backends the caller allows, in order of preference on a tie */
+  splits: readonly Split[];
+}
+
+/** The fastest feasible candidate, with every candidate and the predicted steps of the choice. */
+export function choose(shape: AttentionShape, p: ChooseParams, profile: Profile): Explanation {
+  const heads = shape.B * shape.H;
+  const options = p.exact ? [null] : cutoffs(shape, p.causal, p.minSeqLen);
+  const candidates: (Candidate & { steps: Step[] })[] = [];
+  const seen = new Set<string>();
+  for (const minSeqLen of options) {
+    let work: Omit<Step, 'predictedMs'>[];
+    try {
+      work = workOf(shape, p, minSeqLen ?? 0, 'cpu');
+    } catch (error) {
+      if (error instanceof HyperAttentionError && p.minSeqLen === undefined) continue; // a cutoff the recursion cannot take
+      throw error;
+    }
+    // Cutoffs that give the same plan (say 8192 and 16384 for 4096 non-causal queries) are one candidate.
+    const signature = JSON.stringify(work);
+    if (seen.has(signature)) continue;
+    seen.add(signature);
+    const hashes = work.some((w) => w.op === 'hash');
+    for (const split of p.splits) {
+      const algorithm = hashes ? 'hyper' : 'exact';
+      const base = { backend: split, algorithm, minSeqLen } as const;
+      const cannot = infeasible(shape, p, split, profile, hashes);
+      if (cannot) {
+        candidates.push({ ...base, predictedMs: Infinity, rejected: cannot, steps: [] });
+        continue;
+      }
+      // Without hashing, the hybrid is the GPU split.
+      if (split === 'hybrid' && !hashes) continue;
+      const { steps, ms } = predict(workOf(shape, p, minSeqLen ?? 0, split), profile, split, heads);
+      const slower = p.splits.length > 1 ? slowerThanCpu(steps, profile) : undefined;
+      candidates.push({ ...base, predictedMs: ms, steps, ...(slower ? { rejected: slower } : {}) });
+    }
+  }
+  const allowed = candidates.filter((c) => !c.rejected);
+  // The caller's one backend runs even where the scheduler would reject it.
+  const pool = allowed.length > 0 ? allowed : candidates.filter((c) => c.steps.length > 0);
+  if (pool.length === 0) {
+    throw new HyperAttentionError('UNSUPPORTED', `no backend can run this call: ${candidates.map((c) => `${c.backend}: ${c.rejected}`).join('; ')}`);
+  }
+  const best = pool.reduce((a, b) => (b.predictedMs < a.predictedMs ? b : a));
+  const sorted = [...candidates].sort((a, b) => a.predictedMs - b.predictedMs);
+  return {
+    backend: best.backend,
+    algorithm: best.algorithm,
+    minSeqLen: best.minSeqLen,
+    predictedMs: best.predictedMs,
+    shape: { ...shape, causal: p.causal },
+    placement: placementOf(best.backend),
+    steps: best.steps,
+    candidates: sorted.map(({ steps: _, ...c }) => c),
+    reason: reasonFor(best, p, candidates),
+    environment: environmentKey(profile.environment),
+  };
+}
+
+function reasonFor(best: Candidate, p: ChooseParams, candidates: Candidate[]): string {
+  const count = candidates.length;
+  const how = count === 1 ? 'the only candidate' : `the fastest of ${count} candidates`;
+  let cutoff: string;
+  if (p.exact) cutoff = 'exactAttention';
+  else if (p.minSeqLen !== undefined) cutoff = `minSeqLen ${p.minSeqLen} given by the caller`;
+  else if (!candidates.some((c) => c.algorithm === 'hyper')) cutoff = `at most minSeqLen ${DEFAULTS.minSeqLen} rows: exact`;
+  else if (best.algorithm === 'exact') cutoff = 'HyperAttention is not predicted faster here, so the call runs exact';
+  else cutoff = best.minSeqLen === DEFAULTS.minSeqLen ? 'default minSeqLen' : `minSeqLen raised to ${best.minSeqLen}`;
+  return `${best.backend}: ${how} (${cutoff})`;
+}
