@@ -1,8 +1,9 @@
-// The main job (`npm start`): exact attention vs HyperAttention on the CPU (WebAssembly
-// SIMD, one thread) through the built package (imported by its name, as a user would), for n = 1k ... 64k, causal and not,
-// d = 64, on the LLM-like `mixture` workload of bench/workloads.ts. Prints time,
+// The main job (`npm start`): exact attention vs HyperAttention through the built package
+// (imported by its name, as a user would), each on the backend the scheduler picks
+// (WebAssembly SIMD, one thread, on a machine without a GPU), for n = 1k ... 64k, causal
+// and not, d = 64, on the LLM-like `mixture` workload of bench/workloads.ts. Prints time,
 // speedup and the relative error of HyperAttention's output against exact attention.
-import { exactAttention, hyperAttention } from 'hyperattention';
+import { exactAttention, explain, getProfile, hyperAttention } from 'hyperattention';
 import { WORKLOADS } from '../bench/workloads.ts';
 import { relativeError } from '../test/util.ts';
 
@@ -14,14 +15,20 @@ const sizes = quick ? SIZES.slice(0, 3) : SIZES;
 const seconds = (ms: number) => (ms / 1000).toFixed(ms < 10_000 ? 3 : 1);
 let gflops = 20; // refined after each exact run, for the time estimates
 
-console.log(`HyperAttention vs exact attention, WebAssembly SIMD, one thread, d = ${D}, workload 'mixture'`);
+console.log(`HyperAttention vs exact attention, d = ${D}, workload 'mixture'`);
 console.log(`(${WORKLOADS.mixture.description})`);
+// Calibration happens on first use; done here, it stays out of the timings.
+const profile = await getProfile();
+const adapter = profile.environment.adapter;
+console.log(`scheduler profile: ${profile.calibrationMs} ms to calibrate; WebGPU: ${adapter ? `${adapter.description}${adapter.fallback ? ' (software)' : ''}` : 'none'}`);
 console.log('defaults: blockSize 256, sampleSize 256, lshNumProjs 7, minSeqLen 4096, mode reference\n');
 const rows: string[][] = [];
 const cases = sizes.flatMap((n) => [false, true].map((causal) => ({ n, causal })));
 const started = performance.now();
 for (const [i, { n, causal }] of cases.entries()) {
   const { q, k, v } = WORKLOADS.mixture.generate({ B: 1, H: 1, n, d: D, seed: n });
+  const shapes = { q: q.shape, k: k.shape, v: v.shape };
+  const plans = await Promise.all([explain(shapes, { causal }, 'exact'), explain(shapes, { causal })]);
   const flops = (4 * n * n * D) / (causal ? 2 : 1);
   process.stdout.write(
     `[${i + 1}/${cases.length}] n = ${n}, ${causal ? 'causal' : 'non-causal'}: exact (about ${seconds(flops / gflops / 1e6)} s)... `,
@@ -38,12 +45,13 @@ for (const [i, { n, causal }] of cases.entries()) {
   console.log(`${seconds(hyperMs)} s (elapsed ${seconds(performance.now() - started)} s)`);
   rows.push([
     String(n), causal ? 'yes' : 'no', seconds(exactMs), seconds(hyperMs), `${(exactMs / hyperMs).toFixed(1)}x`,
-    err.toFixed(4), gflops.toFixed(1),
+    err.toFixed(4), gflops.toFixed(1), plans[0].backend, `${plans[1].backend} ${plans[1].algorithm}`,
   ]);
 }
 
-const header = ['n', 'causal', 'exact s', 'hyper s', 'speedup', 'rel. error', 'exact GFLOP/s'];
+const header = ['n', 'causal', 'exact s', 'hyper s', 'speedup', 'rel. error', 'exact GFLOP/s', 'exact on', 'hyper on'];
 const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
 const line = (cells: string[]) => cells.map((s, c) => s.padStart(widths[c])).join('  ');
 console.log(`\n${line(header)}\n${rows.map(line).join('\n')}`);
 console.log('\nrel. error = ||hyper - exact||_F / ||exact||_F of the output. Below minSeqLen (4096) hyper is exact by design.');
+console.log("exact on / hyper on: the scheduler's plan (explain()) for each call: backend, and whether it runs HyperAttention.");

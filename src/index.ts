@@ -25,6 +25,7 @@ export {
   type SchedulerConfig,
 } from './scheduler/index.ts';
 export type { Candidate, Explanation, Split, Step } from './scheduler/cost.ts';
+export { formatPlan } from './scheduler/format.ts';
 export type { AdapterIdentity, DeviceCosts, Environment, OpCost, Profile } from './scheduler/profile.ts';
 export type { Device, OpName } from './ops.ts';
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
-  HyperAttentionError, calibrate, configureScheduler, exactAttention, explain, getProfile, hyperAttention, setProfile,
+  HyperAttentionError, calibrate, configureScheduler, exactAttention, explain, formatPlan, getProfile, hyperAttention, setProfile,
   type DeviceCosts, type Environment, type Profile,
 } from '../src/index.ts';
 import { OP_NAMES } from '../src/ops.ts';
@@ -233,7 +233,7 @@ test('malformed and foreign profiles are rejected, saying why', async () => {
 });
 
 test('a saved profile is used; a corrupt or foreign one is rejected and recalibrated', async () => {
-  const path = join(mkdtempSync(join(tmpdir(), 'hyperattention-')), 'profile.json');
+  const path = join(mkdtempSync(join(tmpdir(), 'hyperattention-')), 'cache', 'profile.json');
   configureScheduler({ profilePath: path, persist: true });
   try {
     const measured = await calibrate();
@@ -304,6 +304,11 @@ test('profile: true reports the plan and each step, measured', async () => {
   assert.ok(sum <= p.measuredMs + 1e-6 && p.measuredMs > 0);
   assert.is(p.steps.find((s) => s.op === 'hash')!.calls, 4, 'q and k of both heads');
   assert.not.ok('profile' in plain);
+  const text = formatPlan(p.plan, p);
+  assert.match(text, /^\[1, 2, 8192, 64\] x \[1, 2, 8192, 64\] on node /);
+  assert.match(text, new RegExp(`plan: ${p.plan.backend} hyper minSeqLen 4096, predicted [0-9.]+ ms, measured [0-9.]+ ms`));
+  assert.match(text, /\n  hash +cpu +4 +/);
+  assert.match(text, /candidates:\n  .*<- chosen/);
   // Explicit backends report too; exactAttention has no hashing.
   const cpu = await exactAttention(q, k, v, { backend: 'cpu', profile: true });
   assert.is(cpu.profile!.plan.backend, 'cpu');

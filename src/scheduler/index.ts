@@ -113,10 +113,17 @@ async function devicesAtHand(): Promise<Devices> {
   return sharedDevices;
 }
 
-async function fileSystem(): Promise<typeof import('node:fs/promises')> {
+/** The part of node:fs/promises (Node, and Deno's Node compatibility) the profile file needs. */
+interface FileSystem {
+  readFile(path: string, encoding: 'utf8'): Promise<string>;
+  writeFile(path: string, data: string): Promise<void>;
+  mkdir(path: string, options: { recursive: true }): Promise<unknown>;
+}
+
+async function fileSystem(): Promise<FileSystem> {
   // Built at run time, like the `webgpu` import, so that browser bundles leave it alone.
   const specifier = ['node:fs', 'promises'].join('/');
-  return import(/* @vite-ignore */ specifier);
+  return import(/* @vite-ignore */ specifier) as Promise<FileSystem>;
 }
 
 function storage(): Storage | undefined {
@@ -146,7 +153,12 @@ async function save(profile: Profile): Promise<void> {
   if (!config.persist) return;
   const text = JSON.stringify(profile, null, 2);
   try {
-    if (config.profilePath) await (await fileSystem()).writeFile(config.profilePath, `${text}\n`);
+    if (config.profilePath) {
+      const fs = await fileSystem();
+      const folder = config.profilePath.slice(0, Math.max(config.profilePath.lastIndexOf('/'), config.profilePath.lastIndexOf('\\')));
+      if (folder) await fs.mkdir(folder, { recursive: true });
+      await fs.writeFile(config.profilePath, `${text}\n`);
+    }
     else storage()?.setItem(STORAGE_KEY, text);
   } catch (error) {
     config.onWarning(`could not save the profile${config.profilePath ? ` to ${config.profilePath}` : ''}: ${String(error)}`);
