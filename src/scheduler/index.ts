@@ -122,7 +122,7 @@ interface FileSystem {
 
 async function fileSystem(): Promise<FileSystem> {
   // Built at run time, like the `webgpu` import, so that browser bundles leave it alone.
-  const specifier = ['node:fs', 'promises'].join('/');
+  const specifier = ['node', 'fs/promises'].join(':');
   return import(/* @vite-ignore */ specifier) as Promise<FileSystem>;
 }
 
