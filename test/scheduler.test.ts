@@ -56,7 +56,7 @@ function profile(webgpu: DeviceCosts | null, fallback = false, adapter = ADAPTER
   return {
     format: 'hyperattention-profile',
     version: 1,
-    environment: { runtime: 'test', wasm: 'simd', threads: 2, adapter: webgpu ? { ...adapter, fallback } : null },
+    environment: { runtime: 'test', wasm: 'simd', cpu: 'test cpu x2', threads: 2, adapter: webgpu ? { ...adapter, fallback } : null },
     created: '2026-11-22T00:00:00.000Z',
     calibrationMs: 1000,
     devices: { cpu: CPU, webgpu },

@@ -15,6 +15,12 @@ const SAMPLES = 256;
 
 /** A measurement long enough to time is this many ms; below it the size grows. */
 const TARGET_MS = 4;
+/**
+ * The fit's larger point is at least the third size of each op: a slow (software) adapter
+ * reaches TARGET_MS at the tiniest sizes, where a dispatch fills few of its threads, and a
+ * fit from there underrates its throughput on real calls by up to 3x.
+ */
+const MIN_POINTS = 3;
 /** Warm-up runs longer than this get one timed run instead of three. */
 const SLOW_MS = 40;
 
@@ -177,7 +183,7 @@ export async function calibrateBackend(backend: Backend): Promise<DeviceCosts> {
         backend.releaseAll();
         const ms = Math.max(1e-4, median(runs) - roundTrip);
         points.push({ units: trial.units, ms });
-        if (points.length >= 2 && ms >= TARGET_MS) break;
+        if (points.length >= MIN_POINTS && ms >= TARGET_MS) break;
       }
       costs[op] = fit(points[points.length - 2], points[points.length - 1]);
     }

@@ -78,8 +78,23 @@ function runtimeName(): string {
   return g.navigator?.userAgent ?? 'unknown runtime';
 }
 
-function environmentOf(cpu: CpuBackend, gpu: WebGPUBackend | undefined): Environment {
-  const threads = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency;
+/** The CPU's model and count where the runtime has node:os (Node, Deno); browsers do not tell. */
+async function cpuModel(): Promise<{ name: string; count: number } | undefined> {
+  const g = globalThis as { process?: { versions?: { node?: string } }; Deno?: unknown };
+  if (!g.process?.versions?.node && !g.Deno) return undefined;
+  try {
+    const specifier = ['node', 'os'].join(':'); // as in fileSystem()
+    const os = (await import(/* @vite-ignore */ specifier)) as { cpus(): { model: string }[] };
+    const cpus = os.cpus();
+    return cpus.length > 0 ? { name: `${cpus[0].model.trim()} x${cpus.length}`, count: cpus.length } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function environmentOf(cpu: CpuBackend, gpu: WebGPUBackend | undefined): Promise<Environment> {
+  const model = await cpuModel();
+  const threads = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? model?.count;
   let adapter: Environment['adapter'] = null;
   if (gpu) {
     const info: Partial<GPUAdapterInfo> & { isFallbackAdapter?: boolean } = (gpu.device as Partial<GPUDevice>).adapterInfo ?? {};
@@ -95,7 +110,9 @@ function environmentOf(cpu: CpuBackend, gpu: WebGPUBackend | undefined): Environ
       maxBindingBytes: gpu.device.limits.maxStorageBufferBindingSize,
     };
   }
-  return { runtime: runtimeName(), wasm: cpu.flavour, threads: typeof threads === 'number' ? threads : null, adapter };
+  return {
+    runtime: runtimeName(), wasm: cpu.flavour, cpu: model?.name ?? null, threads: typeof threads === 'number' ? threads : null, adapter,
+  };
 }
 
 /** The WebAssembly backend and the shared WebGPU one, when the runtime has an adapter. */
@@ -108,7 +125,7 @@ async function devicesAtHand(): Promise<Devices> {
       if (error instanceof HyperAttentionError && error.code === 'UNSUPPORTED') return undefined;
       throw error;
     });
-    return { cpu, gpu, env: environmentOf(cpu, gpu) };
+    return { cpu, gpu, env: await environmentOf(cpu, gpu) };
   })();
   return sharedDevices;
 }
@@ -273,7 +290,7 @@ export async function schedule(
   const gpu = o.backend === 'webgpu' ? await gpuBackend(o.device) : undefined;
   const backend = gpu ?? cpu;
   if (!explainToo) return { backend, minSeqLen: undefined, plan: undefined };
-  const devices = { cpu, gpu, env: environmentOf(cpu, gpu) };
+  const devices = { cpu, gpu, env: await environmentOf(cpu, gpu) };
   const { profile } = await profileOf(devices);
   // The explicit backend's cutoff is the caller's or the default, as without a profile.
   const params = { ...chooseParams(o, hyper, [gpu ? 'webgpu' : 'cpu']), minSeqLen: hyper?.minSeqLen };

@@ -44,6 +44,8 @@ export interface Environment {
   runtime: string;
   /** the WebAssembly build in use: 'relaxed', 'simd' or 'scalar' */
   wasm: string;
+  /** the CPU's model and logical CPUs (Node, Deno); null where the runtime does not tell */
+  cpu: string | null;
   /** logical CPUs, where the runtime tells */
   threads: number | null;
   /** null: no WebGPU adapter */
@@ -69,7 +71,7 @@ export interface Profile {
 export function environmentKey(env: Environment): string {
   const a = env.adapter;
   const gpu = a ? `${a.vendor}/${a.architecture}/${a.device}/${a.description}${a.fallback ? ' (software)' : ''}` : 'no webgpu';
-  return `${env.runtime} | wasm ${env.wasm} | ${env.threads ?? '?'} threads | ${gpu}`;
+  return `${env.runtime} | wasm ${env.wasm} | ${env.cpu ?? 'cpu ?'} | ${env.threads ?? '?'} threads | ${gpu}`;
 }
 
 function invalid(message: string): never {
@@ -120,7 +122,8 @@ function environment(value: unknown): Environment {
       maxBindingBytes: positive(a.maxBindingBytes, 'environment.adapter.maxBindingBytes'),
     };
   }
-  return { runtime: text(o.runtime, 'environment.runtime'), wasm: text(o.wasm, 'environment.wasm'), threads, adapter };
+  const cpu = o.cpu === null ? null : text(o.cpu, 'environment.cpu');
+  return { runtime: text(o.runtime, 'environment.runtime'), wasm: text(o.wasm, 'environment.wasm'), cpu, threads, adapter };
 }
 
 /**
