@@ -182,10 +182,23 @@ async function save(profile: Profile): Promise<void> {
   }
 }
 
+/**
+ * Calibrates the devices. A GPU that fails its calibration (an error, a lost device) is
+ * left out from then on, with a warning: calls then plan for WebAssembly alone.
+ */
 async function measure(devices: Devices): Promise<Profile> {
   const start = performance.now();
   const cpu = await calibrateBackend(devices.cpu);
-  const webgpu = devices.gpu ? await calibrateBackend(devices.gpu) : null;
+  let webgpu = null;
+  if (devices.gpu) {
+    try {
+      webgpu = await calibrateBackend(devices.gpu);
+    } catch (error) {
+      config.onWarning(`WebGPU calibration failed, planning for WebAssembly alone: ${(error as Error).message}`);
+      devices.gpu = undefined;
+      devices.env = { ...devices.env, adapter: null };
+    }
+  }
   const profile: Profile = {
     format: PROFILE_FORMAT,
     version: PROFILE_VERSION,
