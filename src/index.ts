@@ -1,5 +1,5 @@
 // Public API: HyperAttention and exact attention on Float32Array tensors, or on GPUBuffers
-// of the caller's WebGPU device.
+// of the caller's WebGPU device; the scheduler's calibration, profiles and explain().
 import { serialize } from './backends.ts';
 import { runExact, runHyper, type AttentionResult, type GPUAttentionResult } from './hyper.ts';
 import type { Backend, OpTrace } from './ops.ts';
@@ -21,7 +21,7 @@ export type { GPUTensor, InputTensor, Tensor } from './tensor.ts';
 export type { AttentionResult, GPUAttentionResult } from './hyper.ts';
 export { lshOrder, type LshOrder, type LshOrderOptions } from './inspect.ts';
 export {
-  calibrate, configureScheduler, explain, getProfile, setProfile, type CallProfile, type CallShapes, type ProfileSource,
+  calibrate, configureScheduler, explain, getProfile, setProfile, type CallProfile, type CallShapes,
   type SchedulerConfig,
 } from './scheduler/index.ts';
 export type { Candidate, Explanation, Split, Step } from './scheduler/cost.ts';

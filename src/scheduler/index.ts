@@ -54,10 +54,8 @@ export function configureScheduler(options: SchedulerConfig): void {
   if (onWarning !== undefined) config.onWarning = onWarning;
 }
 
-/** How the profile in use came to be. */
-export type ProfileSource = 'calibrated' | 'saved' | 'given';
-
-const profiles = new Map<string, { profile: Profile; source: ProfileSource }>();
+/** Profiles in use, per environment key. */
+const profiles = new Map<string, Profile>();
 
 interface Devices {
   cpu: CpuBackend;
@@ -207,27 +205,27 @@ async function measure(devices: Devices): Promise<Profile> {
     calibrationMs: Math.round(performance.now() - start),
     devices: { cpu, webgpu },
   };
-  profiles.set(environmentKey(devices.env), { profile, source: 'calibrated' });
+  profiles.set(environmentKey(devices.env), profile);
   await save(profile);
   return profile;
 }
 
 /** The profile of the devices: cached, else saved (if valid), else measured now. */
-async function profileOf(devices: Devices): Promise<{ profile: Profile; source: ProfileSource }> {
+async function profileOf(devices: Devices): Promise<Profile> {
   const key = environmentKey(devices.env);
   const cached = profiles.get(key);
   if (cached) return cached;
   const saved = await readSaved();
   if (saved) {
     try {
-      const entry = { profile: parseProfile(saved.text, devices.env), source: 'saved' as const };
-      profiles.set(key, entry);
-      return entry;
+      const profile = parseProfile(saved.text, devices.env);
+      profiles.set(key, profile);
+      return profile;
     } catch (error) {
       config.onWarning(`rejected the saved profile in ${saved.where} and recalibrating: ${(error as Error).message}`);
     }
   }
-  return { profile: await measure(devices), source: 'calibrated' };
+  return measure(devices);
 }
 
 /** Forgets every cached profile, so that the next call reads the saved one again (tests). */
@@ -242,7 +240,7 @@ export function calibrate(): Promise<Profile> {
 
 /** The profile the scheduler uses here: cached, saved, or calibrated on first use. */
 export function getProfile(): Promise<Profile> {
-  return serialize(async () => (await profileOf(await devicesAtHand())).profile);
+  return serialize(async () => profileOf(await devicesAtHand()));
 }
 
 /**
@@ -253,7 +251,7 @@ export function setProfile(value: unknown): Promise<Profile> {
   return serialize(async () => {
     const devices = await devicesAtHand();
     const profile = parseProfile(value, devices.env);
-    profiles.set(environmentKey(devices.env), { profile, source: 'given' });
+    profiles.set(environmentKey(devices.env), profile);
     await save(profile);
     return profile;
   });
@@ -295,7 +293,7 @@ export async function schedule(
 ): Promise<Scheduled> {
   if (o.backend === 'auto') {
     const devices = await devicesAtHand();
-    const { profile } = await profileOf(devices);
+    const profile = await profileOf(devices);
     const plan = choose(shape, chooseParams(o, hyper, devices.gpu ? SPLITS : ['cpu']), profile);
     return { backend: await backendOf(plan.backend, devices), minSeqLen: plan.minSeqLen ?? undefined, plan };
   }
@@ -304,7 +302,7 @@ export async function schedule(
   const backend = gpu ?? cpu;
   if (!explainToo) return { backend, minSeqLen: undefined, plan: undefined };
   const devices = { cpu, gpu, env: await environmentOf(cpu, gpu) };
-  const { profile } = await profileOf(devices);
+  const profile = await profileOf(devices);
   // The explicit backend's cutoff is the caller's or the default, as without a profile.
   const params = { ...chooseParams(o, hyper, [gpu ? 'webgpu' : 'cpu']), minSeqLen: hyper?.minSeqLen };
   return { backend, minSeqLen: undefined, plan: choose(shape, params, profile) };
