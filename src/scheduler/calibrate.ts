@@ -4,6 +4,7 @@
 // for the GPU (sync) and has the bare round trip of a sync subtracted, so an op's fixed
 // cost is its dispatch cost, not a readback's latency.
 import { OP_NAMES, type Backend, type BackendBuffer, type OpName } from '../ops.ts';
+import { Xoshiro128 } from '../random.ts';
 import type { DeviceCosts, OpCost } from './profile.ts';
 
 /** Head dims and LSH projections the calibration runs with (the common case). */
@@ -37,19 +38,25 @@ interface Trial {
 
 type Maker = (backend: Backend, size: number) => Trial;
 
-function pseudoRandom(length: number, seed: number): Float32Array {
+/** Uniform values in [-1, 1), seeded. */
+function uniform(length: number, seed: number): Float32Array {
+  const rng = new Xoshiro128(seed);
   const out = new Float32Array(length);
-  let s = seed >>> 0;
-  for (let i = 0; i < length; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
+  for (let i = 0; i < length; i++) out[i] = rng.nextUnit() * 2 - 1;
+  return out;
+}
+
+/** Uniform integers in [0, high), seeded. */
+function below(length: number, high: number, seed: number): Int32Array {
+  const rng = new Xoshiro128(seed);
+  const out = new Int32Array(length);
+  for (let i = 0; i < length; i++) out[i] = rng.nextBelow(high);
   return out;
 }
 
 function filled(backend: Backend, length: number, seed: number): BackendBuffer {
   const buf = backend.createBuffer('f32', length);
-  backend.upload(buf, pseudoRandom(length, seed));
+  backend.upload(buf, uniform(length, seed));
   return buf;
 }
 
@@ -80,7 +87,7 @@ const OPS: Record<OpName, { sizes: number[]; make: Maker }> = {
     sizes: [1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 22],
     make: (backend, n) => {
       const buf = backend.createBuffer('f32', n);
-      const data = pseudoRandom(n, 4);
+      const data = uniform(n, 4);
       return { units: n * 4, run: () => backend.upload(buf, data) };
     },
   },
@@ -105,7 +112,7 @@ const OPS: Record<OpName, { sizes: number[]; make: Maker }> = {
     sizes: [1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18],
     make: (backend, rows) => {
       const keys = backend.createBuffer('i32', rows);
-      backend.upload(keys, Int32Array.from(pseudoRandom(rows, 8), (x) => Math.floor((x + 1) * KEYS / 2) % KEYS));
+      backend.upload(keys, below(rows, KEYS, 8));
       const perm = backend.createBuffer('i32', rows);
       return { units: rows, run: () => backend.sort({ keys: at(keys), count: rows, pads: 0, numKeys: KEYS, perm: at(perm) }) };
     },
@@ -131,7 +138,7 @@ const OPS: Record<OpName, { sizes: number[]; make: Maker }> = {
     sizes: [64, 256, 1024, 4096, 16384],
     make: (backend, rows) => {
       const t = sortedRows(backend, rows);
-      const samples = Int32Array.from(pseudoRandom(SAMPLES, 9), (x) => Math.floor((x + 1) * t.nk / 2) % t.nk);
+      const samples = below(SAMPLES, t.nk, 9);
       return { units: 2 * rows * SAMPLES * 2 * D, run: () => backend.sampled({ ...t, samples, lseOffset: Math.log(t.nk / SAMPLES) }) };
     },
   },
