@@ -3,7 +3,7 @@
 // candidates: which backend split, and how much of the call runs exact. Pure functions of
 // the shape, the options and the profile, so plans are deterministic for a given profile.
 import { HyperAttentionError } from '../errors.ts';
-import { buildPlan } from '../hyper.ts';
+import { buildPlan, type Plan } from '../hyper.ts';
 import { placementOf, type Device, type Mode, type OpName } from '../ops.ts';
 import { DEFAULTS } from '../options.ts';
 import type { AttentionShape } from '../tensor.ts';
@@ -58,8 +58,16 @@ export interface Explanation extends Candidate {
   environment: string;
 }
 
-/** Op calls and units of work of a call on a split (totals over every head). */
-export function workOf(shape: AttentionShape, p: WorkParams, minSeqLen: number, split: Split): Omit<Step, 'predictedMs'>[] {
+/** The algorithm's plan of a call at a cutoff (throws where the causal recursion cannot take it). */
+function planAt(shape: AttentionShape, p: WorkParams, minSeqLen: number): Plan {
+  return buildPlan({
+    nq: shape.nq, nk: shape.nk, H: shape.H, causal: p.causal, exact: p.exact, blockSize: p.blockSize,
+    sampleSize: p.sampleSize, minSeqLen,
+  });
+}
+
+/** Op calls and units of work of a plan on a split (totals over every head). */
+export function workOf(shape: AttentionShape, p: WorkParams, plan: Plan, split: Split): Omit<Step, 'predictedMs'>[] {
   const { B, H, Hkv, nq, nk, d, dv } = shape;
   const place = placementOf(split);
   const steps = new Map<string, Omit<Step, 'predictedMs'>>();
@@ -70,9 +78,6 @@ export function workOf(shape: AttentionShape, p: WorkParams, minSeqLen: number, 
     s.units += units;
     steps.set(key, s);
   };
-  const plan = buildPlan({
-    nq, nk, H, causal: p.causal, exact: p.exact, blockSize: p.blockSize, sampleSize: p.sampleSize, minSeqLen,
-  });
   const heads = B * H;
   const kvHeads = B * Hkv;
   const r = p.lshNumProjs;
@@ -185,18 +190,18 @@ export function choose(shape: AttentionShape, p: ChooseParams, profile: Profile)
   const candidates: (Candidate & { steps: Step[] })[] = [];
   const seen = new Set<string>();
   for (const minSeqLen of options) {
-    let work: Omit<Step, 'predictedMs'>[];
+    let plan: Plan;
     try {
-      work = workOf(shape, p, minSeqLen ?? 0, 'cpu');
+      plan = planAt(shape, p, minSeqLen ?? 0);
     } catch (error) {
       if (error instanceof HyperAttentionError && p.minSeqLen === undefined) continue; // a cutoff the recursion cannot take
       throw error;
     }
     // Cutoffs that give the same plan (say 8192 and 16384 for 4096 non-causal queries) are one candidate.
-    const signature = JSON.stringify(work);
+    const signature = JSON.stringify(plan);
     if (seen.has(signature)) continue;
     seen.add(signature);
-    const hashes = work.some((w) => w.op === 'hash');
+    const hashes = plan.steps.some((s) => s.kind === 'hyper');
     for (const split of p.splits) {
       const algorithm = hashes ? 'hyper' : 'exact';
       const base = { backend: split, algorithm, minSeqLen } as const;
@@ -207,7 +212,7 @@ export function choose(shape: AttentionShape, p: ChooseParams, profile: Profile)
       }
       // Without hashing, the hybrid is the GPU split.
       if (split === 'hybrid' && !hashes) continue;
-      const { steps, ms } = predict(workOf(shape, p, minSeqLen ?? 0, split), profile, split, heads);
+      const { steps, ms } = predict(workOf(shape, p, plan, split), profile, split, heads);
       const slower = p.splits.length > 1 ? slowerThanCpu(steps, profile) : undefined;
       candidates.push({ ...base, predictedMs: ms, steps, ...(slower ? { rejected: slower } : {}) });
     }
