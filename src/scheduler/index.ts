@@ -76,18 +76,30 @@ function runtimeName(): string {
   return g.navigator?.userAgent ?? 'unknown runtime';
 }
 
+/**
+ * A Node built-in (also in Deno, through its Node compatibility). The specifier is built at
+ * run time, like the `webgpu` import, so that browser bundles leave it alone and never name it.
+ */
+function nodeBuiltin<T>(name: string): Promise<T> {
+  const specifier = ['node', name].join(':');
+  return import(/* @vite-ignore */ specifier) as Promise<T>;
+}
+
+let cpuModelOnce: Promise<{ name: string; count: number } | undefined> | undefined;
+
 /** The CPU's model and count where the runtime has node:os (Node, Deno); browsers do not tell. */
-async function cpuModel(): Promise<{ name: string; count: number } | undefined> {
-  const g = globalThis as { process?: { versions?: { node?: string } }; Deno?: unknown };
-  if (!g.process?.versions?.node && !g.Deno) return undefined;
-  try {
-    const specifier = ['node', 'os'].join(':'); // as in fileSystem()
-    const os = (await import(/* @vite-ignore */ specifier)) as { cpus(): { model: string }[] };
-    const cpus = os.cpus();
-    return cpus.length > 0 ? { name: `${cpus[0].model.trim()} x${cpus.length}`, count: cpus.length } : undefined;
-  } catch {
-    return undefined;
-  }
+function cpuModel(): Promise<{ name: string; count: number } | undefined> {
+  cpuModelOnce ??= (async () => {
+    const g = globalThis as { process?: { versions?: { node?: string } }; Deno?: unknown };
+    if (!g.process?.versions?.node && !g.Deno) return undefined;
+    try {
+      const cpus = (await nodeBuiltin<{ cpus(): { model: string }[] }>('os')).cpus();
+      return cpus.length > 0 ? { name: `${cpus[0].model.trim()} x${cpus.length}`, count: cpus.length } : undefined;
+    } catch {
+      return undefined;
+    }
+  })();
+  return cpuModelOnce;
 }
 
 async function environmentOf(cpu: CpuBackend, gpu: WebGPUBackend | undefined): Promise<Environment> {
@@ -135,10 +147,8 @@ interface FileSystem {
   mkdir(path: string, options: { recursive: true }): Promise<unknown>;
 }
 
-async function fileSystem(): Promise<FileSystem> {
-  // Built at run time, like the `webgpu` import, so that browser bundles leave it alone.
-  const specifier = ['node', 'fs/promises'].join(':');
-  return import(/* @vite-ignore */ specifier) as Promise<FileSystem>;
+function fileSystem(): Promise<FileSystem> {
+  return nodeBuiltin<FileSystem>('fs/promises');
 }
 
 function storage(): Storage | undefined {
