@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
+import { uvuTotals } from './uvu-totals.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const requireGpu = process.env.REQUIRE_GPU === '1';
@@ -169,15 +170,6 @@ async function runChromium(script) {
   }
 }
 
-/** uvu's 'Total: N' and 'Passed: N' (colour codes stripped). */
-function parse(text) {
-  const plain = text.replace(/\x1b\[[0-9;]*m/g, '');
-  const total = /Total:\s+(\d+)/.exec(plain);
-  const passed = /Passed:\s+(\d+)/.exec(plain);
-  if (!total || !passed) return undefined;
-  return { passed: Number(passed[1]), failed: Number(total[1]) - Number(passed[1]) };
-}
-
 checkShadersBuilt();
 mkdirSync(join(root, 'test-artifacts/gpu'), { recursive: true });
 const script = await bundle();
@@ -200,7 +192,7 @@ for (const [name, label, run] of runtimes) {
     if (requireGpu) failed += 1;
     continue;
   }
-  const counts = parse(text);
+  const counts = uvuTotals(text);
   if (!counts) {
     summary.push(`${name}: no test totals (exit ${code}, ${seconds} s)`);
     failed += 1;

@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { uvuTotals } from './uvu-totals.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 let passed = 0;
@@ -24,15 +25,6 @@ function run(label, cmd, args, parse) {
   if (r.status !== 0 && counts.failed === 0) failed += 1; // a crash after the totals still fails
 }
 
-// uvu prints "Total: N", "Passed: N" (with colour codes).
-function parseUvu(out) {
-  const plain = out.replace(/\x1b\[[0-9;]*m/g, '');
-  const total = /Total:\s+(\d+)/.exec(plain);
-  const ok = /Passed:\s+(\d+)/.exec(plain);
-  if (!total || !ok) return undefined;
-  return { passed: Number(ok[1]), failed: Number(total[1]) - Number(ok[1]) };
-}
-
 function parseCountLine(out) {
   const m = /^(\d+) passed, (\d+) failed/m.exec(out.split('\n').reverse().join('\n'));
   return m ? { passed: Number(m[1]), failed: Number(m[2]) } : undefined;
@@ -43,7 +35,7 @@ const only = process.argv[2];
 run('unit and parity suites (Node, WebAssembly)', process.execPath,
   // Relaxed SIMD is behind a flag in Node 20; enabling it lets the suites cover that build.
   ['--experimental-wasm-relaxed-simd', '--import', 'tsx', join(root, 'node_modules/uvu/bin.js'), 'test', `(${only ?? ''}).*\\.test\\.ts$`],
-  parseUvu);
+  uvuTotals);
 const gpu = join(root, 'scripts/test-gpu.mjs');
 if (!only && existsSync(gpu)) run('WebGPU suites', process.execPath, [gpu], parseCountLine);
 if (!only) run('embedding: bundles, Deno example, demo page', process.execPath, [join(root, 'scripts/test-embedding.mjs')], parseCountLine);
