@@ -5,7 +5,7 @@
 // Deno) the profile is saved in it.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { configureScheduler, explain, getProfile, hyperAttention, type Profile } from '../../src/index.ts';
+import { calibrate, configureScheduler, explain, hyperAttention, type Profile } from '../../src/index.ts';
 import { OP_NAMES } from '../../src/ops.ts';
 import { parseProfile } from '../../src/scheduler/profile.ts';
 import { gaussian, random } from './harness.ts';
@@ -13,11 +13,13 @@ import { gaussian, random } from './harness.ts';
 const test = suite('scheduler with an adapter');
 const warnings: string[] = [];
 configureScheduler({ onWarning: (m) => warnings.push(m) });
+// Deno keeps localStorage across runs: start from none; the first test calibrates and saves.
+(globalThis as { localStorage?: Storage }).localStorage?.removeItem('hyperattention.profile');
 
 let profile: Profile;
 
 test('the profile measures the adapter, sanely', async () => {
-  profile = await getProfile();
+  profile = await calibrate();
   const adapter = profile.environment.adapter;
   assert.ok(adapter, 'an adapter in the environment');
   assert.ok(profile.devices.webgpu, 'WebGPU measured');
