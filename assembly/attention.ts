@@ -19,6 +19,130 @@ const MERGE_REFERENCE: i32 = 1;
 const MASK_NONE: i32 = 0;
 const MASK_CAUSAL: i32 = 1;
 const MASK_OWN_BLOCK: i32 = 2;
+export const MASK_ACCURATE: i32 = 3;
+
+// stats modes: per query row, the count of keys a part counted and the plain sum of their V
+// rows (the accurate mode's remainder estimator needs both, see accurate.ts)
+export const STATS_NONE: i32 = 0;
+export const STATS_WRITE: i32 = 1;
+export const STATS_ADD: i32 = 2;
+
+// The accurate mode's mask (MASK_ACCURATE), in original row positions of the head: set by
+// accurate.ts before each attendCore call rather than threaded through its arguments.
+// Key kp is hidden from query qp when causal and kp > qp; when flags[kp] != 0 (counted by
+// the columns part); when the window test says so (1: hide kp inside the window of qp,
+// 2: hide kp outside it; see windowStart); or when qTags[t][qp] == kTags[t][kp] for
+// t < rounds (the same LSH bucket in an earlier hash round; a key past a bucket's cap has
+// tag -1, which no query has).
+export let maskCausal: bool = false;
+export let maskFlags: usize = 0;
+export let maskWinMode: i32 = 0;
+export let maskWinLo: i32 = 0;
+export let maskWin: i32 = 0;
+export let maskRounds: i32 = 0;
+export let maskQTags: usize = 0;
+export let maskKTags: usize = 0;
+export let maskNq: i32 = 0;
+export let maskNk: i32 = 0;
+
+/**
+ * First key position of query qp's window of win keys: qp + winLo, and when not causal
+ * kept inside [0, nk) so that every window holds win keys (and win >= nk holds them all).
+ */
+@inline export function windowStart(qp: i32, winLo: i32, win: i32, causal: bool, nk: i32): i32 {
+  const lo = qp + winLo;
+  return causal ? lo : max(0, min(lo, nk - win));
+}
+
+const MAX_ROUNDS: i32 = 8;
+
+// Per tile, what the accurate mask needs of its keys, loaded once (the keys of a bucket
+// or of the samples sit at scattered positions): positions, column flags and each
+// round's tag, at tileKeys (KT i32 each: positions, flags, then MAX_ROUNDS rows of tags).
+// Returns whether some key of the tile is flagged.
+@inline function loadMaskTile(tileKeys: usize, kc: i32): bool {
+  let anyFlag = false;
+  const flagsAt = tileKeys + ((<usize>KT) << 2);
+  for (let j = 0; j < kc; j++) {
+    const kp = load<i32>(tileKeys + ((<usize>j) << 2));
+    let flag = 0;
+    if (maskFlags != 0) flag = load<i32>(maskFlags + ((<usize>kp) << 2));
+    store<i32>(flagsAt + ((<usize>j) << 2), flag);
+    anyFlag = anyFlag || flag != 0;
+    for (let t = 0; t < maskRounds; t++) {
+      store<i32>(flagsAt + ((<usize>((t + 1) * KT + j)) << 2), load<i32>(maskKTags + ((<usize>(t * maskNk + kp)) << 2)));
+    }
+  }
+  return anyFlag;
+}
+
+// Hides (score -Infinity) the tile's keys that the accurate mask hides from query qp,
+// and returns how many; when stats are kept, their V rows leave the row's sum. kpMin and
+// kpMax bound the tile's positions, so that most rows skip the per-key test.
+@inline function maskRowAccurate(
+  qp: i32, s: usize, tileKeys: usize, kc: i32, kpMin: i32, kpMax: i32, anyFlag: bool,
+  stats: bool, vsRow: usize, vt: usize, dvp: i32,
+): i32 {
+  const lo = maskWinMode != 0 ? windowStart(qp, maskWinLo, maskWin, maskCausal, maskNk) : 0;
+  const hi = lo + maskWin;
+  let maybe = anyFlag || maskRounds > 0 || (maskCausal && kpMax > qp);
+  if (maskWinMode == 1) maybe = maybe || (kpMax >= lo && kpMin < hi);
+  else if (maskWinMode == 2) maybe = maybe || kpMin < lo || kpMax >= hi;
+  if (!maybe) return 0;
+  const flagsAt = tileKeys + ((<usize>KT) << 2);
+  let hidden = 0;
+  if (ASC_FEATURE_SIMD) {
+    // Four keys at a time: each test gives a lane mask; hidden lanes become -Infinity.
+    const q4 = i32x4.splat(qp);
+    const lo4 = i32x4.splat(lo);
+    const hi4 = i32x4.splat(hi);
+    const zero = i32x4.splat(0);
+    const negInf = f32x4.splat(-Infinity);
+    for (let j = 0; j < kc; j += 4) {
+      const kp = v128.load(tileKeys + ((<usize>j) << 2));
+      let hide = i32x4.ne(v128.load(flagsAt + ((<usize>j) << 2)), zero);
+      if (maskCausal) hide = v128.or(hide, i32x4.gt_s(kp, q4));
+      if (maskWinMode != 0) {
+        const inside = v128.and(i32x4.ge_s(kp, lo4), i32x4.lt_s(kp, hi4));
+        hide = v128.or(hide, maskWinMode == 1 ? inside : v128.not(inside));
+      }
+      for (let t = 0; t < maskRounds; t++) {
+        const qt = i32x4.splat(load<i32>(maskQTags + ((<usize>(t * maskNq + qp)) << 2)));
+        hide = v128.or(hide, i32x4.eq(qt, v128.load(flagsAt + ((<usize>((t + 1) * KT + j)) << 2))));
+      }
+      let bits = i32x4.bitmask(hide);
+      if (j + 4 > kc) bits &= (1 << (kc - j)) - 1;
+      if (bits == 0) continue;
+      const at = s + ((<usize>j) << 2);
+      v128.store(at, v128.bitselect(negInf, v128.load(at), hide));
+      hidden += <i32>popcnt(bits);
+      if (stats) {
+        for (let e = 0; e < 4; e++) {
+          if (bits & (1 << e)) addRow(vsRow, vt + <usize>(j + e) * ((<usize>dvp) << 2), dvp, -1);
+        }
+      }
+    }
+    return hidden;
+  }
+  for (let j = 0; j < kc; j++) {
+    const kp = load<i32>(tileKeys + ((<usize>j) << 2));
+    let hide = (maskCausal && kp > qp) || load<i32>(flagsAt + ((<usize>j) << 2)) != 0;
+    if (!hide && maskWinMode != 0) {
+      const inside = kp >= lo && kp < hi;
+      hide = maskWinMode == 1 ? inside : !inside;
+    }
+    for (let t = 0; t < maskRounds && !hide; t++) {
+      const qt = load<i32>(maskQTags + ((<usize>(t * maskNq + qp)) << 2));
+      hide = qt == load<i32>(flagsAt + ((<usize>((t + 1) * KT + j)) << 2));
+    }
+    if (hide) {
+      store<f32>(s + ((<usize>j) << 2), -Infinity);
+      if (stats) addRow(vsRow, vt + <usize>j * ((<usize>dvp) << 2), dvp, -1);
+      hidden++;
+    }
+  }
+  return hidden;
+}
 
 @inline function paddedDv(dv: i32): i32 {
   return (dv + 7) & ~7;
@@ -27,7 +151,7 @@ const MASK_OWN_BLOCK: i32 = 2;
 /** Bytes of scratch the attention exports need for head dims d, dv and m samples. */
 export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
   const dvp = paddedDv(dv);
-  const floats = QC * d + d * KT + KT * dvp + QC * dvp + 2 * QC + 4 * KT + KT;
+  const floats = QC * d + d * KT + KT * dvp + QC * dvp + 2 * QC + 4 * KT + KT * (2 + MAX_ROUNDS) + QC * dvp + QC + dvp;
   return floats * 4 + m * 8 + 64;
 }
 
@@ -149,20 +273,21 @@ export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
   }
 }
 
-// One row of scores (KT wide, masked entries already -inf): online-softmax update of
-// (m, l) and of the accumulator row; the scores are replaced by their probabilities.
-@inline function softmaxRow(s: usize, mAt: usize, lAt: usize, accRow: usize, dvp: i32): void {
+// One row of scores (the first `width` of KT, a multiple of 8 covering the tile's keys;
+// masked entries already -inf): online-softmax update of (m, l) and of the accumulator
+// row; the scores are replaced by their probabilities.
+@inline function softmaxRow(s: usize, width: i32, mAt: usize, lAt: usize, accRow: usize, dvp: i32): void {
   let mx: f32 = -Infinity;
   if (ASC_FEATURE_SIMD) {
     let mv = f32x4.splat(-Infinity);
-    for (let j = 0; j < KT; j += 4) mv = f32x4.max(mv, v128.load(s + ((<usize>j) << 2)));
+    for (let j = 0; j < width; j += 4) mv = f32x4.max(mv, v128.load(s + ((<usize>j) << 2)));
     mx = max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)),
       max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3)));
   } else {
-    for (let j = 0; j < KT; j++) mx = max(mx, load<f32>(s + ((<usize>j) << 2)));
+    for (let j = 0; j < width; j++) mx = max(mx, load<f32>(s + ((<usize>j) << 2)));
   }
   if (mx == -Infinity) {
-    memory.fill(s, 0, (<usize>KT) << 2);
+    memory.fill(s, 0, (<usize>width) << 2);
     return;
   }
   const mOld = load<f32>(mAt);
@@ -172,7 +297,7 @@ export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
   if (ASC_FEATURE_SIMD) {
     const mv = f32x4.splat(mNew);
     let sv = f32x4.splat(0);
-    for (let j = 0; j < KT; j += 4) {
+    for (let j = 0; j < width; j += 4) {
       const at = s + ((<usize>j) << 2);
       const p = expNonPositive(f32x4.sub(v128.load(at), mv));
       v128.store(at, p);
@@ -181,7 +306,7 @@ export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
     sum = (f32x4.extract_lane(sv, 0) + f32x4.extract_lane(sv, 1)) +
       (f32x4.extract_lane(sv, 2) + f32x4.extract_lane(sv, 3));
   } else {
-    for (let j = 0; j < KT; j++) {
+    for (let j = 0; j < width; j++) {
       const at = s + ((<usize>j) << 2);
       const x = load<f32>(at);
       const p: f32 = x == -Infinity ? 0 : Mathf.exp(x - mNew);
@@ -255,13 +380,14 @@ function combineRow(
  * phantom zero keys (logit 0, value 0) join every row's softmax; lseAdd is added to lse.
  * The result of a query goes to destination row = its row index.
  */
-function attendCore(
+export function attendCore(
   q: usize, qIdx: usize, qStart: i32, nq: i32, qReal: i32,
   k: usize, v: usize, kIdx: usize, kStart: i32, nk: i32, kTags: usize,
   d: i32, dv: i32, scale: f32,
   maskKind: i32, causalOffset: i32, qTagDiv: i32, qTagMax: i32,
   phantom: i32, lseAdd: f32,
   out: usize, lse: usize, write: i32, scratch: usize,
+  stats: i32 = STATS_NONE, cnt: usize = 0, vsum: usize = 0,
 ): void {
   const dvp = paddedDv(dv);
   const dBytes = (<usize>d) << 2;
@@ -275,6 +401,9 @@ function attendCore(
   const lRow = mRow + ((<usize>QC) << 2);
   const sc = lRow + ((<usize>QC) << 2);
   const tagTile = sc + ((<usize>(4 * KT)) << 2);
+  const cntRow = tagTile + ((<usize>(KT * (2 + MAX_ROUNDS))) << 2);
+  const vsRow = cntRow + ((<usize>QC) << 2);
+  const tileSum = vsRow + (<usize>(QC * dvp) << 2);
 
   for (let c0 = 0; c0 < nq; c0 += QC) {
     const rows = min(QC, nq - c0);
@@ -296,6 +425,10 @@ function attendCore(
       }
     }
     memory.fill(acc, 0, <usize>rows4 * dvpBytes);
+    if (stats != STATS_NONE) {
+      memory.fill(vsRow, 0, <usize>rows4 * dvpBytes);
+      memory.fill(cntRow, 0, (<usize>rows4) << 2);
+    }
     for (let i = 0; i < rows4; i++) {
       store<f32>(mRow + ((<usize>i) << 2), -Infinity);
       store<f32>(lRow + ((<usize>i) << 2), 0);
@@ -322,21 +455,45 @@ function attendCore(
           if (dvp > dv) memory.fill(vdst + dvBytes, 0, dvpBytes - dvBytes);
           if (maskKind == MASK_OWN_BLOCK) {
             store<i32>(tagTile + ((<usize>j) << 2), load<i32>(kTags + ((<usize>(t0 + j)) << 2)));
+          } else if (maskKind == MASK_ACCURATE) {
+            store<i32>(tagTile + ((<usize>j) << 2), idx);
           }
         } else {
           for (let c = 0; c < d; c++) store<f32>(kt + ((<usize>(c * KT + j)) << 2), 0);
           memory.fill(vdst, 0, dvpBytes);
         }
       }
+      let kpMin = 0;
+      let kpMax = 0;
+      let anyFlag = false;
+      if (maskKind == MASK_ACCURATE) {
+        kpMin = i32.MAX_VALUE;
+        kpMax = -1;
+        for (let j = 0; j < kc; j++) {
+          const kp = load<i32>(tagTile + ((<usize>j) << 2));
+          kpMin = min(kpMin, kp);
+          kpMax = max(kpMax, kp);
+        }
+        anyFlag = loadMaskTile(tagTile, kc);
+      }
       // Does any element of this tile need masking for this chunk?
       const tileLastPos = kStart + t0 + kc - 1;
       const needCausal = maskKind == MASK_CAUSAL && tileLastPos > qStart + c0 + causalOffset;
+      if (stats != STATS_NONE) {
+        // Each row counts the whole tile, then takes back what its mask hides.
+        memory.fill(tileSum, 0, dvpBytes);
+        for (let j = 0; j < kc; j++) addRow(tileSum, vt + <usize>j * dvpBytes, dvp, 1);
+        for (let r = 0; r < rows; r++) {
+          addRow(vsRow + <usize>r * dvpBytes, tileSum, dvp, 1);
+          store<f32>(cntRow + ((<usize>r) << 2), load<f32>(cntRow + ((<usize>r) << 2)) + <f32>kc);
+        }
+      }
 
       for (let r0 = 0; r0 < rows4; r0 += 4) {
         scores4(qs + <usize>r0 * dBytes, kt, sc, d, kcPad);
         for (let r = 0; r < 4; r++) {
           const s = sc + ((<usize>(r * KT)) << 2);
-          for (let j = kc; j < KT; j++) store<f32>(s + ((<usize>j) << 2), -Infinity);
+          for (let j = kc; j < kcPad; j++) store<f32>(s + ((<usize>j) << 2), -Infinity);
           const qPos = qStart + c0 + r0 + r;
           if (needCausal) {
             const firstMasked = max(0, qPos + causalOffset + 1 - (kStart + t0));
@@ -346,9 +503,19 @@ function attendCore(
             for (let j = 0; j < kc; j++) {
               if (load<i32>(tagTile + ((<usize>j) << 2)) == tag) store<f32>(s + ((<usize>j) << 2), -Infinity);
             }
+          } else if (maskKind == MASK_ACCURATE && r0 + r < rows) {
+            const qi = qIdx ? load<i32>(qIdx + ((<usize>qPos) << 2)) : qPos;
+            const keep = stats != STATS_NONE;
+            const hidden = maskRowAccurate(
+              qi, s, tagTile, kc, kpMin, kpMax, anyFlag, keep, vsRow + <usize>(r0 + r) * dvpBytes, vt, dvp,
+            );
+            if (keep && hidden > 0) {
+              const at = cntRow + ((<usize>(r0 + r)) << 2);
+              store<f32>(at, load<f32>(at) - <f32>hidden);
+            }
           }
           const row = r0 + r;
-          softmaxRow(s, mRow + ((<usize>row) << 2), lRow + ((<usize>row) << 2), acc + <usize>row * dvpBytes, dvp);
+          softmaxRow(s, kcPad, mRow + ((<usize>row) << 2), lRow + ((<usize>row) << 2), acc + <usize>row * dvpBytes, dvp);
         }
         accumulatePV4(sc, vt, acc + <usize>r0 * dvpBytes, kc, dvp);
       }
@@ -377,6 +544,33 @@ function attendCore(
         out + <usize>idx * dvBytes, lse + ((<usize>idx) << 2),
         acc + <usize>i * dvpBytes, srcScale, lseValue, dv, write,
       );
+      if (stats != STATS_NONE) {
+        const cAt = cnt + ((<usize>idx) << 2);
+        const vAt = vsum + <usize>idx * dvBytes;
+        const src = vsRow + <usize>i * dvpBytes;
+        const add = stats == STATS_ADD;
+        store<f32>(cAt, (add ? load<f32>(cAt) : 0) + load<f32>(cntRow + ((<usize>i) << 2)));
+        for (let c = 0; c < dv; c++) {
+          const at = vAt + ((<usize>c) << 2);
+          store<f32>(at, (add ? load<f32>(at) : 0) + load<f32>(src + ((<usize>c) << 2)));
+        }
+      }
+    }
+  }
+}
+
+// dst[0..n) += sign * src[0..n), n a multiple of 4 (rows padded to dvp).
+@inline function addRow(dst: usize, src: usize, n: i32, sign: f32): void {
+  if (ASC_FEATURE_SIMD) {
+    const sv = f32x4.splat(sign);
+    for (let c = 0; c < n; c += 4) {
+      const at = dst + ((<usize>c) << 2);
+      v128.store(at, madd(sv, v128.load(src + ((<usize>c) << 2)), v128.load(at)));
+    }
+  } else {
+    for (let c = 0; c < n; c++) {
+      const at = dst + ((<usize>c) << 2);
+      store<f32>(at, load<f32>(at) + sign * load<f32>(src + ((<usize>c) << 2)));
     }
   }
 }

@@ -14,3 +14,12 @@ export {
 export function heapBase(): usize {
   return __heap_base;
 }
+export {
+  accurateColumns,
+  accurateWindow,
+  accurateBuckets,
+  accurateSamples,
+  bucketTags,
+  remainderMerge,
+  probeMass,
+} from './accurate';

@@ -7,7 +7,7 @@
 import { suite } from 'uvu';
 import { createCpuBackend } from '../src/cpu/backend.ts';
 import { createWebGPUBackend } from '../src/gpu/index.ts';
-import type { Backend, Destination, Mode } from '../src/ops.ts';
+import type { Backend, Destination, KernelMode } from '../src/ops.ts';
 import { Xoshiro128, gaussianProjections } from '../src/random.ts';
 import {
   Recorder, QUICK, attentionFlops, describeMachine, formatRate, gflops, measure, type CaseOutcome, type Params,
@@ -116,7 +116,7 @@ async function benchBackend(state: State, entry: BackendEntry, d: number): Promi
   const c = (method: string, params: Params) => ({ method, backend: name, params: { d, ...params } });
 
   try {
-    for (const mode of ['reference', 'fixed'] as Mode[]) {
+    for (const mode of ['reference', 'fixed'] as KernelMode[]) {
       await recorder.run(c('hash', { rows, r: PROJS, mode }), () =>
         timeOp(sync, () => backend.hash({ x: at(q), rows, d, proj, r: PROJS, mode, keys: at(qKeys) }), rows, 2 * rows * d * PROJS));
     }

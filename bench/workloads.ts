@@ -14,6 +14,13 @@
 //   sink      one dimension that only key 0 has: the first token gets logit about
 //             `strength` * (1 + z / 4) from every query, and strength grows with log n, so
 //             the sink's share of the mass stays about the same at every n.
+//   columns   the same, for a few keys at random positions (separators, markers: the
+//             "vertical lines" of MInference): each gets logit about log n + extra - log
+//             count from every query that may see it.
+//   retrieval each query looks one key up: query i points at the random unit direction of
+//             a target key t(i) (t(i) <= i when causal), logit log n + extra on the target
+//             and about N(0, 1) elsewhere: what DuoAttention's retrieval heads do, and
+//             what LSH must find.
 //
 // Values are iid N(0, 1) everywhere (the sink's value too: a sink that is missed then
 // costs accuracy, which is the point of the test). The softmax scale is the default
@@ -27,6 +34,8 @@ export interface WorkloadSpec {
   n: number;
   d: number;
   seed: number;
+  /** causal attention: retrieval targets precede their queries (default false) */
+  causal?: boolean;
 }
 
 export interface WorkloadTensors {
@@ -35,7 +44,7 @@ export interface WorkloadTensors {
   v: Tensor;
 }
 
-export type WorkloadName = 'gaussian' | 'clustered' | 'local' | 'sink' | 'mixture';
+export type WorkloadName = 'gaussian' | 'clustered' | 'local' | 'sink' | 'columns' | 'retrieval' | 'mixture' | 'llm';
 
 export interface Workload {
   name: WorkloadName;
@@ -50,6 +59,8 @@ interface HeadFill {
   n: number;
   d: number;
   rng: Xoshiro128;
+  /** whether the workload is for causal attention (a retrieval target then precedes its query) */
+  causal: boolean;
 }
 
 /** Pairs of (query, key) logit contributions written into dims [offset, offset + width). */
@@ -130,6 +141,33 @@ function sink(extra: number): Component {
   };
 }
 
+/** Width 1: `count` keys at random positions (never key 0) carry it. */
+function columns(count: number, extra: number): Component {
+  return ({ q, k, n, d, rng }, offset) => {
+    const strength = Math.log(n) + extra - Math.log(count);
+    for (let i = 0; i < n; i++) {
+      q[i * d + offset] = 1 + rng.nextGaussian() / 4;
+      k[i * d + offset] = 0;
+    }
+    for (let c = 0; c < count; c++) k[(1 + rng.nextBelow(n - 1)) * d + offset] = strength * Math.sqrt(d);
+  };
+}
+
+function retrieval(extra: number): Component {
+  return ({ q, k, n, d, rng, causal }, offset, width) => {
+    const amp = Math.sqrt(d);
+    const strength = Math.log(n) + extra;
+    for (let j = 0; j < n; j++) {
+      const u = unitVector(rng, width);
+      for (let c = 0; c < width; c++) k[j * d + offset + c] = amp * u[c];
+    }
+    for (let i = 0; i < n; i++) {
+      const t = rng.nextBelow(causal ? i + 1 : n);
+      for (let c = 0; c < width; c++) q[i * d + offset + c] = (strength * k[t * d + offset + c]) / amp;
+    }
+  };
+}
+
 /** Fills each head from its list of [component, width] slices (widths sum to d). */
 function composed(spec: WorkloadSpec, layout: (head: number, d: number) => [Component, number][]): WorkloadTensors {
   const { B, H, n, d, seed } = spec;
@@ -137,7 +175,10 @@ function composed(spec: WorkloadSpec, layout: (head: number, d: number) => [Comp
   const q = new Float32Array(B * H * n * d);
   const k = new Float32Array(B * H * n * d);
   for (let bh = 0; bh < B * H; bh++) {
-    const head: HeadFill = { q: q.subarray(bh * n * d, (bh + 1) * n * d), k: k.subarray(bh * n * d, (bh + 1) * n * d), n, d, rng };
+    const head: HeadFill = {
+      q: q.subarray(bh * n * d, (bh + 1) * n * d), k: k.subarray(bh * n * d, (bh + 1) * n * d), n, d, rng,
+      causal: spec.causal ?? false,
+    };
     let offset = 0;
     for (const [component, width] of layout(bh % H, d)) {
       component(head, offset, width);
@@ -169,6 +210,28 @@ const MIXTURE_PROFILES: { sink: number; clusters: number; rotary: number }[] = [
   { sink: -6, clusters: 1, rotary: 1 },
 ];
 
+/**
+ * The head kinds of long-context models, in proportions from published per-head analyses:
+ * DuoAttention (Xiao et al., 2024, arXiv 2410.10819) finds 47% of Llama-2-7B-32K's heads
+ * need full attention (retrieval) and the rest are served by sink tokens plus a local
+ * window ("streaming heads"), 81-95% retrieval heads in Llama-3-8B and Mistral-7B;
+ * MInference (Jiang et al., 2024, arXiv 2407.02490) fits every head of Llama-3-8B with
+ * heavy key columns (the first tokens among them) plus diagonals; StreamingLLM (Xiao et
+ * al., 2023, arXiv 2309.17453) shows the first tokens take most of many heads' mass. Of
+ * 8 heads: 3 streaming (strong sink, local), 4 retrieval (with a weak sink, heavy columns
+ * and a local diagonal), 1 diffuse: 50% retrieval, between the two models' figures.
+ */
+const LLM_PROFILES: { sink: number; columns: number; rotary: number; retrieval: number; noise: number }[] = [
+  { sink: 2, columns: -4, rotary: 8, retrieval: -6, noise: 0.5 },
+  { sink: 1, columns: -2, rotary: 10, retrieval: -6, noise: 0.5 },
+  { sink: 3, columns: -4, rotary: 6, retrieval: -6, noise: 0.5 },
+  { sink: -1, columns: 0, rotary: 4, retrieval: 2, noise: 0.5 },
+  { sink: -2, columns: -1, rotary: 2, retrieval: 3, noise: 0.5 },
+  { sink: 0, columns: -1, rotary: 3, retrieval: 1, noise: 0.5 },
+  { sink: -1, columns: 1, rotary: 1, retrieval: 2, noise: 0.5 },
+  { sink: -6, columns: -6, rotary: 1, retrieval: -6, noise: 1 },
+];
+
 export const WORKLOADS: Record<WorkloadName, Workload> = {
   gaussian: {
     name: 'gaussian',
@@ -190,6 +253,16 @@ export const WORKLOADS: Record<WorkloadName, Workload> = {
     description: 'key 0 gets logit log n + 1.5 from every query over N(0, 1) noise: about 60% of the mass on the first token',
     generate: (spec) => composed(spec, (_, d) => [[sink(SINK_SHARE_LOGIT), 1], [noise(1), d - 1]]),
   },
+  columns: {
+    name: 'columns',
+    description: '8 keys at random positions share logit log n + 1 from every query over N(0, 1) noise: heavy columns, about 60% of the mass',
+    generate: (spec) => composed(spec, (_, d) => [[columns(8, SINK_SHARE_LOGIT), 1], [noise(1), d - 1]]),
+  },
+  retrieval: {
+    name: 'retrieval',
+    description: 'each query looks up one random key (logit log n + 2, before the query when causal) over N(0, 1) logits',
+    generate: (spec) => composed(spec, (_, d) => [[retrieval(2), d]]),
+  },
   mixture: {
     name: 'mixture',
     description: 'heads cycle over sink + local, local, retrieval + weak sink, diffuse (sums of the components above)',
@@ -202,6 +275,22 @@ export const WORKLOADS: Record<WorkloadName, Workload> = {
           [noise(0.5), 1],
           [clusters(64, p.clusters), d - 2 - rotaryWidth],
           [rotary(p.rotary), rotaryWidth],
+        ];
+      }),
+  },
+  llm: {
+    name: 'llm',
+    description: 'LLM-like heads in published proportions: 3 streaming (sink + local), 4 retrieval (with weak sink, heavy columns, local), 1 diffuse of 8',
+    generate: (spec) =>
+      composed(spec, (h, d) => {
+        const p = LLM_PROFILES[h % LLM_PROFILES.length];
+        const rotaryWidth = evenPart(d, 0.25);
+        return [
+          [sink(p.sink), 1],
+          [columns(8, p.columns), 1],
+          [noise(p.noise), 2],
+          [rotary(p.rotary), rotaryWidth],
+          [retrieval(p.retrieval), d - 4 - rotaryWidth],
         ];
       }),
   },

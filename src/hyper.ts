@@ -1,143 +1,40 @@
-// The algorithm, written once over the backend operations of ops.ts: planning of the
-// causal recursion and the non-causal steps (ALGORITHM.md), the random draws in their
-// order, and the per-head execution. Backends never see recursion, sampling or modes.
+// The executor: runs a plan (plan.ts) over the backend operations of ops.ts, head by head,
+// with the call's random draws in the plan's order. Backends never see recursion, sampling
+// or modes; the accurate mode's parts are in accurate.ts.
+import { runAccurateHead } from './accurate.ts';
+import type { ExecContext, HeadWork, Randomness } from './context.ts';
 import { HyperAttentionError } from './errors.ts';
-import { placementOf, type Backend, type BackendBuffer, type Destination, type Mode, type OpName, type OpTrace, type WriteMode } from './ops.ts';
+import { placementOf, type Backend, type BackendBuffer, type Destination, type KernelMode, type OpName, type OpTrace, type WriteMode } from './ops.ts';
 import type { Output, ResolvedExactOptions, ResolvedHyperOptions } from './options.ts';
+import { buildPlan, planParams, type AuthorsPlan, type Plan } from './plan.ts';
 import type { CallProfile } from './scheduler/index.ts';
 import { Xoshiro128, gaussianProjections, uniformSampler, type Sampler } from './random.ts';
 import { checkFinite, isHostTensor, type AttentionShape, type GPUTensor, type InputTensor, type Tensor } from './tensor.ts';
 
 /**
- * One sub-head of a step: query rows [qStart, qStart + qReal) of the original head followed
- * by qPads zero rows (causal padding), against key rows [kStart, kStart + nk).
+ * The LSH projections of a call, one [d, r] matrix per hash round: the caller's (checked;
+ * rounds of them back to back), else the generator's first draws.
  */
-export interface SubProblem {
-  qStart: number;
-  qReal: number;
-  qPads: number;
-  kStart: number;
-}
-
-/** A non-causal attention step over every sub-head of a recursion level. */
-export interface Step {
-  kind: 'exact' | 'hyper';
-  subs: SubProblem[];
-  /** query rows per sub-head, padding included (the same for every sub-head) */
-  nq: number;
-  nk: number;
-  /** lower-left square of a causal level: merged into the rows' recursive result */
-  merge: boolean;
-  /** sorted queries per block, keys per block (b), number of blocks */
-  qBlock: number;
-  kBlock: number;
-  nBlocks: number;
-  /** index into Plan.draws, or -1 when the sampled residual is skipped */
-  draw: number;
-}
-
-export interface Draw {
-  /** sub-heads per batch entry: H times the sub-heads of one original head */
-  heads: number;
-  count: number;
-  high: number;
-}
-
-/** Everything the call will do, the same for every (batch, head). */
-export interface Plan {
-  /** exact causal attention on rows [start, start + rows) (diagonal leaves) */
-  leaves: { start: number; rows: number }[];
-  /** in execution order, which is also the draw order (deepest level first) */
-  steps: Step[];
-  draws: Draw[];
-}
-
-export interface PlanParams {
-  nq: number;
-  nk: number;
-  H: number;
-  causal: boolean;
-  exact: boolean;
-  blockSize: number;
-  sampleSize: number;
-  minSeqLen: number;
-}
-
-export function buildPlan(p: PlanParams): Plan {
-  const plan: Plan = { leaves: [], steps: [], draws: [] };
-  const b = p.blockSize;
-  const m = p.sampleSize;
-
-  const nonCausal = (subs: SubProblem[], nq: number, nk: number, merge: boolean): Step => {
-    if (p.exact || nq < p.minSeqLen) {
-      return { kind: 'exact', subs, nq, nk, merge, qBlock: 0, kBlock: 0, nBlocks: 0, draw: -1 };
-    }
-    const nBlocks = Math.ceil(nk / b);
-    const qBlock = Math.floor((Math.ceil(nq / b) * b) / nBlocks);
-    let draw = -1;
-    if (m > 0 && nq > qBlock && nk > b) {
-      draw = plan.draws.length;
-      plan.draws.push({ heads: p.H * subs.length, count: m, high: nk });
-    }
-    return { kind: 'hyper', subs, nq, nk, merge, qBlock, kBlock: b, nBlocks, draw };
-  };
-
-  if (!p.causal) {
-    plan.steps.push(nonCausal([{ qStart: 0, qReal: p.nq, qPads: 0, kStart: 0 }], p.nq, p.nk, false));
-    return plan;
-  }
-
-  // Causal recursion. A sub-head is a run of real rows followed by zero pad rows; pads
-  // only ever sit at the end, so they are queries that nothing real attends to.
-  const recurse = (subs: { start: number; real: number; pads: number }[]) => {
-    const n = subs[0].real + subs[0].pads;
-    if (p.exact || n <= p.minSeqLen) {
-      for (const s of subs) if (s.real > 0) plan.leaves.push({ start: s.start, rows: s.real });
-      return;
-    }
-    const n2 = n + (n % 2);
-    const h = n2 / 2;
-    for (const s of subs) {
-      if (s.real < h) {
-        throw new HyperAttentionError(
-          'INVALID_OPTION',
-          `minSeqLen ${p.minSeqLen} is too small for causal n = ${p.nq}: the recursion reaches sub-heads of ${n} rows of which only ${s.real} are real; use a larger minSeqLen`,
-        );
-      }
-    }
-    recurse(subs.flatMap((s) => [
-      { start: s.start, real: h, pads: 0 },
-      { start: s.start + h, real: s.real - h, pads: n2 - s.real },
-    ]));
-    const lowerLeft = subs.map((s) => ({ qStart: s.start + h, qReal: s.real - h, qPads: n2 - s.real, kStart: s.start }));
-    plan.steps.push(nonCausal(lowerLeft, h, h, true));
-  };
-  recurse([{ start: 0, real: p.nq, pads: 0 }]);
-  return plan;
-}
-
-interface Randomness {
-  projections: Float32Array;
-  samples: Int32Array[];
-}
-
-/** The LSH projections of a call: the caller's (checked), else the generator's first draw. */
-export function callProjections(o: ResolvedHyperOptions, d: number, rng: Xoshiro128): Float32Array {
-  const r = o.lshNumProjs;
-  if (!o.projections) return gaussianProjections(rng, d, r);
-  if (o.projections.length !== d * r) {
+export function callProjections(
+  o: ResolvedHyperOptions, d: number, rng: Xoshiro128, rounds = 1, r = o.lshNumProjs,
+): Float32Array[] {
+  if (!o.projections) return Array.from({ length: rounds }, () => gaussianProjections(rng, d, r));
+  if (o.projections.length !== d * r * rounds) {
+    const what = rounds === 1 ? `[D = ${d}, lshNumProjs = ${r}]` : `[lshRounds = ${rounds}, D = ${d}, lshNumProjs = ${r}]`;
     throw new HyperAttentionError(
       'INVALID_OPTION',
-      `projections: expected ${d * r} values ([D = ${d}, lshNumProjs = ${r}]), got ${o.projections.length}`,
+      `projections: expected ${d * r * rounds} values (${what}), got ${o.projections.length}`,
     );
   }
   checkFinite('projections', o.projections);
-  return o.projections;
+  return Array.from({ length: rounds }, (_, t) => o.projections!.subarray(t * d * r, (t + 1) * d * r));
 }
 
 function drawRandomness(plan: Plan, shape: AttentionShape, o: ResolvedHyperOptions): Randomness {
   const rng = new Xoshiro128(o.seed);
-  const projections = callProjections(o, shape.d, rng);
+  const rounds = plan.kind === 'accurate' ? plan.rounds : 1;
+  const r = plan.kind === 'accurate' ? plan.r : o.lshNumProjs;
+  const projections = rounds > 0 ? callProjections(o, shape.d, rng, rounds, r) : [];
   const sampler: Sampler = o.sampler ?? uniformSampler(rng);
   const samples = plan.draws.map((draw, index) => {
     const request = { index, batch: shape.B, heads: draw.heads, count: draw.count, high: draw.high };
@@ -188,36 +85,38 @@ export function runExact<O extends Output = 'host'>(
   backend: Backend, shape: AttentionShape, o: ResolvedExactOptions, q: InputTensor, k: InputTensor, v: InputTensor,
   output: O = 'host' as O, trace?: OpTrace[],
 ): Promise<ResultFor<O>> {
-  const plan = buildPlan({
-    nq: shape.nq, nk: shape.nk, H: shape.H, causal: o.causal, exact: true, blockSize: 1, sampleSize: 0, minSeqLen: 0,
-  });
-  const randomness = { projections: new Float32Array(0), samples: [] };
-  return execute(backend, shape, plan, o, 'fixed', 1, randomness, q, k, v, output, trace) as Promise<ResultFor<O>>;
+  const plan = buildPlan(planParams(shape, o, undefined));
+  const randomness = { projections: [], samples: [] };
+  return execute(backend, shape, o, q, k, v, output, trace, (ctx) => authorsHeads(ctx, plan as AuthorsPlan, 'fixed', 1, randomness)) as Promise<ResultFor<O>>;
 }
 
-/** HyperAttention; `output` as for runExact. A trace, when given, gets every op's time. */
+/**
+ * HyperAttention; `output` as for runExact. `plan` is the scheduler's, built from the same
+ * shape and options (built here when not given). A trace, when given, gets every op's time.
+ */
 export function runHyper<O extends Output = 'host'>(
   backend: Backend, shape: AttentionShape, o: ResolvedHyperOptions, q: InputTensor, k: InputTensor, v: InputTensor,
-  output: O = 'host' as O, trace?: OpTrace[],
+  output: O = 'host' as O, trace?: OpTrace[], plan: Plan = buildPlan(planParams(shape, o, o)),
 ): Promise<ResultFor<O>> {
-  const plan = buildPlan({
-    nq: shape.nq, nk: shape.nk, H: shape.H, causal: o.causal, exact: false,
-    blockSize: o.blockSize, sampleSize: o.sampleSize, minSeqLen: o.minSeqLen,
-  });
   const randomness = drawRandomness(plan, shape, o);
-  return execute(backend, shape, plan, o, o.mode, o.lshNumProjs, randomness, q, k, v, output, trace) as Promise<ResultFor<O>>;
+  const heads = plan.kind === 'accurate'
+    ? (ctx: ExecContext) => runAccurateHead(ctx, plan, o.causal, o.controlVariate, randomness)
+    : (ctx: ExecContext) => authorsHeads(ctx, plan, kernelMode(o.mode), o.lshNumProjs, randomness);
+  return execute(backend, shape, o, q, k, v, output, trace, heads) as Promise<ResultFor<O>>;
+}
+
+/** How the kernels hash and merge: the authors' way in 'reference' mode, corrected otherwise. */
+export function kernelMode(mode: ResolvedHyperOptions['mode']): KernelMode {
+  return mode === 'reference' ? 'reference' : 'fixed';
 }
 
 async function execute(
-  backend: Backend, shape: AttentionShape, plan: Plan, o: ResolvedExactOptions, mode: Mode, r: number,
-  randomness: Randomness, q: InputTensor, k: InputTensor, v: InputTensor, output: Output, trace?: OpTrace[],
+  backend: Backend, shape: AttentionShape, o: ResolvedExactOptions, q: InputTensor, k: InputTensor, v: InputTensor,
+  output: Output, trace: OpTrace[] | undefined, setUp: (ctx: ExecContext) => HeadWork,
 ): Promise<AttentionResult | GPUAttentionResult> {
   const { B, H, Hkv, nq, nk, d, dv } = shape;
   const scale = o.scale ?? 1 / Math.sqrt(d);
   const group = H / Hkv;
-  const merge: WriteMode = mode === 'reference' ? 'merge-reference' : 'merge-fixed';
-  const hashes = plan.steps.some((s) => s.kind === 'hyper');
-  const tempRows = Math.max(0, ...plan.steps.filter((s) => s.merge && s.kind === 'hyper').map((s) => s.nq));
 
   const onDevice = output === 'gpu' || ![q, k, v].every(isHostTensor);
   if (onDevice && !(backend.copyFromDevice && backend.createDeviceBuffer && backend.exportToDevice && backend.finish)) {
@@ -251,121 +150,41 @@ async function execute(
     };
     const f32 = (n: number) => backend.createBuffer('f32', Math.max(1, n));
     const i32 = (n: number) => backend.createBuffer('i32', Math.max(1, n));
-    const qBuf = f32(nq * d);
-    const kBuf = f32(nk * d);
-    const vBuf = f32(nk * dv);
-    const outBuf = f32(nq * dv);
-    const lseBuf = f32(nq);
-    const tmpOut = f32(tempRows * dv);
-    const tmpLse = f32(tempRows);
+    const ctx: ExecContext = {
+      backend, shape, scale, run, f32, i32,
+      qBuf: f32(nq * d), kBuf: f32(nk * d), vBuf: f32(nk * dv), outBuf: f32(nq * dv), lseBuf: f32(nq),
+    };
     const outGpu = out ? undefined : backend.createDeviceBuffer!(B * H * nq * dv);
     const lseGpu = out ? undefined : backend.createDeviceBuffer!(B * H * nq);
-    let qKeys: BackendBuffer | undefined;
-    let kKeys: BackendBuffer | undefined;
-    let qPerm: BackendBuffer | undefined;
-    let kPerm: BackendBuffer | undefined;
-    let proj: BackendBuffer | undefined;
-    if (hashes) {
-      qKeys = i32(nq);
-      kKeys = i32(nk);
-      qPerm = i32(nq);
-      kPerm = i32(nk);
-      proj = f32(d * r);
-      const projections = proj;
-      await run('upload', () => backend.upload(projections, randomness.projections));
-    }
+    const work = setUp(ctx);
 
     let loadedKv = -1;
     for (let b = 0; b < B; b++) {
       for (let h = 0; h < H; h++) {
         const head = b * H + h;
         const kvHead = b * Hkv + Math.floor(h / group);
-        await load(qBuf, q, head, nq, d);
-        if (kvHead !== loadedKv) {
-          await load(kBuf, k, kvHead, nk, d);
-          await load(vBuf, v, kvHead, nk, dv);
-          if (kKeys && proj) {
-            const keys = { buf: kKeys, row: 0 };
-            await run('hash', () => backend.hash({ x: { buf: kBuf, row: 0 }, rows: nk, d, proj: proj!, r, mode, keys }));
-          }
+        await load(ctx.qBuf, q, head, nq, d);
+        const kvChanged = kvHead !== loadedKv;
+        if (kvChanged) {
+          await load(ctx.kBuf, k, kvHead, nk, d);
+          await load(ctx.vBuf, v, kvHead, nk, dv);
           loadedKv = kvHead;
         }
-        if (qKeys && proj) {
-          const keys = { buf: qKeys, row: 0 };
-          await run('hash', () => backend.hash({ x: { buf: qBuf, row: 0 }, rows: nq, d, proj: proj!, r, mode, keys }));
-        }
-
-        for (const leaf of plan.leaves) {
-          await run('exact', () => backend.exact({
-            q: { buf: qBuf, row: leaf.start }, k: { buf: kBuf, row: leaf.start }, v: { buf: vBuf, row: leaf.start },
-            nq: leaf.rows, nk: leaf.rows, d, dv, scale, causal: true, causalOffset: 0,
-            dst: { out: { buf: outBuf, row: leaf.start }, lse: { buf: lseBuf, row: leaf.start }, write: 'write' },
-          }));
-        }
-
-        for (const step of plan.steps) {
-          for (const [t, sub] of step.subs.entries()) {
-            const toOut: Destination = {
-              out: { buf: outBuf, row: sub.qStart }, lse: { buf: lseBuf, row: sub.qStart }, write: step.merge ? merge : 'write',
-            };
-            const qv = { buf: qBuf, row: sub.qStart };
-            const kv = { buf: kBuf, row: sub.kStart };
-            const vv = { buf: vBuf, row: sub.kStart };
-            if (step.kind === 'exact') {
-              await run('exact', () => backend.exact({
-                q: qv, k: kv, v: vv, nq: sub.qReal, nk: step.nk, d, dv, scale, causal: false, causalOffset: 0, dst: toOut,
-              }));
-              continue;
-            }
-            // Reference mode sorts the zero pad rows with the real ones (they take places
-            // in the blocks); fixed mode leaves them out.
-            const pads = mode === 'reference' ? sub.qPads : 0;
-            const nqSorted = sub.qReal + pads;
-            await run('sort', () => backend.sort({
-              keys: { buf: qKeys!, row: sub.qStart }, count: sub.qReal, pads, numKeys: 1 << r, perm: { buf: qPerm!, row: 0 },
-            }));
-            await run('sort', () => backend.sort({
-              keys: { buf: kKeys!, row: sub.kStart }, count: step.nk, pads: 0, numKeys: 1 << r, perm: { buf: kPerm!, row: 0 },
-            }));
-            const dst: Destination = step.merge
-              ? { out: { buf: tmpOut, row: 0 }, lse: { buf: tmpLse, row: 0 }, write: 'write' }
-              : toOut;
-            const sorted = {
-              q: qv, k: kv, v: vv, qPerm: { buf: qPerm!, row: 0 }, kPerm: { buf: kPerm!, row: 0 },
-              nqSorted, nqReal: sub.qReal, d, dv, scale, qBlock: step.qBlock, kBlock: step.kBlock, nBlocks: step.nBlocks,
-            };
-            await run('block', () => backend.block({ ...sorted, nk: step.nk, phantomKeys: mode === 'reference', dst }));
-            if (step.draw >= 0) {
-              const m = plan.draws[step.draw].count;
-              const slice = (b * step.subs.length * H + h * step.subs.length + t) * m;
-              await run('sampled', () => backend.sampled({
-                ...sorted,
-                nk: step.nk,
-                samples: randomness.samples[step.draw].subarray(slice, slice + m),
-                lseOffset: Math.log(step.nk / m), dst: { ...dst, write: merge },
-              }));
-            }
-            if (step.merge) {
-              await run('merge', () => backend.merge({
-                src: { out: { buf: tmpOut, row: 0 }, lse: { buf: tmpLse, row: 0 } }, dst: toOut, rows: sub.qReal, dv,
-              }));
-            }
-          }
-        }
+        await work(b, h, kvChanged);
 
         const progress = { done: head + 1, total: B * H };
         if (out && lse) {
           const readback = run('download', () => Promise.all([
-            backend.download(outBuf, 0, nq * dv, out, head * nq * dv),
-            backend.download(lseBuf, 0, nq, lse, head * nq),
+            backend.download(ctx.outBuf, 0, nq * dv, out, head * nq * dv),
+            backend.download(ctx.lseBuf, 0, nq, lse, head * nq),
           ]).then(() => {}));
           const previous = pending;
           pending = Promise.all([previous, readback]).then(() => o.onProgress?.(progress));
           pending.catch(() => {});
           await (trace ? pending : previous);
         } else {
-          backend.exportToDevice!(outBuf, 0, outGpu!, head * nq * dv * 4, nq * dv);
-          backend.exportToDevice!(lseBuf, 0, lseGpu!, head * nq * 4, nq);
+          backend.exportToDevice!(ctx.outBuf, 0, outGpu!, head * nq * dv * 4, nq * dv);
+          backend.exportToDevice!(ctx.lseBuf, 0, lseGpu!, head * nq * 4, nq);
           o.onProgress?.(progress);
         }
       }
@@ -385,4 +204,94 @@ async function execute(
     await pending?.catch(() => {});
     backend.releaseAll();
   }
+}
+
+/** The authors' algorithm (and exact attention): diagonal leaves, then the steps in order. */
+function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: number, randomness: Randomness): HeadWork {
+  const { backend, run, f32, i32, qBuf, kBuf, vBuf, outBuf, lseBuf, scale } = ctx;
+  const { H, nq, nk, d, dv } = ctx.shape;
+  const merge: WriteMode = mode === 'reference' ? 'merge-reference' : 'merge-fixed';
+  const hashes = plan.steps.some((s) => s.kind === 'hyper');
+  const tempRows = Math.max(0, ...plan.steps.filter((s) => s.merge && s.kind === 'hyper').map((s) => s.nq));
+  const tmpOut = f32(tempRows * dv);
+  const tmpLse = f32(tempRows);
+  const qKeys = hashes ? i32(nq) : undefined;
+  const kKeys = hashes ? i32(nk) : undefined;
+  const qPerm = hashes ? i32(nq) : undefined;
+  const kPerm = hashes ? i32(nk) : undefined;
+  const proj = hashes ? f32(d * r) : undefined;
+  let projUploaded = false;
+
+  return async (b, h, kvChanged) => {
+    if (proj && !projUploaded) {
+      await run('upload', () => backend.upload(proj, randomness.projections[0]));
+      projUploaded = true;
+    }
+    if (kvChanged && kKeys && proj) {
+      const keys = { buf: kKeys, row: 0 };
+      await run('hash', () => backend.hash({ x: { buf: kBuf, row: 0 }, rows: nk, d, proj, r, mode, keys }));
+    }
+    if (qKeys && proj) {
+      const keys = { buf: qKeys, row: 0 };
+      await run('hash', () => backend.hash({ x: { buf: qBuf, row: 0 }, rows: nq, d, proj, r, mode, keys }));
+    }
+
+    for (const leaf of plan.leaves) {
+      await run('exact', () => backend.exact({
+        q: { buf: qBuf, row: leaf.start }, k: { buf: kBuf, row: leaf.start }, v: { buf: vBuf, row: leaf.start },
+        nq: leaf.rows, nk: leaf.rows, d, dv, scale, causal: true, causalOffset: 0,
+        dst: { out: { buf: outBuf, row: leaf.start }, lse: { buf: lseBuf, row: leaf.start }, write: 'write' },
+      }));
+    }
+
+    for (const step of plan.steps) {
+      for (const [t, sub] of step.subs.entries()) {
+        const toOut: Destination = {
+          out: { buf: outBuf, row: sub.qStart }, lse: { buf: lseBuf, row: sub.qStart }, write: step.merge ? merge : 'write',
+        };
+        const qv = { buf: qBuf, row: sub.qStart };
+        const kv = { buf: kBuf, row: sub.kStart };
+        const vv = { buf: vBuf, row: sub.kStart };
+        if (step.kind === 'exact') {
+          await run('exact', () => backend.exact({
+            q: qv, k: kv, v: vv, nq: sub.qReal, nk: step.nk, d, dv, scale, causal: false, causalOffset: 0, dst: toOut,
+          }));
+          continue;
+        }
+        // Reference mode sorts the zero pad rows with the real ones (they take places
+        // in the blocks); fixed mode leaves them out.
+        const pads = mode === 'reference' ? sub.qPads : 0;
+        const nqSorted = sub.qReal + pads;
+        await run('sort', () => backend.sort({
+          keys: { buf: qKeys!, row: sub.qStart }, count: sub.qReal, pads, numKeys: 1 << r, perm: { buf: qPerm!, row: 0 },
+        }));
+        await run('sort', () => backend.sort({
+          keys: { buf: kKeys!, row: sub.kStart }, count: step.nk, pads: 0, numKeys: 1 << r, perm: { buf: kPerm!, row: 0 },
+        }));
+        const dst: Destination = step.merge
+          ? { out: { buf: tmpOut, row: 0 }, lse: { buf: tmpLse, row: 0 }, write: 'write' }
+          : toOut;
+        const sorted = {
+          q: qv, k: kv, v: vv, qPerm: { buf: qPerm!, row: 0 }, kPerm: { buf: kPerm!, row: 0 },
+          nqSorted, nqReal: sub.qReal, d, dv, scale, qBlock: step.qBlock, kBlock: step.kBlock, nBlocks: step.nBlocks,
+        };
+        await run('block', () => backend.block({ ...sorted, nk: step.nk, phantomKeys: mode === 'reference', dst }));
+        if (step.draw >= 0) {
+          const m = plan.draws[step.draw].count;
+          const slice = (b * step.subs.length * H + h * step.subs.length + t) * m;
+          await run('sampled', () => backend.sampled({
+            ...sorted,
+            nk: step.nk,
+            samples: randomness.samples[step.draw].subarray(slice, slice + m),
+            lseOffset: Math.log(step.nk / m), dst: { ...dst, write: merge },
+          }));
+        }
+        if (step.merge) {
+          await run('merge', () => backend.merge({
+            src: { out: { buf: tmpOut, row: 0 }, lse: { buf: tmpLse, row: 0 } }, dst: toOut, rows: sub.qReal, dv,
+          }));
+        }
+      }
+    }
+  };
 }

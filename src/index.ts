@@ -3,6 +3,7 @@
 import { serialize } from './backends.ts';
 import { runExact, runHyper, type AttentionResult, type GPUAttentionResult } from './hyper.ts';
 import type { Backend, OpTrace } from './ops.ts';
+import type { Plan } from './plan.ts';
 import {
   checkDeviceIO, resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions, type ResolvedExactOptions,
   type ResolvedHyperOptions,
@@ -44,7 +45,7 @@ function checkInputs(q: InputTensor, k: InputTensor, v: InputTensor, o: Resolved
  */
 function startCall<O extends ResolvedExactOptions>(
   resolve: () => O, hyper: (o: O) => ResolvedHyperOptions | undefined, q: InputTensor, k: InputTensor, v: InputTensor,
-  run: (backend: Backend, shape: AttentionShape, o: O, trace: OpTrace[] | undefined) => Promise<AttentionResult | GPUAttentionResult>,
+  run: (backend: Backend, shape: AttentionShape, o: O, trace: OpTrace[] | undefined, plan: Plan | undefined) => Promise<AttentionResult | GPUAttentionResult>,
 ): Promise<AttentionResult | GPUAttentionResult> {
   try {
     const o = resolve();
@@ -52,10 +53,10 @@ function startCall<O extends ResolvedExactOptions>(
     return serialize(async () => {
       const scheduled = await schedule(shape, o, hyper(o), o.profile);
       const chosen = scheduled.minSeqLen === undefined ? o : { ...o, minSeqLen: scheduled.minSeqLen };
-      if (!o.profile) return run(scheduled.backend, shape, chosen, undefined);
+      if (!o.profile) return run(scheduled.backend, shape, chosen, undefined, scheduled.work);
       const trace: OpTrace[] = [];
       const start = performance.now();
-      const result = await run(scheduled.backend, shape, chosen, trace);
+      const result = await run(scheduled.backend, shape, chosen, trace, scheduled.work);
       return { ...result, profile: callProfile(scheduled.plan!, trace, performance.now() - start) };
     });
   } catch (error) {
@@ -80,8 +81,8 @@ export function hyperAttention(
 export function hyperAttention(
   q: InputTensor, k: InputTensor, v: InputTensor, options: HyperOptions = {},
 ): Promise<AttentionResult | GPUAttentionResult> {
-  return startCall(() => resolveHyperOptions(options), (o) => o, q, k, v, (backend, shape, o, trace) =>
-    runHyper(backend, shape, o, q, k, v, o.output, trace));
+  return startCall(() => resolveHyperOptions(options), (o) => o, q, k, v, (backend, shape, o, trace, plan) =>
+    runHyper(backend, shape, o, q, k, v, o.output, trace, plan));
 }
 
 /** Exact attention (flash-style, never materialising Nq x Nk), same shapes and outputs as hyperAttention. */

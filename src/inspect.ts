@@ -3,7 +3,8 @@
 // WebAssembly backend) and its own block plan, so that a caller can draw or study where the
 // block-diagonal part puts the attention mass.
 import { createCpuBackend } from './cpu/backend.ts';
-import { buildPlan, callProjections } from './hyper.ts';
+import { callProjections, kernelMode } from './hyper.ts';
+import { buildPlan, planParams, type AuthorsPlan } from './plan.ts';
 import { resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions } from './options.ts';
 import { Xoshiro128 } from './random.ts';
 import { attentionShape, type Tensor } from './tensor.ts';
@@ -37,10 +38,10 @@ export async function lshOrder(q: Tensor, k: Tensor, options: LshOrderOptions = 
   const o = resolveHyperOptions(options);
   const { B, H, Hkv, nq, nk, d } = attentionShape(q, k, k, false);
   const r = o.lshNumProjs;
-  const [step] = buildPlan({
-    nq, nk, H, causal: false, exact: false, blockSize: o.blockSize, sampleSize: 0, minSeqLen: 0,
-  }).steps;
-  const projections = callProjections(o, d, new Xoshiro128(o.seed));
+  // The order of the authors' non-causal step (one LSH round: the accurate mode's first).
+  const authors = { ...o, mode: kernelMode(o.mode), sampleSize: 0 };
+  const [step] = (buildPlan(planParams({ nq, nk, H, Hkv, B, d, dv: d }, { causal: false }, authors, 0)) as AuthorsPlan).steps;
+  const [projections] = callProjections(o, d, new Xoshiro128(o.seed));
 
   const queryOrder = new Int32Array(B * H * nq);
   const keyOrder = new Int32Array(B * Hkv * nk);
@@ -53,7 +54,7 @@ export async function lshOrder(q: Tensor, k: Tensor, options: LshOrderOptions = 
   const perm = backend.createBuffer('i32', Math.max(nq, nk));
   const order = async (x: Float32Array, n: number, into: Int32Array, head: number) => {
     backend.upload(rows, x.subarray(head * n * d, (head + 1) * n * d));
-    backend.hash({ x: { buf: rows, row: 0 }, rows: n, d, proj, r, mode: o.mode, keys: { buf: keys, row: 0 } });
+    backend.hash({ x: { buf: rows, row: 0 }, rows: n, d, proj, r, mode: kernelMode(o.mode), keys: { buf: keys, row: 0 } });
     backend.sort({ keys: { buf: keys, row: 0 }, count: n, pads: 0, numKeys: 1 << r, perm: { buf: perm, row: 0 } });
     await backend.download(perm, 0, n, into, head * n);
   };

@@ -4,8 +4,14 @@
 // recursion, sampling or modes beyond the flags each operation takes.
 import type { WebGPUBufferLike } from './options.ts';
 
-/** `reference` reproduces the authors' code; `fixed` corrects its known defects. */
-export type Mode = 'reference' | 'fixed';
+/**
+ * `reference` reproduces the authors' code; `fixed` corrects its known defects; `accurate`
+ * computes what heads put their mass on exactly and estimates only a flat remainder.
+ */
+export type Mode = 'reference' | 'fixed' | 'accurate';
+
+/** How a kernel hashes and merges: the authors' way, or corrected (fixed and accurate modes). */
+export type KernelMode = 'reference' | 'fixed';
 
 /** An opaque buffer owned by a backend. `length` counts elements (f32 or i32). */
 export interface BackendBuffer {
@@ -64,7 +70,7 @@ export interface HashTask {
   d: number;
   proj: BackendBuffer;
   r: number;
-  mode: Mode;
+  mode: KernelMode;
   keys: RowView;
 }
 
@@ -134,6 +140,141 @@ export interface MergeTask {
   dv: number;
 }
 
+/**
+ * The accurate mode's mask, in original row positions of the head (assembly/accurate.ts):
+ * key j is hidden from query i when causal and j > i; when flags[j] != 0 (a column, counted
+ * by the columns part); by the window test (the window of i is [i + winLo, i + winLo +
+ * window)); or when qTags[t][i] == kTags[t][j] for t < rounds (the same LSH block in an
+ * earlier round: the same bucket). Tags are i32 [rounds, nq] and [rounds, nk].
+ */
+export interface AccurateMask {
+  causal: boolean;
+  flags: RowView;
+  winLo: number;
+  window: number;
+  rounds: number;
+  qTags: RowView;
+  kTags: RowView;
+}
+
+/** One head of the accurate mode: q [nq, d], k [nk, d], v [nk, dv], from row 0 of each view. */
+export interface AccurateHead {
+  q: RowView;
+  k: RowView;
+  v: RowView;
+  nq: number;
+  nk: number;
+  d: number;
+  dv: number;
+  scale: number;
+}
+
+/**
+ * Where an accurate part's rows go: out [nq, dv] and lse [nq], and per row the count of
+ * keys it counted (f32) and the plain sum of their V rows [nq, dv].
+ */
+export interface PartOutput {
+  out: RowView;
+  lse: RowView;
+  cnt: RowView;
+  vsum: RowView;
+}
+
+/** Every query row against key positions cols (ascending), hidden only causally; overwrites dst. */
+export interface ColumnsTask extends AccurateHead {
+  cols: RowView;
+  count: number;
+  causal: boolean;
+  dst: PartOutput;
+}
+
+/** Each query row against its window, hiding the columns; merged into dst, stats added. */
+export interface WindowTask extends AccurateHead {
+  mask: AccurateMask;
+  dst: PartOutput;
+}
+
+/**
+ * One hash round (an LSH table): for each bucket u < numKeys, the sorted queries of u
+ * (qPerm positions [qStarts[u], qStarts[u + 1])) against the first `cap` sorted keys of u
+ * (kPerm positions from kStarts[u]); the mask's rounds are the earlier rounds. Merged into
+ * dst, stats added. Perms as SortTask writes them (no pads), starts as BucketsTask does.
+ */
+export interface RoundTask extends AccurateHead {
+  qPerm: RowView;
+  kPerm: RowView;
+  qStarts: RowView;
+  kStarts: RowView;
+  numKeys: number;
+  cap: number;
+  mask: AccurateMask;
+  dst: PartOutput;
+}
+
+/**
+ * Query rows [qFrom, qTo) against the sampled key positions `samples`, with everything an
+ * exact part counts hidden (the mask's rounds are all of them). Overwrites those rows of
+ * dst: the plain softmax over the visible samples, their count and V sum.
+ */
+export interface SamplesTask extends AccurateHead {
+  samples: Int32Array;
+  qFrom: number;
+  qTo: number;
+  mask: AccurateMask;
+  dst: PartOutput;
+}
+
+/**
+ * Estimates each row's remainder from its samples (ratio estimator and, weighted by
+ * controlVariate, the control variate of the sum of V over the remainder) and merges it
+ * into the exact parts' result `exact` (assembly/accurate.ts, remainderMerge).
+ */
+export interface RemainderTask {
+  v: RowView;
+  nq: number;
+  nk: number;
+  dv: number;
+  causal: boolean;
+  controlVariate: number;
+  exact: PartOutput;
+  samples: PartOutput;
+}
+
+/**
+ * The probe for heavy columns: mass[j] = sum over probe rows i of softmax_i(j), over keys
+ * j >= sinks outside i's window ([i + winLo, i + winLo + window)); hidden causally.
+ */
+export interface ProbeTask {
+  q: RowView;
+  k: RowView;
+  nq: number;
+  nk: number;
+  d: number;
+  scale: number;
+  rows: RowView;
+  count: number;
+  causal: boolean;
+  sinks: number;
+  winLo: number;
+  window: number;
+  mass: RowView;
+}
+
+/**
+ * The buckets of a hash round, from LSH keys (original order) and their sort perm:
+ * starts[u] = first sorted position with key u, for u <= numKeys (starts[numKeys] = count);
+ * tags[row] = the row's key, or -1 past the first `cap` rows of its bucket.
+ */
+export interface BucketsTask {
+  keys: RowView;
+  perm: RowView;
+  count: number;
+  numKeys: number;
+  cap: number;
+  tags: RowView;
+  starts: RowView;
+}
+
 export interface Backend {
   readonly name: 'cpu' | 'webgpu' | 'hybrid';
   createBuffer(kind: 'f32' | 'i32', length: number): BackendBuffer;
@@ -153,6 +294,14 @@ export interface Backend {
   block(t: BlockTask): void;
   sampled(t: SampledTask): void;
   merge(t: MergeTask): void;
+  // The accurate mode's parts.
+  probe(t: ProbeTask): void;
+  columns(t: ColumnsTask): void;
+  window(t: WindowTask): void;
+  round(t: RoundTask): void;
+  buckets(t: BucketsTask): void;
+  samples(t: SamplesTask): void;
+  remainder(t: RemainderTask): void;
   /** Release every buffer created since the last release. */
   releaseAll(): void;
   /**

@@ -55,11 +55,17 @@ export interface ExactOptions {
 }
 
 export interface HyperOptions extends ExactOptions {
-  /** b: keys per diagonal block (default 256) */
+  /**
+   * b: keys per diagonal block (default 256); in mode 'accurate', the most keys of one LSH
+   * bucket computed exactly per round (default 64)
+   */
   blockSize?: number;
   /** m: sampled keys per row for the off-block residual (default 256; 0 disables) */
   sampleSize?: number;
-  /** r: LSH projections, 1..16 (default 7) */
+  /**
+   * r: LSH projections, 1..16 (2^r buckets; default 7); in mode 'accurate' per round, by
+   * default about log2(keys / 32), so that buckets hold about 32 keys
+   */
   lshNumProjs?: number;
   /**
    * below this many queries (non-causal) or up to this many keys (causal), attention is
@@ -67,8 +73,25 @@ export interface HyperOptions extends ExactOptions {
    * otherwise raise it, up to all exact, where that is predicted faster
    */
   minSeqLen?: number;
-  /** 'reference' reproduces the authors' code; 'fixed' corrects its known defects */
+  /**
+   * 'accurate' (default): the keys a head puts its mass on (sinks, heavy columns, a local
+   * window, LSH blocks) exactly, only a flat remainder estimated; 'reference' reproduces
+   * the authors' code; 'fixed' corrects its known defects
+   */
   mode?: Mode;
+  /** accurate mode: the first keys, always computed exactly (attention sinks) */
+  sinkKeys?: number;
+  /** accurate mode: key columns computed exactly for every query, the heaviest the probe finds (0: no probe) */
+  heavyKeys?: number;
+  /** accurate mode: query rows attended exactly against all keys to find the heavy columns */
+  probeQueries?: number;
+  /**
+   * accurate mode: keys around each query computed exactly ((i - window, i] when causal;
+   * default 128, causal 1024)
+   */
+  window?: number;
+  /** accurate mode: independent LSH hash rounds, each adding its sorted diagonal block (0: none) */
+  lshRounds?: number;
   /** seed of the projections and samples when they are not given (default 0) */
   seed?: number;
   /** explicit LSH projections [D, lshNumProjs], row-major (column t is projection t) */
@@ -95,24 +118,56 @@ export interface ResolvedHyperOptions extends ResolvedExactOptions {
   /** whether the caller gave minSeqLen (then the scheduler keeps it) */
   minSeqLenGiven: boolean;
   mode: Mode;
+  sinkKeys: number;
+  heavyKeys: number;
+  probeQueries: number;
+  window: number;
+  lshRounds: number;
+  /**
+   * accurate mode: weight of the remainder estimator's control variate (1; 0 leaves it out).
+   * Not an option: the accuracy benchmark sets it to measure what the control variate gains.
+   */
+  controlVariate: number;
   seed: number;
   projections: Float32Array | undefined;
   sampler: Sampler | undefined;
 }
 
+/** The defaults of the authors' modes ('reference', 'fixed'): the authors' own. */
 export const DEFAULTS = {
   blockSize: 256,
   sampleSize: 256,
   lshNumProjs: 7,
   minSeqLen: 4096,
-  mode: 'reference' as Mode,
+  mode: 'accurate' as Mode,
   seed: 0,
 };
+
+/** The accurate mode's defaults, chosen by the sweep in bench/sweep.bench.ts (README). */
+export const ACCURATE_DEFAULTS = {
+  /** most keys of one LSH bucket computed exactly per round */
+  blockSize: 64,
+  sampleSize: 128,
+  /** 0: chosen from the number of keys (plan.ts, bucketBits) */
+  lshNumProjs: 0,
+  sinkKeys: 16,
+  heavyKeys: 64,
+  probeQueries: 32,
+  /** keys around each query: causal calls can afford more (the authors' causal plan computes 4096-key diagonal leaves exactly) */
+  window: 128,
+  causalWindow: 1024,
+  lshRounds: 4,
+};
+
+/** The most keys the accurate mode's parts take per query row (beyond them it is exact attention's work). */
+export const ACCURATE_MAX = 65536;
 
 const EXACT_KEYS = ['causal', 'scale', 'backend', 'device', 'output', 'onProgress', 'profile'];
 const HYPER_KEYS = [
   ...EXACT_KEYS, 'blockSize', 'sampleSize', 'lshNumProjs', 'minSeqLen', 'mode', 'seed', 'projections', 'sampler',
+  'sinkKeys', 'heavyKeys', 'probeQueries', 'window', 'lshRounds',
 ];
+const ACCURATE_KEYS = ['sinkKeys', 'heavyKeys', 'probeQueries', 'window', 'lshRounds'] as const;
 
 function fail(message: string): never {
   throw new HyperAttentionError('INVALID_OPTION', message);
@@ -169,7 +224,16 @@ export function checkDeviceIO(o: ResolvedExactOptions, what: string): void {
 export function resolveHyperOptions(options: HyperOptions = {}): ResolvedHyperOptions {
   const base = resolveExactOptions(options, HYPER_KEYS);
   const mode = options.mode ?? DEFAULTS.mode;
-  if (mode !== 'reference' && mode !== 'fixed') fail(`mode: expected 'reference' or 'fixed', got ${String(mode)}`);
+  if (mode !== 'reference' && mode !== 'fixed' && mode !== 'accurate') {
+    fail(`mode: expected 'accurate', 'reference' or 'fixed', got ${String(mode)}`);
+  }
+  const accurate = mode === 'accurate';
+  if (!accurate) {
+    const given = ACCURATE_KEYS.find((key) => options[key] !== undefined);
+    if (given) fail(`${given}: an option of mode 'accurate', but mode is '${mode}'`);
+  }
+  const fallback = accurate ? ACCURATE_DEFAULTS : DEFAULTS;
+  const most = ACCURATE_MAX;
   const { projections, sampler } = options;
   if (projections !== undefined && !(projections instanceof Float32Array)) {
     fail('projections: expected a Float32Array [D, lshNumProjs]');
@@ -177,12 +241,18 @@ export function resolveHyperOptions(options: HyperOptions = {}): ResolvedHyperOp
   if (sampler !== undefined && typeof sampler !== 'function') fail('sampler: expected a function');
   return {
     ...base,
-    blockSize: integer('blockSize', options.blockSize, DEFAULTS.blockSize, 1),
-    sampleSize: integer('sampleSize', options.sampleSize, DEFAULTS.sampleSize, 0),
-    lshNumProjs: integer('lshNumProjs', options.lshNumProjs, DEFAULTS.lshNumProjs, 1, 16),
+    blockSize: integer('blockSize', options.blockSize, fallback.blockSize, 1),
+    sampleSize: integer('sampleSize', options.sampleSize, fallback.sampleSize, 0),
+    lshNumProjs: integer('lshNumProjs', options.lshNumProjs, fallback.lshNumProjs, 1, 16),
     minSeqLen: integer('minSeqLen', options.minSeqLen, DEFAULTS.minSeqLen, 0),
     minSeqLenGiven: options.minSeqLen !== undefined,
     mode,
+    sinkKeys: integer('sinkKeys', options.sinkKeys, ACCURATE_DEFAULTS.sinkKeys, 0, most),
+    heavyKeys: integer('heavyKeys', options.heavyKeys, ACCURATE_DEFAULTS.heavyKeys, 0, most),
+    probeQueries: integer('probeQueries', options.probeQueries, ACCURATE_DEFAULTS.probeQueries, 1, most),
+    window: integer('window', options.window, base.causal ? ACCURATE_DEFAULTS.causalWindow : ACCURATE_DEFAULTS.window, 0, most),
+    lshRounds: integer('lshRounds', options.lshRounds, ACCURATE_DEFAULTS.lshRounds, 0, 8),
+    controlVariate: 1,
     seed: integer('seed', options.seed, DEFAULTS.seed, 0, 0xffffffff),
     projections,
     sampler,

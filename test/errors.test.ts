@@ -61,7 +61,7 @@ test('options', async () => {
   await rejects('INVALID_OPTION', /lshNumProjs: expected an integer in \[1, 16\]/, hyper(q, k, v, { lshNumProjs: 17 }));
   await rejects('INVALID_OPTION', /minSeqLen: expected an integer/, hyper(q, k, v, { minSeqLen: NaN }));
   await rejects('INVALID_OPTION', /seed: expected an integer/, hyper(q, k, v, { seed: -3 }));
-  await rejects('INVALID_OPTION', /mode: expected 'reference' or 'fixed'/, hyper(q, k, v, { mode: 'exact' as never }));
+  await rejects('INVALID_OPTION', /mode: expected 'accurate', 'reference' or 'fixed'/, hyper(q, k, v, { mode: 'exact' as never }));
   await rejects('INVALID_OPTION', /scale: expected a finite positive number/, hyper(q, k, v, { scale: -1 }));
   await rejects('INVALID_OPTION', /causal: expected a boolean/, hyper(q, k, v, { causal: 1 as never }));
   await rejects('INVALID_OPTION', /backend: expected/, hyper(q, k, v, { backend: 'tpu' as never }));
@@ -70,8 +70,11 @@ test('options', async () => {
 });
 
 test('projections', async () => {
-  const o = { minSeqLen: 0, lshNumProjs: 7 };
+  const o = { minSeqLen: 0, lshNumProjs: 7, mode: 'fixed' } as const;
   await rejects('INVALID_OPTION', /projections: expected 112 values \(\[D = 16, lshNumProjs = 7\]\), got 110/, hyper(q, k, v, { ...o, projections: new Float32Array(110) }));
+  // The accurate mode takes one [D, lshNumProjs] matrix per LSH round.
+  await rejects('INVALID_OPTION', /projections: expected 224 values \(\[lshRounds = 2, D = 16, lshNumProjs = 7\]\), got 112/, hyper(q, k, v, { ...o, mode: 'accurate', lshRounds: 2, projections: new Float32Array(112) }));
+  await rejects('INVALID_OPTION', /window: an option of mode 'accurate', but mode is 'reference'/, hyper(q, k, v, { mode: 'reference', window: 8 }));
   const nan = new Float32Array(112).fill(1);
   nan[5] = NaN;
   await rejects('NON_FINITE_INPUT', /projections: element 5/, hyper(q, k, v, { ...o, projections: nan }));
@@ -91,7 +94,7 @@ test('sampler output', async () => {
 
 test('causal minSeqLen too small for the recursion', async () => {
   const t = (s: number) => randomTensor([1, 1, 7, 4], s);
-  await rejects('INVALID_OPTION', /minSeqLen 0 is too small/, hyper(t(1), t(2), t(3), { causal: true, minSeqLen: 0 }));
+  await rejects('INVALID_OPTION', /minSeqLen 0 is too small/, hyper(t(1), t(2), t(3), { causal: true, minSeqLen: 0, mode: 'reference' }));
 });
 
 test('the errors are thrown as rejections, never synchronously', () => {

@@ -4,41 +4,39 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createCpuBackend } from '../src/cpu/backend.ts';
-import { exactAttention, hyperAttention, type DrawRequest, type Mode } from '../src/index.ts';
+import { exactAttention, hyperAttention, type DrawRequest } from '../src/index.ts';
+import type { KernelMode } from '../src/ops.ts';
 import { Xoshiro128, gaussianProjections } from '../src/random.ts';
 import type { Tensor } from '../src/tensor.ts';
 import { referenceAttention } from './reference.ts';
+import { lshKeys } from './lsh.ts';
 import { maxAbsError, randomTensor, relativeError } from './util.ts';
-
-const gray = (x: number) => x ^ (x >> 1);
-function inverseGray(x: number): number {
-  let y = x;
-  for (let s = 1; s < 32; s <<= 1) y ^= y >> s;
-  return y;
-}
-
-/** LSH keys computed here, in float32 with the kernels' summation order (k ascending). */
-function lshKeys(x: Float32Array, rows: number, d: number, proj: Float32Array, r: number, mode: Mode): Int32Array {
-  const keys = new Int32Array(rows);
-  for (let i = 0; i < rows; i++) {
-    let bin = 0;
-    for (let t = 0; t < r; t++) {
-      let acc = 0;
-      for (let c = 0; c < d; c++) acc = Math.fround(acc + Math.fround(x[i * d + c] * proj[c * r + t]));
-      if (acc > 0) bin |= 1 << t;
-    }
-    keys[i] = mode === 'reference' ? gray(bin) : inverseGray(bin);
-  }
-  return keys;
-}
 
 function stableOrder(keys: ArrayLike<number>): number[] {
   return Array.from(keys, (_, i) => i).sort((a, b) => keys[a] - keys[b] || a - b);
 }
 
-test('Gray code and its inverse', () => {
-  assert.equal([0, 1, 2, 3, 4, 5, 6, 7].map(gray), [0, 1, 3, 2, 6, 7, 5, 4]);
-  for (let x = 0; x < 128; x++) assert.is(inverseGray(gray(x)), x);
+test('the hash kernel keys a bin by its Gray code (reference) or its inverse Gray code (fixed)', async () => {
+  // With the identity as projections, row x's bin has bit t set exactly when x[t] > 0.
+  const r = 3;
+  const proj = new Float32Array(r * r);
+  for (let t = 0; t < r; t++) proj[t * r + t] = 1;
+  const bins = [0, 1, 2, 3, 4, 5, 6, 7];
+  const x = Float32Array.from(bins.flatMap((b) => Array.from({ length: r }, (_, t) => ((b >> t) & 1 ? 1 : -1))));
+  const expected = { reference: [0, 1, 3, 2, 6, 7, 5, 4], fixed: [0, 1, 3, 2, 7, 6, 4, 5] };
+  const backend = await createCpuBackend();
+  for (const mode of ['reference', 'fixed'] as const) {
+    const xb = backend.createBuffer('f32', x.length);
+    const pb = backend.createBuffer('f32', proj.length);
+    const kb = backend.createBuffer('i32', bins.length);
+    backend.upload(xb, x);
+    backend.upload(pb, proj);
+    backend.hash({ x: { buf: xb, row: 0 }, rows: bins.length, d: r, proj: pb, r, mode, keys: { buf: kb, row: 0 } });
+    const keys = new Int32Array(bins.length);
+    await backend.download(kb, 0, bins.length, keys);
+    backend.releaseAll();
+    assert.equal(Array.from(keys), expected[mode], mode);
+  }
 });
 
 for (const mode of ['reference', 'fixed'] as const) {
@@ -80,7 +78,7 @@ test('counting sort is stable and puts pads (key 0) after real key-0 rows', asyn
 });
 
 /** Block-diagonal attention in float64, assembled from the steps of ALGORITHM.md. */
-function blockDiagonal(q: Tensor, k: Tensor, v: Tensor, proj: Float32Array, r: number, b: number, mode: Mode) {
+function blockDiagonal(q: Tensor, k: Tensor, v: Tensor, proj: Float32Array, r: number, b: number, mode: KernelMode) {
   const [, , nq, d] = q.shape;
   const nk = k.shape[2];
   const dv = v.shape[3];
@@ -140,7 +138,7 @@ test('blockSize >= n gives exact attention (fixed mode; reference too when block
 });
 
 /** Merge of ALGORITHM.md, in float32 like the kernels. */
-function mergeRow(o1: Float32Array, l1: number, o2: Float32Array, l2: number, mode: Mode): [Float32Array, number] {
+function mergeRow(o1: Float32Array, l1: number, o2: Float32Array, l2: number, mode: KernelMode): [Float32Array, number] {
   const c = Math.fround(1 / (1 + Math.exp(l2 - l1)));
   const out = o1.map((x, i) => c * x + (1 - c) * o2[i]);
   const lse = mode === 'reference'
@@ -236,7 +234,7 @@ test('draw order and shapes follow ALGORITHM.md (deepest causal level first)', a
     const calls: Omit<DrawRequest, 'index'>[] = [];
     const shape = [1, 1, n, 4];
     await hyperAttention(randomTensor(shape, 1), randomTensor(shape, 2), randomTensor(shape, 3), {
-      causal: true, minSeqLen: 1024,
+      causal: true, minSeqLen: 1024, mode: 'reference',
       sampler: ({ index, ...rest }) => {
         assert.is(index, calls.length);
         calls.push(rest);

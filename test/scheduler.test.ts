@@ -12,6 +12,7 @@ import {
   type DeviceCosts, type Environment, type Profile,
 } from '../src/index.ts';
 import { OP_NAMES } from '../src/ops.ts';
+import { ACCURATE_DEFAULTS } from '../src/options.ts';
 import { choose, SPLITS, type ChooseParams } from '../src/scheduler/cost.ts';
 import { forgetProfiles } from '../src/scheduler/index.ts';
 import { parseProfile } from '../src/scheduler/profile.ts';
@@ -302,12 +303,13 @@ test('profile: true reports the plan and each step, measured', async () => {
   }
   const sum = p.steps.reduce((t, s) => t + s.measuredMs, 0);
   assert.ok(sum <= p.measuredMs + 1e-6 && p.measuredMs > 0);
-  assert.is(p.steps.find((s) => s.op === 'hash')!.calls, 4, 'q and k of both heads');
+  const hashes = 2 * 2 * ACCURATE_DEFAULTS.lshRounds;
+  assert.is(p.steps.find((s) => s.op === 'hash')!.calls, hashes, 'q and k of both heads, every LSH round');
   assert.not.ok('profile' in plain);
   const text = formatPlan(p.plan, p);
   assert.match(text, /^\[1, 2, 8192, 64\] x \[1, 2, 8192, 64\] on node /);
   assert.match(text, new RegExp(`plan: ${p.plan.backend} hyper minSeqLen 4096, predicted [0-9.]+ ms, measured [0-9.]+ ms`));
-  assert.match(text, /\n  hash +cpu +4 +/);
+  assert.match(text, new RegExp(`\n  hash +cpu +${hashes} +`));
   assert.match(text, /candidates:\n  .*<- chosen/);
   // Explicit backends report too; exactAttention has no hashing.
   const cpu = await exactAttention(q, k, v, { backend: 'cpu', profile: true });

@@ -3,7 +3,9 @@
 // op's transient scratch sits just above the arena's top.
 import { HyperAttentionError } from '../errors.ts';
 import type {
-  Backend, BackendBuffer, BlockTask, Destination, ExactTask, HashTask, MergeTask, RowView, SampledTask, SortTask, WriteMode,
+  AccurateHead, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, Destination, ExactTask, HashTask, MergeTask,
+  PartOutput, ProbeTask, RemainderTask, RoundTask, RowView, SampledTask, SamplesTask, SortTask, WindowTask,
+  WriteMode,
 } from '../ops.ts';
 import { bestFlavour, instantiateKernels, type KernelExports, type KernelFlavour } from './wasm.ts';
 
@@ -141,6 +143,78 @@ export class CpuBackend implements Backend {
     this.wasm.mergeRows(
       this.ptr(t.dst.out, t.dv), this.ptr(t.dst.lse, 1), this.ptr(t.src.out, t.dv), this.ptr(t.src.lse, 1),
       t.rows, t.dv, WRITE_CODES[t.dst.write],
+    );
+  }
+
+  private head(t: AccurateHead): [number, number, number, number, number, number, number, number] {
+    return [this.ptr(t.q, t.d), this.ptr(t.k, t.d), this.ptr(t.v, t.dv), t.nq, t.nk, t.d, t.dv, t.scale];
+  }
+
+  private part(dst: PartOutput, dv: number): [number, number, number, number] {
+    return [this.ptr(dst.out, dv), this.ptr(dst.lse, 1), this.ptr(dst.cnt, 1), this.ptr(dst.vsum, dv)];
+  }
+
+  private mask(m: AccurateMask, nq: number, nk: number): [number, number, number, number, number, number, number] {
+    const tags = (view: RowView, n: number) => (m.rounds > 0 ? this.ptr(view, n) : 0);
+    return [this.ptr(m.flags, 1), m.winLo, m.window, m.causal ? 1 : 0, m.rounds, tags(m.qTags, nq), tags(m.kTags, nk)];
+  }
+
+  private attentionScratch(t: AccurateHead, extra = 0): number {
+    return this.scratch(this.wasm.attentionScratchBytes(t.d, t.dv, 0) + extra);
+  }
+
+  probe(t: ProbeTask): void {
+    const scratch = this.scratch(t.nk * 4);
+    this.wasm.probeMass(
+      this.ptr(t.q, t.d), this.ptr(t.k, t.d), t.nq, t.nk, t.d, t.scale, this.ptr(t.rows, 1), t.count,
+      t.causal ? 1 : 0, t.sinks, t.winLo, t.window, this.ptr(t.mass, 1), scratch,
+    );
+  }
+
+  columns(t: ColumnsTask): void {
+    const scratch = this.attentionScratch(t);
+    this.wasm.accurateColumns(
+      ...this.head(t), this.ptr(t.cols, 1), t.count, t.causal ? 1 : 0, ...this.part(t.dst, t.dv), scratch,
+    );
+  }
+
+  window(t: WindowTask): void {
+    const scratch = this.attentionScratch(t);
+    const [flags, winLo, win, causal] = this.mask(t.mask, t.nq, t.nk);
+    this.wasm.accurateWindow(...this.head(t), flags, winLo, win, causal, ...this.part(t.dst, t.dv), scratch);
+  }
+
+  round(t: RoundTask): void {
+    const scratch = this.attentionScratch(t);
+    this.wasm.accurateBuckets(
+      ...this.head(t), this.ptr(t.qPerm, 1), this.ptr(t.kPerm, 1), this.ptr(t.qStarts, 1), this.ptr(t.kStarts, 1),
+      t.numKeys, t.cap,
+      ...this.mask(t.mask, t.nq, t.nk), ...this.part(t.dst, t.dv), scratch,
+    );
+  }
+
+  buckets(t: BucketsTask): void {
+    this.wasm.bucketTags(
+      this.ptr(t.keys, 1), this.ptr(t.perm, 1), t.count, t.numKeys, t.cap, this.ptr(t.tags, 1), this.ptr(t.starts, 1),
+    );
+  }
+
+  samples(t: SamplesTask): void {
+    const m = t.samples.length;
+    const bytes = this.wasm.attentionScratchBytes(t.d, t.dv, 0);
+    const scratch = this.attentionScratch(t, m * 4);
+    const samples = scratch + bytes;
+    new Int32Array(this.wasm.memory.buffer, samples, m).set(t.samples);
+    this.wasm.accurateSamples(
+      ...this.head(t), samples, m, t.qFrom, t.qTo, ...this.mask(t.mask, t.nq, t.nk), ...this.part(t.dst, t.dv), scratch,
+    );
+  }
+
+  remainder(t: RemainderTask): void {
+    const scratch = this.scratch(t.dv * 8);
+    this.wasm.remainderMerge(
+      this.ptr(t.v, t.dv), t.nq, t.nk, t.dv, t.causal ? 1 : 0, t.controlVariate,
+      ...this.part(t.exact, t.dv), ...this.part(t.samples, t.dv), scratch,
     );
   }
 

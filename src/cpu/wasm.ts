@@ -25,6 +25,37 @@ export interface KernelExports {
     nBlocks: number, lseOffset: number, out: number, lse: number, write: number, scratch: number,
   ): void;
   mergeRows(dstOut: number, dstLse: number, srcOut: number, srcLse: number, rows: number, dv: number, write: number): void;
+  accurateColumns(
+    q: number, k: number, v: number, nq: number, nk: number, d: number, dv: number, scale: number,
+    cols: number, nCols: number, causal: number, out: number, lse: number, cnt: number, vsum: number, scratch: number,
+  ): void;
+  accurateWindow(
+    q: number, k: number, v: number, nq: number, nk: number, d: number, dv: number, scale: number,
+    flags: number, winLo: number, win: number, causal: number,
+    out: number, lse: number, cnt: number, vsum: number, scratch: number,
+  ): void;
+  accurateBuckets(
+    q: number, k: number, v: number, nq: number, nk: number, d: number, dv: number, scale: number,
+    qPerm: number, kPerm: number, qStarts: number, kStarts: number, numKeys: number, cap: number,
+    flags: number, winLo: number, win: number, causal: number, rounds: number, qTags: number, kTags: number,
+    out: number, lse: number, cnt: number, vsum: number, scratch: number,
+  ): void;
+  accurateSamples(
+    q: number, k: number, v: number, nq: number, nk: number, d: number, dv: number, scale: number,
+    samples: number, m: number, qFrom: number, qTo: number,
+    flags: number, winLo: number, win: number, causal: number, rounds: number, qTags: number, kTags: number,
+    sOut: number, sLse: number, cnt: number, vsum: number, scratch: number,
+  ): void;
+  bucketTags(keys: number, perm: number, count: number, numKeys: number, cap: number, tags: number, starts: number): void;
+  remainderMerge(
+    v: number, nq: number, nk: number, dv: number, causal: number, cv: number,
+    out: number, lse: number, cntE: number, vsumE: number, sOut: number, sLse: number, cntS: number, vsumS: number,
+    scratch: number,
+  ): void;
+  probeMass(
+    q: number, k: number, nq: number, nk: number, d: number, scale: number, rows: number, nProbe: number,
+    causal: number, sinks: number, winLo: number, win: number, mass: number, scratch: number,
+  ): void;
 }
 
 export type KernelFlavour = 'relaxed' | 'simd' | 'scalar';

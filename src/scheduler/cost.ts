@@ -3,8 +3,8 @@
 // candidates: which backend split, and how much of the call runs exact. Pure functions of
 // the shape, the options and the profile, so plans are deterministic for a given profile.
 import { HyperAttentionError } from '../errors.ts';
-import { buildPlan, type Plan } from '../hyper.ts';
-import { placementOf, type Device, type Mode, type OpName } from '../ops.ts';
+import { placementOf, type Device, type OpName } from '../ops.ts';
+import { buildPlan, type AccuratePlan, type AuthorsPlan, type Plan, type PlanParams } from '../plan.ts';
 import { DEFAULTS } from '../options.ts';
 import type { AttentionShape } from '../tensor.ts';
 import { costsOf, environmentKey, UNITS, type Profile } from './profile.ts';
@@ -13,16 +13,10 @@ import { costsOf, environmentKey, UNITS, type Profile } from './profile.ts';
 export type Split = 'cpu' | 'webgpu' | 'hybrid';
 export const SPLITS: readonly Split[] = ['cpu', 'webgpu', 'hybrid'];
 
-/** The algorithm's options that shape its work. */
-export interface WorkParams {
-  causal: boolean;
-  /** exactAttention: no hashing, no cutoff */
-  exact: boolean;
-  blockSize: number;
-  sampleSize: number;
-  lshNumProjs: number;
-  mode: Mode;
-}
+/** The algorithm's options that shape its work (the accurate mode's parts default to none). */
+export type WorkParams = Omit<PlanParams, 'nq' | 'nk' | 'H' | 'minSeqLen' | AccurateParam> &
+  Partial<Pick<PlanParams, AccurateParam>>;
+type AccurateParam = 'sinkKeys' | 'heavyKeys' | 'probeQueries' | 'window' | 'lshRounds';
 
 /** One kind of op on one device, over a whole call. */
 export interface Step {
@@ -61,17 +55,19 @@ export interface Explanation extends Candidate {
 /** The algorithm's plan of a call at a cutoff (throws where the causal recursion cannot take it). */
 function planAt(shape: AttentionShape, p: WorkParams, minSeqLen: number): Plan {
   return buildPlan({
-    nq: shape.nq, nk: shape.nk, H: shape.H, causal: p.causal, exact: p.exact, blockSize: p.blockSize,
-    sampleSize: p.sampleSize, minSeqLen,
+    sinkKeys: 0, heavyKeys: 0, probeQueries: 1, window: 0, lshRounds: 0,
+    ...p, nq: shape.nq, nk: shape.nk, H: shape.H, minSeqLen,
   });
 }
+
+type AddWork = (op: OpName, calls: number, units: number, device?: Device) => void;
 
 /** Op calls and units of work of a plan on a split (totals over every head). */
 export function workOf(shape: AttentionShape, p: WorkParams, plan: Plan, split: Split): Omit<Step, 'predictedMs'>[] {
   const { B, H, Hkv, nq, nk, d, dv } = shape;
   const place = placementOf(split);
   const steps = new Map<string, Omit<Step, 'predictedMs'>>();
-  const add = (op: OpName, calls: number, units: number, device = place[op]) => {
+  const add: AddWork = (op, calls, units, device = place[op]) => {
     const key = `${op} ${device}`;
     const s = steps.get(key) ?? { op, device, calls: 0, units: 0, unit: UNITS[op] };
     s.calls += calls;
@@ -80,8 +76,56 @@ export function workOf(shape: AttentionShape, p: WorkParams, plan: Plan, split: 
   };
   const heads = B * H;
   const kvHeads = B * Hkv;
-  const r = p.lshNumProjs;
   add('upload', heads + 2 * kvHeads, (heads * nq * d + kvHeads * nk * (d + dv)) * 4);
+  if (plan.kind === 'accurate') accurateWork(shape, plan, split, add);
+  else authorsWork(shape, p, plan, split, add);
+  add('download', 2 * heads, heads * nq * (dv + 1) * 4);
+  return [...steps.values()];
+}
+
+/**
+ * The accurate mode's parts, priced as the op whose kernel has the same shape: the probe
+ * as exact attention, the columns and the samples as sampled attention (a list of keys
+ * shared by the rows), the window and each round's blocks as block attention, the block
+ * tags with the sort, the remainder's estimate as a merge.
+ */
+function accurateWork(shape: AttentionShape, plan: AccuratePlan, split: Split, add: AddWork): void {
+  const { B, H, nq, nk, d, dv } = shape;
+  const heads = B * H;
+  const row = 2 * (d + dv);
+  if (plan.heavyKeys > 0) {
+    add('exact', heads, heads * plan.probeRows.length * nk * 2 * (d + 1));
+    add('download', heads, heads * nk * 4);
+  }
+  add('upload', 2 * heads, heads * (nk + plan.sinkKeys + plan.heavyKeys) * 4);
+  add('sampled', heads, heads * nq * (plan.sinkKeys + plan.heavyKeys) * row);
+  // A window of w keys is computed over w + 63 keys for each 64-row chunk.
+  if (plan.window > 0) add('block', heads, heads * nq * (plan.window + 63) * row);
+  if (plan.rounds > 0) {
+    const R = plan.rounds;
+    add('upload', R, R * d * plan.r * 4);
+    add('hash', 2 * R * heads, R * heads * (nq + nk) * d * plan.r);
+    add('sort', 4 * R * heads, 2 * R * heads * (nq + nk + (1 << plan.r)));
+    if (split === 'hybrid') {
+      add('upload', 2 * R * heads, R * heads * (nq + nk) * d * 4, 'cpu');
+      add('upload', 2 * R * heads, R * heads * (nq + nk) * 4, 'webgpu');
+    }
+    // A bucket's keys are padded to a multiple of 8 and its softmax runs over 64.
+    const perBucket = Math.min(plan.cap, Math.max(8, Math.ceil(shape.nk / (1 << plan.r))));
+    add('block', R * heads, R * heads * nq * Math.max(perBucket, 32) * row);
+  }
+  if (plan.segments.length > 0) {
+    const m = plan.draws[0].count;
+    add('sampled', plan.segments.length * heads, heads * nq * m * row);
+    add('merge', heads, heads * nq * dv * 4);
+  }
+}
+
+function authorsWork(shape: AttentionShape, p: WorkParams, plan: AuthorsPlan, split: Split, add: AddWork): void {
+  const { B, H, Hkv, nq, nk, d, dv } = shape;
+  const heads = B * H;
+  const kvHeads = B * Hkv;
+  const r = p.lshNumProjs;
   if (plan.steps.some((s) => s.kind === 'hyper')) {
     add('upload', 1, d * r * 4);
     add('hash', heads + kvHeads, (heads * nq + kvHeads * nk) * d * r);
@@ -104,8 +148,6 @@ export function workOf(shape: AttentionShape, p: WorkParams, plan: Plan, split: 
       if (step.merge) add('merge', heads, heads * sub.qReal * dv);
     }
   }
-  add('download', 2 * heads, heads * nq * (dv + 1) * 4);
-  return [...steps.values()];
 }
 
 /**
@@ -135,7 +177,7 @@ function infeasible(shape: AttentionShape, p: WorkParams, split: Split, profile:
   if (!adapter) return 'no WebGPU adapter';
   const largest = Math.max(shape.nq, shape.nk) * Math.max(shape.d, shape.dv) * 4;
   if (largest > adapter.maxBufferBytes) return `a ${largest}-byte buffer exceeds the adapter's maxBufferSize`;
-  if (split === 'webgpu' && hashes) {
+  if (split === 'webgpu' && hashes && (p.mode !== 'accurate' || (p.lshRounds ?? 0) > 0)) {
     const histogram = (1 << p.lshNumProjs) * Math.ceil(Math.max(shape.nq, shape.nk) / 256) * 4;
     if (histogram > adapter.maxBindingBytes) return `the GPU sort's ${histogram}-byte histogram exceeds the adapter's binding limit`;
   }
@@ -185,9 +227,14 @@ export interface ChooseParams extends WorkParams {
 
 /** The fastest feasible candidate, with every candidate and the predicted steps of the choice. */
 export function choose(shape: AttentionShape, p: ChooseParams, profile: Profile): Explanation {
+  return choosePlan(shape, p, profile).explanation;
+}
+
+/** choose(), and the algorithm's plan of the choice: the executor runs it as it is. */
+export function choosePlan(shape: AttentionShape, p: ChooseParams, profile: Profile): { explanation: Explanation; plan: Plan } {
   const heads = shape.B * shape.H;
   const options = p.exact ? [null] : cutoffs(shape, p.causal, p.minSeqLen);
-  const candidates: (Candidate & { steps: Step[] })[] = [];
+  const candidates: (Candidate & { steps: Step[]; plan: Plan })[] = [];
   const seen = new Set<string>();
   for (const minSeqLen of options) {
     let plan: Plan;
@@ -201,20 +248,20 @@ export function choose(shape: AttentionShape, p: ChooseParams, profile: Profile)
     const signature = JSON.stringify(plan);
     if (seen.has(signature)) continue;
     seen.add(signature);
-    const hashes = plan.steps.some((s) => s.kind === 'hyper');
+    const hashes = plan.kind === 'accurate' || plan.steps.some((s) => s.kind === 'hyper');
     for (const split of p.splits) {
       const algorithm = hashes ? 'hyper' : 'exact';
       const base = { backend: split, algorithm, minSeqLen } as const;
       const cannot = infeasible(shape, p, split, profile, hashes);
       if (cannot) {
-        candidates.push({ ...base, predictedMs: Infinity, rejected: cannot, steps: [] });
+        candidates.push({ ...base, predictedMs: Infinity, rejected: cannot, steps: [], plan });
         continue;
       }
       // Without hashing, the hybrid is the GPU split.
       if (split === 'hybrid' && !hashes) continue;
       const { steps, ms } = predict(workOf(shape, p, plan, split), profile, split, heads);
       const slower = p.splits.length > 1 ? slowerThanCpu(steps, profile) : undefined;
-      candidates.push({ ...base, predictedMs: ms, steps, ...(slower ? { rejected: slower } : {}) });
+      candidates.push({ ...base, predictedMs: ms, steps, plan, ...(slower ? { rejected: slower } : {}) });
     }
   }
   const allowed = candidates.filter((c) => !c.rejected);
@@ -225,7 +272,7 @@ export function choose(shape: AttentionShape, p: ChooseParams, profile: Profile)
   }
   const best = pool.reduce((a, b) => (b.predictedMs < a.predictedMs ? b : a));
   const sorted = [...candidates].sort((a, b) => a.predictedMs - b.predictedMs);
-  return {
+  const explanation: Explanation = {
     backend: best.backend,
     algorithm: best.algorithm,
     minSeqLen: best.minSeqLen,
@@ -233,10 +280,11 @@ export function choose(shape: AttentionShape, p: ChooseParams, profile: Profile)
     shape: { ...shape, causal: p.causal },
     placement: placementOf(best.backend),
     steps: best.steps,
-    candidates: sorted.map(({ steps: _, ...c }) => c),
+    candidates: sorted.map(({ steps: _, plan: __, ...c }) => c),
     reason: reasonFor(best, p, candidates),
     environment: environmentKey(profile.environment),
   };
+  return { explanation, plan: best.plan };
 }
 
 function reasonFor(best: Candidate, p: ChooseParams, candidates: Candidate[]): string {

@@ -8,13 +8,14 @@ import type { CpuBackend } from '../cpu/backend.ts';
 import { HyperAttentionError } from '../errors.ts';
 import type { WebGPUBackend } from '../gpu/index.ts';
 import type { Backend, Device, OpName, OpTrace } from '../ops.ts';
+import type { Plan } from '../plan.ts';
 import {
   resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions, type ResolvedExactOptions,
   type ResolvedHyperOptions,
 } from '../options.ts';
 import { attentionShapeOf, type AttentionShape } from '../tensor.ts';
 import { calibrateBackend } from './calibrate.ts';
-import { choose, SPLITS, type Explanation, type Split } from './cost.ts';
+import { choose, choosePlan, SPLITS, type Explanation, type Split } from './cost.ts';
 import { environmentKey, parseProfile, PROFILE_FORMAT, PROFILE_VERSION, type Environment, type Profile } from './profile.ts';
 
 export interface SchedulerConfig {
@@ -273,6 +274,8 @@ export interface Scheduled {
   /** the cutoff to run with, when the scheduler chose it */
   minSeqLen: number | undefined;
   plan: Explanation | undefined;
+  /** the algorithm's plan the scheduler priced, for the executor to run as is */
+  work: Plan | undefined;
 }
 
 /** Everything a plan depends on beyond the shape. */
@@ -284,6 +287,11 @@ function chooseParams(o: ResolvedExactOptions, hyper: ResolvedHyperOptions | und
     sampleSize: hyper?.sampleSize ?? 0,
     lshNumProjs: hyper?.lshNumProjs ?? 1,
     mode: hyper?.mode ?? 'fixed',
+    sinkKeys: hyper?.sinkKeys ?? 0,
+    heavyKeys: hyper?.heavyKeys ?? 0,
+    probeQueries: hyper?.probeQueries ?? 1,
+    window: hyper?.window ?? 0,
+    lshRounds: hyper?.lshRounds ?? 0,
     minSeqLen: hyper?.minSeqLenGiven ? hyper.minSeqLen : undefined,
     splits,
   };
@@ -304,18 +312,19 @@ export async function schedule(
   if (o.backend === 'auto') {
     const devices = await devicesAtHand();
     const profile = await profileOf(devices);
-    const plan = choose(shape, chooseParams(o, hyper, devices.gpu ? SPLITS : ['cpu']), profile);
-    return { backend: await backendOf(plan.backend, devices), minSeqLen: plan.minSeqLen ?? undefined, plan };
+    const { explanation: plan, plan: work } = choosePlan(shape, chooseParams(o, hyper, devices.gpu ? SPLITS : ['cpu']), profile);
+    return { backend: await backendOf(plan.backend, devices), minSeqLen: plan.minSeqLen ?? undefined, plan, work };
   }
   const cpu = await cpuBackend();
   const gpu = o.backend === 'webgpu' ? await gpuBackend(o.device) : undefined;
   const backend = gpu ?? cpu;
-  if (!explainToo) return { backend, minSeqLen: undefined, plan: undefined };
+  if (!explainToo) return { backend, minSeqLen: undefined, plan: undefined, work: undefined };
   const devices = { cpu, gpu, env: await environmentOf(cpu, gpu) };
   const profile = await profileOf(devices);
   // The explicit backend's cutoff is the caller's or the default, as without a profile.
   const params = { ...chooseParams(o, hyper, [gpu ? 'webgpu' : 'cpu']), minSeqLen: hyper?.minSeqLen };
-  return { backend, minSeqLen: undefined, plan: choose(shape, params, profile) };
+  const chosen = choosePlan(shape, params, profile);
+  return { backend, minSeqLen: undefined, plan: chosen.explanation, work: chosen.plan };
 }
 
 /** The shapes of a call: q [B, H, Nq, D], k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv]. */

@@ -1,0 +1,261 @@
+// The accurate mode's parts (ALGORITHM.md, "The accurate mode"): every key a query may see
+// is counted by exactly one part. Exact parts, in this order, each hiding what an earlier
+// one counted: shared columns (sink keys and probed heavy columns), a local window, and
+// for each LSH hash round (table) the keys that share the query's bucket (at most `cap`
+// of them per bucket). The remainder is estimated from sampled
+// keys that every exact part hides. Each exact part also reports, per query row, how many
+// keys it counted and the plain sum of their V rows, so that the remainder's size and the
+// sum of V over it are known exactly (remainderMerge).
+import {
+  attendCore, windowStart, MASK_ACCURATE, STATS_ADD, STATS_WRITE,
+  maskCausal, maskFlags, maskWinMode, maskWinLo, maskWin, maskRounds, maskQTags, maskKTags, maskNq, maskNk,
+} from './attention';
+
+// Query rows per window chunk: a chunk computes its rows against the union of their
+// windows, win + WC - 1 keys, so fewer rows waste less.
+const WC: i32 = 32;
+const WRITE: i32 = 0;
+const MERGE_FIXED: i32 = 2;
+
+// window modes of the mask
+const WINDOW_IGNORE: i32 = 0;
+const WINDOW_HIDE_INSIDE: i32 = 1;
+const WINDOW_HIDE_OUTSIDE: i32 = 2;
+
+function setMask(
+  causal: i32, flags: usize, winMode: i32, winLo: i32, win: i32,
+  rounds: i32, qTags: usize, kTags: usize, nq: i32, nk: i32,
+): void {
+  maskCausal = causal != 0;
+  maskFlags = flags;
+  maskWinMode = win > 0 ? winMode : WINDOW_IGNORE;
+  maskWinLo = winLo;
+  maskWin = win;
+  maskRounds = rounds;
+  maskQTags = qTags;
+  maskKTags = kTags;
+  maskNq = nq;
+  maskNk = nk;
+}
+
+/**
+ * Part 1: every query row against the listed key positions cols[0..nCols) (ascending),
+ * hiding only causally; overwrites out, lse and the stats.
+ */
+export function accurateColumns(
+  q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
+  cols: usize, nCols: i32, causal: i32,
+  out: usize, lse: usize, cnt: usize, vsum: usize, scratch: usize,
+): void {
+  setMask(causal, 0, WINDOW_IGNORE, 0, 0, 0, 0, 0, nq, nk);
+  attendCore(
+    q, 0, 0, nq, nq, k, v, cols, 0, nCols, 0, d, dv, scale,
+    MASK_ACCURATE, 0, 1, 0, 0, 0, out, lse, WRITE, scratch, STATS_WRITE, cnt, vsum,
+  );
+}
+
+/**
+ * Part 2: query row i against its window (windowStart in attention.ts), hiding the
+ * columns (flags) and, when causal, keys past i; merged into out and lse, stats added.
+ */
+export function accurateWindow(
+  q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
+  flags: usize, winLo: i32, win: i32, causal: i32,
+  out: usize, lse: usize, cnt: usize, vsum: usize, scratch: usize,
+): void {
+  setMask(causal, flags, WINDOW_HIDE_OUTSIDE, winLo, win, 0, 0, 0, nq, nk);
+  for (let c0 = 0; c0 < nq; c0 += WC) {
+    const rows = min(WC, nq - c0);
+    // Window starts never decrease with the row: the chunk's keys run from its first
+    // row's window start to its last row's window end.
+    const kFrom = max(0, windowStart(c0, winLo, win, causal != 0, nk));
+    const kTo = min(nk, windowStart(c0 + rows - 1, winLo, win, causal != 0, nk) + win);
+    if (kTo <= kFrom) continue;
+    attendCore(
+      q, 0, c0, rows, nq, k, v, 0, kFrom, kTo - kFrom, 0, d, dv, scale,
+      MASK_ACCURATE, 0, 1, 0, 0, 0, out, lse, MERGE_FIXED, scratch, STATS_ADD, cnt, vsum,
+    );
+  }
+}
+
+/**
+ * Part 3, one hash round: the sorted queries of bucket u (qPerm positions [qStarts[u],
+ * qStarts[u + 1])) against the first `cap` sorted keys of bucket u, for every bucket u <
+ * numKeys, hiding the columns, the window, causally, and keys that shared a bucket with the
+ * query in one of the `rounds` earlier rounds (tags); merged into out and lse, stats added.
+ */
+export function accurateBuckets(
+  q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
+  qPerm: usize, kPerm: usize, qStarts: usize, kStarts: usize, numKeys: i32, cap: i32,
+  flags: usize, winLo: i32, win: i32, causal: i32, rounds: i32, qTags: usize, kTags: usize,
+  out: usize, lse: usize, cnt: usize, vsum: usize, scratch: usize,
+): void {
+  setMask(causal, flags, WINDOW_HIDE_INSIDE, winLo, win, rounds, qTags, kTags, nq, nk);
+  for (let u = 0; u < numKeys; u++) {
+    const qFrom = load<i32>(qStarts + ((<usize>u) << 2));
+    const qTo = load<i32>(qStarts + ((<usize>(u + 1)) << 2));
+    const kFrom = load<i32>(kStarts + ((<usize>u) << 2));
+    const kc = min(cap, load<i32>(kStarts + ((<usize>(u + 1)) << 2)) - kFrom);
+    if (qFrom >= qTo || kc <= 0) continue;
+    attendCore(
+      q, qPerm, qFrom, qTo - qFrom, nq, k, v, kPerm, kFrom, kc, 0, d, dv, scale,
+      MASK_ACCURATE, 0, 1, 0, 0, 0, out, lse, MERGE_FIXED, scratch, STATS_ADD, cnt, vsum,
+    );
+  }
+}
+
+/**
+ * Buckets of one hash round, from the LSH keys (original order) and their stable sort
+ * perm: starts[u] = first sorted position with key u (starts[numKeys] = count), and
+ * tags[row] = the row's key, or -1 for a row past the first `cap` of its bucket (a key the
+ * round does not count).
+ */
+export function bucketTags(
+  keys: usize, perm: usize, count: i32, numKeys: i32, cap: i32, tags: usize, starts: usize,
+): void {
+  memory.fill(starts, 0, (<usize>(numKeys + 1)) << 2);
+  for (let i = 0; i < count; i++) {
+    const at = starts + ((<usize>(load<i32>(keys + ((<usize>i) << 2)) + 1)) << 2);
+    store<i32>(at, load<i32>(at) + 1);
+  }
+  for (let u = 0; u < numKeys; u++) {
+    const at = starts + ((<usize>(u + 1)) << 2);
+    store<i32>(at, load<i32>(at) + load<i32>(at - 4));
+  }
+  for (let i = 0; i < count; i++) {
+    const row = load<i32>(perm + ((<usize>i) << 2));
+    const key = load<i32>(keys + ((<usize>row) << 2));
+    const rank = i - load<i32>(starts + ((<usize>key) << 2));
+    store<i32>(tags + ((<usize>row) << 2), rank < cap ? key : -1);
+  }
+}
+
+/**
+ * The remainder's samples: query rows [qFrom, qTo) against the sampled key positions
+ * samples[0..m), hiding everything an exact part counts (columns, window, causal, the
+ * blocks of all `rounds` rounds). Overwrites sOut, sLse (softmax over the visible samples,
+ * no weighting) and the sample stats.
+ */
+export function accurateSamples(
+  q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
+  samples: usize, m: i32, qFrom: i32, qTo: i32,
+  flags: usize, winLo: i32, win: i32, causal: i32, rounds: i32, qTags: usize, kTags: usize,
+  sOut: usize, sLse: usize, cnt: usize, vsum: usize, scratch: usize,
+): void {
+  setMask(causal, flags, WINDOW_HIDE_INSIDE, winLo, win, rounds, qTags, kTags, nq, nk);
+  attendCore(
+    q, 0, qFrom, qTo - qFrom, nq, k, v, samples, 0, m, 0, d, dv, scale,
+    MASK_ACCURATE, 0, 1, 0, 0, 0, sOut, sLse, WRITE, scratch, STATS_WRITE, cnt, vsum,
+  );
+}
+
+/**
+ * Estimates each row's remainder R (the keys it may see that no exact part counted) from
+ * its visible samples and merges it into out and lse (exact log-add-exp). With c visible
+ * samples, |R| = visible keys - keys counted exactly:
+ *   lse_R = lse_samples + log(|R| / c)                       (ratio estimator)
+ *   out_R = out_samples + cv * (mean of V over R - mean of V over the samples)
+ * The second term is a control variate: where the remainder's logits are flat it makes
+ * out_R exactly the mean of V over R. Visible keys are [0, nk), or [0, i] when causal.
+ * scratch holds dv f64.
+ */
+export function remainderMerge(
+  v: usize, nq: i32, nk: i32, dv: i32, causal: i32, cv: f32,
+  out: usize, lse: usize, cntE: usize, vsumE: usize,
+  sOut: usize, sLse: usize, cntS: usize, vsumS: usize, scratch: usize,
+): void {
+  const dvBytes = (<usize>dv) << 2;
+  const running = scratch; // f64 [dv]: sum of V over the visible keys
+  memory.fill(running, 0, (<usize>dv) << 3);
+  if (!causal) {
+    for (let j = 0; j < nk; j++) {
+      const row = v + <usize>j * dvBytes;
+      for (let c = 0; c < dv; c++) {
+        const at = running + ((<usize>c) << 3);
+        store<f64>(at, load<f64>(at) + <f64>load<f32>(row + ((<usize>c) << 2)));
+      }
+    }
+  }
+  for (let i = 0; i < nq; i++) {
+    if (causal && i < nk) {
+      const row = v + <usize>i * dvBytes;
+      for (let c = 0; c < dv; c++) {
+        const at = running + ((<usize>c) << 3);
+        store<f64>(at, load<f64>(at) + <f64>load<f32>(row + ((<usize>c) << 2)));
+      }
+    }
+    const visible: f64 = causal ? <f64>min(i + 1, nk) : <f64>nk;
+    const rest = visible - <f64>load<f32>(cntE + ((<usize>i) << 2));
+    const c = <f64>load<f32>(cntS + ((<usize>i) << 2));
+    const lseS = load<f32>(sLse + ((<usize>i) << 2));
+    if (rest < 0.5 || c < 0.5 || lseS == -Infinity) continue;
+    const lse2 = <f32>(<f64>lseS + Math.log(rest / c));
+    const lse1 = load<f32>(lse + ((<usize>i) << 2));
+    let w: f32 = 0; // weight of part 1 (the exact parts)
+    let merged: f32 = lse2;
+    if (lse1 != -Infinity) {
+      w = 1 / (1 + Mathf.exp(lse2 - lse1));
+      merged = max(lse1, lse2) + Mathf.log1p(Mathf.exp(-Mathf.abs(lse1 - lse2)));
+    }
+    const oRow = out + <usize>i * dvBytes;
+    const sRow = sOut + <usize>i * dvBytes;
+    const eRow = vsumE + <usize>i * dvBytes;
+    const smRow = vsumS + <usize>i * dvBytes;
+    for (let col = 0; col < dv; col++) {
+      const off = (<usize>col) << 2;
+      const meanR = (load<f64>(running + ((<usize>col) << 3)) - <f64>load<f32>(eRow + off)) / rest;
+      const meanS = <f64>load<f32>(smRow + off) / c;
+      const est = <f32>(<f64>load<f32>(sRow + off) + <f64>cv * (meanR - meanS));
+      store<f32>(oRow + off, w * load<f32>(oRow + off) + (1 - w) * est);
+    }
+    store<f32>(lse + ((<usize>i) << 2), merged);
+  }
+}
+
+/**
+ * The probe for heavy columns: for each probe query row rows[p] (p < nProbe), its softmax
+ * over every key it may see, and mass[j] += that probability for keys j that the columns
+ * part does not already hold by rule (j >= sinks) and that lie outside the probe query's
+ * own window (windowStart). mass is [nk], overwritten. scratch holds nk f32.
+ */
+export function probeMass(
+  q: usize, k: usize, nq: i32, nk: i32, d: i32, scale: f32,
+  rows: usize, nProbe: i32, causal: i32, sinks: i32, winLo: i32, win: i32,
+  mass: usize, scratch: usize,
+): void {
+  memory.fill(mass, 0, (<usize>nk) << 2);
+  const dBytes = (<usize>d) << 2;
+  const d4 = d & ~3;
+  for (let p = 0; p < nProbe; p++) {
+    const i = load<i32>(rows + ((<usize>p) << 2));
+    const qi = q + <usize>i * dBytes;
+    const visible = causal ? min(nk, i + 1) : nk;
+    let mx: f32 = -Infinity;
+    for (let j = 0; j < visible; j++) {
+      const kj = k + <usize>j * dBytes;
+      let dot: f32 = 0;
+      if (ASC_FEATURE_SIMD) {
+        let a = f32x4.splat(0);
+        for (let c = 0; c < d4; c += 4) {
+          a = f32x4.add(a, f32x4.mul(v128.load(qi + ((<usize>c) << 2)), v128.load(kj + ((<usize>c) << 2))));
+        }
+        dot = (f32x4.extract_lane(a, 0) + f32x4.extract_lane(a, 1)) + (f32x4.extract_lane(a, 2) + f32x4.extract_lane(a, 3));
+        for (let c = d4; c < d; c++) dot += load<f32>(qi + ((<usize>c) << 2)) * load<f32>(kj + ((<usize>c) << 2));
+      } else {
+        for (let c = 0; c < d; c++) dot += load<f32>(qi + ((<usize>c) << 2)) * load<f32>(kj + ((<usize>c) << 2));
+      }
+      const s = dot * scale;
+      store<f32>(scratch + ((<usize>j) << 2), s);
+      mx = max(mx, s);
+    }
+    let sum: f32 = 0;
+    for (let j = 0; j < visible; j++) sum += Mathf.exp(load<f32>(scratch + ((<usize>j) << 2)) - mx);
+    const lse = mx + Mathf.log(sum);
+    const lo = windowStart(i, winLo, win, causal != 0, nk);
+    for (let j = sinks; j < visible; j++) {
+      if (win > 0 && j >= lo && j < lo + win) continue;
+      const at = mass + ((<usize>j) << 2);
+      store<f32>(at, load<f32>(at) + Mathf.exp(load<f32>(scratch + ((<usize>j) << 2)) - lse));
+    }
+  }
+}

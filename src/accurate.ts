@@ -1,0 +1,119 @@
+// The accurate mode's per-head work (plan.ts, AccuratePlan; ALGORITHM.md, "The accurate
+// mode"): probe for heavy columns, then the exact parts (columns, window, the query's
+// bucket in each LSH table), each hiding what an earlier part counted, then the
+// remainder, estimated from samples that every exact part hides.
+import type { ExecContext, HeadWork, Randomness } from './context.ts';
+import type { AccurateHead, AccurateMask, PartOutput } from './ops.ts';
+import type { AccuratePlan } from './plan.ts';
+
+/**
+ * The `count` heaviest positions of mass[from..) with positive mass, ascending; ties go
+ * to the lower position.
+ */
+export function heaviest(mass: Float32Array, from: number, count: number): number[] {
+  const candidates: number[] = [];
+  for (let j = from; j < mass.length; j++) if (mass[j] > 0) candidates.push(j);
+  if (candidates.length > count) {
+    candidates.sort((a, b) => mass[b] - mass[a] || a - b);
+    candidates.length = count;
+  }
+  return candidates.sort((a, b) => a - b);
+}
+
+export function runAccurateHead(
+  ctx: ExecContext, plan: AccuratePlan, causal: boolean, controlVariate: number, randomness: Randomness,
+): HeadWork {
+  const { backend, run, f32, i32, qBuf, kBuf, vBuf, outBuf, lseBuf, scale } = ctx;
+  const { H, nq, nk, d, dv } = ctx.shape;
+  const { sinkKeys, heavyKeys, rounds, r } = plan;
+  const numKeys = 1 << r;
+  const row0 = <T>(buf: T) => ({ buf, row: 0 });
+  const head: AccurateHead = { q: row0(qBuf), k: row0(kBuf), v: row0(vBuf), nq, nk, d, dv, scale };
+  const exact: PartOutput = { out: row0(outBuf), lse: row0(lseBuf), cnt: row0(f32(nq)), vsum: row0(f32(nq * dv)) };
+  const sampled: PartOutput | undefined = plan.segments.length === 0 ? undefined : {
+    out: row0(f32(nq * dv)), lse: row0(f32(nq)), cnt: row0(f32(nq)), vsum: row0(f32(nq * dv)),
+  };
+  const colsBuf = i32(sinkKeys + heavyKeys);
+  const flagsBuf = i32(nk);
+  const massBuf = heavyKeys > 0 ? f32(nk) : undefined;
+  const probeBuf = heavyKeys > 0 ? i32(plan.probeRows.length) : undefined;
+  const qKeys = i32(rounds > 0 ? nq : 0);
+  const kKeys = i32(rounds > 0 ? nk : 0);
+  const qPerm = i32(rounds > 0 ? nq : 0);
+  const kPerm = i32(rounds > 0 ? nk : 0);
+  const qStarts = i32(rounds > 0 ? numKeys + 1 : 0);
+  const kStarts = i32(rounds > 0 ? numKeys + 1 : 0);
+  const qTags = i32(rounds * nq);
+  const kTags = i32(rounds * nk);
+  const proj = Array.from({ length: rounds }, () => f32(d * r));
+  const mask = (hideRounds: number): AccurateMask => ({
+    causal, flags: row0(flagsBuf), winLo: plan.winLo, window: plan.window, rounds: hideRounds,
+    qTags: row0(qTags), kTags: row0(kTags),
+  });
+
+  const massHost = new Float32Array(nk);
+  const flagsHost = new Int32Array(nk);
+  let cols: number[] = [];
+  let prepared = false;
+
+  return async (b, h) => {
+    if (!prepared) {
+      if (probeBuf) await run('upload', () => backend.upload(probeBuf, Int32Array.from(plan.probeRows)));
+      for (const [t, p] of proj.entries()) await run('upload', () => backend.upload(p, randomness.projections[t]));
+      prepared = true;
+    }
+
+    // Columns: the sinks, and the heavy columns this head's probe rows find.
+    let heavy: number[] = [];
+    if (massBuf && probeBuf) {
+      await run('exact', () => backend.probe({
+        q: head.q, k: head.k, nq, nk, d, scale, rows: row0(probeBuf), count: plan.probeRows.length, causal,
+        sinks: sinkKeys, winLo: plan.winLo, window: plan.window, mass: row0(massBuf),
+      }));
+      await run('download', () => backend.download(massBuf, 0, nk, massHost));
+      heavy = heaviest(massHost, sinkKeys, heavyKeys);
+    }
+    for (const j of cols) flagsHost[j] = 0;
+    cols = [...Array.from({ length: sinkKeys }, (_, j) => j), ...heavy];
+    for (const j of cols) flagsHost[j] = 1;
+    await run('upload', () => {
+      backend.upload(flagsBuf, flagsHost);
+      if (cols.length > 0) backend.upload(colsBuf, Int32Array.from(cols));
+    });
+    await run('sampled', () => backend.columns({ ...head, cols: row0(colsBuf), count: cols.length, causal, dst: exact }));
+
+    if (plan.window > 0) await run('block', () => backend.window({ ...head, mask: mask(0), dst: exact }));
+
+    for (let t = 0; t < rounds; t++) {
+      const hash = (x: typeof head.q, rows: number, keys: typeof qKeys) =>
+        backend.hash({ x, rows, d, proj: proj[t], r, mode: 'fixed', keys: row0(keys) });
+      await run('hash', () => hash(head.q, nq, qKeys));
+      await run('hash', () => hash(head.k, nk, kKeys));
+      await run('sort', () => {
+        backend.sort({ keys: row0(qKeys), count: nq, pads: 0, numKeys, perm: row0(qPerm) });
+        backend.sort({ keys: row0(kKeys), count: nk, pads: 0, numKeys, perm: row0(kPerm) });
+        backend.buckets({
+          keys: row0(qKeys), perm: row0(qPerm), count: nq, numKeys, cap: nq, tags: { buf: qTags, row: t * nq }, starts: row0(qStarts),
+        });
+        backend.buckets({
+          keys: row0(kKeys), perm: row0(kPerm), count: nk, numKeys, cap: plan.cap, tags: { buf: kTags, row: t * nk }, starts: row0(kStarts),
+        });
+      });
+      await run('block', () => backend.round({
+        ...head, qPerm: row0(qPerm), kPerm: row0(kPerm), qStarts: row0(qStarts), kStarts: row0(kStarts), numKeys,
+        cap: plan.cap, mask: mask(t), dst: exact,
+      }));
+    }
+
+    if (!sampled) return;
+    for (const seg of plan.segments) {
+      const m = plan.draws[seg.draw].count;
+      const slice = (b * H + h) * m;
+      await run('sampled', () => backend.samples({
+        ...head, samples: randomness.samples[seg.draw].subarray(slice, slice + m), qFrom: seg.qFrom, qTo: seg.qTo,
+        mask: mask(rounds), dst: sampled,
+      }));
+    }
+    await run('merge', () => backend.remainder({ v: head.v, nq, nk, dv, causal, controlVariate, exact, samples: sampled }));
+  };
+}

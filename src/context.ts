@@ -1,0 +1,36 @@
+// What the executor (hyper.ts) hands a plan's per-head work (the authors' steps there, the
+// accurate mode's parts in accurate.ts): the backend, the op runner, the head's buffers,
+// and the call's random draws.
+import type { Backend, BackendBuffer, OpName } from './ops.ts';
+import type { AttentionShape } from './tensor.ts';
+
+/** A call's random draws, in the plan's order. */
+export interface Randomness {
+  /** LSH projections [d, r], one per hash round */
+  projections: Float32Array[];
+  samples: Int32Array[];
+}
+
+/** What a head's work sees: the backend, op runner, and the head's buffers (q, k, v loaded). */
+export interface ExecContext {
+  backend: Backend;
+  shape: AttentionShape;
+  scale: number;
+  run: (op: OpName, fn: () => void | Promise<void>) => Promise<void>;
+  f32: (n: number) => BackendBuffer;
+  i32: (n: number) => BackendBuffer;
+  qBuf: BackendBuffer;
+  kBuf: BackendBuffer;
+  vBuf: BackendBuffer;
+  outBuf: BackendBuffer;
+  lseBuf: BackendBuffer;
+}
+
+/**
+ * A plan's per-head work, set up once per call (its buffers allocated): called for head
+ * (b, h) once q, and k and v when they changed (kvChanged), are loaded; it leaves the
+ * head's result in outBuf and lseBuf.
+ */
+export type HeadWork = (b: number, h: number, kvChanged: boolean) => Promise<void>;
+
+
