@@ -1,15 +1,18 @@
-// Public API: HyperAttention and exact attention on Float32Array tensors, or on GPUBuffers
-// of the caller's WebGPU device; the scheduler's calibration, profiles and explain().
+// Public API: HyperAttention and exact attention on Float32Array tensors (in layout
+// [B, H, N, D] or [B, N, H, D]), or on GPUBuffers of the caller's WebGPU device; the
+// scheduler's calibration, profiles and explain().
 import { serialize } from './backends.ts';
 import { runExact, runHyper, type AttentionResult, type GPUAttentionResult } from './hyper.ts';
+import { explainShapeError, inputsInBhnd, resolveLayout, resultInLayout, shapeInBhnd, type Layout } from './layout.ts';
 import type { Backend, OpTrace } from './ops.ts';
 import type { Plan } from './plan.ts';
 import {
   checkDeviceIO, resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions, type ResolvedExactOptions,
   type ResolvedHyperOptions,
 } from './options.ts';
-import { callProfile, schedule } from './scheduler/index.ts';
-import { attentionShape, isHostTensor, type AttentionShape, type InputTensor } from './tensor.ts';
+import type { Explanation } from './scheduler/cost.ts';
+import { callProfile, explain as explainBhnd, schedule, type CallShapes } from './scheduler/index.ts';
+import { attentionShape, isHostTensor, type AttentionShape, type InputTensor, type TensorLike } from './tensor.ts';
 
 export { HyperAttentionError, type ErrorCode } from './errors.ts';
 export {
@@ -18,11 +21,12 @@ export {
 } from './options.ts';
 export type { Mode } from './ops.ts';
 export type { DrawRequest, Sampler } from './random.ts';
-export type { GPUTensor, InputTensor, Tensor } from './tensor.ts';
+export type { DimsTensor, GPUTensor, InputTensor, Tensor, TensorLike } from './tensor.ts';
+export type { Layout } from './layout.ts';
 export type { AttentionResult, GPUAttentionResult } from './hyper.ts';
 export { lshOrder, type LshOrder, type LshOrderOptions } from './inspect.ts';
 export {
-  calibrate, configureScheduler, explain, getProfile, setProfile, type CallProfile, type CallShapes,
+  calibrate, configureScheduler, getProfile, setProfile, type CallProfile, type CallShapes,
   type SchedulerConfig,
 } from './scheduler/index.ts';
 export type { Candidate, Explanation, Split, Step } from './scheduler/cost.ts';
@@ -31,8 +35,13 @@ export type { AdapterIdentity, DeviceCosts, Environment, OpCost, Profile } from 
 export type { Device, OpName } from './ops.ts';
 
 /** Validates a call's tensors, and that GPU tensors among them run on the caller's device. */
-function checkInputs(q: InputTensor, k: InputTensor, v: InputTensor, o: ResolvedExactOptions): AttentionShape {
-  const shape = attentionShape(q, k, v, o.causal);
+function checkInputs(q: InputTensor, k: InputTensor, v: InputTensor, o: ResolvedExactOptions, layout: Layout): AttentionShape {
+  let shape: AttentionShape;
+  try {
+    shape = attentionShape(q, k, v, o.causal);
+  } catch (error) {
+    throw explainShapeError(error, layout);
+  }
   const onGpu = ([['q', q], ['k', k], ['v', v]] as const).find(([, t]) => !isHostTensor(t));
   if (onGpu) checkDeviceIO(o, `${onGpu[0]} (a GPU tensor)`);
   return shape;
@@ -44,20 +53,24 @@ function checkInputs(q: InputTensor, k: InputTensor, v: InputTensor, o: Resolved
  * backend 'auto', its cutoff). Every error arrives as a rejection.
  */
 function startCall<O extends ResolvedExactOptions>(
-  resolve: () => O, hyper: (o: O) => ResolvedHyperOptions | undefined, q: InputTensor, k: InputTensor, v: InputTensor,
-  run: (backend: Backend, shape: AttentionShape, o: O, trace: OpTrace[] | undefined, plan: Plan | undefined) => Promise<AttentionResult | GPUAttentionResult>,
+  options: unknown, resolve: () => O, hyper: (o: O) => ResolvedHyperOptions | undefined, tensors: readonly TensorLike[],
+  run: (
+    backend: Backend, shape: AttentionShape, o: O, qkv: InputTensor[], trace: OpTrace[] | undefined, plan: Plan | undefined,
+  ) => Promise<AttentionResult | GPUAttentionResult>,
 ): Promise<AttentionResult | GPUAttentionResult> {
   try {
     const o = resolve();
-    const shape = checkInputs(q, k, v, o);
+    const layout = resolveLayout(options);
+    const qkv = inputsInBhnd(tensors, layout, o.output);
+    const shape = checkInputs(qkv[0], qkv[1], qkv[2], o, layout);
     return serialize(async () => {
       const scheduled = await schedule(shape, o, hyper(o), o.profile);
       const chosen = scheduled.minSeqLen === undefined ? o : { ...o, minSeqLen: scheduled.minSeqLen };
-      if (!o.profile) return run(scheduled.backend, shape, chosen, undefined, scheduled.work);
+      if (!o.profile) return resultInLayout(await run(scheduled.backend, shape, chosen, qkv, undefined, scheduled.work), layout);
       const trace: OpTrace[] = [];
       const start = performance.now();
-      const result = await run(scheduled.backend, shape, chosen, trace, scheduled.work);
-      return { ...result, profile: callProfile(scheduled.plan!, trace, performance.now() - start) };
+      const result = await run(scheduled.backend, shape, chosen, qkv, trace, scheduled.work);
+      return resultInLayout({ ...result, profile: callProfile(scheduled.plan!, trace, performance.now() - start) }, layout);
     });
   } catch (error) {
     return Promise.reject(error);
@@ -66,38 +79,62 @@ function startCall<O extends ResolvedExactOptions>(
 
 /**
  * HyperAttention of q [B, H, Nq, D] against k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv]
- * (H a multiple of Hkv). Returns out [B, H, Nq, Dv] and lse [B, H, Nq] (natural log), as
+ * (H a multiple of Hkv; with layout 'bnhd', q [B, Nq, H, D] and so on). Returns out
+ * [B, H, Nq, Dv] ([B, Nq, H, Dv] with 'bnhd') and lse [B, H, Nq] (natural log), as
  * Float32Arrays, or with output 'gpu' as new GPUBuffers on `device`.
  */
 export function hyperAttention(
-  q: InputTensor, k: InputTensor, v: InputTensor, options: HyperOptions & { output: 'gpu' },
+  q: TensorLike, k: TensorLike, v: TensorLike, options: HyperOptions & { output: 'gpu' },
 ): Promise<GPUAttentionResult>;
 export function hyperAttention(
-  q: InputTensor, k: InputTensor, v: InputTensor, options?: HyperOptions & { output?: 'host' },
+  q: TensorLike, k: TensorLike, v: TensorLike, options?: HyperOptions & { output?: 'host' },
 ): Promise<AttentionResult>;
 export function hyperAttention(
-  q: InputTensor, k: InputTensor, v: InputTensor, options?: HyperOptions,
+  q: TensorLike, k: TensorLike, v: TensorLike, options?: HyperOptions,
 ): Promise<AttentionResult | GPUAttentionResult>;
 export function hyperAttention(
-  q: InputTensor, k: InputTensor, v: InputTensor, options: HyperOptions = {},
+  q: TensorLike, k: TensorLike, v: TensorLike, options: HyperOptions = {},
 ): Promise<AttentionResult | GPUAttentionResult> {
-  return startCall(() => resolveHyperOptions(options), (o) => o, q, k, v, (backend, shape, o, trace, plan) =>
-    runHyper(backend, shape, o, q, k, v, o.output, trace, plan));
+  return startCall(options, () => resolveHyperOptions(options), (o) => o, [q, k, v], (backend, shape, o, qkv, trace, plan) =>
+    runHyper(backend, shape, o, qkv[0], qkv[1], qkv[2], o.output, trace, plan));
 }
 
-/** Exact attention (flash-style, never materialising Nq x Nk), same shapes and outputs as hyperAttention. */
+/**
+ * Exact attention (flash-style, never materialising Nq x Nk), same shapes, layouts, outputs
+ * and result types as hyperAttention.
+ */
 export function exactAttention(
-  q: InputTensor, k: InputTensor, v: InputTensor, options: ExactOptions & { output: 'gpu' },
+  q: TensorLike, k: TensorLike, v: TensorLike, options: ExactOptions & { output: 'gpu' },
 ): Promise<GPUAttentionResult>;
 export function exactAttention(
-  q: InputTensor, k: InputTensor, v: InputTensor, options?: ExactOptions & { output?: 'host' },
+  q: TensorLike, k: TensorLike, v: TensorLike, options?: ExactOptions & { output?: 'host' },
 ): Promise<AttentionResult>;
 export function exactAttention(
-  q: InputTensor, k: InputTensor, v: InputTensor, options?: ExactOptions,
+  q: TensorLike, k: TensorLike, v: TensorLike, options?: ExactOptions,
 ): Promise<AttentionResult | GPUAttentionResult>;
 export function exactAttention(
-  q: InputTensor, k: InputTensor, v: InputTensor, options: ExactOptions = {},
+  q: TensorLike, k: TensorLike, v: TensorLike, options: ExactOptions = {},
 ): Promise<AttentionResult | GPUAttentionResult> {
-  return startCall(() => resolveExactOptions(options), () => undefined, q, k, v, (backend, shape, o, trace) =>
-    runExact(backend, shape, o, q, k, v, o.output, trace));
+  return startCall(options, () => resolveExactOptions(options), () => undefined, [q, k, v], (backend, shape, o, qkv, trace) =>
+    runExact(backend, shape, o, qkv[0], qkv[1], qkv[2], o.output, trace));
+}
+
+/**
+ * What hyperAttention (or, with kind 'exact', exactAttention) would do with these shapes
+ * and options: the backend split, exact or HyperAttention, the cutoff, the predicted time
+ * of each step, and every candidate considered. Calibrates first if there is no profile.
+ * Shapes are read in the options' `layout`.
+ */
+export function explain(
+  shapes: CallShapes, options: HyperOptions | ExactOptions = {}, kind: 'hyper' | 'exact' = 'hyper',
+): Promise<Explanation> {
+  try {
+    const layout = resolveLayout(options);
+    if (layout === 'bhnd' || typeof shapes !== 'object' || shapes === null) return explainBhnd(shapes, options, kind);
+    const { q, k, v } = shapes;
+    return explainBhnd({ q: shapeInBhnd(q, layout), k: shapeInBhnd(k, layout), v: shapeInBhnd(v, layout) }, options, kind)
+      .catch((error: unknown) => Promise.reject(explainShapeError(error, layout)));
+  } catch (error) {
+    return Promise.reject(error);
+  }
 }

@@ -52,6 +52,11 @@ export interface ExactOptions {
    * call then waits for every op to finish before the next, so it runs slower than without.
    */
   profile?: boolean;
+  /**
+   * 'bhnd' (default): q [B, H, N, D]; 'bnhd': q [B, N, H, D] (k, v likewise) and out
+   * [B, N, H, Dv]; lse is [B, H, N] in both. Host tensors only (checked in layout.ts)
+   */
+  layout?: 'bhnd' | 'bnhd';
 }
 
 export interface HyperOptions extends ExactOptions {
@@ -162,7 +167,7 @@ export const ACCURATE_DEFAULTS = {
 /** The most keys the accurate mode's parts take per query row (beyond them it is exact attention's work). */
 export const ACCURATE_MAX = 65536;
 
-const EXACT_KEYS = ['causal', 'scale', 'backend', 'device', 'output', 'onProgress', 'profile'];
+const EXACT_KEYS = ['causal', 'scale', 'backend', 'device', 'output', 'onProgress', 'profile', 'layout'];
 const HYPER_KEYS = [
   ...EXACT_KEYS, 'blockSize', 'sampleSize', 'lshNumProjs', 'minSeqLen', 'mode', 'seed', 'projections', 'sampler',
   'sinkKeys', 'heavyKeys', 'probeQueries', 'window', 'lshRounds',

@@ -1,6 +1,7 @@
-// Tensors as the API takes them ({ data, shape } on the host, or { buffer, shape } on a
-// WebGPU device; row-major [B, H, N, D]) and the checks that turn a malformed one into a
-// clear error before anything is computed.
+// Tensors as the API takes them ({ data, shape } on the host, { data, dims } as
+// onnxruntime-web and transformers.js tensors carry them, or { buffer, shape } on a WebGPU
+// device; row-major [B, H, N, D]) and the checks that turn a malformed one into a clear error
+// before anything is computed.
 import { HyperAttentionError } from './errors.ts';
 import type { WebGPUBufferLike } from './options.ts';
 
@@ -16,7 +17,21 @@ export interface GPUTensor {
   dtype?: 'float32';
 }
 
+/**
+ * A host tensor that names its shape `dims`: onnxruntime-web's `ort.Tensor` (of type
+ * 'float32', on the CPU) and transformers.js's `Tensor` pass as they are.
+ */
+export interface DimsTensor {
+  data: Float32Array;
+  dims: readonly number[];
+  type?: 'float32';
+}
+
+/** A tensor as the rest of the library reads it, after toInputTensor. */
 export type InputTensor = Tensor | GPUTensor;
+
+/** Anything hyperAttention and exactAttention take as q, k or v. */
+export type TensorLike = Tensor | DimsTensor | GPUTensor;
 
 export function isHostTensor(t: InputTensor): t is Tensor {
   return !('buffer' in t);
@@ -39,32 +54,75 @@ export interface AttentionShape {
 export const MAX_HEAD_DIM = 512;
 
 function checkTensor(name: string, t: unknown): asserts t is InputTensor {
+  toInputTensor(name, t);
+}
+
+/**
+ * Checks one tensor on its own (its fields, dtype, shape and size; not its values) and
+ * returns it as { data, shape } or { buffer, shape }: a `dims` tensor becomes a Tensor over
+ * the same Float32Array, nothing is copied.
+ */
+export function toInputTensor(name: string, t: unknown): InputTensor {
   if (typeof t !== 'object' || t === null) {
     throw new HyperAttentionError('INVALID_SHAPE', `${name}: expected { data: Float32Array, shape: [B, H, N, D] } or { buffer: GPUBuffer, shape }, got ${t === null ? 'null' : typeof t}`);
   }
-  const { shape } = t as Partial<Tensor>;
-  checkShape(name, shape);
-  const size = shape.reduce((a: number, b: number) => a * b, 1);
   if ('buffer' in t) {
-    checkGPUTensor(name, t as Partial<GPUTensor>, size);
-    return;
+    const { shape } = t as Partial<GPUTensor>;
+    checkShape(name, shape);
+    checkGPUTensor(name, t as Partial<GPUTensor>, elements(shape));
+    return t as GPUTensor;
   }
-  const { data } = t as Partial<Tensor>;
+  checkForeign(name, t);
+  const fields = t as { data?: unknown; shape?: unknown; dims?: unknown; type?: unknown; dtype?: unknown };
+  const shapeKey = fields.shape === undefined && fields.dims !== undefined ? 'dims' : 'shape';
+  const shape = fields[shapeKey];
+  checkShape(name, shape, shapeKey);
+  for (const key of ['type', 'dtype'] as const) {
+    const dtype = fields[key];
+    if (dtype !== undefined && dtype !== 'float32') {
+      const hint = dtype === 'float16' ? '; float16 is not supported yet: convert with Float32Array.from(data)' : '';
+      throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: only 'float32' tensors are supported, got ${JSON.stringify(dtype)}${hint}`);
+    }
+  }
+  const { data } = fields;
   if (!(data instanceof Float32Array)) {
     throw new HyperAttentionError('INVALID_SHAPE', `${name}.data: expected a Float32Array, got ${describe(data)}`);
   }
+  const size = elements(shape);
   if (data.length !== size) {
-    throw new HyperAttentionError('INVALID_SHAPE', `${name}: shape ${JSON.stringify(shape)} needs ${size} elements, data has ${data.length}`);
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}: ${shapeKey} ${JSON.stringify(shape)} needs ${size} elements, data has ${data.length}`);
+  }
+  return shapeKey === 'shape' ? (t as Tensor) : { data, shape };
+}
+
+/**
+ * Tensors of other libraries that keep their values out of reach of a synchronous read:
+ * a clear way to pass them instead of a confusing message about `data`.
+ */
+function checkForeign(name: string, t: object): void {
+  const { location } = t as { location?: unknown };
+  // onnxruntime's Tensor: `data` throws unless the values are on the CPU.
+  if (typeof location === 'string' && location !== 'cpu' && location !== 'cpu-pinned') {
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}: an onnxruntime tensor on '${location}': pass { data: await ${name}.getData(), dims: ${name}.dims }, or a GPU buffer as { buffer: ${name}.gpuBuffer, shape: ${name}.dims } with options.device`);
+  }
+  // tf.js: `data` is an async method and `dataSync` its blocking twin; the values live on its backend.
+  const { data, dataSync } = t as { data?: unknown; dataSync?: unknown };
+  if (typeof dataSync === 'function' || typeof data === 'function') {
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}: a tf.js-style tensor (its values are on its backend, data is a method): pass { data: await ${name}.data(), shape: ${name}.shape } (a float32 tensor's data() is a Float32Array)`);
   }
 }
 
-function checkShape(name: string, shape: unknown): asserts shape is number[] {
+function elements(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+function checkShape(name: string, shape: unknown, key = 'shape'): asserts shape is number[] {
   if (!Array.isArray(shape) || shape.length !== 4) {
-    throw new HyperAttentionError('INVALID_SHAPE', `${name}.shape: expected 4 dimensions [B, H, N, D], got ${JSON.stringify(shape)}`);
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: expected 4 dimensions [B, H, N, D] (or [B, N, H, D] with layout 'bnhd'), got ${JSON.stringify(shape)}`);
   }
   for (const s of shape) {
     if (!Number.isInteger(s) || s < 1) {
-      throw new HyperAttentionError('INVALID_SHAPE', `${name}.shape: expected positive integers, got ${JSON.stringify(shape)}`);
+      throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: expected positive integers, got ${JSON.stringify(shape)}`);
     }
   }
 }

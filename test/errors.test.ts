@@ -2,29 +2,14 @@
 // that names what was expected, and nothing computed (no progress reported).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { HyperAttentionError, exactAttention, hyperAttention, type ErrorCode, type HyperOptions } from '../src/index.ts';
+import { HyperAttentionError, exactAttention, hyperAttention, type HyperOptions } from '../src/index.ts';
 import type { Tensor } from '../src/tensor.ts';
-import { randomTensor } from './util.ts';
+import { randomTensor, rejects } from './util.ts';
 
 const shape = [1, 2, 64, 16];
 const q = randomTensor(shape, 1);
 const k = randomTensor(shape, 2);
 const v = randomTensor(shape, 3);
-
-async function rejects(code: ErrorCode, pattern: RegExp, call: (o: { onProgress: () => void }) => Promise<unknown>) {
-  let progressed = false;
-  try {
-    await call({ onProgress: () => { progressed = true; } });
-  } catch (error) {
-    assert.instance(error, HyperAttentionError);
-    const e = error as HyperAttentionError;
-    assert.is(e.code, code, e.message);
-    assert.match(e.message, pattern);
-    assert.not.ok(progressed, 'work was done before the error');
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
-}
 
 const hyper = (qq: unknown, kk: unknown, vv: unknown, o: HyperOptions = {}) => (p: { onProgress: () => void }) =>
   hyperAttention(qq as Tensor, kk as Tensor, vv as Tensor, { ...o, ...p });

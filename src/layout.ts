@@ -1,0 +1,76 @@
+// The `layout` option: q, k and v as [B, N, H, D] (sequence before heads, as most model
+// code keeps them before its transpose) rather than the [B, H, N, D] the kernels read. Host
+// tensors are transposed into [B, H, N, D] at call time and out back into [B, N, H, Dv]; lse
+// stays [B, H, N]. The kernels read each head as one contiguous run of rows, which 'bnhd'
+// does not have, so one copy each way is what this layout costs.
+import { HyperAttentionError } from './errors.ts';
+import type { AttentionResult, GPUAttentionResult } from './hyper.ts';
+import type { Output } from './options.ts';
+import { isHostTensor, toInputTensor, type InputTensor, type Tensor } from './tensor.ts';
+
+export type Layout = 'bhnd' | 'bnhd';
+
+/** The call's layout (default 'bhnd'); the other options are resolved and checked elsewhere. */
+export function resolveLayout(options: unknown): Layout {
+  if (typeof options !== 'object' || options === null) return 'bhnd';
+  const { layout = 'bhnd' } = options as { layout?: unknown };
+  if (layout !== 'bhnd' && layout !== 'bnhd') {
+    throw new HyperAttentionError('INVALID_OPTION', `layout: expected 'bhnd' ([B, H, N, D]) or 'bnhd' ([B, N, H, D]), got ${JSON.stringify(layout) ?? String(layout)}`);
+  }
+  return layout;
+}
+
+/**
+ * q, k and v each checked on its own and, in layout 'bnhd', transposed into [B, H, N, D].
+ * 'bnhd' runs on host tensors with host output only: transposing a GPUBuffer would need a
+ * kernel of its own, which the WebGPU backend does not have yet.
+ */
+export function inputsInBhnd(tensors: readonly unknown[], layout: Layout, output: Output): InputTensor[] {
+  const inputs = tensors.map((t, i) => toInputTensor('qkv'[i], t));
+  if (layout === 'bhnd') return inputs;
+  const onGpu = inputs.findIndex((t) => !isHostTensor(t));
+  if (onGpu >= 0) {
+    throw new HyperAttentionError('INVALID_OPTION', `layout 'bnhd' is not supported for GPU tensors yet (${'qkv'[onGpu]} is a GPUBuffer): pass [B, H, N, D] buffers with layout 'bhnd'`);
+  }
+  if (output === 'gpu') {
+    throw new HyperAttentionError('INVALID_OPTION', "layout 'bnhd' is not supported with output 'gpu' yet (out would stay [B, H, N, Dv] on the device): use output 'host', or layout 'bhnd'");
+  }
+  return inputs.map((t) => swapMiddle(t as Tensor));
+}
+
+/** The result in the caller's layout: out [B, N, H, Dv] for 'bnhd'; lse is [B, H, N] in both. */
+export function resultInLayout<R extends AttentionResult | GPUAttentionResult>(result: R, layout: Layout): R {
+  if (layout === 'bhnd') return result;
+  return { ...result, out: swapMiddle((result as AttentionResult).out) };
+}
+
+/** A shape-check error's message, told that the shapes it shows are the transposed ones. */
+export function explainShapeError(error: unknown, layout: Layout): unknown {
+  if (layout === 'bhnd' || !(error instanceof HyperAttentionError) || error.code !== 'INVALID_SHAPE') return error;
+  return new HyperAttentionError(error.code, `${error.message} (shapes as [B, H, N, D], transposed from layout 'bnhd')`, { cause: error });
+}
+
+/** Shape arrays (explain()'s) in [B, H, N, D]; anything malformed is left for the shape check. */
+export function shapeInBhnd<S>(shape: S, layout: Layout): S {
+  if (layout === 'bhnd' || !Array.isArray(shape) || shape.length !== 4) return shape;
+  const [b, x, y, d] = shape as unknown[];
+  return [b, y, x, d] as S;
+}
+
+/** [B, X, Y, D] -> [B, Y, X, D], a copy: its own inverse, so it serves both directions. */
+function swapMiddle(t: Tensor): Tensor {
+  const [B, X, Y, D] = t.shape;
+  const src = t.data;
+  const dst = new Float32Array(src.length);
+  for (let b = 0; b < B; b++) {
+    for (let x = 0; x < X; x++) {
+      for (let y = 0; y < Y; y++) {
+        const from = ((b * X + x) * Y + y) * D;
+        const to = ((b * Y + y) * X + x) * D;
+        // A loop, not set(subarray()): rows are short (D), and a view per row costs more than the copy.
+        for (let i = 0; i < D; i++) dst[to + i] = src[from + i];
+      }
+    }
+  }
+  return { data: dst, shape: [B, Y, X, D] };
+}
