@@ -7,8 +7,8 @@ import { explainShapeError, inputsInBhnd, resolveLayout, resultInLayout, shapeIn
 import type { Backend, OpTrace } from './ops.ts';
 import type { Plan } from './plan.ts';
 import {
-  checkDeviceIO, resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions, type ResolvedExactOptions,
-  type ResolvedHyperOptions,
+  checkDeviceIO, resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions, type Output,
+  type ResolvedExactOptions, type ResolvedHyperOptions,
 } from './options.ts';
 import type { Explanation } from './scheduler/cost.ts';
 import { callProfile, explain as explainBhnd, schedule, type CallShapes } from './scheduler/index.ts';
@@ -82,6 +82,11 @@ function startCall<O extends ResolvedExactOptions>(
  * (H a multiple of Hkv; with layout 'bnhd', q [B, Nq, H, D] and so on). Returns out
  * [B, H, Nq, Dv] ([B, Nq, H, Dv] with 'bnhd') and lse [B, H, Nq] (natural log), as
  * Float32Arrays, or with output 'gpu' as new GPUBuffers on `device`.
+ *
+ * The result's type follows the options' type: `output: 'gpu'` gives GPUAttentionResult; a
+ * wide `Output` given as such gives the union; anything else, a plain HyperOptions
+ * variable included, gives AttentionResult (a variable that may hold 'gpu' should say so in
+ * its type, e.g. `HyperOptions & { output: Output }`).
  */
 export function hyperAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options: HyperOptions & { output: 'gpu' },
@@ -90,8 +95,9 @@ export function hyperAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options?: HyperOptions & { output?: 'host' },
 ): Promise<AttentionResult>;
 export function hyperAttention(
-  q: TensorLike, k: TensorLike, v: TensorLike, options?: HyperOptions,
+  q: TensorLike, k: TensorLike, v: TensorLike, options: HyperOptions & { output: Output },
 ): Promise<AttentionResult | GPUAttentionResult>;
+export function hyperAttention(q: TensorLike, k: TensorLike, v: TensorLike, options?: HyperOptions): Promise<AttentionResult>;
 export function hyperAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options: HyperOptions = {},
 ): Promise<AttentionResult | GPUAttentionResult> {
@@ -110,8 +116,9 @@ export function exactAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options?: ExactOptions & { output?: 'host' },
 ): Promise<AttentionResult>;
 export function exactAttention(
-  q: TensorLike, k: TensorLike, v: TensorLike, options?: ExactOptions,
+  q: TensorLike, k: TensorLike, v: TensorLike, options: ExactOptions & { output: Output },
 ): Promise<AttentionResult | GPUAttentionResult>;
+export function exactAttention(q: TensorLike, k: TensorLike, v: TensorLike, options?: ExactOptions): Promise<AttentionResult>;
 export function exactAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options: ExactOptions = {},
 ): Promise<AttentionResult | GPUAttentionResult> {
