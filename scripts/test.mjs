@@ -1,5 +1,6 @@
 // Runs the test suites (uvu, TypeScript through tsx), then the WebGPU suites when their
-// runner exists, and ends with one line 'N passed, N failed' over everything.
+// runner exists, the embedding and the npm-pack checks, and ends with one line
+// 'N passed, N failed' over everything.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -39,6 +40,7 @@ run('unit and parity suites (Node, WebAssembly)', process.execPath,
 const gpu = join(root, 'scripts/test-gpu.mjs');
 if (!only && existsSync(gpu)) run('WebGPU suites', process.execPath, [gpu], parseCountLine);
 if (!only) run('embedding: bundles, Deno example, demo page', process.execPath, [join(root, 'scripts/test-embedding.mjs')], parseCountLine);
+if (!only) run('npm pack: the tarball, installed and used by a consumer', process.execPath, [join(root, 'scripts/test-pack.mjs')], parseCountLine);
 
 console.log(`\n${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);
