@@ -4,7 +4,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { HyperAttentionError, exactAttention, hyperAttention, type HyperOptions } from '../src/index.ts';
 import type { Tensor } from '../src/tensor.ts';
-import { randomTensor, rejects } from './util.ts';
+import { rejects } from './rejects.ts';
+import { randomTensor } from './util.ts';
 
 const shape = [1, 2, 64, 16];
 const q = randomTensor(shape, 1);

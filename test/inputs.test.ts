@@ -8,7 +8,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { exactAttention, explain, hyperAttention, type HyperOptions, type Tensor } from '../src/index.ts';
 import { referenceAttention } from './reference.ts';
-import { maxAbs, maxAbsError, randomTensor, rejects, relativeError } from './util.ts';
+import { rejects } from './rejects.ts';
+import { maxAbs, maxAbsError, randomTensor, relativeError } from './util.ts';
 
 // Exact attention against the float64 reference: the tolerance of test/exact.test.ts.
 const REL_TOL = 1e-5;

@@ -1,7 +1,5 @@
-// Helpers shared by the test suites: seeded random tensors, error measures against the
-// float64 reference, and the check that bad input rejects with the right error.
-import * as assert from 'uvu/assert';
-import { HyperAttentionError, type ErrorCode } from '../src/errors.ts';
+// Helpers shared by the test suites: seeded random tensors and error measures against
+// the float64 reference.
 import { Xoshiro128 } from '../src/random.ts';
 import type { Tensor } from '../src/tensor.ts';
 
@@ -37,23 +35,4 @@ export function maxAbs(a: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
   return m;
-}
-
-/**
- * Awaits a call that must reject with a HyperAttentionError of `code` whose message matches
- * `pattern`, having done no work first (the call gets an onProgress that records any).
- */
-export async function rejects(code: ErrorCode, pattern: RegExp, call: (o: { onProgress: () => void }) => Promise<unknown>) {
-  let progressed = false;
-  try {
-    await call({ onProgress: () => { progressed = true; } });
-  } catch (error) {
-    assert.instance(error, HyperAttentionError);
-    const e = error as HyperAttentionError;
-    assert.is(e.code, code, e.message);
-    assert.match(e.message, pattern);
-    assert.not.ok(progressed, 'work was done before the error');
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
 }
