@@ -62,14 +62,17 @@ export interface ExactOptions {
 export interface HyperOptions extends ExactOptions {
   /**
    * b: keys per diagonal block (default 256); in mode 'accurate', the most keys of one LSH
-   * bucket computed exactly per round (default 64)
+   * bucket computed exactly per round (default 32)
    */
   blockSize?: number;
-  /** m: sampled keys per row for the off-block residual (default 256; 0 disables) */
+  /**
+   * m: sampled keys per row for the off-block residual (default 256; 0 disables); in mode
+   * 'accurate', for the remainder (default 320, causal 1024)
+   */
   sampleSize?: number;
   /**
    * r: LSH projections, 1..16 (2^r buckets; default 7); in mode 'accurate' per round, by
-   * default about log2(keys / 32), so that buckets hold about 32 keys
+   * default about log2(keys / 16), so that buckets hold about 16 keys
    */
   lshNumProjs?: number;
   /**
@@ -92,10 +95,13 @@ export interface HyperOptions extends ExactOptions {
   probeQueries?: number;
   /**
    * accurate mode: keys around each query computed exactly ((i - window, i] when causal;
-   * default 128, causal 1024)
+   * default 128, causal 2048)
    */
   window?: number;
-  /** accurate mode: independent LSH hash rounds, each adding its sorted diagonal block (0: none) */
+  /**
+   * accurate mode: LSH tables, each adding the keys of the query's bucket (0: none; default
+   * 2, causal 4)
+   */
   lshRounds?: number;
   /** seed of the projections and samples when they are not given (default 0) */
   seed?: number;
@@ -148,20 +154,27 @@ export const DEFAULTS = {
   seed: 0,
 };
 
-/** The accurate mode's defaults, chosen by the sweep in bench/sweep.bench.ts (README). */
+/**
+ * The accurate mode's defaults, chosen by the sweep in bench/sweep.bench.ts (README,
+ * "Choosing the defaults"). Causal calls get a wider window, more LSH rounds and more
+ * samples: the authors' causal plan computes 4096-key diagonal leaves exactly, so the same
+ * time buys more there, and the window also covers the keys a causal segment's samples
+ * leave out.
+ */
 export const ACCURATE_DEFAULTS = {
   /** most keys of one LSH bucket computed exactly per round */
-  blockSize: 64,
-  sampleSize: 128,
-  /** 0: chosen from the number of keys (plan.ts, bucketBits) */
+  blockSize: 32,
+  sampleSize: 320,
+  causalSampleSize: 1024,
+  /** 0: chosen from the number of keys, buckets of about BUCKET_KEYS (plan.ts) */
   lshNumProjs: 0,
   sinkKeys: 16,
-  heavyKeys: 64,
+  heavyKeys: 32,
   probeQueries: 32,
-  /** keys around each query: causal calls can afford more (the authors' causal plan computes 4096-key diagonal leaves exactly) */
   window: 128,
-  causalWindow: 1024,
-  lshRounds: 4,
+  causalWindow: 2048,
+  lshRounds: 2,
+  causalLshRounds: 4,
 };
 
 /** The most keys the accurate mode's parts take per query row (beyond them it is exact attention's work). */
@@ -238,6 +251,8 @@ export function resolveHyperOptions(options: HyperOptions = {}): ResolvedHyperOp
     if (given) fail(`${given}: an option of mode 'accurate', but mode is '${mode}'`);
   }
   const fallback = accurate ? ACCURATE_DEFAULTS : DEFAULTS;
+  /** The accurate mode's default for a causal call, where it has its own. */
+  const byCausal = (value: number, causal: number) => (accurate && base.causal ? causal : value);
   const most = ACCURATE_MAX;
   const { projections, sampler } = options;
   if (projections !== undefined && !(projections instanceof Float32Array)) {
@@ -247,7 +262,7 @@ export function resolveHyperOptions(options: HyperOptions = {}): ResolvedHyperOp
   return {
     ...base,
     blockSize: integer('blockSize', options.blockSize, fallback.blockSize, 1),
-    sampleSize: integer('sampleSize', options.sampleSize, fallback.sampleSize, 0),
+    sampleSize: integer('sampleSize', options.sampleSize, byCausal(fallback.sampleSize, ACCURATE_DEFAULTS.causalSampleSize), 0),
     lshNumProjs: integer('lshNumProjs', options.lshNumProjs, fallback.lshNumProjs, 1, 16),
     minSeqLen: integer('minSeqLen', options.minSeqLen, DEFAULTS.minSeqLen, 0),
     minSeqLenGiven: options.minSeqLen !== undefined,
@@ -255,8 +270,8 @@ export function resolveHyperOptions(options: HyperOptions = {}): ResolvedHyperOp
     sinkKeys: integer('sinkKeys', options.sinkKeys, ACCURATE_DEFAULTS.sinkKeys, 0, most),
     heavyKeys: integer('heavyKeys', options.heavyKeys, ACCURATE_DEFAULTS.heavyKeys, 0, most),
     probeQueries: integer('probeQueries', options.probeQueries, ACCURATE_DEFAULTS.probeQueries, 1, most),
-    window: integer('window', options.window, base.causal ? ACCURATE_DEFAULTS.causalWindow : ACCURATE_DEFAULTS.window, 0, most),
-    lshRounds: integer('lshRounds', options.lshRounds, ACCURATE_DEFAULTS.lshRounds, 0, 8),
+    window: integer('window', options.window, byCausal(ACCURATE_DEFAULTS.window, ACCURATE_DEFAULTS.causalWindow), 0, most),
+    lshRounds: integer('lshRounds', options.lshRounds, byCausal(ACCURATE_DEFAULTS.lshRounds, ACCURATE_DEFAULTS.causalLshRounds), 0, 8),
     controlVariate: 1,
     seed: integer('seed', options.seed, DEFAULTS.seed, 0, 0xffffffff),
     projections,

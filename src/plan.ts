@@ -112,7 +112,7 @@ export const SAMPLE_SEGMENT = 1024;
 const MIN_WINDOW_SEGMENT = 64;
 
 /** Keys per LSH bucket that the accurate mode's default bit count aims at. */
-export const BUCKET_KEYS = 32;
+export const BUCKET_KEYS = 16;
 
 /**
  * LSH bits per round: the caller's lshNumProjs, or for 0 (the accurate mode's default)
