@@ -16,6 +16,8 @@ export interface PageRun {
   relError: number;
   /** RMS row error over RMS row norm of v */
   relToV: number;
+  /** relError of the authors' algorithm (mode 'reference') on the same input */
+  authorsError: number;
 }
 
 /** The head dim of the page's runs; the chart shows the bench cases of the same. */

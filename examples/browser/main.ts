@@ -77,7 +77,7 @@ function addRow(r: PageRun): void {
   const flops = (4 * r.n * r.n * D) / (r.causal ? 2 : 1);
   const cells = [
     r.workload, String(r.n), r.causal ? 'yes' : 'no', BACKEND_LABELS[r.backend as BackendChoice] ?? r.backend,
-    seconds(r.exactMs), seconds(r.hyperMs), `${(r.exactMs / r.hyperMs).toFixed(1)}×`, r.relError.toFixed(4), r.relToV.toFixed(4),
+    seconds(r.exactMs), seconds(r.hyperMs), `${(r.exactMs / r.hyperMs).toFixed(1)}×`, r.relError.toFixed(4), r.relToV.toFixed(4), r.authorsError.toFixed(4),
     (flops / r.exactMs / 1e6).toFixed(1),
   ];
   for (const text of cells) {
@@ -112,7 +112,7 @@ async function run(): Promise<void> {
     setStatus(`Preparing the ${BACKEND_LABELS[backend]} backend…`);
     await paint();
     await warmUp(backend);
-    const { q, k, v } = WORKLOADS[workload].generate({ B: 1, H: 1, n, d: D, seed });
+    const { q, k, v } = WORKLOADS[workload].generate({ B: 1, H: 1, n, d: D, seed, causal });
     const flops = (4 * n * n * D) / (causal ? 2 : 1);
     setStatus(`Exact attention, n = ${n}: ${(flops / 1e9).toFixed(1)} GFLOP…`);
     await paint();
@@ -127,7 +127,13 @@ async function run(): Promise<void> {
     // Errors against the exact output of this run, measured as the accuracy benchmark measures them.
     const reference = { rows: evenRows(n, n), out: Float64Array.from(exact.out.data), lse: Float64Array.from(exact.lse.data) };
     const errors = attentionErrors(reference, hyper.out.data, hyper.lse.data, v.data, D);
-    const r: PageRun = { workload, n, causal, backend, seed, exactMs, hyperMs, relError: errors.relFrobenius, relToV: errors.relToV };
+    setStatus(`The authors' algorithm (mode 'reference'), n = ${n}, for its error…`);
+    await paint();
+    const authors = await hyperAttention(q, k, v, { causal, backend, seed, mode: 'reference' });
+    const authorsError = attentionErrors(reference, authors.out.data, authors.lse.data, v.data, D).relFrobenius;
+    const r: PageRun = {
+      workload, n, causal, backend, seed, exactMs, hyperMs, relError: errors.relFrobenius, relToV: errors.relToV, authorsError,
+    };
     demo.runs.push(r);
     demo.outputs = { exact: exact.out.data, hyper: hyper.out.data };
     addRow(r);
