@@ -1,5 +1,6 @@
 // Options of hyperAttention / exactAttention: types, the authors' defaults, and validation
 // that rejects anything malformed (including unknown keys) with a clear error.
+import { describeValue } from './describe.ts';
 import { HyperAttentionError } from './errors.ts';
 import type { Mode } from './ops.ts';
 import type { Sampler } from './random.ts';
@@ -144,6 +145,17 @@ export interface ResolvedHyperOptions extends ResolvedExactOptions {
   sampler: Sampler | undefined;
 }
 
+/**
+ * Largest blockSize and sampleSize: a row's work grows with both (a block of b keys, m
+ * sampled keys), and beyond 65536 keys per row either is as slow as exact attention over
+ * the longest contexts this library targets; larger values only came from mistakes (2^31
+ * wrapped to nothing in 32-bit arithmetic, 2^28 sampled keys ran out of memory). The
+ * accurate mode's counts of keys per row (sinkKeys, heavyKeys, window, probeQueries) have
+ * the same bound for the same reason.
+ */
+export const MAX_BLOCK_SIZE = 65536;
+export const MAX_SAMPLE_SIZE = 65536;
+
 /** The defaults of the authors' modes ('reference', 'fixed'): the authors' own. */
 export const DEFAULTS = {
   blockSize: 256,
@@ -177,9 +189,6 @@ export const ACCURATE_DEFAULTS = {
   causalLshRounds: 4,
 };
 
-/** The most keys the accurate mode's parts take per query row (beyond them it is exact attention's work). */
-export const ACCURATE_MAX = 65536;
-
 const EXACT_KEYS = ['causal', 'scale', 'backend', 'device', 'output', 'onProgress', 'profile', 'layout'];
 const HYPER_KEYS = [
   ...EXACT_KEYS, 'blockSize', 'sampleSize', 'lshNumProjs', 'minSeqLen', 'mode', 'seed', 'projections', 'sampler',
@@ -200,30 +209,35 @@ function checkKeys(options: object, allowed: string[]): void {
 function integer(name: string, value: unknown, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    fail(`${name}: expected an integer in [${min}, ${max === Number.MAX_SAFE_INTEGER ? 'inf' : max}], got ${String(value)}`);
+    fail(`${name}: expected an integer in [${min}, ${max === Number.MAX_SAFE_INTEGER ? 'inf' : max}], got ${describeValue(value)}`);
   }
   return value;
 }
 
 export function resolveExactOptions(options: ExactOptions = {}, allowed = EXACT_KEYS): ResolvedExactOptions {
-  if (typeof options !== 'object' || options === null) fail(`options: expected an object, got ${String(options)}`);
+  if (typeof options !== 'object' || options === null) fail(`options: expected an object, got ${describeValue(options)}`);
   checkKeys(options, allowed);
+  // Only undefined means "the default": null is a mistake for every option alike.
+  for (const key of allowed) {
+    if ((options as Record<string, unknown>)[key] === null) fail(`${key}: got null; leave it out (or undefined) for the default`);
+  }
   const { causal = false, scale, device, output = 'host', onProgress, profile = false } = options;
   const backend = options.backend ?? (device ? 'webgpu' : 'auto');
-  if (typeof causal !== 'boolean') fail(`causal: expected a boolean, got ${String(causal)}`);
-  if (scale !== undefined && (typeof scale !== 'number' || !Number.isFinite(scale) || scale <= 0)) {
-    fail(`scale: expected a finite positive number, got ${String(scale)}`);
+  if (typeof causal !== 'boolean') fail(`causal: expected a boolean, got ${describeValue(causal)}`);
+  // The kernels compute in float32: 1e39 would be Infinity there (all NaN), 1e-50 zero.
+  if (scale !== undefined && (typeof scale !== 'number' || !(Math.fround(scale) > 0) || !Number.isFinite(Math.fround(scale)))) {
+    fail(`scale: expected a finite positive number, also in float32 (about 1.2e-38 to 3.4e38), got ${describeValue(scale)}`);
   }
-  if (!['auto', 'cpu', 'webgpu'].includes(backend)) fail(`backend: expected 'auto', 'cpu' or 'webgpu', got ${String(backend)}`);
+  if (!['auto', 'cpu', 'webgpu'].includes(backend)) fail(`backend: expected 'auto', 'cpu' or 'webgpu', got ${describeValue(backend)}`);
   if (device !== undefined) {
     if (typeof device !== 'object' || device === null || !('queue' in device) || !('lost' in device)) {
-      fail('device: expected a GPUDevice');
+      fail(`device: expected a GPUDevice, got ${describeValue(device)}`);
     }
     if (backend !== 'webgpu') fail(`device: a GPUDevice runs on backend 'webgpu', but backend is '${backend}'`);
   }
-  if (output !== 'host' && output !== 'gpu') fail(`output: expected 'host' or 'gpu', got ${String(output)}`);
-  if (onProgress !== undefined && typeof onProgress !== 'function') fail('onProgress: expected a function');
-  if (typeof profile !== 'boolean') fail(`profile: expected a boolean, got ${String(profile)}`);
+  if (output !== 'host' && output !== 'gpu') fail(`output: expected 'host' or 'gpu', got ${describeValue(output)}`);
+  if (onProgress !== undefined && typeof onProgress !== 'function') fail(`onProgress: expected a function, got ${describeValue(onProgress)}`);
+  if (typeof profile !== 'boolean') fail(`profile: expected a boolean, got ${describeValue(profile)}`);
   const resolved = { causal, scale, backend, device, output, onProgress, profile };
   if (output === 'gpu') checkDeviceIO(resolved, "output 'gpu'");
   return resolved;
@@ -243,7 +257,7 @@ export function resolveHyperOptions(options: HyperOptions = {}): ResolvedHyperOp
   const base = resolveExactOptions(options, HYPER_KEYS);
   const mode = options.mode ?? DEFAULTS.mode;
   if (mode !== 'reference' && mode !== 'fixed' && mode !== 'accurate') {
-    fail(`mode: expected 'accurate', 'reference' or 'fixed', got ${String(mode)}`);
+    fail(`mode: expected 'accurate', 'reference' or 'fixed', got ${describeValue(mode)}`);
   }
   const accurate = mode === 'accurate';
   if (!accurate) {
@@ -253,16 +267,16 @@ export function resolveHyperOptions(options: HyperOptions = {}): ResolvedHyperOp
   const fallback = accurate ? ACCURATE_DEFAULTS : DEFAULTS;
   /** The accurate mode's default for a causal call, where it has its own. */
   const byCausal = (value: number, causal: number) => (accurate && base.causal ? causal : value);
-  const most = ACCURATE_MAX;
+  const most = MAX_BLOCK_SIZE;
   const { projections, sampler } = options;
   if (projections !== undefined && !(projections instanceof Float32Array)) {
-    fail('projections: expected a Float32Array [D, lshNumProjs]');
+    fail(`projections: expected a Float32Array [D, lshNumProjs], got ${describeValue(projections)}`);
   }
-  if (sampler !== undefined && typeof sampler !== 'function') fail('sampler: expected a function');
+  if (sampler !== undefined && typeof sampler !== 'function') fail(`sampler: expected a function, got ${describeValue(sampler)}`);
   return {
     ...base,
-    blockSize: integer('blockSize', options.blockSize, fallback.blockSize, 1),
-    sampleSize: integer('sampleSize', options.sampleSize, byCausal(fallback.sampleSize, ACCURATE_DEFAULTS.causalSampleSize), 0),
+    blockSize: integer('blockSize', options.blockSize, fallback.blockSize, 1, MAX_BLOCK_SIZE),
+    sampleSize: integer('sampleSize', options.sampleSize, byCausal(fallback.sampleSize, ACCURATE_DEFAULTS.causalSampleSize), 0, MAX_SAMPLE_SIZE),
     lshNumProjs: integer('lshNumProjs', options.lshNumProjs, fallback.lshNumProjs, 1, 16),
     minSeqLen: integer('minSeqLen', options.minSeqLen, DEFAULTS.minSeqLen, 0),
     minSeqLenGiven: options.minSeqLen !== undefined,
@@ -275,6 +289,28 @@ export function resolveHyperOptions(options: HyperOptions = {}): ResolvedHyperOp
     controlVariate: 1,
     seed: integer('seed', options.seed, DEFAULTS.seed, 0, 0xffffffff),
     projections,
-    sampler,
+    sampler: sampler && checkedSampler(sampler),
+  };
+}
+
+/**
+ * The caller's sampler, its output checked before the algorithm sees it, with messages that
+ * describe a wrong value instead of printing it (a plain array of 70000 numbers, a BigInt).
+ * Errors the sampler itself throws pass through as they are.
+ */
+function checkedSampler(sampler: Sampler): Sampler {
+  return (request) => {
+    const s: unknown = sampler(request);
+    const { index, batch, heads, count, high } = request;
+    const expected = batch * heads * count;
+    const wanted = `sampler: draw ${index} ([${batch}, ${heads}, ${count}] over [0, ${high})) must return an Int32Array of ${expected} values`;
+    if (!(s instanceof Int32Array)) throw new HyperAttentionError('INVALID_SAMPLER_OUTPUT', `${wanted}, got ${describeValue(s)}`);
+    if (s.length !== expected) throw new HyperAttentionError('INVALID_SAMPLER_OUTPUT', `${wanted}, got length ${s.length}`);
+    for (let i = 0; i < s.length; i++) {
+      if (s[i] < 0 || s[i] >= high) {
+        throw new HyperAttentionError('INVALID_SAMPLER_OUTPUT', `sampler: draw ${index} value ${i} is ${s[i]}, outside [0, ${high})`);
+      }
+    }
+    return s;
   };
 }

@@ -71,7 +71,7 @@ test('sampler output', async () => {
   // n = 64, blockSize 16: one draw of [1, 2, 8] over [0, 64).
   const o = { minSeqLen: 0, blockSize: 16, sampleSize: 8 };
   await rejects('INVALID_SAMPLER_OUTPUT', /must return an Int32Array of 16 values, got length 15/, hyper(q, k, v, { ...o, sampler: () => new Int32Array(15) }));
-  await rejects('INVALID_SAMPLER_OUTPUT', /got 1,2/, hyper(q, k, v, { ...o, sampler: () => [1, 2] as never }));
+  await rejects('INVALID_SAMPLER_OUTPUT', /got \[1, 2\]/, hyper(q, k, v, { ...o, sampler: () => [1, 2] as never }));
   await rejects('INVALID_SAMPLER_OUTPUT', /value 3 is 64, outside \[0, 64\)/, hyper(q, k, v, {
     ...o, sampler: () => Int32Array.from({ length: 16 }, (_, i) => (i === 3 ? 64 : 0)),
   }));
