@@ -5,6 +5,8 @@ export type ErrorCode =
   | 'INVALID_SHAPE'
   | 'INVALID_OPTION'
   | 'NON_FINITE_INPUT'
+  /** finite inputs whose scores or value sums would overflow float32 */
+  | 'INPUT_OVERFLOW'
   | 'UNSUPPORTED_HEAD_DIM'
   | 'INVALID_SAMPLER_OUTPUT'
   | 'UNSUPPORTED'

@@ -10,9 +10,12 @@ import {
   checkDeviceIO, resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions, type Output,
   type ResolvedExactOptions, type ResolvedHyperOptions,
 } from './options.ts';
+import { HyperAttentionError } from './errors.ts';
 import type { Explanation } from './scheduler/cost.ts';
 import { callProfile, explain as explainBhnd, schedule, type CallShapes } from './scheduler/index.ts';
-import { attentionShape, isHostTensor, type AttentionShape, type InputTensor, type TensorLike } from './tensor.ts';
+import {
+  attentionShape, checkFinite, checkOutputSize, isHostTensor, type AttentionShape, type InputTensor, type TensorLike,
+} from './tensor.ts';
 
 export { HyperAttentionError, type ErrorCode } from './errors.ts';
 export {
@@ -38,13 +41,55 @@ export type { Device, OpName } from './ops.ts';
 function checkInputs(q: InputTensor, k: InputTensor, v: InputTensor, o: ResolvedExactOptions, layout: Layout): AttentionShape {
   let shape: AttentionShape;
   try {
-    shape = attentionShape(q, k, v, o.causal);
+    shape = attentionShape(q, k, v, o.causal, o.scale);
   } catch (error) {
     throw explainShapeError(error, layout);
   }
+  if (o.output === 'host') checkOutputSize(shape);
   const onGpu = ([['q', q], ['k', k], ['v', v]] as const).find(([, t]) => !isHostTensor(t));
   if (onGpu) checkDeviceIO(o, `${onGpu[0]} (a GPU tensor)`);
   return shape;
+}
+
+/**
+ * Inputs are read while the call runs, not when it is made (copying them all would double
+ * the memory of a long context). A caller that transfers or shrinks an input's buffer
+ * before the promise settles makes the read throw a TypeError: this names the cause.
+ */
+function inputChanged(q: InputTensor, k: InputTensor, v: InputTensor): HyperAttentionError | undefined {
+  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) {
+    if (!isHostTensor(t)) continue;
+    const size = t.shape.reduce((a, b) => a * b, 1);
+    if (t.data.length !== size) {
+      return new HyperAttentionError(
+        'INVALID_SHAPE',
+        `${name}.data: its buffer was detached or resized while the call ran (length ${t.data.length}, expected ${size}); inputs must stay unchanged until the call's promise settles`,
+      );
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Checked inputs give finite results, so a non-finite one means an input was overwritten
+ * with NaN or infinity while the call ran: rescan them (only then) and say which.
+ */
+function checkUnchanged<R extends AttentionResult | GPUAttentionResult>(result: R, q: InputTensor, k: InputTensor, v: InputTensor): R {
+  if (!('data' in result.out)) return result;
+  const { out, lse } = result as AttentionResult;
+  if (allFinite(out.data) && allFinite(lse.data)) return result;
+  try {
+    for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) if (isHostTensor(t)) checkFinite(name, t.data);
+  } catch (error) {
+    const e = error as HyperAttentionError;
+    throw new HyperAttentionError('NON_FINITE_INPUT', `${e.message} (it was finite when the call was made: inputs must stay unchanged until the call's promise settles)`);
+  }
+  return result;
+}
+
+function allFinite(data: Float32Array): boolean {
+  for (let i = 0; i < data.length; i++) if (data[i] - data[i] !== 0) return false;
+  return true;
 }
 
 /**
@@ -66,11 +111,18 @@ function startCall<O extends ResolvedExactOptions>(
     return serialize(async () => {
       const scheduled = await schedule(shape, o, hyper(o), o.profile);
       const chosen = scheduled.minSeqLen === undefined ? o : { ...o, minSeqLen: scheduled.minSeqLen };
-      if (!o.profile) return resultInLayout(await run(scheduled.backend, shape, chosen, qkv, undefined, scheduled.work), layout);
-      const trace: OpTrace[] = [];
-      const start = performance.now();
-      const result = await run(scheduled.backend, shape, chosen, qkv, trace, scheduled.work);
-      return resultInLayout({ ...result, profile: callProfile(scheduled.plan!, trace, performance.now() - start) }, layout);
+      const [q, k, v] = qkv;
+      try {
+        if (!o.profile) {
+          return resultInLayout(checkUnchanged(await run(scheduled.backend, shape, chosen, qkv, undefined, scheduled.work), q, k, v), layout);
+        }
+        const trace: OpTrace[] = [];
+        const start = performance.now();
+        const result = checkUnchanged(await run(scheduled.backend, shape, chosen, qkv, trace, scheduled.work), q, k, v);
+        return resultInLayout({ ...result, profile: callProfile(scheduled.plan!, trace, performance.now() - start) }, layout);
+      } catch (error) {
+        throw inputChanged(q, k, v) ?? error;
+      }
     });
   } catch (error) {
     return Promise.reject(error);

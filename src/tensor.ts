@@ -2,6 +2,7 @@
 // onnxruntime-web and transformers.js tensors carry them, or { buffer, shape } on a WebGPU
 // device; row-major [B, H, N, D]) and the checks that turn a malformed one into a clear error
 // before anything is computed.
+import { describeValue } from './describe.ts';
 import { HyperAttentionError } from './errors.ts';
 import type { WebGPUBufferLike } from './options.ts';
 
@@ -64,7 +65,7 @@ function checkTensor(name: string, t: unknown): asserts t is InputTensor {
  */
 export function toInputTensor(name: string, t: unknown): InputTensor {
   if (typeof t !== 'object' || t === null) {
-    throw new HyperAttentionError('INVALID_SHAPE', `${name}: expected { data: Float32Array, shape: [B, H, N, D] } or { buffer: GPUBuffer, shape }, got ${t === null ? 'null' : typeof t}`);
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}: expected { data: Float32Array, shape: [B, H, N, D] } or { buffer: GPUBuffer, shape }, got ${describeValue(t)}`);
   }
   if ('buffer' in t) {
     const { shape } = t as Partial<GPUTensor>;
@@ -86,11 +87,13 @@ export function toInputTensor(name: string, t: unknown): InputTensor {
   }
   const { data } = fields;
   if (!(data instanceof Float32Array)) {
-    throw new HyperAttentionError('INVALID_SHAPE', `${name}.data: expected a Float32Array, got ${describe(data)}`);
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}.data: expected a Float32Array, got ${describeValue(data)}`);
   }
   const size = elements(shape);
   if (data.length !== size) {
-    throw new HyperAttentionError('INVALID_SHAPE', `${name}: ${shapeKey} ${JSON.stringify(shape)} needs ${size} elements, data has ${data.length}`);
+    // A transferred (detached) buffer reads as length 0: say so rather than leave a puzzle.
+    const detached = data.length === 0 && data.byteOffset === 0 && data.buffer.byteLength === 0 ? ' (its ArrayBuffer is detached)' : '';
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}: ${shapeKey} ${describeValue(shape)} needs ${size} elements, data has ${data.length}${detached}`);
   }
   return shapeKey === 'shape' ? (t as Tensor) : { data, shape };
 }
@@ -118,11 +121,12 @@ function elements(shape: readonly number[]): number {
 
 function checkShape(name: string, shape: unknown, key = 'shape'): asserts shape is number[] {
   if (!Array.isArray(shape) || shape.length !== 4) {
-    throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: expected 4 dimensions [B, H, N, D] (or [B, N, H, D] with layout 'bnhd'), got ${JSON.stringify(shape)}`);
+    const what = Array.isArray(shape) ? `${shape.length} dimensions: ${describeValue(shape)}` : describeValue(shape);
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: expected an array of 4 dimensions [B, H, N, D] (or [B, N, H, D] with layout 'bnhd'), got ${what}`);
   }
-  for (const s of shape) {
+  for (const [i, s] of shape.entries()) {
     if (!Number.isInteger(s) || s < 1) {
-      throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: expected positive integers, got ${JSON.stringify(shape)}`);
+      throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: expected positive integers, got ${describeValue(shape)} (dimension ${i} is ${describeValue(s)})`);
     }
   }
 }
@@ -131,10 +135,10 @@ function checkShape(name: string, shape: unknown, key = 'shape'): asserts shape 
 function checkGPUTensor(name: string, t: Partial<GPUTensor>, size: number): void {
   const { buffer, dtype } = t;
   if (dtype !== undefined && dtype !== 'float32') {
-    throw new HyperAttentionError('INVALID_SHAPE', `${name}.dtype: only 'float32' GPU tensors are supported, got ${String(dtype)}`);
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}.dtype: only 'float32' GPU tensors are supported, got ${describeValue(dtype)}`);
   }
   if (typeof buffer !== 'object' || buffer === null || typeof buffer.size !== 'number' || typeof buffer.usage !== 'number') {
-    throw new HyperAttentionError('INVALID_SHAPE', `${name}.buffer: expected a GPUBuffer, got ${describe(buffer)}`);
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}.buffer: expected a GPUBuffer, got ${describeValue(buffer)}`);
   }
   if (buffer.size < size * 4) {
     throw new HyperAttentionError('INVALID_SHAPE', `${name}: shape ${JSON.stringify(t.shape)} needs ${size * 4} bytes, the buffer has ${buffer.size}`);
@@ -144,21 +148,69 @@ function checkGPUTensor(name: string, t: Partial<GPUTensor>, size: number): void
   }
 }
 
-function describe(x: unknown): string {
-  if (x === null) return 'null';
-  if (typeof x === 'object') return (x as object).constructor?.name ?? 'object';
-  return typeof x;
-}
-
-/** Validates q [B, H, nq, d], k [B, Hkv, nk, d], v [B, Hkv, nk, dv]. */
-export function attentionShape(q: unknown, k: unknown, v: unknown, causal: boolean): AttentionShape {
+/**
+ * Validates q [B, H, nq, d], k [B, Hkv, nk, d], v [B, Hkv, nk, dv]: shapes, finite values,
+ * and magnitudes whose float32 arithmetic cannot overflow (with the call's scale, default
+ * 1 / sqrt(d)).
+ */
+export function attentionShape(q: unknown, k: unknown, v: unknown, causal: boolean, scale?: number): AttentionShape {
   checkTensor('q', q);
   checkTensor('k', k);
   checkTensor('v', v);
   const shape = shapeOf(q.shape, k.shape, v.shape, causal);
   // GPU tensors are not checked: that would need a readback, which is what they avoid.
-  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) if (isHostTensor(t)) checkFinite(name, t.data);
+  const max = { q: 0, k: 0, v: 0 };
+  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) if (isHostTensor(t)) max[name] = finiteMaxAbs(name, t.data);
+  checkMagnitudes(shape, max, scale ?? 1 / Math.sqrt(shape.d));
   return shape;
+}
+
+/** Half of float32's largest value: the margin covers rounding in the kernels' sums. */
+const FLOAT32_SAFE = 1.7e38;
+/** sampleSize's maximum (options.ts): a sampled row sums up to this many values of v. */
+const MAX_ROW_TERMS = 65536;
+
+/**
+ * Finite inputs can still overflow float32 inside the kernels: a score q·k·scale is at most
+ * d·max|q|·max|k|·scale, and a row's unnormalised sum of values at most max(nk, m)·max|v|.
+ * Past float32's range those give Infinity, then NaN, in every output: reject them up front.
+ */
+function checkMagnitudes(s: AttentionShape, max: { q: number; k: number; v: number }, scale: number): void {
+  const score = s.d * max.q * max.k * scale;
+  if (score > FLOAT32_SAFE) {
+    throw new HyperAttentionError(
+      'INPUT_OVERFLOW',
+      `q and k: scores can reach d * max|q| * max|k| * scale = ${s.d} * ${short(max.q)} * ${short(max.k)} * ${short(scale)} = ${short(score)}, beyond float32 (expected at most ${FLOAT32_SAFE}); scale the inputs down`,
+    );
+  }
+  const sum = Math.max(s.nk, MAX_ROW_TERMS) * max.v;
+  if (sum > FLOAT32_SAFE) {
+    throw new HyperAttentionError(
+      'INPUT_OVERFLOW',
+      `v: max|v| = ${short(max.v)} times up to ${Math.max(s.nk, MAX_ROW_TERMS)} summed values is ${short(sum)}, beyond float32 (expected at most ${FLOAT32_SAFE}); scale v down`,
+    );
+  }
+}
+
+function short(x: number): string {
+  return x !== 0 && (Math.abs(x) >= 1e6 || Math.abs(x) < 1e-3) ? x.toExponential(3) : String(Number(x.toPrecision(4)));
+}
+
+/**
+ * The largest Float32Array a call allocates for its result, in elements: 2^31 - 1 is within
+ * every engine's typed-array limit (V8's, SpiderMonkey's, JavaScriptCore's).
+ */
+export const MAX_OUTPUT_ELEMENTS = 2 ** 31 - 1;
+
+/** Host outputs out [B, H, nq, dv] and lse [B, H, nq] must fit a Float32Array: checked before any work. */
+export function checkOutputSize(s: AttentionShape): void {
+  const elements = s.B * s.H * s.nq * s.dv;
+  if (elements > MAX_OUTPUT_ELEMENTS) {
+    throw new HyperAttentionError(
+      'OUT_OF_MEMORY',
+      `out [${s.B}, ${s.H}, ${s.nq}, ${s.dv}] would hold ${elements} values; a result holds at most ${MAX_OUTPUT_ELEMENTS} (2^31 - 1)`,
+    );
+  }
 }
 
 /** Validates the shapes alone (of tensors yet to come: the scheduler's explain()). */
@@ -194,10 +246,19 @@ function shapeOf(qShape: readonly number[], kShape: readonly number[], vShape: r
 
 /** Throws NON_FINITE_INPUT naming the first NaN or infinite element. */
 export function checkFinite(name: string, data: Float32Array): void {
+  finiteMaxAbs(name, data);
+}
+
+/** max |x| over data, in the same pass that throws NON_FINITE_INPUT at the first NaN or infinity. */
+export function finiteMaxAbs(name: string, data: Float32Array): number {
+  let max = 0;
   for (let i = 0; i < data.length; i++) {
     const x = data[i];
     if (x - x !== 0) {
       throw new HyperAttentionError('NON_FINITE_INPUT', `${name}: element ${i} is ${x}; inputs must be finite`);
     }
+    if (x > max) max = x;
+    else if (-x > max) max = -x;
   }
+  return max;
 }
