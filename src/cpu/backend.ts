@@ -7,7 +7,7 @@ import type {
   PartOutput, ProbeTask, RemainderTask, RoundTask, RowView, SampledTask, SamplesTask, SortTask, WindowTask,
   WriteMode,
 } from '../ops.ts';
-import { bestFlavour, instantiateKernels, type KernelExports, type KernelFlavour } from './wasm.ts';
+import { bestFlavour, instantiateKernels, renewKernels, type KernelExports, type KernelFlavour } from './wasm.ts';
 
 interface CpuBuffer extends BackendBuffer {
   readonly ptr: number;
@@ -19,7 +19,7 @@ const ALIGN = 64;
 
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
-  private readonly wasm: KernelExports;
+  private wasm: KernelExports;
   private readonly base: number;
   private top: number;
   private live = new Set<CpuBuffer>();
@@ -221,6 +221,8 @@ export class CpuBackend implements Backend {
   releaseAll(): void {
     this.live.clear();
     this.top = this.base;
+    // A large call's memory would otherwise stay with the process for good.
+    this.wasm = renewKernels(this.wasm, this.flavour);
   }
 }
 

@@ -74,6 +74,15 @@ function decodeBase64(s: string): Uint8Array<ArrayBuffer> {
 }
 
 const modules = new Map<KernelFlavour, Promise<WebAssembly.Module>>();
+/** The same modules once compiled, for renewKernels' synchronous instantiation. */
+const compiled = new Map<KernelFlavour, WebAssembly.Module>();
+
+/**
+ * Linear memory only grows: after a call that needed more than this, its backend swaps in
+ * a fresh instance (see renewKernels) so that the old memory can be collected. Below it,
+ * keeping the memory saves the regrowth on the next call.
+ */
+export const RENEW_ABOVE_BYTES = 256 * 1024 * 1024;
 
 /** Flavours this engine can run, fastest first. */
 export function supportedFlavours(): KernelFlavour[] {
@@ -85,18 +94,38 @@ export function bestFlavour(): KernelFlavour {
   return supportedFlavours()[0];
 }
 
+const IMPORTS = {
+  env: {
+    abort(_msg: number, _file: number, line: number, column: number) {
+      throw new Error(`hyperattention wasm kernel aborted at ${line}:${column}`);
+    },
+  },
+};
+
 export async function instantiateKernels(flavour: KernelFlavour = bestFlavour()): Promise<KernelExports> {
   let module = modules.get(flavour);
   if (!module) {
     module = WebAssembly.compile(decodeBase64(SOURCES[flavour]));
     modules.set(flavour, module);
   }
-  const instance = await WebAssembly.instantiate(await module, {
-    env: {
-      abort(_msg: number, _file: number, line: number, column: number) {
-        throw new Error(`hyperattention wasm kernel aborted at ${line}:${column}`);
-      },
-    },
-  });
+  const ready = await module;
+  compiled.set(flavour, ready);
+  const instance = await WebAssembly.instantiate(ready, IMPORTS);
   return instance.exports as unknown as KernelExports;
+}
+
+/**
+ * `current` itself while its memory is small, else a fresh instance of the same build
+ * (same heap base, initial memory), made synchronously from the compiled module so that a
+ * backend can swap it between calls; the old memory is freed once unreferenced. Where the
+ * engine refuses synchronous instantiation (a browser's main thread may), keeps `current`.
+ */
+export function renewKernels(current: KernelExports, flavour: KernelFlavour): KernelExports {
+  const module = compiled.get(flavour);
+  if (!module || current.memory.buffer.byteLength <= RENEW_ABOVE_BYTES) return current;
+  try {
+    return new WebAssembly.Instance(module, IMPORTS).exports as unknown as KernelExports;
+  } catch {
+    return current;
+  }
 }
