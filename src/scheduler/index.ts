@@ -5,6 +5,7 @@
 // a file named by the caller in Node and Deno, localStorage in browsers (and Deno).
 import { cpuBackend, gpuBackend, hybridBackend, serialize } from '../backends.ts';
 import type { CpuBackend } from '../cpu/backend.ts';
+import { describeValue } from '../describe.ts';
 import { HyperAttentionError } from '../errors.ts';
 import type { WebGPUBackend } from '../gpu/index.ts';
 import type { Backend, Device, OpName, OpTrace } from '../ops.ts';
@@ -46,10 +47,10 @@ export function configureScheduler(options: SchedulerConfig): void {
     if (!allowed.includes(key)) throw new HyperAttentionError('INVALID_OPTION', `unknown scheduler option '${key}'; expected one of: ${allowed.join(', ')}`);
   }
   if (profilePath !== undefined && profilePath !== null && (typeof profilePath !== 'string' || profilePath === '')) {
-    throw new HyperAttentionError('INVALID_OPTION', `profilePath: expected a file path or null, got ${String(profilePath)}`);
+    throw new HyperAttentionError('INVALID_OPTION', `profilePath: expected a file path or null, got ${describeValue(profilePath)}`);
   }
-  if (persist !== undefined && typeof persist !== 'boolean') throw new HyperAttentionError('INVALID_OPTION', 'persist: expected a boolean');
-  if (onWarning !== undefined && typeof onWarning !== 'function') throw new HyperAttentionError('INVALID_OPTION', 'onWarning: expected a function');
+  if (persist !== undefined && typeof persist !== 'boolean') throw new HyperAttentionError('INVALID_OPTION', `persist: expected a boolean, got ${describeValue(persist)}`);
+  if (onWarning !== undefined && typeof onWarning !== 'function') throw new HyperAttentionError('INVALID_OPTION', `onWarning: expected a function, got ${describeValue(onWarning)}`);
   if (profilePath !== undefined) config.profilePath = profilePath;
   if (persist !== undefined) config.persist = persist;
   if (onWarning !== undefined) config.onWarning = onWarning;
@@ -145,7 +146,24 @@ async function devicesAtHand(): Promise<Devices> {
 interface FileSystem {
   readFile(path: string, encoding: 'utf8'): Promise<string>;
   writeFile(path: string, data: string): Promise<void>;
-  mkdir(path: string, options: { recursive: true }): Promise<unknown>;
+  mkdir(path: string): Promise<unknown>;
+}
+
+/**
+ * mkdir -p, one level at a time. Node's own recursive mkdir never settles for a path
+ * under /proc (it retries forever), which left the first call pending for good.
+ */
+async function makeFolder(fs: FileSystem, folder: string): Promise<void> {
+  try {
+    await fs.mkdir(folder);
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === 'EEXIST') return;
+    const parent = folder.slice(0, Math.max(folder.lastIndexOf('/'), folder.lastIndexOf('\\')));
+    if (code !== 'ENOENT' || !parent || parent === folder) throw error;
+    await makeFolder(fs, parent);
+    await fs.mkdir(folder); // once: if the parent exists and this still fails, say so
+  }
 }
 
 function fileSystem(): Promise<FileSystem> {
@@ -182,7 +200,7 @@ async function save(profile: Profile): Promise<void> {
     if (config.profilePath) {
       const fs = await fileSystem();
       const folder = config.profilePath.slice(0, Math.max(config.profilePath.lastIndexOf('/'), config.profilePath.lastIndexOf('\\')));
-      if (folder) await fs.mkdir(folder, { recursive: true });
+      if (folder) await makeFolder(fs, folder);
       await fs.writeFile(config.profilePath, `${text}\n`);
     }
     else storage()?.setItem(STORAGE_KEY, text);
