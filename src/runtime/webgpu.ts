@@ -8,6 +8,8 @@
 import { HyperAttentionError } from '../errors.ts';
 
 let nodeGpu: Promise<GPU | undefined> | undefined;
+/** Why there is no WebGPU here, for the UNSUPPORTED message. */
+let missing = 'no navigator.gpu in this runtime and no `webgpu` package to load';
 
 function isNode(): boolean {
   const g = globalThis as { process?: { versions?: { node?: string } }; Deno?: unknown };
@@ -16,8 +18,45 @@ function isNode(): boolean {
   return typeof g.process?.versions?.node === 'string' && g.Deno === undefined;
 }
 
+/** Where the Vulkan loader looks for drivers (ICD manifests) on Linux, besides the environment. */
+function icdFolders(env: Record<string, string | undefined>): string[] {
+  const config = (env.XDG_CONFIG_DIRS || '/etc/xdg').split(':');
+  const data = (env.XDG_DATA_DIRS || '/usr/local/share:/usr/share').split(':');
+  const home = env.HOME ? [`${env.HOME}/.local/share`] : [];
+  return [...config, '/etc', ...home, ...data, '/usr/local/share', '/usr/share'].map((d) => `${d}/vulkan/icd.d`);
+}
+
+/**
+ * Dawn on Linux runs on Vulkan only. Without a Vulkan driver its first requestAdapter()
+ * writes warnings to stderr, which the caller cannot silence, for an adapter it will not
+ * find: so on Linux it is loaded only where a driver could exist (a manifest named in the
+ * environment or present in the loader's folders).
+ */
+async function vulkanDriverMayExist(): Promise<boolean> {
+  const g = globalThis as { process?: { platform?: string; env?: Record<string, string | undefined> } };
+  if (g.process?.platform !== 'linux') return true;
+  const env = g.process.env ?? {};
+  if (env.VK_ICD_FILENAMES || env.VK_DRIVER_FILES || env.VK_ADD_DRIVER_FILES) return true;
+  try {
+    const fs = (await import(/* @vite-ignore */ ['node', 'fs'].join(':'))) as { readdirSync(path: string): string[] };
+    return icdFolders(env).some((folder) => {
+      try {
+        return fs.readdirSync(folder).some((name) => name.endsWith('.json'));
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return true; // cannot look: let Dawn decide
+  }
+}
+
 async function loadNodeWebGPU(): Promise<GPU | undefined> {
   const specifier = ['web', 'gpu'].join('');
+  if (!(await vulkanDriverMayExist())) {
+    missing = 'no Vulkan driver on this Linux machine (no ICD manifest in the Vulkan loader\'s folders, and VK_ICD_FILENAMES is not set)';
+    return undefined;
+  }
   try {
     // The hint keeps Vite, in applications that bundle this library, from warning here.
     const mod = (await import(/* @vite-ignore */ specifier)) as {
@@ -65,7 +104,7 @@ const WANTED_LIMITS = [
 export async function requestWebGPUDevice(): Promise<GPUDevice> {
   const gpu = await getWebGPU();
   if (!gpu) {
-    throw new HyperAttentionError('UNSUPPORTED', 'WebGPU: no navigator.gpu in this runtime and no `webgpu` package to load');
+    throw new HyperAttentionError('UNSUPPORTED', `WebGPU: ${missing}`);
   }
   const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
   if (!adapter) {
