@@ -122,7 +122,7 @@ function elements(shape: readonly number[]): number {
 function checkShape(name: string, shape: unknown, key = 'shape'): asserts shape is number[] {
   if (!Array.isArray(shape) || shape.length !== 4) {
     const what = Array.isArray(shape) ? `${shape.length} dimensions: ${describeValue(shape)}` : describeValue(shape);
-    throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: expected an array of 4 dimensions [B, H, N, D] (or [B, N, H, D] with layout 'bnhd'), got ${what}`);
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: expected 4 dimensions [B, H, N, D] in an array (or [B, N, H, D] with layout 'bnhd'), got ${what}`);
   }
   for (const [i, s] of shape.entries()) {
     if (!Number.isInteger(s) || s < 1) {
@@ -174,13 +174,15 @@ const MAX_ROW_TERMS = 65536;
  * Finite inputs can still overflow float32 inside the kernels: a score q·k·scale is at most
  * d·max|q|·max|k|·scale, and a row's unnormalised sum of values at most max(nk, m)·max|v|.
  * Past float32's range those give Infinity, then NaN, in every output: reject them up front.
+ * Each factor counts as at least 1 because the kernels form partial products (q·scale
+ * first) that may exceed the whole: 3e38 · scale 2 overflows though k's 0.1 would not.
  */
 function checkMagnitudes(s: AttentionShape, max: { q: number; k: number; v: number }, scale: number): void {
-  const score = s.d * max.q * max.k * scale;
+  const score = s.d * Math.max(1, max.q) * Math.max(1, max.k) * Math.max(1, scale);
   if (score > FLOAT32_SAFE) {
     throw new HyperAttentionError(
       'INPUT_OVERFLOW',
-      `q and k: scores can reach d * max|q| * max|k| * scale = ${s.d} * ${short(max.q)} * ${short(max.k)} * ${short(scale)} = ${short(score)}, beyond float32 (expected at most ${FLOAT32_SAFE}); scale the inputs down`,
+      `q and k: scores and their partial products can reach d * max|q| * max|k| * scale (each at least 1) = ${s.d} * ${short(max.q)} * ${short(max.k)} * ${short(scale)} = ${short(score)}, beyond float32 (expected at most ${FLOAT32_SAFE}); scale the inputs down`,
     );
   }
   const sum = Math.max(s.nk, MAX_ROW_TERMS) * max.v;

@@ -83,6 +83,66 @@ test('causal minSeqLen too small for the recursion', async () => {
   await rejects('INVALID_OPTION', /minSeqLen 0 is too small/, hyper(t(1), t(2), t(3), { causal: true, minSeqLen: 0, mode: 'reference' }));
 });
 
+test('messages describe what was given: BigInt, strings, NaN, typed arrays, long arrays (#13)', async () => {
+  const shaped = (shape: unknown) => hyper({ data: q.data, shape }, k, v);
+  await rejects('INVALID_SHAPE', /got \[1, 2, 64n, 16\] \(dimension 2 is the bigint 64n\)/, shaped([1, 2, 64n, 16]));
+  await rejects('INVALID_SHAPE', /dimension 2 is the string '64'/, shaped([1, 2, '64', 16]));
+  await rejects('INVALID_SHAPE', /got \[1, 2, NaN, 16\]/, shaped([1, 2, NaN, 16]));
+  await rejects('INVALID_SHAPE', /expected 4 dimensions .* in an array, got an Int32Array of length 4/, shaped(Int32Array.of(1, 2, 64, 16)));
+  await rejects('INVALID_OPTION', /blockSize: .*got the string '16'/, hyper(q, k, v, { blockSize: '16' as never }));
+  await rejects('INVALID_OPTION', /blockSize: .*got the bigint 16n/, hyper(q, k, v, { blockSize: 16n as never }));
+  const o = { minSeqLen: 0, blockSize: 16, sampleSize: 8 };
+  await rejects('INVALID_SAMPLER_OUTPUT', /got an Array of length 70000$/, hyper(q, k, v, { ...o, sampler: () => new Array(70000).fill(0) as never }));
+});
+
+test('null is rejected for every option alike; only undefined means the default (#13)', async () => {
+  for (const key of ['causal', 'backend', 'mode', 'scale', 'blockSize', 'seed', 'sampler', 'output'] as const) {
+    await rejects('INVALID_OPTION', new RegExp(`^${key}: got null`), hyper(q, k, v, { [key]: null } as never));
+  }
+});
+
+test('blockSize and sampleSize are bounded; scale must be finite in float32 (#13)', async () => {
+  await rejects('INVALID_OPTION', /blockSize: expected an integer in \[1, 65536\], got 2147483648/, hyper(q, k, v, { blockSize: 2 ** 31 }));
+  await rejects('INVALID_OPTION', /blockSize: .*got 4294967312/, hyper(q, k, v, { blockSize: 2 ** 32 + 16 }));
+  await rejects('INVALID_OPTION', /sampleSize: expected an integer in \[0, 65536\], got 268435457/, hyper(q, k, v, { sampleSize: 2 ** 28 + 1 }));
+  await rejects('INVALID_OPTION', /scale: .*float32.*got 1e\+39/, hyper(q, k, v, { scale: 1e39 }));
+  await rejects('INVALID_OPTION', /scale: .*got 1e-50/, (p) => exactAttention(q, k, v, { scale: 1e-50, ...p }));
+});
+
+test('inputs whose float32 arithmetic overflows, and results too large for a Float32Array (#13)', async () => {
+  const big = { data: q.data.map((x) => x * 1e20), shape };
+  await rejects('INPUT_OVERFLOW', /scores and their partial products can reach/, (p) => exactAttention(big, big, v, { backend: 'cpu', ...p }));
+  await rejects('INPUT_OVERFLOW', /v: max\|v\|/, hyper(q, k, { data: new Float32Array(v.data.length).fill(3e38), shape }));
+  const tall = { data: new Float32Array(64 * 2 ** 18).fill(0.1), shape: [1, 64, 2 ** 18, 1] };
+  const wide = (s: number) => randomTensor([1, 1, 16, 1], s);
+  await rejects('OUT_OF_MEMORY', /out \[1, 64, 262144, 512\] would hold 8589934592 values/, hyper(tall, wide(1), randomTensor([1, 1, 16, 512], 2)));
+});
+
+test('inputs changed before the call has read them: typed errors that say so (#13)', async () => {
+  for (const exact of [false, true]) {
+    const copy = { data: new Float32Array(q.data), shape };
+    const call = exact ? exactAttention(copy, k, v, { backend: 'cpu' }) : hyperAttention(copy, k, v, { backend: 'cpu' });
+    copy.data[0] = NaN;
+    await rejects('NON_FINITE_INPUT', /q: element 0 is NaN.*inputs must stay unchanged until the call's promise settles/, () => call);
+    const detached = { data: new Float32Array(k.data), shape };
+    const call2 = exact ? exactAttention(q, detached, v, { backend: 'cpu' }) : hyperAttention(q, detached, v, { backend: 'cpu' });
+    structuredClone(detached.data.buffer, { transfer: [detached.data.buffer] });
+    await rejects('INVALID_SHAPE', /k\.data: its buffer was detached/, () => call2);
+    await rejects('INVALID_SHAPE', /data has 0 \(its ArrayBuffer is detached\)/, hyper(q, detached, v));
+  }
+});
+
+test('the caller\'s own sampler and onProgress errors pass through as they are (#13)', async () => {
+  const mine = new TypeError('mine');
+  const fail = () => { throw mine; };
+  for (const call of [
+    hyperAttention(q, k, v, { backend: 'cpu', minSeqLen: 0, blockSize: 16, sampleSize: 8, sampler: fail }),
+    exactAttention(q, k, v, { backend: 'cpu', onProgress: fail }),
+  ]) {
+    assert.is(await call.then(() => undefined, (e: unknown) => e), mine);
+  }
+});
+
 test('the errors are thrown as rejections, never synchronously', () => {
   const p = hyperAttention(null as never, k, v);
   assert.instance(p, Promise);

@@ -2,7 +2,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createCpuBackend } from '../src/cpu/backend.ts';
-import { supportedFlavours } from '../src/cpu/wasm.ts';
+import { RENEW_ABOVE_BYTES, supportedFlavours } from '../src/cpu/wasm.ts';
 import { runExact } from '../src/hyper.ts';
 import { exactAttention } from '../src/index.ts';
 import { resolveExactOptions } from '../src/options.ts';
@@ -81,6 +81,27 @@ test('exact: every wasm build this engine runs matches the reference', async () 
       check(`${flavour} causal=${causal}`, r.out.data, r.lse.data, ref, maxAbs(v.data));
     }
   }
+});
+
+test('exact: a call that grew WebAssembly memory past 256 MiB leaves it behind (#13)', async () => {
+  const backend = await createCpuBackend();
+  const shape = [1, 1, 100, 64];
+  const q = randomTensor(shape, 41);
+  const k = randomTensor(shape, 42);
+  const v = randomTensor(shape, 43);
+  const before = await runExact(backend, attentionShape(q, k, v, false), resolveExactOptions({}), q, k, v);
+  backend.createBuffer('f32', 80 * 2 ** 20); // 320 MiB, as a long call's buffers would be
+  assert.ok(backend.memoryBytes > RENEW_ABOVE_BYTES);
+  backend.releaseAll();
+  assert.ok(backend.memoryBytes < 16 * 2 ** 20, `memory after release: ${backend.memoryBytes} bytes`);
+  // The fresh instance computes the same, bit for bit.
+  const after = await runExact(backend, attentionShape(q, k, v, false), resolveExactOptions({}), q, k, v);
+  assert.equal(after.out.data, before.out.data);
+  // Below the threshold the memory is kept, which saves regrowing it on the next call.
+  backend.createBuffer('f32', 2 ** 20);
+  const kept = backend.memoryBytes;
+  backend.releaseAll();
+  assert.is(backend.memoryBytes, kept);
 });
 
 test.run();

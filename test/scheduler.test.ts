@@ -261,6 +261,21 @@ test('a saved profile is used; a corrupt or foreign one is rejected and recalibr
   }
 });
 
+test('a profile path that cannot be created warns and keeps the profile in memory (#13)', async () => {
+  // Node's recursive mkdir never settled under /proc: the first call stayed pending.
+  configureScheduler({ profilePath: '/proc/hyperattention-nope/profile.json', persist: true });
+  try {
+    warnings.length = 0;
+    const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('calibrate() still pending after 20 s')), 20000));
+    const measured = await Promise.race([calibrate(), timeout]);
+    assert.ok(measured);
+    assert.is(warnings.length, 1);
+    assert.match(warnings[0], /could not save the profile to \/proc\/hyperattention-nope\/profile\.json/);
+  } finally {
+    configureScheduler({ profilePath: null, persist: false });
+  }
+});
+
 test('backend auto runs the plan: exact when HyperAttention is not predicted faster, unless minSeqLen is given', async () => {
   const here = await getProfile();
   const n = 4096;
