@@ -361,10 +361,10 @@ export function explain(
   shapes: CallShapes, options: HyperOptions | ExactOptions = {}, kind: 'hyper' | 'exact' = 'hyper',
 ): Promise<Explanation> {
   try {
-    if (kind !== 'hyper' && kind !== 'exact') throw new HyperAttentionError('INVALID_OPTION', `kind: expected 'hyper' or 'exact', got ${String(kind)}`);
+    if (kind !== 'hyper' && kind !== 'exact') throw new HyperAttentionError('INVALID_OPTION', `kind: expected 'hyper' or 'exact', got ${describeValue(kind)}`);
     const hyper = kind === 'hyper' ? resolveHyperOptions(options) : undefined;
     const o = hyper ?? resolveExactOptions(options);
-    if (typeof shapes !== 'object' || shapes === null) throw new HyperAttentionError('INVALID_SHAPE', 'shapes: expected { q, k, v } shape arrays');
+    if (typeof shapes !== 'object' || shapes === null) throw new HyperAttentionError('INVALID_SHAPE', `shapes: expected { q, k, v } shape arrays, got ${describeValue(shapes)}`);
     const shape = attentionShapeOf(shapes.q, shapes.k, shapes.v, o.causal);
     return serialize(async () => (await schedule(shape, o, hyper, true)).plan!);
   } catch (error) {
