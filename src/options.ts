@@ -226,7 +226,7 @@ export function resolveExactOptions(options: ExactOptions = {}, allowed = EXACT_
   if (typeof causal !== 'boolean') fail(`causal: expected a boolean, got ${describeValue(causal)}`);
   // The kernels compute in float32: 1e39 would be Infinity there (all NaN), 1e-50 zero.
   if (scale !== undefined && (typeof scale !== 'number' || !(Math.fround(scale) > 0) || !Number.isFinite(Math.fround(scale)))) {
-    fail(`scale: expected a finite positive number, also in float32 (about 1.2e-38 to 3.4e38), got ${describeValue(scale)}`);
+    fail(`scale: expected a finite positive number, also in float32 (about 1.4e-45 to 3.4e38), got ${describeValue(scale)}`);
   }
   if (!['auto', 'cpu', 'webgpu'].includes(backend)) fail(`backend: expected 'auto', 'cpu' or 'webgpu', got ${describeValue(backend)}`);
   if (device !== undefined) {

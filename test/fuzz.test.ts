@@ -370,8 +370,8 @@ function describe(x: unknown): string {
   }
 }
 
-/** The fixed decoding shapes of the issue (#13, defect 1). */
-function decodingCases(): Case[] {
+/** Fixed cases of the issue (#13): its decoding shapes (defect 1), and a result too large. */
+function fixedCases(): Case[] {
   const make = (nq: number, nk: number, d: number, o: Record<string, unknown>): Case => {
     const P: Problem = { B: 1, H: 1, Hkv: 1, nq, nk, d, dv: d, causal: false };
     return {
@@ -379,7 +379,14 @@ function decodingCases(): Case[] {
       problem: P, expect: 'result', knownPlanner: true,
     };
   };
-  return [make(1, 70000, 16, { minSeqLen: 0 }), make(16, 512, 16, { minSeqLen: 0, blockSize: 16 })];
+  // A result of 2^33 values: too large for a Float32Array (a RangeError before #13).
+  const tall = { data: new Float32Array(64 * 2 ** 18), shape: [1, 64, 2 ** 18, 1] };
+  const wide = tensor([1, 1, 16, 512], 5);
+  const tooBig: Case = {
+    label: 'out of 2^33 values', fn: 'hyper', q: tall, k: tensor([1, 1, 16, 1], 6), v: wide, options: { backend: 'cpu' },
+    expect: 'typed', codes: ['OUT_OF_MEMORY'],
+  };
+  return [make(1, 70000, 16, { minSeqLen: 0 }), make(16, 512, 16, { minSeqLen: 0, blockSize: 16 }), tooBig];
 }
 
 type Outcome = { kind: 'correct' | 'typed' | 'failure'; why?: string };
@@ -464,7 +471,7 @@ async function runCase(c: Case): Promise<Outcome> {
 
 test(`fuzz: ${CALLS} seeded calls (seed ${SEED}) end in a correct result or a typed error`, async () => {
   const cases: [number, Case][] = [];
-  const fixed = decodingCases();
+  const fixed = fixedCases();
   for (let i = 0; i < CALLS + fixed.length; i++) {
     if (ONLY !== undefined && i !== ONLY) continue;
     cases.push([i, i < CALLS ? makeCase(i) : fixed[i - CALLS]]);
