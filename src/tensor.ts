@@ -4,7 +4,7 @@
 // before anything is computed.
 import { describeValue } from './describe.ts';
 import { HyperAttentionError } from './errors.ts';
-import type { WebGPUBufferLike } from './options.ts';
+import { MAX_SAMPLE_SIZE, type WebGPUBufferLike } from './options.ts';
 
 export interface Tensor {
   data: Float32Array;
@@ -167,8 +167,6 @@ export function attentionShape(q: unknown, k: unknown, v: unknown, causal: boole
 
 /** Half of float32's largest value: the margin covers rounding in the kernels' sums. */
 const FLOAT32_SAFE = 1.7e38;
-/** sampleSize's maximum (options.ts): a sampled row sums up to this many values of v. */
-const MAX_ROW_TERMS = 65536;
 
 /**
  * Finite inputs can still overflow float32 inside the kernels: a score q·k·scale is at most
@@ -185,11 +183,11 @@ function checkMagnitudes(s: AttentionShape, max: { q: number; k: number; v: numb
       `q and k: scores and their partial products can reach d * max|q| * max|k| * scale (each at least 1) = ${s.d} * ${short(max.q)} * ${short(max.k)} * ${short(scale)} = ${short(score)}, beyond float32 (expected at most ${FLOAT32_SAFE}); scale the inputs down`,
     );
   }
-  const sum = Math.max(s.nk, MAX_ROW_TERMS) * max.v;
+  const sum = Math.max(s.nk, MAX_SAMPLE_SIZE) * max.v;
   if (sum > FLOAT32_SAFE) {
     throw new HyperAttentionError(
       'INPUT_OVERFLOW',
-      `v: max|v| = ${short(max.v)} times up to ${Math.max(s.nk, MAX_ROW_TERMS)} summed values is ${short(sum)}, beyond float32 (expected at most ${FLOAT32_SAFE}); scale v down`,
+      `v: max|v| = ${short(max.v)} times up to ${Math.max(s.nk, MAX_SAMPLE_SIZE)} summed values is ${short(sum)}, beyond float32 (expected at most ${FLOAT32_SAFE}); scale v down`,
     );
   }
 }
