@@ -23,12 +23,6 @@ const CODES: ReadonlySet<string> = new Set<ErrorCode>([
   'UNSUPPORTED', 'OUT_OF_MEMORY', 'DEVICE_LOST', 'GPU_ERROR', 'INVALID_PROFILE',
 ]);
 
-/**
- * Decoding shapes (few queries, many keys, minSeqLen 0) that the planner rewrite fixes: in
- * this clone they crash with an untyped RuntimeError (divide by zero) in the kernels. They
- * stay in the suite, reported apart; remove this list once the new planner is merged.
- */
-const KNOWN_PLANNER_CASES = true;
 
 type Expect =
   /** must succeed; compared with the reference when `exact`, else finite and shaped */
@@ -61,8 +55,6 @@ interface Case {
   thrown?: unknown;
   /** done right after the call returns its promise, before the call reads its inputs */
   after?: () => void;
-  /** a decoding shape the planner rewrite fixes (see KNOWN_PLANNER_CASES) */
-  knownPlanner?: boolean;
 }
 
 function pick<T>(rng: Xoshiro128, xs: readonly T[]): T {
@@ -108,16 +100,6 @@ function hyperOptions(rng: Xoshiro128, p: Problem): { options: Record<string, un
   const m = o.minSeqLen as number;
   const exact = p.causal ? p.nq <= m : p.nq < m;
   return { options: o, exact };
-}
-
-/**
- * The decoding crash of the old planner: a non-causal HyperAttention step whose sorted
- * query blocks come out empty, ceil(nq / b) * b < ceil(nk / b).
- */
-function decodingShape(p: Problem, o: Record<string, unknown>, exact: boolean): boolean {
-  if (p.causal || exact) return false;
-  const b = (o.blockSize as number | undefined) ?? 256;
-  return Math.ceil(p.nq / b) * b < Math.ceil(p.nk / b);
 }
 
 const BAD_DIMS: unknown[] = [0, -1, 1.5, NaN, Infinity, -Infinity, 4n, '4', null, undefined, true, {}, [4], 2 ** 40, 2 ** 53 + 2];
@@ -166,7 +148,6 @@ function makeCase(index: number): Case {
     // Causal HyperAttention with a small minSeqLen may be refused (INVALID_OPTION) when the
     // recursion would leave sub-heads that are mostly padding.
     expect: fn === 'hyper' && p.causal && !exact ? 'either' : 'result', codes: ['INVALID_OPTION'],
-    knownPlanner: fn === 'hyper' && decodingShape(p, hyper.options, hyper.exact),
   };
   const kind = rng.nextBelow(12);
   switch (kind) {
@@ -272,7 +253,6 @@ function makeCase(index: number): Case {
       return {
         ...valid, label: `ok option ${key}=${describe(value)}`, options: o, exact: exactNow,
         expect: fn === 'hyper' && p.causal && !exactNow ? 'either' : 'result', codes: ['INVALID_OPTION'],
-        knownPlanner: fn === 'hyper' && decodingShape(p, hyperNow, exactNow),
       };
     }
     case 8: { // the options argument itself, or an unknown key
@@ -332,7 +312,7 @@ function makeCase(index: number): Case {
       const o = { backend: 'cpu', minSeqLen: 0, blockSize: pick(rng, [1, 4, 16, 64]) };
       return {
         label: `decoding nq=${nq} nk=${nk} ${JSON.stringify(o)}`, fn: 'hyper', ...tensors(P, index * 3 + 1), options: o, problem: P,
-        expect: 'result', knownPlanner: decodingShape(P, o, false),
+        expect: 'result',
       };
     }
   }
@@ -376,7 +356,7 @@ function fixedCases(): Case[] {
     const P: Problem = { B: 1, H: 1, Hkv: 1, nq, nk, d, dv: d, causal: false };
     return {
       label: `decoding nq=${nq} nk=${nk} ${JSON.stringify(o)}`, fn: 'hyper', ...tensors(P, nq * 7 + nk), options: { backend: 'cpu', ...o },
-      problem: P, expect: 'result', knownPlanner: true,
+      problem: P, expect: 'result',
     };
   };
   // A result of 2^33 values: too large for a Float32Array (a RangeError before #13).
@@ -478,23 +458,17 @@ test(`fuzz: ${CALLS} seeded calls (seed ${SEED}) end in a correct result or a ty
   }
   const counts = { calls: 0, correct: 0, typed: 0, failures: 0 };
   const failures: string[] = [];
-  const known: string[] = [];
   const start = performance.now();
   for (const [i, c] of cases) {
     const outcome = await runCase(c);
     counts.calls++;
-    if (outcome.kind === 'failure' && KNOWN_PLANNER_CASES && c.knownPlanner) {
-      known.push(`  seed ${SEED} index ${i}: ${c.label}: ${outcome.why}`);
-      continue;
-    }
     if (outcome.kind === 'failure') {
       counts.failures++;
       failures.push(`  seed ${SEED} index ${i}: ${c.label}: ${outcome.why}`);
     } else counts[outcome.kind]++;
   }
   const seconds = ((performance.now() - start) / 1000).toFixed(1);
-  console.log(`fuzz: ${counts.calls} calls in ${seconds} s: ${counts.correct} correct, ${counts.typed} typed rejections, ${counts.failures} failures, ${known.length} known planner cases`);
-  if (known.length > 0) console.log(`KNOWN_PLANNER_CASES (fixed by the planner rewrite), still failing here:\n${known.slice(0, 20).join('\n')}${known.length > 20 ? `\n  … and ${known.length - 20} more` : ''}`);
+  console.log(`fuzz: ${counts.calls} calls in ${seconds} s: ${counts.correct} correct, ${counts.typed} typed rejections, ${counts.failures} failures`);
   if (failures.length > 0) console.log(`failures (replay: FUZZ_SEED=${SEED} FUZZ_ONLY=index node scripts/test.mjs fuzz):\n${failures.slice(0, 40).join('\n')}`);
   assert.is(counts.failures, 0, `${counts.failures} fuzz failures`);
   assert.ok(ONLY !== undefined || counts.calls >= 2000, 'at least 2000 calls');
