@@ -122,7 +122,7 @@ function elements(shape: readonly number[]): number {
 function checkShape(name: string, shape: unknown, key = 'shape'): asserts shape is number[] {
   if (!Array.isArray(shape) || shape.length !== 4) {
     const what = Array.isArray(shape) ? `${shape.length} dimensions: ${describeValue(shape)}` : describeValue(shape);
-    throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: expected 4 dimensions [B, H, N, D] in an array (or [B, N, H, D] with layout 'bnhd'), got ${what}`);
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: expected 4 dimensions [B, H, N, D] (or [B, N, H, D] with layout 'bnhd') in an array, got ${what}`);
   }
   for (const [i, s] of shape.entries()) {
     if (!Number.isInteger(s) || s < 1) {

@@ -13,7 +13,7 @@ import { resolveExactOptions, resolveHyperOptions } from '../../src/options.ts';
 import { Xoshiro128 } from '../../src/random.ts';
 import { attentionShape } from '../../src/tensor.ts';
 import {
-  LSE_TOL, OUT_TOL, expectClose, gaussian, guarded, hashKeys, permutation, random, readGuarded, row, type Guarded,
+  LSE_TOL, OUT_TOL, expectSame, gaussian, guarded, hashKeys, permutation, random, readGuarded, row, type Guarded,
 } from './harness.ts';
 
 const gpu = await createWebGPUBackend();
@@ -33,11 +33,6 @@ async function onBoth(record: (be: Backend) => Guarded[]): Promise<[(Float32Arra
     results.push(data);
   }
   return [results[0], results[1]];
-}
-
-function expectSame(label: string, a: ArrayLike<number>, b: ArrayLike<number>, tol: number): void {
-  assert.is(a.length, b.length, `${label}: lengths`);
-  for (let i = 0; i < a.length; i++) expectClose(`${label}[${i}]`, a[i], b[i], tol);
 }
 
 function part1(be: Backend, rows: number, dv: number, out: Float32Array, lse: Float32Array, write: WriteMode) {

@@ -194,6 +194,12 @@ export function expectClose(label: string, got: number, want: number, tol: numbe
   if (!(Math.abs(got - want) <= tol)) assert.unreachable(`${label}: got ${got}, expected ${want} (tolerance ${tol})`);
 }
 
+/** Same lengths, and every element within tol (expectClose). */
+export function expectSame(label: string, a: ArrayLike<number>, b: ArrayLike<number>, tol: number): void {
+  assert.is(a.length, b.length, `${label}: lengths`);
+  for (let i = 0; i < a.length; i++) expectClose(`${label}[${i}]`, a[i], b[i], tol);
+}
+
 function gray(bin: number): number {
   return bin ^ (bin >> 1);
 }

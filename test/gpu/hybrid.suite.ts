@@ -16,7 +16,7 @@ import { HybridBackend } from '../../src/hybrid.ts';
 import { OP_NAMES, type Backend, type BackendBuffer, type Mode, type OpName } from '../../src/ops.ts';
 import { resolveExactOptions, resolveHyperOptions } from '../../src/options.ts';
 import { attentionShape, type Tensor } from '../../src/tensor.ts';
-import { LSE_TOL, OUT_TOL, expectClose, gaussian, guarded, random, readGuarded } from './harness.ts';
+import { LSE_TOL, OUT_TOL, expectSame, gaussian, guarded, random, readGuarded } from './harness.ts';
 
 const cpu = await createCpuBackend();
 const hybrid = new HybridBackend(await createCpuBackend(), await createWebGPUBackend());
@@ -55,11 +55,6 @@ function expectPlacement(): void {
     const other = where === 'cpu' ? 'webgpu' : 'cpu';
     if (op !== 'upload') assert.is(count(`${other}.${op}`), 0, `${op} ran on ${other}, placement says ${where}`);
   }
-}
-
-function expectSame(label: string, a: ArrayLike<number>, b: ArrayLike<number>, tol: number): void {
-  assert.is(a.length, b.length, `${label}: lengths`);
-  for (let i = 0; i < a.length; i++) expectClose(`${label}[${i}]`, a[i], b[i], tol);
 }
 
 async function expectThrows(fn: () => unknown, pattern: RegExp): Promise<void> {

@@ -18,6 +18,7 @@ if (!adapter) {
   await import('./fixtures.suite.ts');
   await import('./io.suite.ts');
   await import('./hybrid.suite.ts');
+  await import('./accurate.suite.ts');
   await import('./scheduler.suite.ts');
   await import('./device-loss.suite.ts');
   await exec();

@@ -10,7 +10,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { HyperAttentionError } from '../../src/errors.ts';
 import { WebGPUBackend, createWebGPUBackend } from '../../src/gpu/index.ts';
-import type { Backend, Mode, WriteMode } from '../../src/ops.ts';
+import type { Backend, KernelMode, WriteMode } from '../../src/ops.ts';
 import {
   F16_TOL, OUT_TOL, checkDestination, destination, f16Rounded, gaussian, guarded, hashKeys, mergeRows, permutation, random,
   readGuarded, row, rowAttention, type RowResult,
@@ -241,7 +241,7 @@ Merge.after.each(() => be.releaseAll());
 Merge.run();
 
 const Hash = suite('webgpu hash');
-const hashCases: { rows: number; d: number; r: number; mode: Mode }[] = [
+const hashCases: { rows: number; d: number; r: number; mode: KernelMode }[] = [
   { rows: 300, d: 64, r: 7, mode: 'reference' },
   { rows: 300, d: 64, r: 7, mode: 'fixed' },
   { rows: 77, d: 80, r: 16, mode: 'fixed' },
