@@ -68,7 +68,7 @@ export interface HyperOptions extends ExactOptions {
   blockSize?: number;
   /**
    * m: sampled keys per row for the off-block residual (default 256; 0 disables); in mode
-   * 'accurate', for the remainder (default 320, causal 1024)
+   * 'accurate', for the remainder (default 384, causal 1024)
    */
   sampleSize?: number;
   /**
@@ -96,7 +96,7 @@ export interface HyperOptions extends ExactOptions {
   probeQueries?: number;
   /**
    * accurate mode: keys around each query computed exactly ((i - window, i] when causal;
-   * default 128, causal 2048)
+   * default 64, causal 2048)
    */
   window?: number;
   /**
@@ -176,14 +176,14 @@ export const DEFAULTS = {
 export const ACCURATE_DEFAULTS = {
   /** most keys of one LSH bucket computed exactly per round */
   blockSize: 32,
-  sampleSize: 320,
+  sampleSize: 384,
   causalSampleSize: 1024,
   /** 0: chosen from the number of keys, buckets of about BUCKET_KEYS (plan.ts) */
   lshNumProjs: 0,
   sinkKeys: 16,
   heavyKeys: 32,
   probeQueries: 32,
-  window: 128,
+  window: 64,
   causalWindow: 2048,
   lshRounds: 2,
   causalLshRounds: 4,
