@@ -4,7 +4,8 @@
 // fastest exact peer). One head, one batch entry: the cost per head is what scales with n.
 // Run alone: `tsx bench/e2e.bench.ts [--quick]`.
 import { suite } from 'uvu';
-import { DEFAULTS, exactAttention, hyperAttention } from '../src/index.ts';
+import { exactAttention, hyperAttention } from '../src/index.ts';
+import { resolveHyperOptions } from '../src/options.ts';
 import {
   Recorder, QUICK, attentionFlops, describeMachine, gflops, measure, memoryShortfall, type AdapterInfo, type CaseResult, type Params,
 } from './harness.ts';
@@ -75,7 +76,11 @@ function methodsFor(n: number, d: number, causal: boolean, webgpuMaxN: number, w
 
 async function runCase(state: State, m: Method, n: number, d: number, causal: boolean): Promise<void> {
   const params: Params = { n, d, causal };
-  if (m.method === 'hyper') Object.assign(params, { mode: DEFAULTS.mode, blockSize: DEFAULTS.blockSize, sampleSize: DEFAULTS.sampleSize });
+  // The defaults: the accurate mode's own, which depend on causal (options.ts resolves them).
+  if (m.method === 'hyper') {
+    const o = resolveHyperOptions({ causal });
+    Object.assign(params, { mode: o.mode, blockSize: o.blockSize, sampleSize: o.sampleSize });
+  }
   const c: Omit<CaseResult, 'status'> = { method: m.method, backend: m.backend, params };
   const bytes = callBytes(n, d) + (m.backend === 'peer' ? peerWorkingBytes('mha', n, 1) : 0);
   const short = memoryShortfall(bytes, m.backend === 'cpu');

@@ -1,23 +1,28 @@
 // Renders the bench results (bench/results/<suite>.json) into the README, between the
 // markers <!-- bench:start --> and <!-- bench:end -->, and into SVG charts in docs/.
 // `npm run bench:report` renders the full run's results; `-- --quick` renders the last
-// quick run instead (to check the rendering; its figures are not for publishing).
+// quick run instead, to check the rendering: into bench/results/quick/ (README-bench.md
+// and the SVGs), never over the README and docs/, since its figures are not for publishing.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BENCH_DIR, RESULTS_DIR, formatMs, formatRate, type CaseResult, type SuiteResults } from './harness.ts';
 import {
   HEADLINE_SIZES, ORT_NODE_MHA, ORT_NODE_MHA_1T, ORT_WEB_DECOMPOSED, ORT_WEB_MHA, OURS_EXACT,
-  compareModes, exactThroughputRatios, hyperVsOrtNode, ratioAtLargestN,
+  accurateTargets, compareToReference, exactThroughputRatios, hyperVsOrtNode, ratioAtLargestN, sweepSummary, type SweepRow,
 } from './summary.ts';
 import { PALETTE, renderChart, type Panel, type Series } from './svg.ts';
 
 const ROOT = join(BENCH_DIR, '..');
 const README = join(ROOT, 'README.md');
-const DOCS = join(ROOT, 'docs');
 const START = '<!-- bench:start -->';
 const END = '<!-- bench:end -->';
 const QUICK = process.argv.includes('--quick');
 const SOURCE = QUICK ? join(RESULTS_DIR, 'quick') : RESULTS_DIR;
+/** Where the charts go, and the path the rendered section links them by. */
+const DOCS = QUICK ? SOURCE : join(ROOT, 'docs');
+const DOCS_LINK = QUICK ? '' : 'docs/';
+/** A quick run's section, rendered alone (without the rest of the README). */
+const QUICK_SECTION = join(SOURCE, 'README-bench.md');
 
 function fail(message: string): never {
   console.error(`bench:report: ${message}`);
@@ -70,7 +75,7 @@ function machineLine(results: SuiteResults[]): string {
   const loads = results.map((r) => `${r.suite} ${r.machine.loadAverage[0]}`).join(', ');
   const when = results.map((r) => r.startedAt.slice(0, 10)).sort().at(-1);
   return [
-    `${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB; ${m.os}; Node ${m.node}; ${peers}; ${adapter}.`,
+    `${[`${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB`, m.os, `Node ${m.node}`, peers, adapter].filter(Boolean).join('; ')}.`,
     `Run ${when}${m.gitCommit ? ` at ${m.gitCommit}` : ''}${results.some((r) => r.quick) ? ', **quick run: not for quoting**' : ''}; load average at the start of each suite: ${loads}.`,
   ].join(' ');
 }
@@ -103,17 +108,10 @@ function headline(e2e: SuiteResults | null, peers: SuiteResults | null, accuracy
       r ? (r.ratio >= target ? 'yes' : 'no') : '—',
     ]);
   }
-  const modes = accuracy ? compareModes(accuracy.cases) : [];
-  if (modes.length) {
-    const geo = (xs: number[]) => Math.exp(xs.reduce((s, x) => s + Math.log(x), 0) / xs.length);
-    const err = geo(modes.map((m) => m.errorRatio));
-    const time = geo(modes.map((m) => m.timeRatio));
-    rows.push([
-      'fixed vs reference mode (error, time; geometric mean over workloads)',
-      'decides the default mode',
-      `error ${closeRatio(err)}, time ${closeRatio(time)}`,
-      Math.abs(Math.log(err)) < 0.02 ? 'no difference beyond 2%' : err < 1 ? 'fixed is more accurate' : 'reference is more accurate',
-    ]);
+  if (accuracy || e2e) {
+    for (const t of accurateTargets(accuracy?.cases ?? [], e2e?.cases ?? null)) {
+      rows.push([t.target, t.goal, t.measured, t.met === null ? '—' : t.met ? 'yes' : 'no']);
+    }
   }
   return table(['target (from the issue)', 'goal', 'measured', 'met'], rows);
 }
@@ -180,36 +178,64 @@ function kernelsSection(kernels: SuiteResults): string {
   return table(['op', 'backend', 'd', 'shape', 'time per op', 'rows/s', 'GFLOP/s'], rows);
 }
 
+const MODES = ['accurate', 'fixed', 'reference'] as const;
+
 function accuracySection(accuracy: SuiteResults): string {
   const cases = accuracy.cases.filter((c) => c.method === 'hyper');
-  const n = Math.max(...cases.map((c) => c.params.n as number));
-  const settings = [...new Set(cases.map((c) => `${c.params.blockSize}/${c.params.sampleSize}`))];
   const workloads = [...new Set(cases.map((c) => String(c.params.workload)))];
+  const comparisons = compareToReference(accuracy.cases);
+  const vs = (workload: string, mode: string) => comparisons.find((m) => m.workload === workload && m.mode === mode);
+  const summary = table(
+    ['workload', 'accurate / reference: rel. Frobenius', 'rel. to V', 'max lse error', 'time', 'fixed / reference: rel. Frobenius', 'time', 'cases'],
+    workloads.map((workload) => {
+      const a = vs(workload, 'accurate');
+      const f = vs(workload, 'fixed');
+      return [
+        workload,
+        ...(a ? [ratio(a.errorRatio), ratio(a.relToVRatio), ratio(a.lseRatio), ratio(a.timeRatio)] : ['—', '—', '—', '—']),
+        ...(f ? [ratio(f.errorRatio), ratio(f.timeRatio)] : ['—', '—']),
+        String(a?.cases ?? f?.cases ?? 0),
+      ];
+    }),
+  );
+  const n = Math.max(...cases.map((c) => c.params.n as number));
   const rows: string[][] = [];
   for (const workload of workloads) {
     for (const causal of [false, true]) {
-      for (const s of settings) {
-        const [blockSize, sampleSize] = s.split('/').map(Number);
-        const cell = (mode: string) => {
-          const c = find(cases, 'hyper', null, { workload, n, causal, mode, blockSize, sampleSize });
-          if (!ok(c)) return [cellTime(c), '', '', ''];
-          const heads = c.params.heads as number;
-          return [sci(c.metrics!.relFrobenius), sci(c.metrics!.relToV), sci(c.metrics!.maxLseError), formatMs(c.time.medianMs / heads)];
-        };
-        rows.push([workload, causal ? 'causal' : 'non-causal', `${blockSize} / ${sampleSize}`, ...cell('reference'), ...cell('fixed')]);
+      for (const mode of MODES) {
+        const c = find(cases, 'hyper', null, { workload, n, causal, mode });
+        if (!c) continue;
+        const figures = ok(c) ? [sci(c.metrics!.relFrobenius), sci(c.metrics!.relToV), sci(c.metrics!.maxLseError), formatMs(c.time.medianMs)] : [cellTime(c), '', '', ''];
+        rows.push([workload, causal ? 'causal' : 'non-causal', mode, ...figures]);
       }
     }
   }
-  const modes = compareModes(accuracy.cases);
-  const summary = table(
-    ['workload', 'fixed / reference: rel. Frobenius', 'rel. to V', 'max lse error', 'time', 'cases'],
-    modes.map((m) => [m.workload, closeRatio(m.errorRatio), closeRatio(m.relToVRatio), closeRatio(m.lseRatio), closeRatio(m.timeRatio), String(m.cases)]),
+  const detail = table(['workload', 'case', 'mode', 'rel. Frobenius', 'rel. to V', 'max lse error', 'time per call'], rows);
+  return `Each mode against the reference mode (the authors'), geometric means over n and causal:\n\n${summary}\n\nAt n = ${nLabel(n)} (all sizes in \`bench/results/accuracy.json\`):\n\n${detail}`;
+}
+
+const byCausal = (r: Record<string, number>, causal: boolean) => (r[String(causal)] === undefined ? '—' : closeRatio(r[String(causal)]));
+
+function sweepSection(sweep: SuiteResults, rows: SweepRow[]): string {
+  const settings = table(
+    ['parameter', 'value', 'error / reference', 'non-causal', 'causal', 'time / reference', 'non-causal', 'causal'],
+    rows.map((r) => [
+      r.parameter, String(r.value),
+      closeRatio(r.errorRatio), byCausal(r.errorRatioByCausal, false), byCausal(r.errorRatioByCausal, true),
+      closeRatio(r.timeRatio), byCausal(r.timeRatioByCausal, false), byCausal(r.timeRatioByCausal, true),
+    ]),
   );
-  const detail = table(
-    ['workload', 'case', 'b / m', 'ref: rel. Frob.', 'ref: rel. to V', 'ref: max lse err', 'ref: time/head', 'fixed: rel. Frob.', 'fixed: rel. to V', 'fixed: max lse err', 'fixed: time/head'],
-    rows,
+  // The defaults by workload: where the geometric means above come from.
+  const defaults = sweep.cases.filter((c) => ok(c) && c.params.parameter === 'defaults');
+  const reference = (c: CaseResult) => find(sweep.cases, 'hyper', null, { workload: c.params.workload, causal: c.params.causal, mode: 'reference' });
+  const perWorkload = table(
+    ['workload', 'case', 'accurate rel. Frobenius', 'reference rel. Frobenius', 'error / reference', 'time / reference'],
+    defaults.map((c) => [
+      String(c.params.workload), c.params.causal ? 'causal' : 'non-causal', sci(c.metrics!.relFrobenius),
+      ok(reference(c)) ? sci(reference(c)!.metrics!.relFrobenius) : '—', closeRatio(c.metrics!.errorRatio), closeRatio(c.metrics!.timeRatio),
+    ]),
   );
-  return `${summary}\n\nAt n = ${nLabel(n)} (all sizes in \`bench/results/accuracy.json\`):\n\n${detail}`;
+  return `Geometric means over the workloads (non-causal and causal together, then apart); each row moves one option from the defaults:\n\n${settings}\n\nThe defaults by workload:\n\n${perWorkload}`;
 }
 
 // --- charts ---
@@ -277,52 +303,115 @@ function peersChart(peers: SuiteResults): string {
   });
 }
 
+const MODE_STYLE: Record<(typeof MODES)[number], { color: string; dashed: boolean }> = {
+  accurate: { color: PALETTE[0], dashed: false },
+  fixed: { color: PALETTE[1], dashed: false },
+  reference: { color: PALETTE[2], dashed: true },
+};
+
 function accuracyChart(accuracy: SuiteResults, metric: 'relFrobenius' | 'relToV', title: string): string {
   const cases = accuracy.cases.filter((c) => ok(c) && c.method === 'hyper');
   const workloads = [...new Set(cases.map((c) => String(c.params.workload)))];
-  const settings = [...new Set(cases.map((c) => c.params.blockSize as number))].sort((a, b) => a - b);
   const panels: Panel[] = workloads.flatMap((workload) =>
     [false, true].map((causal) => ({
       title: `${workload}, ${causal ? 'causal' : 'non-causal'}`,
-      series: settings.flatMap((b, i) =>
-        (['fixed', 'reference'] as const).map((mode) => ({
-          label: `b = m = ${b}, ${mode}`,
-          color: PALETTE[i],
-          dashed: mode === 'reference',
-          points: cases
-            .filter((c) => c.params.workload === workload && c.params.causal === causal && c.params.mode === mode && c.params.blockSize === b)
-            .map((c) => [c.params.n as number, c.metrics![metric]] as [number, number])
-            .sort((p, q) => p[0] - q[0]),
-        })),
-      ),
+      series: MODES.map((mode) => ({
+        label: `${mode} mode`,
+        ...MODE_STYLE[mode],
+        points: cases
+          .filter((c) => c.params.workload === workload && c.params.causal === causal && c.params.mode === mode)
+          .map((c) => [c.params.n as number, c.metrics![metric]] as [number, number])
+          .sort((p, q) => p[0] - q[0]),
+      })),
     })),
   );
   return renderChart({
     title,
-    subtitle: 'HyperAttention (cpu) against float64 exact attention; solid: fixed mode, dashed: reference mode',
+    subtitle: 'HyperAttention (cpu) against float64 exact attention, each mode at its defaults; accurate is the default mode',
     xLabel: 'sequence length n',
     yLabel: metric === 'relFrobenius' ? '||out - exact||_F / ||exact||_F' : 'RMS row error / RMS |v|',
     panels,
-    columns: 2,
+    columns: 4,
     formatX: nLabel,
     formatY: (y) => (y < 1e-3 ? y.toExponential(0) : String(+y.toPrecision(1))),
     xTicks: sizes(cases),
   });
 }
 
+/** Powers of 2 that span the values with a margin (no point on the frame): ticks for an axis of ratios. */
+function ratioTicks(values: number[]): number[] {
+  const lo = Math.floor(Math.log2(Math.min(...values)) - 0.25);
+  const hi = Math.ceil(Math.log2(Math.max(...values)) + 0.25);
+  return Array.from({ length: Math.max(1, hi - lo) + 1 }, (_, i) => 2 ** (lo + i));
+}
+
+/**
+ * sweep: error against time, both relative to the reference mode, one point per setting:
+ * each parameter's values joined through the defaults (in order of value), and the modes.
+ */
+function accuracyTimeChart(sweep: SuiteResults): string {
+  const params = [...new Set(sweep.cases.map((c) => String(c.params.parameter)))].filter((p) => p !== 'defaults' && p !== 'mode');
+  const colours = [...PALETTE.filter((c) => c !== '#000000'), PALETTE[0]];
+  const panels: Panel[] = [false, true].map((causal) => {
+    const rows = sweepSummary(sweep.cases.filter((c) => c.params.causal === causal));
+    const point = (r: SweepRow | undefined): [number, number] | null => (r ? [r.timeRatio, r.errorRatio] : null);
+    const defaults = rows.find((r) => r.parameter === 'defaults');
+    const series: Series[] = params.map((parameter, i) => {
+      const mine = rows.filter((r) => r.parameter === parameter);
+      // Where the parameter's default sits among its values: the curve passes through the defaults there.
+      const dflt = sweep.cases.find((c) => c.params.parameter === parameter && c.params.causal === causal)?.params.default as number | undefined;
+      const all = [...mine.map((r) => ({ value: r.value as number, at: point(r)! })), ...(defaults && dflt !== undefined ? [{ value: dflt, at: point(defaults)! }] : [])]
+        .sort((a, b) => a.value - b.value);
+      return {
+        label: parameter, color: colours[i % colours.length], dashed: i >= colours.length - 1,
+        points: all.map((p) => p.at), labels: all.map((p) => (p.value === dflt ? '' : String(p.value))),
+      };
+    });
+    const modes: [string, [number, number] | null][] = [
+      ['reference', [1, 1]],
+      ['fixed', point(rows.find((r) => r.parameter === 'mode' && r.value === 'fixed'))],
+      ['accurate (defaults)', point(defaults)],
+    ];
+    for (const [label, at] of modes) {
+      series.push({ label: 'modes at their defaults', color: PALETTE[6], line: false, points: at ? [at] : [], labels: [label] });
+    }
+    return { title: causal ? 'causal' : 'non-causal', series };
+  });
+  const points = panels.flatMap((p) => p.series.flatMap((s) => s.points));
+  const n = sweep.cases[0]?.params.n as number;
+  return renderChart({
+    title: `Accuracy against time of the accurate mode's settings (n = ${nLabel(n)}, log-log)`,
+    subtitle: 'geometric means over the workloads, relative to the reference mode timed alongside; each curve moves one option through the defaults',
+    xLabel: 'time / reference mode',
+    yLabel: 'rel. Frobenius error / reference',
+    panels,
+    columns: 2,
+    formatX: (x) => `${x}x`,
+    formatY: (y) => `${+y.toPrecision(3)}x`,
+    xTicks: ratioTicks(points.map((q) => q[0])),
+    yTicks: ratioTicks(points.map((q) => q[1])),
+  });
+}
+
 // --- main ---
 
-if (!existsSync(README)) fail(`README.md does not exist yet at ${README}; it must contain the markers ${START} and ${END}`);
-const readme = readFileSync(README, 'utf8');
-const start = readme.indexOf(START);
-const end = readme.indexOf(END);
-if (start < 0 || end < start) fail(`README.md must contain ${START} followed by ${END}; the bench section is rendered between them`);
+/** The README and where its bench section is (checked before anything is written). */
+function readmeMarkers(): { readme: string; start: number; end: number } {
+  if (!existsSync(README)) fail(`README.md does not exist yet at ${README}; it must contain the markers ${START} and ${END}`);
+  const readme = readFileSync(README, 'utf8');
+  const start = readme.indexOf(START);
+  const end = readme.indexOf(END);
+  if (start < 0 || end < start) fail(`README.md must contain ${START} followed by ${END}; the bench section is rendered between them`);
+  return { readme, start, end };
+}
+const target = QUICK ? null : readmeMarkers();
 
 const kernels = load('kernels');
 const e2e = load('e2e');
 const peers = load('peers');
 const accuracy = load('accuracy');
-const present = [kernels, e2e, peers, accuracy].filter((r): r is SuiteResults => r !== null);
+const sweep = load('sweep');
+const present = [kernels, e2e, peers, accuracy, sweep].filter((r): r is SuiteResults => r !== null);
 if (!present.length) fail(`no results in ${SOURCE}; run \`npm run bench${QUICK ? ' -- --quick' : ''}\` first`);
 
 mkdirSync(DOCS, { recursive: true });
@@ -333,21 +422,29 @@ if (accuracy) {
   charts.push(['bench-error-frobenius.svg', 'relative Frobenius error vs n', accuracyChart(accuracy, 'relFrobenius', 'Relative Frobenius error of out vs sequence length')]);
   charts.push(['bench-error-v.svg', 'error relative to the values vs n', accuracyChart(accuracy, 'relToV', 'Error relative to the values (RMS row error / RMS |v|) vs sequence length')]);
 }
+if (sweep) charts.push(['bench-accuracy-time.svg', "accuracy against time of the accurate mode's settings", accuracyTimeChart(sweep)]);
 for (const [file, , svg] of charts) writeFileSync(join(DOCS, file), svg);
 
 const notes = (r: SuiteResults) => (r.notes.length ? r.notes.map((n) => `- ${n}`).join('\n') + '\n\n' : '');
 const sections: string[] = [
-  `_Rendered by \`npm run bench:report\` from \`bench/results/\`; regenerate with \`npm run bench\` (15-20 minutes on 2 cores; \`-- --quick\` for a one-minute check). Medians after warm-up; ratios are measured side by side in one process._`,
+  `_Rendered by \`npm run bench:report\` from \`bench/results/\`; regenerate with \`npm run bench\` (an hour or two on 2 cores, most of it the accuracy and sweep suites; \`-- --quick\` for a short check). Medians after warm-up; ratios are measured side by side in one process._`,
   machineLine(present),
   headline(e2e, peers, accuracy),
-  ...charts.map(([file, alt]) => `![${alt}](docs/${file})`),
+  ...charts.map(([file, alt]) => `![${alt}](${DOCS_LINK}${file})`),
 ];
 if (e2e) sections.push(`<details><summary>End to end: time per call by n (one head)</summary>\n\n${notes(e2e)}${e2eSection(e2e)}\n\n</details>`);
 if (peers) sections.push(`<details><summary>Exact attention vs the peers (GFLOP/s)</summary>\n\n${notes(peers)}${peersSection(peers)}\n\n</details>`);
 if (accuracy) sections.push(`<details><summary>Accuracy and cost by workload and mode</summary>\n\n${notes(accuracy)}${accuracySection(accuracy)}\n\n</details>`);
+if (sweep) sections.push(`<details><summary>The sweep that chose the accurate mode's defaults</summary>\n\n${notes(sweep)}${sweepSection(sweep, sweepSummary(sweep.cases))}\n\n</details>`);
 if (kernels) sections.push(`<details><summary>Kernels (one backend op at a time)</summary>\n\n${notes(kernels)}${kernelsSection(kernels)}\n\n</details>`);
-const missing = ['kernels', 'e2e', 'peers', 'accuracy'].filter((s) => !load(s));
+const missing = ['kernels', 'e2e', 'peers', 'accuracy', 'sweep'].filter((s) => !load(s));
 if (missing.length) sections.push(`_Not run yet: ${missing.join(', ')}._`);
 
-writeFileSync(README, `${readme.slice(0, start + START.length)}\n${sections.join('\n\n')}\n${readme.slice(end)}`);
-console.log(`bench:report: README.md (between the bench markers) and ${charts.map(([f]) => `docs/${f}`).join(', ')} rendered from ${SOURCE}`);
+if (target) {
+  const { readme, start, end } = target;
+  writeFileSync(README, `${readme.slice(0, start + START.length)}\n${sections.join('\n\n')}\n${readme.slice(end)}`);
+  console.log(`bench:report: README.md (between the bench markers) and ${charts.map(([f]) => `docs/${f}`).join(', ')} rendered from ${SOURCE}`);
+} else {
+  writeFileSync(QUICK_SECTION, `${sections.join('\n\n')}\n`);
+  console.log(`bench:report: the quick run's section in ${QUICK_SECTION} and its charts beside it (the README and docs/ are left alone)`);
+}

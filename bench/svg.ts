@@ -1,13 +1,18 @@
 // A small SVG line-chart renderer for the bench report: small multiples (one panel per
 // case group) sharing log axes and one legend, so that curves are compared across panels
-// at a glance. Pure string output; no dependencies.
+// at a glance; a series may also be points alone, each with a label (a scatter of
+// settings). Pure string output; no dependencies.
 
 export interface Series {
   label: string;
   color: string;
   dashed?: boolean;
-  /** [x, y] with x, y > 0 (log axes); sorted by x */
+  /** [x, y] with x, y > 0 (log axes); drawn in this order (sorted by x for a curve) */
   points: [number, number][];
+  /** false: points without the line through them (default true) */
+  line?: boolean;
+  /** text beside each point (same order as points) */
+  labels?: string[];
 }
 
 export interface Panel {
@@ -24,8 +29,13 @@ export interface ChartSpec {
   columns: number;
   formatX(x: number): string;
   formatY(y: number): string;
-  /** x tick positions (log axis); y ticks are the powers of 10 in range, plus halves when sparse */
+  /** x tick positions (log axis); the axis spans them and the data */
   xTicks: number[];
+  /**
+   * y tick positions, spanned like xTicks; without them the y axis runs over whole powers
+   * of 10 around the data, ticked at each power (and at 3x when sparse)
+   */
+  yTicks?: number[];
 }
 
 const PANEL_W = 300;
@@ -75,7 +85,10 @@ export function renderChart(spec: ChartSpec): string {
   const xs = all.map((p) => p[0]).concat(spec.xTicks);
   let [x0, x1] = [Math.log10(Math.min(...xs)), Math.log10(Math.max(...xs))];
   if (x1 - x0 < 0.1) [x0, x1] = [x0 - 0.5, x1 + 0.5]; // one size only: centre it
-  const yr = all.length ? logRange(all.map((p) => p[1])) : ([0, 1] as [number, number]);
+  const ys = all.map((p) => p[1]).concat(spec.yTicks ?? []);
+  const yr: [number, number] = spec.yTicks
+    ? [Math.log10(Math.min(...ys)), Math.log10(Math.max(...ys))]
+    : all.length ? logRange(ys) : [0, 1];
   const sx = (x: number) => ((Math.log10(x) - x0) / (x1 - x0)) * PANEL_W;
   const sy = (y: number) => PANEL_H - ((Math.log10(y) - yr[0]) / (yr[1] - yr[0])) * PANEL_H;
 
@@ -88,7 +101,9 @@ export function renderChart(spec: ChartSpec): string {
   legend.forEach((s, i) => {
     const lx = 12 + (i % perRow) * LEGEND_W;
     const ly = legendTop + Math.floor(i / perRow) * 20 + 10;
-    out.push(`<line x1="${lx}" y1="${ly}" x2="${lx + 26}" y2="${ly}" stroke="${s.color}" stroke-width="2.5"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
+    if (s.line !== false) {
+      out.push(`<line x1="${lx}" y1="${ly}" x2="${lx + 26}" y2="${ly}" stroke="${s.color}" stroke-width="2.5"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
+    }
     out.push(`<circle cx="${lx + 13}" cy="${ly}" r="3" fill="${s.color}"/>`);
     out.push(`<text x="${lx + 32}" y="${ly + 4}" font-size="12" fill="#222">${esc(s.label)}</text>`);
   });
@@ -98,7 +113,7 @@ export function renderChart(spec: ChartSpec): string {
     const oy = headerH + Math.floor(i / spec.columns) * (PANEL_H + PAD.top + PAD.bottom) + PAD.top;
     out.push(`<g transform="translate(${ox},${oy})">`);
     out.push(`<text x="${PANEL_W / 2}" y="-10" font-size="13" font-weight="600" text-anchor="middle" fill="#111">${esc(panel.title)}</text>`);
-    for (const t of yTicks(yr)) {
+    for (const t of spec.yTicks ?? yTicks(yr)) {
       const y = sy(t).toFixed(1);
       out.push(`<line x1="0" y1="${y}" x2="${PANEL_W}" y2="${y}" stroke="#e4e4e4"/>`);
       out.push(`<text x="-6" y="${(+y + 4).toFixed(1)}" font-size="11" text-anchor="end" fill="#444">${esc(spec.formatY(t))}</text>`);
@@ -116,9 +131,16 @@ export function renderChart(spec: ChartSpec): string {
     }
     for (const s of panel.series) {
       if (!s.points.length) continue;
-      const path = s.points.map(([x, y], j) => `${j ? 'L' : 'M'}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ');
-      out.push(`<path d="${path}" fill="none" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
-      for (const [x, y] of s.points) out.push(`<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="3" fill="${s.color}"/>`);
+      if (s.line !== false) {
+        const path = s.points.map(([x, y], j) => `${j ? 'L' : 'M'}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ');
+        out.push(`<path d="${path}" fill="none" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
+      }
+      s.points.forEach(([x, y], j) => {
+        const [cx, cy] = [sx(x).toFixed(1), sy(y).toFixed(1)];
+        out.push(`<circle cx="${cx}" cy="${cy}" r="${s.line === false ? 4 : 3}" fill="${s.color}"/>`);
+        const label = s.labels?.[j];
+        if (label) out.push(`<text x="${(+cx + 5).toFixed(1)}" y="${(+cy - 5).toFixed(1)}" font-size="10" fill="${s.color}">${esc(label)}</text>`);
+      });
     }
     out.push('</g>');
   });
