@@ -40,17 +40,18 @@ function setMask(
 
 /**
  * Part 1: every query row against the listed key positions cols[0..nCols) (ascending),
- * hiding only causally; overwrites out, lse and the stats.
+ * hiding only causally; overwrites out, lse and the stats. cache: tileCacheBytes(d, dv,
+ * nCols) bytes for the list's tiles, or 0.
  */
 export function accurateColumns(
   q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
   cols: usize, nCols: i32, causal: i32,
-  out: usize, lse: usize, cnt: usize, vsum: usize, scratch: usize,
+  out: usize, lse: usize, cnt: usize, vsum: usize, scratch: usize, cache: usize,
 ): void {
   setMask(causal, 0, WINDOW_IGNORE, 0, 0, 0, 0, 0, nq, nk);
   attendCore(
     q, 0, 0, nq, nq, k, v, cols, 0, nCols, 0, d, dv, scale,
-    MASK_ACCURATE, 0, 1, 0, 0, 0, out, lse, WRITE, scratch, STATS_WRITE, cnt, vsum,
+    MASK_ACCURATE, 0, 1, 0, 0, 0, out, lse, WRITE, scratch, STATS_WRITE, cnt, vsum, cache,
   );
 }
 
@@ -133,19 +134,19 @@ export function bucketTags(
 /**
  * The remainder's samples: query rows [qFrom, qTo) against the sampled key positions
  * samples[0..m), hiding everything an exact part counts (columns, window, causal, the
- * blocks of all `rounds` rounds). Overwrites sOut, sLse (softmax over the visible samples,
- * no weighting) and the sample stats.
+ * buckets of all `rounds` rounds). Overwrites sOut, sLse (softmax over the visible samples,
+ * no weighting) and the sample stats. cache: tileCacheBytes(d, dv, m) bytes, or 0.
  */
 export function accurateSamples(
   q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
   samples: usize, m: i32, qFrom: i32, qTo: i32,
   flags: usize, winLo: i32, win: i32, causal: i32, rounds: i32, qTags: usize, kTags: usize,
-  sOut: usize, sLse: usize, cnt: usize, vsum: usize, scratch: usize,
+  sOut: usize, sLse: usize, cnt: usize, vsum: usize, scratch: usize, cache: usize,
 ): void {
   setMask(causal, flags, WINDOW_HIDE_INSIDE, winLo, win, rounds, qTags, kTags, nq, nk);
   attendCore(
     q, 0, qFrom, qTo - qFrom, nq, k, v, samples, 0, m, 0, d, dv, scale,
-    MASK_ACCURATE, 0, 1, 0, 0, 0, sOut, sLse, WRITE, scratch, STATS_WRITE, cnt, vsum,
+    MASK_ACCURATE, 0, 1, 0, 0, 0, sOut, sLse, WRITE, scratch, STATS_WRITE, cnt, vsum, cache,
   );
 }
 

@@ -148,11 +148,30 @@ const MAX_ROUNDS: i32 = 8;
   return (dv + 7) & ~7;
 }
 
+/**
+ * Bytes of one tile's slot in a tile cache: K transposed, V, the mask's per-key data, the
+ * tile's bounds and flag (16 bytes) and its V sum.
+ */
+export function tileCacheSlotBytes(d: i32, dv: i32): i32 {
+  const dvp = paddedDv(dv);
+  return (d * KT + KT * dvp + KT * (2 + MAX_ROUNDS) + dvp) * 4 + 16;
+}
+
+/**
+ * Bytes of a cache for the tiles of a key list of nk keys shared by every chunk of a call,
+ * or 0 where the list is too long to be worth it (beyond TILE_CACHE_KEYS keys).
+ */
+export function tileCacheBytes(d: i32, dv: i32, nk: i32): i32 {
+  if (nk > TILE_CACHE_KEYS) return 0;
+  return ((nk + KT - 1) / KT) * tileCacheSlotBytes(d, dv);
+}
+const TILE_CACHE_KEYS: i32 = 4096;
+
 /** Bytes of scratch the attention exports need for head dims d, dv and m samples. */
 export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
   const dvp = paddedDv(dv);
   const floats = QC * d + d * KT + KT * dvp + QC * dvp + 2 * QC + 4 * KT + KT * (2 + MAX_ROUNDS) + QC * dvp + QC + dvp;
-  return floats * 4 + m * 8 + 64;
+  return floats * 4 + m * 8 + 64 + (m > 0 ? tileCacheBytes(d, dv, m) + 16 : 0);
 }
 
 // a * b + c: one fused op where the engine has relaxed SIMD, else a multiply and an add.
@@ -387,23 +406,22 @@ export function attendCore(
   maskKind: i32, causalOffset: i32, qTagDiv: i32, qTagMax: i32,
   phantom: i32, lseAdd: f32,
   out: usize, lse: usize, write: i32, scratch: usize,
-  stats: i32 = STATS_NONE, cnt: usize = 0, vsum: usize = 0,
+  stats: i32 = STATS_NONE, cnt: usize = 0, vsum: usize = 0, cache: usize = 0,
 ): void {
   const dvp = paddedDv(dv);
   const dBytes = (<usize>d) << 2;
   const dvBytes = (<usize>dv) << 2;
   const dvpBytes = (<usize>dvp) << 2;
   const qs = scratch;
-  const kt = qs + (<usize>(QC * d) << 2);
-  const vt = kt + (<usize>(d * KT) << 2);
-  const acc = vt + (<usize>(KT * dvp) << 2);
+  const ktScratch = qs + (<usize>(QC * d) << 2); // then V, as in a cache slot
+  const acc = ktScratch + (<usize>(d * KT + KT * dvp) << 2);
   const mRow = acc + (<usize>(QC * dvp) << 2);
   const lRow = mRow + ((<usize>QC) << 2);
   const sc = lRow + ((<usize>QC) << 2);
-  const tagTile = sc + ((<usize>(4 * KT)) << 2);
-  const cntRow = tagTile + ((<usize>(KT * (2 + MAX_ROUNDS))) << 2);
+  const tagScratch = sc + ((<usize>(4 * KT)) << 2);
+  const cntRow = tagScratch + ((<usize>(KT * (2 + MAX_ROUNDS))) << 2);
   const vsRow = cntRow + ((<usize>QC) << 2);
-  const tileSum = vsRow + (<usize>(QC * dvp) << 2);
+  const tileSumScratch = vsRow + (<usize>(QC * dvp) << 2);
 
   for (let c0 = 0; c0 < nq; c0 += QC) {
     const rows = min(QC, nq - c0);
@@ -442,7 +460,16 @@ export function attendCore(
     for (let t0 = 0; t0 < kEnd; t0 += KT) {
       const kc = min(KT, kEnd - t0);
       const kcPad = (kc + 7) & ~7;
-      for (let j = 0; j < kcPad; j++) {
+      // With a cache, the first chunk builds each tile in its own slot and later chunks
+      // read it from there (the key list is the same for every chunk of a call).
+      const slot = cache + <usize>(t0 / KT) * <usize>tileCacheSlotBytes(d, dv);
+      const kt = cache ? slot : ktScratch;
+      const vt = kt + (<usize>(d * KT) << 2);
+      const tagTile = cache ? vt + (<usize>(KT * dvp) << 2) : tagScratch;
+      const meta = tagTile + ((<usize>(KT * (2 + MAX_ROUNDS))) << 2); // in a cache slot only
+      const tileSum = cache ? meta + 16 : tileSumScratch;
+      const build = !cache || c0 == 0;
+      for (let j = 0; build && j < kcPad; j++) {
         const vdst = vt + <usize>j * dvpBytes;
         if (j < kc) {
           const p = kStart + t0 + j;
@@ -466,7 +493,7 @@ export function attendCore(
       let kpMin = 0;
       let kpMax = 0;
       let anyFlag = false;
-      if (maskKind == MASK_ACCURATE) {
+      if (maskKind == MASK_ACCURATE && build) {
         kpMin = i32.MAX_VALUE;
         kpMax = -1;
         for (let j = 0; j < kc; j++) {
@@ -475,14 +502,25 @@ export function attendCore(
           kpMax = max(kpMax, kp);
         }
         anyFlag = loadMaskTile(tagTile, kc);
+        if (cache) {
+          store<i32>(meta, kpMin);
+          store<i32>(meta, kpMax, 4);
+          store<i32>(meta, anyFlag ? 1 : 0, 8);
+        }
+      } else if (maskKind == MASK_ACCURATE) {
+        kpMin = load<i32>(meta);
+        kpMax = load<i32>(meta, 4);
+        anyFlag = load<i32>(meta, 8) != 0;
       }
       // Does any element of this tile need masking for this chunk?
       const tileLastPos = kStart + t0 + kc - 1;
       const needCausal = maskKind == MASK_CAUSAL && tileLastPos > qStart + c0 + causalOffset;
       if (stats != STATS_NONE) {
         // Each row counts the whole tile, then takes back what its mask hides.
-        memory.fill(tileSum, 0, dvpBytes);
-        for (let j = 0; j < kc; j++) addRow(tileSum, vt + <usize>j * dvpBytes, dvp, 1);
+        if (build) {
+          memory.fill(tileSum, 0, dvpBytes);
+          for (let j = 0; j < kc; j++) addRow(tileSum, vt + <usize>j * dvpBytes, dvp, 1);
+        }
         for (let r = 0; r < rows; r++) {
           addRow(vsRow + <usize>r * dvpBytes, tileSum, dvp, 1);
           store<f32>(cntRow + ((<usize>r) << 2), load<f32>(cntRow + ((<usize>r) << 2)) + <f32>kc);
@@ -615,6 +653,7 @@ export function sampledAttention(
 ): void {
   const kIdx = scratch + <usize>attentionScratchBytes(d, dv, 0);
   const kTags = kIdx + ((<usize>m) << 2);
+  const cache = tileCacheBytes(d, dv, m) > 0 ? (kTags + ((<usize>m) << 2) + 15) & ~15 : 0;
   for (let j = 0; j < m; j++) {
     const s = load<i32>(samples + ((<usize>j) << 2));
     store<i32>(kIdx + ((<usize>j) << 2), load<i32>(kPerm + ((<usize>s) << 2)));
@@ -622,7 +661,7 @@ export function sampledAttention(
   }
   attendCore(
     q, qPerm, 0, nqSorted, nqReal, k, v, kIdx, 0, m, kTags, d, dv, scale,
-    MASK_OWN_BLOCK, 0, qBlock, nBlocks - 1, 0, lseOffset, out, lse, write, scratch,
+    MASK_OWN_BLOCK, 0, qBlock, nBlocks - 1, 0, lseOffset, out, lse, write, scratch, STATS_NONE, 0, 0, cache,
   );
 }
 

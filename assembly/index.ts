@@ -4,6 +4,7 @@ export { lshKeys } from './lsh';
 export { sortByKey } from './sort';
 export {
   attentionScratchBytes,
+  tileCacheBytes,
   exactAttention,
   blockAttention,
   sampledAttention,

@@ -172,9 +172,12 @@ export class CpuBackend implements Backend {
   }
 
   columns(t: ColumnsTask): void {
-    const scratch = this.attentionScratch(t);
+    const bytes = align(this.wasm.attentionScratchBytes(t.d, t.dv, 0));
+    const cacheBytes = this.wasm.tileCacheBytes(t.d, t.dv, t.count);
+    const scratch = this.attentionScratch(t, bytes - this.wasm.attentionScratchBytes(t.d, t.dv, 0) + cacheBytes);
     this.wasm.accurateColumns(
       ...this.head(t), this.ptr(t.cols, 1), t.count, t.causal ? 1 : 0, ...this.part(t.dst, t.dv), scratch,
+      cacheBytes > 0 ? scratch + bytes : 0,
     );
   }
 
@@ -202,11 +205,14 @@ export class CpuBackend implements Backend {
   samples(t: SamplesTask): void {
     const m = t.samples.length;
     const bytes = this.wasm.attentionScratchBytes(t.d, t.dv, 0);
-    const scratch = this.attentionScratch(t, m * 4);
+    const cacheAt = align(bytes + m * 4);
+    const cacheBytes = this.wasm.tileCacheBytes(t.d, t.dv, m);
+    const scratch = this.attentionScratch(t, cacheAt - bytes + cacheBytes);
     const samples = scratch + bytes;
     new Int32Array(this.wasm.memory.buffer, samples, m).set(t.samples);
     this.wasm.accurateSamples(
       ...this.head(t), samples, m, t.qFrom, t.qTo, ...this.mask(t.mask, t.nq, t.nk), ...this.part(t.dst, t.dv), scratch,
+      cacheBytes > 0 ? scratch + cacheAt : 0,
     );
   }
 

@@ -10,6 +10,7 @@ export interface KernelExports {
   lshKeys(x: number, n: number, d: number, proj: number, r: number, mode: number, keys: number, scratch: number): void;
   sortByKey(keys: number, count: number, pads: number, numKeys: number, perm: number, scratch: number): void;
   attentionScratchBytes(d: number, dv: number, m: number): number;
+  tileCacheBytes(d: number, dv: number, nk: number): number;
   exactAttention(
     q: number, k: number, v: number, nq: number, nk: number, d: number, dv: number, scale: number,
     causal: number, causalOffset: number, out: number, lse: number, write: number, scratch: number,
@@ -28,6 +29,7 @@ export interface KernelExports {
   accurateColumns(
     q: number, k: number, v: number, nq: number, nk: number, d: number, dv: number, scale: number,
     cols: number, nCols: number, causal: number, out: number, lse: number, cnt: number, vsum: number, scratch: number,
+    cache: number,
   ): void;
   accurateWindow(
     q: number, k: number, v: number, nq: number, nk: number, d: number, dv: number, scale: number,
@@ -44,7 +46,7 @@ export interface KernelExports {
     q: number, k: number, v: number, nq: number, nk: number, d: number, dv: number, scale: number,
     samples: number, m: number, qFrom: number, qTo: number,
     flags: number, winLo: number, win: number, causal: number, rounds: number, qTags: number, kTags: number,
-    sOut: number, sLse: number, cnt: number, vsum: number, scratch: number,
+    sOut: number, sLse: number, cnt: number, vsum: number, scratch: number, cache: number,
   ): void;
   bucketTags(keys: number, perm: number, count: number, numKeys: number, cap: number, tags: number, starts: number): void;
   remainderMerge(

@@ -99,8 +99,8 @@ function accurateWork(shape: AttentionShape, plan: AccuratePlan, split: Split, a
   }
   add('upload', 2 * heads, heads * (nk + plan.sinkKeys + plan.heavyKeys) * 4);
   add('sampled', heads, heads * nq * (plan.sinkKeys + plan.heavyKeys) * row);
-  // A window of w keys is computed over w + 63 keys for each 64-row chunk.
-  if (plan.window > 0) add('block', heads, heads * nq * (plan.window + 63) * row);
+  // A window of w keys is computed over w + 31 keys for each 32-row chunk.
+  if (plan.window > 0) add('block', heads, heads * nq * (plan.window + 31) * row);
   if (plan.rounds > 0) {
     const R = plan.rounds;
     add('upload', R, R * d * plan.r * 4);
@@ -110,9 +110,11 @@ function accurateWork(shape: AttentionShape, plan: AccuratePlan, split: Split, a
       add('upload', 2 * R * heads, R * heads * (nq + nk) * d * 4, 'cpu');
       add('upload', 2 * R * heads, R * heads * (nq + nk) * 4, 'webgpu');
     }
-    // A bucket's keys are padded to a multiple of 8 and its softmax runs over 64.
-    const perBucket = Math.min(plan.cap, Math.max(8, Math.ceil(shape.nk / (1 << plan.r))));
-    add('block', R * heads, R * heads * nq * Math.max(perBucket, 32) * row);
+    // A bucket holds few keys, so each row's setup, merge and statistics weigh as much as
+    // about 48 more keys would (measured: a round of ~20-key buckets costs what ~65 keys of
+    // the block kernel do).
+    const perBucket = Math.min(plan.cap, Math.ceil(shape.nk / (1 << plan.r)));
+    add('block', R * heads, R * heads * nq * (perBucket + 48) * row);
   }
   if (plan.segments.length > 0) {
     const m = plan.draws[0].count;
