@@ -1,9 +1,10 @@
-// Shared core of exact.wgsl, block.wgsl and sampled.wgsl: one invocation per query row,
-// keys visited tile by tile with online softmax and accumulation in f32, then the row is
-// written or lse-merged into its destination row. Where a tile's K and V rows live is
-// the business of one of two libraries composed with this one:
+// Shared core of exact.wgsl, block.wgsl, sampled.wgsl and accurate.wgsl: one invocation
+// per query row, keys visited tile by tile with online softmax and accumulation in f32,
+// then the row is written or lse-merged into its destination row. Where a tile's K and V
+// rows live is the business of one of the libraries composed with this one:
 //   lib-tiles-workgroup.wgsl  tiles of BK keys staged in workgroup memory (any device)
 //   lib-tiles-subgroup.wgsl   one key per lane, passed around by subgroup shuffles
+//   lib-tiles-own.wgsl        each invocation reads its own keys, one at a time
 // Each defines const TILE (most keys per tile), fn tile_k(j, c) and fn tile_v(j, c) (vec4
 // c of the K and V rows of the tile's key j) and fn attend_keys(n_keys, k_off, v_off,
 // lid, has_row), which every invocation calls with the same n_keys.
@@ -11,7 +12,9 @@
 //   fn key_row(pos: u32) -> u32       row (in the bound K/V views) of key position pos
 //   fn key_visible(pos: u32) -> bool  false hides key position pos from this invocation's query
 // and the host prepends: alias elem (storage type of Q, K, V), const D, D4, DV, DV4 (head
-// dims, and in vec4s), WG (invocations per workgroup), and BK or SG_MAX for the tiles.
+// dims, and in vec4s), WG (invocations per workgroup), BK or SG_MAX for the tiles, and
+// STATS (1: also count the visible keys and sum their V rows, for the accurate mode's
+// parts; 0: the other kernels, where the compiler drops that work).
 
 @group(0) @binding(0) var<storage, read> q_in: array<elem>;
 @group(0) @binding(1) var<storage, read> k_in: array<elem>;
@@ -24,6 +27,9 @@ var<private> acc: array<vec4<f32>, DV4>;
 var<private> row_max: f32;
 var<private> row_sum: f32;
 var<private> seen: bool;
+// STATS: the number of keys this row counted and the plain sum of their V rows
+var<private> stat_count: f32;
+var<private> stat_vsum: array<vec4<f32>, DV4>;
 
 // Elements [i, i + 4) of a row starting at base, zero past the row's width (D or DV).
 fn load_q4(base: u32, i: u32) -> vec4<f32> {
@@ -92,13 +98,23 @@ fn fold_tile(t0: u32, kc: u32, has_row: bool) {
     }
   }
   for (var j = 0u; j < kc; j++) {
+    let visible = any_visible && has_row && key_visible(t0 + j);
     var p = 0.0;
-    if (any_visible && has_row && key_visible(t0 + j)) {
+    if (visible) {
       p = exp(s[j] - m_new);
     }
     row_sum += p;
+    // A weight rather than a branch: every lane must execute tile_v.
+    let counted = select(0.0, 1.0, visible);
+    if (STATS != 0u) {
+      stat_count += counted;
+    }
     for (var c = 0u; c < DV4; c++) {
-      acc[c] += p * tile_v(j, c);
+      let v = tile_v(j, c);
+      acc[c] += p * v;
+      if (STATS != 0u) {
+        stat_vsum[c] += counted * v;
+      }
     }
   }
   if (any_visible) {

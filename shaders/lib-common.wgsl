@@ -1,5 +1,6 @@
 // Shared by every kernel (prepended by src/gpu/kernels.ts): workgroup indexing over 2-D
-// dispatch grids, infinity handling, and the lse merge of two partial attentions.
+// dispatch grids, infinity handling, the lse merge of two partial attentions, and the
+// accurate mode's query windows.
 // WGSL lets implementations assume that arithmetic never meets an infinity or NaN, so
 // -Infinity is only ever produced by bit pattern and recognised by bit pattern, and exp
 // arguments are clamped to the finite range.
@@ -68,4 +69,15 @@ fn merge_weights(lse1: f32, lse2: f32, mode: u32) -> vec2<f32> {
   let t = lse2 - lse1;
   let c = 1.0 / (1.0 + exp(clamp(t, -88.0, 88.0)));
   return vec2<f32>(c, max(lse1, lse2) + log1p_small(exp(-abs(t))));
+}
+
+// First key position of query qp's window of `win` keys in the accurate mode
+// (assembly/attention.ts, windowStart): qp + win_lo, and when not causal kept inside
+// [0, nk) so that every window holds win keys.
+fn window_start(qp: u32, win_lo: i32, win: u32, causal: bool, nk: u32) -> i32 {
+  let lo = i32(qp) + win_lo;
+  if (causal) {
+    return lo;
+  }
+  return max(0, min(lo, i32(nk) - i32(win)));
 }

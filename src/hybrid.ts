@@ -1,21 +1,26 @@
-// The hybrid backend: LSH hashing and sorting on the CPU (WebAssembly), everything else
-// (upload, download, exact, block, sampled, merge) on WebGPU. The WebGPU backend records
-// its ops into an encoder and submits them when data crosses to or from the host, so the
-// CPU hashes and sorts one sub-problem while the GPU computes attention for the last.
+// The hybrid backend: LSH hashing and sorting on the CPU (WebAssembly), with the accurate
+// mode's buckets (read off the sort), everything else (upload, download, exact, block,
+// sampled, merge, and the accurate mode's probe, columns, window, round, samples and
+// remainder) on WebGPU. The WebGPU backend records its ops into an encoder and submits
+// them when data crosses to or from the host, so the CPU hashes and sorts one
+// sub-problem while the GPU computes attention for the last.
 //
 // A hybrid buffer is a GPU-side buffer plus a CPU-side mirror made the first time a CPU
 // op needs it. Uploads go to the GPU and are remembered (the caller's arrays stay valid
 // for the whole call), to be copied into the mirror only when a CPU op needs it next.
 //
-// Invariant: CPU ops write only keys and perms. Keys are read only by the CPU (sort);
-// perms are copied to the GPU as soon as they are written. So the GPU side is always
-// current for what GPU ops read, and the CPU side never needs what a GPU op wrote; an op
-// that would break this throws (a bug in the caller's plan, not a runtime condition).
+// Invariant: CPU ops write only keys, perms, and the accurate mode's bucket tags and
+// starts. Keys are read only by the CPU (sort, buckets); perms, tags and starts are
+// copied to the GPU as soon as they are written. So the GPU side is always current for
+// what GPU ops read, and the CPU side never needs what a GPU op wrote; an op that would
+// break this throws (a bug in the caller's plan, not a runtime condition).
 import type { CpuBackend } from './cpu/backend.ts';
 import type { WebGPUBackend } from './gpu/backend.ts';
 import {
-  placementOf, type Backend, type BackendBuffer, type BlockTask, type Destination, type Device, type ExactTask, type HashTask,
-  type MergeTask, type OpName, type RowView, type SampledTask, type SortTask,
+  placementOf, type AccurateHead, type AccurateMask, type Backend, type BackendBuffer, type BlockTask, type BucketsTask,
+  type ColumnsTask, type Destination, type Device, type ExactTask, type HashTask, type MergeTask, type OpName, type PartOutput,
+  type ProbeTask, type RemainderTask, type RoundTask, type RowView, type SampledTask, type SamplesTask, type SortTask,
+  type WindowTask,
 } from './ops.ts';
 
 class HybridBuffer implements BackendBuffer {
@@ -85,10 +90,8 @@ export class HybridBackend implements Backend {
     const keys = this.onCpu(t.keys, 'sort keys');
     const perm = this.onCpu(t.perm, 'sort perm');
     this.cpu.sort({ ...t, keys, perm });
-    // The block and sampled ops read perm on the GPU. view() is no copy, and is valid
-    // until the next CPU op; upload copies it at once (queue.writeBuffer).
-    const rows = t.count + t.pads;
-    if (rows > 0) this.gpu.upload(this.handle(t.perm.buf).gpu, this.cpu.view(perm.buf, perm.row, rows), perm.row);
+    // The block, sampled and round ops read perm on the GPU.
+    this.copyToGpu(t.perm, perm, t.count + t.pads);
   }
 
   exact(t: ExactTask): void {
@@ -111,6 +114,53 @@ export class HybridBackend implements Backend {
       ...t,
       src: { out: this.onGpuRows(t.src.out, 'merge src out'), lse: this.onGpuRows(t.src.lse, 'merge src lse') },
       dst: this.dst(t.dst, 'merge'),
+    });
+  }
+
+  probe(t: ProbeTask): void {
+    this.gpu.probe({
+      ...t, q: this.onGpuRows(t.q, 'probe q'), k: this.onGpuRows(t.k, 'probe k'), rows: this.onGpuRows(t.rows, 'probe rows'),
+      mass: this.output(t.mass, 'probe mass'),
+    });
+  }
+
+  columns(t: ColumnsTask): void {
+    this.gpu.columns({ ...t, ...this.head(t, 'columns'), cols: this.onGpuRows(t.cols, 'columns cols'), dst: this.part(t.dst, 'columns') });
+  }
+
+  window(t: WindowTask): void {
+    this.gpu.window({ ...t, ...this.head(t, 'window'), mask: this.mask(t.mask, 'window'), dst: this.part(t.dst, 'window') });
+  }
+
+  round(t: RoundTask): void {
+    this.gpu.round({
+      ...t, ...this.head(t, 'round'), mask: this.mask(t.mask, 'round'), dst: this.part(t.dst, 'round'),
+      qPerm: this.onGpuRows(t.qPerm, 'round qPerm'), kPerm: this.onGpuRows(t.kPerm, 'round kPerm'),
+      qStarts: this.onGpuRows(t.qStarts, 'round qStarts'), kStarts: this.onGpuRows(t.kStarts, 'round kStarts'),
+    });
+  }
+
+  buckets(t: BucketsTask): void {
+    // Keys are only on the CPU (hash) and perm is current there (sort).
+    const tags = this.onCpu(t.tags, 'buckets tags');
+    const starts = this.onCpu(t.starts, 'buckets starts');
+    this.cpu.buckets({ ...t, keys: this.onCpu(t.keys, 'buckets keys'), perm: this.onCpu(t.perm, 'buckets perm'), tags, starts });
+    this.copyToGpu(t.tags, tags, t.count);
+    this.copyToGpu(t.starts, starts, t.numKeys + 1);
+  }
+
+  samples(t: SamplesTask): void {
+    this.gpu.samples({ ...t, ...this.head(t, 'samples'), mask: this.mask(t.mask, 'samples'), dst: this.part(t.dst, 'samples') });
+  }
+
+  remainder(t: RemainderTask): void {
+    const samples = t.samples;
+    this.gpu.remainder({
+      ...t, v: this.onGpuRows(t.v, 'remainder v'), exact: this.part(t.exact, 'remainder'),
+      samples: {
+        out: this.onGpuRows(samples.out, 'remainder samples out'), lse: this.onGpuRows(samples.lse, 'remainder samples lse'),
+        cnt: this.onGpuRows(samples.cnt, 'remainder samples cnt'), vsum: this.onGpuRows(samples.vsum, 'remainder samples vsum'),
+      },
     });
   }
 
@@ -161,12 +211,43 @@ export class HybridBackend implements Backend {
     return { buf: this.onGpu(view.buf, what), row: view.row };
   }
 
-  /** The GPU side of a destination, marked as GPU-written (its mirror, if any, goes stale). */
+  /**
+   * Copies `rows` elements a CPU op wrote (its view of the mirror) to the GPU side. view()
+   * is no copy, and is valid until the next CPU op; upload copies it at once (queue.writeBuffer).
+   */
+  private copyToGpu(view: RowView, written: RowView, rows: number): void {
+    if (rows > 0) this.gpu.upload(this.handle(view.buf).gpu, this.cpu.view(written.buf, written.row, rows), written.row);
+  }
+
+  /** The GPU side of rows a GPU op writes, marked as GPU-written (the mirror, if any, goes stale). */
+  private output(view: RowView, what: string): RowView {
+    const rows = this.onGpuRows(view, what);
+    (view.buf as HybridBuffer).cpuStale = true;
+    return rows;
+  }
+
+  /** The GPU side of a destination, marked as GPU-written. */
   private dst(dst: Destination, op: string): Destination {
-    const out = this.onGpuRows(dst.out, `${op} out`);
-    const lse = this.onGpuRows(dst.lse, `${op} lse`);
-    (dst.out.buf as HybridBuffer).cpuStale = (dst.lse.buf as HybridBuffer).cpuStale = true;
-    return { out, lse, write: dst.write };
+    return { out: this.output(dst.out, `${op} out`), lse: this.output(dst.lse, `${op} lse`), write: dst.write };
+  }
+
+  /** The GPU side of an accurate part's output, marked as GPU-written. */
+  private part(dst: PartOutput, op: string): PartOutput {
+    return {
+      out: this.output(dst.out, `${op} out`), lse: this.output(dst.lse, `${op} lse`),
+      cnt: this.output(dst.cnt, `${op} cnt`), vsum: this.output(dst.vsum, `${op} vsum`),
+    };
+  }
+
+  private head(t: AccurateHead, op: string) {
+    return { q: this.onGpuRows(t.q, `${op} q`), k: this.onGpuRows(t.k, `${op} k`), v: this.onGpuRows(t.v, `${op} v`) };
+  }
+
+  private mask(m: AccurateMask, op: string): AccurateMask {
+    return {
+      ...m, flags: this.onGpuRows(m.flags, `${op} flags`),
+      qTags: this.onGpuRows(m.qTags, `${op} qTags`), kTags: this.onGpuRows(m.kTags, `${op} kTags`),
+    };
   }
 
   private sortedRows(t: BlockTask | SampledTask, op: string) {

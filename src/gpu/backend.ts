@@ -21,7 +21,9 @@
 // createWebGPUBackend() then acquires a new device.
 import { HyperAttentionError } from '../errors.ts';
 import type {
-  Backend, BackendBuffer, BlockTask, ExactTask, HashTask, MergeTask, RowView, SampledTask, SortedRowsTask, SortTask, WriteMode,
+  AccurateHead, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, ExactTask, HashTask, MergeTask,
+  PartOutput, ProbeTask, RemainderTask, RoundTask, RowView, SampledTask, SamplesTask, SortedRowsTask, SortTask, WindowTask,
+  WriteMode,
 } from '../ops.ts';
 import type { WebGPUBufferLike } from '../options.ts';
 import {
@@ -34,6 +36,16 @@ const WRITE_CODES: Record<WriteMode, number> = { write: 0, 'merge-reference': 1,
 /** Invocations per workgroup of the row-parallel kernels and of the sort passes. */
 const ROW_WORKGROUP = 64;
 const SORT_WORKGROUP = 256;
+
+/** Key rows per chunk of the remainder's prefix sums (CHUNK in remainder.wgsl). */
+const REMAINDER_CHUNK = 64;
+
+// accurate.wgsl: its parts, and the window modes of its mask
+const PART_LIST = 0;
+const PART_WINDOW = 1;
+const PART_ROUND = 2;
+const WINDOW_HIDE_INSIDE = 1;
+const WINDOW_HIDE_OUTSIDE = 2;
 
 /** How long a failed readback waits for device.lost to tell a lost device from an error. */
 const LOST_GRACE_MS = 1000;
@@ -59,6 +71,31 @@ interface Bound {
   binding: GPUBufferBinding;
   /** element index, within the binding, of the view's first element */
   el: number;
+}
+
+/** Rows [view.row, view.row + rows) of a [*, width] matrix, to be packed by gather(). */
+interface Span {
+  view: RowView;
+  width: number;
+  rows: number;
+}
+
+/**
+ * What one dispatch of accurate.wgsl computes: query rows [qFrom, qTo) (sorted positions
+ * for PART_ROUND) against a key list (PART_LIST), their windows, or their buckets.
+ */
+interface AccuratePart {
+  part: number;
+  qFrom: number;
+  qTo: number;
+  causal: boolean;
+  /** absent for the columns, which hide only causally */
+  mask?: AccurateMask;
+  list?: Span | Int32Array;
+  round?: RoundTask;
+  write: WriteMode;
+  /** add the stats to the destination's rather than overwrite them */
+  add: boolean;
 }
 
 type Field = ['u32' | 'i32' | 'f32', number];
@@ -390,6 +427,140 @@ export class WebGPUBackend implements Backend {
   }
 
   /**
+   * One dispatch of accurate.wgsl: PART_LIST and PART_WINDOW on shared tiles, PART_ROUND on
+   * each invocation's own keys. Index data goes packed into one buffer (gather).
+   */
+  private accuratePart(t: AccurateHead, dst: PartOutput, o: AccuratePart): void {
+    if (o.qTo <= o.qFrom) return;
+    this.record(() => {
+      const { mask, round } = o;
+      const rounds = mask?.rounds ?? 0;
+      const spans: (Span | Int32Array)[] = [];
+      const place = (span: Span | Int32Array): number => spans.push(span) - 1;
+      const flags = mask ? place({ view: mask.flags, width: 1, rows: t.nk }) : -1;
+      const qTags = mask ? place({ view: mask.qTags, width: t.nq, rows: rounds }) : -1;
+      const kTags = mask ? place({ view: mask.kTags, width: t.nk, rows: rounds }) : -1;
+      const list = o.list ? place(o.list) : -1;
+      const numKeys = round?.numKeys ?? 0;
+      const perms = round ? [
+        place({ view: round.qPerm, width: 1, rows: t.nq }), place({ view: round.kPerm, width: 1, rows: t.nk }),
+        place({ view: round.qStarts, width: 1, rows: numKeys + 1 }), place({ view: round.kStarts, width: 1, rows: numKeys + 1 }),
+      ] : [-1, -1, -1, -1];
+      const idx = this.gather(spans);
+      const at = (index: number): Field => u32(index < 0 ? 0 : idx.at[index]);
+      const bound = [
+        this.bindInput(t.q, t.d, t.nq), this.bindInput(t.k, t.d, t.nk), this.bindInput(t.v, t.dv, t.nk),
+        this.bindOutput(dst.out, t.dv, t.nq), this.bindOutput(dst.lse, 1, t.nq),
+        this.bindOutput(dst.cnt, 1, t.nq), this.bindOutput(dst.vsum, t.dv, t.nq),
+      ];
+      const window = mask?.window ?? 0;
+      const winMode = window === 0 ? 0 : o.part === PART_WINDOW ? WINDOW_HIDE_OUTSIDE : WINDOW_HIDE_INSIDE;
+      const listLength = o.list instanceof Int32Array ? o.list.length : o.list?.rows ?? 0;
+      const params = this.uniform([
+        ...bound.map((b) => u32(b.el)),
+        u32(o.part), u32(o.qFrom), u32(o.qTo), u32(t.nq), u32(t.nk), u32(listLength), at(list),
+        u32(o.causal ? 1 : 0), u32(mask ? 1 : 0), at(flags), u32(winMode), i32(mask?.winLo ?? 0), u32(window),
+        u32(rounds), at(qTags), at(kTags), ...perms.map(at), u32(numKeys), u32(round?.cap ?? 0),
+        u32(WRITE_CODES[o.write]), u32(o.add ? 1 : 0), f32(t.scale),
+      ]);
+      this.dispatch(
+        this.attentionKernel(round ? 'accurate-round' : 'accurate', t.d, t.dv),
+        [...bound.map((b) => b.binding), idx.binding, params],
+        this.rowGroups(o.qTo - o.qFrom),
+      );
+    });
+  }
+
+  probe(t: ProbeTask): void {
+    if (t.nk === 0) return;
+    this.record(() => {
+      const q = this.bind(t.q, t.d, t.nq);
+      const k = this.bind(t.k, t.d, t.nk);
+      const rows = this.bind(t.rows, 1, t.count);
+      const mass = this.bindOutput(t.mass, 1, t.nk);
+      const lseBytes = Math.max(4, t.count * 4);
+      const lse: GPUBufferBinding = {
+        buffer: this.scratch.acquire(lseBytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST), offset: 0, size: lseBytes,
+      };
+      // Step 0: each probe row's lse (a workgroup per row); step 1: the mass of each key.
+      for (const [step, workgroups] of [Math.max(1, t.count), this.rowGroups(t.nk)].entries()) {
+        const params = this.uniform([
+          u32(q.el), u32(k.el), u32(rows.el), u32(mass.el), u32(t.count), u32(t.nk), u32(t.d), u32(t.causal ? 1 : 0),
+          u32(t.sinks), i32(t.winLo), u32(t.window), u32(step), f32(t.scale),
+        ]);
+        this.dispatch(this.rowKernel('probe'), [q.binding, k.binding, rows.binding, lse, mass.binding, params], workgroups);
+      }
+      this.scratch.release(lse.buffer);
+    });
+  }
+
+  columns(t: ColumnsTask): void {
+    this.accuratePart(t, t.dst, {
+      part: PART_LIST, qFrom: 0, qTo: t.nq, causal: t.causal, list: { view: t.cols, width: 1, rows: t.count },
+      write: 'write', add: false,
+    });
+  }
+
+  window(t: WindowTask): void {
+    this.accuratePart(t, t.dst, {
+      part: PART_WINDOW, qFrom: 0, qTo: t.nq, causal: t.mask.causal, mask: t.mask, write: 'merge-fixed', add: true,
+    });
+  }
+
+  round(t: RoundTask): void {
+    this.accuratePart(t, t.dst, {
+      part: PART_ROUND, qFrom: 0, qTo: t.nq, causal: t.mask.causal, mask: t.mask, round: t, write: 'merge-fixed', add: true,
+    });
+  }
+
+  samples(t: SamplesTask): void {
+    this.accuratePart(t, t.dst, {
+      part: PART_LIST, qFrom: t.qFrom, qTo: t.qTo, causal: t.mask.causal, mask: t.mask, list: t.samples,
+      write: 'write', add: false,
+    });
+  }
+
+  buckets(t: BucketsTask): void {
+    this.record(() => {
+      const bound = [
+        this.bind(t.keys, 1, t.count), this.bind(t.perm, 1, t.count),
+        this.bindOutput(t.tags, 1, t.count), this.bindOutput(t.starts, 1, t.numKeys + 1),
+      ];
+      const params = this.uniform([...bound.map((b) => u32(b.el)), u32(t.count), u32(t.numKeys), u32(t.cap)]);
+      this.dispatch(
+        this.rowKernel('buckets'), [...bound.map((b) => b.binding), params], this.rowGroups(Math.max(t.count, t.numKeys + 1)),
+      );
+    });
+  }
+
+  remainder(t: RemainderTask): void {
+    if (t.nq === 0 || t.dv === 0) return;
+    this.record(() => {
+      const chunks = Math.ceil(t.nk / REMAINDER_CHUNK);
+      // The per-row scalars, then the chunk sums of V (written by the kernel).
+      const aux = this.gather([
+        { view: t.exact.cnt, width: 1, rows: t.nq }, { view: t.samples.cnt, width: 1, rows: t.nq },
+        { view: t.samples.lse, width: 1, rows: t.nq },
+      ], (chunks + 1) * t.dv);
+      const bound = [
+        this.bind(t.v, t.dv, t.nk), this.bindOutput(t.exact.out, t.dv, t.nq), this.bindOutput(t.exact.lse, 1, t.nq),
+        this.bind(t.exact.vsum, t.dv, t.nq), this.bind(t.samples.out, t.dv, t.nq), this.bind(t.samples.vsum, t.dv, t.nq),
+      ];
+      // Step 0: chunk sums; step 1: their prefix over chunks; step 2: the rows.
+      for (const [step, invocations] of [chunks * t.dv, t.dv, t.nq].entries()) {
+        const params = this.uniform([
+          ...bound.map((b) => u32(b.el)), ...aux.at.map(u32), u32(t.nq), u32(t.nk), u32(t.dv),
+          u32(t.causal ? 1 : 0), u32(chunks), u32(step), f32(t.controlVariate),
+        ]);
+        this.dispatch(
+          this.rowKernel('remainder'), [...bound.map((b) => b.binding), aux.binding, params],
+          this.rowGroups(Math.max(1, invocations)),
+        );
+      }
+    });
+  }
+
+  /**
    * Also drops commands recorded but not yet submitted and errors not yet reported: they
    * belong to a call that ended without a download or finish() (it failed), not to the next one.
    */
@@ -565,6 +736,35 @@ export class WebGPUBackend implements Backend {
     return { buffer, offset: 0, size: bytes };
   }
 
+  /**
+   * One buffer for the open encoder holding, in order, copies of the spans (recorded
+   * copies) and of host arrays (written now), then `extra` elements for the kernel; `at`
+   * holds the element offset of each part and then of the extra. For kernels whose inputs
+   * would otherwise take more storage bindings than a device guarantees (8).
+   */
+  private gather(parts: (Span | Int32Array)[], extra = 0): { binding: GPUBufferBinding; at: number[] } {
+    const at: number[] = [];
+    let total = 0;
+    for (const part of parts) {
+      at.push(total);
+      total += part instanceof Int32Array ? part.length : part.rows * part.width;
+    }
+    at.push(total);
+    const buffer = this.pool.acquire(Math.max(4, (total + extra) * 4), GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+    this.held.push(buffer);
+    parts.forEach((part, index) => {
+      if (part instanceof Int32Array) {
+        if (part.length > 0) this.device.queue.writeBuffer(buffer, at[index] * 4, part as ArrayBufferView<ArrayBuffer>);
+        return;
+      }
+      const start = part.view.row * part.width;
+      const count = part.rows * part.width;
+      const src = this.handle(part.view.buf, start, count);
+      if (count > 0) this.commandEncoder().copyBufferToBuffer(src.gpu, start * 4, buffer, at[index] * 4, count * 4);
+    });
+    return { binding: this.bindElements(buffer, 0, total + extra, 4).binding, at };
+  }
+
   /** A uniform buffer with the fields packed in order (4 bytes each, as the WGSL structs). */
   private uniform(fields: Field[]): GPUBufferBinding {
     const data = new DataView(new ArrayBuffer(Math.ceil(fields.length / 4) * 16));
@@ -603,8 +803,15 @@ export class WebGPUBackend implements Backend {
     return this.pipelines.get(name, { WG: this.rowWorkgroup }, variant);
   }
 
-  private attentionKernel(name: 'exact' | 'block' | 'sampled', d: number, dv: number): GPUComputePipeline {
-    const dims = { WG: this.rowWorkgroup, D: d, D4: Math.ceil(d / 4), DV: dv, DV4: Math.ceil(dv / 4) };
+  private attentionKernel(
+    name: 'exact' | 'block' | 'sampled' | 'accurate' | 'accurate-round', d: number, dv: number,
+  ): GPUComputePipeline {
+    const dims = {
+      WG: this.rowWorkgroup, D: d, D4: Math.ceil(d / 4), DV: dv, DV4: Math.ceil(dv / 4),
+      STATS: name.startsWith('accurate') ? 1 : 0,
+    };
+    // Its rows see different keys: tiles of their own (lib-tiles-own.wgsl), never shared.
+    if (name === 'accurate-round') return this.pipelines.get(name, dims, { elem: this.storage, subgroups: false });
     const tiles: Record<string, number> = this.subgroups
       ? { SG_MAX: this.maxSubgroupSize }
       : { BK: keysPerTile(d, dv, this.workgroupStorage) };

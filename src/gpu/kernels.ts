@@ -7,6 +7,11 @@ export type KernelName =
   | 'exact'
   | 'block'
   | 'sampled'
+  | 'accurate'
+  | 'accurate-round'
+  | 'probe'
+  | 'buckets'
+  | 'remainder'
   | 'merge'
   | 'hash'
   | 'sort-count'
@@ -31,6 +36,12 @@ const LIBRARIES: Record<KernelName, readonly string[]> = {
   exact: ['lib-common', 'lib-attention'],
   block: ['lib-common', 'lib-attention'],
   sampled: ['lib-common', 'lib-attention'],
+  accurate: ['lib-common', 'lib-attention'],
+  // Rows of a workgroup see different keys: no shared tiles.
+  'accurate-round': ['lib-common', 'lib-attention', 'lib-tiles-own'],
+  probe: ['lib-common'],
+  buckets: ['lib-common'],
+  remainder: ['lib-common'],
   merge: ['lib-common'],
   hash: ['lib-common'],
   'sort-count': ['lib-common'],
@@ -39,9 +50,12 @@ const LIBRARIES: Record<KernelName, readonly string[]> = {
   'to-f16': ['lib-common'],
 };
 
+/** Kernels that are another's source composed differently. */
+const SOURCES: Partial<Record<KernelName, string>> = { 'accurate-round': 'accurate' };
+
 function libraries(name: KernelName, variant: KernelVariant): readonly string[] {
   const libs = LIBRARIES[name];
-  if (!libs.includes('lib-attention')) return libs;
+  if (!libs.includes('lib-attention') || libs.some((lib) => lib.startsWith('lib-tiles-'))) return libs;
   return [...libs, variant.subgroups ? 'lib-tiles-subgroup' : 'lib-tiles-workgroup'];
 }
 
@@ -62,7 +76,7 @@ export function kernelSource(name: KernelName, constants: Record<string, number>
     `alias elem = ${variant.elem};`,
     ...Object.entries(constants).map(([key, value]) => `const ${key}: u32 = ${value}u;`),
   ];
-  return [...header, ...libraries(name, variant).map(shaderText), shaderText(name)].join('\n');
+  return [...header, ...libraries(name, variant).map(shaderText), shaderText(SOURCES[name] ?? name)].join('\n');
 }
 
 /** Compiled pipelines of one device, keyed by kernel, variant and constants. */
