@@ -23,7 +23,7 @@ export function heaviest(mass: Float32Array, from: number, count: number): numbe
 export function runAccurateHead(
   ctx: ExecContext, plan: AccuratePlan, causal: boolean, controlVariate: number, randomness: Randomness,
 ): HeadWork {
-  const { backend, run, f32, i32, qBuf, kBuf, vBuf, outBuf, lseBuf, scale } = ctx;
+  const { backend, run, f32, i32, qBuf, kBuf, vBuf, outBuf, lseBuf, scale, tick } = ctx;
   const { H, nq, nk, d, dv } = ctx.shape;
   const { sinkKeys, heavyKeys, rounds, r } = plan;
   const numKeys = 1 << r;
@@ -56,7 +56,9 @@ export function runAccurateHead(
   let cols: number[] = [];
   let prepared = false;
 
-  return async (b, h) => {
+  const units = (heavyKeys > 0 ? 1 : 0) + 1 + (plan.window > 0 ? 1 : 0) + rounds +
+    (plan.segments.length > 0 ? plan.segments.length + 1 : 0);
+  const runHead = async (b: number, h: number) => {
     if (!prepared) {
       if (probeBuf) await run('upload', () => backend.upload(probeBuf, Int32Array.from(plan.probeRows)));
       for (const [t, p] of proj.entries()) await run('upload', () => backend.upload(p, randomness.projections[t]));
@@ -71,6 +73,7 @@ export function runAccurateHead(
         sinks: sinkKeys, winLo: plan.winLo, window: plan.window, mass: row0(massBuf),
       }));
       await run('download', () => backend.download(massBuf, 0, nk, massHost));
+      tick();
       heavy = heaviest(massHost, sinkKeys, heavyKeys);
     }
     for (const j of cols) flagsHost[j] = 0;
@@ -81,8 +84,12 @@ export function runAccurateHead(
       if (cols.length > 0) backend.upload(colsBuf, Int32Array.from(cols));
     });
     await run('sampled', () => backend.columns({ ...head, cols: row0(colsBuf), count: cols.length, causal, dst: exact }));
+    tick();
 
-    if (plan.window > 0) await run('block', () => backend.window({ ...head, mask: mask(0), dst: exact }));
+    if (plan.window > 0) {
+      await run('block', () => backend.window({ ...head, mask: mask(0), dst: exact }));
+      tick();
+    }
 
     for (let t = 0; t < rounds; t++) {
       const hash = (x: typeof head.q, rows: number, keys: typeof qKeys) =>
@@ -103,6 +110,7 @@ export function runAccurateHead(
         ...head, qPerm: row0(qPerm), kPerm: row0(kPerm), qStarts: row0(qStarts), kStarts: row0(kStarts), numKeys,
         cap: plan.cap, mask: mask(t), dst: exact,
       }));
+      tick();
     }
 
     if (!sampled) return;
@@ -113,7 +121,10 @@ export function runAccurateHead(
         ...head, samples: randomness.samples[seg.draw].subarray(slice, slice + m), qFrom: seg.qFrom, qTo: seg.qTo,
         mask: mask(rounds), dst: sampled,
       }));
+      tick();
     }
     await run('merge', () => backend.remainder({ v: head.v, nq, nk, dv, causal, controlVariate, exact, samples: sampled }));
+    tick();
   };
+  return { units, run: runHead };
 }

@@ -24,13 +24,19 @@ export interface ExecContext {
   vBuf: BackendBuffer;
   outBuf: BackendBuffer;
   lseBuf: BackendBuffer;
+  /** called after each attention op of a head, for progress (see HeadWork.units) */
+  tick: () => void;
 }
 
 /**
- * A plan's per-head work, set up once per call (its buffers allocated): called for head
- * (b, h) once q, and k and v when they changed (kvChanged), are loaded; it leaves the
- * head's result in outBuf and lseBuf.
+ * A plan's per-head work, set up once per call (its buffers allocated): run is called for
+ * head (b, h) once q, and k and v when they changed (kvChanged), are loaded, and leaves the
+ * head's result in outBuf and lseBuf; it calls tick() exactly `units` times, once after
+ * each attention op.
  */
-export type HeadWork = (b: number, h: number, kvChanged: boolean) => Promise<void>;
+export interface HeadWork {
+  units: number;
+  run: (b: number, h: number, kvChanged: boolean) => Promise<void>;
+}
 
 

@@ -4,7 +4,10 @@
 import { runAccurateHead } from './accurate.ts';
 import type { ExecContext, HeadWork, Randomness } from './context.ts';
 import { HyperAttentionError } from './errors.ts';
-import { placementOf, type Backend, type BackendBuffer, type Destination, type KernelMode, type OpName, type OpTrace, type WriteMode } from './ops.ts';
+import {
+  placementOf, type Backend, type BackendBuffer, type Destination, type ExactTask, type KernelMode, type OpName, type OpTrace,
+  type WriteMode,
+} from './ops.ts';
 import type { Output, ResolvedExactOptions, ResolvedHyperOptions } from './options.ts';
 import { buildPlan, planParams, type AuthorsPlan, type Plan } from './plan.ts';
 import type { CallProfile } from './scheduler/index.ts';
@@ -133,9 +136,18 @@ async function execute(
     };
     const f32 = (n: number) => backend.createBuffer('f32', Math.max(1, n));
     const i32 = (n: number) => backend.createBuffer('i32', Math.max(1, n));
+    // Progress counts attention ops. The WebAssembly backend has run an op when it returns,
+    // so it reports each one; an asynchronous backend reports a head once it is read back.
+    let head = 0;
+    let unitsDone = 0;
+    const eachOp = backend.name === 'cpu' && o.onProgress !== undefined;
     const ctx: ExecContext = {
       backend, shape, scale, run, f32, i32,
       qBuf: f32(nq * d), kBuf: f32(nk * d), vBuf: f32(nk * dv), outBuf: f32(nq * dv), lseBuf: f32(nq),
+      tick: () => {
+        unitsDone++;
+        if (eachOp) o.onProgress!({ done: head * work.units + unitsDone, total: B * H * work.units });
+      },
     };
     const outGpu = out ? undefined : backend.createDeviceBuffer!(B * H * nq * dv);
     const lseGpu = out ? undefined : backend.createDeviceBuffer!(B * H * nq);
@@ -144,7 +156,8 @@ async function execute(
     let loadedKv = -1;
     for (let b = 0; b < B; b++) {
       for (let h = 0; h < H; h++) {
-        const head = b * H + h;
+        head = b * H + h;
+        unitsDone = 0;
         const kvHead = b * Hkv + Math.floor(h / group);
         await load(ctx.qBuf, q, head, nq, d);
         const kvChanged = kvHead !== loadedKv;
@@ -153,22 +166,23 @@ async function execute(
           await load(ctx.vBuf, v, kvHead, nk, dv);
           loadedKv = kvHead;
         }
-        await work(b, h, kvChanged);
+        await work.run(b, h, kvChanged);
 
-        const progress = { done: head + 1, total: B * H };
+        const progress = { done: (head + 1) * work.units, total: B * H * work.units };
+        const report = () => (eachOp ? undefined : o.onProgress?.(progress));
         if (out && lse) {
           const readback = run('download', () => Promise.all([
             backend.download(ctx.outBuf, 0, nq * dv, out, head * nq * dv),
             backend.download(ctx.lseBuf, 0, nq, lse, head * nq),
           ]).then(() => {}));
           const previous = pending;
-          pending = Promise.all([previous, readback]).then(() => o.onProgress?.(progress));
+          pending = Promise.all([previous, readback]).then(report);
           pending.catch(() => {});
           await (trace ? pending : previous);
         } else {
           backend.exportToDevice!(ctx.outBuf, 0, outGpu!, head * nq * dv * 4, nq * dv);
           backend.exportToDevice!(ctx.lseBuf, 0, lseGpu!, head * nq * 4, nq);
-          o.onProgress?.(progress);
+          report();
         }
       }
     }
@@ -191,8 +205,28 @@ async function execute(
 
 /** The authors' algorithm (and exact attention): diagonal leaves, then the steps in order. */
 function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: number, randomness: Randomness): HeadWork {
-  const { backend, run, f32, i32, qBuf, kBuf, vBuf, outBuf, lseBuf, scale } = ctx;
+  const { backend, run, f32, i32, qBuf, kBuf, vBuf, outBuf, lseBuf, scale, tick } = ctx;
   const { H, nq, nk, d, dv } = ctx.shape;
+  // WebAssembly runs exact attention in runs of query rows of about EXACT_CHUNK_FLOPS each,
+  // so that progress reaches the caller during a long exact call; a GPU takes it whole.
+  const chunkRows = (keys: number) => backend.name === 'cpu'
+    ? Math.max(64, Math.floor(EXACT_CHUNK_FLOPS / (2 * keys * (d + dv)) / 64) * 64)
+    : Infinity;
+  const chunks = (rows: number, keys: number) => Math.ceil(rows / chunkRows(keys));
+  /** Exact attention of t.nq query rows, in chunks of rows; a causal task's rows see keys up to their own. */
+  const exactRows = async (t: ExactTask) => {
+    const step = chunkRows(t.nk);
+    for (let r0 = 0; r0 < t.nq; r0 += step) {
+      const rows = Math.min(step, t.nq - r0);
+      const at = <V extends { row: number }>(view: V): V => ({ ...view, row: view.row + r0 });
+      const nkChunk = t.causal ? Math.min(t.nk, r0 + rows + t.causalOffset) : t.nk;
+      await run('exact', () => backend.exact({
+        ...t, q: at(t.q), nq: rows, nk: nkChunk, causalOffset: t.causalOffset + r0,
+        dst: { ...t.dst, out: at(t.dst.out), lse: at(t.dst.lse) },
+      }));
+      tick();
+    }
+  };
   const merge: WriteMode = mode === 'reference' ? 'merge-reference' : 'merge-fixed';
   const hashes = plan.steps.some((s) => s.kind === 'hyper');
   const tempRows = Math.max(0, ...plan.steps.filter((s) => s.merge && s.kind === 'hyper').map((s) => s.nq));
@@ -205,7 +239,15 @@ function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: 
   const proj = hashes ? f32(d * r) : undefined;
   let projUploaded = false;
 
-  return async (b, h, kvChanged) => {
+  let units = 0;
+  for (const leaf of plan.leaves) units += chunks(leaf.rows, leaf.rows);
+  for (const step of plan.steps) {
+    for (const sub of step.subs) {
+      units += step.kind === 'exact' ? chunks(sub.qReal, step.nk) : 1 + (step.draw >= 0 ? 1 : 0) + (step.merge ? 1 : 0);
+    }
+  }
+
+  const runHead = async (b: number, h: number, kvChanged: boolean) => {
     if (proj && !projUploaded) {
       await run('upload', () => backend.upload(proj, randomness.projections[0]));
       projUploaded = true;
@@ -220,11 +262,11 @@ function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: 
     }
 
     for (const leaf of plan.leaves) {
-      await run('exact', () => backend.exact({
+      await exactRows({
         q: { buf: qBuf, row: leaf.start }, k: { buf: kBuf, row: leaf.start }, v: { buf: vBuf, row: leaf.start },
         nq: leaf.rows, nk: leaf.rows, d, dv, scale, causal: true, causalOffset: 0,
         dst: { out: { buf: outBuf, row: leaf.start }, lse: { buf: lseBuf, row: leaf.start }, write: 'write' },
-      }));
+      });
     }
 
     for (const step of plan.steps) {
@@ -236,9 +278,7 @@ function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: 
         const kv = { buf: kBuf, row: sub.kStart };
         const vv = { buf: vBuf, row: sub.kStart };
         if (step.kind === 'exact') {
-          await run('exact', () => backend.exact({
-            q: qv, k: kv, v: vv, nq: sub.qReal, nk: step.nk, d, dv, scale, causal: false, causalOffset: 0, dst: toOut,
-          }));
+          await exactRows({ q: qv, k: kv, v: vv, nq: sub.qReal, nk: step.nk, d, dv, scale, causal: false, causalOffset: 0, dst: toOut });
           continue;
         }
         // Reference mode sorts the zero pad rows with the real ones (they take places
@@ -259,6 +299,7 @@ function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: 
           nqSorted, nqReal: sub.qReal, d, dv, scale, qBlock: step.qBlock, kBlock: step.kBlock, nBlocks: step.nBlocks,
         };
         await run('block', () => backend.block({ ...sorted, nk: step.nk, phantomKeys: mode === 'reference', dst }));
+        tick();
         if (step.draw >= 0) {
           const m = plan.draws[step.draw].count;
           const slice = (b * step.subs.length * H + h * step.subs.length + t) * m;
@@ -268,13 +309,19 @@ function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: 
             samples: randomness.samples[step.draw].subarray(slice, slice + m),
             lseOffset: Math.log(step.nk / m), dst: { ...dst, write: merge },
           }));
+          tick();
         }
         if (step.merge) {
           await run('merge', () => backend.merge({
             src: { out: { buf: tmpOut, row: 0 }, lse: { buf: tmpLse, row: 0 } }, dst: toOut, rows: sub.qReal, dv,
           }));
+          tick();
         }
       }
     }
   };
+  return { units, run: runHead };
 }
+
+/** About 40 ms of exact attention on one WebAssembly thread: the grain of its progress. */
+const EXACT_CHUNK_FLOPS = 1e9;

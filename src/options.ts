@@ -8,7 +8,11 @@ import type { Sampler } from './random.ts';
 export type BackendChoice = 'auto' | 'cpu' | 'webgpu';
 
 export interface Progress {
-  /** heads finished so far, of total (B * H) */
+  /**
+   * attention ops finished so far, of total (the same number for every head; exact
+   * attention on WebAssembly counts runs of rows of about 40 ms each). Increases with each
+   * report and ends at total.
+   */
   done: number;
   total: number;
 }
@@ -46,7 +50,11 @@ export interface ExactOptions {
   device?: WebGPUDeviceLike;
   /** 'gpu': out and lse are new GPUBuffers on `device`, owned by the caller (default 'host') */
   output?: Output;
-  /** called after each (batch, head) is done (with output 'gpu': recorded, not necessarily run) */
+  /**
+   * called as the work progresses: on WebAssembly after each attention op (at least every
+   * ~40 ms of exact attention), on WebGPU after each (batch, head) is read back (with
+   * output 'gpu': recorded, not necessarily run)
+   */
   onProgress?: (p: Progress) => void;
   /**
    * true: the result also holds `profile`, the plan and the measured time of each step. The

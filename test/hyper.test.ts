@@ -269,3 +269,23 @@ test('sharp attention: the block part finds the key, the sampled residual reduce
 });
 
 test.run();
+
+test('progress comes during a call, not once per head: monotonic, ending at total', async () => {
+  const shape = [1, 1, 4096, 64];
+  const [q, k, v] = [randomTensor(shape, 1), randomTensor(shape, 2), randomTensor(shape, 3)];
+  const calls = [
+    (onProgress: (p: { done: number; total: number }) => void) => exactAttention(q, k, v, { backend: 'cpu', onProgress }),
+    (onProgress: (p: { done: number; total: number }) => void) => hyperAttention(q, k, v, { backend: 'cpu', minSeqLen: 0, onProgress }),
+    (onProgress: (p: { done: number; total: number }) => void) =>
+      hyperAttention(q, k, v, { backend: 'cpu', causal: true, minSeqLen: 1024, mode: 'reference', onProgress }),
+  ];
+  for (const [index, call] of calls.entries()) {
+    const seen: { done: number; total: number }[] = [];
+    await call((p) => seen.push(p));
+    assert.ok(seen.length > 2, `call ${index}: ${seen.length} progress reports for one head`);
+    for (let i = 1; i < seen.length; i++) {
+      assert.ok(seen[i].done > seen[i - 1].done && seen[i].total === seen[0].total, `call ${index}: report ${i}`);
+    }
+    assert.is(seen[seen.length - 1].done, seen[0].total, `call ${index} ends at total`);
+  }
+});
