@@ -17,7 +17,9 @@ import {
 import { attentionShapeOf, type AttentionShape } from '../tensor.ts';
 import { calibrateBackend } from './calibrate.ts';
 import { choose, choosePlan, SPLITS, type Explanation, type Split } from './cost.ts';
-import { environmentKey, parseProfile, PROFILE_FORMAT, PROFILE_VERSION, type Environment, type Profile } from './profile.ts';
+import {
+  environmentKey, parseProfile, PROFILE_FORMAT, PROFILE_VERSION, type DeviceCosts, type Environment, type Profile,
+} from './profile.ts';
 
 export interface SchedulerConfig {
   /**
@@ -210,31 +212,41 @@ async function save(profile: Profile): Promise<void> {
 }
 
 /**
- * Calibrates the devices. A GPU that fails its calibration (an error, a lost device) is
- * left out from then on, with a warning: calls then plan for WebAssembly alone.
+ * Calibrates the devices: WebAssembly, and the GPU unless it is a software adapter and
+ * `software` is false. A software adapter (SwiftShader, lavapipe, WARP: it says so, or its
+ * name does) runs compute 15-100x slower than WebAssembly, so 'auto' would never give it
+ * work: timing it (5-11 s) only delayed the first call. A GPU that fails its calibration
+ * (an error, a lost device) is left out from then on, with a warning: calls then plan for
+ * WebAssembly alone.
  */
-async function measure(devices: Devices): Promise<Profile> {
+async function measure(devices: Devices, software: boolean): Promise<Profile> {
   const start = performance.now();
   const cpu = await calibrateBackend(devices.cpu);
-  let webgpu = null;
-  if (devices.gpu) {
-    try {
-      webgpu = await calibrateBackend(devices.gpu);
-    } catch (error) {
-      config.onWarning(`WebGPU calibration failed, planning for WebAssembly alone: ${(error as Error).message}`);
-      devices.gpu = undefined;
-      devices.env = { ...devices.env, adapter: null };
-    }
-  }
-  const profile: Profile = {
+  const webgpu = software || !devices.env.adapter?.fallback ? await measureGpu(devices) : null;
+  return keep({
     format: PROFILE_FORMAT,
     version: PROFILE_VERSION,
     environment: devices.env,
     created: new Date().toISOString(),
     calibrationMs: Math.round(performance.now() - start),
     devices: { cpu, webgpu },
-  };
-  profiles.set(environmentKey(devices.env), profile);
+  });
+}
+
+async function measureGpu(devices: Devices): Promise<DeviceCosts | null> {
+  if (!devices.gpu) return null;
+  try {
+    return await calibrateBackend(devices.gpu);
+  } catch (error) {
+    config.onWarning(`WebGPU calibration failed, planning for WebAssembly alone: ${(error as Error).message}`);
+    devices.gpu = undefined;
+    devices.env = { ...devices.env, adapter: null };
+    return null;
+  }
+}
+
+async function keep(profile: Profile): Promise<Profile> {
+  profiles.set(environmentKey(profile.environment), profile);
   await save(profile);
   return profile;
 }
@@ -254,7 +266,20 @@ async function profileOf(devices: Devices): Promise<Profile> {
       config.onWarning(`rejected the saved profile in ${saved.where} and recalibrating: ${(error as Error).message}`);
     }
   }
-  return measure(devices);
+  return measure(devices, false);
+}
+
+/**
+ * The profile with the GPU measured too: a call that names backend 'webgpu' on a software
+ * adapter and asks for its plan gets it priced (the adapter is timed then, once).
+ */
+async function profileWithGpu(devices: Devices): Promise<Profile> {
+  const profile = await profileOf(devices);
+  if (profile.devices.webgpu || !devices.gpu) return profile;
+  const start = performance.now();
+  const webgpu = await measureGpu(devices);
+  if (!webgpu) return profileOf(devices); // it failed: the environment is now the one without it
+  return keep({ ...profile, calibrationMs: profile.calibrationMs + Math.round(performance.now() - start), devices: { ...profile.devices, webgpu } });
 }
 
 /** Forgets every cached profile, so that the next call reads the saved one again (tests). */
@@ -262,9 +287,12 @@ export function forgetProfiles(): void {
   profiles.clear();
 }
 
-/** Measures the devices at hand now (a second or two), and uses and saves the new profile. */
+/**
+ * Measures the devices at hand now (WebAssembly, and any GPU adapter, software ones
+ * included: a second or two, more on a software adapter), and uses and saves the new profile.
+ */
 export function calibrate(): Promise<Profile> {
-  return serialize(async () => measure(await devicesAtHand()));
+  return serialize(async () => measure(await devicesAtHand(), true));
 }
 
 /** The profile the scheduler uses here: cached, saved, or calibrated on first use. */
@@ -330,7 +358,9 @@ export async function schedule(
   if (o.backend === 'auto') {
     const devices = await devicesAtHand();
     const profile = await profileOf(devices);
-    const { explanation: plan, plan: work } = choosePlan(shape, chooseParams(o, hyper, devices.gpu ? SPLITS : ['cpu']), profile);
+    // A software adapter left unmeasured is no candidate (see measure).
+    const splits = devices.gpu && profile.devices.webgpu ? SPLITS : (['cpu'] as const);
+    const { explanation: plan, plan: work } = choosePlan(shape, chooseParams(o, hyper, splits), profile);
     return { backend: await backendOf(plan.backend, devices), minSeqLen: plan.minSeqLen ?? undefined, plan, work };
   }
   const cpu = await cpuBackend();
@@ -338,7 +368,7 @@ export async function schedule(
   const backend = gpu ?? cpu;
   if (!explainToo) return { backend, minSeqLen: undefined, plan: undefined, work: undefined };
   const devices = { cpu, gpu, env: await environmentOf(cpu, gpu) };
-  const profile = await profileOf(devices);
+  const profile = await profileWithGpu(devices);
   // The explicit backend's cutoff is the caller's or the default, as without a profile.
   const params = { ...chooseParams(o, hyper, [gpu ? 'webgpu' : 'cpu']), minSeqLen: hyper?.minSeqLen };
   const chosen = choosePlan(shape, params, profile);

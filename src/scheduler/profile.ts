@@ -63,7 +63,10 @@ export interface Profile {
   created: string;
   /** how long the calibration took */
   calibrationMs: number;
-  /** per op, on WebAssembly; and on WebGPU when the environment has an adapter */
+  /**
+   * per op, on WebAssembly; and on WebGPU when the environment has an adapter, unless it is a
+   * software one that was not timed (backend 'auto' gives it no work)
+   */
   devices: { cpu: DeviceCosts; webgpu: DeviceCosts | null };
 }
 
@@ -157,8 +160,9 @@ export function parseProfile(value: unknown, current?: Environment): Profile {
       webgpu: devices.webgpu === null ? null : deviceCosts(devices.webgpu, 'devices.webgpu'),
     },
   };
-  if ((env.adapter === null) !== (profile.devices.webgpu === null)) {
-    invalid('devices.webgpu: must be present exactly when environment.adapter is');
+  // A software adapter may be left unmeasured: backend 'auto' never gives it work.
+  if (env.adapter === null ? profile.devices.webgpu !== null : profile.devices.webgpu === null && !env.adapter.fallback) {
+    invalid('devices.webgpu: must be present exactly when environment.adapter is (and may be null for a software adapter)');
   }
   if (current && environmentKey(env) !== environmentKey(current)) {
     invalid(`profile: measured on another environment (${environmentKey(env)}); this one is ${environmentKey(current)}`);
