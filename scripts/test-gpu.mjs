@@ -19,6 +19,8 @@ const CHROMIUM = '/usr/bin/chromium';
 const TIMEOUT_MS = 170_000;
 const DONE = 'gpu suites: done';
 const NO_ADAPTER = 'gpu suites: no adapter';
+// Scheduler profiles go to a fresh folder (see scripts/test.mjs), not the user's cache.
+process.env.HYPERATTENTION_CACHE_DIR ??= mkdtempSync(join(tmpdir(), 'hyperattention-cache-'));
 
 function checkShadersBuilt() {
   const generated = join(root, 'src/gpu/shaders.generated.ts');

@@ -2,12 +2,16 @@
 // runner exists, the embedding and the npm-pack checks, and ends with one line
 // 'N passed, N failed' over everything.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { uvuTotals } from './uvu-totals.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+// The suites' scheduler profiles go to a fresh folder, never the user's cache: each run
+// starts from no saved profile, and leaves nothing in ~/.cache (every child inherits this).
+process.env.HYPERATTENTION_CACHE_DIR ??= mkdtempSync(join(tmpdir(), 'hyperattention-cache-'));
 let passed = 0;
 let failed = 0;
 
