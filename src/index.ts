@@ -29,7 +29,7 @@ export type { Layout } from './layout.ts';
 export type { AttentionResult, GPUAttentionResult } from './hyper.ts';
 export { lshOrder, type LshOrder, type LshOrderOptions } from './inspect.ts';
 export {
-  calibrate, configureScheduler, getProfile, setProfile, type CallProfile, type CallShapes,
+  calibrate, configureScheduler, getProfile, setProfile, warmup, type CallProfile, type CallShapes,
   type SchedulerConfig,
 } from './scheduler/index.ts';
 export type { Candidate, Explanation, Split, Step } from './scheduler/cost.ts';

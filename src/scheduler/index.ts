@@ -1,6 +1,6 @@
 // The scheduler: for each call with backend 'auto', which backend split runs it and how much
 // of it runs exact, from the cost model (cost.ts) on a profile of the devices at hand
-// (profile.ts). Profiles are measured on first use (calibrate.ts, about half
+// (profile.ts). Profiles are measured on first use or by warmup() (calibrate.ts, about half
 // a second on WebAssembly; software GPU adapters are not timed for 'auto'), cached per
 // environment, and persisted so that a new process or page load does not measure again: a
 // file named by the caller, else localStorage where the runtime has it (browsers, Deno),
@@ -441,6 +441,16 @@ export function calibrate(): Promise<Profile> {
 /** The profile the scheduler uses here: cached, saved, or calibrated on first use. */
 export function getProfile(): Promise<Profile> {
   return serialize(async () => profileOf(await devicesAtHand()));
+}
+
+/**
+ * Does now what the first call with backend 'auto' would otherwise do before it runs:
+ * loads the WebAssembly module, finds the GPU adapter, and reads the saved profile or, where
+ * there is none, calibrates (about half a second on WebAssembly; software adapters are not
+ * timed). Call it at page load or process start; resolves with the profile when done.
+ */
+export function warmup(): Promise<Profile> {
+  return getProfile();
 }
 
 /**
