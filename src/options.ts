@@ -76,7 +76,7 @@ export interface HyperOptions extends ExactOptions {
   blockSize?: number;
   /**
    * m: sampled keys per row for the off-block residual (default 256; 0 disables); in mode
-   * 'accurate', for the remainder (default 384, causal 1024)
+   * 'accurate', for the remainder (default 512, causal 1024)
    */
   sampleSize?: number;
   /**
@@ -109,7 +109,7 @@ export interface HyperOptions extends ExactOptions {
   window?: number;
   /**
    * accurate mode: LSH tables, each adding the keys of the query's bucket (0: none; default
-   * 2, causal 4)
+   * 1, causal 4)
    */
   lshRounds?: number;
   /** seed of the projections and samples when they are not given (default 0) */
@@ -184,7 +184,7 @@ export const DEFAULTS = {
 export const ACCURATE_DEFAULTS = {
   /** most keys of one LSH bucket computed exactly per round */
   blockSize: 32,
-  sampleSize: 384,
+  sampleSize: 512,
   causalSampleSize: 1024,
   /** 0: chosen from the number of keys, buckets of about BUCKET_KEYS (plan.ts) */
   lshNumProjs: 0,
@@ -193,7 +193,7 @@ export const ACCURATE_DEFAULTS = {
   probeQueries: 32,
   window: 64,
   causalWindow: 2048,
-  lshRounds: 2,
+  lshRounds: 1,
   causalLshRounds: 4,
 };
 
