@@ -2,7 +2,7 @@
 // that names what was expected, and nothing computed (no progress reported).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { HyperAttentionError, exactAttention, hyperAttention, type HyperOptions } from '../src/index.ts';
+import { HyperAttentionError, exactAttention, hyperAttention, setProfile, type HyperOptions } from '../src/index.ts';
 import type { Tensor } from '../src/tensor.ts';
 import { rejects } from './rejects.ts';
 import { randomTensor } from './util.ts';
@@ -150,3 +150,15 @@ test('the errors are thrown as rejections, never synchronously', () => {
 });
 
 test.run();
+
+test('a profile with a BigInt or other odd values is described, not serialised (#13)', async () => {
+  for (const bad of [{ format: 1n }, { format: 'hyperattention-profile', version: 10n ** 30n }]) {
+    try {
+      await setProfile(bad);
+      assert.unreachable('expected INVALID_PROFILE');
+    } catch (error) {
+      assert.is((error as { code?: string }).code, 'INVALID_PROFILE', String(error));
+      assert.match(String(error), /bigint/);
+    }
+  }
+});

@@ -3,6 +3,7 @@
 // (runtime, WebAssembly build, GPU adapter); it is only ever used on that environment.
 // Profiles are JSON values the caller may save and load; anything loaded is validated
 // field by field, and a foreign or malformed profile is rejected with the reason.
+import { describeValue } from '../describe.ts';
 import { HyperAttentionError } from '../errors.ts';
 import { OP_NAMES, type Device, type OpName } from '../ops.ts';
 
@@ -82,19 +83,19 @@ function invalid(message: string): never {
 }
 
 function object(value: unknown, where: string): Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) invalid(`${where}: expected an object, got ${JSON.stringify(value)}`);
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) invalid(`${where}: expected an object, got ${describeValue(value)}`);
   return value as Record<string, unknown>;
 }
 
 function positive(value: unknown, where: string, allowZero = false): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) {
-    invalid(`${where}: expected a finite ${allowZero ? 'non-negative' : 'positive'} number, got ${JSON.stringify(value)}`);
+    invalid(`${where}: expected a finite ${allowZero ? 'non-negative' : 'positive'} number, got ${describeValue(value)}`);
   }
   return value;
 }
 
 function text(value: unknown, where: string): string {
-  if (typeof value !== 'string') invalid(`${where}: expected a string, got ${JSON.stringify(value)}`);
+  if (typeof value !== 'string') invalid(`${where}: expected a string, got ${describeValue(value)}`);
   return value;
 }
 
@@ -114,7 +115,7 @@ function environment(value: unknown): Environment {
   let adapter: AdapterIdentity | null = null;
   if (o.adapter !== null) {
     const a = object(o.adapter, 'environment.adapter');
-    if (typeof a.fallback !== 'boolean') invalid(`environment.adapter.fallback: expected a boolean, got ${JSON.stringify(a.fallback)}`);
+    if (typeof a.fallback !== 'boolean') invalid(`environment.adapter.fallback: expected a boolean, got ${describeValue(a.fallback)}`);
     adapter = {
       vendor: text(a.vendor, 'environment.adapter.vendor'),
       architecture: text(a.architecture, 'environment.adapter.architecture'),
@@ -143,9 +144,9 @@ export function parseProfile(value: unknown, current?: Environment): Profile {
     }
   }
   const o = object(raw, 'profile');
-  if (o.format !== PROFILE_FORMAT) invalid(`profile.format: expected '${PROFILE_FORMAT}', got ${JSON.stringify(o.format)}`);
+  if (o.format !== PROFILE_FORMAT) invalid(`profile.format: expected '${PROFILE_FORMAT}', got ${describeValue(o.format)}`);
   if (o.version !== PROFILE_VERSION) {
-    invalid(`profile.version: this library reads version ${PROFILE_VERSION}, got ${JSON.stringify(o.version)}: recalibrate`);
+    invalid(`profile.version: this library reads version ${PROFILE_VERSION}, got ${describeValue(o.version)}: recalibrate`);
   }
   const env = environment(o.environment);
   const devices = object(o.devices, 'devices');
