@@ -212,7 +212,7 @@ function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: 
   const chunkRows = (keys: number) => backend.name === 'cpu'
     ? Math.max(64, Math.floor(EXACT_CHUNK_FLOPS / (2 * keys * (d + dv)) / 64) * 64)
     : Infinity;
-  const chunks = (rows: number, keys: number) => Math.ceil(rows / chunkRows(keys));
+  const chunks = (rows: number, keys: number) => (rows > 0 ? Math.max(1, Math.ceil(rows / chunkRows(keys))) : 0);
   /** Exact attention of t.nq query rows, in chunks of rows; a causal task's rows see keys up to their own. */
   const exactRows = async (t: ExactTask) => {
     const step = chunkRows(t.nk);

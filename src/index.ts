@@ -22,7 +22,7 @@ export {
   DEFAULTS, type BackendChoice, type ExactOptions, type HyperOptions, type Output, type Progress, type WebGPUBufferLike,
   type WebGPUDeviceLike,
 } from './options.ts';
-export type { Mode } from './ops.ts';
+export type { Mode } from './options.ts';
 export type { DrawRequest, Sampler } from './random.ts';
 export type { DimsTensor, GPUTensor, InputTensor, Tensor, TensorLike } from './tensor.ts';
 export type { Layout } from './layout.ts';

@@ -4,12 +4,6 @@
 // recursion, sampling or modes beyond the flags each operation takes.
 import type { WebGPUBufferLike } from './options.ts';
 
-/**
- * `reference` reproduces the authors' code; `fixed` corrects its known defects; `accurate`
- * computes what heads put their mass on exactly and estimates only a flat remainder.
- */
-export type Mode = 'reference' | 'fixed' | 'accurate';
-
 /** How a kernel hashes and merges: the authors' way, or corrected (fixed and accurate modes). */
 export type KernelMode = 'reference' | 'fixed';
 

@@ -2,8 +2,13 @@
 // that rejects anything malformed (including unknown keys) with a clear error.
 import { describeValue } from './describe.ts';
 import { HyperAttentionError } from './errors.ts';
-import type { Mode } from './ops.ts';
 import type { Sampler } from './random.ts';
+
+/**
+ * `reference` reproduces the authors' code; `fixed` corrects its known defects; `accurate`
+ * computes what heads put their mass on exactly and estimates only a flat remainder.
+ */
+export type Mode = 'reference' | 'fixed' | 'accurate';
 
 export type BackendChoice = 'auto' | 'cpu' | 'webgpu';
 

@@ -4,8 +4,7 @@
 // ('reference' and 'fixed' modes: the causal recursion and its non-causal steps, with the
 // random draws in the authors' order, ALGORITHM.md) and the accurate mode's parts.
 import { HyperAttentionError } from './errors.ts';
-import type { Mode } from './ops.ts';
-import type { ResolvedHyperOptions } from './options.ts';
+import type { Mode, ResolvedHyperOptions } from './options.ts';
 import type { AttentionShape } from './tensor.ts';
 
 /**

@@ -8,8 +8,8 @@ import * as assert from 'uvu/assert';
 import { createCpuBackend } from '../../src/cpu/backend.ts';
 import { createWebGPUBackend } from '../../src/gpu/index.ts';
 import { runExact, runHyper } from '../../src/hyper.ts';
-import type { Backend, BackendBuffer, Mode, WriteMode } from '../../src/ops.ts';
-import { resolveExactOptions, resolveHyperOptions } from '../../src/options.ts';
+import type { Backend, BackendBuffer, WriteMode } from '../../src/ops.ts';
+import { resolveExactOptions, resolveHyperOptions, type Mode } from '../../src/options.ts';
 import { Xoshiro128 } from '../../src/random.ts';
 import { attentionShape } from '../../src/tensor.ts';
 import {

@@ -3,7 +3,7 @@
 // poisoned output buffers with guard rows, float64 expectations built on
 // test/reference.ts, and comparisons with stated tolerances.
 import * as assert from 'uvu/assert';
-import type { Backend, BackendBuffer, Destination, Mode, RowView, WriteMode } from '../../src/ops.ts';
+import type { Backend, BackendBuffer, Destination, KernelMode, RowView, WriteMode } from '../../src/ops.ts';
 import { Xoshiro128 } from '../../src/random.ts';
 import { referenceAttention } from '../reference.ts';
 
@@ -215,7 +215,7 @@ function inverseGray(g: number): number {
  * also get in float32: a bit whose projection is within 1e-5 of zero (relative to
  * |x| |p|) may go either way.
  */
-export function hashKeys(x: Float32Array, proj: Float32Array, d: number, r: number, mode: Mode): number[] {
+export function hashKeys(x: Float32Array, proj: Float32Array, d: number, r: number, mode: KernelMode): number[] {
   const ambiguous: number[] = [];
   let bin = 0;
   for (let t = 0; t < r; t++) {

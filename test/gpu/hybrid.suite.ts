@@ -13,8 +13,8 @@ import { HyperAttentionError } from '../../src/errors.ts';
 import { createWebGPUBackend } from '../../src/gpu/index.ts';
 import { runExact, runHyper } from '../../src/hyper.ts';
 import { HybridBackend } from '../../src/hybrid.ts';
-import { OP_NAMES, type Backend, type BackendBuffer, type Mode, type OpName } from '../../src/ops.ts';
-import { resolveExactOptions, resolveHyperOptions } from '../../src/options.ts';
+import { OP_NAMES, type Backend, type BackendBuffer, type OpName } from '../../src/ops.ts';
+import { resolveExactOptions, resolveHyperOptions, type Mode } from '../../src/options.ts';
 import { attentionShape, type Tensor } from '../../src/tensor.ts';
 import { LSE_TOL, OUT_TOL, expectSame, gaussian, guarded, random, readGuarded } from './harness.ts';
 
