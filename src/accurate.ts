@@ -3,7 +3,7 @@
 // bucket in each LSH table), each hiding what an earlier part counted, then the
 // remainder, estimated from samples that every exact part hides.
 import type { ExecContext, HeadWork, Randomness } from './context.ts';
-import type { AccurateHead, AccurateMask, PartOutput } from './ops.ts';
+import type { AttentionInputs, AccurateMask, PartOutput } from './ops.ts';
 import type { AccuratePlan } from './plan.ts';
 
 /**
@@ -20,7 +20,7 @@ export function heaviest(mass: Float32Array, from: number, count: number): numbe
   return candidates.sort((a, b) => a - b);
 }
 
-export function runAccurateHead(
+export function runAttentionInputs(
   ctx: ExecContext, plan: AccuratePlan, causal: boolean, controlVariate: number, randomness: Randomness,
 ): HeadWork {
   const { backend, run, f32, i32, qBuf, kBuf, vBuf, outBuf, lseBuf, scale, tick } = ctx;
@@ -28,7 +28,7 @@ export function runAccurateHead(
   const { sinkKeys, heavyKeys, rounds, r } = plan;
   const numKeys = 1 << r;
   const row0 = <T>(buf: T) => ({ buf, row: 0 });
-  const head: AccurateHead = { q: row0(qBuf), k: row0(kBuf), v: row0(vBuf), nq, nk, d, dv, scale };
+  const head: AttentionInputs = { q: row0(qBuf), k: row0(kBuf), v: row0(vBuf), nq, nk, d, dv, scale };
   const exact: PartOutput = { out: row0(outBuf), lse: row0(lseBuf), cnt: row0(f32(nq)), vsum: row0(f32(nq * dv)) };
   const sampled: PartOutput | undefined = plan.segments.length === 0 ? undefined : {
     out: row0(f32(nq * dv)), lse: row0(f32(nq)), cnt: row0(f32(nq)), vsum: row0(f32(nq * dv)),

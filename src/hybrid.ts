@@ -17,7 +17,7 @@
 import type { CpuBackend } from './cpu/backend.ts';
 import type { WebGPUBackend } from './gpu/backend.ts';
 import {
-  placementOf, type AccurateHead, type AccurateMask, type Backend, type BackendBuffer, type BlockTask, type BucketsTask,
+  placementOf, type AttentionInputs, type AccurateMask, type Backend, type BackendBuffer, type BlockTask, type BucketsTask,
   type ColumnsTask, type Destination, type Device, type ExactTask, type HashTask, type MergeTask, type OpName, type PartOutput,
   type ProbeTask, type RemainderTask, type RoundTask, type RowView, type SampledTask, type SamplesTask, type SortTask,
   type WindowTask,
@@ -239,7 +239,7 @@ export class HybridBackend implements Backend {
     };
   }
 
-  private head(t: AccurateHead, op: string) {
+  private head(t: AttentionInputs, op: string) {
     return { q: this.onGpuRows(t.q, `${op} q`), k: this.onGpuRows(t.k, `${op} k`), v: this.onGpuRows(t.v, `${op} v`) };
   }
 

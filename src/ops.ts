@@ -43,15 +43,7 @@ export interface Destination {
  * causal: key j is excluded for query i when j > i + causalOffset (indices local to the runs).
  * Output row i goes to destination row i.
  */
-export interface ExactTask {
-  q: RowView;
-  k: RowView;
-  v: RowView;
-  nq: number;
-  nk: number;
-  d: number;
-  dv: number;
-  scale: number;
+export interface ExactTask extends AttentionInputs {
   causal: boolean;
   causalOffset: number;
   dst: Destination;
@@ -151,8 +143,8 @@ export interface AccurateMask {
   kTags: RowView;
 }
 
-/** One head of the accurate mode: q [nq, d], k [nk, d], v [nk, dv], from row 0 of each view. */
-export interface AccurateHead {
+/** The rows an attention op reads: q [nq, d], k [nk, d], v [nk, dv], from the views' rows. */
+export interface AttentionInputs {
   q: RowView;
   k: RowView;
   v: RowView;
@@ -175,7 +167,7 @@ export interface PartOutput {
 }
 
 /** Every query row against key positions cols (ascending), hidden only causally; overwrites dst. */
-export interface ColumnsTask extends AccurateHead {
+export interface ColumnsTask extends AttentionInputs {
   cols: RowView;
   count: number;
   causal: boolean;
@@ -183,7 +175,7 @@ export interface ColumnsTask extends AccurateHead {
 }
 
 /** Each query row against its window, hiding the columns; merged into dst, stats added. */
-export interface WindowTask extends AccurateHead {
+export interface WindowTask extends AttentionInputs {
   mask: AccurateMask;
   dst: PartOutput;
 }
@@ -194,7 +186,7 @@ export interface WindowTask extends AccurateHead {
  * (kPerm positions from kStarts[u]); the mask's rounds are the earlier rounds. Merged into
  * dst, stats added. Perms as SortTask writes them (no pads), starts as BucketsTask does.
  */
-export interface RoundTask extends AccurateHead {
+export interface RoundTask extends AttentionInputs {
   qPerm: RowView;
   kPerm: RowView;
   qStarts: RowView;
@@ -210,7 +202,7 @@ export interface RoundTask extends AccurateHead {
  * exact part counts hidden (the mask's rounds are all of them). Overwrites those rows of
  * dst: the plain softmax over the visible samples, their count and V sum.
  */
-export interface SamplesTask extends AccurateHead {
+export interface SamplesTask extends AttentionInputs {
   samples: Int32Array;
   qFrom: number;
   qTo: number;

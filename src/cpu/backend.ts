@@ -3,7 +3,7 @@
 // op's transient scratch sits just above the arena's top.
 import { HyperAttentionError } from '../errors.ts';
 import type {
-  AccurateHead, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, Destination, ExactTask, HashTask, MergeTask,
+  AttentionInputs, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, Destination, ExactTask, HashTask, MergeTask,
   PartOutput, ProbeTask, RemainderTask, RoundTask, RowView, SampledTask, SamplesTask, SortTask, WindowTask,
   WriteMode,
 } from '../ops.ts';
@@ -146,7 +146,7 @@ export class CpuBackend implements Backend {
     );
   }
 
-  private head(t: AccurateHead): [number, number, number, number, number, number, number, number] {
+  private head(t: AttentionInputs): [number, number, number, number, number, number, number, number] {
     return [this.ptr(t.q, t.d), this.ptr(t.k, t.d), this.ptr(t.v, t.dv), t.nq, t.nk, t.d, t.dv, t.scale];
   }
 
@@ -159,7 +159,7 @@ export class CpuBackend implements Backend {
     return [this.ptr(m.flags, 1), m.winLo, m.window, m.causal ? 1 : 0, m.rounds, tags(m.qTags, nq), tags(m.kTags, nk)];
   }
 
-  private attentionScratch(t: AccurateHead, extra = 0): number {
+  private attentionScratch(t: AttentionInputs, extra = 0): number {
     return this.scratch(this.wasm.attentionScratchBytes(t.d, t.dv, 0) + extra);
   }
 

@@ -21,7 +21,7 @@
 // createWebGPUBackend() then acquires a new device.
 import { HyperAttentionError } from '../errors.ts';
 import type {
-  AccurateHead, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, ExactTask, HashTask, MergeTask,
+  AttentionInputs, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, ExactTask, HashTask, MergeTask,
   PartOutput, ProbeTask, RemainderTask, RoundTask, RowView, SampledTask, SamplesTask, SortedRowsTask, SortTask, WindowTask,
   WriteMode,
 } from '../ops.ts';
@@ -430,7 +430,7 @@ export class WebGPUBackend implements Backend {
    * One dispatch of accurate.wgsl: PART_LIST and PART_WINDOW on shared tiles, PART_ROUND on
    * each invocation's own keys. Index data goes packed into one buffer (gather).
    */
-  private accuratePart(t: AccurateHead, dst: PartOutput, o: AccuratePart): void {
+  private accuratePart(t: AttentionInputs, dst: PartOutput, o: AccuratePart): void {
     if (o.qTo <= o.qFrom) return;
     this.record(() => {
       const { mask, round } = o;

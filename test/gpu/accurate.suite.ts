@@ -12,7 +12,7 @@ import { createCpuBackend } from '../../src/cpu/backend.ts';
 import { WebGPUBackend, createWebGPUBackend } from '../../src/gpu/index.ts';
 import { runHyper } from '../../src/hyper.ts';
 import { HybridBackend } from '../../src/hybrid.ts';
-import type { AccurateHead, AccurateMask, Backend, PartOutput } from '../../src/ops.ts';
+import type { AttentionInputs, AccurateMask, Backend, PartOutput } from '../../src/ops.ts';
 import { resolveHyperOptions } from '../../src/options.ts';
 import { Xoshiro128 } from '../../src/random.ts';
 import { attentionShape } from '../../src/tensor.ts';
@@ -109,7 +109,7 @@ function scenario(c: Case, half = false) {
 }
 type Scenario = ReturnType<typeof scenario>;
 
-function head(be: Backend, s: Scenario): AccurateHead {
+function head(be: Backend, s: Scenario): AttentionInputs {
   return {
     q: guarded(be, s.nq, s.d, s.q).view, k: guarded(be, s.nk, s.d, s.k).view, v: guarded(be, s.nk, s.dv, s.v).view,
     nq: s.nq, nk: s.nk, d: s.d, dv: s.dv, scale: s.scale,
