@@ -51,7 +51,7 @@ function settings(n: number, causal: boolean): Setting[] {
     ['heavyKeys', [0, 64, 128]],
     ['window', causal ? [512, 1024, 4096] : [32, 128, 256]],
     ['lshRounds', causal ? [0, 2, 6] : [0, 2, 4]],
-    ['blockSize', [16, 64]],
+    ['blockSize', [32, 128]],
     ['sampleSize', causal ? [256, 512, 2048] : [128, 256, 1024]],
     ['lshNumProjs', [auto - 1, auto + 1]],
     ['probeQueries', [16, 64]],

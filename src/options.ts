@@ -76,7 +76,7 @@ export interface ExactOptions {
 export interface HyperOptions extends ExactOptions {
   /**
    * b: keys per diagonal block (default 256); in mode 'accurate', the most keys of one LSH
-   * bucket computed exactly per round (default 32)
+   * bucket computed exactly per round (default 64)
    */
   blockSize?: number;
   /**
@@ -188,7 +188,7 @@ export const DEFAULTS = {
  */
 export const ACCURATE_DEFAULTS = {
   /** most keys of one LSH bucket computed exactly per round */
-  blockSize: 32,
+  blockSize: 64,
   sampleSize: 512,
   causalSampleSize: 1024,
   /** 0: chosen from the number of keys, buckets of about BUCKET_KEYS (plan.ts) */
