@@ -4,7 +4,7 @@
 // block-diagonal part puts the attention mass.
 import { createCpuBackend } from './cpu/backend.ts';
 import { callProjections, kernelMode } from './hyper.ts';
-import { buildPlan, planParams, type AuthorsPlan } from './plan.ts';
+import { bucketBits, buildPlan, planParams, type AuthorsPlan } from './plan.ts';
 import { resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions } from './options.ts';
 import { Xoshiro128 } from './random.ts';
 import { attentionShape, type Tensor } from './tensor.ts';
@@ -37,11 +37,12 @@ export async function lshOrder(q: Tensor, k: Tensor, options: LshOrderOptions = 
   resolveExactOptions(options as ExactOptions, LSH_ORDER_KEYS);
   const o = resolveHyperOptions(options);
   const { B, H, Hkv, nq, nk, d } = attentionShape(q, k, k, false);
-  const r = o.lshNumProjs;
+  // The accurate mode's default (0) is a bit count chosen from the number of keys.
+  const r = bucketBits(nk, o.lshNumProjs);
   // The order of the authors' non-causal step (one LSH round: the accurate mode's first).
-  const authors = { ...o, mode: kernelMode(o.mode), sampleSize: 0 };
+  const authors = { ...o, mode: kernelMode(o.mode), sampleSize: 0, lshNumProjs: r };
   const [step] = (buildPlan(planParams({ nq, nk, H, Hkv, B, d, dv: d }, { causal: false }, authors, 0)) as AuthorsPlan).steps;
-  const [projections] = callProjections(o, d, new Xoshiro128(o.seed));
+  const [projections] = callProjections(o, d, new Xoshiro128(o.seed), 1, r);
 
   const queryOrder = new Int32Array(B * H * nq);
   const keyOrder = new Int32Array(B * Hkv * nk);
