@@ -20,6 +20,7 @@ if (!adapter) {
   await import('./hybrid.suite.ts');
   await import('./accurate.suite.ts');
   await import('./scheduler.suite.ts');
+  await import('./fuzz.suite.ts');
   await import('./device-loss.suite.ts');
   await exec();
   console.log('gpu suites: done');
