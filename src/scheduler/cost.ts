@@ -173,14 +173,15 @@ export function predict(work: Omit<Step, 'predictedMs'>[], profile: Profile, spl
 }
 
 /** Why the split cannot run this shape on the profile's adapter, if it cannot. */
-function infeasible(shape: AttentionShape, p: WorkParams, split: Split, profile: Profile, hashes: boolean): string | undefined {
+/** sortBits: the LSH bits the plan sorts by on the device (0: it sorts nothing). */
+function infeasible(shape: AttentionShape, split: Split, profile: Profile, sortBits: number): string | undefined {
   if (split === 'cpu') return undefined;
   const adapter = profile.environment.adapter;
   if (!adapter) return 'no WebGPU adapter';
   const largest = Math.max(shape.nq, shape.nk) * Math.max(shape.d, shape.dv) * 4;
   if (largest > adapter.maxBufferBytes) return `a ${largest}-byte buffer exceeds the adapter's maxBufferSize`;
-  if (split === 'webgpu' && hashes && (p.mode !== 'accurate' || (p.lshRounds ?? 0) > 0)) {
-    const histogram = (1 << p.lshNumProjs) * Math.ceil(Math.max(shape.nq, shape.nk) / 256) * 4;
+  if (split === 'webgpu' && sortBits > 0) {
+    const histogram = (1 << sortBits) * Math.ceil(Math.max(shape.nq, shape.nk) / 256) * 4;
     if (histogram > adapter.maxBindingBytes) return `the GPU sort's ${histogram}-byte histogram exceeds the adapter's binding limit`;
   }
   return undefined;
@@ -251,10 +252,12 @@ export function choosePlan(shape: AttentionShape, p: ChooseParams, profile: Prof
     if (seen.has(signature)) continue;
     seen.add(signature);
     const hashes = plan.kind === 'accurate' || plan.steps.some((s) => s.kind === 'hyper');
+    // The bits the plan sorts by (the accurate mode's own, or none without an LSH round).
+    const sortBits = plan.kind === 'accurate' ? (plan.rounds > 0 ? plan.r : 0) : hashes ? p.lshNumProjs : 0;
     for (const split of p.splits) {
       const algorithm = hashes ? 'hyper' : 'exact';
       const base = { backend: split, algorithm, minSeqLen } as const;
-      const cannot = infeasible(shape, p, split, profile, hashes);
+      const cannot = infeasible(shape, split, profile, sortBits);
       if (cannot) {
         candidates.push({ ...base, predictedMs: Infinity, rejected: cannot, steps: [], plan });
         continue;

@@ -11,14 +11,14 @@ import { describeValue } from '../describe.ts';
 import { HyperAttentionError } from '../errors.ts';
 import type { WebGPUBackend } from '../gpu/index.ts';
 import type { Backend, Device, OpName, OpTrace } from '../ops.ts';
-import type { Plan } from '../plan.ts';
+import { planParams, type Plan } from '../plan.ts';
 import {
   resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions, type ResolvedExactOptions,
   type ResolvedHyperOptions,
 } from '../options.ts';
 import { attentionShapeOf, type AttentionShape } from '../tensor.ts';
 import { calibrateBackend } from './calibrate.ts';
-import { choose, choosePlan, SPLITS, type Explanation, type Split } from './cost.ts';
+import { choose, choosePlan, SPLITS, type ChooseParams, type Explanation, type Split } from './cost.ts';
 import {
   environmentKey, parseProfile, PROFILE_FORMAT, PROFILE_VERSION, type DeviceCosts, type Environment, type Profile,
 } from './profile.ts';
@@ -475,22 +475,11 @@ export interface Scheduled {
 }
 
 /** Everything a plan depends on beyond the shape. */
-function chooseParams(o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, splits: readonly Split[]) {
-  return {
-    causal: o.causal,
-    exact: hyper === undefined,
-    blockSize: hyper?.blockSize ?? 1,
-    sampleSize: hyper?.sampleSize ?? 0,
-    lshNumProjs: hyper?.lshNumProjs ?? 1,
-    mode: hyper?.mode ?? 'fixed',
-    sinkKeys: hyper?.sinkKeys ?? 0,
-    heavyKeys: hyper?.heavyKeys ?? 0,
-    probeQueries: hyper?.probeQueries ?? 1,
-    window: hyper?.window ?? 0,
-    lshRounds: hyper?.lshRounds ?? 0,
-    minSeqLen: hyper?.minSeqLenGiven ? hyper.minSeqLen : undefined,
-    splits,
-  };
+function chooseParams(
+  shape: AttentionShape, o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, splits: readonly Split[],
+): ChooseParams {
+  // The plan's own parameters; the cutoff is the caller's only when given (else the scheduler's).
+  return { ...planParams(shape, o, hyper), minSeqLen: hyper?.minSeqLenGiven ? hyper.minSeqLen : undefined, splits };
 }
 
 async function backendOf(split: Split, devices: Devices): Promise<Backend> {
@@ -510,7 +499,7 @@ export async function schedule(
     const profile = await profileOf(devices);
     // A software adapter left unmeasured is no candidate (see measure).
     const splits = devices.gpu && profile.devices.webgpu ? SPLITS : (['cpu'] as const);
-    const { explanation: plan, plan: work } = choosePlan(shape, chooseParams(o, hyper, splits), profile);
+    const { explanation: plan, plan: work } = choosePlan(shape, chooseParams(shape, o, hyper, splits), profile);
     return { backend: await backendOf(plan.backend, devices), minSeqLen: plan.minSeqLen ?? undefined, plan, work };
   }
   const cpu = await cpuBackend();
@@ -520,7 +509,7 @@ export async function schedule(
   const devices = { cpu, gpu, env: await environmentOf(cpu, gpu) };
   const profile = await profileWithGpu(devices);
   // The explicit backend's cutoff is the caller's or the default, as without a profile.
-  const params = { ...chooseParams(o, hyper, [gpu ? 'webgpu' : 'cpu']), minSeqLen: hyper?.minSeqLen };
+  const params = { ...chooseParams(shape, o, hyper, [gpu ? 'webgpu' : 'cpu']), minSeqLen: hyper?.minSeqLen };
   const chosen = choosePlan(shape, params, profile);
   return { backend, minSeqLen: undefined, plan: chosen.explanation, work: chosen.plan };
 }
