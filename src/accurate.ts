@@ -8,19 +8,27 @@ import type { AccuratePlan } from './plan.ts';
 
 /**
  * The `count` heaviest positions of mass[from..) with positive mass, ascending; ties go
- * to the lower position.
+ * to the lower position. A threshold from one sorted copy of the masses, rather than a
+ * sort of the positions: this runs once per head, over every key.
  */
-export function heaviest(mass: Float32Array, from: number, count: number): number[] {
-  const candidates: number[] = [];
-  for (let j = from; j < mass.length; j++) if (mass[j] > 0) candidates.push(j);
-  if (candidates.length > count) {
-    candidates.sort((a, b) => mass[b] - mass[a] || a - b);
-    candidates.length = count;
+function heaviest(mass: Float32Array, from: number, count: number): number[] {
+  const positive = mass.subarray(from).filter((x) => x > 0);
+  if (positive.length <= count) {
+    const all: number[] = [];
+    for (let j = from; j < mass.length; j++) if (mass[j] > 0) all.push(j);
+    return all;
   }
-  return candidates.sort((a, b) => a - b);
+  const threshold = positive.sort()[positive.length - count];
+  let ties = count;
+  for (let j = from; j < mass.length; j++) if (mass[j] > threshold) ties--;
+  const chosen: number[] = [];
+  for (let j = from; j < mass.length; j++) {
+    if (mass[j] > threshold || (mass[j] === threshold && ties-- > 0)) chosen.push(j);
+  }
+  return chosen;
 }
 
-export function runAttentionInputs(
+export function runAccurateHead(
   ctx: ExecContext, plan: AccuratePlan, causal: boolean, controlVariate: number, randomness: Randomness,
 ): HeadWork {
   const { backend, run, f32, i32, qBuf, kBuf, vBuf, outBuf, lseBuf, scale, tick } = ctx;
@@ -54,6 +62,7 @@ export function runAttentionInputs(
   const massHost = new Float32Array(nk);
   const flagsHost = new Int32Array(nk);
   let cols: number[] = [];
+  let uploaded = false;
   let prepared = false;
 
   const units = (heavyKeys > 0 ? 1 : 0) + 1 + (plan.window > 0 ? 1 : 0) + rounds +
@@ -76,13 +85,18 @@ export function runAttentionInputs(
       tick();
       heavy = heaviest(massHost, sinkKeys, heavyKeys);
     }
-    for (const j of cols) flagsHost[j] = 0;
-    cols = [...Array.from({ length: sinkKeys }, (_, j) => j), ...heavy];
-    for (const j of cols) flagsHost[j] = 1;
-    await run('upload', () => {
-      backend.upload(flagsBuf, flagsHost);
-      if (cols.length > 0) backend.upload(colsBuf, Int32Array.from(cols));
-    });
+    // The columns change only with the heavy ones, which change only with the probe.
+    const next = [...Array.from({ length: sinkKeys }, (_, j) => j), ...heavy];
+    if (!uploaded || next.length !== cols.length || next.some((j, i) => j !== cols[i])) {
+      for (const j of cols) flagsHost[j] = 0;
+      cols = next;
+      for (const j of cols) flagsHost[j] = 1;
+      await run('upload', () => {
+        backend.upload(flagsBuf, flagsHost);
+        if (cols.length > 0) backend.upload(colsBuf, Int32Array.from(cols));
+      });
+      uploaded = true;
+    }
     await run('sampled', () => backend.columns({ ...head, cols: row0(colsBuf), count: cols.length, causal, dst: exact }));
     tick();
 

@@ -1,7 +1,7 @@
 // The executor: runs a plan (plan.ts) over the backend operations of ops.ts, head by head,
 // with the call's random draws in the plan's order. Backends never see recursion, sampling
 // or modes; the accurate mode's parts are in accurate.ts.
-import { runAttentionInputs } from './accurate.ts';
+import { runAccurateHead } from './accurate.ts';
 import type { ExecContext, HeadWork, Randomness } from './context.ts';
 import { HyperAttentionError } from './errors.ts';
 import {
@@ -86,7 +86,7 @@ export function runHyper<O extends Output = 'host'>(
 ): Promise<ResultFor<O>> {
   const randomness = drawRandomness(plan, shape, o);
   const heads = plan.kind === 'accurate'
-    ? (ctx: ExecContext) => runAttentionInputs(ctx, plan, o.causal, o.controlVariate, randomness)
+    ? (ctx: ExecContext) => runAccurateHead(ctx, plan, o.causal, o.controlVariate, randomness)
     : (ctx: ExecContext) => authorsHeads(ctx, plan, kernelMode(o.mode), o.lshNumProjs, randomness);
   return execute(backend, shape, o, q, k, v, output, trace, heads) as Promise<ResultFor<O>>;
 }

@@ -159,8 +159,21 @@ export class CpuBackend implements Backend {
     return [this.ptr(m.flags, 1), m.winLo, m.window, m.causal ? 1 : 0, m.rounds, tags(m.qTags, nq), tags(m.kTags, nk)];
   }
 
-  private attentionScratch(t: AttentionInputs, extra = 0): number {
-    return this.scratch(this.wasm.attentionScratchBytes(t.d, t.dv, 0) + extra);
+  private attentionScratch(t: AttentionInputs): number {
+    return this.scratch(this.wasm.attentionScratchBytes(t.d, t.dv, 0));
+  }
+
+  /**
+   * Scratch for attention against a key list shared by every row: the core's scratch, then
+   * room for `listLength` i32 (the list, when the host supplies it), then the tile cache
+   * for `keys` keys (cache 0 where the list is too long to cache).
+   */
+  private listScratch(t: AttentionInputs, listLength: number, keys: number): { scratch: number; list: number; cache: number } {
+    const bytes = this.wasm.attentionScratchBytes(t.d, t.dv, 0);
+    const cacheAt = align(bytes + listLength * 4);
+    const cacheBytes = this.wasm.tileCacheBytes(t.d, t.dv, keys);
+    const scratch = this.scratch(cacheAt + cacheBytes);
+    return { scratch, list: scratch + bytes, cache: cacheBytes > 0 ? scratch + cacheAt : 0 };
   }
 
   probe(t: ProbeTask): void {
@@ -172,12 +185,9 @@ export class CpuBackend implements Backend {
   }
 
   columns(t: ColumnsTask): void {
-    const bytes = align(this.wasm.attentionScratchBytes(t.d, t.dv, 0));
-    const cacheBytes = this.wasm.tileCacheBytes(t.d, t.dv, t.count);
-    const scratch = this.attentionScratch(t, bytes - this.wasm.attentionScratchBytes(t.d, t.dv, 0) + cacheBytes);
+    const { scratch, cache } = this.listScratch(t, 0, t.count);
     this.wasm.accurateColumns(
-      ...this.head(t), this.ptr(t.cols, 1), t.count, t.causal ? 1 : 0, ...this.part(t.dst, t.dv), scratch,
-      cacheBytes > 0 ? scratch + bytes : 0,
+      ...this.head(t), this.ptr(t.cols, 1), t.count, t.causal ? 1 : 0, ...this.part(t.dst, t.dv), scratch, cache,
     );
   }
 
@@ -204,15 +214,10 @@ export class CpuBackend implements Backend {
 
   samples(t: SamplesTask): void {
     const m = t.samples.length;
-    const bytes = this.wasm.attentionScratchBytes(t.d, t.dv, 0);
-    const cacheAt = align(bytes + m * 4);
-    const cacheBytes = this.wasm.tileCacheBytes(t.d, t.dv, m);
-    const scratch = this.attentionScratch(t, cacheAt - bytes + cacheBytes);
-    const samples = scratch + bytes;
-    new Int32Array(this.wasm.memory.buffer, samples, m).set(t.samples);
+    const { scratch, list, cache } = this.listScratch(t, m, m);
+    new Int32Array(this.wasm.memory.buffer, list, m).set(t.samples);
     this.wasm.accurateSamples(
-      ...this.head(t), samples, m, t.qFrom, t.qTo, ...this.mask(t.mask, t.nq, t.nk), ...this.part(t.dst, t.dv), scratch,
-      cacheBytes > 0 ? scratch + cacheAt : 0,
+      ...this.head(t), list, m, t.qFrom, t.qTo, ...this.mask(t.mask, t.nq, t.nk), ...this.part(t.dst, t.dv), scratch, cache,
     );
   }
 
