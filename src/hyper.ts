@@ -65,13 +65,13 @@ export type ResultFor<O extends Output | undefined> = O extends 'gpu' ? GPUAtten
 
 /**
  * Exact attention, as the one-step plan of the same executor. `output` must be o.output;
- * it is a parameter so that the result type follows it.
+ * it is a parameter so that the result type follows it. `plan` is the scheduler's (built
+ * here when not given).
  */
 export function runExact<O extends Output = 'host'>(
   backend: Backend, shape: AttentionShape, o: ResolvedExactOptions, q: InputTensor, k: InputTensor, v: InputTensor,
-  output: O = 'host' as O, trace?: OpTrace[],
+  output: O = 'host' as O, trace?: OpTrace[], plan: Plan = buildPlan(planParams(shape, o, undefined)),
 ): Promise<ResultFor<O>> {
-  const plan = buildPlan(planParams(shape, o, undefined));
   const randomness = { projections: [], samples: [] };
   return execute(backend, shape, o, q, k, v, output, trace, (ctx) => authorsHeads(ctx, plan as AuthorsPlan, 'fixed', 1, randomness)) as Promise<ResultFor<O>>;
 }

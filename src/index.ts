@@ -174,8 +174,8 @@ export function exactAttention(q: TensorLike, k: TensorLike, v: TensorLike, opti
 export function exactAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options: ExactOptions = {},
 ): Promise<AttentionResult | GPUAttentionResult> {
-  return startCall(options, () => resolveExactOptions(options), () => undefined, [q, k, v], (backend, shape, o, qkv, trace) =>
-    runExact(backend, shape, o, qkv[0], qkv[1], qkv[2], o.output, trace));
+  return startCall(options, () => resolveExactOptions(options), () => undefined, [q, k, v], (backend, shape, o, qkv, trace, plan) =>
+    runExact(backend, shape, o, qkv[0], qkv[1], qkv[2], o.output, trace, plan));
 }
 
 /**
