@@ -58,3 +58,11 @@ export function describeValue(x: unknown): string {
     return 'a value that cannot be inspected';
   }
 }
+
+/**
+ * For a value expected to be one of a few strings: a string quoted as it was given ("BNHD"),
+ * anything else described (a BigInt, an object) like describeValue does.
+ */
+export function describeChoice(x: unknown): string {
+  return typeof x === 'string' && x.length <= MAX_TEXT ? JSON.stringify(x) : describeValue(x);
+}

@@ -3,6 +3,7 @@
 // tensors are transposed into [B, H, N, D] at call time and out back into [B, N, H, Dv]; lse
 // stays [B, H, N]. The kernels read each head as one contiguous run of rows, which 'bnhd'
 // does not have, so one copy each way is what this layout costs.
+import { describeChoice } from './describe.ts';
 import { HyperAttentionError } from './errors.ts';
 import type { AttentionResult, GPUAttentionResult } from './hyper.ts';
 import type { Output } from './options.ts';
@@ -15,7 +16,7 @@ export function resolveLayout(options: unknown): Layout {
   if (typeof options !== 'object' || options === null) return 'bhnd';
   const { layout = 'bhnd' } = options as { layout?: unknown };
   if (layout !== 'bhnd' && layout !== 'bnhd') {
-    throw new HyperAttentionError('INVALID_OPTION', `layout: expected 'bhnd' ([B, H, N, D]) or 'bnhd' ([B, N, H, D]), got ${JSON.stringify(layout) ?? String(layout)}`);
+    throw new HyperAttentionError('INVALID_OPTION', `layout: expected 'bhnd' ([B, H, N, D]) or 'bnhd' ([B, N, H, D]), got ${describeChoice(layout)}`);
   }
   return layout;
 }

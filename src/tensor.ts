@@ -2,7 +2,7 @@
 // onnxruntime-web and transformers.js tensors carry them, or { buffer, shape } on a WebGPU
 // device; row-major [B, H, N, D]) and the checks that turn a malformed one into a clear error
 // before anything is computed.
-import { describeValue } from './describe.ts';
+import { describeChoice, describeValue } from './describe.ts';
 import { HyperAttentionError } from './errors.ts';
 import { MAX_SAMPLE_SIZE, type WebGPUBufferLike } from './options.ts';
 
@@ -82,7 +82,7 @@ export function toInputTensor(name: string, t: unknown): InputTensor {
     const dtype = fields[key];
     if (dtype !== undefined && dtype !== 'float32') {
       const hint = dtype === 'float16' ? '; float16 is not supported yet: convert with Float32Array.from(data)' : '';
-      throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: only 'float32' tensors are supported, got ${JSON.stringify(dtype)}${hint}`);
+      throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: only 'float32' tensors are supported, got ${describeChoice(dtype)}${hint}`);
     }
   }
   const { data } = fields;

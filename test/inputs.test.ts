@@ -131,4 +131,11 @@ test('errors: layout', async () => {
   await rejects('INVALID_OPTION', /layout: expected/, () => explain({ q: [1, 64, 2, 16], k: [1, 64, 2, 16], v: [1, 64, 2, 16] }, { layout: 'x' as never }));
 });
 
+
+test('a BigInt layout or tensor type is described, not serialised', async () => {
+  const t = randomTensor([1, 1, 8, 8], 1);
+  await rejects('INVALID_OPTION', /layout: .*got the bigint 5n/, (p) => hyperAttention(t, t, t, { layout: 5n as never, ...p }));
+  await rejects('INVALID_SHAPE', /q\.type: .*got the bigint 5n/, (p) => hyperAttention({ data: t.data, dims: t.shape, type: 5n } as never, t, t, p));
+});
+
 test.run();
