@@ -13,7 +13,11 @@ export type ErrorCode =
   | 'OUT_OF_MEMORY'
   | 'DEVICE_LOST'
   | 'GPU_ERROR'
-  | 'INVALID_PROFILE';
+  | 'INVALID_PROFILE'
+  /** the call's `signal` was aborted: the call stopped and freed what it held */
+  | 'ABORTED'
+  /** a WebAssembly worker thread died or failed while it ran the call; the pool replaced it */
+  | 'WORKER_FAILED';
 
 export class HyperAttentionError extends Error {
   readonly code: ErrorCode;

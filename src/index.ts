@@ -34,6 +34,7 @@ export {
 } from './scheduler/index.ts';
 export type { Candidate, Explanation, Split, Step } from './scheduler/cost.ts';
 export { formatPlan } from './scheduler/format.ts';
+export { configureThreads, type ThreadConfig } from './threads/config.ts';
 export type { AdapterIdentity, DeviceCosts, Environment, OpCost, Profile } from './scheduler/profile.ts';
 export type { Device, OpName } from './ops.ts';
 

@@ -71,6 +71,22 @@ export interface ExactOptions {
    * [B, N, H, Dv]; lse is [B, H, N] in both. Host tensors only (checked in layout.ts)
    */
   layout?: 'bhnd' | 'bnhd';
+  /**
+   * WebAssembly threads for this call, 1 to 256: 1 runs on one thread; more split the work
+   * over a pool of workers (shared memory: in browsers only on cross-origin-isolated pages,
+   * elsewhere one thread). Results are bit-identical for every count. Default: the global
+   * setting (configureThreads), which defaults to the cores the runtime reports, at most 16
+   */
+  threads?: number;
+  /** aborting it rejects the call with code 'ABORTED' and frees what the call held */
+  signal?: AbortSignal;
+  /**
+   * browsers: true (default, see configureThreads) runs the call in the library's worker,
+   * so that the page stays responsive; false runs it on the calling thread. Calls with GPU
+   * tensors, output 'gpu', a device or a sampler always run on the calling thread. Ignored
+   * outside browsers
+   */
+  worker?: boolean;
 }
 
 export interface HyperOptions extends ExactOptions {
@@ -133,6 +149,11 @@ export interface ResolvedExactOptions {
   output: Output;
   onProgress: ((p: Progress) => void) | undefined;
   profile: boolean;
+  /** undefined: the global setting */
+  threads: number | undefined;
+  signal: AbortSignal | undefined;
+  /** undefined: the global setting */
+  worker: boolean | undefined;
 }
 
 export interface ResolvedHyperOptions extends ResolvedExactOptions {
@@ -202,7 +223,12 @@ export const ACCURATE_DEFAULTS = {
   causalLshRounds: 4,
 };
 
-const EXACT_KEYS = ['causal', 'scale', 'backend', 'device', 'output', 'onProgress', 'profile', 'layout'];
+const EXACT_KEYS = [
+  'causal', 'scale', 'backend', 'device', 'output', 'onProgress', 'profile', 'layout', 'threads', 'signal', 'worker',
+];
+
+/** Most WebAssembly threads a call may ask for. */
+export const MAX_THREADS = 256;
 const HYPER_KEYS = [
   ...EXACT_KEYS, 'blockSize', 'sampleSize', 'lshNumProjs', 'minSeqLen', 'mode', 'seed', 'projections', 'sampler',
   'sinkKeys', 'heavyKeys', 'probeQueries', 'window', 'lshRounds',
@@ -234,7 +260,7 @@ export function resolveExactOptions(options: ExactOptions = {}, allowed = EXACT_
   for (const key of allowed) {
     if ((options as Record<string, unknown>)[key] === null) fail(`${key}: got null; leave it out (or undefined) for the default`);
   }
-  const { causal = false, scale, device, output = 'host', onProgress, profile = false } = options;
+  const { causal = false, scale, device, output = 'host', onProgress, profile = false, signal, worker } = options;
   const backend = options.backend ?? (device ? 'webgpu' : 'auto');
   if (typeof causal !== 'boolean') fail(`causal: expected a boolean, got ${describeValue(causal)}`);
   // The kernels compute in float32: 1e39 would be Infinity there (all NaN), 1e-50 zero.
@@ -251,9 +277,18 @@ export function resolveExactOptions(options: ExactOptions = {}, allowed = EXACT_
   if (output !== 'host' && output !== 'gpu') fail(`output: expected 'host' or 'gpu', got ${describeValue(output)}`);
   if (onProgress !== undefined && typeof onProgress !== 'function') fail(`onProgress: expected a function, got ${describeValue(onProgress)}`);
   if (typeof profile !== 'boolean') fail(`profile: expected a boolean, got ${describeValue(profile)}`);
-  const resolved = { causal, scale, backend, device, output, onProgress, profile };
+  const threads = options.threads === undefined ? undefined : integer('threads', options.threads, 1, 1, MAX_THREADS);
+  if (signal !== undefined && !isAbortSignal(signal)) fail(`signal: expected an AbortSignal, got ${describeValue(signal)}`);
+  if (worker !== undefined && typeof worker !== 'boolean') fail(`worker: expected a boolean, got ${describeValue(worker)}`);
+  const resolved = { causal, scale, backend, device, output, onProgress, profile, threads, signal, worker };
   if (output === 'gpu') checkDeviceIO(resolved, "output 'gpu'");
   return resolved;
+}
+
+/** An AbortSignal, checked by shape so that a signal from another realm (a polyfill, a worker) is taken too. */
+function isAbortSignal(value: unknown): value is AbortSignal {
+  return typeof value === 'object' && value !== null && typeof (value as AbortSignal).aborted === 'boolean' &&
+    typeof (value as AbortSignal).addEventListener === 'function';
 }
 
 /**

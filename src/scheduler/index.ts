@@ -17,6 +17,7 @@ import {
   type ResolvedHyperOptions,
 } from '../options.ts';
 import { attentionShapeOf, type AttentionShape } from '../tensor.ts';
+import { setWarningHandler, warn } from '../warnings.ts';
 import { calibrateBackend } from './calibrate.ts';
 import { choose, choosePlan, SPLITS, type ChooseParams, type Explanation, type Split } from './cost.ts';
 import {
@@ -36,17 +37,19 @@ export interface SchedulerConfig {
   profilePath?: string | null;
   /** save calibrated profiles (default true) */
   persist?: boolean;
-  /** where the scheduler reports a saved profile it rejects (default console.warn) */
+  /**
+   * where the library reports what it works around: a saved profile it rejects, threads it
+   * cannot have (default console.warn)
+   */
   onWarning?: (message: string) => void;
 }
 
 const STORAGE_KEY = 'hyperattention.profile';
 
 /** profilePath undefined: the default (see SchedulerConfig). */
-const config: Omit<Required<SchedulerConfig>, 'profilePath'> & { profilePath: string | null | undefined } = {
+const config: Omit<Required<SchedulerConfig>, 'profilePath' | 'onWarning'> & { profilePath: string | null | undefined } = {
   profilePath: undefined,
   persist: true,
-  onWarning: (message) => console.warn(`hyperattention: ${message}`),
 };
 
 /** Sets where profiles persist and how rejections are reported; unset fields stay as they are. */
@@ -66,7 +69,7 @@ export function configureScheduler(options: SchedulerConfig): void {
     unusable.clear();
   }
   if (persist !== undefined) config.persist = persist;
-  if (onWarning !== undefined) config.onWarning = onWarning;
+  if (onWarning !== undefined) setWarningHandler(onWarning);
 }
 
 /** Profiles in use, per environment key. */
@@ -297,7 +300,7 @@ function within<T>(work: Promise<T>, what: string): Promise<T> {
 function giveUpOn(file: string, message: string): void {
   if (unusable.has(file)) return;
   unusable.add(file);
-  config.onWarning(`${message}; the profile is kept in memory only`);
+  warn(`${message}; the profile is kept in memory only`);
 }
 
 /** The saved profile's text and where it was, if there is one. */
@@ -350,7 +353,7 @@ async function save(profile: Profile): Promise<void> {
   try {
     where.storage.setItem(STORAGE_KEY, text);
   } catch (error) {
-    config.onWarning(`could not save the profile in localStorage: ${String(error)}`);
+    warn(`could not save the profile in localStorage: ${String(error)}`);
   }
 }
 
@@ -381,7 +384,7 @@ async function measureGpu(devices: Devices): Promise<DeviceCosts | null> {
   try {
     return await calibrateBackend(devices.gpu);
   } catch (error) {
-    config.onWarning(`WebGPU calibration failed, planning for WebAssembly alone: ${(error as Error).message}`);
+    warn(`WebGPU calibration failed, planning for WebAssembly alone: ${(error as Error).message}`);
     devices.gpu = undefined;
     devices.env = { ...devices.env, adapter: null };
     return null;
@@ -406,7 +409,7 @@ async function profileOf(devices: Devices): Promise<Profile> {
       profiles.set(key, profile);
       return profile;
     } catch (error) {
-      config.onWarning(`rejected the saved profile in ${saved.where} and recalibrating: ${(error as Error).message}`);
+      warn(`rejected the saved profile in ${saved.where} and recalibrating: ${(error as Error).message}`);
     }
   }
   return measure(devices, false);
