@@ -39,34 +39,37 @@ function setMask(
 }
 
 /**
- * Part 1: every query row against the listed key positions cols[0..nCols) (ascending),
- * hiding only causally; overwrites out, lse and the stats. cache: tileCacheBytes(d, dv,
+ * Part 1: query rows [qFrom, qTo) against the listed key positions cols[0..nCols)
+ * (ascending), hiding only causally; overwrites out, lse and the stats. cache: tileCacheBytes(d, dv,
  * nCols) bytes for the list's tiles, or 0.
  */
 export function accurateColumns(
   q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
-  cols: usize, nCols: i32, causal: i32,
+  cols: usize, nCols: i32, causal: i32, qFrom: i32, qTo: i32,
   out: usize, lse: usize, cnt: usize, vsum: usize, scratch: usize, cache: usize,
 ): void {
   setMask(causal, 0, WINDOW_IGNORE, 0, 0, 0, 0, 0, nq, nk);
   attendCore(
-    q, 0, 0, nq, nq, k, v, cols, 0, nCols, 0, d, dv, scale,
+    q, 0, qFrom, qTo - qFrom, nq, k, v, cols, 0, nCols, 0, d, dv, scale,
     MASK_ACCURATE, 0, 1, 0, 0, 0, out, lse, WRITE, scratch, STATS_WRITE, cnt, vsum, cache,
   );
 }
 
 /**
- * Part 2: query row i against its window (windowStart in attention.ts), hiding the
- * columns (flags) and, when causal, keys past i; merged into out and lse, stats added.
+ * Part 2: query row i in [rowFrom, rowTo) against its window (windowStart in
+ * attention.ts), hiding the columns (flags) and, when causal, keys past i; merged into out
+ * and lse, stats added. Rows go in chunks of WC from rowFrom, whose keys are the union of
+ * their windows (tiles from the chunk's first key): a split of the rows gives the same
+ * results only where rowFrom is a multiple of WC (WINDOW_ROWS in src/cpu/backend.ts).
  */
 export function accurateWindow(
   q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
-  flags: usize, winLo: i32, win: i32, causal: i32,
+  flags: usize, winLo: i32, win: i32, causal: i32, rowFrom: i32, rowTo: i32,
   out: usize, lse: usize, cnt: usize, vsum: usize, scratch: usize,
 ): void {
   setMask(causal, flags, WINDOW_HIDE_OUTSIDE, winLo, win, 0, 0, 0, nq, nk);
-  for (let c0 = 0; c0 < nq; c0 += WC) {
-    const rows = min(WC, nq - c0);
+  for (let c0 = rowFrom; c0 < rowTo; c0 += WC) {
+    const rows = min(WC, rowTo - c0);
     // Window starts never decrease with the row: the chunk's keys run from its first
     // row's window start to its last row's window end.
     const kFrom = max(0, windowStart(c0, winLo, win, causal != 0, nk));
@@ -81,18 +84,18 @@ export function accurateWindow(
 
 /**
  * Part 3, one hash round: the sorted queries of bucket u (qPerm positions [qStarts[u],
- * qStarts[u + 1])) against the first `cap` sorted keys of bucket u, for every bucket u <
- * numKeys, hiding the columns, the window, causally, and keys that shared a bucket with the
+ * qStarts[u + 1])) against the first `cap` sorted keys of bucket u, for the buckets u in
+ * [uFrom, uTo) (of numKeys), hiding the columns, the window, causally, and keys that shared a bucket with the
  * query in one of the `rounds` earlier rounds (tags); merged into out and lse, stats added.
  */
 export function accurateBuckets(
   q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
   qPerm: usize, kPerm: usize, qStarts: usize, kStarts: usize, numKeys: i32, cap: i32,
-  flags: usize, winLo: i32, win: i32, causal: i32, rounds: i32, qTags: usize, kTags: usize,
+  flags: usize, winLo: i32, win: i32, causal: i32, rounds: i32, qTags: usize, kTags: usize, uFrom: i32, uTo: i32,
   out: usize, lse: usize, cnt: usize, vsum: usize, scratch: usize,
 ): void {
   setMask(causal, flags, WINDOW_HIDE_INSIDE, winLo, win, rounds, qTags, kTags, nq, nk);
-  for (let u = 0; u < numKeys; u++) {
+  for (let u = uFrom; u < uTo; u++) {
     const qFrom = load<i32>(qStarts + ((<usize>u) << 2));
     const qTo = load<i32>(qStarts + ((<usize>(u + 1)) << 2));
     const kFrom = load<i32>(kStarts + ((<usize>u) << 2));

@@ -624,14 +624,14 @@ export function exactAttention(
   );
 }
 
-/** Block-diagonal attention over sorted rows; see BlockTask in src/ops.ts. */
+/** Block-diagonal attention over sorted rows, blocks [blkFrom, blkTo); see BlockTask in src/ops.ts. */
 export function blockAttention(
   q: usize, k: usize, v: usize, qPerm: usize, kPerm: usize,
   nqSorted: i32, nqReal: i32, nk: i32, d: i32, dv: i32, scale: f32,
-  qBlock: i32, kBlock: i32, nBlocks: i32, phantomKeys: i32,
+  qBlock: i32, kBlock: i32, nBlocks: i32, phantomKeys: i32, blkFrom: i32, blkTo: i32,
   out: usize, lse: usize, write: i32, scratch: usize,
 ): void {
-  for (let blk = 0; blk < nBlocks; blk++) {
+  for (let blk = blkFrom; blk < blkTo; blk++) {
     const qFrom = blk * qBlock;
     const qTo = blk == nBlocks - 1 ? nqSorted : min(nqSorted, qFrom + qBlock);
     if (qFrom >= qTo) continue;
@@ -644,11 +644,11 @@ export function blockAttention(
   }
 }
 
-/** Attention against sampled sorted keys with the own-block mask; see SampledTask. */
+/** Sorted query positions [qFrom, qTo) against sampled sorted keys with the own-block mask; see SampledTask. */
 export function sampledAttention(
   q: usize, k: usize, v: usize, qPerm: usize, kPerm: usize, samples: usize, m: i32,
   nqSorted: i32, nqReal: i32, d: i32, dv: i32, scale: f32,
-  qBlock: i32, kBlock: i32, nBlocks: i32, lseOffset: f32,
+  qBlock: i32, kBlock: i32, nBlocks: i32, lseOffset: f32, qFrom: i32, qTo: i32,
   out: usize, lse: usize, write: i32, scratch: usize,
 ): void {
   const kIdx = scratch + <usize>attentionScratchBytes(d, dv, 0);
@@ -660,7 +660,7 @@ export function sampledAttention(
     store<i32>(kTags + ((<usize>j) << 2), s / kBlock);
   }
   attendCore(
-    q, qPerm, 0, nqSorted, nqReal, k, v, kIdx, 0, m, kTags, d, dv, scale,
+    q, qPerm, qFrom, qTo - qFrom, nqReal, k, v, kIdx, 0, m, kTags, d, dv, scale,
     MASK_OWN_BLOCK, 0, qBlock, nBlocks - 1, 0, lseOffset, out, lse, write, scratch, STATS_NONE, 0, 0, cache,
   );
 }

@@ -1,11 +1,16 @@
-// The backend instances calls run on, shared by the public API and the scheduler: one
-// WebAssembly backend, WebGPU backends per device (the library's shared one, or the
-// caller's), and the hybrid over the first two. One queue serialises every call, because
-// a backend's memory serves one call at a time.
-import { createCpuBackend, type CpuBackend } from './cpu/backend.ts';
+// The backend instances calls run on, shared by the public API and the scheduler: the
+// scheduler's WebAssembly backend, WebGPU backends per device (the library's shared one, or
+// the caller's), and the hybrid over those two; and a WebAssembly backend of its own for
+// each call that runs on the CPU (a backend's memory serves one call at a time), so that
+// such calls run side by side, on the thread pool's workers where they have threads. One
+// queue serialises the calls on WebGPU and the hybrid, and the scheduler's work.
+import { CpuBackend, createCpuBackend } from './cpu/backend.ts';
+import { bestFlavour, instantiateThreaded, RENEW_ABOVE_BYTES, threadedBuild, threadedFlavour } from './cpu/wasm.ts';
 import { createWebGPUBackend, type WebGPUBackend } from './gpu/index.ts';
 import { HybridBackend } from './hybrid.ts';
 import type { WebGPUDeviceLike } from './options.ts';
+import { threadPool } from './threads/pool.ts';
+import { warn } from './warnings.ts';
 
 let cpu: Promise<CpuBackend> | undefined;
 let sharedGpu: Promise<WebGPUBackend> | undefined;
@@ -47,6 +52,54 @@ export async function hybridBackend(gpu: WebGPUBackend): Promise<HybridBackend> 
     hybrids.set(gpu, hybrid);
   }
   return hybrid;
+}
+
+/** Idle backends of earlier calls, on one thread and over shared memory; a few of each are kept. */
+const idleSingle: CpuBackend[] = [];
+const idleShared: CpuBackend[] = [];
+const KEEP_IDLE = 2;
+let threadsWarned = false;
+
+/**
+ * A WebAssembly backend for one call on `threads` threads, to give back with releaseCpu.
+ * Where the runtime has no threads (no SharedArrayBuffer, a page without cross-origin
+ * isolation, no Worker) it runs on one thread, and says why once through the warning hook.
+ */
+export async function acquireCpu(threads: number): Promise<CpuBackend> {
+  if (threads > 1) {
+    const pool = await threadPool();
+    const flavour = threadedFlavour(bestFlavour());
+    const why = typeof pool === 'string' ? pool : flavour ? undefined : 'this engine has no WebAssembly SIMD';
+    if (why === undefined && typeof pool !== 'string' && flavour) {
+      const reused = idleShared.pop();
+      if (reused) {
+        reused.group!.threads = threads;
+        return reused;
+      }
+      const { bytes, memory } = threadedBuild(flavour);
+      const wasm = await instantiateThreaded(flavour, memory);
+      return new CpuBackend(wasm, bestFlavour(), { pool, arena: pool.addArena(flavour, bytes, memory), threads });
+    }
+    if (!threadsWarned) warn(`running on one thread instead of ${threads}: ${why}`);
+    threadsWarned = true;
+  }
+  return idleSingle.pop() ?? createCpuBackend();
+}
+
+/** Takes back a backend of acquireCpu once its call has released its buffers. */
+export function releaseCpu(backend: CpuBackend): void {
+  const group = backend.group;
+  if (!group) {
+    if (idleSingle.length < KEEP_IDLE) idleSingle.push(backend);
+    return;
+  }
+  // A large arena is dropped so that its memory can go (a shared memory never shrinks),
+  // and one a failed worker may still write to is never reused.
+  if (idleShared.length < KEEP_IDLE && backend.memoryBytes <= RENEW_ABOVE_BYTES && !group.pool.isPoisoned(group.arena)) {
+    idleShared.push(backend);
+  } else {
+    group.pool.dropArena(group.arena);
+  }
 }
 
 /** Runs work after every call queued before it, whether they succeeded or not. */

@@ -28,3 +28,8 @@ export class HyperAttentionError extends Error {
     this.code = code;
   }
 }
+
+/** The rejection of a call whose signal was aborted. */
+export function abortedError(): HyperAttentionError {
+  return new HyperAttentionError('ABORTED', 'the call was aborted through its signal');
+}

@@ -3,7 +3,7 @@
 // or modes; the accurate mode's parts are in accurate.ts.
 import { runAccurateHead } from './accurate.ts';
 import type { ExecContext, HeadWork, Randomness } from './context.ts';
-import { HyperAttentionError } from './errors.ts';
+import { abortedError, HyperAttentionError } from './errors.ts';
 import {
   placementOf, type Backend, type BackendBuffer, type Destination, type ExactTask, type KernelMode, type OpName, type OpTrace,
   type WriteMode,
@@ -115,6 +115,7 @@ async function execute(
    * and records how long it took: the ops then no longer overlap, so a traced call is slower.
    */
   const run = async (op: OpName, fn: () => void | Promise<void>): Promise<void> => {
+    if (o.signal?.aborted) throw abortedError();
     if (!trace) return fn();
     const device = placementOf(backend.name)[op];
     const start = performance.now();
@@ -125,6 +126,8 @@ async function execute(
   // The readback of head h is awaited only once head h + 1 is issued, so that the CPU
   // prepares (and, in the hybrid, hashes and sorts) the next head while the GPU computes.
   let pending: Promise<void> | undefined;
+  if (o.signal?.aborted) throw abortedError();
+  backend.begin?.(o.signal);
   try {
     /** Head `index` of t ([*, rows, width]) into buf, from the host or on the device. */
     const load = (buf: BackendBuffer, t: InputTensor, index: number, rows: number, width: number) => {
@@ -207,10 +210,13 @@ async function execute(
 function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: number, randomness: Randomness): HeadWork {
   const { backend, run, f32, i32, qBuf, kBuf, vBuf, outBuf, lseBuf, scale, tick } = ctx;
   const { H, nq, nk, d, dv } = ctx.shape;
-  // WebAssembly runs exact attention in runs of query rows of about EXACT_CHUNK_FLOPS each,
-  // so that progress reaches the caller during a long exact call; a GPU takes it whole.
+  // WebAssembly runs exact attention in runs of query rows of about EXACT_CHUNK_FLOPS per
+  // thread, so that progress reaches the caller during a long exact call (a run is a
+  // multiple of 64 rows per thread, so that the threads' jobs come out even); a GPU takes
+  // it whole.
+  const threads = backend.threads ?? 1;
   const chunkRows = (keys: number) => backend.name === 'cpu'
-    ? Math.max(64, Math.floor(EXACT_CHUNK_FLOPS / (2 * keys * (d + dv)) / 64) * 64)
+    ? 64 * threads * Math.max(1, Math.floor(EXACT_CHUNK_FLOPS / (2 * keys * (d + dv)) / 64))
     : Infinity;
   const chunks = (rows: number, keys: number) => (rows > 0 ? Math.max(1, Math.ceil(rows / chunkRows(keys))) : 0);
   /** Exact attention of t.nq query rows, in chunks of rows; a causal task's rows see keys up to their own. */
@@ -323,5 +329,5 @@ function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: 
   return { units, run: runHead };
 }
 
-/** About 40 ms of exact attention on one WebAssembly thread: the grain of its progress. */
+/** About 40 ms of exact attention on one WebAssembly thread: the grain of its progress, per thread. */
 const EXACT_CHUNK_FLOPS = 1e9;

@@ -1,7 +1,7 @@
 // Public API: HyperAttention and exact attention on Float32Array tensors (in layout
 // [B, H, N, D] or [B, N, H, D]), or on GPUBuffers of the caller's WebGPU device; the
 // scheduler's calibration, profiles and explain().
-import { serialize } from './backends.ts';
+import { acquireCpu, releaseCpu, serialize } from './backends.ts';
 import { runExact, runHyper, type AttentionResult, type GPUAttentionResult } from './hyper.ts';
 import { explainShapeError, inputsInBhnd, resolveLayout, resultInLayout, shapeInBhnd, type Layout } from './layout.ts';
 import type { Backend, OpTrace } from './ops.ts';
@@ -10,9 +10,10 @@ import {
   checkDeviceIO, resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions, type Output,
   type ResolvedExactOptions, type ResolvedHyperOptions,
 } from './options.ts';
-import { HyperAttentionError } from './errors.ts';
+import { abortedError, HyperAttentionError } from './errors.ts';
 import type { Explanation } from './scheduler/cost.ts';
-import { callProfile, explain as explainBhnd, schedule, type CallShapes } from './scheduler/index.ts';
+import { callProfile, explain as explainBhnd, schedule, type CallShapes, type Scheduled } from './scheduler/index.ts';
+import { threadsFor } from './threads/config.ts';
 import {
   attentionShape, checkFinite, checkOutputSize, isHostTensor, type AttentionShape, type InputTensor, type TensorLike,
 } from './tensor.ts';
@@ -109,22 +110,31 @@ function startCall<O extends ResolvedExactOptions>(
     const layout = resolveLayout(options);
     const qkv = inputsInBhnd(tensors, layout, o.output);
     const shape = checkInputs(qkv[0], qkv[1], qkv[2], o, layout);
-    return serialize(async () => {
-      const scheduled = await schedule(shape, o, hyper(o), o.profile);
+    const [q, k, v] = qkv;
+    const runOn = async (backend: Backend, scheduled: Scheduled) => {
       const chosen = scheduled.minSeqLen === undefined ? o : { ...o, minSeqLen: scheduled.minSeqLen };
-      const [q, k, v] = qkv;
       try {
-        if (!o.profile) {
-          return resultInLayout(checkUnchanged(await run(scheduled.backend, shape, chosen, qkv, undefined, scheduled.work), q, k, v), layout);
-        }
+        if (!o.profile) return resultInLayout(checkUnchanged(await run(backend, shape, chosen, qkv, undefined, scheduled.work), q, k, v), layout);
         const trace: OpTrace[] = [];
         const start = performance.now();
-        const result = checkUnchanged(await run(scheduled.backend, shape, chosen, qkv, trace, scheduled.work), q, k, v);
+        const result = checkUnchanged(await run(backend, shape, chosen, qkv, trace, scheduled.work), q, k, v);
         return resultInLayout({ ...result, profile: callProfile(scheduled.plan!, trace, performance.now() - start) }, layout);
       } catch (error) {
         throw inputChanged(q, k, v) ?? error;
       }
-    });
+    };
+    return (async () => {
+      const scheduled = await serialize(() => schedule(shape, o, hyper(o), o.profile));
+      if (o.signal?.aborted) throw abortedError();
+      // WebGPU and the hybrid hold one device's buffers: their calls take turns.
+      if (scheduled.backend.name !== 'cpu') return serialize(() => runOn(scheduled.backend, scheduled));
+      const cpu = await acquireCpu(await threadsFor(o.threads));
+      try {
+        return await runOn(cpu, scheduled);
+      } finally {
+        releaseCpu(cpu);
+      }
+    })();
   } catch (error) {
     return Promise.reject(error);
   }

@@ -261,8 +261,15 @@ export interface BucketsTask {
   starts: RowView;
 }
 
+/** An op runs when it returns, or (WebAssembly jobs on threads, or yielding) once its promise settles. */
+export type OpResult = void | Promise<void>;
+
 export interface Backend {
   readonly name: 'cpu' | 'webgpu' | 'hybrid';
+  /** threads the WebAssembly ops run on (1 when not said) */
+  readonly threads?: number;
+  /** Starts a call: the backend stops its work early when the signal aborts (ops then reject with ABORTED). */
+  begin?(signal: AbortSignal | undefined): void;
   createBuffer(kind: 'f32' | 'i32', length: number): BackendBuffer;
   /** Copy host data into buf starting at element `offset`. */
   upload(buf: BackendBuffer, data: Float32Array | Int32Array, offset?: number): void;
@@ -274,19 +281,19 @@ export interface Backend {
     into: Float32Array | Int32Array,
     intoOffset?: number,
   ): Promise<void>;
-  hash(t: HashTask): void;
+  hash(t: HashTask): OpResult;
   sort(t: SortTask): void;
-  exact(t: ExactTask): void;
-  block(t: BlockTask): void;
-  sampled(t: SampledTask): void;
+  exact(t: ExactTask): OpResult;
+  block(t: BlockTask): OpResult;
+  sampled(t: SampledTask): OpResult;
   merge(t: MergeTask): void;
   // The accurate mode's parts.
   probe(t: ProbeTask): void;
-  columns(t: ColumnsTask): void;
-  window(t: WindowTask): void;
-  round(t: RoundTask): void;
+  columns(t: ColumnsTask): OpResult;
+  window(t: WindowTask): OpResult;
+  round(t: RoundTask): OpResult;
   buckets(t: BucketsTask): void;
-  samples(t: SamplesTask): void;
+  samples(t: SamplesTask): OpResult;
   remainder(t: RemainderTask): void;
   /** Release every buffer created since the last release. */
   releaseAll(): void;

@@ -1,21 +1,50 @@
 // The WebAssembly backend: buffers are regions of the kernel module's linear memory
 // (a bump arena, released after each call), ops call the AssemblyScript kernels. Each
 // op's transient scratch sits just above the arena's top.
-import { HyperAttentionError } from '../errors.ts';
+//
+// The attention ops run as jobs over disjoint rows (blocks, buckets): on one thread in
+// turn, yielding to the event loop between jobs now and then (so that an abort or a page
+// event gets through), or with threads over a shared memory, claimed by the pool's
+// workers, each with its own scratch. A row's result never depends on which job or thread
+// computed it: results are bit-identical for every thread count.
+import { abortedError, HyperAttentionError } from '../errors.ts';
 import type {
   AttentionInputs, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, Destination, ExactTask, HashTask, MergeTask,
   PartOutput, ProbeTask, RemainderTask, RoundTask, RowView, SampledTask, SamplesTask, SortTask, WindowTask,
   WriteMode,
 } from '../ops.ts';
+import { stopBatch, type ThreadPool } from '../threads/pool.ts';
 import { bestFlavour, instantiateKernels, renewKernels, type KernelExports, type KernelFlavour } from './wasm.ts';
 
 interface CpuBuffer extends BackendBuffer {
   readonly ptr: number;
 }
 
+/** The threads a backend's arena runs on: its id in the pool, and how many workers a batch takes. */
+export interface CpuThreads {
+  pool: ThreadPool;
+  arena: number;
+  threads: number;
+}
+
+type KernelName = {
+  [K in keyof KernelExports]: KernelExports[K] extends (...args: number[]) => void ? K : never;
+}[keyof KernelExports];
+
 const WRITE_CODES: Record<WriteMode, number> = { write: 0, 'merge-reference': 1, 'merge-fixed': 2 };
 const PAGE = 65536;
 const ALIGN = 64;
+/** Query rows of one chunk of the attention core (QC in assembly/attention.ts): jobs split rows at its multiples. */
+const CORE_ROWS = 64;
+/**
+ * Rows of one window chunk (WC in assembly/accurate.ts): a chunk's keys are the union of its
+ * rows' windows, so window jobs split rows only at its multiples.
+ */
+const WINDOW_ROWS = 32;
+/** About 20 ms of attention on one core: the most one job does, so that an abort waits no longer. */
+const JOB_FLOPS = 5e8;
+/** On one thread, the longest run of jobs between two turns of the event loop. */
+const YIELD_MS = 25;
 
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
@@ -24,17 +53,35 @@ export class CpuBackend implements Backend {
   private top: number;
   private live = new Set<CpuBuffer>();
   readonly flavour: KernelFlavour;
+  /** threads > 1: the pool and arena; undefined: the calling thread */
+  readonly group: CpuThreads | undefined;
+  /** the call's signal (see begin) and the batch it may stop */
+  private signal: AbortSignal | undefined;
+  private readonly stop: { control?: Int32Array } = {};
+  private readonly onAbort = () => stopBatch(this.stop);
 
-  constructor(wasm: KernelExports, flavour: KernelFlavour) {
+  constructor(wasm: KernelExports, flavour: KernelFlavour, group?: CpuThreads) {
     this.wasm = wasm;
     this.flavour = flavour;
+    this.group = group;
     this.base = align(wasm.heapBase());
     this.top = this.base;
+  }
+
+  /** Threads an op's jobs run on. */
+  get threads(): number {
+    return this.group?.threads ?? 1;
   }
 
   /** Bytes of linear memory the module holds now (its high-water mark). */
   get memoryBytes(): number {
     return this.wasm.memory.buffer.byteLength;
+  }
+
+  /** Starts a call: its signal stops the jobs not yet started (the op then rejects with ABORTED). */
+  begin(signal: AbortSignal | undefined): void {
+    this.signal = signal;
+    signal?.addEventListener('abort', this.onAbort);
   }
 
   private reserve(bytes: number): void {
@@ -92,12 +139,62 @@ export class CpuBackend implements Backend {
       : new Int32Array(this.wasm.memory.buffer, ptr, length);
   }
 
-  hash(t: HashTask): void {
-    const scratch = this.scratch(t.d * 16 * 4);
-    this.wasm.lshKeys(
-      this.ptr(t.x, t.d), t.rows, t.d, this.ptr({ buf: t.proj, row: 0 }, 1), t.r,
-      t.mode === 'reference' ? 0 : 1, this.ptr(t.keys, 1), scratch,
-    );
+  /**
+   * Ranges [from, to) covering [0, total) in multiples of `grain` (the last may be shorter):
+   * enough of them that each is about JOB_FLOPS at most and, with threads, that every
+   * thread gets several. `flopsPerUnit` prices one unit of the range.
+   */
+  private ranges(total: number, flopsPerUnit: number, grain: number): [number, number][] {
+    const byWork = Math.ceil((total * flopsPerUnit) / JOB_FLOPS);
+    const wanted = Math.max(1, byWork, this.threads > 1 ? 4 * this.threads : 1);
+    const size = Math.max(grain, Math.ceil(total / wanted / grain) * grain);
+    const out: [number, number][] = [];
+    for (let from = 0; from < total; from += size) out.push([from, Math.min(total, from + size)]);
+    return out;
+  }
+
+  /**
+   * Runs kernel fn once per job. Each thread gets its own `stride` bytes of scratch from
+   * `scratch` on: the job arguments at `offsets` are the first thread's addresses in it.
+   */
+  private jobs(fn: KernelName, jobs: number[][], scratch: number, stride: number, offsets: number[]): void | Promise<void> {
+    if (this.signal?.aborted) throw abortedError();
+    if (this.group && jobs.length > 1) {
+      this.reserve(scratch + stride * this.group.threads);
+      const argc = jobs[0].length;
+      const flat = new Float64Array(jobs.length * argc);
+      jobs.forEach((job, j) => flat.set(job, j * argc));
+      const spec = { fn, jobs: flat, argc, offsets, stride };
+      return this.group.pool.run(this.group.arena, this.group.threads, spec, this.stop).then(() => {
+        if (this.signal?.aborted) throw abortedError();
+      });
+    }
+    this.reserve(scratch + stride);
+    const kernel = this.wasm[fn] as (...args: number[]) => void;
+    if (jobs.length === 1) return kernel(...jobs[0]);
+    return (async () => {
+      let since = performance.now();
+      for (const job of jobs) {
+        if (performance.now() - since > YIELD_MS) {
+          await nextTurn();
+          if (this.signal?.aborted) throw abortedError();
+          since = performance.now();
+        }
+        kernel(...job);
+      }
+    })();
+  }
+
+  hash(t: HashTask): void | Promise<void> {
+    const scratch = this.top;
+    const x = this.ptr(t.x, t.d);
+    const keys = this.ptr(t.keys, 1);
+    const proj = this.ptr({ buf: t.proj, row: 0 }, 1);
+    const mode = t.mode === 'reference' ? 0 : 1;
+    // On one thread in one job: the hybrid backend calls it and needs it done on return.
+    const split = this.group ? this.ranges(t.rows, 2 * t.d * t.r, CORE_ROWS) : [[0, t.rows] as [number, number]];
+    const jobs = split.map(([r0, r1]) => [x + r0 * t.d * 4, r1 - r0, t.d, proj, t.r, mode, keys + r0 * 4, scratch]);
+    return this.jobs('lshKeys', jobs, scratch, align(t.d * 16 * 4), [7]);
   }
 
   sort(t: SortTask): void {
@@ -109,34 +206,47 @@ export class CpuBackend implements Backend {
     return [this.ptr(dst.out, dv), this.ptr(dst.lse, 1), WRITE_CODES[dst.write]];
   }
 
-  exact(t: ExactTask): void {
-    const scratch = this.scratch(this.wasm.attentionScratchBytes(t.d, t.dv, 0));
-    this.wasm.exactAttention(
-      this.ptr(t.q, t.d), this.ptr(t.k, t.d), this.ptr(t.v, t.dv), t.nq, t.nk, t.d, t.dv, t.scale,
-      t.causal ? 1 : 0, t.causalOffset, ...this.dst(t.dst, t.dv), scratch,
-    );
+  private attentionStride(t: { d: number; dv: number }, m = 0): number {
+    return align(this.wasm.attentionScratchBytes(t.d, t.dv, m));
   }
 
-  block(t: BlockTask): void {
-    const scratch = this.scratch(this.wasm.attentionScratchBytes(t.d, t.dv, 0));
-    this.wasm.blockAttention(
+  exact(t: ExactTask): void | Promise<void> {
+    const scratch = this.top;
+    const q = this.ptr(t.q, t.d);
+    const [out, lse, write] = this.dst(t.dst, t.dv);
+    const jobs = this.ranges(t.nq, 2 * t.nk * (t.d + t.dv), CORE_ROWS).map(([r0, r1]) => [
+      q + r0 * t.d * 4, this.ptr(t.k, t.d), this.ptr(t.v, t.dv), r1 - r0,
+      // Causal rows never see keys past their own: a job's keys end at its last row's.
+      t.causal ? Math.min(t.nk, r1 + t.causalOffset) : t.nk, t.d, t.dv, t.scale,
+      t.causal ? 1 : 0, t.causalOffset + r0, out + r0 * t.dv * 4, lse + r0 * 4, write, scratch,
+    ]);
+    return this.jobs('exactAttention', jobs, scratch, this.attentionStride(t), [13]);
+  }
+
+  block(t: BlockTask): void | Promise<void> {
+    const scratch = this.top;
+    const head = [
       this.ptr(t.q, t.d), this.ptr(t.k, t.d), this.ptr(t.v, t.dv), this.ptr(t.qPerm, 1), this.ptr(t.kPerm, 1),
       t.nqSorted, t.nqReal, t.nk, t.d, t.dv, t.scale, t.qBlock, t.kBlock, t.nBlocks, t.phantomKeys ? 1 : 0,
-      ...this.dst(t.dst, t.dv), scratch,
-    );
+    ];
+    const jobs = this.ranges(t.nBlocks, 2 * t.qBlock * t.kBlock * (t.d + t.dv), 1)
+      .map(([b0, b1]) => [...head, b0, b1, ...this.dst(t.dst, t.dv), scratch]);
+    return this.jobs('blockAttention', jobs, scratch, this.attentionStride(t), [20]);
   }
 
-  sampled(t: SampledTask): void {
+  sampled(t: SampledTask): void | Promise<void> {
     const m = t.samples.length;
-    const bytes = this.wasm.attentionScratchBytes(t.d, t.dv, m);
-    const scratch = this.scratch(bytes + m * 4);
-    const samples = scratch + bytes;
+    const samples = this.top;
+    const scratch = align(samples + m * 4);
+    this.reserve(scratch);
     new Int32Array(this.wasm.memory.buffer, samples, m).set(t.samples);
-    this.wasm.sampledAttention(
+    const head = [
       this.ptr(t.q, t.d), this.ptr(t.k, t.d), this.ptr(t.v, t.dv), this.ptr(t.qPerm, 1), this.ptr(t.kPerm, 1),
       samples, m, t.nqSorted, t.nqReal, t.d, t.dv, t.scale, t.qBlock, t.kBlock, t.nBlocks, t.lseOffset,
-      ...this.dst(t.dst, t.dv), scratch,
-    );
+    ];
+    const jobs = this.ranges(t.nqSorted, 2 * m * (t.d + t.dv), CORE_ROWS)
+      .map(([r0, r1]) => [...head, r0, r1, ...this.dst(t.dst, t.dv), scratch]);
+    return this.jobs('sampledAttention', jobs, scratch, this.attentionStride(t, m), [21]);
   }
 
   merge(t: MergeTask): void {
@@ -146,34 +256,28 @@ export class CpuBackend implements Backend {
     );
   }
 
-  private head(t: AttentionInputs): [number, number, number, number, number, number, number, number] {
+  private head(t: AttentionInputs): number[] {
     return [this.ptr(t.q, t.d), this.ptr(t.k, t.d), this.ptr(t.v, t.dv), t.nq, t.nk, t.d, t.dv, t.scale];
   }
 
-  private part(dst: PartOutput, dv: number): [number, number, number, number] {
+  private part(dst: PartOutput, dv: number): number[] {
     return [this.ptr(dst.out, dv), this.ptr(dst.lse, 1), this.ptr(dst.cnt, 1), this.ptr(dst.vsum, dv)];
   }
 
-  private mask(m: AccurateMask, nq: number, nk: number): [number, number, number, number, number, number, number] {
+  private mask(m: AccurateMask, nq: number, nk: number): number[] {
     const tags = (view: RowView, n: number) => (m.rounds > 0 ? this.ptr(view, n) : 0);
     return [this.ptr(m.flags, 1), m.winLo, m.window, m.causal ? 1 : 0, m.rounds, tags(m.qTags, nq), tags(m.kTags, nk)];
   }
 
-  private attentionScratch(t: AttentionInputs): number {
-    return this.scratch(this.wasm.attentionScratchBytes(t.d, t.dv, 0));
-  }
-
   /**
-   * Scratch for attention against a key list shared by every row: the core's scratch, then
-   * room for `listLength` i32 (the list, when the host supplies it), then the tile cache
-   * for `keys` keys (cache 0 where the list is too long to cache).
+   * A thread's scratch for attention against a key list shared by every row: the core's
+   * scratch, then the tile cache for `keys` keys (cache 0 where the list is too long to
+   * cache). Returns the stride and the cache's offset in it.
    */
-  private listScratch(t: AttentionInputs, listLength: number, keys: number): { scratch: number; list: number; cache: number } {
-    const bytes = this.wasm.attentionScratchBytes(t.d, t.dv, 0);
-    const cacheAt = align(bytes + listLength * 4);
+  private listStride(t: AttentionInputs, keys: number): { stride: number; cacheAt: number | undefined } {
+    const core = this.attentionStride(t);
     const cacheBytes = this.wasm.tileCacheBytes(t.d, t.dv, keys);
-    const scratch = this.scratch(cacheAt + cacheBytes);
-    return { scratch, list: scratch + bytes, cache: cacheBytes > 0 ? scratch + cacheAt : 0 };
+    return { stride: align(core + cacheBytes), cacheAt: cacheBytes > 0 ? core : undefined };
   }
 
   probe(t: ProbeTask): void {
@@ -184,26 +288,34 @@ export class CpuBackend implements Backend {
     );
   }
 
-  columns(t: ColumnsTask): void {
-    const { scratch, cache } = this.listScratch(t, 0, t.count);
-    this.wasm.accurateColumns(
-      ...this.head(t), this.ptr(t.cols, 1), t.count, t.causal ? 1 : 0, ...this.part(t.dst, t.dv), scratch, cache,
-    );
+  columns(t: ColumnsTask): void | Promise<void> {
+    const scratch = this.top;
+    const { stride, cacheAt } = this.listStride(t, t.count);
+    const cache = cacheAt === undefined ? 0 : scratch + cacheAt;
+    const jobs = this.ranges(t.nq, 2 * t.count * (t.d + t.dv), CORE_ROWS).map(([r0, r1]) => [
+      ...this.head(t), this.ptr(t.cols, 1), t.count, t.causal ? 1 : 0, r0, r1, ...this.part(t.dst, t.dv), scratch, cache,
+    ]);
+    return this.jobs('accurateColumns', jobs, scratch, stride, cache ? [17, 18] : [17]);
   }
 
-  window(t: WindowTask): void {
-    const scratch = this.attentionScratch(t);
-    const [flags, winLo, win, causal] = this.mask(t.mask, t.nq, t.nk);
-    this.wasm.accurateWindow(...this.head(t), flags, winLo, win, causal, ...this.part(t.dst, t.dv), scratch);
+  window(t: WindowTask): void | Promise<void> {
+    const scratch = this.top;
+    const keys = t.mask.window + WINDOW_ROWS - 1;
+    const jobs = this.ranges(t.nq, 2 * keys * (t.d + t.dv), WINDOW_ROWS).map(([r0, r1]) => [
+      ...this.head(t), ...this.mask(t.mask, t.nq, t.nk).slice(0, 4), r0, r1, ...this.part(t.dst, t.dv), scratch,
+    ]);
+    return this.jobs('accurateWindow', jobs, scratch, this.attentionStride(t), [18]);
   }
 
-  round(t: RoundTask): void {
-    const scratch = this.attentionScratch(t);
-    this.wasm.accurateBuckets(
+  round(t: RoundTask): void | Promise<void> {
+    const scratch = this.top;
+    // Buckets hold nq / numKeys queries on average, each against up to cap keys.
+    const perBucket = 2 * (t.nq / t.numKeys) * t.cap * (t.d + t.dv);
+    const jobs = this.ranges(t.numKeys, perBucket, 1).map(([u0, u1]) => [
       ...this.head(t), this.ptr(t.qPerm, 1), this.ptr(t.kPerm, 1), this.ptr(t.qStarts, 1), this.ptr(t.kStarts, 1),
-      t.numKeys, t.cap,
-      ...this.mask(t.mask, t.nq, t.nk), ...this.part(t.dst, t.dv), scratch,
-    );
+      t.numKeys, t.cap, ...this.mask(t.mask, t.nq, t.nk), u0, u1, ...this.part(t.dst, t.dv), scratch,
+    ]);
+    return this.jobs('accurateBuckets', jobs, scratch, this.attentionStride(t), [27]);
   }
 
   buckets(t: BucketsTask): void {
@@ -212,28 +324,39 @@ export class CpuBackend implements Backend {
     );
   }
 
-  samples(t: SamplesTask): void {
+  samples(t: SamplesTask): void | Promise<void> {
     const m = t.samples.length;
-    const { scratch, list, cache } = this.listScratch(t, m, m);
+    const list = this.top;
+    const scratch = align(list + m * 4);
+    this.reserve(scratch);
     new Int32Array(this.wasm.memory.buffer, list, m).set(t.samples);
-    this.wasm.accurateSamples(
-      ...this.head(t), list, m, t.qFrom, t.qTo, ...this.mask(t.mask, t.nq, t.nk), ...this.part(t.dst, t.dv), scratch, cache,
-    );
+    const { stride, cacheAt } = this.listStride(t, m);
+    const cache = cacheAt === undefined ? 0 : scratch + cacheAt;
+    const jobs = this.ranges(t.qTo - t.qFrom, 2 * m * (t.d + t.dv), CORE_ROWS).map(([r0, r1]) => [
+      ...this.head(t), list, m, t.qFrom + r0, t.qFrom + r1, ...this.mask(t.mask, t.nq, t.nk), ...this.part(t.dst, t.dv),
+      scratch, cache,
+    ]);
+    return this.jobs('accurateSamples', jobs, scratch, stride, cache ? [23, 24] : [23]);
   }
 
   remainder(t: RemainderTask): void {
     const scratch = this.scratch(t.dv * 8);
     this.wasm.remainderMerge(
       this.ptr(t.v, t.dv), t.nq, t.nk, t.dv, t.causal ? 1 : 0, t.controlVariate,
-      ...this.part(t.exact, t.dv), ...this.part(t.samples, t.dv), scratch,
+      ...this.part(t.exact, t.dv) as [number, number, number, number],
+      ...this.part(t.samples, t.dv) as [number, number, number, number], scratch,
     );
   }
 
   releaseAll(): void {
     this.live.clear();
     this.top = this.base;
-    // A large call's memory would otherwise stay with the process for good.
-    this.wasm = renewKernels(this.wasm, this.flavour);
+    this.signal?.removeEventListener('abort', this.onAbort);
+    this.signal = undefined;
+    this.stop.control = undefined;
+    // A large call's memory would otherwise stay with the process for good (threaded
+    // arenas are dropped instead: see backends.ts).
+    if (!this.group) this.wasm = renewKernels(this.wasm, this.flavour);
   }
 }
 
@@ -241,7 +364,21 @@ function align(x: number): number {
   return Math.ceil(x / ALIGN) * ALIGN;
 }
 
-/** A WebAssembly backend; flavour defaults to SIMD where the engine supports it. */
+/** Resolves on a later turn of the event loop, without the clamping of nested timers. */
+function nextTurn(): Promise<void> {
+  const immediate = (globalThis as { setImmediate?: (fn: () => void) => void }).setImmediate;
+  if (immediate) return new Promise((resolve) => immediate(resolve));
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => {
+      channel.port1.close();
+      resolve();
+    };
+    channel.port2.postMessage(0);
+  });
+}
+
+/** A WebAssembly backend on the calling thread; flavour defaults to SIMD where the engine supports it. */
 export async function createCpuBackend(flavour: KernelFlavour = bestFlavour()): Promise<CpuBackend> {
   return new CpuBackend(await instantiateKernels(flavour), flavour);
 }

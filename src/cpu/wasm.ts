@@ -1,7 +1,10 @@
 // Loads the AssemblyScript kernels: the relaxed-SIMD build (fused multiply-add) where the
-// engine validates it, else the SIMD build, else the scalar one. All are embedded (base64)
-// by the build, so the bundle needs no file beside it in any runtime.
-import { RELAXED_WASM_BASE64, SCALAR_WASM_BASE64, SIMD_WASM_BASE64 } from './wasm.generated.ts';
+// engine validates it, else the SIMD build, else the scalar one; for threads, the same SIMD
+// builds over an imported shared memory. All are embedded (base64) by the build, so the
+// bundle needs no file beside it in any runtime.
+import {
+  RELAXED_THREADS_WASM_BASE64, RELAXED_WASM_BASE64, SCALAR_WASM_BASE64, SIMD_THREADS_WASM_BASE64, SIMD_WASM_BASE64,
+} from './wasm.generated.ts';
 
 /** The exports of assembly/index.ts; pointers are byte offsets into memory. */
 export interface KernelExports {
@@ -23,24 +26,24 @@ export interface KernelExports {
   sampledAttention(
     q: number, k: number, v: number, qPerm: number, kPerm: number, samples: number, m: number,
     nqSorted: number, nqReal: number, d: number, dv: number, scale: number, qBlock: number, kBlock: number,
-    nBlocks: number, lseOffset: number, out: number, lse: number, write: number, scratch: number,
+    nBlocks: number, lseOffset: number, qFrom: number, qTo: number, out: number, lse: number, write: number, scratch: number,
   ): void;
   mergeRows(dstOut: number, dstLse: number, srcOut: number, srcLse: number, rows: number, dv: number, write: number): void;
   accurateColumns(
     q: number, k: number, v: number, nq: number, nk: number, d: number, dv: number, scale: number,
-    cols: number, nCols: number, causal: number, out: number, lse: number, cnt: number, vsum: number, scratch: number,
-    cache: number,
+    cols: number, nCols: number, causal: number, qFrom: number, qTo: number,
+    out: number, lse: number, cnt: number, vsum: number, scratch: number, cache: number,
   ): void;
   accurateWindow(
     q: number, k: number, v: number, nq: number, nk: number, d: number, dv: number, scale: number,
-    flags: number, winLo: number, win: number, causal: number,
+    flags: number, winLo: number, win: number, causal: number, rowFrom: number, rowTo: number,
     out: number, lse: number, cnt: number, vsum: number, scratch: number,
   ): void;
   accurateBuckets(
     q: number, k: number, v: number, nq: number, nk: number, d: number, dv: number, scale: number,
     qPerm: number, kPerm: number, qStarts: number, kStarts: number, numKeys: number, cap: number,
     flags: number, winLo: number, win: number, causal: number, rounds: number, qTags: number, kTags: number,
-    out: number, lse: number, cnt: number, vsum: number, scratch: number,
+    uFrom: number, uTo: number, out: number, lse: number, cnt: number, vsum: number, scratch: number,
   ): void;
   accurateSamples(
     q: number, k: number, v: number, nq: number, nk: number, d: number, dv: number, scale: number,
@@ -61,11 +64,15 @@ export interface KernelExports {
 }
 
 export type KernelFlavour = 'relaxed' | 'simd' | 'scalar';
+/** The builds over a shared memory, for threads. */
+export type ThreadedFlavour = 'relaxed-threads' | 'simd-threads';
 
-const SOURCES: Record<KernelFlavour, string> = {
+const SOURCES: Record<KernelFlavour | ThreadedFlavour, string> = {
   relaxed: RELAXED_WASM_BASE64,
   simd: SIMD_WASM_BASE64,
   scalar: SCALAR_WASM_BASE64,
+  'relaxed-threads': RELAXED_THREADS_WASM_BASE64,
+  'simd-threads': SIMD_THREADS_WASM_BASE64,
 };
 
 function decodeBase64(s: string): Uint8Array<ArrayBuffer> {
@@ -75,7 +82,7 @@ function decodeBase64(s: string): Uint8Array<ArrayBuffer> {
   return bytes;
 }
 
-const modules = new Map<KernelFlavour, Promise<WebAssembly.Module>>();
+const modules = new Map<KernelFlavour | ThreadedFlavour, Promise<WebAssembly.Module>>();
 /** The same modules once compiled, for renewKernels' synchronous instantiation. */
 const compiled = new Map<KernelFlavour, WebAssembly.Module>();
 
@@ -103,6 +110,31 @@ const IMPORTS = {
     },
   },
 };
+
+/** The threaded build of a flavour, or undefined for the scalar one (engines with threads have SIMD). */
+export function threadedFlavour(flavour: KernelFlavour): ThreadedFlavour | undefined {
+  return flavour === 'scalar' ? undefined : `${flavour}-threads`;
+}
+
+/** A threaded build's bytes, for the workers to compile, and a new shared memory for it. */
+export function threadedBuild(flavour: ThreadedFlavour): { bytes: Uint8Array<ArrayBuffer>; memory: WebAssembly.Memory } {
+  return {
+    bytes: decodeBase64(SOURCES[flavour]),
+    // The builds declare 1 initial and 65536 maximum pages (scripts/build.mjs); the memory must match.
+    memory: new WebAssembly.Memory({ initial: 1, maximum: 65536, shared: true }),
+  };
+}
+
+/** The kernels of a threaded build over `memory`, on the calling thread. */
+export async function instantiateThreaded(flavour: ThreadedFlavour, memory: WebAssembly.Memory): Promise<KernelExports> {
+  let module = modules.get(flavour);
+  if (!module) {
+    module = WebAssembly.compile(decodeBase64(SOURCES[flavour]));
+    modules.set(flavour, module);
+  }
+  const instance = await WebAssembly.instantiate(await module, { env: { ...IMPORTS.env, memory } });
+  return instance.exports as unknown as KernelExports;
+}
 
 export async function instantiateKernels(flavour: KernelFlavour = bestFlavour()): Promise<KernelExports> {
   let module = modules.get(flavour);
