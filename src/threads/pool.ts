@@ -186,7 +186,7 @@ export function stopBatch(stop: { control?: Int32Array }): void {
 }
 
 /** The part of Node's worker_threads Worker the pool uses. */
-type NodeWorkerClass = new (code: string, options: { eval: true }) => WorkerLike & {
+type NodeWorkerClass = new (code: string, options: { eval: true; execArgv: string[] }) => WorkerLike & {
   on(event: 'message', listener: (reply: Reply) => void): void;
   on(event: 'error', listener: (error: Error) => void): void;
   on(event: 'exit', listener: (code: number) => void): void;
@@ -203,7 +203,8 @@ async function spawner(): Promise<Spawn | string> {
     const { Worker } = (await import(/* @vite-ignore */ ['node', 'worker_threads'].join(':'))) as { Worker: NodeWorkerClass };
     const code = `${WORKER_SOURCE}\nhyperattentionWorker.serve(require('node:worker_threads').parentPort);\n`;
     return (onReply, onDeath) => {
-      const worker = new Worker(code, { eval: true });
+      // execArgv: []: not the parent's flags (--input-type=module would make this an ES module).
+      const worker = new Worker(code, { eval: true, execArgv: [] });
       worker.on('message', onReply);
       worker.on('error', (error) => onDeath(error.message));
       worker.on('exit', (code) => onDeath(`exit code ${code}`));
