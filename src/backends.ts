@@ -86,6 +86,11 @@ export async function acquireCpu(threads: number): Promise<CpuBackend> {
   return idleSingle.pop() ?? createCpuBackend();
 }
 
+/** Whether calls can have more than one WebAssembly thread here (see acquireCpu). */
+export async function threadsAvailable(): Promise<boolean> {
+  return typeof (await threadPool()) !== 'string' && threadedFlavour(bestFlavour()) !== undefined;
+}
+
 /** Takes back a backend of acquireCpu once its call has released its buffers. */
 export function releaseCpu(backend: CpuBackend): void {
   const group = backend.group;

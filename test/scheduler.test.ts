@@ -56,8 +56,8 @@ const ADAPTER = { vendor: 'v', architecture: 'a', device: 'd', description: 'tes
 function profile(webgpu: DeviceCosts | null, fallback = false, adapter = ADAPTER): Profile {
   return {
     format: 'hyperattention-profile',
-    version: 1,
-    environment: { runtime: 'test', wasm: 'simd', cpu: 'test cpu x2', threads: 2, adapter: webgpu ? { ...adapter, fallback } : null },
+    version: 2,
+    environment: { runtime: 'test', wasm: 'simd', cpu: 'test cpu x2', threads: 2, wasmThreads: 2, adapter: webgpu ? { ...adapter, fallback } : null },
     created: '2026-11-22T00:00:00.000Z',
     calibrationMs: 1000,
     devices: { cpu: CPU, webgpu },
@@ -73,9 +73,19 @@ const PROFILES = {
 
 const shapeOf = (n: number, H = 1, d = 64): AttentionShape => ({ B: 1, H, Hkv: H, nq: n, nk: n, d, dv: d });
 const params = (causal: boolean, p: Partial<ChooseParams> = {}): ChooseParams => ({
-  causal, exact: false, blockSize: 256, sampleSize: 256, lshNumProjs: 7, mode: 'reference', splits: SPLITS, ...p,
+  causal, exact: false, blockSize: 256, sampleSize: 256, lshNumProjs: 7, mode: 'reference', splits: SPLITS, threads: 2, ...p,
 });
 const SIZES = [64, 1024, 4096, 16384, 65536];
+
+test('the scheduler knows threads: CPU attention on 1 thread is predicted slower than on the 2 the profile measured, no faster beyond the cores', () => {
+  const p = PROFILES['cpu only'];
+  const at = (threads: number) => choose(shapeOf(16384, 2), params(false, { exact: true, splits: ['cpu'], threads }), p);
+  const exact = (e: ReturnType<typeof at>) => e.steps.find((s) => s.op === 'exact')!.predictedMs;
+  assert.ok(exact(at(1)) / exact(at(2)) > 1.9, 'one thread: half the throughput');
+  assert.is(exact(at(8)), exact(at(2)), 'more threads than cores');
+  assert.is(at(1).threads, 1);
+  assert.match(at(2).reason, /cpu on 2 threads/);
+});
 
 test('plans are deterministic for a given profile, and pick the fastest allowed candidate', () => {
   for (const p of Object.values(PROFILES)) {
@@ -217,7 +227,7 @@ test('malformed and foreign profiles are rejected, saying why', async () => {
   await rejectsProfile('{"format": ', /not JSON/);
   await rejectsProfile(42, /profile: expected an object/);
   await rejectsProfile({ ...copy(), format: 'something' }, /format: expected 'hyperattention-profile'/);
-  await rejectsProfile({ ...copy(), version: 0 }, /version: this library reads version 1/);
+  await rejectsProfile({ ...copy(), version: 0 }, /version: this library reads version 2/);
   const negative = copy();
   negative.devices.cpu.exact.unitsPerMs = -1;
   await rejectsProfile(negative, /devices\.cpu\.exact\.unitsPerMs: expected a finite positive number, got -1/);

@@ -65,8 +65,8 @@ test('a software adapter may be left unmeasured in a profile; a hardware one may
   const costs = Object.fromEntries(OP_NAMES.map((op) => [op, { fixedMs: 0.01, unitsPerMs: 1e6 }])) as DeviceCosts;
   const adapter = { vendor: 'v', architecture: 'a', device: 'd', description: 'x', fallback: true, maxBufferBytes: 2 ** 30, maxBindingBytes: 2 ** 27 };
   const profile = (fallback: boolean | null, webgpu: DeviceCosts | null) => ({
-    format: 'hyperattention-profile', version: 1, created: '2026-11-30T00:00:00.000Z', calibrationMs: 600,
-    environment: { runtime: 'test', wasm: 'simd', cpu: null, threads: 2, adapter: fallback === null ? null : { ...adapter, fallback } },
+    format: 'hyperattention-profile', version: 2, created: '2026-11-30T00:00:00.000Z', calibrationMs: 600,
+    environment: { runtime: 'test', wasm: 'simd', cpu: null, threads: 2, wasmThreads: 2, adapter: fallback === null ? null : { ...adapter, fallback } },
     devices: { cpu: costs, webgpu },
   });
   assert.is(parseProfile(profile(true, null)).devices.webgpu, null);

@@ -50,6 +50,8 @@ export interface Explanation extends Candidate {
   reason: string;
   /** the environment the profile was measured on */
   environment: string;
+  /** WebAssembly threads the call's CPU work runs on */
+  threads: number;
 }
 
 /** The algorithm's plan of a call at a cutoff (throws where the causal recursion cannot take it). */
@@ -159,17 +161,36 @@ function authorsWork(shape: AttentionShape, p: WorkParams, plan: AuthorsPlan, sp
  * computes the previous head: the call takes the longer of the two shares plus one head of
  * the shorter.
  */
-export function predict(work: Omit<Step, 'predictedMs'>[], profile: Profile, split: Split, heads: number): { steps: Step[]; ms: number } {
+export function predict(
+  work: Omit<Step, 'predictedMs'>[], profile: Profile, split: Split, heads: number, threads = profile.environment.wasmThreads,
+): { steps: Step[]; ms: number } {
+  const speed = threadSpeed(profile);
   const steps = work.map((w) => {
     const cost = costsOf(profile, w.device)[w.op];
     const fixedCalls = w.op === 'download' && split !== 'cpu' ? Math.min(w.calls, 1) : w.calls;
-    return { ...w, predictedMs: fixedCalls * cost.fixedMs + w.units / cost.unitsPerMs };
+    // The hybrid's CPU backend (hashing, sorting) runs on one thread.
+    const perThread = w.device === 'cpu' && THREADED_OPS.includes(w.op) ? (split === 'hybrid' ? speed(1) : speed(threads)) : 1;
+    return { ...w, predictedMs: fixedCalls * cost.fixedMs + w.units / cost.unitsPerMs / perThread };
   });
   const share = (device: Device) => steps.filter((s) => s.device === device).reduce((t, s) => t + s.predictedMs, 0);
   const cpu = share('cpu');
   const gpu = share('webgpu');
   const ms = split === 'hybrid' ? Math.max(cpu, gpu) + Math.min(cpu, gpu) / heads : cpu + gpu;
   return { steps, ms };
+}
+
+/** The ops whose jobs the WebAssembly backend splits over its threads. */
+const THREADED_OPS: readonly OpName[] = ['hash', 'exact', 'block', 'sampled'];
+
+/**
+ * Throughput on `t` threads relative to the profile's (measured on wasmThreads): linear in
+ * the threads that get a core of their own, so a call asking for more threads than cores
+ * gains nothing over the cores.
+ */
+function threadSpeed(profile: Profile): (t: number) => number {
+  const cores = profile.environment.threads ?? profile.environment.wasmThreads;
+  const measured = Math.min(profile.environment.wasmThreads, cores);
+  return (t) => Math.min(t, cores) / measured;
 }
 
 /** Why the split cannot run this shape on the profile's adapter, if it cannot. */
@@ -224,6 +245,8 @@ function cutoffs(shape: AttentionShape, causal: boolean, given: number | undefin
 export interface ChooseParams extends WorkParams {
   /** the caller's minSeqLen, which wins over the scheduler's choice */
   minSeqLen?: number;
+  /** WebAssembly threads the call runs on */
+  threads: number;
   /** backends the caller allows, in order of preference on a tie */
   splits: readonly Split[];
 }
@@ -264,7 +287,7 @@ export function choosePlan(shape: AttentionShape, p: ChooseParams, profile: Prof
       }
       // Without hashing, the hybrid is the GPU split.
       if (split === 'hybrid' && !hashes) continue;
-      const { steps, ms } = predict(workOf(shape, p, plan, split), profile, split, heads);
+      const { steps, ms } = predict(workOf(shape, p, plan, split), profile, split, heads, p.threads);
       const slower = p.splits.length > 1 ? slowerThanCpu(steps, profile) : undefined;
       candidates.push({ ...base, predictedMs: ms, steps, plan, ...(slower ? { rejected: slower } : {}) });
     }
@@ -288,6 +311,7 @@ export function choosePlan(shape: AttentionShape, p: ChooseParams, profile: Prof
     candidates: sorted.map(({ steps: _, plan: __, ...c }) => c),
     reason: reasonFor(best, p, candidates),
     environment: environmentKey(profile.environment),
+    threads: p.threads,
   };
   return { explanation, plan: best.plan };
 }
@@ -301,5 +325,5 @@ function reasonFor(best: Candidate, p: ChooseParams, candidates: Candidate[]): s
   else if (!candidates.some((c) => c.algorithm === 'hyper')) cutoff = `at most minSeqLen ${DEFAULTS.minSeqLen} rows: exact`;
   else if (best.algorithm === 'exact') cutoff = 'HyperAttention is not predicted faster here, so the call runs exact';
   else cutoff = best.minSeqLen === DEFAULTS.minSeqLen ? 'default minSeqLen' : `minSeqLen raised to ${best.minSeqLen}`;
-  return `${best.backend}: ${how} (${cutoff})`;
+  return `${best.backend}${best.backend === 'cpu' ? ` on ${p.threads} thread${p.threads === 1 ? '' : 's'}` : ''}: ${how} (${cutoff})`;
 }

@@ -5,7 +5,7 @@
 // environment, and persisted so that a new process or page load does not measure again: a
 // file named by the caller, else localStorage where the runtime has it (browsers, Deno),
 // else a file per environment in the per-user cache folder (Node; Deno when permitted).
-import { cpuBackend, gpuBackend, hybridBackend, serialize } from '../backends.ts';
+import { acquireCpu, cpuBackend, gpuBackend, hybridBackend, serialize, threadsAvailable } from '../backends.ts';
 import type { CpuBackend } from '../cpu/backend.ts';
 import { describeValue } from '../describe.ts';
 import { HyperAttentionError } from '../errors.ts';
@@ -17,6 +17,7 @@ import {
   type ResolvedHyperOptions,
 } from '../options.ts';
 import { attentionShapeOf, type AttentionShape } from '../tensor.ts';
+import { threadsFor } from '../threads/config.ts';
 import { setWarningHandler, warn } from '../warnings.ts';
 import { calibrateBackend } from './calibrate.ts';
 import { choose, choosePlan, SPLITS, type ChooseParams, type Explanation, type Split } from './cost.ts';
@@ -139,16 +140,21 @@ async function environmentOf(cpu: CpuBackend, gpu: WebGPUBackend | undefined): P
     };
   }
   return {
-    runtime: runtimeName(), wasm: cpu.flavour, cpu: model?.name ?? null, threads: typeof threads === 'number' ? threads : null, adapter,
+    runtime: runtimeName(), wasm: cpu.flavour, cpu: model?.name ?? null, threads: typeof threads === 'number' ? threads : null,
+    wasmThreads: cpu.threads, adapter,
   };
 }
 
-/** The WebAssembly backend and the shared WebGPU one, when the runtime has an adapter. */
+/**
+ * A WebAssembly backend on the default thread count (the pool's, where the runtime has
+ * threads), which calibration measures, and the shared WebGPU one, when the runtime has an
+ * adapter.
+ */
 async function devicesAtHand(): Promise<Devices> {
   const known = await sharedDevices?.catch(() => undefined);
   if (known && !known.gpu?.isLost) return known;
   sharedDevices = (async () => {
-    const cpu = await cpuBackend();
+    const cpu = await acquireCpu(await threadsFor(undefined));
     const gpu = await gpuBackend().catch((error: unknown) => {
       if (error instanceof HyperAttentionError && error.code === 'UNSUPPORTED') return undefined;
       throw error;
@@ -479,10 +485,10 @@ export interface Scheduled {
 
 /** Everything a plan depends on beyond the shape. */
 function chooseParams(
-  shape: AttentionShape, o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, splits: readonly Split[],
+  shape: AttentionShape, o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, splits: readonly Split[], threads: number,
 ): ChooseParams {
   // The plan's own parameters; the cutoff is the caller's only when given (else the scheduler's).
-  return { ...planParams(shape, o, hyper), minSeqLen: hyper?.minSeqLenGiven ? hyper.minSeqLen : undefined, splits };
+  return { ...planParams(shape, o, hyper), minSeqLen: hyper?.minSeqLenGiven ? hyper.minSeqLen : undefined, splits, threads };
 }
 
 async function backendOf(split: Split, devices: Devices): Promise<Backend> {
@@ -497,22 +503,25 @@ async function backendOf(split: Split, devices: Devices): Promise<Backend> {
 export async function schedule(
   shape: AttentionShape, o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, explainToo: boolean,
 ): Promise<Scheduled> {
+  // The threads the call's WebAssembly work will run on.
+  const threads = (await threadsAvailable()) ? await threadsFor(o.threads) : 1;
   if (o.backend === 'auto') {
     const devices = await devicesAtHand();
     const profile = await profileOf(devices);
     // A software adapter left unmeasured is no candidate (see measure).
     const splits = devices.gpu && profile.devices.webgpu ? SPLITS : (['cpu'] as const);
-    const { explanation: plan, plan: work } = choosePlan(shape, chooseParams(shape, o, hyper, splits), profile);
+    const { explanation: plan, plan: work } = choosePlan(shape, chooseParams(shape, o, hyper, splits, threads), profile);
     return { backend: await backendOf(plan.backend, devices), minSeqLen: plan.minSeqLen ?? undefined, plan, work };
   }
-  const cpu = await cpuBackend();
   const gpu = o.backend === 'webgpu' ? await gpuBackend(o.device) : undefined;
+  if (!explainToo) return { backend: gpu ?? await cpuBackend(), minSeqLen: undefined, plan: undefined, work: undefined };
+  // The profile's WebAssembly costs are the calibration backend's (its thread count is part of the environment).
+  const { cpu } = await devicesAtHand();
   const backend = gpu ?? cpu;
-  if (!explainToo) return { backend, minSeqLen: undefined, plan: undefined, work: undefined };
   const devices = { cpu, gpu, env: await environmentOf(cpu, gpu) };
   const profile = await profileWithGpu(devices);
   // The explicit backend's cutoff is the caller's or the default, as without a profile.
-  const params = { ...chooseParams(shape, o, hyper, [gpu ? 'webgpu' : 'cpu']), minSeqLen: hyper?.minSeqLen };
+  const params = { ...chooseParams(shape, o, hyper, [gpu ? 'webgpu' : 'cpu'], threads), minSeqLen: hyper?.minSeqLen };
   const chosen = choosePlan(shape, params, profile);
   return { backend, minSeqLen: undefined, plan: chosen.explanation, work: chosen.plan };
 }

@@ -49,12 +49,15 @@ export interface Environment {
   cpu: string | null;
   /** logical CPUs, where the runtime tells */
   threads: number | null;
+  /** the WebAssembly threads the cpu costs were measured with (calls on other counts are scaled) */
+  wasmThreads: number;
   /** null: no WebGPU adapter */
   adapter: AdapterIdentity | null;
 }
 
 export const PROFILE_FORMAT = 'hyperattention-profile';
-export const PROFILE_VERSION = 1;
+/** 2: environment.wasmThreads (version 1 profiles were measured on one thread) */
+export const PROFILE_VERSION = 2;
 
 export interface Profile {
   format: typeof PROFILE_FORMAT;
@@ -75,7 +78,7 @@ export interface Profile {
 export function environmentKey(env: Environment): string {
   const a = env.adapter;
   const gpu = a ? `${a.vendor}/${a.architecture}/${a.device}/${a.description}${a.fallback ? ' (software)' : ''}` : 'no webgpu';
-  return `${env.runtime} | wasm ${env.wasm} | ${env.cpu ?? 'cpu ?'} | ${env.threads ?? '?'} threads | ${gpu}`;
+  return `${env.runtime} | wasm ${env.wasm} x${env.wasmThreads} | ${env.cpu ?? 'cpu ?'} | ${env.threads ?? '?'} threads | ${gpu}`;
 }
 
 function invalid(message: string): never {
@@ -127,7 +130,9 @@ function environment(value: unknown): Environment {
     };
   }
   const cpu = o.cpu === null ? null : text(o.cpu, 'environment.cpu');
-  return { runtime: text(o.runtime, 'environment.runtime'), wasm: text(o.wasm, 'environment.wasm'), cpu, threads, adapter };
+  const wasmThreads = positive(o.wasmThreads, 'environment.wasmThreads');
+  if (!Number.isInteger(wasmThreads)) invalid(`environment.wasmThreads: expected an integer, got ${describeValue(wasmThreads)}`);
+  return { runtime: text(o.runtime, 'environment.runtime'), wasm: text(o.wasm, 'environment.wasm'), cpu, threads, wasmThreads, adapter };
 }
 
 /**
