@@ -74,7 +74,7 @@ for (const d of DIMS) {
       let ours: Float32Array | null = null;
       await recorder.run({ method: OURS_EXACT, backend: 'cpu', params }, async () => {
         const time = await measure(async () => {
-          ours = (await exactAttention(x.q, x.k, x.v, { backend: 'cpu' })).out.data;
+          ours = (await exactAttention(x.q, x.k, x.v, { backend: 'cpu', threads: 1 })).out.data;
         });
         return { time, ...figures(time.medianMs) };
       });
