@@ -19,7 +19,7 @@ export function useBackend(name: 'cpu' | 'webgpu'): void {
 
 const CODES: ReadonlySet<string> = new Set<ErrorCode>([
   'INVALID_SHAPE', 'INVALID_OPTION', 'NON_FINITE_INPUT', 'INPUT_OVERFLOW', 'UNSUPPORTED_HEAD_DIM', 'INVALID_SAMPLER_OUTPUT',
-  'UNSUPPORTED', 'OUT_OF_MEMORY', 'DEVICE_LOST', 'GPU_ERROR', 'INVALID_PROFILE',
+  'UNSUPPORTED', 'OUT_OF_MEMORY', 'DEVICE_LOST', 'GPU_ERROR', 'INVALID_PROFILE', 'ABORTED',
 ]);
 
 
@@ -95,6 +95,7 @@ function hyperOptions(rng: Xoshiro128, p: Problem): { options: Record<string, un
   if (rng.nextBelow(2)) o.mode = pick(rng, ['reference', 'fixed']);
   if (rng.nextBelow(2)) o.seed = pick(rng, [0, 1, 0xffffffff, rng.nextU32()]);
   if (rng.nextBelow(3) === 0) o.scale = pick(rng, [0.01, 0.3, 1, 2]);
+  if (rng.nextBelow(2)) o.threads = pick(rng, [1, 2, 3]);
   o.minSeqLen = pick(rng, [0, 1, 2, 8, 16, 32, 64, 4096, Number.MAX_SAFE_INTEGER]);
   const m = o.minSeqLen as number;
   const exact = p.causal ? p.nq <= m : p.nq < m;
@@ -128,8 +129,11 @@ const OPTION_VALUES: Record<string, { bad: unknown[]; ok?: unknown[] }> = {
   seed: { bad: [-1, 1.5, NaN, 2 ** 32, 1n, '0', null], ok: [0, 0xffffffff] },
   projections: { bad: [null, [1, 2], new Float64Array(8), new Float32Array(3), 'p', {}, 1] },
   sampler: { bad: [null, 1, 'f', {}, new Int32Array(8)] },
+  threads: { bad: [0, -1, 1.5, NaN, Infinity, 257, 2 ** 31, 2 ** 32 + 2, 1n, '2', null, true], ok: [1, 2, 3, 256] },
+  signal: { bad: [null, {}, 'abort', 1, { aborted: 1 }, new AbortController()], ok: [new AbortController().signal] },
+  worker: { bad: [null, 1, 'yes', {}], ok: [true, false] },
 };
-const EXACT_KEYS = new Set(['causal', 'scale', 'backend', 'device', 'output', 'onProgress', 'profile']);
+const EXACT_KEYS = new Set(['causal', 'scale', 'backend', 'device', 'output', 'onProgress', 'profile', 'threads', 'signal', 'worker']);
 
 const userError = new Error('the caller\'s own error');
 
@@ -332,6 +336,9 @@ function validity(key: string, value: unknown): 'valid' | 'invalid' | 'maybe' {
       case 'minSeqLen': return isInt(0, Number.MAX_SAFE_INTEGER);
       case 'seed': return isInt(0, 0xffffffff);
       case 'profile': return typeof value === 'boolean';
+      case 'worker': return typeof value === 'boolean';
+      case 'threads': return isInt(1, 256);
+      case 'signal': return value instanceof AbortSignal;
       case 'onProgress': return typeof value === 'function';
       default: return false;
     }
