@@ -1,8 +1,8 @@
 // WebAssembly threads (#11): results bit-identical for 1, 2 and 4 threads (exact, the
 // accurate mode, the authors' modes; causal or not; GQA; Nq != Nk), 32 calls in flight
 // equal to the same calls one at a time, cancellation through `signal` (before, during,
-// after a call, on one thread and on several), a worker that dies or fails, a Node process
-// that exits on its own after threaded calls, and the new options' validation.
+// after a call, on one thread and on several), a worker that dies or fails, Node and Deno
+// processes that exit on their own after threaded calls, and the new options' validation.
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -195,6 +195,23 @@ test('a Node process exits on its own after threaded calls', () => {
   assert.is(r.status, 0, r.stderr);
   assert.match(r.stdout, /done/);
   assert.ok(performance.now() - start < 20_000, 'the process lingered');
+});
+
+test('Deno: threaded calls give the one-thread result bit for bit, and the process exits on its own', () => {
+  const deno = join(root, 'node_modules/.bin/deno');
+  const script = `
+    import { hyperAttention } from '${join(root, 'src/index.ts')}';
+    const data = new Float32Array(4096 * 64).map((_, i) => Math.sin(i * 0.37));
+    const t = { data, shape: [1, 1, 4096, 64] };
+    const one = await hyperAttention(t, t, t, { backend: 'cpu', threads: 1 });
+    const two = await hyperAttention(t, t, t, { backend: 'cpu', threads: 2 });
+    const same = one.out.data.every((x, i) => Object.is(x, two.out.data[i])) && one.lse.data.every((x, i) => Object.is(x, two.lse.data[i]));
+    console.log(same ? 'same' : 'different');`;
+  // No permission flags: the workers need none.
+  const r = spawnSync(deno, ['eval', '--ext=ts', script], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+  assert.is(r.status, 0, `${r.stderr}${r.error ?? ''}`);
+  assert.match(r.stdout, /^same$/m);
+  assert.not.match(r.stderr, /one thread/, 'Deno ran without threads');
 });
 
 test('threads, signal and worker: bad values rejected with INVALID_OPTION', async () => {

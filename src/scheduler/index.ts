@@ -145,16 +145,20 @@ async function environmentOf(cpu: CpuBackend, gpu: WebGPUBackend | undefined): P
   };
 }
 
-/**
- * A WebAssembly backend on the default thread count (the pool's, where the runtime has
- * threads), which calibration measures, and the shared WebGPU one, when the runtime has an
- * adapter.
- */
+let calibrationCpu: Promise<CpuBackend> | undefined;
+
+/** The WebAssembly backend calibration measures: on the default thread count (the pool's, where the runtime has threads). */
+function measuredCpu(): Promise<CpuBackend> {
+  calibrationCpu ??= (async () => acquireCpu(await threadsFor(undefined)))();
+  return calibrationCpu;
+}
+
+/** The WebAssembly backend calibration measures, and the shared WebGPU one, when the runtime has an adapter. */
 async function devicesAtHand(): Promise<Devices> {
   const known = await sharedDevices?.catch(() => undefined);
   if (known && !known.gpu?.isLost) return known;
   sharedDevices = (async () => {
-    const cpu = await acquireCpu(await threadsFor(undefined));
+    const cpu = await measuredCpu();
     const gpu = await gpuBackend().catch((error: unknown) => {
       if (error instanceof HyperAttentionError && error.code === 'UNSUPPORTED') return undefined;
       throw error;
@@ -516,7 +520,7 @@ export async function schedule(
   const gpu = o.backend === 'webgpu' ? await gpuBackend(o.device) : undefined;
   if (!explainToo) return { backend: gpu ?? await cpuBackend(), minSeqLen: undefined, plan: undefined, work: undefined };
   // The profile's WebAssembly costs are the calibration backend's (its thread count is part of the environment).
-  const { cpu } = await devicesAtHand();
+  const cpu = await measuredCpu();
   const backend = gpu ?? cpu;
   const devices = { cpu, gpu, env: await environmentOf(cpu, gpu) };
   const profile = await profileWithGpu(devices);
