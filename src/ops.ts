@@ -288,7 +288,7 @@ export interface Backend {
   sampled(t: SampledTask): OpResult;
   merge(t: MergeTask): void;
   // The accurate mode's parts.
-  probe(t: ProbeTask): void;
+  probe(t: ProbeTask): OpResult;
   columns(t: ColumnsTask): OpResult;
   window(t: WindowTask): OpResult;
   round(t: RoundTask): OpResult;

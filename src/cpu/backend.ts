@@ -10,7 +10,7 @@
 import { abortedError, HyperAttentionError } from '../errors.ts';
 import type {
   AttentionInputs, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, Destination, ExactTask, HashTask, MergeTask,
-  PartOutput, ProbeTask, RemainderTask, RoundTask, RowView, SampledTask, SamplesTask, SortTask, WindowTask,
+  OpResult, PartOutput, ProbeTask, RemainderTask, RoundTask, RowView, SampledTask, SamplesTask, SortTask, WindowTask,
   WriteMode,
 } from '../ops.ts';
 import { stopBatch, type ThreadPool } from '../threads/pool.ts';
@@ -43,6 +43,8 @@ const CORE_ROWS = 64;
 const WINDOW_ROWS = 32;
 /** About 20 ms of attention on one core: the most one job does, so that an abort waits no longer. */
 const JOB_FLOPS = 5e8;
+/** Probe rows per job of the heavy-column probe: a fixed grouping, so that its sums do not depend on the threads. */
+const PROBE_ROWS = 4;
 /** On one thread, the longest run of jobs between two turns of the event loop. */
 const YIELD_MS = 25;
 
@@ -157,7 +159,7 @@ export class CpuBackend implements Backend {
    * Runs kernel fn once per job. Each thread gets its own `stride` bytes of scratch from
    * `scratch` on: the job arguments at `offsets` are the first thread's addresses in it.
    */
-  private jobs(fn: KernelName, jobs: number[][], scratch: number, stride: number, offsets: number[]): void | Promise<void> {
+  private jobs(fn: KernelName, jobs: number[][], scratch: number, stride: number, offsets: number[]): OpResult {
     if (this.signal?.aborted) throw abortedError();
     if (this.group && jobs.length > 1) {
       this.reserve(scratch + stride * this.group.threads);
@@ -185,7 +187,7 @@ export class CpuBackend implements Backend {
     })();
   }
 
-  hash(t: HashTask): void | Promise<void> {
+  hash(t: HashTask): OpResult {
     const scratch = this.top;
     const x = this.ptr(t.x, t.d);
     const keys = this.ptr(t.keys, 1);
@@ -210,7 +212,7 @@ export class CpuBackend implements Backend {
     return align(this.wasm.attentionScratchBytes(t.d, t.dv, m));
   }
 
-  exact(t: ExactTask): void | Promise<void> {
+  exact(t: ExactTask): OpResult {
     const scratch = this.top;
     const q = this.ptr(t.q, t.d);
     const [out, lse, write] = this.dst(t.dst, t.dv);
@@ -223,7 +225,7 @@ export class CpuBackend implements Backend {
     return this.jobs('exactAttention', jobs, scratch, this.attentionStride(t), [13]);
   }
 
-  block(t: BlockTask): void | Promise<void> {
+  block(t: BlockTask): OpResult {
     const scratch = this.top;
     const head = [
       this.ptr(t.q, t.d), this.ptr(t.k, t.d), this.ptr(t.v, t.dv), this.ptr(t.qPerm, 1), this.ptr(t.kPerm, 1),
@@ -234,7 +236,7 @@ export class CpuBackend implements Backend {
     return this.jobs('blockAttention', jobs, scratch, this.attentionStride(t), [20]);
   }
 
-  sampled(t: SampledTask): void | Promise<void> {
+  sampled(t: SampledTask): OpResult {
     const m = t.samples.length;
     const samples = this.top;
     const scratch = align(samples + m * 4);
@@ -280,15 +282,37 @@ export class CpuBackend implements Backend {
     return { stride: align(core + cacheBytes), cacheAt: cacheBytes > 0 ? core : undefined };
   }
 
-  probe(t: ProbeTask): void {
-    const scratch = this.scratch(t.nk * 4);
-    this.wasm.probeMass(
-      this.ptr(t.q, t.d), this.ptr(t.k, t.d), t.nq, t.nk, t.d, t.scale, this.ptr(t.rows, 1), t.count,
-      t.causal ? 1 : 0, t.sinks, t.winLo, t.window, this.ptr(t.mass, 1), scratch,
-    );
+  /**
+   * The probe rows in groups of PROBE_ROWS, each group's mass into its own partial (jobs),
+   * then the partials summed in group order: the same sums for every thread count.
+   */
+  probe(t: ProbeTask): OpResult {
+    const groups = Math.ceil(t.count / PROBE_ROWS);
+    const partials = this.top;
+    const scratch = align(partials + groups * t.nk * 4);
+    this.reserve(scratch);
+    const mass = this.ptr(t.mass, 1);
+    const rows = this.ptr(t.rows, 1);
+    const jobs = Array.from({ length: groups }, (_, g) => [
+      this.ptr(t.q, t.d), this.ptr(t.k, t.d), t.nq, t.nk, t.d, t.scale, rows + g * PROBE_ROWS * 4,
+      Math.min(PROBE_ROWS, t.count - g * PROBE_ROWS), t.causal ? 1 : 0, t.sinks, t.winLo, t.window,
+      groups === 1 ? mass : partials + g * t.nk * 4, scratch,
+    ]);
+    const sum = () => {
+      if (groups === 1) return;
+      const out = new Float32Array(this.wasm.memory.buffer, mass, t.nk);
+      const all = new Float32Array(this.wasm.memory.buffer, partials, groups * t.nk);
+      out.set(all.subarray(0, t.nk));
+      for (let g = 1; g < groups; g++) {
+        const part = all.subarray(g * t.nk, (g + 1) * t.nk);
+        for (let j = 0; j < t.nk; j++) out[j] = Math.fround(out[j] + part[j]);
+      }
+    };
+    const ran = this.jobs('probeMass', jobs, scratch, align(t.nk * 4), [13]);
+    return ran ? ran.then(sum) : sum();
   }
 
-  columns(t: ColumnsTask): void | Promise<void> {
+  columns(t: ColumnsTask): OpResult {
     const scratch = this.top;
     const { stride, cacheAt } = this.listStride(t, t.count);
     const cache = cacheAt === undefined ? 0 : scratch + cacheAt;
@@ -298,7 +322,7 @@ export class CpuBackend implements Backend {
     return this.jobs('accurateColumns', jobs, scratch, stride, cache ? [17, 18] : [17]);
   }
 
-  window(t: WindowTask): void | Promise<void> {
+  window(t: WindowTask): OpResult {
     const scratch = this.top;
     const keys = t.mask.window + WINDOW_ROWS - 1;
     const jobs = this.ranges(t.nq, 2 * keys * (t.d + t.dv), WINDOW_ROWS).map(([r0, r1]) => [
@@ -307,7 +331,7 @@ export class CpuBackend implements Backend {
     return this.jobs('accurateWindow', jobs, scratch, this.attentionStride(t), [18]);
   }
 
-  round(t: RoundTask): void | Promise<void> {
+  round(t: RoundTask): OpResult {
     const scratch = this.top;
     // Buckets hold nq / numKeys queries on average, each against up to cap keys.
     const perBucket = 2 * (t.nq / t.numKeys) * t.cap * (t.d + t.dv);
@@ -324,7 +348,7 @@ export class CpuBackend implements Backend {
     );
   }
 
-  samples(t: SamplesTask): void | Promise<void> {
+  samples(t: SamplesTask): OpResult {
     const m = t.samples.length;
     const list = this.top;
     const scratch = align(list + m * 4);
