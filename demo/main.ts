@@ -1,6 +1,6 @@
 // The main job (`npm start`): exact attention vs HyperAttention through the built package
 // (imported by its name, as a user would), each on the backend the scheduler picks
-// (WebAssembly SIMD, one thread, on a machine without a GPU), for n = 1k ... 64k, causal
+// (WebAssembly SIMD on every core, on a machine without a GPU), for n = 1k ... 64k, causal
 // and not, d = 64, on the LLM-like `mixture` workload of bench/workloads.ts. Prints time,
 // speedup and the relative error of HyperAttention's output against exact attention, in
 // the default mode ('accurate') and in the authors' ('reference').
@@ -13,6 +13,8 @@ const D = 64;
 const quick = process.argv.includes('--quick');
 const sizes = quick ? SIZES.slice(0, 3) : SIZES;
 
+/** A plan's backend, with its WebAssembly threads. */
+const where = (plan: { backend: string; threads: number }) => (plan.backend === 'cpu' ? `cpu x${plan.threads}` : plan.backend);
 const seconds = (ms: number) => (ms / 1000).toFixed(ms < 10_000 ? 3 : 1);
 let gflops = 20; // refined after each exact run, for the time estimates
 
@@ -49,7 +51,7 @@ for (const [i, { n, causal }] of cases.entries()) {
   console.log(`done (elapsed ${seconds(performance.now() - started)} s)`);
   rows.push([
     String(n), causal ? 'yes' : 'no', seconds(exactMs), seconds(hyperMs), `${(exactMs / hyperMs).toFixed(1)}x`,
-    err.toFixed(4), authorsErr.toFixed(4), gflops.toFixed(1), plans[0].backend, `${plans[1].backend} ${plans[1].algorithm}`,
+    err.toFixed(4), authorsErr.toFixed(4), gflops.toFixed(1), where(plans[0]), `${where(plans[1])} ${plans[1].algorithm}`,
   ]);
 }
 
@@ -59,4 +61,4 @@ const line = (cells: string[]) => cells.map((s, c) => s.padStart(widths[c])).joi
 console.log(`\n${line(header)}\n${rows.map(line).join('\n')}`);
 console.log("\nrel. error = ||hyper - exact||_F / ||exact||_F of the output, in the default mode ('accurate'); authors' error: the same in");
 console.log("mode 'reference' (the authors' algorithm). Below minSeqLen (4096) hyper is exact by design.");
-console.log("exact on / hyper on: the scheduler's plan (explain()) for each call: backend, and whether it runs HyperAttention.");
+console.log("exact on / hyper on: the scheduler's plan (explain()) for each call: backend (x WebAssembly threads), and whether it runs HyperAttention.");

@@ -69,7 +69,7 @@ export async function acquireCpu(threads: number): Promise<CpuBackend> {
   if (threads > 1) {
     const pool = await threadPool();
     const flavour = threadedFlavour(bestFlavour());
-    const why = typeof pool === 'string' ? pool : flavour ? undefined : 'this engine has no WebAssembly SIMD';
+    const why = typeof pool === 'string' ? pool : pool.broken ?? (flavour ? undefined : 'this engine has no WebAssembly SIMD');
     if (why === undefined && typeof pool !== 'string' && flavour) {
       const reused = idleShared.pop();
       if (reused) {
@@ -88,7 +88,8 @@ export async function acquireCpu(threads: number): Promise<CpuBackend> {
 
 /** Whether calls can have more than one WebAssembly thread here (see acquireCpu). */
 export async function threadsAvailable(): Promise<boolean> {
-  return typeof (await threadPool()) !== 'string' && threadedFlavour(bestFlavour()) !== undefined;
+  const pool = await threadPool();
+  return typeof pool !== 'string' && !pool.broken && threadedFlavour(bestFlavour()) !== undefined;
 }
 
 /** Takes back a backend of acquireCpu once its call has released its buffers. */

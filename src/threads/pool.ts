@@ -8,6 +8,9 @@
 import { HyperAttentionError } from '../errors.ts';
 import { WORKER_SOURCE } from './worker.generated.ts';
 
+/** Worker deaths the pool replaces; past them it is broken (see ThreadPool.broken). */
+const MAX_DEATHS = 64;
+
 // A batch's control words; see worker.ts.
 const STOP = 2;
 const FAILED = 3;
@@ -64,6 +67,9 @@ export class ThreadPool {
   private readonly pending = new Map<number, Pending>();
   private nextArena = 1;
   private nextBatch = 1;
+  private deaths = 0;
+  /** why the pool stopped replacing workers, once they died too often: calls then run on one thread */
+  broken: string | undefined;
 
   constructor(private readonly spawn: Spawn) {}
 
@@ -159,7 +165,13 @@ export class ThreadPool {
     slot.dead = true;
     slot.worker.terminate();
     const index = this.slots.indexOf(slot);
-    if (index >= 0) this.slots[index] = this.start();
+    // Workers that keep dying (a runtime that cannot start them) are not replaced forever.
+    if (++this.deaths > MAX_DEATHS) {
+      this.broken ??= `workers died ${this.deaths} times (last: ${why})`;
+      if (index >= 0) this.slots.splice(index, 1);
+    } else if (index >= 0) {
+      this.slots[index] = this.start();
+    }
     for (const id of slot.batches) {
       const batch = this.pending.get(id);
       if (!batch) continue;

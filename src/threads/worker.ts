@@ -45,6 +45,8 @@ type Kernel = (...args: number[]) => void;
 export function serve(port: Port): void {
   const modules = new Map<string, WebAssembly.Module>();
   const arenas = new Map<number, Record<string, Kernel>>();
+  /** arenas whose kernels did not instantiate here, and why: their batches fail with it */
+  const broken = new Map<number, string>();
 
   const imports = (memory: WebAssembly.Memory) => ({
     env: {
@@ -64,7 +66,7 @@ export function serve(port: Port): void {
       if (j >= b.count) return;
       if (Atomics.load(b.control, STOP) === 0) {
         try {
-          if (!kernel) throw new Error(`no kernel ${b.fn} for arena ${b.arena}`);
+          if (!kernel) throw new Error(broken.get(b.arena) ?? `no kernel ${b.fn} for arena ${b.arena}`);
           for (let a = 0; a < b.argc; a++) args[a] = b.jobs[j * b.argc + a];
           for (const a of b.offsets) args[a] += b.part * b.stride;
           kernel(...args);
@@ -80,15 +82,21 @@ export function serve(port: Port): void {
 
   const handle = (message: Message) => {
     if (message.type === 'arena') {
-      let module = modules.get(message.flavour);
-      if (!module) {
-        module = new WebAssembly.Module(message.bytes);
-        modules.set(message.flavour, module);
+      try {
+        let module = modules.get(message.flavour);
+        if (!module) {
+          module = new WebAssembly.Module(message.bytes);
+          modules.set(message.flavour, module);
+        }
+        const instance = new WebAssembly.Instance(module, imports(message.memory));
+        arenas.set(message.id, instance.exports as unknown as Record<string, Kernel>);
+      } catch (error) {
+        // Not a reason to die (a fresh worker would fail the same way): the arena's batches fail instead.
+        broken.set(message.id, `the ${message.flavour} kernels did not instantiate in a worker: ${(error as Error)?.message ?? error}`);
       }
-      const instance = new WebAssembly.Instance(module, imports(message.memory));
-      arenas.set(message.id, instance.exports as unknown as Record<string, Kernel>);
     } else if (message.type === 'drop') {
       arenas.delete(message.id);
+      broken.delete(message.id);
     } else {
       run(message);
     }
