@@ -54,10 +54,10 @@ export async function hybridBackend(gpu: WebGPUBackend): Promise<HybridBackend> 
   return hybrid;
 }
 
-/** Idle backends of earlier calls, on one thread and over shared memory; a few of each are kept. */
+/** Idle backends of earlier calls, on one thread and over shared memory: one of each is kept. */
 const idleSingle: CpuBackend[] = [];
 const idleShared: CpuBackend[] = [];
-const KEEP_IDLE = 2;
+const KEEP_IDLE = 1;
 let threadsWarned = false;
 
 /**
