@@ -54,7 +54,7 @@ export function reportedCores(): Promise<number> {
     if (nav?.hardwareConcurrency && nav.hardwareConcurrency > 0) return nav.hardwareConcurrency;
     const process = (globalThis as { process?: { versions?: { node?: string } } }).process;
     if (!process?.versions?.node) return 1;
-    const os = (await import(/* @vite-ignore */ ['node', 'os'].join(':'))) as typeof import('node:os');
+    const os = (await import(/* @vite-ignore */ ['node', 'os'].join(':'))) as { availableParallelism?(): number; cpus(): unknown[] };
     return os.availableParallelism?.() ?? os.cpus().length;
   })().catch(() => 1);
   return cores;
