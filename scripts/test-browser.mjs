@@ -2,12 +2,13 @@
 // /usr/bin/chromium), on the demo server with the cross-origin isolation headers and
 // without them. In each: a 16k call runs in the library's worker and equals the same call
 // on the page's thread (worker: false) bit for bit; the page's longest main-thread stall
-// during the worker call stays under STALL_BOUND_MS (the figure is printed, and the one of
-// the page-thread call, which freezes the page and is only reported); progress arrives;
-// an abort rejects with ABORTED at once and the next call works; errors keep their code;
-// threads the page cannot have are warned about once. Then a page without Worker runs
-// calls on its own thread and says so once. Prints one line per check and ends with
-// 'N passed, N failed'. Needs `npm run build` first (npm test does it).
+// during the worker call, and during the first call (worker start, calibration), stays
+// under STALL_BOUND_MS (the figures are printed, and the page-thread call's freeze, only
+// reported); the worker's profile lands in the page's localStorage; profiles, explain()
+// and progress arrive; an abort rejects with ABORTED at once and the next call works;
+// errors keep their code; threads the page cannot have are warned about once. Then a page
+// without Worker runs calls on its own thread and says so once. Prints one line per check
+// and ends with 'N passed, N failed'. Needs `npm run build` first (npm test does it).
 import { existsSync } from 'node:fs';
 import { startDemoServer } from '../examples/browser/serve.mjs';
 import { check, finish } from './checks.mjs';
@@ -77,6 +78,11 @@ async function scenario({ n, d }) {
   // calibrates: the page's first call used to freeze it for all of that.
   const first = await stalls(() => lib.hyperAttention(small, small, small, { ...options, backend: 'auto' }));
   report.first = { ms: first.ms, longest: first.longest };
+  // Workers have no localStorage: the profile the worker measured is saved in the page's.
+  report.savedProfile = localStorage.getItem('hyperattention.profile') !== null;
+  const profiled = await lib.hyperAttention(small, small, small, { ...options, profile: true });
+  const explained = await lib.explain({ q: small.shape, k: small.shape, v: small.shape }, options);
+  report.profile = { steps: profiled.profile?.steps.length ?? 0, measuredMs: profiled.profile?.measuredMs, explained: explained.steps.length };
   await lib.hyperAttention(small, small, small, { ...options, worker: false });
 
   const [q, k, v] = [tensor(1), tensor(2), tensor(3)];
@@ -144,6 +150,9 @@ async function checkMode(browser, isolated) {
       `${fmt(r.worker.longest)} (longest task ${fmt(r.worker.longestTask)}), call ${fmt(r.worker.ms)}; on the page's thread (worker: false) the page froze ${fmt(r.page.longest)}, call ${fmt(r.page.ms)}`);
     check(`${label}: longest main-thread stall during the first call (worker start, calibration) < ${STALL_BOUND_MS} ms`,
       r.first.longest < STALL_BOUND_MS, `${fmt(r.first.longest)}, call ${fmt(r.first.ms)}`);
+    check(`${label}: the worker's profile is saved in the page's localStorage`, r.savedProfile);
+    check(`${label}: profile: true and explain() answer from the worker`, r.profile.steps > 0 && r.profile.measuredMs > 0 && r.profile.explained > 0,
+      `${r.profile.steps} profiled steps in ${r.profile.measuredMs?.toFixed(1)} ms; explain: ${r.profile.explained} steps`);
     const p = r.progress;
     check(`${label}: onProgress reaches the page, increasing, ending at total`,
       p.count > 0 && p.increasing && p.last?.done === p.last?.total, `${p.count} reports, last ${JSON.stringify(p.last)}`);
