@@ -6,9 +6,10 @@
 // under STALL_BOUND_MS (the figures are printed, and the page-thread call's freeze, only
 // reported); the worker's profile lands in the page's localStorage; profiles, explain()
 // and progress arrive; an abort rejects with ABORTED at once and the next call works;
-// errors keep their code; threads the page cannot have are warned about once. Then a page
-// without Worker runs calls on its own thread and says so once. Prints one line per check
-// and ends with 'N passed, N failed'. Needs `npm run build` first (npm test does it).
+// errors keep their code; threads the page cannot have are warned about once. Then pages
+// without Worker, and whose CSP refuses the worker, run calls on their own thread and say
+// so once. Prints one line per check and ends with 'N passed, N failed'. Needs
+// `npm run build` first (npm test does it).
 import { existsSync } from 'node:fs';
 import { startDemoServer } from '../examples/browser/serve.mjs';
 import { check, finish } from './checks.mjs';
@@ -115,7 +116,7 @@ async function scenario({ n, d }) {
   return report;
 }
 
-/** A page whose browser has no Worker: calls run on the page's thread, said once. */
+/** Runs in a page that cannot start the worker: two calls, and the warnings they gave. */
 async function withoutWorker() {
   const lib = await import('/dist/browser/index.js');
   const warnings = [];
@@ -175,17 +176,18 @@ async function checkMode(browser, isolated) {
   }
 }
 
-async function checkWithoutWorker(browser) {
+/** A page that cannot start the worker (`prepare` sees to it) runs calls on its own thread, and says so once. */
+async function checkWithoutWorker(browser, label, prepare, reason) {
   const server = await startDemoServer({ port: 0 });
   const context = await browser.newContext();
   try {
     const page = await context.newPage();
-    await page.addInitScript(() => delete globalThis.Worker);
+    await prepare(page);
     await page.goto(server.url);
     await page.waitForFunction(() => globalThis.hyperattentionDemo?.heatmap, undefined, { timeout: 60_000 });
     const r = await page.evaluate(withoutWorker);
-    check('no Worker: calls run on the page\'s thread, said once', r.shapes.join() === '1x1x256x16,1x1x256x16' &&
-      r.warnings.length === 1 && /no Worker/.test(r.warnings[0]), `${r.shapes.join(', ')}; ${r.warnings.join(' | ')}`);
+    check(`${label}: calls run on the page's thread, said once`, r.shapes.join() === '1x1x256x16,1x1x256x16' &&
+      r.warnings.length === 1 && reason.test(r.warnings[0]), `${r.shapes.join(', ')}; ${r.warnings.join(' | ')}`);
   } finally {
     await context.close();
     await server.close();
@@ -208,10 +210,20 @@ if (!existsSync(CHROMIUM)) {
         check(`${isolated ? 'isolated' : 'not isolated'}: the page ran its checks`, false, error.message);
       }
     }
-    try {
-      await checkWithoutWorker(browser);
-    } catch (error) {
-      check('no Worker: the page ran its checks', false, error.message);
+    const blocked = {
+      'no Worker': [(page) => page.addInitScript(() => delete globalThis.Worker), /no Worker/],
+      // The worker's Blob URL refused: the call is already in flight when the worker fails.
+      "CSP worker-src 'self'": [(page) => page.route('**/', async (route) => {
+        const response = await route.fetch();
+        await route.fulfill({ response, headers: { ...response.headers(), 'content-security-policy': "worker-src 'self'" } });
+      }), /failed to start/],
+    };
+    for (const [label, [prepare, reason]] of Object.entries(blocked)) {
+      try {
+        await checkWithoutWorker(browser, label, prepare, reason);
+      } catch (error) {
+        check(`${label}: the page ran its checks`, false, error.message);
+      }
     }
   } finally {
     await browser.close();

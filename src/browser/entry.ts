@@ -9,8 +9,7 @@
 // - configureScheduler, configureThreads: on the page, and passed on to the worker.
 // - lshOrder, formatPlan: on the calling thread (lshOrder hashes and sorts, milliseconds).
 import * as library from '../index.ts';
-import type { ExactOptions, HyperOptions } from '../options.ts';
-import { resolveExactOptions, resolveHyperOptions } from '../options.ts';
+import { resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions } from '../options.ts';
 import type { SchedulerConfig } from '../scheduler/index.ts';
 import type { Profile } from '../scheduler/profile.ts';
 import { isHostTensor, toInputTensor, type Tensor, type TensorLike } from '../tensor.ts';
@@ -55,10 +54,9 @@ function portable(t: Tensor): Tensor {
 
 function attention(name: 'hyperAttention' | 'exactAttention', q: TensorLike, k: TensorLike, v: TensorLike, options: unknown): Promise<unknown> {
   const local = () => (library[name] as (...args: unknown[]) => Promise<unknown>)(q, k, v, options);
-  let threads: number | undefined;
   let tensors: Tensor[];
   try {
-    threads = (name === 'hyperAttention' ? resolveHyperOptions(options as HyperOptions) : resolveExactOptions(options as ExactOptions)).threads;
+    const { threads } = name === 'hyperAttention' ? resolveHyperOptions(options as HyperOptions) : resolveExactOptions(options as ExactOptions);
     void warnIfNoThreads(threads);
     if (staysHere(options)) return local();
     const inputs = [toInputTensor('q', q), toInputTensor('k', k), toInputTensor('v', v)];

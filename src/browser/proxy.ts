@@ -106,8 +106,7 @@ function start(): Worker | undefined {
     sourceUrl ??= URL.createObjectURL(new Blob([WORKER_SOURCE], { type: 'text/javascript' }));
     started = new Worker(sourceUrl, { type: 'module', name: 'hyperattention' });
   } catch (error) {
-    // A Content-Security-Policy without blob: in worker-src, say.
-    giveUp(`could not start its worker (${String(error)})`);
+    giveUp(`could not start the library's worker (${String(error)})`);
     return undefined;
   }
   worker = started;
@@ -116,7 +115,8 @@ function start(): Worker | undefined {
     if (started === worker) receive(event.data);
   });
   started.addEventListener('error', (event) => {
-    if (started === worker) failed(event.message || 'an error without a message');
+    // A Content-Security-Policy whose worker-src leaves out blob: fails it without a message.
+    if (started === worker) failed(event.message || "no reason given, as when a Content-Security-Policy's worker-src leaves out blob:");
   });
   post({ type: 'start', storage: storageEntries(), settings });
   return started;
@@ -213,7 +213,7 @@ function stop(): void {
 /** The worker died: before it started, no worker can run here; after, its calls fail and the next call starts a new one. */
 function failed(why: string): void {
   if (!ready) {
-    giveUp(`its worker failed to start (${why})`);
+    giveUp(`the library's worker failed to start (${why})`);
     return;
   }
   stop();
