@@ -13,6 +13,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 import { register } from 'tsx/esm/api';
+import { check, counts, finish } from './checks.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const requireGpu = process.env.REQUIRE_GPU === '1';
@@ -32,22 +33,14 @@ const TOLERANCE = { cpu: { exact: 1e-5, hyper: 1e-4 }, webgpu: { exact: 1e-4, hy
 /** The Deno example's sizes: both below and at minSeqLen (4096). */
 const DENO_SIZES = [1024, 4096];
 
-let passed = 0;
-let failed = 0;
 const skipped = [];
-
-function check(name, ok, detail = '') {
-  console.log(`${ok ? 'ok  ' : 'FAIL'} ${name}${detail ? `: ${detail}` : ''}`);
-  if (ok) passed += 1;
-  else failed += 1;
-}
 
 /** Something this machine cannot run: skipped, or a failure when REQUIRE_GPU=1. */
 function skip(what, why, enable = ENABLE) {
   const line = `${what}: ${requireGpu ? 'FAILED (REQUIRE_GPU=1)' : 'skipped'}, ${why}${enable ? `; to enable: ${enable}` : ''}`;
   console.log(line);
   skipped.push(line);
-  if (requireGpu) failed += 1;
+  if (requireGpu) counts.failed += 1;
 }
 
 function runProcess(cmd, args, { cwd = root, env = {}, timeoutMs = 90_000 } = {}) {
@@ -340,5 +333,4 @@ if (checkBundles()) {
 }
 if (skipped.length) console.log(`\n${skipped.join('\n')}`);
 console.log(`(${((Date.now() - started) / 1000).toFixed(1)} s)`);
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed === 0 ? 0 : 1);
+finish();

@@ -1,5 +1,5 @@
 // Runs the test suites (uvu, TypeScript through tsx), then the WebGPU suites when their
-// runner exists, the embedding and the npm-pack checks, and ends with one line
+// runner exists, the embedding, browser-worker and npm-pack checks, and ends with one line
 // 'N passed, N failed' over everything.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
@@ -44,6 +44,7 @@ run('unit and parity suites (Node, WebAssembly)', process.execPath,
 const gpu = join(root, 'scripts/test-gpu.mjs');
 if (!only && existsSync(gpu)) run('WebGPU suites', process.execPath, [gpu], parseCountLine);
 if (!only) run('embedding: bundles, Deno example, demo page', process.execPath, [join(root, 'scripts/test-embedding.mjs')], parseCountLine);
+if (!only) run('browser: the worker, with and without cross-origin isolation', process.execPath, [join(root, 'scripts/test-browser.mjs')], parseCountLine);
 if (!only) run('npm pack: the tarball, installed and used by a consumer', process.execPath, [join(root, 'scripts/test-pack.mjs')], parseCountLine);
 
 console.log(`\n${passed} passed, ${failed} failed`);

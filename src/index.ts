@@ -123,7 +123,7 @@ function startCall<O extends ResolvedExactOptions>(
         throw inputChanged(q, k, v) ?? error;
       }
     };
-    return (async () => {
+    return settlesOnAbort(o.signal, (async () => {
       const scheduled = await serialize(() => schedule(shape, o, hyper(o), o.profile));
       if (o.signal?.aborted) throw abortedError();
       // WebGPU and the hybrid hold one device's buffers: their calls take turns.
@@ -134,10 +134,23 @@ function startCall<O extends ResolvedExactOptions>(
       } finally {
         releaseCpu(cpu);
       }
-    })();
+    })());
   } catch (error) {
     return Promise.reject(error);
   }
+}
+
+/**
+ * The call, rejected with ABORTED as soon as its signal aborts, even while it waits for its
+ * turn; the work itself sees the signal and stops (see hyper.ts, the WebAssembly backend).
+ */
+function settlesOnAbort<T>(signal: AbortSignal | undefined, call: Promise<T>): Promise<T> {
+  if (!signal) return call;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortedError());
+    signal.addEventListener('abort', onAbort, { once: true });
+    call.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 /**

@@ -2,8 +2,11 @@
 // backend the visitor picks, the sortLSH heatmaps, and the speed chart. It imports the
 // library's browser build as 'hyperattention' (an import map points at dist/browser/) and
 // the benchmark workloads, so the page computes exactly what `npm start` does.
-// URL parameters preset the form (n, causal, backend, workload, seed; run=1 starts a run),
-// and window.hyperattentionDemo holds the runs and last outputs for the embedding test.
+// Calls run in the library's worker unless 'on the page's thread' is ticked (worker:
+// false); each run reports how long its calls froze the page, which shows the difference.
+// URL parameters preset the form (n, causal, backend, workload, seed, worker=0; run=1
+// starts a run), and window.hyperattentionDemo holds the runs and last outputs for the
+// embedding test.
 import { DEFAULTS, exactAttention, hyperAttention, lshOrder, type BackendChoice } from 'hyperattention';
 import { WORKLOADS, type WorkloadName } from '../../bench/workloads.ts';
 import { attentionErrors, evenRows } from '../../bench/error.ts';
@@ -61,15 +64,46 @@ async function describeWebGPU(): Promise<string> {
   return `WebGPU: ${name}${fallback ? ' (a software adapter: expect it to be slower than WebAssembly)' : ''}.`;
 }
 
-const warmed = new Set<BackendChoice>();
+function describeThreads(): string {
+  const where = 'Calls run in the library\'s worker (unless "on the page\'s thread" is ticked), so this page stays responsive';
+  return crossOriginIsolated
+    ? `${where}; the page is cross-origin isolated, so they may use WebAssembly threads.`
+    : `${where}; the page is not cross-origin isolated (no COOP/COEP headers), so they run on one thread.`;
+}
 
-/** First calls compile WebAssembly or GPU pipelines; a small hyper and exact call take that cost off the timings. */
-async function warmUp(backend: BackendChoice): Promise<void> {
-  if (warmed.has(backend)) return;
+const warmed = new Set<string>();
+
+/** First calls compile WebAssembly or GPU pipelines (in the worker and on the page apart); a small hyper and exact call take that cost off the timings. */
+async function warmUp(backend: BackendChoice, worker: boolean): Promise<void> {
+  if (warmed.has(`${backend} ${worker}`)) return;
   const { q, k, v } = WORKLOADS.gaussian.generate({ B: 1, H: 1, n: 256, d: D, seed: 1 });
-  await exactAttention(q, k, v, { backend });
-  await hyperAttention(q, k, v, { backend, minSeqLen: 0, blockSize: 64, sampleSize: 64 });
-  warmed.add(backend);
+  await exactAttention(q, k, v, { backend, worker });
+  await hyperAttention(q, k, v, { backend, worker, minSeqLen: 0, blockSize: 64, sampleSize: 64 });
+  warmed.add(`${backend} ${worker}`);
+}
+
+/**
+ * Runs a call, timing it and watching the page's event loop meanwhile: the longest gap
+ * between two turns of the loop is how long the call froze the page.
+ */
+async function watched<T>(call: () => Promise<T>): Promise<{ value: T; ms: number; frozen: number }> {
+  const start = performance.now();
+  let last = start;
+  let frozen = 0;
+  let on = true;
+  const tick = () => {
+    const now = performance.now();
+    frozen = Math.max(frozen, now - last);
+    last = now;
+    if (on) setTimeout(tick, 0);
+  };
+  setTimeout(tick, 0);
+  try {
+    const value = await call();
+    return { value, ms: performance.now() - start, frozen: Math.max(frozen, performance.now() - last) };
+  } finally {
+    on = false;
+  }
 }
 
 function addRow(r: PageRun): void {
@@ -108,28 +142,25 @@ async function run(): Promise<void> {
   const causal = (field('causal') as HTMLInputElement).checked;
   const backend = field('backend').value as BackendChoice;
   const seed = Number(field('seed').value) >>> 0;
+  const worker = !(field('page-thread') as HTMLInputElement).checked;
   try {
     setStatus(`Preparing the ${BACKEND_LABELS[backend]} backend…`);
     await paint();
-    await warmUp(backend);
+    await warmUp(backend, worker);
     const { q, k, v } = WORKLOADS[workload].generate({ B: 1, H: 1, n, d: D, seed, causal });
     const flops = (4 * n * n * D) / (causal ? 2 : 1);
     setStatus(`Exact attention, n = ${n}: ${(flops / 1e9).toFixed(1)} GFLOP…`);
     await paint();
-    let t = performance.now();
-    const exact = await exactAttention(q, k, v, { causal, backend });
-    const exactMs = performance.now() - t;
+    const { value: exact, ms: exactMs, frozen: exactFrozen } = await watched(() => exactAttention(q, k, v, { causal, backend, worker }));
     setStatus(`HyperAttention, n = ${n}…`);
     await paint();
-    t = performance.now();
-    const hyper = await hyperAttention(q, k, v, { causal, backend, seed });
-    const hyperMs = performance.now() - t;
+    const { value: hyper, ms: hyperMs, frozen: hyperFrozen } = await watched(() => hyperAttention(q, k, v, { causal, backend, seed, worker }));
     // Errors against the exact output of this run, measured as the accuracy benchmark measures them.
     const reference = { rows: evenRows(n, n), out: Float64Array.from(exact.out.data), lse: Float64Array.from(exact.lse.data) };
     const errors = attentionErrors(reference, hyper.out.data, hyper.lse.data, v.data, D);
     setStatus(`The authors' algorithm (mode 'reference'), n = ${n}, for its error…`);
     await paint();
-    const authors = await hyperAttention(q, k, v, { causal, backend, seed, mode: 'reference' });
+    const authors = await hyperAttention(q, k, v, { causal, backend, seed, worker, mode: 'reference' });
     const authorsError = attentionErrors(reference, authors.out.data, authors.lse.data, v.data, D).relFrobenius;
     const r: PageRun = {
       workload, n, causal, backend, seed, exactMs, hyperMs, relError: errors.relFrobenius, relToV: errors.relToV, authorsError,
@@ -139,8 +170,10 @@ async function run(): Promise<void> {
     addRow(r);
     drawChart();
     const exactOnly = causal ? n <= DEFAULTS.minSeqLen : n < DEFAULTS.minSeqLen;
+    const frozen = Math.max(exactFrozen, hyperFrozen);
     setStatus(
-      `Done: HyperAttention took ${seconds(hyperMs)} s against ${seconds(exactMs)} s for exact attention.` +
+      `Done: HyperAttention took ${seconds(hyperMs)} s against ${seconds(exactMs)} s for exact attention. ` +
+        `They froze the page for at most ${frozen.toFixed(0)} ms (${worker ? 'in the library\'s worker' : 'on the page\'s thread'}).` +
         (exactOnly ? ` At this n HyperAttention computes exact attention by design (minSeqLen ${DEFAULTS.minSeqLen}): pick a larger n to see it approximate.` : ''),
     );
   } catch (error) {
@@ -181,6 +214,7 @@ function applyUrlParameters(): boolean {
     if (value !== null) field(name).value = value;
   }
   if (params.has('causal')) (field('causal') as HTMLInputElement).checked = params.get('causal') === '1';
+  if (params.has('worker')) (field('page-thread') as HTMLInputElement).checked = params.get('worker') === '0';
   return params.get('run') === '1';
 }
 
@@ -194,6 +228,7 @@ async function main(): Promise<void> {
   field('causal').addEventListener('change', drawChart);
   // The seed draws the heatmap's inputs and projections too.
   for (const id of ['heat-form', 'seed']) element(id).addEventListener('change', () => void drawHeatmaps());
+  element('thread-info').textContent = describeThreads();
   element('webgpu-info').textContent = await describeWebGPU();
   bench = await loadBenchResults();
   chartCaption.textContent = benchCaption(bench);

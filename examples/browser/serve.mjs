@@ -2,7 +2,11 @@
 // allowed) with nothing but Node's http module. The page script (main.ts) is bundled by
 // esbuild on each request, leaving 'hyperattention' to the page's import map, which points
 // at the library's browser build in dist/browser/. Only the page, dist/ and the bench
-// results are reachable. Usage: node examples/browser/serve.mjs [--port N] (or PORT=N).
+// results are reachable. Every response carries the cross-origin isolation headers
+// (COOP same-origin, COEP require-corp), which give the page shared memory and so
+// WebAssembly threads; every resource the page loads is its own, so it needs no CORP
+// header. Usage: node examples/browser/serve.mjs [--port N] [--no-isolation] (or PORT=N);
+// --no-isolation leaves the headers out, to see the page as a site without them serves it.
 import { createServer } from 'node:http';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, extname, join, normalize, sep } from 'node:path';
@@ -43,10 +47,13 @@ function staticFile(pathname) {
   return file;
 }
 
-async function respond(req, res) {
+/** What a site must send for crossOriginIsolated (README, "Browser"). */
+const ISOLATION = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' };
+
+async function respond(req, res, isolated) {
   const { pathname } = new URL(req.url ?? '/', 'http://localhost');
   const send = (code, type, body) => {
-    res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store' });
+    res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store', ...(isolated ? ISOLATION : {}) });
     res.end(body);
   };
   if (pathname === '/' || pathname === '/index.html') return send(200, TYPES['.html'], readFileSync(join(here, 'index.html')));
@@ -62,10 +69,13 @@ async function respond(req, res) {
   return send(404, 'text/plain; charset=utf-8', `not found: ${pathname}`);
 }
 
-/** Starts the server; port 0 picks a free one. Resolves with its URL and a way to stop it. */
-export function startDemoServer({ port = 8080, host = '127.0.0.1' } = {}) {
+/**
+ * Starts the server; port 0 picks a free one; isolated false leaves out the cross-origin
+ * isolation headers. Resolves with its URL and a way to stop it.
+ */
+export function startDemoServer({ port = 8080, host = '127.0.0.1', isolated = true } = {}) {
   const server = createServer((req, res) => {
-    respond(req, res).catch((error) => {
+    respond(req, res, isolated).catch((error) => {
       res.writeHead(500);
       res.end(String(error));
     });
@@ -89,10 +99,11 @@ if (process.argv[1] && normalize(process.argv[1]) === fileURLToPath(import.meta.
   }
   const flag = process.argv.indexOf('--port');
   const port = Number(flag > 0 ? process.argv[flag + 1] : (process.env.PORT ?? 8080));
-  const server = await startDemoServer({ port }).catch((error) => {
+  const isolated = !process.argv.includes('--no-isolation');
+  const server = await startDemoServer({ port, isolated }).catch((error) => {
     // A busy default port should not stop a demo: take any free one instead.
-    if (error.code === 'EADDRINUSE' && flag < 0 && !process.env.PORT) return startDemoServer({ port: 0 });
+    if (error.code === 'EADDRINUSE' && flag < 0 && !process.env.PORT) return startDemoServer({ port: 0, isolated });
     throw error;
   });
-  console.log(`HyperAttention demo: ${server.url}  (Ctrl+C stops it)`);
+  console.log(`HyperAttention demo: ${server.url}  (${isolated ? 'cross-origin isolated' : 'not cross-origin isolated: one thread'}; Ctrl+C stops it)`);
 }
