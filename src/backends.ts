@@ -69,7 +69,8 @@ export async function acquireCpu(threads: number): Promise<CpuBackend> {
   if (threads > 1) {
     const pool = await threadPool();
     const flavour = threadedFlavour(bestFlavour());
-    const why = typeof pool === 'string' ? pool : pool.broken ?? (flavour ? undefined : 'this engine has no WebAssembly SIMD');
+    let why = typeof pool === 'string' ? pool : pool.broken ?? (flavour ? undefined : 'this engine has no WebAssembly SIMD');
+    if (why === undefined && typeof pool !== 'string') why = await pool.ready(threads).then(() => undefined, () => pool.broken);
     if (why === undefined && typeof pool !== 'string' && flavour) {
       const reused = idleShared.pop();
       if (reused) {
@@ -83,7 +84,9 @@ export async function acquireCpu(threads: number): Promise<CpuBackend> {
     if (!threadsWarned) warn(`running on one thread instead of ${threads}: ${why}`);
     threadsWarned = true;
   }
-  return idleSingle.pop() ?? createCpuBackend();
+  const single = idleSingle.pop() ?? await createCpuBackend();
+  single.yields = true;
+  return single;
 }
 
 /** Whether calls can have more than one WebAssembly thread here (see acquireCpu). */

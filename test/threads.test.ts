@@ -127,7 +127,7 @@ for (const threads of [1, 2]) {
       await call;
       assert.unreachable('the call was not aborted');
     } catch (error) {
-      assert.instance(error, HyperAttentionError);
+      assert.instance(error, HyperAttentionError, String(error));
       assert.is((error as HyperAttentionError).code, 'ABORTED');
       const took = performance.now() - abortedAt;
       assert.ok(abortedAt > 0 && took < ABORT_BOUND_MS, `rejected ${took.toFixed(0)} ms after the abort`);

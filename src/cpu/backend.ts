@@ -61,6 +61,13 @@ export class CpuBackend implements Backend {
   private signal: AbortSignal | undefined;
   private readonly stop: { control?: Int32Array } = {};
   private readonly onAbort = () => stopBatch(this.stop);
+  /**
+   * On one thread, whether ops give the event loop a turn every YIELD_MS (so that an abort,
+   * a timer or a page event gets through); the hybrid's backend does not: it needs each op
+   * done when it returns.
+   */
+  yields = false;
+  private lastTurn = 0;
 
   constructor(wasm: KernelExports, flavour: KernelFlavour, group?: CpuThreads) {
     this.wasm = wasm;
@@ -83,6 +90,7 @@ export class CpuBackend implements Backend {
   /** Starts a call: its signal stops the jobs not yet started (the op then rejects with ABORTED). */
   begin(signal: AbortSignal | undefined): void {
     this.signal = signal;
+    this.lastTurn = performance.now();
     signal?.addEventListener('abort', this.onAbort);
   }
 
@@ -173,14 +181,14 @@ export class CpuBackend implements Backend {
     }
     this.reserve(scratch + stride);
     const kernel = this.wasm[fn] as (...args: number[]) => void;
-    if (jobs.length === 1) return kernel(...jobs[0]);
+    const due = () => this.yields && performance.now() - this.lastTurn > YIELD_MS;
+    if (!due() && jobs.length === 1) return kernel(...jobs[0]);
     return (async () => {
-      let since = performance.now();
       for (const job of jobs) {
-        if (performance.now() - since > YIELD_MS) {
+        if (due()) {
           await nextTurn();
+          this.lastTurn = performance.now();
           if (this.signal?.aborted) throw abortedError();
-          since = performance.now();
         }
         kernel(...job);
       }

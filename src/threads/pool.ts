@@ -24,7 +24,7 @@ interface WorkerLike {
   unref?(): void;
 }
 
-type Reply = { type: 'done'; id: number } | { type: 'error'; id: number; message: string };
+type Reply = { type: 'ready' } | { type: 'done'; id: number } | { type: 'error'; id: number; message: string };
 type Spawn = (onReply: (reply: Reply) => void, onDeath: (why: string) => void) => WorkerLike;
 
 interface Slot {
@@ -32,6 +32,10 @@ interface Slot {
   /** batches sent to it and not settled */
   batches: Set<number>;
   dead: boolean;
+  /** settles once the worker runs (its first message), or rejects if it dies first */
+  ready: Promise<void>;
+  started: () => void;
+  failed: (why: string) => void;
 }
 
 interface Pending {
@@ -83,10 +87,35 @@ export class ThreadPool {
     while (this.slots.length < n) this.slots.push(this.start());
   }
 
+  /**
+   * Starts workers until there are n and waits until they run. Rejects, and breaks the pool
+   * (see broken), where a worker cannot start: a runtime, or a page's Content-Security-Policy,
+   * that refuses it; calls then run on one thread.
+   */
+  async ready(n: number): Promise<void> {
+    if (this.broken) throw new Error(this.broken);
+    try {
+      this.grow(n);
+      await Promise.all(this.slots.slice(0, n).map((slot) => slot.ready));
+    } catch (error) {
+      this.broken ??= `a worker could not start: ${(error as Error)?.message ?? error}`;
+      throw error;
+    }
+  }
+
   private start(): Slot {
-    const slot: Slot = { worker: undefined as unknown as WorkerLike, batches: new Set(), dead: false };
-    slot.worker = this.spawn((reply) => this.onReply(reply), (why) => this.onDeath(slot, why));
-    slot.worker.unref?.();
+    const slot = { batches: new Set(), dead: false } as Partial<Slot> as Slot;
+    slot.ready = new Promise<void>((resolve, reject) => {
+      slot.started = resolve;
+      slot.failed = (why) => reject(new Error(why));
+    });
+    slot.ready.catch(() => {});
+    // Held (ref'd) until it runs: a caller awaiting ready() keeps the process alive meanwhile.
+    slot.worker = this.spawn((reply) => {
+      if (reply.type === 'ready' && slot.batches.size === 0) slot.worker.unref?.();
+      slot.started();
+      this.onReply(reply);
+    }, (why) => this.onDeath(slot, why));
     for (const [id, arena] of this.arenas) slot.worker.postMessage({ type: 'arena', id, ...arena });
     return slot;
   }
@@ -139,6 +168,7 @@ export class ThreadPool {
   }
 
   private onReply(reply: Reply): void {
+    if (reply.type === 'ready') return;
     const batch = this.pending.get(reply.id);
     if (!batch) return;
     if (reply.type === 'error') batch.failure = reply.message;
@@ -163,10 +193,11 @@ export class ThreadPool {
   private onDeath(slot: Slot, why: string): void {
     if (slot.dead) return;
     slot.dead = true;
+    slot.failed(why);
     slot.worker.terminate();
     const index = this.slots.indexOf(slot);
     // Workers that keep dying (a runtime that cannot start them) are not replaced forever.
-    if (++this.deaths > MAX_DEATHS) {
+    if (this.broken || ++this.deaths > MAX_DEATHS) {
       this.broken ??= `workers died ${this.deaths} times (last: ${why})`;
       if (index >= 0) this.slots.splice(index, 1);
     } else if (index >= 0) {

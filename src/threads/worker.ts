@@ -104,4 +104,5 @@ export function serve(port: Port): void {
 
   if (port.on) port.on('message', handle);
   else port.onmessage = (event) => handle(event.data);
+  port.postMessage({ type: 'ready' });
 }
