@@ -181,8 +181,11 @@ export class CpuBackend implements Backend {
     }
     this.reserve(scratch + stride);
     const kernel = this.wasm[fn] as (...args: number[]) => void;
-    const due = () => this.yields && performance.now() - this.lastTurn > YIELD_MS;
-    if (!due() && jobs.length === 1) return kernel(...jobs[0]);
+    const due = () => performance.now() - this.lastTurn > YIELD_MS;
+    if (!this.yields) {
+      for (const job of jobs) kernel(...job);
+      return;
+    }
     return (async () => {
       for (const job of jobs) {
         if (due()) {

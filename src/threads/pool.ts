@@ -244,7 +244,7 @@ async function spawner(): Promise<Spawn | string> {
   // Deno has worker_threads too, and only there can a worker be unref'd.
   if (node) {
     const { Worker } = (await import(/* @vite-ignore */ ['node', 'worker_threads'].join(':'))) as { Worker: NodeWorkerClass };
-    const code = `${WORKER_SOURCE}\nhyperattentionWorker.serve(require('node:worker_threads').parentPort);\n`;
+    const code = `${WORKER_SOURCE}\nhyperattentionWorker.serve(require(['node', 'worker_threads'].join(':')).parentPort);\n`;
     return (onReply, onDeath) => {
       // execArgv: []: not the parent's flags (--input-type=module would make this an ES module).
       const worker = new Worker(code, { eval: true, execArgv: [] });
@@ -274,11 +274,11 @@ async function spawner(): Promise<Spawn | string> {
  * needs SharedArrayBuffer and, in browsers, a cross-origin-isolated page.
  */
 export function threadsUnavailable(): string | undefined {
-  if (typeof SharedArrayBuffer === 'undefined') return 'SharedArrayBuffer is not available';
   const isolated = (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated;
   if (isolated === false) {
     return 'the page is not cross-origin isolated (it needs the headers Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp)';
   }
+  if (typeof SharedArrayBuffer === 'undefined') return 'SharedArrayBuffer is not available';
   return undefined;
 }
 

@@ -30,7 +30,8 @@ test('the profile measures the adapter, sanely', async () => {
   console.log(`  scheduler: ${adapter!.description} (fallback ${adapter!.fallback}), calibrated in ${profile.calibrationMs} ms; ` +
     `attention ${(profile.devices.webgpu!.exact.unitsPerMs / 1e6).toFixed(2)} GFLOP/s on WebGPU, ` +
     `${(profile.devices.cpu.exact.unitsPerMs / 1e6).toFixed(1)} on WebAssembly`);
-  assert.equal(warnings, []);
+  // A page that is not cross-origin isolated (the Chromium suite's) runs on one thread, and says so.
+  assert.equal(warnings.filter((w) => !/^running on one thread instead of \d+: the page is not cross-origin isolated/.test(w)), []);
 });
 
 test('where the runtime has localStorage, the profile is saved there', () => {
