@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { getWebGPU } from '../src/runtime/webgpu.ts';
 
 export const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
-export const RESULTS_DIR = join(BENCH_DIR, 'results');
+/** Where results go: bench/results, or HYPERATTENTION_BENCH_RESULTS (the device check's output folder). */
+export const RESULTS_DIR = process.env.HYPERATTENTION_BENCH_RESULTS ?? join(BENCH_DIR, 'results');
 
 export const QUICK = process.argv.includes('--quick');
 

@@ -1,6 +1,9 @@
 // Exact attention with log-sum-exp: query rows [0, nq) against keys [0, nk), optionally
 // causal (key j hidden from query i when j > i + causal_offset). Output row i goes to
 // destination row i. Built on lib-attention.wgsl.
+// Heads side by side (grid z = head h of the batch): Q, out and lse move on by a stride
+// per head, K and V by a stride per key-value head, which is (h + phase) / group
+// (grouped-query attention; phase places the batch's first head within its group).
 
 struct Params {
   q_off: u32,
@@ -14,6 +17,13 @@ struct Params {
   causal_offset: i32,
   mode: u32,
   scale: f32,
+  phase: u32,
+  group: u32,
+  q_stride: u32,
+  kv_stride_k: u32,
+  kv_stride_v: u32,
+  out_stride: u32,
+  lse_stride: u32,
 }
 
 @group(0) @binding(5) var<uniform> p: Params;
@@ -38,6 +48,8 @@ fn main(
   if (first >= p.nq) {
     return;
   }
+  let head = wid.z;
+  let kv = (head + p.phase) / p.group;
   // Causal: keys past the workgroup's last query are hidden from all of its rows.
   var n_keys = p.nk;
   if (p.causal != 0u) {
@@ -47,10 +59,10 @@ fn main(
   q_pos = first + lid;
   let has_row = q_pos < p.nq;
   if (has_row) {
-    load_query(p.q_off, q_pos, p.scale);
+    load_query(p.q_off + head * p.q_stride, q_pos, p.scale);
   }
-  attend_keys(n_keys, p.k_off, p.v_off, lid, has_row);
+  attend_keys(n_keys, p.k_off + kv * p.kv_stride_k, p.v_off + kv * p.kv_stride_v, lid, has_row);
   if (has_row) {
-    write_row(p.out_off, p.lse_off, q_pos, p.mode, 0.0, 0.0);
+    write_row(p.out_off + head * p.out_stride, p.lse_off + head * p.lse_stride, q_pos, p.mode, 0.0, 0.0);
   }
 }

@@ -1,9 +1,9 @@
 // The hybrid backend: LSH hashing and sorting on the CPU (WebAssembly), with the accurate
 // mode's buckets (read off the sort), everything else (upload, download, exact, block,
 // sampled, merge, and the accurate mode's probe, columns, window, round, samples and
-// remainder) on WebGPU. The WebGPU backend records its ops into an encoder and submits
-// them when data crosses to or from the host, so the CPU hashes and sorts one
-// sub-problem while the GPU computes attention for the last.
+// remainder) on WebGPU. The WebGPU backend records its ops into an encoder, and the
+// executor submits each head's on its own (hyper.ts), so the CPU hashes and sorts one
+// head while the GPU computes attention for the last.
 //
 // A hybrid buffer is a GPU-side buffer plus a CPU-side mirror made the first time a CPU
 // op needs it. Uploads go to the GPU and are remembered (the caller's arrays stay valid
@@ -18,7 +18,7 @@ import type { CpuBackend } from './cpu/backend.ts';
 import type { WebGPUBackend } from './gpu/backend.ts';
 import {
   placementOf, type AttentionInputs, type AccurateMask, type Backend, type BackendBuffer, type BlockTask, type BucketsTask,
-  type ColumnsTask, type Destination, type Device, type ExactTask, type HashTask, type MergeTask, type OpName, type PartOutput,
+  type ColumnsTask, type Destination, type Device, type ExactTask, type HashTask, type HeadBatch, type MergeTask, type OpName, type PartOutput,
   type ProbeTask, type RemainderTask, type RoundTask, type RowView, type SampledTask, type SamplesTask, type SortTask,
   type WindowTask,
 } from './ops.ts';
@@ -94,11 +94,20 @@ export class HybridBackend implements Backend {
     this.copyToGpu(t.perm, perm, t.count + t.pads);
   }
 
+  get maxBufferLength(): number {
+    return this.gpu.maxBufferLength;
+  }
+
+  copy(src: BackendBuffer, srcOffset: number, dst: BackendBuffer, dstOffset: number, length: number): void {
+    this.gpu.copy(this.onGpu(src, 'copy src'), srcOffset, this.output({ buf: dst, row: 0 }, 'copy dst').buf, dstOffset, length);
+  }
+
   exact(t: ExactTask): void {
-    this.gpu.exact({
-      ...t, q: this.onGpuRows(t.q, 'exact q'), k: this.onGpuRows(t.k, 'exact k'), v: this.onGpuRows(t.v, 'exact v'),
-      dst: this.dst(t.dst, 'exact'),
-    });
+    this.gpu.exact(this.exactOnGpu(t));
+  }
+
+  exactHeads(t: ExactTask, heads: HeadBatch): void {
+    this.gpu.exactHeads(this.exactOnGpu(t), heads);
   }
 
   block(t: BlockTask): void {
@@ -236,6 +245,13 @@ export class HybridBackend implements Backend {
     return {
       out: this.output(dst.out, `${op} out`), lse: this.output(dst.lse, `${op} lse`),
       cnt: this.output(dst.cnt, `${op} cnt`), vsum: this.output(dst.vsum, `${op} vsum`),
+    };
+  }
+
+  private exactOnGpu(t: ExactTask): ExactTask {
+    return {
+      ...t, q: this.onGpuRows(t.q, 'exact q'), k: this.onGpuRows(t.k, 'exact k'), v: this.onGpuRows(t.v, 'exact v'),
+      dst: this.dst(t.dst, 'exact'),
     };
   }
 

@@ -1,12 +1,13 @@
-// The executor: runs a plan (plan.ts) over the backend operations of ops.ts, head by head,
+// The executor: runs a plan (plan.ts) over the backend operations of ops.ts, head by head
+// (a plan of exact attention alone: many heads per op, on backends that batch heads),
 // with the call's random draws in the plan's order. Backends never see recursion, sampling
 // or modes; the accurate mode's parts are in accurate.ts.
 import { runAccurateHead } from './accurate.ts';
 import type { ExecContext, HeadWork, Randomness } from './context.ts';
 import { abortedError, HyperAttentionError } from './errors.ts';
 import {
-  placementOf, type Backend, type BackendBuffer, type Destination, type ExactTask, type KernelMode, type OpName, type OpTrace,
-  type WriteMode,
+  placementOf, type Backend, type BackendBuffer, type Destination, type ExactTask, type HeadBatch, type KernelMode, type OpName,
+  type OpTrace, type WriteMode,
 } from './ops.ts';
 import type { Output, ResolvedExactOptions, ResolvedHyperOptions } from './options.ts';
 import { buildPlan, planParams, type AuthorsPlan, type Plan } from './plan.ts';
@@ -73,7 +74,10 @@ export function runExact<O extends Output = 'host'>(
   output: O = 'host' as O, trace?: OpTrace[], plan: Plan = buildPlan(planParams(shape, o, undefined)),
 ): Promise<ResultFor<O>> {
   const randomness = { projections: [], samples: [] };
-  return execute(backend, shape, o, q, k, v, output, trace, (ctx) => authorsHeads(ctx, plan as AuthorsPlan, 'fixed', 1, randomness)) as Promise<ResultFor<O>>;
+  return execute(
+    backend, shape, o, q, k, v, output, trace, (ctx) => authorsHeads(ctx, plan as AuthorsPlan, 'fixed', 1, randomness),
+    exactBatch(plan, 'fixed'),
+  ) as Promise<ResultFor<O>>;
 }
 
 /**
@@ -88,7 +92,7 @@ export function runHyper<O extends Output = 'host'>(
   const heads = plan.kind === 'accurate'
     ? (ctx: ExecContext) => runAccurateHead(ctx, plan, o.causal, o.controlVariate, randomness)
     : (ctx: ExecContext) => authorsHeads(ctx, plan, kernelMode(o.mode), o.lshNumProjs, randomness);
-  return execute(backend, shape, o, q, k, v, output, trace, heads) as Promise<ResultFor<O>>;
+  return execute(backend, shape, o, q, k, v, output, trace, heads, exactBatch(plan, kernelMode(o.mode))) as Promise<ResultFor<O>>;
 }
 
 /** How the kernels hash and merge: the authors' way in 'reference' mode, corrected otherwise. */
@@ -96,20 +100,35 @@ export function kernelMode(mode: ResolvedHyperOptions['mode']): KernelMode {
   return mode === 'reference' ? 'reference' : 'fixed';
 }
 
+/**
+ * A plan of exact attention alone, run for a batch of heads at once (Backend.exactHeads):
+ * `units` ops per head, each one op for all heads of the batch. Heads lie side by side in
+ * the buffers: q, out and lse [heads, nq, *], k and v [key-value heads, nk, *].
+ */
+interface BatchWork {
+  units: number;
+  run: (bufs: { q: BackendBuffer; k: BackendBuffer; v: BackendBuffer; out: RowViewOf; lse: RowViewOf }, heads: HeadBatch) => Promise<void>;
+}
+type RowViewOf = Destination['out'];
+
+/** On WebGPU, a call with onProgress runs a plan of exact attention in about this many batches. */
+const PROGRESS_BATCHES = 16;
+
 async function execute(
   backend: Backend, shape: AttentionShape, o: ResolvedExactOptions, q: InputTensor, k: InputTensor, v: InputTensor,
-  output: Output, trace: OpTrace[] | undefined, setUp: (ctx: ExecContext) => HeadWork,
+  output: Output, trace: OpTrace[] | undefined, setUp: (ctx: ExecContext) => HeadWork, batch?: (ctx: BatchContext) => BatchWork,
 ): Promise<AttentionResult | GPUAttentionResult> {
   const { B, H, Hkv, nq, nk, d, dv } = shape;
   const scale = o.scale ?? 1 / Math.sqrt(d);
   const group = H / Hkv;
+  const heads = B * H;
 
   const onDevice = output === 'gpu' || ![q, k, v].every(isHostTensor);
   if (onDevice && !(backend.copyFromDevice && backend.createDeviceBuffer && backend.exportToDevice && backend.finish)) {
     throw new HyperAttentionError('INVALID_OPTION', `GPU tensors and output 'gpu' need the WebGPU backend, not '${backend.name}'`);
   }
-  const out = output === 'host' ? new Float32Array(B * H * nq * dv) : undefined;
-  const lse = output === 'host' ? new Float32Array(B * H * nq) : undefined;
+  const out = output === 'host' ? new Float32Array(heads * nq * dv) : undefined;
+  const lse = output === 'host' ? new Float32Array(heads * nq) : undefined;
   /**
    * Runs one op. When tracing, waits until it has run (an asynchronous backend is synced)
    * and records how long it took: the ops then no longer overlap, so a traced call is slower.
@@ -123,78 +142,143 @@ async function execute(
     if (device === 'webgpu') await backend.sync?.();
     trace.push({ op, device, ms: performance.now() - start });
   };
-  // The readback of head h is awaited only once head h + 1 is issued, so that the CPU
-  // prepares (and, in the hybrid, hashes and sorts) the next head while the GPU computes.
+  // A readback (or a wait for submitted work) is awaited only once the next heads are
+  // issued, so that the CPU prepares (and, in the hybrid, hashes and sorts) them while the
+  // GPU computes.
   let pending: Promise<void> | undefined;
   if (o.signal?.aborted) throw abortedError();
   backend.begin?.(o.signal);
   try {
-    /** Head `index` of t ([*, rows, width]) into buf, from the host or on the device. */
-    const load = (buf: BackendBuffer, t: InputTensor, index: number, rows: number, width: number) => {
+    /** Heads [index, index + count) of t ([*, rows, width]) into buf, from the host or on the device. */
+    const load = (buf: BackendBuffer, t: InputTensor, index: number, rows: number, width: number, count = 1) => {
       const n = rows * width;
       return run('upload', () => {
-        if (isHostTensor(t)) backend.upload(buf, t.data.subarray(index * n, (index + 1) * n));
-        else backend.copyFromDevice!(buf, 0, t.buffer, index * n * 4, n);
+        if (isHostTensor(t)) backend.upload(buf, t.data.subarray(index * n, (index + count) * n));
+        else backend.copyFromDevice!(buf, 0, t.buffer, index * n * 4, count * n);
       });
     };
     const f32 = (n: number) => backend.createBuffer('f32', Math.max(1, n));
     const i32 = (n: number) => backend.createBuffer('i32', Math.max(1, n));
+    const outGpu = out ? undefined : backend.createDeviceBuffer!(heads * nq * dv);
+    const lseGpu = out ? undefined : backend.createDeviceBuffer!(heads * nq);
+    const batched = batch && backend.exactHeads ? batch({ backend, run, d, dv, scale }) : undefined;
+
+    // Asynchronous backends (those with copy) gather results on the device, lse then out
+    // of up to `resultHeads` heads in one buffer, read back (or exported) once it is full:
+    // one readback for a call whose results fit one buffer. Heads run in groups of
+    // `groupHeads` (for a batched plan, one op per group); a group is submitted on its own
+    // only when progress is asked for, or in the hybrid, whose CPU ops overlap the GPU's.
+    const gather = backend.copy !== undefined;
+    const maxLength = backend.maxBufferLength ?? Infinity;
+    const fit = (perHead: number) => Math.max(1, Math.floor(maxLength / Math.max(1, perHead)));
+    const submitEach = o.onProgress !== undefined || backend.name === 'hybrid';
+    let groupHeads = !gather ? 1 : batched
+      ? Math.min(heads, fit(nq * d), fit(nk * Math.max(d, dv)), o.onProgress ? Math.ceil(heads / PROGRESS_BATCHES) : heads)
+      : submitEach ? 1 : heads;
+    // Out starts at a whole row, and 256 bytes (the largest minStorageBufferOffsetAlignment)
+    // past the end of lse, so that the bindings of a group's out and lse never overlap.
+    const rowAligned = (Math.max(1, dv) / gcd(Math.max(1, dv), 64)) * 64;
+    const resultMax = gather ? Math.min(heads, Math.max(1, Math.floor((maxLength - rowAligned) / (nq * (dv + 1))))) : 1;
+    groupHeads = Math.min(groupHeads, resultMax);
+    const resultHeads = groupHeads * Math.floor(resultMax / groupHeads);
+    const outStart = Math.ceil((resultHeads * nq) / rowAligned) * rowAligned;
+    const result = gather ? f32(outStart + resultHeads * nq * dv) : undefined;
+
     // Progress counts attention ops. The WebAssembly backend has run an op when it returns,
-    // so it reports each one; an asynchronous backend reports a head once it is read back.
+    // so it reports each one; an asynchronous backend reports a group of heads once the
+    // GPU has run it (its readback, or the submitted work, settles).
     let head = 0;
     let unitsDone = 0;
     const eachOp = backend.name === 'cpu' && o.onProgress !== undefined;
-    const ctx: ExecContext = {
+    let units = 0;
+    /** Awaits the previous group's settling, and reports `headsDone` when `settles` settles. */
+    const settle = async (settles: Promise<unknown> | undefined, headsDone: number) => {
+      const progress = { done: headsDone * units, total: heads * units };
+      const report = () => (eachOp ? undefined : o.onProgress?.(progress));
+      const previous = pending;
+      pending = Promise.all([previous, settles]).then(report);
+      pending.catch(() => {});
+      await (trace ? pending : previous);
+    };
+
+    const ctx = batched ? undefined : {
       backend, shape, scale, run, f32, i32,
       qBuf: f32(nq * d), kBuf: f32(nk * d), vBuf: f32(nk * dv), outBuf: f32(nq * dv), lseBuf: f32(nq),
       tick: () => {
         unitsDone++;
-        if (eachOp) o.onProgress!({ done: head * work.units + unitsDone, total: B * H * work.units });
+        if (eachOp) o.onProgress!({ done: head * units + unitsDone, total: heads * units });
       },
-    };
-    const outGpu = out ? undefined : backend.createDeviceBuffer!(B * H * nq * dv);
-    const lseGpu = out ? undefined : backend.createDeviceBuffer!(B * H * nq);
-    const work = setUp(ctx);
+    } satisfies ExecContext;
+    const work = ctx ? setUp(ctx) : undefined;
+    units = batched?.units ?? work!.units;
+    const kvOf = (h: number) => Math.floor(h / group);
+    const kvMax = Math.max(...Array.from({ length: Math.ceil(heads / groupHeads) }, (_, g) =>
+      kvOf(Math.min(heads, (g + 1) * groupHeads) - 1) - kvOf(g * groupHeads) + 1));
+    const bufs = batched
+      ? { q: f32(groupHeads * nq * d), k: f32(kvMax * nk * d), v: f32(kvMax * nk * dv) }
+      : undefined;
 
     let loadedKv = -1;
-    for (let b = 0; b < B; b++) {
-      for (let h = 0; h < H; h++) {
-        head = b * H + h;
+    let resultFrom = 0;
+    for (let g0 = 0; g0 < heads; g0 += groupHeads) {
+      const g1 = Math.min(heads, g0 + groupHeads);
+      if (bufs && result) {
+        const kv0 = kvOf(g0);
+        await load(bufs.q, q, g0, nq, d, g1 - g0);
+        await load(bufs.k, k, kv0, nk, d, kvOf(g1 - 1) - kv0 + 1);
+        await load(bufs.v, v, kv0, nk, dv, kvOf(g1 - 1) - kv0 + 1);
+        await batched!.run({
+          ...bufs, lse: { buf: result, row: (g0 - resultFrom) * nq }, out: { buf: result, row: outStart / dv + (g0 - resultFrom) * nq },
+        }, { count: g1 - g0, group, phase: g0 % group, qRows: nq, kRows: nk });
+      }
+      for (let h = g0; ctx && h < g1; h++) {
+        head = h;
         unitsDone = 0;
-        const kvHead = b * Hkv + Math.floor(h / group);
-        await load(ctx.qBuf, q, head, nq, d);
-        const kvChanged = kvHead !== loadedKv;
+        await load(ctx.qBuf, q, h, nq, d);
+        const kvChanged = kvOf(h) !== loadedKv;
         if (kvChanged) {
-          await load(ctx.kBuf, k, kvHead, nk, d);
-          await load(ctx.vBuf, v, kvHead, nk, dv);
-          loadedKv = kvHead;
+          await load(ctx.kBuf, k, kvOf(h), nk, d);
+          await load(ctx.vBuf, v, kvOf(h), nk, dv);
+          loadedKv = kvOf(h);
         }
-        await work.run(b, h, kvChanged);
-
-        const progress = { done: (head + 1) * work.units, total: B * H * work.units };
-        const report = () => (eachOp ? undefined : o.onProgress?.(progress));
-        if (out && lse) {
-          const readback = run('download', () => Promise.all([
-            backend.download(ctx.outBuf, 0, nq * dv, out, head * nq * dv),
-            backend.download(ctx.lseBuf, 0, nq, lse, head * nq),
-          ]).then(() => {}));
-          const previous = pending;
-          pending = Promise.all([previous, readback]).then(report);
-          pending.catch(() => {});
-          await (trace ? pending : previous);
+        await work!.run(Math.floor(h / H), h % H, kvChanged);
+        if (result) {
+          backend.copy!(ctx.lseBuf, 0, result, (h - resultFrom) * nq, nq);
+          backend.copy!(ctx.outBuf, 0, result, outStart + (h - resultFrom) * nq * dv, nq * dv);
         } else {
-          backend.exportToDevice!(ctx.outBuf, 0, outGpu!, head * nq * dv * 4, nq * dv);
-          backend.exportToDevice!(ctx.lseBuf, 0, lseGpu!, head * nq * 4, nq);
-          report();
+          await settle(run('download', () => Promise.all([
+            backend.download(ctx.outBuf, 0, nq * dv, out!, h * nq * dv),
+            backend.download(ctx.lseBuf, 0, nq, lse!, h * nq),
+          ]).then(() => {})), h + 1);
         }
       }
+      if (!result) continue;
+      if (g1 - resultFrom === resultHeads || g1 === heads) {
+        const count = g1 - resultFrom;
+        const from = resultFrom;
+        resultFrom = g1;
+        if (out && lse) {
+          const all = new Float32Array(outStart + count * nq * dv);
+          await settle(run('download', () => backend.download(result, 0, all.length, all).then(() => {
+            lse.set(all.subarray(0, count * nq), from * nq);
+            out.set(all.subarray(outStart), from * nq * dv);
+          })), g1);
+          continue;
+        }
+        backend.exportToDevice!(result, 0, lseGpu!, from * nq * 4, count * nq);
+        backend.exportToDevice!(result, outStart, outGpu!, from * nq * dv * 4, count * nq * dv);
+      }
+      // Nothing read back: the submitted work settling tells progress.
+      if (submitEach && g1 < heads) await settle(backend.sync?.(), g1);
     }
     if (out && lse) {
       await pending;
       return { out: { data: out, shape: [B, H, nq, dv] }, lse: { data: lse, shape: [B, H, nq] } };
     }
     // Nothing was read back: this runs the work, and reports its errors.
+    await pending;
     await backend.finish!();
+    o.onProgress?.({ done: heads * units, total: heads * units });
     return {
       out: { buffer: outGpu!, shape: [B, H, nq, dv], dtype: 'float32' },
       lse: { buffer: lseGpu!, shape: [B, H, nq], dtype: 'float32' },
@@ -204,6 +288,48 @@ async function execute(
     await pending?.catch(() => {});
     backend.releaseAll();
   }
+}
+
+function gcd(a: number, b: number): number {
+  return b === 0 ? a : gcd(b, a % b);
+}
+
+/** What a batched plan's ops need of the call. */
+interface BatchContext {
+  backend: Backend;
+  run: ExecContext['run'];
+  d: number;
+  dv: number;
+  scale: number;
+}
+
+/**
+ * The batched form of an authors' plan made only of exact attention (exact calls, and
+ * hyperAttention below minSeqLen): its leaves, then its steps' sub-heads, each one
+ * exactHeads op for the batch. Undefined for any other plan.
+ */
+function exactBatch(plan: Plan, mode: KernelMode): ((ctx: BatchContext) => BatchWork) | undefined {
+  if (plan.kind !== 'authors' || plan.steps.some((s) => s.kind !== 'exact')) return undefined;
+  const merge: WriteMode = mode === 'reference' ? 'merge-reference' : 'merge-fixed';
+  const parts: { qStart: number; kStart: number; nq: number; nk: number; causal: boolean; write: WriteMode }[] = [
+    ...plan.leaves.map((leaf) => ({ qStart: leaf.start, kStart: leaf.start, nq: leaf.rows, nk: leaf.rows, causal: true, write: 'write' as const })),
+    ...plan.steps.flatMap((step) => step.subs.map((sub) => ({
+      qStart: sub.qStart, kStart: sub.kStart, nq: sub.qReal, nk: step.nk, causal: false, write: step.merge ? merge : ('write' as const),
+    }))),
+  ].filter((part) => part.nq > 0);
+  return ({ backend, run, d, dv, scale }) => ({
+    units: parts.length,
+    run: async (bufs, heads) => {
+      for (const part of parts) {
+        const at = (view: RowViewOf) => ({ buf: view.buf, row: view.row + part.qStart });
+        await run('exact', () => backend.exactHeads!({
+          q: { buf: bufs.q, row: part.qStart }, k: { buf: bufs.k, row: part.kStart }, v: { buf: bufs.v, row: part.kStart },
+          nq: part.nq, nk: part.nk, d, dv, scale, causal: part.causal, causalOffset: 0,
+          dst: { out: at(bufs.out), lse: at(bufs.lse), write: part.write },
+        }, heads));
+      }
+    },
+  });
 }
 
 /** The authors' algorithm (and exact attention): diagonal leaves, then the steps in order. */

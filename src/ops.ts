@@ -49,6 +49,19 @@ export interface ExactTask extends AttentionInputs {
   dst: Destination;
 }
 
+/**
+ * Several heads in one op, side by side in the same buffers: head i (of `count`) reads and
+ * writes the task's rows moved on by i * qRows (q, out, lse), and reads those of key-value
+ * head floor((i + phase) / group) moved on by that many times kRows (k, v).
+ */
+export interface HeadBatch {
+  count: number;
+  group: number;
+  phase: number;
+  qRows: number;
+  kRows: number;
+}
+
 /** LSH sort keys of `rows` rows of x (width d) against projections [d, r] (row-major). */
 export interface HashTask {
   x: RowView;
@@ -281,6 +294,15 @@ export interface Backend {
     into: Float32Array | Int32Array,
     intoOffset?: number,
   ): Promise<void>;
+  /**
+   * Backends that run many heads per dispatch (WebGPU, the hybrid): exact attention of
+   * every head of the batch; the executor then runs a plan made only of exact steps this way.
+   */
+  exactHeads?(t: ExactTask, heads: HeadBatch): void;
+  /** Copy `length` elements of src from srcOffset into dst at dstOffset, in order with the ops (asynchronous backends). */
+  copy?(src: BackendBuffer, srcOffset: number, dst: BackendBuffer, dstOffset: number, length: number): void;
+  /** The most elements one buffer may hold (asynchronous backends: the device's maxBufferSize). */
+  readonly maxBufferLength?: number;
   hash(t: HashTask): OpResult;
   sort(t: SortTask): void;
   exact(t: ExactTask): OpResult;

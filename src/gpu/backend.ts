@@ -1,8 +1,10 @@
 // The WebGPU backend: the ops of src/ops.ts as WGSL kernels. Each op records its
-// dispatches into one open command encoder, which is submitted only when data crosses
-// to or from the host (upload, download), so a call runs from its uploads to its
-// downloads without a readback in between. Buffers come from a pool. GPU errors are
-// caught with error scopes around every op and reported, typed, by the next download.
+// dispatches into one open command encoder, which is submitted only when data goes back
+// to the host (download), when the caller syncs, or when the host data staged for it
+// passes STAGING_FLUSH_BYTES: uploads are staged and copied in order with the ops, so a
+// whole call is one command buffer and one readback. Buffers come from a pool, trimmed at
+// the end of each call. GPU errors are caught with error scopes around every op and
+// reported, typed, by the next download.
 //
 // Device-resident I/O: the caller's GPUBuffers are read and written by copies recorded
 // into the same encoder as the ops, so a call with GPU inputs and output reads nothing
@@ -21,7 +23,7 @@
 // createWebGPUBackend() then acquires a new device.
 import { HyperAttentionError } from '../errors.ts';
 import type {
-  AttentionInputs, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, ExactTask, HashTask, MergeTask,
+  AttentionInputs, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, ExactTask, HashTask, HeadBatch, MergeTask,
   PartOutput, ProbeTask, RemainderTask, RoundTask, RowView, SampledTask, SamplesTask, SortedRowsTask, SortTask, WindowTask,
   WriteMode,
 } from '../ops.ts';
@@ -46,6 +48,12 @@ const PART_WINDOW = 1;
 const PART_ROUND = 2;
 const WINDOW_HIDE_INSIDE = 1;
 const WINDOW_HIDE_OUTSIDE = 2;
+
+/**
+ * Host data staged by uploads and not yet submitted, past which the encoder is submitted
+ * so that the staging buffers go back to the pool: bounds a large call's extra memory.
+ */
+const STAGING_FLUSH_BYTES = 256 * 2 ** 20;
 
 /** How long a failed readback waits for device.lost to tell a lost device from an error. */
 const LOST_GRACE_MS = 1000;
@@ -110,6 +118,11 @@ export interface WebGPUBackendOptions {
    */
   maxBindingBytes?: number;
   /**
+   * Largest buffer in bytes, below the device's maxBufferSize; lets tests exercise calls
+   * whose results take several readbacks.
+   */
+  maxBufferBytes?: number;
+  /**
    * Storage type of Q, K and V in the attention kernels (default 'f32'); 'f16' needs the
    * device's shader-f16 feature and rounds those inputs to f16 (accumulation stays f32).
    */
@@ -149,6 +162,10 @@ export class WebGPUBackend implements Backend {
   private pass: GPUComputePassEncoder | undefined;
   /** written by queue.writeBuffer for the open encoder: not reusable before it is submitted */
   private held: GPUBuffer[] = [];
+  /** bytes of upload staging among `held` */
+  private staged = 0;
+  /** Command buffers submitted and buffers read back (mapAsync) so far, for tests and benchmarks. */
+  readonly counts = { submits: 0, readbacks: 0 };
   private errors: Promise<HyperAttentionError | undefined>[] = [];
   /** made by createDeviceBuffer for the call in flight; the caller's once finish() succeeds */
   private exports: GPUBuffer[] = [];
@@ -176,7 +193,7 @@ export class WebGPUBackend implements Backend {
     this.sortWorkgroup = Math.min(SORT_WORKGROUP, invocations);
     this.workgroupStorage = limits.maxComputeWorkgroupStorageSize;
     this.maxBinding = Math.min(options.maxBindingBytes ?? Infinity, limits.maxStorageBufferBindingSize);
-    this.maxBufferSize = limits.maxBufferSize;
+    this.maxBufferSize = Math.min(options.maxBufferBytes ?? Infinity, limits.maxBufferSize);
     this.maxGrid = limits.maxComputeWorkgroupsPerDimension;
     this.align = limits.minStorageBufferOffsetAlignment;
     this.lostSignal = device.lost.then((info) => {
@@ -184,6 +201,15 @@ export class WebGPUBackend implements Backend {
       throw this.lost;
     });
     this.lostSignal.catch(() => {});
+  }
+
+  get maxBufferLength(): number {
+    return Math.floor(this.maxBufferSize / 4);
+  }
+
+  /** Bytes in the pools' idle buffers: what the device keeps between calls. */
+  get idleBytes(): number {
+    return this.pool.idleBytes + this.scratch.idleBytes;
   }
 
   /** True once the device is lost: every op throws DEVICE_LOST; create a new backend. */
@@ -205,10 +231,23 @@ export class WebGPUBackend implements Backend {
     if (data.length === 0) return;
     handle.halfFresh = false;
     this.record(() => {
-      // Commands recorded so far must not see the new contents.
-      this.flush();
-      this.device.queue.writeBuffer(handle.gpu, offset * 4, data as ArrayBufferView<ArrayBuffer>);
+      // queue.writeBuffer runs ahead of the commands not yet submitted, which must not see
+      // the new contents: it fills a staging buffer, copied into place in order with them.
+      const staging = this.pool.acquire(data.byteLength, GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST);
+      this.device.queue.writeBuffer(staging, 0, data as ArrayBufferView<ArrayBuffer>);
+      this.held.push(staging);
+      this.staged += staging.size;
+      this.commandEncoder().copyBufferToBuffer(staging, 0, handle.gpu, offset * 4, data.byteLength);
+      if (this.staged >= STAGING_FLUSH_BYTES) this.flush();
     });
+  }
+
+  copy(src: BackendBuffer, srcOffset: number, dst: BackendBuffer, dstOffset: number, length: number): void {
+    const from = this.handle(src, srcOffset, length);
+    const to = this.handle(dst, dstOffset, length);
+    if (length === 0) return;
+    to.halfFresh = false;
+    this.record(() => this.commandEncoder().copyBufferToBuffer(from.gpu, srcOffset * 4, to.gpu, dstOffset * 4, length * 4));
   }
 
   async download(
@@ -222,6 +261,7 @@ export class WebGPUBackend implements Backend {
       this.flush();
       return target;
     });
+    this.counts.readbacks++;
     try {
       await Promise.race([staging.mapAsync(GPUMapMode.READ, 0, bytes), this.lostSignal]);
     } catch (cause) {
@@ -337,27 +377,73 @@ export class WebGPUBackend implements Backend {
   }
 
   exact(t: ExactTask): void {
-    if (t.nq === 0) return;
+    this.exactHeads(t, { count: 1, group: 1, phase: 0, qRows: t.nq, kRows: t.nk });
+  }
+
+  /**
+   * Whole heads go side by side, as many per dispatch as their bindings' spans let
+   * maxStorageBufferBindingSize (and the grid) take. A head too large for one binding goes
+   * alone, in runs of query rows and of keys that fit, the key runs merged by log-add-exp.
+   */
+  exactHeads(t: ExactTask, heads: HeadBatch): void {
+    if (t.nq === 0 || heads.count === 0) return;
     this.record(() => {
-      const pipeline = this.attentionKernel('exact', t.d, t.dv);
-      const k = this.bindInput(t.k, t.d, t.nk);
-      const v = this.bindInput(t.v, t.dv, t.nk);
-      // Query rows in runs whose Q and out bindings fit maxStorageBufferBindingSize.
-      const run = Math.max(1, Math.floor((this.maxBinding - this.align) / (4 * Math.max(t.d, t.dv))));
-      for (let q0 = 0; q0 < t.nq; q0 += run) {
-        const rows = Math.min(run, t.nq - q0);
-        const q = this.bindInput(shift(t.q, q0), t.d, rows);
-        const out = this.bindOutput(shift(t.dst.out, q0), t.dv, rows);
-        const lse = this.bindOutput(shift(t.dst.lse, q0), 1, rows);
-        const params = this.uniform([
-          u32(q.el), u32(k.el), u32(v.el), u32(out.el), u32(lse.el), u32(rows), u32(t.nk),
-          u32(t.causal ? 1 : 0), i32(t.causalOffset + q0), u32(WRITE_CODES[t.dst.write]), f32(t.scale),
-        ]);
-        this.dispatch(
-          pipeline, [q.binding, k.binding, v.binding, out.binding, lse.binding, params], this.rowGroups(rows),
-        );
+      const rowsPerBinding = Math.max(1, Math.floor((this.maxBinding - this.align) / (4 * Math.max(t.d, t.dv))));
+      const qRun = Math.min(t.nq, rowsPerBinding);
+      const kRun = Math.max(1, Math.min(t.nk, rowsPerBinding));
+      const whole = qRun === t.nq && kRun >= t.nk;
+      for (let h0 = 0; h0 < heads.count;) {
+        const phase = (heads.phase + h0) % heads.group;
+        let count = 1;
+        if (whole) {
+          const byQ = Math.floor((rowsPerBinding - t.nq) / Math.max(1, heads.qRows)) + 1;
+          const byKv = (Math.floor((rowsPerBinding - t.nk) / Math.max(1, heads.kRows)) + 1) * heads.group - phase;
+          count = Math.max(1, Math.min(heads.count - h0, byQ, byKv, this.maxGrid));
+        }
+        const kvRow = Math.floor((heads.phase + h0) / heads.group) * heads.kRows;
+        const part: ExactTask = {
+          ...t, q: shift(t.q, h0 * heads.qRows), k: shift(t.k, kvRow), v: shift(t.v, kvRow),
+          dst: { ...t.dst, out: shift(t.dst.out, h0 * heads.qRows), lse: shift(t.dst.lse, h0 * heads.qRows) },
+        };
+        for (let q0 = 0; q0 < t.nq; q0 += qRun) this.exactRun(part, { ...heads, count, phase }, q0, Math.min(qRun, t.nq - q0), kRun);
+        h0 += count;
       }
     });
+  }
+
+  /** Query rows [q0, q0 + rows) of the batch's heads, against the keys in runs of kRun. */
+  private exactRun(t: ExactTask, heads: HeadBatch, q0: number, rows: number, kRun: number): void {
+    const pipeline = this.attentionKernel('exact', t.d, t.dv);
+    const span = (n: number, stride: number, count: number) => (count - 1) * stride + n;
+    const kvCount = Math.floor((heads.phase + heads.count - 1) / heads.group) + 1;
+    const q = this.bindInput(shift(t.q, q0), t.d, span(rows, heads.qRows, heads.count));
+    const runs = Math.max(1, Math.ceil(t.nk / kRun));
+    // The authors' saturating merge is of whole parts: the key runs' part is formed apart first.
+    const apart = runs > 1 && t.dst.write === 'merge-reference';
+    const dst = apart
+      ? { out: { buf: this.createBuffer('f32', rows * t.dv), row: 0 }, lse: { buf: this.createBuffer('f32', rows), row: 0 }, write: 'write' as const }
+      : { ...t.dst, out: shift(t.dst.out, q0), lse: shift(t.dst.lse, q0) };
+    const out = this.bindOutput(dst.out, t.dv, span(rows, heads.qRows, heads.count));
+    const lse = this.bindOutput(dst.lse, 1, span(rows, heads.qRows, heads.count));
+    for (let k0 = 0; k0 === 0 || k0 < t.nk; k0 += kRun) {
+      const offset = t.causalOffset + q0 - k0;
+      // Keys no row of the run sees add nothing to a merge (the first run always writes).
+      if (k0 > 0 && t.causal && rows - 1 + offset < 0) break;
+      const nk = Math.min(kRun, t.nk - k0);
+      const k = this.bindInput(shift(t.k, k0), t.d, span(nk, heads.kRows, kvCount));
+      const v = this.bindInput(shift(t.v, k0), t.dv, span(nk, heads.kRows, kvCount));
+      const write = k0 === 0 ? dst.write : 'merge-fixed';
+      const params = this.uniform([
+        u32(q.el), u32(k.el), u32(v.el), u32(out.el), u32(lse.el), u32(rows), u32(nk),
+        u32(t.causal ? 1 : 0), i32(offset), u32(WRITE_CODES[write]), f32(t.scale),
+        u32(heads.phase), u32(heads.group), u32(heads.qRows * t.d), u32(heads.kRows * t.d), u32(heads.kRows * t.dv),
+        u32(heads.qRows * t.dv), u32(heads.qRows),
+      ]);
+      this.dispatch(pipeline, [q.binding, k.binding, v.binding, out.binding, lse.binding, params], this.rowGroups(rows), heads.count);
+    }
+    if (apart) {
+      this.merge({ src: dst, dst: { ...t.dst, out: shift(t.dst.out, q0), lse: shift(t.dst.lse, q0) }, rows, dv: t.dv });
+    }
   }
 
   /**
@@ -570,6 +656,7 @@ export class WebGPUBackend implements Backend {
     this.errors = [];
     for (const buffer of this.held) this.pool.release(buffer);
     this.held = [];
+    this.staged = 0;
     // The call failed before finish(): the caller never got these.
     for (const buffer of this.exports) buffer.destroy();
     this.exports = [];
@@ -579,6 +666,10 @@ export class WebGPUBackend implements Backend {
       if (buf.half) this.pool.release(buf.half);
     }
     this.live.clear();
+    // What this call left idle and the next does not take is freed at the end of the next:
+    // a run of like calls allocates nothing, and a large call's buffers do not outlive it for long.
+    this.pool.trim();
+    this.scratch.trim();
   }
 
   /** Runs fn inside error scopes whose findings the next download reports. */
@@ -721,10 +812,12 @@ export class WebGPUBackend implements Backend {
     this.endPass();
     if (this.encoder) {
       this.device.queue.submit([this.encoder.finish()]);
+      this.counts.submits++;
       this.encoder = undefined;
     }
     for (const buffer of this.held) this.pool.release(buffer);
     this.held = [];
+    this.staged = 0;
   }
 
   /** A buffer holding host data for the open encoder (written now, read when it runs). */
@@ -779,7 +872,8 @@ export class WebGPUBackend implements Backend {
     return { buffer, offset: 0, size: data.byteLength };
   }
 
-  private dispatch(pipeline: GPUComputePipeline, resources: GPUBufferBinding[], workgroups: number): void {
+  /** `workgroups` in x (spilling into y), times `layers` in z (the heads of a batch). */
+  private dispatch(pipeline: GPUComputePipeline, resources: GPUBufferBinding[], workgroups: number, layers = 1): void {
     const bindGroup = this.device.createBindGroup({
       layout: pipeline.getBindGroupLayout(0),
       entries: resources.map((resource, binding) => ({ binding, resource })),
@@ -792,7 +886,7 @@ export class WebGPUBackend implements Backend {
     const pass = this.computePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(x, y);
+    pass.dispatchWorkgroups(x, y, layers);
   }
 
   private rowGroups(rows: number): number {

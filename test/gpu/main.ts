@@ -17,6 +17,7 @@ if (!adapter) {
   await import('./cpu.suite.ts');
   await import('./fixtures.suite.ts');
   await import('./io.suite.ts');
+  await import('./batch.suite.ts');
   await import('./hybrid.suite.ts');
   await import('./accurate.suite.ts');
   await import('./scheduler.suite.ts');
