@@ -154,33 +154,57 @@ export function accurateSamples(
 }
 
 /**
- * Estimates each row's remainder R (the keys it may see that no exact part counted) from
- * its visible samples and merges it into out and lse (exact log-add-exp). With c visible
- * samples, |R| = visible keys - keys counted exactly:
+ * The running sums of V that remainderMerge's runs of rows start from: for each of the
+ * `count` ascending row positions starts[t], the f64 sum of V rows [0, min(starts[t], nk))
+ * when causal, else of all nk rows, into sums [count, dv]. One pass over V, in row order:
+ * every run then continues exactly the sum one pass over all rows would make.
+ */
+export function remainderSums(v: usize, nk: i32, dv: i32, causal: i32, starts: usize, count: i32, sums: usize): void {
+  const dvBytes = (<usize>dv) << 2;
+  const sumBytes = (<usize>dv) << 3;
+  memory.fill(sums, 0, <usize>count * sumBytes);
+  let t = 0;
+  let running = sums; // the sum so far lives in the first row still to be handed out
+  for (let j = 0; j < nk; j++) {
+    while (causal && t < count && load<i32>(starts + ((<usize>t) << 2)) <= j) {
+      if (t + 1 < count) memory.copy(running + sumBytes, running, sumBytes);
+      running += t + 1 < count ? sumBytes : 0;
+      t++;
+    }
+    if (causal && t >= count) return;
+    const row = v + <usize>j * dvBytes;
+    for (let c = 0; c < dv; c++) {
+      const at = running + ((<usize>c) << 3);
+      store<f64>(at, load<f64>(at) + <f64>load<f32>(row + ((<usize>c) << 2)));
+    }
+  }
+  // Starts past the last key (causal), or every start (non-causal), take the whole sum.
+  for (; t + 1 < count; t++) {
+    memory.copy(running + sumBytes, running, sumBytes);
+    running += sumBytes;
+  }
+}
+
+/**
+ * Estimates the remainder R of rows [rowFrom, rowTo) (the keys a row may see that no exact
+ * part counted) from its visible samples and merges it into out and lse (exact
+ * log-add-exp). With c visible samples, |R| = visible keys - keys counted exactly:
  *   lse_R = lse_samples + log(|R| / c)                       (ratio estimator)
  *   out_R = out_samples + cv * (mean of V over R - mean of V over the samples)
  * The second term is a control variate: where the remainder's logits are flat it makes
  * out_R exactly the mean of V over R. Visible keys are [0, nk), or [0, i] when causal.
- * scratch holds dv f64.
+ * start: dv f64, the sum of V over the visible keys of the row before rowFrom
+ * (remainderSums); scratch holds dv f64.
  */
 export function remainderMerge(
-  v: usize, nq: i32, nk: i32, dv: i32, causal: i32, cv: f32,
+  v: usize, nq: i32, nk: i32, dv: i32, causal: i32, cv: f32, rowFrom: i32, rowTo: i32, start: usize,
   out: usize, lse: usize, cntE: usize, vsumE: usize,
   sOut: usize, sLse: usize, cntS: usize, vsumS: usize, scratch: usize,
 ): void {
   const dvBytes = (<usize>dv) << 2;
   const running = scratch; // f64 [dv]: sum of V over the visible keys
-  memory.fill(running, 0, (<usize>dv) << 3);
-  if (!causal) {
-    for (let j = 0; j < nk; j++) {
-      const row = v + <usize>j * dvBytes;
-      for (let c = 0; c < dv; c++) {
-        const at = running + ((<usize>c) << 3);
-        store<f64>(at, load<f64>(at) + <f64>load<f32>(row + ((<usize>c) << 2)));
-      }
-    }
-  }
-  for (let i = 0; i < nq; i++) {
+  memory.copy(running, start, (<usize>dv) << 3);
+  for (let i = rowFrom; i < rowTo; i++) {
     if (causal && i < nk) {
       const row = v + <usize>i * dvBytes;
       for (let c = 0; c < dv; c++) {

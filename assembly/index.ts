@@ -21,6 +21,7 @@ export {
   accurateBuckets,
   accurateSamples,
   bucketTags,
+  remainderSums,
   remainderMerge,
   probeMass,
 } from './accurate';

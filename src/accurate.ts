@@ -8,17 +8,47 @@ import type { AccuratePlan } from './plan.ts';
 
 /**
  * The `count` heaviest positions of mass[from..) with positive mass, ascending; ties go
- * to the lower position. A threshold from one sorted copy of the masses, rather than a
- * sort of the positions: this runs once per head, over every key.
+ * to the lower position. A threshold (the count-th largest positive mass, kept in a
+ * min-heap of `count` values while the masses are read once), then the positions: this
+ * runs once per head, over every key, on the calling thread.
  */
 function heaviest(mass: Float32Array, from: number, count: number): number[] {
-  const positive = mass.subarray(from).filter((x) => x > 0);
-  if (positive.length <= count) {
+  if (count <= 0) return [];
+  const heap = new Float32Array(count);
+  let size = 0;
+  let positives = 0;
+  for (let j = from; j < mass.length; j++) {
+    const x = mass[j];
+    if (!(x > 0)) continue;
+    positives++;
+    if (size < count) {
+      // Sift up.
+      let i = size++;
+      while (i > 0 && heap[(i - 1) >> 1] > x) {
+        heap[i] = heap[(i - 1) >> 1];
+        i = (i - 1) >> 1;
+      }
+      heap[i] = x;
+    } else if (x > heap[0]) {
+      // Replace the smallest, sift down.
+      let i = 0;
+      for (;;) {
+        let child = 2 * i + 1;
+        if (child >= size) break;
+        if (child + 1 < size && heap[child + 1] < heap[child]) child++;
+        if (heap[child] >= x) break;
+        heap[i] = heap[child];
+        i = child;
+      }
+      heap[i] = x;
+    }
+  }
+  if (positives <= count) {
     const all: number[] = [];
     for (let j = from; j < mass.length; j++) if (mass[j] > 0) all.push(j);
     return all;
   }
-  const threshold = positive.sort()[positive.length - count];
+  const threshold = heap[0];
   let ties = count;
   for (let j = from; j < mass.length; j++) if (mass[j] > threshold) ties--;
   const chosen: number[] = [];

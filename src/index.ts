@@ -15,7 +15,7 @@ import type { Explanation } from './scheduler/cost.ts';
 import { callProfile, explain as explainBhnd, schedule, type CallShapes, type Scheduled } from './scheduler/index.ts';
 import { threadsFor } from './threads/config.ts';
 import {
-  attentionShape, checkFinite, checkOutputSize, isHostTensor, type AttentionShape, type InputTensor, type TensorLike,
+  allFinite, attentionShape, checkFinite, checkOutputSize, isHostTensor, type AttentionShape, type InputTensor, type TensorLike,
 } from './tensor.ts';
 
 export { HyperAttentionError, type ErrorCode } from './errors.ts';
@@ -89,10 +89,6 @@ function checkUnchanged<R extends AttentionResult | GPUAttentionResult>(result: 
   return result;
 }
 
-function allFinite(data: Float32Array): boolean {
-  for (let i = 0; i < data.length; i++) if (data[i] - data[i] !== 0) return false;
-  return true;
-}
 
 /**
  * Resolves the options and checks the tensors before any work (so bad input computes

@@ -316,7 +316,7 @@ export interface Backend {
   round(t: RoundTask): OpResult;
   buckets(t: BucketsTask): void;
   samples(t: SamplesTask): OpResult;
-  remainder(t: RemainderTask): void;
+  remainder(t: RemainderTask): OpResult;
   /** Release every buffer created since the last release. */
   releaseAll(): void;
   /**

@@ -249,16 +249,40 @@ export function checkFinite(name: string, data: Float32Array): void {
   finiteMaxAbs(name, data);
 }
 
-/** max |x| over data, in the same pass that throws NON_FINITE_INPUT at the first NaN or infinity. */
+/**
+ * max |x| over data; throws NON_FINITE_INPUT naming the first NaN or infinity. One
+ * branch-free pass (x * 0 is NaN exactly for a non-finite x, and poisons the sum), two
+ * elements at a time: it scans every input of a call before any work, 12 M values at 64k.
+ */
 export function finiteMaxAbs(name: string, data: Float32Array): number {
-  let max = 0;
-  for (let i = 0; i < data.length; i++) {
+  const n = data.length;
+  let even = 0;
+  let odd = 0;
+  let poison = 0;
+  let i = 0;
+  for (; i + 1 < n; i += 2) {
     const x = data[i];
-    if (x - x !== 0) {
-      throw new HyperAttentionError('NON_FINITE_INPUT', `${name}: element ${i} is ${x}; inputs must be finite`);
-    }
-    if (x > max) max = x;
-    else if (-x > max) max = -x;
+    const y = data[i + 1];
+    const ax = Math.abs(x);
+    const ay = Math.abs(y);
+    even = ax > even ? ax : even;
+    odd = ay > odd ? ay : odd;
+    poison += x * 0 + y * 0;
   }
-  return max;
+  if (i < n) {
+    even = Math.max(even, Math.abs(data[i]));
+    poison += data[i] * 0;
+  }
+  if (poison !== 0) {
+    const at = data.findIndex((x) => x - x !== 0);
+    throw new HyperAttentionError('NON_FINITE_INPUT', `${name}: element ${at} is ${data[at]}; inputs must be finite`);
+  }
+  return Math.max(even, odd);
+}
+
+/** Whether every value is finite (the check of finiteMaxAbs, without the maximum). */
+export function allFinite(data: Float32Array): boolean {
+  let poison = 0;
+  for (let i = 0; i < data.length; i++) poison += data[i] * 0;
+  return poison === 0;
 }

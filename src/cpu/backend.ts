@@ -374,13 +374,24 @@ export class CpuBackend implements Backend {
     return this.jobs('accurateSamples', jobs, scratch, stride, cache ? [23, 24] : [23]);
   }
 
-  remainder(t: RemainderTask): void {
-    const scratch = this.scratch(t.dv * 8);
-    this.wasm.remainderMerge(
-      this.ptr(t.v, t.dv), t.nq, t.nk, t.dv, t.causal ? 1 : 0, t.controlVariate,
-      ...this.part(t.exact, t.dv) as [number, number, number, number],
-      ...this.part(t.samples, t.dv) as [number, number, number, number], scratch,
-    );
+  /**
+   * Runs of rows, each from the running sum of V it starts with (one pass over V here,
+   * remainderSums), so that every run continues the one sequential sum exactly.
+   */
+  remainder(t: RemainderTask): OpResult {
+    const split = this.ranges(t.nq, 16 * t.dv, CORE_ROWS);
+    const starts = this.top;
+    const sums = align(starts + split.length * 4);
+    const scratch = align(sums + split.length * t.dv * 8);
+    this.reserve(scratch);
+    new Int32Array(this.wasm.memory.buffer, starts, split.length).set(split.map(([r0]) => r0));
+    const v = this.ptr(t.v, t.dv);
+    this.wasm.remainderSums(v, t.nk, t.dv, t.causal ? 1 : 0, starts, split.length, sums);
+    const jobs = split.map(([r0, r1], j) => [
+      v, t.nq, t.nk, t.dv, t.causal ? 1 : 0, t.controlVariate, r0, r1, sums + j * t.dv * 8,
+      ...this.part(t.exact, t.dv), ...this.part(t.samples, t.dv), scratch,
+    ]);
+    return this.jobs('remainderMerge', jobs, scratch, align(t.dv * 8), [17]);
   }
 
   releaseAll(): void {

@@ -52,8 +52,9 @@ export interface KernelExports {
     sOut: number, sLse: number, cnt: number, vsum: number, scratch: number, cache: number,
   ): void;
   bucketTags(keys: number, perm: number, count: number, numKeys: number, cap: number, tags: number, starts: number): void;
+  remainderSums(v: number, nk: number, dv: number, causal: number, starts: number, count: number, sums: number): void;
   remainderMerge(
-    v: number, nq: number, nk: number, dv: number, causal: number, cv: number,
+    v: number, nq: number, nk: number, dv: number, causal: number, cv: number, rowFrom: number, rowTo: number, start: number,
     out: number, lse: number, cntE: number, vsumE: number, sOut: number, sLse: number, cntS: number, vsumS: number,
     scratch: number,
   ): void;
