@@ -23,10 +23,11 @@ function check(name, ok, detail = '') {
 }
 
 /** Runs a command to the end; stdout and stderr together, colour codes stripped. */
+/** Runs a command: text is stdout and stderr together (for messages), stdout alone (for output to parse). */
 function sh(cmd, args, cwd, timeout = 60_000) {
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout, env: { ...process.env, NO_COLOR: '1' } });
   const text = `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? r.error.message : ''}`.replace(/\x1b\[[0-9;]*m/g, '');
-  return { ok: r.status === 0, text };
+  return { ok: r.status === 0, text, stdout: r.stdout ?? '' };
 }
 
 const tail = (text, lines = 12) => `\n${text.trim().split('\n').slice(-lines).join('\n')}`;
@@ -95,7 +96,8 @@ try {
   if (!built) throw new Error('nothing to pack');
 
   const pack = sh(npm, ['pack', '--ignore-scripts', '--json', '--pack-destination', work], root);
-  const [info] = pack.ok ? JSON.parse(pack.text.slice(pack.text.indexOf('['))) : [];
+  // npm's warnings (the project's .npmrc) go to stderr: the JSON is stdout's.
+  const [info] = pack.ok ? JSON.parse(pack.stdout.slice(pack.stdout.indexOf('['))) : [];
   check('npm pack', Boolean(info), info ? `${info.filename}, ${info.entryCount} files, ${(info.size / 1024).toFixed(0)} KiB` : tail(pack.text));
   if (!info) throw new Error('no tarball');
 
