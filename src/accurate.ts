@@ -6,58 +6,6 @@ import type { ExecContext, HeadWork, Randomness } from './context.ts';
 import type { AttentionInputs, AccurateMask, PartOutput } from './ops.ts';
 import type { AccuratePlan } from './plan.ts';
 
-/**
- * The `count` heaviest positions of mass[from..) with positive mass, ascending; ties go
- * to the lower position. A threshold (the count-th largest positive mass, kept in a
- * min-heap of `count` values while the masses are read once), then the positions: this
- * runs once per head, over every key, on the calling thread.
- */
-function heaviest(mass: Float32Array, from: number, count: number): number[] {
-  if (count <= 0) return [];
-  const heap = new Float32Array(count);
-  let size = 0;
-  let positives = 0;
-  for (let j = from; j < mass.length; j++) {
-    const x = mass[j];
-    if (!(x > 0)) continue;
-    positives++;
-    if (size < count) {
-      // Sift up.
-      let i = size++;
-      while (i > 0 && heap[(i - 1) >> 1] > x) {
-        heap[i] = heap[(i - 1) >> 1];
-        i = (i - 1) >> 1;
-      }
-      heap[i] = x;
-    } else if (x > heap[0]) {
-      // Replace the smallest, sift down.
-      let i = 0;
-      for (;;) {
-        let child = 2 * i + 1;
-        if (child >= size) break;
-        if (child + 1 < size && heap[child + 1] < heap[child]) child++;
-        if (heap[child] >= x) break;
-        heap[i] = heap[child];
-        i = child;
-      }
-      heap[i] = x;
-    }
-  }
-  if (positives <= count) {
-    const all: number[] = [];
-    for (let j = from; j < mass.length; j++) if (mass[j] > 0) all.push(j);
-    return all;
-  }
-  const threshold = heap[0];
-  let ties = count;
-  for (let j = from; j < mass.length; j++) if (mass[j] > threshold) ties--;
-  const chosen: number[] = [];
-  for (let j = from; j < mass.length; j++) {
-    if (mass[j] > threshold || (mass[j] === threshold && ties-- > 0)) chosen.push(j);
-  }
-  return chosen;
-}
-
 export function runAccurateHead(
   ctx: ExecContext, plan: AccuratePlan, causal: boolean, controlVariate: number, randomness: Randomness,
 ): HeadWork {
@@ -89,10 +37,6 @@ export function runAccurateHead(
     qTags: row0(qTags), kTags: row0(kTags),
   });
 
-  const massHost = new Float32Array(nk);
-  const flagsHost = new Int32Array(nk);
-  let cols: number[] = [];
-  let uploaded = false;
   let prepared = false;
 
   const units = (heavyKeys > 0 ? 1 : 0) + 1 + (plan.window > 0 ? 1 : 0) + rounds +
@@ -101,33 +45,29 @@ export function runAccurateHead(
     if (!prepared) {
       if (probeBuf) await run('upload', () => backend.upload(probeBuf, Int32Array.from(plan.probeRows)));
       for (const [t, p] of proj.entries()) await run('upload', () => backend.upload(p, randomness.projections[t]));
+      // Without a probe the columns are the sinks, the same for every head.
+      if (!massBuf) {
+        await run('upload', () => {
+          backend.upload(flagsBuf, Int32Array.from({ length: nk }, (_, j) => (j < sinkKeys ? 1 : 0)));
+          if (sinkKeys > 0) backend.upload(colsBuf, Int32Array.from({ length: sinkKeys }, (_, j) => j));
+        });
+      }
       prepared = true;
     }
 
-    // Columns: the sinks, and the heavy columns this head's probe rows find.
-    let heavy: number[] = [];
+    // Columns: the sinks, and the heavy columns this head's probe rows find, chosen where
+    // the masses are (on the GPU they never come back to the host).
     if (massBuf && probeBuf) {
       await run('exact', () => backend.probe({
         q: head.q, k: head.k, nq, nk, d, scale, rows: row0(probeBuf), count: plan.probeRows.length, causal,
         sinks: sinkKeys, winLo: plan.winLo, window: plan.window, mass: row0(massBuf),
       }));
-      await run('download', () => backend.download(massBuf, 0, nk, massHost));
+      await run('sort', () => backend.heavy({
+        mass: row0(massBuf), nk, sinks: sinkKeys, count: heavyKeys, cols: row0(colsBuf), flags: row0(flagsBuf),
+      }));
       tick();
-      heavy = heaviest(massHost, sinkKeys, heavyKeys);
     }
-    // The columns change only with the heavy ones, which change only with the probe.
-    const next = [...Array.from({ length: sinkKeys }, (_, j) => j), ...heavy];
-    if (!uploaded || next.length !== cols.length || next.some((j, i) => j !== cols[i])) {
-      for (const j of cols) flagsHost[j] = 0;
-      cols = next;
-      for (const j of cols) flagsHost[j] = 1;
-      await run('upload', () => {
-        backend.upload(flagsBuf, flagsHost);
-        if (cols.length > 0) backend.upload(colsBuf, Int32Array.from(cols));
-      });
-      uploaded = true;
-    }
-    await run('sampled', () => backend.columns({ ...head, cols: row0(colsBuf), count: cols.length, causal, dst: exact }));
+    await run('sampled', () => backend.columns({ ...head, cols: row0(colsBuf), count: sinkKeys + heavyKeys, causal, dst: exact }));
     tick();
 
     if (plan.window > 0) {

@@ -18,7 +18,7 @@ import type { CpuBackend } from './cpu/backend.ts';
 import type { WebGPUBackend } from './gpu/backend.ts';
 import {
   placementOf, type AttentionInputs, type AccurateMask, type Backend, type BackendBuffer, type BlockTask, type BucketsTask,
-  type ColumnsTask, type Destination, type Device, type ExactTask, type HashTask, type HeadBatch, type MergeTask, type OpName, type PartOutput,
+  type ColumnsTask, type Destination, type Device, type ExactTask, type HashTask, type HeadBatch, type HeavyTask, type MergeTask, type OpName, type PartOutput,
   type ProbeTask, type RemainderTask, type RoundTask, type RowView, type SampledTask, type SamplesTask, type SortTask,
   type WindowTask,
 } from './ops.ts';
@@ -130,6 +130,12 @@ export class HybridBackend implements Backend {
     this.gpu.probe({
       ...t, q: this.onGpuRows(t.q, 'probe q'), k: this.onGpuRows(t.k, 'probe k'), rows: this.onGpuRows(t.rows, 'probe rows'),
       mass: this.output(t.mass, 'probe mass'),
+    });
+  }
+
+  heavy(t: HeavyTask): void {
+    this.gpu.heavy({
+      ...t, mass: this.onGpuRows(t.mass, 'heavy mass'), cols: this.output(t.cols, 'heavy cols'), flags: this.output(t.flags, 'heavy flags'),
     });
   }
 

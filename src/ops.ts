@@ -260,6 +260,21 @@ export interface ProbeTask {
 }
 
 /**
+ * The columns of a head from its probe's masses (src/heavy.ts): cols = the positions
+ * [0, sinks), then the `count` positions j >= sinks of largest mass[j] (ties to the lower
+ * position) in ascending order; flags[j] = 1 for every column, 0 for every other key.
+ * count <= nk - sinks.
+ */
+export interface HeavyTask {
+  mass: RowView;
+  nk: number;
+  sinks: number;
+  count: number;
+  cols: RowView;
+  flags: RowView;
+}
+
+/**
  * The buckets of a hash round, from LSH keys (original order) and their sort perm:
  * starts[u] = first sorted position with key u, for u <= numKeys (starts[numKeys] = count);
  * tags[row] = the row's key, or -1 past the first `cap` rows of its bucket.
@@ -311,6 +326,7 @@ export interface Backend {
   merge(t: MergeTask): void;
   // The accurate mode's parts.
   probe(t: ProbeTask): OpResult;
+  heavy(t: HeavyTask): void;
   columns(t: ColumnsTask): OpResult;
   window(t: WindowTask): OpResult;
   round(t: RoundTask): OpResult;

@@ -62,7 +62,7 @@ function exactSets(q: Float32Array, k: Float32Array, c: Case, projections: Float
       const sum = logits.reduce((s, x) => s + Math.exp(x - max), 0);
       for (let j = sinks; j < nk; j++) if (!inWindow(i, j)) mass[j] += Math.exp(logits[j] - max) / sum;
     }
-    const order = Array.from({ length: nk }, (_, j) => j).filter((j) => j >= sinks && mass[j] > 0);
+    const order = Array.from({ length: nk }, (_, j) => j).filter((j) => j >= sinks);
     order.sort((a, b) => mass[b] - mass[a] || a - b);
     for (const j of order.slice(0, heavy)) columns.add(j);
   }

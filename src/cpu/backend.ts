@@ -9,10 +9,12 @@
 // computed it: results are bit-identical for every thread count.
 import { abortedError, HyperAttentionError } from '../errors.ts';
 import type {
-  AttentionInputs, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, Destination, ExactTask, HashTask, MergeTask,
+  AttentionInputs, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, Destination, ExactTask, HashTask, HeavyTask,
+  MergeTask,
   OpResult, PartOutput, ProbeTask, RemainderTask, RoundTask, RowView, SampledTask, SamplesTask, SortTask, WindowTask,
   WriteMode,
 } from '../ops.ts';
+import { heaviest } from '../heavy.ts';
 import { stopBatch, type ThreadPool } from '../threads/pool.ts';
 import { bestFlavour, instantiateKernels, renewKernels, type KernelExports, type KernelFlavour } from './wasm.ts';
 
@@ -321,6 +323,16 @@ export class CpuBackend implements Backend {
     };
     const ran = this.jobs('probeMass', jobs, scratch, align(t.nk * 4), [13]);
     return ran ? ran.then(sum) : sum();
+  }
+
+  heavy(t: HeavyTask): void {
+    const chosen = heaviest(this.view(t.mass.buf, t.mass.row, t.nk) as Float32Array, t.sinks, t.count);
+    const cols = this.view(t.cols.buf, t.cols.row, t.sinks + t.count);
+    const flags = this.view(t.flags.buf, t.flags.row, t.nk);
+    flags.fill(0);
+    for (let j = 0; j < t.sinks; j++) cols[j] = j;
+    chosen.forEach((j, i) => (cols[t.sinks + i] = j));
+    for (let i = 0; i < t.sinks + chosen.length; i++) flags[cols[i]] = 1;
   }
 
   columns(t: ColumnsTask): OpResult {

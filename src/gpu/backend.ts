@@ -23,7 +23,7 @@
 // createWebGPUBackend() then acquires a new device.
 import { HyperAttentionError } from '../errors.ts';
 import type {
-  AttentionInputs, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, ExactTask, HashTask, HeadBatch, MergeTask,
+  AttentionInputs, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, ExactTask, HashTask, HeadBatch, HeavyTask, MergeTask,
   PartOutput, ProbeTask, RemainderTask, RoundTask, RowView, SampledTask, SamplesTask, SortedRowsTask, SortTask, WindowTask,
   WriteMode,
 } from '../ops.ts';
@@ -577,6 +577,16 @@ export class WebGPUBackend implements Backend {
         this.dispatch(this.rowKernel('probe'), [q.binding, k.binding, rows.binding, lse, mass.binding, params], workgroups);
       }
       this.scratch.release(lse.buffer);
+    });
+  }
+
+  heavy(t: HeavyTask): void {
+    this.record(() => {
+      const mass = this.bind(t.mass, 1, t.nk);
+      const cols = this.bindOutput(t.cols, 1, Math.max(1, t.sinks + t.count));
+      const flags = this.bindOutput(t.flags, 1, t.nk);
+      const params = this.uniform([u32(mass.el), u32(cols.el), u32(flags.el), u32(t.nk), u32(t.sinks), u32(t.count)]);
+      this.dispatch(this.rowKernel('heavy'), [mass.binding, cols.binding, flags.binding, params], 1);
     });
   }
 

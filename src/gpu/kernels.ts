@@ -10,6 +10,7 @@ export type KernelName =
   | 'accurate'
   | 'accurate-round'
   | 'probe'
+  | 'heavy'
   | 'buckets'
   | 'remainder'
   | 'merge'
@@ -40,6 +41,7 @@ const LIBRARIES: Record<KernelName, readonly string[]> = {
   // Rows of a workgroup see different keys: no shared tiles.
   'accurate-round': ['lib-common', 'lib-attention', 'lib-tiles-own'],
   probe: ['lib-common'],
+  heavy: [],
   buckets: ['lib-common'],
   remainder: ['lib-common'],
   merge: ['lib-common'],

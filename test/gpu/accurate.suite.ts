@@ -280,6 +280,22 @@ Ops('probe of long rows (3000 keys)', async () => {
     expectAllSame([gpu], results, [`causal ${causal} mass`]);
   }
 });
+Ops('heavy columns from masses with ties, zeros and runs longer than a workgroup', async () => {
+  const rng = random();
+  for (const [nk, sinks, count] of [[9, 0, 3], [300, 4, 12], [5000, 16, 32], [2000, 3, 1997], [1000, 10, 40]]) {
+    // Few distinct values (ties across invocations' runs), a block of zeros, and a tail
+    // of distinct ones.
+    const mass = Float32Array.from({ length: nk }, (_, j) =>
+      (j % 97 < 20 ? 0 : j % 3 === 0 ? [0.25, 0.5, 1][rng.nextBelow(3)] : rng.nextUnit()));
+    const results = await onAll([gpu], (be) => {
+      const cols = guarded(be, sinks + count, 1, undefined, 'i32');
+      const flags = guarded(be, nk, 1, undefined, 'i32');
+      be.heavy({ mass: guarded(be, nk, 1, mass).view, nk, sinks, count, cols: cols.view, flags: flags.view });
+      return [cols, flags];
+    });
+    expectAllSame([gpu], results, [`nk ${nk} cols`, `nk ${nk} flags`]);
+  }
+});
 Ops.after.each(() => {
   for (const be of [gpu, workgroupTiles, halfStorage]) be?.releaseAll();
   cpu.releaseAll();

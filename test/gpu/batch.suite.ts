@@ -83,6 +83,15 @@ for (const causal of [false, true]) {
   });
 }
 
+for (const causal of [false, true]) {
+  Counts(`accurate mode, causal ${causal}: one submit and one readback (heavy columns chosen on the GPU)`, async () => {
+    const be = backendWith();
+    const cost = await expectLikeCpu('accurate', hyperCall(inputs(1, 3, 1, 520, 32), causal, 'accurate'), be);
+    assert.equal(cost.plain, { submits: 1, readbacks: 1 });
+    assert.is(cost.withProgress.readbacks, 1);
+  });
+}
+
 Counts("hybrid: one readback per call, a submit per head", async () => {
   const hybrid = new HybridBackend(await createCpuBackend(), backendWith());
   const cost = await expectLikeCpu('hybrid hyper', hyperCall(inputs(1, 3, 1, 520, 32), true, 'reference'), hybrid, hybrid.gpu);
