@@ -60,6 +60,9 @@ export function serve(port: Port): void {
   const run = (b: Batch) => {
     const kernels = arenas.get(b.arena);
     const kernel = kernels?.[b.fn];
+    // The caller may have grown the shared memory since this thread last ran on it: growing
+    // by nothing here makes this thread's instance take the new size before it reads there.
+    (kernels?.memory as unknown as WebAssembly.Memory | undefined)?.grow(0);
     const args: number[] = new Array(b.argc);
     for (;;) {
       const j = Atomics.add(b.control, CLAIMED, 1);
