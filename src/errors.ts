@@ -29,7 +29,8 @@ export class HyperAttentionError extends Error {
   }
 }
 
-/** The rejection of a call whose signal was aborted. */
-export function abortedError(): HyperAttentionError {
-  return new HyperAttentionError('ABORTED', 'the call was aborted through its signal');
+/** The rejection of a call whose signal was aborted, with the signal's reason (on the calling thread and in the browser build's worker alike). */
+export function abortedError(signal: AbortSignal | undefined): HyperAttentionError {
+  const reason = signal?.reason instanceof Error ? `: ${signal.reason.message}` : '';
+  return new HyperAttentionError('ABORTED', `the call was aborted through its signal${reason}`, { cause: signal?.reason });
 }

@@ -134,7 +134,7 @@ async function execute(
    * and records how long it took: the ops then no longer overlap, so a traced call is slower.
    */
   const run = async (op: OpName, fn: () => void | Promise<void>): Promise<void> => {
-    if (o.signal?.aborted) throw abortedError();
+    if (o.signal?.aborted) throw abortedError(o.signal);
     if (!trace) return fn();
     const device = placementOf(backend.name)[op];
     const start = performance.now();
@@ -146,7 +146,7 @@ async function execute(
   // issued, so that the CPU prepares (and, in the hybrid, hashes and sorts) them while the
   // GPU computes.
   let pending: Promise<void> | undefined;
-  if (o.signal?.aborted) throw abortedError();
+  if (o.signal?.aborted) throw abortedError(o.signal);
   backend.begin?.(o.signal);
   try {
     /** Heads [index, index + count) of t ([*, rows, width]) into buf, from the host or on the device. */

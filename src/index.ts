@@ -121,7 +121,7 @@ function startCall<O extends ResolvedExactOptions>(
     };
     return settlesOnAbort(o.signal, (async () => {
       const scheduled = await serialize(() => schedule(shape, o, hyper(o), o.profile));
-      if (o.signal?.aborted) throw abortedError();
+      if (o.signal?.aborted) throw abortedError(o.signal);
       // WebGPU and the hybrid hold one device's buffers: their calls take turns.
       if (scheduled.backend.name !== 'cpu') return serialize(() => runOn(scheduled.backend, scheduled));
       const cpu = await acquireCpu(await threadsFor(o.threads));
@@ -143,7 +143,7 @@ function startCall<O extends ResolvedExactOptions>(
 function settlesOnAbort<T>(signal: AbortSignal | undefined, call: Promise<T>): Promise<T> {
   if (!signal) return call;
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(abortedError());
+    const onAbort = () => reject(abortedError(signal));
     signal.addEventListener('abort', onAbort, { once: true });
     call.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
   });

@@ -5,7 +5,7 @@
 // ABORT_GRACE_MS is replaced (terminating a worker frees all it held), the calls it had
 // not finished sent to the new one. Where no worker can be started, calls run on the
 // calling thread, said once through the warning hook.
-import { HyperAttentionError } from '../errors.ts';
+import { abortedError, HyperAttentionError } from '../errors.ts';
 import type { Progress } from '../options.ts';
 import { warn } from '../warnings.ts';
 import { receiveError, STORAGE_PREFIX, type FromWorker, type RemoteName, type RemoteSettings, type ToWorker } from './protocol.ts';
@@ -67,11 +67,11 @@ export function workerAvailable(): boolean {
 /** Runs a library function in the worker; settles as the call there does. */
 export function runInWorker(name: RemoteName, args: unknown[], call: WorkerCall): Promise<unknown> {
   const { signal } = call;
-  if (signal?.aborted) return Promise.reject(abortError(signal));
+  if (signal?.aborted) return Promise.reject(abortedError(signal));
   if (!start()) return call.local();
   const id = nextId++;
   return new Promise((resolve, reject) => {
-    const onAbort = () => abandon(id, abortError(signal!));
+    const onAbort = () => abandon(id, abortedError(signal));
     signal?.addEventListener('abort', onAbort, { once: true });
     const p: Pending = {
       name, args, onProgress: call.onProgress, lastDone: -1, local: call.local, resolve, reject,
@@ -92,11 +92,6 @@ export function configureWorker(next: RemoteSettings): void {
   if (next.scheduler) settings.scheduler = { ...settings.scheduler, ...next.scheduler };
   if (next.threads) settings.threads = { ...settings.threads, ...next.threads };
   if (worker) post({ type: 'configure', settings: next });
-}
-
-function abortError(signal: AbortSignal): HyperAttentionError {
-  const reason = signal.reason instanceof Error ? `: ${signal.reason.message}` : '';
-  return new HyperAttentionError('ABORTED', `the call was aborted through its signal${reason}`, { cause: signal.reason });
 }
 
 function start(): Worker | undefined {

@@ -170,7 +170,7 @@ export class CpuBackend implements Backend {
    * `scratch` on: the job arguments at `offsets` are the first thread's addresses in it.
    */
   private jobs(fn: KernelName, jobs: number[][], scratch: number, stride: number, offsets: number[]): OpResult {
-    if (this.signal?.aborted) throw abortedError();
+    if (this.signal?.aborted) throw abortedError(this.signal);
     if (this.group && jobs.length > 1) {
       this.reserve(scratch + stride * this.group.threads);
       const argc = jobs[0].length;
@@ -178,7 +178,7 @@ export class CpuBackend implements Backend {
       jobs.forEach((job, j) => flat.set(job, j * argc));
       const spec = { fn, jobs: flat, argc, offsets, stride };
       return this.group.pool.run(this.group.arena, this.group.threads, spec, this.stop).then(() => {
-        if (this.signal?.aborted) throw abortedError();
+        if (this.signal?.aborted) throw abortedError(this.signal);
       });
     }
     this.reserve(scratch + stride);
@@ -193,7 +193,7 @@ export class CpuBackend implements Backend {
         if (due()) {
           await nextTurn();
           this.lastTurn = performance.now();
-          if (this.signal?.aborted) throw abortedError();
+          if (this.signal?.aborted) throw abortedError(this.signal);
         }
         kernel(...job);
       }
