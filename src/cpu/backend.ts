@@ -206,9 +206,8 @@ export class CpuBackend implements Backend {
     const keys = this.ptr(t.keys, 1);
     const proj = this.ptr({ buf: t.proj, row: 0 }, 1);
     const mode = t.mode === 'reference' ? 0 : 1;
-    // On one thread in one job: the hybrid backend calls it and needs it done on return.
-    const split = this.group ? this.ranges(t.rows, 2 * t.d * t.r, CORE_ROWS) : [[0, t.rows] as [number, number]];
-    const jobs = split.map(([r0, r1]) => [x + r0 * t.d * 4, r1 - r0, t.d, proj, t.r, mode, keys + r0 * 4, scratch]);
+    const jobs = this.ranges(t.rows, 2 * t.d * t.r, CORE_ROWS)
+      .map(([r0, r1]) => [x + r0 * t.d * 4, r1 - r0, t.d, proj, t.r, mode, keys + r0 * 4, scratch]);
     return this.jobs('lshKeys', jobs, scratch, align(t.d * 16 * 4), [7]);
   }
 
