@@ -1,15 +1,17 @@
-// The backend instances calls run on, shared by the public API and the scheduler: the
-// scheduler's WebAssembly backend, WebGPU backends per device (the library's shared one, or
-// the caller's), and the hybrid over those two; and a WebAssembly backend of its own for
+// The backend instances calls run on, shared by the public API and the scheduler: WebGPU
+// backends per device (the library's shared one, or the caller's), the hybrid over one of
+// them and a one-thread WebAssembly backend; and a WebAssembly backend of its own for
 // each call that runs on the CPU (a backend's memory serves one call at a time), so that
 // such calls run side by side, on the thread pool's workers where they have threads. One
 // queue serialises the calls on WebGPU and the hybrid, and the scheduler's work.
 import { CpuBackend, createCpuBackend } from './cpu/backend.ts';
-import { bestFlavour, instantiateThreaded, RENEW_ABOVE_BYTES, threadedBuild, threadedFlavour } from './cpu/wasm.ts';
+import {
+  bestFlavour, instantiateThreaded, RENEW_ABOVE_BYTES, threadedBuild, threadedFlavour, type ThreadedFlavour,
+} from './cpu/wasm.ts';
 import { createWebGPUBackend, type WebGPUBackend } from './gpu/index.ts';
 import { HybridBackend } from './hybrid.ts';
 import type { WebGPUDeviceLike } from './options.ts';
-import { threadPool } from './threads/pool.ts';
+import { threadPool, type ThreadPool } from './threads/pool.ts';
 import { warn } from './warnings.ts';
 
 let cpu: Promise<CpuBackend> | undefined;
@@ -18,7 +20,8 @@ const callerGpus = new WeakMap<WebGPUDeviceLike, WebGPUBackend>();
 const hybrids = new WeakMap<WebGPUBackend, HybridBackend>();
 let queue: Promise<unknown> = Promise.resolve();
 
-export function cpuBackend(): Promise<CpuBackend> {
+/** The hybrid's WebAssembly backend: one thread, every op done when it returns. */
+function cpuBackend(): Promise<CpuBackend> {
   cpu ??= createCpuBackend();
   return cpu;
 }
@@ -60,18 +63,27 @@ const idleShared: CpuBackend[] = [];
 const KEEP_IDLE = 1;
 let threadsWarned = false;
 
+/** The pool and the threaded build that calls with threads run on, or why this runtime has none. */
+async function threading(): Promise<{ pool: ThreadPool; flavour: ThreadedFlavour } | string> {
+  const pool = await threadPool();
+  if (typeof pool === 'string') return pool;
+  if (pool.broken) return pool.broken;
+  const flavour = threadedFlavour(bestFlavour());
+  return flavour ? { pool, flavour } : 'this engine has no WebAssembly SIMD';
+}
+
 /**
  * A WebAssembly backend for one call on `threads` threads, to give back with releaseCpu.
  * Where the runtime has no threads (no SharedArrayBuffer, a page without cross-origin
- * isolation, no Worker) it runs on one thread, and says why once through the warning hook.
+ * isolation, no Worker, workers that cannot start) it runs on one thread, and says why once
+ * through the warning hook.
  */
 export async function acquireCpu(threads: number): Promise<CpuBackend> {
   if (threads > 1) {
-    const pool = await threadPool();
-    const flavour = threadedFlavour(bestFlavour());
-    let why = typeof pool === 'string' ? pool : pool.broken ?? (flavour ? undefined : 'this engine has no WebAssembly SIMD');
-    if (why === undefined && typeof pool !== 'string') why = await pool.ready(threads).then(() => undefined, () => pool.broken);
-    if (why === undefined && typeof pool !== 'string' && flavour) {
+    const found = await threading();
+    const ready = typeof found === 'string' ? found : await found.pool.ready(threads).then(() => found, () => found.pool.broken!);
+    if (typeof ready !== 'string') {
+      const { pool, flavour } = ready;
       const reused = idleShared.pop();
       if (reused) {
         reused.group!.threads = threads;
@@ -81,7 +93,7 @@ export async function acquireCpu(threads: number): Promise<CpuBackend> {
       const wasm = await instantiateThreaded(flavour, memory);
       return new CpuBackend(wasm, bestFlavour(), { pool, arena: pool.addArena(flavour, bytes, memory), threads });
     }
-    if (!threadsWarned) warn(`running on one thread instead of ${threads}: ${why}`);
+    if (!threadsWarned) warn(`running on one thread instead of ${threads}: ${ready}`);
     threadsWarned = true;
   }
   const single = idleSingle.pop() ?? await createCpuBackend();
@@ -91,8 +103,7 @@ export async function acquireCpu(threads: number): Promise<CpuBackend> {
 
 /** Whether calls can have more than one WebAssembly thread here (see acquireCpu). */
 export async function threadsAvailable(): Promise<boolean> {
-  const pool = await threadPool();
-  return typeof pool !== 'string' && !pool.broken && threadedFlavour(bestFlavour()) !== undefined;
+  return typeof (await threading()) !== 'string';
 }
 
 /** Takes back a backend of acquireCpu once its call has released its buffers. */
