@@ -123,7 +123,8 @@ function startCall<O extends ResolvedExactOptions>(
       const scheduled = await serialize(() => schedule(shape, o, hyper(o), o.profile));
       if (o.signal?.aborted) throw abortedError(o.signal);
       // WebGPU and the hybrid hold one device's buffers: their calls take turns.
-      if (scheduled.backend.name !== 'cpu') return serialize(() => runOn(scheduled.backend, scheduled));
+      const shared = scheduled.backend;
+      if (shared) return serialize(() => runOn(shared, scheduled));
       const cpu = await acquireCpu(await threadsFor(o.threads));
       try {
         return await runOn(cpu, scheduled);

@@ -5,7 +5,7 @@
 // environment, and persisted so that a new process or page load does not measure again: a
 // file named by the caller, else localStorage where the runtime has it (browsers, Deno),
 // else a file per environment in the per-user cache folder (Node; Deno when permitted).
-import { acquireCpu, cpuBackend, gpuBackend, hybridBackend, serialize, threadsAvailable } from '../backends.ts';
+import { acquireCpu, gpuBackend, hybridBackend, serialize, threadsAvailable } from '../backends.ts';
 import type { CpuBackend } from '../cpu/backend.ts';
 import { describeValue } from '../describe.ts';
 import { HyperAttentionError } from '../errors.ts';
@@ -479,7 +479,8 @@ export function setProfile(value: unknown): Promise<Profile> {
 
 /** The backend of a call, and the plan it runs when the scheduler chose it (or was asked). */
 export interface Scheduled {
-  backend: Backend;
+  /** WebGPU or the hybrid; undefined: WebAssembly, on a backend of the call's own (backends.ts, acquireCpu) */
+  backend: Backend | undefined;
   /** the cutoff to run with, when the scheduler chose it */
   minSeqLen: number | undefined;
   plan: Explanation | undefined;
@@ -495,8 +496,8 @@ function chooseParams(
   return { ...planParams(shape, o, hyper), minSeqLen: hyper?.minSeqLenGiven ? hyper.minSeqLen : undefined, splits, threads };
 }
 
-async function backendOf(split: Split, devices: Devices): Promise<Backend> {
-  if (split === 'cpu') return devices.cpu;
+async function backendOf(split: Split, devices: Devices): Promise<Backend | undefined> {
+  if (split === 'cpu') return undefined;
   return split === 'webgpu' ? devices.gpu! : hybridBackend(devices.gpu!);
 }
 
@@ -518,16 +519,15 @@ export async function schedule(
     return { backend: await backendOf(plan.backend, devices), minSeqLen: plan.minSeqLen ?? undefined, plan, work };
   }
   const gpu = o.backend === 'webgpu' ? await gpuBackend(o.device) : undefined;
-  if (!explainToo) return { backend: gpu ?? await cpuBackend(), minSeqLen: undefined, plan: undefined, work: undefined };
+  if (!explainToo) return { backend: gpu, minSeqLen: undefined, plan: undefined, work: undefined };
   // The profile's WebAssembly costs are the calibration backend's (its thread count is part of the environment).
   const cpu = await measuredCpu();
-  const backend = gpu ?? cpu;
   const devices = { cpu, gpu, env: await environmentOf(cpu, gpu) };
   const profile = await profileWithGpu(devices);
   // The explicit backend's cutoff is the caller's or the default, as without a profile.
   const params = { ...chooseParams(shape, o, hyper, [gpu ? 'webgpu' : 'cpu'], threads), minSeqLen: hyper?.minSeqLen };
   const chosen = choosePlan(shape, params, profile);
-  return { backend, minSeqLen: undefined, plan: chosen.explanation, work: chosen.plan };
+  return { backend: gpu, minSeqLen: undefined, plan: chosen.explanation, work: chosen.plan };
 }
 
 /** The shapes of a call: q [B, H, Nq, D], k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv]. */
