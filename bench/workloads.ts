@@ -21,6 +21,11 @@
 //             a target key t(i) (t(i) <= i when causal), logit log n + extra on the target
 //             and about N(0, 1) elsewhere: what DuoAttention's retrieval heads do, and
 //             what LSH must find.
+//   partial   retrieval as real heads do it: q and k come from different projections, so
+//             a query matches its target key in only part of the space (3/4 of the
+//             slice's dims) and is noise in the rest: cos(q, target) about 0.75, logit
+//             log n + extra on the target. One r-bit LSH table then pairs them with
+//             probability about 0.76^r.
 //
 // Values are iid N(0, 1) everywhere (the sink's value too: a sink that is missed then
 // costs accuracy, which is the point of the test). The softmax scale is the default
@@ -44,7 +49,8 @@ export interface WorkloadTensors {
   v: Tensor;
 }
 
-export type WorkloadName = 'gaussian' | 'clustered' | 'local' | 'sink' | 'columns' | 'retrieval' | 'mixture' | 'llm';
+export type WorkloadName =
+  | 'gaussian' | 'clustered' | 'local' | 'sink' | 'columns' | 'retrieval' | 'mixture' | 'llm' | 'partial-retrieval' | 'wide-local';
 
 export interface Workload {
   name: WorkloadName;
@@ -168,6 +174,29 @@ function retrieval(extra: number): Component {
   };
 }
 
+/** Retrieval whose query matches its target key on the first `matched` share of the slice's dims only. */
+function partialRetrieval(extra: number, matched: number): Component {
+  return ({ q, k, n, d, rng, causal }, offset, width) => {
+    const amp = Math.sqrt(d);
+    const strength = Math.log(n) + extra;
+    const m = Math.max(1, Math.round(matched * width));
+    // The matched dims carry m / width of a unit key's norm: scaled up so that the target's logit is `strength`.
+    const gain = (strength * width) / m;
+    for (let j = 0; j < n; j++) {
+      const u = unitVector(rng, width);
+      for (let c = 0; c < width; c++) k[j * d + offset + c] = amp * u[c];
+    }
+    for (let i = 0; i < n; i++) {
+      const t = rng.nextBelow(causal ? i + 1 : n);
+      for (let c = 0; c < width; c++) {
+        q[i * d + offset + c] = c < m
+          ? (gain * k[t * d + offset + c]) / amp
+          : (gain * rng.nextGaussian()) / Math.sqrt(width);
+      }
+    }
+  };
+}
+
 /** Fills each head from its list of [component, width] slices (widths sum to d). */
 function composed(spec: WorkloadSpec, layout: (head: number, d: number) => [Component, number][]): WorkloadTensors {
   const { B, H, n, d, seed } = spec;
@@ -235,7 +264,7 @@ const LLM_PROFILES: { sink: number; columns: number; rotary: number; retrieval: 
 export const WORKLOADS: Record<WorkloadName, Workload> = {
   gaussian: {
     name: 'gaussian',
-    description: 'iid N(0, 1) q, k, v: logits ~ N(0, 1), mass spread over all keys',
+    description: 'iid N(0, 1) q, k, v: logits ~ N(0, 1), mass spread over all keys (a diffuse head)',
     generate: (spec) => composed(spec, (_, d) => [[noise(1), d]]),
   },
   clustered: {
@@ -262,6 +291,20 @@ export const WORKLOADS: Record<WorkloadName, Workload> = {
     name: 'retrieval',
     description: 'each query looks up one random key (logit log n + 2, before the query when causal) over N(0, 1) logits',
     generate: (spec) => composed(spec, (_, d) => [[retrieval(2), d]]),
+  },
+  'partial-retrieval': {
+    name: 'partial-retrieval',
+    description: 'each query is a noisy copy of one key: the match in 3/4 of the dims, noise in the rest (cos about 0.75), logit log n + 2 on the target',
+    // Retrieval heads (Wu et al., 2024, arXiv 2404.15574) copy one earlier token; their
+    // queries and keys come from different projections, so the match lies in a subspace.
+    generate: (spec) => composed(spec, (_, d) => [[partialRetrieval(2, 0.75), d]]),
+  },
+  'wide-local': {
+    name: 'wide-local',
+    description: 'RoPE-rotated shared content, logit 3 on the diagonal: a local head whose mass spreads over hundreds of keys, with a long tail',
+    // Local heads with windows of hundreds to thousands of tokens: MInference's
+    // "vertical-slash" heads keep up to 6096 diagonals in Llama-3-8B (arXiv 2407.02490).
+    generate: (spec) => composed(spec, (_, d) => [[rotary(3), d]]),
   },
   mixture: {
     name: 'mixture',
