@@ -54,7 +54,8 @@ export let maskNk: i32 = 0;
   return causal ? lo : max(0, min(lo, nk - win));
 }
 
-const MAX_ROUNDS: i32 = 8;
+// The most LSH tables a plan uses (the verified ladder's wide rung has 16; the option allows 8).
+const MAX_ROUNDS: i32 = 32;
 
 // Per tile, what the accurate mask needs of its keys, loaded once (the keys of a bucket
 // or of the samples sit at scattered positions): positions, column flags and each

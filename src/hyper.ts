@@ -12,6 +12,7 @@ import {
 import type { Output, ResolvedExactOptions, ResolvedHyperOptions } from './options.ts';
 import { buildPlan, planParams, type AuthorsPlan, type Plan } from './plan.ts';
 import type { CallProfile } from './scheduler/index.ts';
+import type { Verification } from './verification.ts';
 import { Xoshiro128, gaussianProjections, uniformSampler, type Sampler } from './random.ts';
 import { checkFinite, isHostTensor, type AttentionShape, type GPUTensor, type InputTensor, type Tensor } from './tensor.ts';
 
@@ -51,6 +52,11 @@ export interface AttentionResult {
   lse: Tensor;
   /** with option profile: true, the plan and each step's measured time */
   profile?: CallProfile;
+  /**
+   * hyperAttention with a finite tolerance: each head's plan, and the error its check rows
+   * measured (absent with tolerance Infinity, and for exactAttention)
+   */
+  verification?: Verification;
 }
 
 /** The result of a call with output 'gpu': new buffers on the call's device, the caller's to destroy. */
@@ -71,12 +77,12 @@ export type ResultFor<O extends Output | undefined> = O extends 'gpu' ? GPUAtten
  */
 export function runExact<O extends Output = 'host'>(
   backend: Backend, shape: AttentionShape, o: ResolvedExactOptions, q: InputTensor, k: InputTensor, v: InputTensor,
-  output: O = 'host' as O, trace?: OpTrace[], plan: Plan = buildPlan(planParams(shape, o, undefined)),
+  output: O = 'host' as O, trace?: OpTrace[], plan: Plan = buildPlan(planParams(shape, o, undefined)), scope: RunScope = {},
 ): Promise<ResultFor<O>> {
   const randomness = { projections: [], samples: [] };
   return execute(
     backend, shape, o, q, k, v, output, trace, (ctx) => authorsHeads(ctx, plan as AuthorsPlan, 'fixed', 1, randomness),
-    exactBatch(plan, 'fixed'),
+    scope, exactBatch(plan, 'fixed'),
   ) as Promise<ResultFor<O>>;
 }
 
@@ -86,13 +92,40 @@ export function runExact<O extends Output = 'host'>(
  */
 export function runHyper<O extends Output = 'host'>(
   backend: Backend, shape: AttentionShape, o: ResolvedHyperOptions, q: InputTensor, k: InputTensor, v: InputTensor,
-  output: O = 'host' as O, trace?: OpTrace[], plan: Plan = buildPlan(planParams(shape, o, o)),
+  output: O = 'host' as O, trace?: OpTrace[], plan: Plan = buildPlan(planParams(shape, o, o)), scope: RunScope = {},
 ): Promise<ResultFor<O>> {
   const randomness = drawRandomness(plan, shape, o);
   const heads = plan.kind === 'accurate'
     ? (ctx: ExecContext) => runAccurateHead(ctx, plan, o.causal, o.controlVariate, randomness)
     : (ctx: ExecContext) => authorsHeads(ctx, plan, kernelMode(o.mode), o.lshNumProjs, randomness);
-  return execute(backend, shape, o, q, k, v, output, trace, heads, exactBatch(plan, kernelMode(o.mode))) as Promise<ResultFor<O>>;
+  return execute(backend, shape, o, q, k, v, output, trace, heads, scope, exactBatch(plan, kernelMode(o.mode))) as Promise<ResultFor<O>>;
+}
+
+/**
+ * What a verified call (verified.ts) asks of one run beyond the plan: which heads, where
+ * their results go, and exact attention at check rows. Host output only.
+ */
+export interface RunScope {
+  /** flat heads (b * H + h) to run, ascending (default: every head) */
+  heads?: readonly number[];
+  /** host arrays [B * H, nq, dv] and [B * H, nq] that the heads' results are written into (default: new ones) */
+  into?: { out: Float32Array; lse: Float32Array };
+  /** exact attention of each run head at its check rows, in the same pass over its inputs */
+  checks?: CheckRows;
+}
+
+/**
+ * Check rows of every head: head h's rows are rows[h * count .. (h + 1) * count) (query
+ * positions), its queries there q[h * count * d ..] (gathered by the caller); the exact
+ * results go to out [B * H, count, dv] and lse [B * H, count]. A causal row sees the keys
+ * up to its own position.
+ */
+export interface CheckRows {
+  count: number;
+  rows: Int32Array;
+  q: Float32Array;
+  out: Float32Array;
+  lse: Float32Array;
 }
 
 /** How the kernels hash and merge: the authors' way in 'reference' mode, corrected otherwise. */
@@ -116,19 +149,25 @@ const PROGRESS_BATCHES = 16;
 
 async function execute(
   backend: Backend, shape: AttentionShape, o: ResolvedExactOptions, q: InputTensor, k: InputTensor, v: InputTensor,
-  output: Output, trace: OpTrace[] | undefined, setUp: (ctx: ExecContext) => HeadWork, batch?: (ctx: BatchContext) => BatchWork,
+  output: Output, trace: OpTrace[] | undefined, setUp: (ctx: ExecContext) => HeadWork, scope: RunScope,
+  batch?: (ctx: BatchContext) => BatchWork,
 ): Promise<AttentionResult | GPUAttentionResult> {
   const { B, H, Hkv, nq, nk, d, dv } = shape;
   const scale = o.scale ?? 1 / Math.sqrt(d);
   const group = H / Hkv;
-  const heads = B * H;
+  // The heads this run computes, in order; results gather by their place in this list.
+  const list = scope.heads ?? Array.from({ length: B * H }, (_, h) => h);
+  const heads = list.length;
+  const checks = scope.checks;
+  const c = checks?.count ?? 0;
 
   const onDevice = output === 'gpu' || ![q, k, v].every(isHostTensor);
   if (onDevice && !(backend.copyFromDevice && backend.createDeviceBuffer && backend.exportToDevice && backend.finish)) {
     throw new HyperAttentionError('INVALID_OPTION', `GPU tensors and output 'gpu' need the WebGPU backend, not '${backend.name}'`);
   }
-  const out = output === 'host' ? new Float32Array(heads * nq * dv) : undefined;
-  const lse = output === 'host' ? new Float32Array(heads * nq) : undefined;
+  if ((scope.heads || checks) && output !== 'host') throw new Error('a scoped run writes host results');
+  const out = output === 'host' ? scope.into?.out ?? new Float32Array(B * H * nq * dv) : undefined;
+  const lse = output === 'host' ? scope.into?.lse ?? new Float32Array(B * H * nq) : undefined;
   /**
    * Runs one op. When tracing, waits until it has run (an asynchronous backend is synced)
    * and records how long it took: the ops then no longer overlap, so a traced call is slower.
@@ -161,7 +200,8 @@ async function execute(
     const i32 = (n: number) => backend.createBuffer('i32', Math.max(1, n));
     const outGpu = out ? undefined : backend.createDeviceBuffer!(heads * nq * dv);
     const lseGpu = out ? undefined : backend.createDeviceBuffer!(heads * nq);
-    const batched = batch && backend.exactHeads ? batch({ backend, run, d, dv, scale }) : undefined;
+    // Batches are runs of consecutive heads: a run of chosen heads goes head by head.
+    const batched = batch && backend.exactHeads && !scope.heads ? batch({ backend, run, d, dv, scale }) : undefined;
 
     // Asynchronous backends (those with copy) gather results on the device, lse then out
     // of up to `resultHeads` heads in one buffer, read back (or exported) once it is full:
@@ -178,11 +218,15 @@ async function execute(
     // Out starts at a whole row, and 256 bytes (the largest minStorageBufferOffsetAlignment)
     // past the end of lse, so that the bindings of a group's out and lse never overlap.
     const rowAligned = (Math.max(1, dv) / gcd(Math.max(1, dv), 64)) * 64;
-    const resultMax = gather ? Math.min(heads, Math.max(1, Math.floor((maxLength - rowAligned) / (nq * (dv + 1))))) : 1;
+    // Check rows' results follow: their lse, then their out.
+    const perHead = (nq + c) * (dv + 1);
+    const resultMax = gather ? Math.min(heads, Math.max(1, Math.floor((maxLength - rowAligned) / perHead))) : 1;
     groupHeads = Math.min(groupHeads, resultMax);
     const resultHeads = groupHeads * Math.floor(resultMax / groupHeads);
     const outStart = Math.ceil((resultHeads * nq) / rowAligned) * rowAligned;
-    const result = gather ? f32(outStart + resultHeads * nq * dv) : undefined;
+    const checkLseStart = outStart + resultHeads * nq * dv;
+    const checkOutStart = checkLseStart + resultHeads * c;
+    const result = gather ? f32(checkOutStart + resultHeads * c * dv) : undefined;
 
     // Progress counts attention ops. The WebAssembly backend has run an op when it returns,
     // so it reports each one; an asynchronous backend reports a group of heads once the
@@ -203,7 +247,7 @@ async function execute(
 
     const ctx = batched ? undefined : {
       backend, shape, scale, run, f32, i32,
-      qBuf: f32(nq * d), kBuf: f32(nk * d), vBuf: f32(nk * dv), outBuf: f32(nq * dv), lseBuf: f32(nq),
+      qBuf: f32((nq + c) * d), kBuf: f32(nk * d), vBuf: f32(nk * dv), outBuf: f32((nq + c) * dv), lseBuf: f32(nq + c),
       tick: () => {
         unitsDone++;
         if (eachOp) o.onProgress!({ done: head * units + unitsDone, total: heads * units });
@@ -231,8 +275,9 @@ async function execute(
           ...bufs, lse: { buf: result, row: (g0 - resultFrom) * nq }, out: { buf: result, row: outStart / dv + (g0 - resultFrom) * nq },
         }, { count: g1 - g0, group, phase: g0 % group, qRows: nq, kRows: nk });
       }
-      for (let h = g0; ctx && h < g1; h++) {
-        head = h;
+      for (let i = g0; ctx && i < g1; i++) {
+        const h = list[i];
+        head = i;
         unitsDone = 0;
         await load(ctx.qBuf, q, h, nq, d);
         const kvChanged = kvOf(h) !== loadedKv;
@@ -242,14 +287,24 @@ async function execute(
           loadedKv = kvOf(h);
         }
         await work!.run(Math.floor(h / H), h % H, kvChanged);
+        if (checks) await checkHead(ctx, checks, h, o.causal);
+        const slot = i - resultFrom;
         if (result) {
-          backend.copy!(ctx.lseBuf, 0, result, (h - resultFrom) * nq, nq);
-          backend.copy!(ctx.outBuf, 0, result, outStart + (h - resultFrom) * nq * dv, nq * dv);
+          backend.copy!(ctx.lseBuf, 0, result, slot * nq, nq);
+          backend.copy!(ctx.outBuf, 0, result, outStart + slot * nq * dv, nq * dv);
+          if (checks) {
+            backend.copy!(ctx.lseBuf, nq, result, checkLseStart + slot * c, c);
+            backend.copy!(ctx.outBuf, nq * dv, result, checkOutStart + slot * c * dv, c * dv);
+          }
         } else {
           await settle(run('download', () => Promise.all([
             backend.download(ctx.outBuf, 0, nq * dv, out!, h * nq * dv),
             backend.download(ctx.lseBuf, 0, nq, lse!, h * nq),
-          ]).then(() => {})), h + 1);
+            ...(checks ? [
+              backend.download(ctx.outBuf, nq * dv, c * dv, checks.out, h * c * dv),
+              backend.download(ctx.lseBuf, nq, c, checks.lse, h * c),
+            ] : []),
+          ]).then(() => {})), i + 1);
         }
       }
       if (!result) continue;
@@ -258,10 +313,17 @@ async function execute(
         const from = resultFrom;
         resultFrom = g1;
         if (out && lse) {
-          const all = new Float32Array(outStart + count * nq * dv);
+          const all = new Float32Array(checks ? checkOutStart + count * c * dv : outStart + count * nq * dv);
           await settle(run('download', () => backend.download(result, 0, all.length, all).then(() => {
-            lse.set(all.subarray(0, count * nq), from * nq);
-            out.set(all.subarray(outStart), from * nq * dv);
+            for (let i = from; i < g1; i++) {
+              const h = list[i];
+              const slot = i - from;
+              lse.set(all.subarray(slot * nq, (slot + 1) * nq), h * nq);
+              out.set(all.subarray(outStart + slot * nq * dv, outStart + (slot + 1) * nq * dv), h * nq * dv);
+              if (!checks) continue;
+              checks.lse.set(all.subarray(checkLseStart + slot * c, checkLseStart + (slot + 1) * c), h * c);
+              checks.out.set(all.subarray(checkOutStart + slot * c * dv, checkOutStart + (slot + 1) * c * dv), h * c * dv);
+            }
           })), g1);
           continue;
         }
@@ -288,6 +350,28 @@ async function execute(
     await pending?.catch(() => {});
     backend.releaseAll();
   }
+}
+
+/**
+ * Exact attention of head h at its check rows, into rows [nq, nq + count) of the head's out
+ * and lse (its queries uploaded behind the head's own). Not causal, the rows are one op;
+ * causal, each row sees the keys up to its position, one op a row.
+ */
+async function checkHead(ctx: ExecContext, checks: CheckRows, h: number, causal: boolean): Promise<void> {
+  const { backend, run, qBuf, kBuf, vBuf, outBuf, lseBuf, scale } = ctx;
+  const { nq, nk, d, dv } = ctx.shape;
+  const c = checks.count;
+  await run('upload', () => backend.upload(qBuf, checks.q.subarray(h * c * d, (h + 1) * c * d), nq * d));
+  const task = (t: number, rows: number, keys: number): ExactTask => ({
+    q: { buf: qBuf, row: nq + t }, k: { buf: kBuf, row: 0 }, v: { buf: vBuf, row: 0 }, nq: rows, nk: keys, d, dv, scale,
+    causal: false, causalOffset: 0, dst: { out: { buf: outBuf, row: nq + t }, lse: { buf: lseBuf, row: nq + t }, write: 'write' },
+  });
+  if (!causal) {
+    await run('exact', () => backend.exact(task(0, c, nk)));
+    return;
+  }
+  // Queries are the last nq key positions.
+  for (let t = 0; t < c; t++) await run('exact', () => backend.exact(task(t, 1, nk - nq + checks.rows[h * c + t] + 1)));
 }
 
 function gcd(a: number, b: number): number {
