@@ -3,6 +3,7 @@
 // scheduler's calibration, profiles and explain().
 import { acquireCpu, releaseCpu, serialize } from './backends.ts';
 import { runExact, runHyper, type AttentionResult, type GPUAttentionResult } from './hyper.ts';
+import { runVerified } from './verified.ts';
 import { explainShapeError, inputsInBhnd, resolveLayout, resultInLayout, shapeInBhnd, type Layout } from './layout.ts';
 import type { Backend, OpTrace } from './ops.ts';
 import type { Plan } from './plan.ts';
@@ -28,6 +29,8 @@ export type { DrawRequest, Sampler } from './random.ts';
 export type { DimsTensor, GPUTensor, InputTensor, Tensor, TensorLike } from './tensor.ts';
 export type { Layout } from './layout.ts';
 export type { AttentionResult, GPUAttentionResult } from './hyper.ts';
+export type { CheckedPlan, HeadVerification, Verification } from './verification.ts';
+export type { PlanName } from './plan.ts';
 export { lshOrder, type LshOrder, type LshOrderOptions } from './inspect.ts';
 export {
   calibrate, configureScheduler, getProfile, setProfile, warmup, type CallProfile, type CallShapes,
@@ -175,7 +178,9 @@ export function hyperAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options: HyperOptions = {},
 ): Promise<AttentionResult | GPUAttentionResult> {
   return startCall(options, () => resolveHyperOptions(options), (o) => o, [q, k, v], (backend, shape, o, qkv, trace, plan) =>
-    runHyper(backend, shape, o, qkv[0], qkv[1], qkv[2], o.output, trace, plan));
+    o.output === 'host'
+      ? runVerified(backend, shape, o, qkv[0], qkv[1], qkv[2], trace, plan)
+      : runHyper(backend, shape, o, qkv[0], qkv[1], qkv[2], o.output, trace, plan));
 }
 
 /**

@@ -133,6 +133,21 @@ export interface HyperOptions extends ExactOptions {
    * 1, causal 4)
    */
   lshRounds?: number;
+  /**
+   * The relative error the caller accepts in each head's `out` (Frobenius norm of the error
+   * over that of the exact result), checked per (batch, head) on exact check rows: a head
+   * whose error bound (95% confidence) exceeds it moves up to a costlier plan, and in the
+   * end to exact attention. Default 0.1 in mode 'accurate'; in the authors' modes no
+   * checks unless given. 0: every head exact. Infinity: no checks (the plan alone, as
+   * before verification). Host results only: with GPU tensors or output 'gpu' a finite
+   * tolerance is rejected (UNSUPPORTED) and the default runs unchecked
+   */
+  tolerance?: number;
+  /**
+   * exact check rows per head (8 to 4096); default: about 8% of the plan's own work, at
+   * least 32 and at most 256
+   */
+  checkRows?: number;
   /** seed of the projections and samples when they are not given (default 0) */
   seed?: number;
   /** explicit LSH projections [D, lshNumProjs], row-major (column t is projection t) */
@@ -169,6 +184,12 @@ export interface ResolvedHyperOptions extends ResolvedExactOptions {
   probeQueries: number;
   window: number;
   lshRounds: number;
+  /** Infinity: no checks (see HyperOptions.tolerance) */
+  tolerance: number;
+  /** whether the caller gave tolerance */
+  toleranceGiven: boolean;
+  /** undefined: chosen from the plan (verified.ts) */
+  checkRows: number | undefined;
   /**
    * accurate mode: weight of the remainder estimator's control variate (1; 0 leaves it out).
    * Not an option: the accuracy benchmark sets it to measure what the control variate gains.
@@ -223,6 +244,12 @@ export const ACCURATE_DEFAULTS = {
   causalLshRounds: 4,
 };
 
+/** The accurate mode's default tolerance: a head's out within 10% of exact (Frobenius). */
+export const DEFAULT_TOLERANCE = 0.1;
+/** Bounds of checkRows: fewer rows make the error bound useless, more cost like exact attention. */
+export const MIN_CHECK_ROWS = 8;
+export const MAX_CHECK_ROWS = 4096;
+
 const EXACT_KEYS = [
   'causal', 'scale', 'backend', 'device', 'output', 'onProgress', 'profile', 'layout', 'threads', 'signal', 'worker',
 ];
@@ -231,7 +258,7 @@ const EXACT_KEYS = [
 export const MAX_THREADS = 256;
 const HYPER_KEYS = [
   ...EXACT_KEYS, 'blockSize', 'sampleSize', 'lshNumProjs', 'minSeqLen', 'mode', 'seed', 'projections', 'sampler',
-  'sinkKeys', 'heavyKeys', 'probeQueries', 'window', 'lshRounds',
+  'sinkKeys', 'heavyKeys', 'probeQueries', 'window', 'lshRounds', 'tolerance', 'checkRows',
 ];
 const ACCURATE_KEYS = ['sinkKeys', 'heavyKeys', 'probeQueries', 'window', 'lshRounds'] as const;
 
@@ -321,6 +348,14 @@ export function resolveHyperOptions(options: HyperOptions = {}): ResolvedHyperOp
     fail(`projections: expected a Float32Array [D, lshNumProjs], got ${describeValue(projections)}`);
   }
   if (sampler !== undefined && typeof sampler !== 'function') fail(`sampler: expected a function, got ${describeValue(sampler)}`);
+  const { tolerance } = options;
+  if (tolerance !== undefined && (typeof tolerance !== 'number' || Number.isNaN(tolerance) || tolerance < 0)) {
+    fail(`tolerance: expected a number >= 0 (Infinity: no checks), got ${describeValue(tolerance)}`);
+  }
+  const onDevice = base.output === 'gpu';
+  if (onDevice && tolerance !== undefined && tolerance !== Infinity) {
+    throw new HyperAttentionError('UNSUPPORTED', `tolerance ${tolerance}: checks need host results, not output 'gpu'; leave tolerance out or pass Infinity`);
+  }
   return {
     ...base,
     blockSize: integer('blockSize', options.blockSize, fallback.blockSize, 1, MAX_BLOCK_SIZE),
@@ -334,6 +369,9 @@ export function resolveHyperOptions(options: HyperOptions = {}): ResolvedHyperOp
     probeQueries: integer('probeQueries', options.probeQueries, ACCURATE_DEFAULTS.probeQueries, 1, most),
     window: integer('window', options.window, byCausal(ACCURATE_DEFAULTS.window, ACCURATE_DEFAULTS.causalWindow), 0, most),
     lshRounds: integer('lshRounds', options.lshRounds, byCausal(ACCURATE_DEFAULTS.lshRounds, ACCURATE_DEFAULTS.causalLshRounds), 0, 8),
+    tolerance: tolerance ?? (accurate && !onDevice ? DEFAULT_TOLERANCE : Infinity),
+    toleranceGiven: tolerance !== undefined,
+    checkRows: options.checkRows === undefined ? undefined : integer('checkRows', options.checkRows, 0, MIN_CHECK_ROWS, MAX_CHECK_ROWS),
     controlVariate: 1,
     seed: integer('seed', options.seed, DEFAULTS.seed, 0, 0xffffffff),
     projections,

@@ -78,8 +78,12 @@ export interface AccuratePlan {
   draws: Draw[];
 }
 
-/** Everything the call will do, the same for every (batch, head). */
-export type Plan = AuthorsPlan | AccuratePlan;
+/**
+ * Everything the call will do, the same for every (batch, head) at first: `checks` exact
+ * check rows per head measure each head's error (0: none), and a head that misses the
+ * tolerance moves up the ladder (planLadder; verified.ts).
+ */
+export type Plan = (AuthorsPlan | AccuratePlan) & { checks: number };
 
 export interface PlanParams {
   nq: number;
@@ -98,6 +102,10 @@ export interface PlanParams {
   probeQueries: number;
   window: number;
   lshRounds: number;
+  /** whether heads are checked against a tolerance (verified.ts) */
+  checked: boolean;
+  /** the caller's check rows per head; undefined: about CHECK_SHARE of the plan's work */
+  checkRows: number | undefined;
 }
 
 /**
@@ -129,8 +137,25 @@ function runsExact(p: PlanParams): boolean {
 }
 
 export function buildPlan(p: PlanParams): Plan {
-  if (p.mode === 'accurate' && !runsExact(p)) return accuratePlan(p);
-  return authorsPlan(p);
+  const plan = p.mode === 'accurate' && !runsExact(p) ? accuratePlan(p) : authorsPlan(p);
+  const approximate = plan.kind === 'accurate' || plan.steps.some((s) => s.kind === 'hyper');
+  return { ...plan, checks: p.checked && approximate ? checkRowCount(plan, p) : 0 };
+}
+
+/**
+ * Check rows cost exact attention over every key a row sees; by default they take about this
+ * share of the work of the call's plan, within [MIN_AUTO_CHECKS, MAX_AUTO_CHECKS] rows per head.
+ */
+const CHECK_SHARE = 0.08;
+const MIN_AUTO_CHECKS = 32;
+const MAX_AUTO_CHECKS = 256;
+
+function checkRowCount(plan: AuthorsPlan | AccuratePlan, p: PlanParams): number {
+  const { nq, nk, causal } = p;
+  if (p.checkRows !== undefined) return Math.min(p.checkRows, nq);
+  const perRow = causal ? (nk + 1) / 2 : nk;
+  const rows = Math.round((CHECK_SHARE * keysPerRow(plan, nq, nk, causal) * nq) / perRow);
+  return Math.min(nq, Math.max(MIN_AUTO_CHECKS, Math.min(MAX_AUTO_CHECKS, rows)));
 }
 
 function accuratePlan(p: PlanParams): AccuratePlan {
@@ -232,12 +257,86 @@ export function planParams(
   if (!hyper) {
     return {
       ...base, exact: true, mode: 'fixed', blockSize: 1, sampleSize: 0, lshNumProjs: 1,
-      sinkKeys: 0, heavyKeys: 0, probeQueries: 1, window: 0, lshRounds: 0,
+      sinkKeys: 0, heavyKeys: 0, probeQueries: 1, window: 0, lshRounds: 0, checked: false, checkRows: undefined,
     };
   }
   return {
-    ...base, exact: false, mode: hyper.mode, blockSize: hyper.blockSize, sampleSize: hyper.sampleSize,
+    ...base, exact: hyper.tolerance === 0, mode: hyper.mode, checked: hyper.tolerance !== Infinity, checkRows: hyper.checkRows, blockSize: hyper.blockSize, sampleSize: hyper.sampleSize,
     lshNumProjs: hyper.lshNumProjs, sinkKeys: hyper.sinkKeys, heavyKeys: hyper.heavyKeys,
     probeQueries: hyper.probeQueries, window: hyper.window, lshRounds: hyper.lshRounds,
   };
+}
+
+/**
+ * The plans a head climbs when its measured error misses the call's tolerance (verified.ts),
+ * after the call's own plan and before exact attention. Each is checked on the same rows.
+ */
+export type PlanName = 'accurate' | 'accurate-wide' | 'reference' | 'fixed' | 'exact';
+
+export interface Rung {
+  name: PlanName;
+  params: PlanParams;
+}
+
+/**
+ * A rung above exact costs at most this share of exact attention's keys per row: a head
+ * that climbs past it to exact then pays at most about 1 + LADDER_SHARE of exact.
+ */
+export const LADDER_SHARE = 0.25;
+
+/**
+ * LSH tables of the wide rung: a query finds a key at angle θ in one r-bit table with
+ * probability (1 - θ/π)^r, in one of L tables with 1 - (1 - (1 - θ/π)^r)^L. A retrieval
+ * head whose query matches its key in only part of the space (cos ≈ 0.7, p ≈ 0.76) needs
+ * many tables of few bits: 16 tables of buckets about 64 keys deep (2 bits fewer than the
+ * default) find it 85% of the time at 16k keys, against 6% for one table of buckets of 16.
+ */
+const WIDE_ROUNDS = 8;
+const WIDE_BUCKET_BITS_LESS = 2;
+
+/**
+ * The rungs of a call's plan: its own, then, in the accurate mode, the wide rung (a wider
+ * window for wide local heads, more heavy columns, many LSH tables of bigger buckets for
+ * retrieval heads, twice the samples for a less flat remainder) where it costs at most
+ * LADDER_SHARE of exact attention. Exact attention is the last rung, implied.
+ */
+export function planLadder(p: PlanParams): Rung[] {
+  const own: Rung = { name: p.mode, params: p };
+  if (p.mode !== 'accurate' || runsExact(p)) return [own];
+  const r = Math.max(1, bucketBits(p.nk, p.lshNumProjs) - WIDE_BUCKET_BITS_LESS);
+  const wide: PlanParams = {
+    ...p,
+    window: Math.min(p.nk, p.causal ? 2 * p.window : 4 * Math.max(p.window, 64)),
+    heavyKeys: 4 * p.heavyKeys,
+    probeQueries: 2 * p.probeQueries,
+    sampleSize: 2 * p.sampleSize,
+    lshRounds: Math.max(WIDE_ROUNDS, p.lshRounds),
+    lshNumProjs: r,
+    // Buckets vary in depth: a cap of twice the mean keeps most of them whole.
+    blockSize: Math.max(p.blockSize, 2 * Math.ceil(p.nk / (1 << r))),
+  };
+  const exactKeys = p.causal ? (p.nk + 1) / 2 : p.nk;
+  const fits = keysPerRow(accuratePlan(wide), p.nq, p.nk, p.causal) <= LADDER_SHARE * exactKeys;
+  return fits ? [own, { name: 'accurate-wide', params: wide }] : [own];
+}
+
+/**
+ * About how many keys a plan attends to per query row, averaged over the rows (causal rows
+ * see fewer keys the earlier they are): what its attention costs next to exact attention's
+ * nk (causal (nk + 1) / 2) keys per row.
+ */
+export function keysPerRow(plan: AuthorsPlan | AccuratePlan, nq: number, nk: number, causal: boolean): number {
+  const visible = causal ? (nk + 1) / 2 : nk;
+  if (plan.kind === 'authors') {
+    const exactRows = plan.leaves.reduce((sum, leaf) => sum + (leaf.rows * (leaf.rows + 1)) / 2, 0) +
+      plan.steps.reduce((sum, s) => sum + (s.kind === 'exact' ? s.subs.reduce((a, sub) => a + sub.qReal, 0) * s.nk : 0), 0);
+    const hyperRows = plan.steps.reduce((sum, s) =>
+      sum + (s.kind === 'hyper' ? s.subs.reduce((a, sub) => a + sub.qReal, 0) * (s.kBlock + (s.draw >= 0 ? plan.draws[s.draw].count : 0)) : 0), 0);
+    return Math.min(visible, (exactRows + hyperRows) / nq);
+  }
+  const bucket = Math.min(plan.cap, Math.ceil(nk / (1 << plan.r)));
+  const samples = plan.draws.length > 0 ? plan.draws[0].count : 0;
+  // A causal window of w keys covers min(w, i + 1) keys of row i.
+  const window = causal ? Math.min(plan.window, visible) : plan.window;
+  return Math.min(nk, plan.sinkKeys + plan.heavyKeys + window + plan.rounds * bucket + samples);
 }

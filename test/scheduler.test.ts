@@ -303,7 +303,7 @@ test('backend auto runs the plan: exact when HyperAttention is not predicted fas
     const auto = await hyperAttention(q, k, v, { profile: true });
     assert.is(auto.profile!.plan.algorithm, 'exact');
     assert.ok(maxAbsError(auto.out.data, exact.out.data) < 1e-6);
-    const given = await hyperAttention(q, k, v, { minSeqLen: 4096, profile: true });
+    const given = await hyperAttention(q, k, v, { minSeqLen: 4096, tolerance: Infinity, profile: true });
     assert.is(given.profile!.plan.algorithm, 'hyper');
     assert.ok(given.profile!.steps.some((s) => s.op === 'hash'));
     assert.ok(maxAbsError(given.out.data, exact.out.data) > 1e-3, 'HyperAttention ran');

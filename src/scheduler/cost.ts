@@ -16,7 +16,7 @@ export const SPLITS: readonly Split[] = ['cpu', 'webgpu', 'hybrid'];
 /** The algorithm's options that shape its work (the accurate mode's parts default to none). */
 export type WorkParams = Omit<PlanParams, 'nq' | 'nk' | 'H' | 'minSeqLen' | AccurateParam> &
   Partial<Pick<PlanParams, AccurateParam>>;
-type AccurateParam = 'sinkKeys' | 'heavyKeys' | 'probeQueries' | 'window' | 'lshRounds';
+type AccurateParam = 'sinkKeys' | 'heavyKeys' | 'probeQueries' | 'window' | 'lshRounds' | 'checked' | 'checkRows';
 
 /** One kind of op on one device, over a whole call. */
 export interface Step {
@@ -52,12 +52,18 @@ export interface Explanation extends Candidate {
   environment: string;
   /** WebAssembly threads the call's CPU work runs on */
   threads: number;
+  /**
+   * exact check rows per head that measure each head's error against the tolerance (0: no
+   * checks); priced among the steps. Heads that miss the tolerance then run a costlier
+   * plan, which no prediction includes (the result's `verification` says which did)
+   */
+  checkRows: number;
 }
 
 /** The algorithm's plan of a call at a cutoff (throws where the causal recursion cannot take it). */
 function planAt(shape: AttentionShape, p: WorkParams, minSeqLen: number): Plan {
   return buildPlan({
-    sinkKeys: 0, heavyKeys: 0, probeQueries: 1, window: 0, lshRounds: 0,
+    sinkKeys: 0, heavyKeys: 0, probeQueries: 1, window: 0, lshRounds: 0, checked: false, checkRows: undefined,
     ...p, nq: shape.nq, nk: shape.nk, H: shape.H, minSeqLen,
   });
 }
@@ -81,6 +87,13 @@ export function workOf(shape: AttentionShape, p: WorkParams, plan: Plan, split: 
   add('upload', heads + 2 * kvHeads, (heads * nq * d + kvHeads * nk * (d + dv)) * 4);
   if (plan.kind === 'accurate') accurateWork(shape, plan, split, add);
   else authorsWork(shape, p, plan, split, add);
+  // Check rows: exact attention over the keys each sees (one op for all of a head's rows,
+  // or one a row when causal), their queries uploaded.
+  if (plan.checks > 0) {
+    const c = plan.checks;
+    add('upload', heads, heads * c * d * 4);
+    add('exact', heads * (p.causal ? c : 1), heads * c * (p.causal ? (nk + 1) / 2 : nk) * 2 * (d + dv));
+  }
   add('download', 2 * heads, heads * nq * (dv + 1) * 4);
   return [...steps.values()];
 }
@@ -312,6 +325,7 @@ export function choosePlan(shape: AttentionShape, p: ChooseParams, profile: Prof
     reason: reasonFor(best, p, candidates),
     environment: environmentKey(profile.environment),
     threads: p.threads,
+    checkRows: best.plan.checks,
   };
   return { explanation, plan: best.plan };
 }

@@ -30,6 +30,7 @@ export function formatPlan(plan: Explanation, measured?: CallProfile): string {
     `plan: ${label(plan)}, predicted ${ms(plan.predictedMs)}${measured ? `, measured ${ms(measured.measuredMs)} (synced per op)` : ''}`,
     `  why: ${plan.reason}`,
   ];
+  if (plan.checkRows > 0) lines.push(`  checks: ${plan.checkRows} exact rows per head measure its error; a head over the tolerance runs a costlier plan`);
   const head = ['op', 'device', 'calls', 'work', 'predicted', ...(measured ? ['measured'] : [])];
   lines.push(...table([head, ...plan.steps.map((step) => {
     const got = measured?.steps.find((m) => m.op === step.op && m.device === step.device);

@@ -11,6 +11,7 @@ import * as assert from 'uvu/assert';
 import { createCpuBackend } from '../../src/cpu/backend.ts';
 import { WebGPUBackend, createWebGPUBackend } from '../../src/gpu/index.ts';
 import { runHyper } from '../../src/hyper.ts';
+import { runVerified } from '../../src/verified.ts';
 import { HybridBackend } from '../../src/hybrid.ts';
 import type { AttentionInputs, AccurateMask, Backend, PartOutput } from '../../src/ops.ts';
 import { resolveHyperOptions } from '../../src/options.ts';
@@ -346,6 +347,37 @@ for (const [index, c] of callCases.entries()) {
       expectSame(`${be.name} lse`, got.lse.data, want.lse.data, LSE_TOL);
     }
     assert.ok(o.lshRounds === 0 || hybridBuckets > 0, 'the hybrid runs buckets on the CPU');
+  });
+}
+
+// Verified calls: check rows computed with each head (causal: one op a row) and read back
+// with its result, heads that miss the tolerance moved to exact attention alone. Head 0
+// attends to a sink the plan counts exactly (its error is small), head 1 is diffuse.
+for (const causal of [false, true]) {
+  Calls(`verified call (causal ${causal}): the same plans, errors and results as on the cpu`, async () => {
+    const n = 640;
+    const d = 32;
+    const rng = new Xoshiro128(3000 + Number(causal));
+    const q = { data: gaussian(rng, 2 * n * d), shape: [1, 2, n, d] };
+    const k = { data: gaussian(rng, 2 * n * d), shape: [1, 2, n, d] };
+    const v = { data: gaussian(rng, 2 * n * d), shape: [1, 2, n, d] };
+    for (let i = 0; i < n; i++) q.data[i * d] = 8;
+    k.data[0] = 8;
+    const shape = attentionShape(q, k, v, causal);
+    for (const tolerance of [1e9, 0.1]) {
+      const o = resolveHyperOptions({ causal, minSeqLen: 0, sampleSize: 48, seed: 5, tolerance, checkRows: 40 });
+      const want = await runVerified(cpu, shape, o, q, k, v, undefined);
+      const plans = want.verification!.heads.map((h) => h.plan);
+      if (tolerance === 0.1) assert.equal(plans, ['accurate', 'exact']);
+      for (const be of [gpu, hybrid] as Backend[]) {
+        const got = await runVerified(be, shape, o, q, k, v, undefined);
+        assert.equal(got.verification!.heads.map((h) => h.plan), plans, `${be.name} plans`);
+        got.verification!.heads.forEach((h, i) =>
+          expectSame(`${be.name} head ${i} error`, [h.error], [want.verification!.heads[i].error], 1e-3));
+        expectSame(`${be.name} out`, got.out.data, want.out.data, OUT_TOL);
+        expectSame(`${be.name} lse`, got.lse.data, want.lse.data, LSE_TOL);
+      }
+    }
   });
 }
 Calls.run();
