@@ -10,6 +10,7 @@ import { createCpuBackend } from '../../src/cpu/backend.ts';
 import { WebGPUBackend, createWebGPUBackend, type WebGPUBackendOptions } from '../../src/gpu/index.ts';
 import { runExact, runHyper, type AttentionResult } from '../../src/hyper.ts';
 import { HybridBackend } from '../../src/hybrid.ts';
+import { runVerified } from '../../src/verified.ts';
 import type { Backend, WriteMode } from '../../src/ops.ts';
 import { resolveExactOptions, resolveHyperOptions, type Mode } from '../../src/options.ts';
 import { attentionShape, type Tensor } from '../../src/tensor.ts';
@@ -89,6 +90,26 @@ for (const causal of [false, true]) {
     const cost = await expectLikeCpu('accurate', hyperCall(inputs(1, 3, 1, 520, 32), causal, 'accurate'), be);
     assert.equal(cost.plain, { submits: 1, readbacks: 1 });
     assert.is(cost.withProgress.readbacks, 1);
+  });
+}
+
+// Verified calls: the check rows' exact results come back with the plan's results, and
+// each round of heads moved up costs one submit and one readback more. Diffuse heads at
+// 520 keys miss 0.1 and move straight to exact attention (no wider plan fits there).
+for (const tolerance of [1e9, 0.1]) {
+  Counts(`verified accurate call, tolerance ${tolerance}: ${tolerance === 0.1 ? 'two readbacks' : 'one readback'}`, async () => {
+    const t = inputs(1, 3, 1, 520, 32);
+    const shape = attentionShape(...t, false);
+    const o = resolveHyperOptions({ window: 16, sampleSize: 32, minSeqLen: 128, seed: 5, tolerance, checkRows: 32 });
+    const want = await runVerified(cpu, shape, o, ...t, undefined);
+    const be = backendWith();
+    const before = { ...be.counts };
+    const got = await runVerified(be, shape, o, ...t, undefined);
+    const rounds = tolerance === 0.1 ? 2 : 1;
+    assert.equal({ submits: be.counts.submits - before.submits, readbacks: be.counts.readbacks - before.readbacks }, { submits: rounds, readbacks: rounds });
+    assert.equal(got.verification!.heads.map((h) => h.plan), want.verification!.heads.map((h) => h.plan));
+    assert.equal(want.verification!.heads.map((h) => h.plan), Array(3).fill(tolerance === 0.1 ? 'exact' : 'accurate'));
+    expectSame('verified out', got.out.data, want.out.data, OUT_TOL);
   });
 }
 
