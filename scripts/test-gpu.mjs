@@ -95,9 +95,10 @@ async function runDeno(script) {
   return runProcess(deno, ['run', '--unstable-webgpu', '-A', script], env);
 }
 
-// The shared fixtures, for the page's parity suite (test/gpu/fixtures.suite.ts):
-// index.json lists the cases; <case>/<file> is a file of one, never outside the folder.
-const FIXTURE_DIR = process.env.HYPERATTENTION_FIXTURES ?? join(root, '..', 'shared', 'fixtures');
+// The reference fixtures, for the page's parity suite (test/gpu/fixtures.suite.ts), as
+// stored (the page gunzips them): index.json lists the cases; <case>/<file> is a file of
+// one, never outside the folder.
+const FIXTURE_DIR = process.env.HYPERATTENTION_FIXTURES ?? join(root, 'test', 'fixtures');
 
 function fixtureResponse(path) {
   if (path === 'index.json') {

@@ -1,4 +1,4 @@
-// Parity with the authors' code: every case in ../shared/fixtures, reference mode, given
+// Parity with the authors' code: every case in test/fixtures, reference mode, given
 // projections and draws, on every wasm build this engine runs (the test runner enables
 // relaxed SIMD in Node). Hashes first (exact keys), then out and lse.
 import { test } from 'uvu';
@@ -28,7 +28,7 @@ async function keysOf(backend: CpuBackend, x: Float32Array, rows: number, d: num
 
 const names = fixtureNames();
 test('fixtures are present', () => {
-  assert.ok(names.length >= 6, `expected the shared fixtures in ${FIXTURE_DIR} (set HYPERATTENTION_FIXTURES to another folder), found ${names.length}`);
+  assert.ok(names.length >= 6, `expected the reference fixtures in ${FIXTURE_DIR} (set HYPERATTENTION_FIXTURES to another folder), found ${names.length}`);
 });
 
 for (const flavour of supportedFlavours()) {
