@@ -4,7 +4,7 @@
 // ESM and from CommonJS (import()), runs hyperAttention and exactAttention on WebAssembly,
 // and type-checks a TypeScript consumer under moduleResolution node16 and bundler. Prints
 // one line per check and ends with 'N passed, N failed'. Needs `npm run build` first (npm
-// test does it): the pack skips the prepack build so the suite checks what was built.
+// test does it): the pack skips the prepare build so the suite checks what was built.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
