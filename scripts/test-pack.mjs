@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { scaled } from './pace.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
@@ -24,7 +25,7 @@ function check(name, ok, detail = '') {
 
 /** Runs a command to the end; stdout and stderr together, colour codes stripped. */
 /** Runs a command: text is stdout and stderr together (for messages), stdout alone (for output to parse). */
-function sh(cmd, args, cwd, timeout = 60_000) {
+function sh(cmd, args, cwd, timeout = scaled(60_000)) {
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout, env: { ...process.env, NO_COLOR: '1' } });
   const text = `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? r.error.message : ''}`.replace(/\x1b\[[0-9;]*m/g, '');
   return { ok: r.status === 0, text, stdout: r.stdout ?? '' };

@@ -4,7 +4,7 @@
 // Rows with a projection within float rounding of zero (hashKeys in harness.ts) may hash,
 // and so differ, otherwise. Node and Deno read the fixtures from disk; in the browser
 // page, scripts/test-gpu.mjs serves them under /fixtures/.
-import { suite } from 'uvu';
+import { suite } from '../suite.ts';
 import * as assert from 'uvu/assert';
 import { createWebGPUBackend } from '../../src/gpu/index.ts';
 import { runHyper } from '../../src/hyper.ts';
@@ -78,5 +78,4 @@ async function fixtureSource(): Promise<FixtureSource> {
       assert.equal(bad.length, 0, `${name}: ${bad.length} rows (${bad.slice(0, 10)}...) differ by more than ${TOL} off a hash boundary`);
     });
   }
-  Fixtures.run();
 }
