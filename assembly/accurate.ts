@@ -1,4 +1,4 @@
-// The accurate mode's parts (ALGORITHM.md, "The accurate mode"): every key a query may see
+// The accurate mode's parts (docs/algorithm.md, "The accurate mode"): every key a query may see
 // is counted by exactly one part. Exact parts, in this order, each hiding what an earlier
 // one counted: shared columns (sink keys and probed heavy columns), a local window, and
 // for each LSH hash round (table) the keys that share the query's bucket (at most `cap`

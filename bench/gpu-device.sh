@@ -39,7 +39,8 @@ if [ -z "${VK_ICD_FILENAMES:-}${VK_DRIVER_FILES:-}" ] && [ -f "$nvidia_icd" ]; t
 
 command -v nvidia-smi >/dev/null && nvidia-smi -L || echo "no nvidia-smi"
 export HYPERATTENTION_BENCH_RESULTS=$out
-export HYPERATTENTION_FIXTURES=${HYPERATTENTION_FIXTURES:-$pack/fixtures}
+# The fixtures travel with the working tree; the bundle runs from elsewhere, so it is told.
+export HYPERATTENTION_FIXTURES=${HYPERATTENTION_FIXTURES:-$root/test/fixtures}
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$work}
 cd "$work"
 set +e

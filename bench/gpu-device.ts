@@ -1,7 +1,7 @@
 // The device check, run by bench/gpu-device.sh on a machine with a GPU (bundled, under a
 // carried Node): the adapter, which must be a hardware one (HYPERATTENTION_ALLOW_FALLBACK=1
 // accepts a software one, for a dry run); WebGPU and hybrid against WebAssembly on the
-// shared fixtures and on fresh inputs; then the kernel, end-to-end and scheduler
+// reference fixtures (test/fixtures) and on fresh inputs; then the kernel, end-to-end and scheduler
 // benchmarks on webgpu and hybrid. Writes gpu-correctness.json, gpu-kernels.json,
 // gpu-e2e.json and gpu-scheduler.json (bench/harness.ts's format; machine.adapter names
 // the adapter) to HYPERATTENTION_BENCH_RESULTS. HYPERATTENTION_DEVICE_SIZES=small shrinks

@@ -2,7 +2,7 @@
 // repeated runs after a warm-up), progress lines for long runs, memory guards with a clear
 // skip message, the machine description, and the results file each suite writes
 // (bench/results/<suite>.json; a --quick run writes bench/results/quick/ so that it never
-// overwrites the figures the README is rendered from).
+// overwrites the figures docs/results.md is rendered from).
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';

@@ -1,8 +1,9 @@
-// Renders the bench results (bench/results/<suite>.json) into the README, between the
-// markers <!-- bench:start --> and <!-- bench:end -->, and into SVG charts in docs/.
-// `npm run bench:report` renders the full run's results; `-- --quick` renders the last
-// quick run instead, to check the rendering: into bench/results/quick/ (README-bench.md
-// and the SVGs), never over the README and docs/, since its figures are not for publishing.
+// Renders the bench results (bench/results/<suite>.json) into docs/results.md, between the
+// markers <!-- bench:start --> and <!-- bench:end -->, and into SVG charts beside it in
+// docs/ (the README shows one of them). `npm run bench:report` renders the full run's
+// results; `-- --quick` renders the last quick run instead, to check the rendering: into
+// bench/results/quick/ (results-bench.md and the SVGs), never over docs/, since its
+// figures are not for publishing.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BENCH_DIR, RESULTS_DIR, formatMs, formatRate, type CaseResult, type SuiteResults } from './harness.ts';
@@ -13,16 +14,15 @@ import {
 import { PALETTE, renderChart, type Panel, type Series } from './svg.ts';
 
 const ROOT = join(BENCH_DIR, '..');
-const README = join(ROOT, 'README.md');
+const RESULTS_DOC = join(ROOT, 'docs', 'results.md');
 const START = '<!-- bench:start -->';
 const END = '<!-- bench:end -->';
 const QUICK = process.argv.includes('--quick');
 const SOURCE = QUICK ? join(RESULTS_DIR, 'quick') : RESULTS_DIR;
-/** Where the charts go, and the path the rendered section links them by. */
+/** Where the charts go: beside the section that links them. */
 const DOCS = QUICK ? SOURCE : join(ROOT, 'docs');
-const DOCS_LINK = QUICK ? '' : 'docs/';
-/** A quick run's section, rendered alone (without the rest of the README). */
-const QUICK_SECTION = join(SOURCE, 'README-bench.md');
+/** A quick run's section, rendered alone (without the rest of docs/results.md). */
+const QUICK_SECTION = join(SOURCE, 'results-bench.md');
 
 function fail(message: string): never {
   console.error(`bench:report: ${message}`);
@@ -395,16 +395,16 @@ function accuracyTimeChart(sweep: SuiteResults): string {
 
 // --- main ---
 
-/** The README and where its bench section is (checked before anything is written). */
-function readmeMarkers(): { readme: string; start: number; end: number } {
-  if (!existsSync(README)) fail(`README.md does not exist yet at ${README}; it must contain the markers ${START} and ${END}`);
-  const readme = readFileSync(README, 'utf8');
-  const start = readme.indexOf(START);
-  const end = readme.indexOf(END);
-  if (start < 0 || end < start) fail(`README.md must contain ${START} followed by ${END}; the bench section is rendered between them`);
-  return { readme, start, end };
+/** docs/results.md and where its bench section is (checked before anything is written). */
+function docMarkers(): { doc: string; start: number; end: number } {
+  if (!existsSync(RESULTS_DOC)) fail(`${RESULTS_DOC} does not exist; it must contain the markers ${START} and ${END}`);
+  const doc = readFileSync(RESULTS_DOC, 'utf8');
+  const start = doc.indexOf(START);
+  const end = doc.indexOf(END);
+  if (start < 0 || end < start) fail(`docs/results.md must contain ${START} followed by ${END}; the bench section is rendered between them`);
+  return { doc, start, end };
 }
-const target = QUICK ? null : readmeMarkers();
+const target = QUICK ? null : docMarkers();
 
 const kernels = load('kernels');
 const e2e = load('e2e');
@@ -430,7 +430,7 @@ const sections: string[] = [
   `_Rendered by \`npm run bench:report\` from \`bench/results/\`; regenerate with \`npm run bench\` (an hour or two on 2 cores, most of it the accuracy and sweep suites; \`-- --quick\` for a short check). Medians after warm-up; ratios are measured side by side in one process._`,
   machineLine(present),
   headline(e2e, peers, accuracy),
-  ...charts.map(([file, alt]) => `![${alt}](${DOCS_LINK}${file})`),
+  ...charts.map(([file, alt]) => `![${alt}](${file})`),
 ];
 if (e2e) sections.push(`<details><summary>End to end: time per call by n (one head)</summary>\n\n${notes(e2e)}${e2eSection(e2e)}\n\n</details>`);
 if (peers) sections.push(`<details><summary>Exact attention vs the peers (GFLOP/s)</summary>\n\n${notes(peers)}${peersSection(peers)}\n\n</details>`);
@@ -441,10 +441,10 @@ const missing = ['kernels', 'e2e', 'peers', 'accuracy', 'sweep'].filter((s) => !
 if (missing.length) sections.push(`_Not run yet: ${missing.join(', ')}._`);
 
 if (target) {
-  const { readme, start, end } = target;
-  writeFileSync(README, `${readme.slice(0, start + START.length)}\n${sections.join('\n\n')}\n${readme.slice(end)}`);
-  console.log(`bench:report: README.md (between the bench markers) and ${charts.map(([f]) => `docs/${f}`).join(', ')} rendered from ${SOURCE}`);
+  const { doc, start, end } = target;
+  writeFileSync(RESULTS_DOC, `${doc.slice(0, start + START.length)}\n${sections.join('\n\n')}\n${doc.slice(end)}`);
+  console.log(`bench:report: docs/results.md (between the bench markers) and ${charts.map(([f]) => `docs/${f}`).join(', ')} rendered from ${SOURCE}`);
 } else {
   writeFileSync(QUICK_SECTION, `${sections.join('\n\n')}\n`);
-  console.log(`bench:report: the quick run's section in ${QUICK_SECTION} and its charts beside it (the README and docs/ are left alone)`);
+  console.log(`bench:report: the quick run's section in ${QUICK_SECTION} and its charts beside it (docs/ is left alone)`);
 }

@@ -6,7 +6,6 @@
 // for the same seed. Prints one line per check and ends with 'N passed, N failed'. What
 // cannot run here is skipped with the command that enables it; REQUIRE_GPU=1 fails instead.
 // Needs `npm run build` first (npm test does it).
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -14,6 +13,8 @@ import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 import { register } from 'tsx/esm/api';
 import { check, counts, finish } from './checks.mjs';
+import { runChild } from './child.mjs';
+import { scaled } from './pace.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const requireGpu = process.env.REQUIRE_GPU === '1';
@@ -43,25 +44,10 @@ function skip(what, why, enable = ENABLE) {
   if (requireGpu) counts.failed += 1;
 }
 
-function runProcess(cmd, args, { cwd = root, env = {}, timeoutMs = 90_000 } = {}) {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let text = '';
-    child.stdout.on('data', (c) => (text += c));
-    child.stderr.on('data', (c) => (text += c));
-    const timer = setTimeout(() => {
-      text += `\ntimed out after ${timeoutMs / 1000} s`;
-      child.kill('SIGKILL');
-    }, timeoutMs);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, text: text.replace(/\x1b\[[0-9;]*m/g, '') });
-    });
-    child.on('error', (error) => {
-      clearTimeout(timer);
-      resolve({ code: -1, text: error.message });
-    });
-  });
+/** A command's exit code and output, colour codes stripped (runChild: no time limit, killed only when silent for minutes). */
+async function runProcess(cmd, args, { cwd = root, env = {} } = {}) {
+  const { code, text } = await runChild(cmd, args, { cwd, env });
+  return { code, text: text.replace(/\x1b\[[0-9;]*m/g, '') };
 }
 
 const tail = (text, lines = 12) => `\n${text.trim().split('\n').slice(-lines).join('\n')}`;
@@ -246,8 +232,11 @@ async function checkPage() {
       executablePath: CHROMIUM,
       headless: true,
       viewport: { width: 1200, height: 900 },
+      timeout: scaled(180_000),
       args: ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
     });
+    // Playwright's limits (30 s for a navigation, say), scaled to this machine.
+    context.setDefaultTimeout(scaled(30_000));
     const page = context.pages()[0] ?? (await context.newPage());
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
@@ -270,7 +259,7 @@ async function checkPage() {
       await page.waitForFunction((runs) => {
         const d = globalThis.hyperattentionDemo;
         return d?.heatmap && !d.busy && (d.runs.length > runs || d.error);
-      }, index, { timeout: 120_000 });
+      }, index, { timeout: scaled(120_000) });
       const state = await page.evaluate(() => {
         const d = globalThis.hyperattentionDemo;
         return {

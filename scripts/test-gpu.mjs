@@ -2,13 +2,16 @@
 // (navigator.gpu) and headless Chromium (playwright-core, the system's /usr/bin/chromium),
 // prints per runtime what passed and failed, and ends with 'N passed, N failed' over
 // individual test cases. A runtime without an adapter is skipped with the command that
-// enables it; with REQUIRE_GPU=1 a skip counts as a failure.
-import { spawn } from 'node:child_process';
+// enables it; with REQUIRE_GPU=1 a skip counts as a failure. No runtime has a time limit:
+// one is stopped when it prints nothing for minutes (scripts/child.mjs), however slow the
+// machine.
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
+import { SILENT_MS, runChild } from './child.mjs';
+import { patience, scaled } from './pace.mjs';
 import { uvuTotals } from './uvu-totals.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -16,7 +19,6 @@ const requireGpu = process.env.REQUIRE_GPU === '1';
 const ENABLE = 'apt-get install -y chromium mesa-vulkan-drivers';
 const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
 const CHROMIUM = '/usr/bin/chromium';
-const TIMEOUT_MS = 170_000;
 const DONE = 'gpu suites: done';
 const NO_ADAPTER = 'gpu suites: no adapter';
 // Scheduler profiles go to a fresh folder (see scripts/test.mjs), not the user's cache.
@@ -30,33 +32,6 @@ function checkShadersBuilt() {
     console.log('0 passed, 1 failed');
     process.exit(1);
   }
-}
-
-/** Runs a command, echoing its output, and resolves with everything it printed. */
-function runProcess(cmd, args, env) {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let text = '';
-    const take = (chunk) => {
-      const s = chunk.toString();
-      text += s;
-      process.stdout.write(s);
-    };
-    child.stdout.on('data', take);
-    child.stderr.on('data', take);
-    const timer = setTimeout(() => {
-      text += `\ntimed out after ${TIMEOUT_MS / 1000} s\n`;
-      child.kill('SIGKILL');
-    }, TIMEOUT_MS);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ text, code });
-    });
-    child.on('error', (error) => {
-      clearTimeout(timer);
-      resolve({ text: `${text}\n${error.message}\n`, code: -1 });
-    });
-  });
 }
 
 async function bundle() {
@@ -82,7 +57,7 @@ process.on('exit', () => rmSync(runtimeDir, { recursive: true, force: true }));
 async function runNode() {
   const env = { XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? runtimeDir };
   if (!process.env.VK_ICD_FILENAMES && existsSync(SWIFTSHADER_ICD)) env.VK_ICD_FILENAMES = SWIFTSHADER_ICD;
-  return runProcess(process.execPath, ['--import', 'tsx', 'test/gpu/main.ts'], env);
+  return runChild(process.execPath, ['--import', 'tsx', 'test/gpu/main.ts'], { cwd: root, env, echo: true });
 }
 
 async function runDeno(script) {
@@ -90,14 +65,15 @@ async function runDeno(script) {
   if (!existsSync(deno)) return { text: `${NO_ADAPTER} (no deno binary in node_modules)\n`, code: 0 };
   const env = { XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? runtimeDir, DENO_NO_UPDATE_CHECK: '1', NO_COLOR: '1' };
   // Without a Vulkan driver, Deno's wgpu falls back to OpenGL on llvmpipe, where these
-  // kernels crawl past the time limit; on Linux only Vulkan counts as an adapter here.
+  // kernels crawl (minutes of silence per test); on Linux only Vulkan counts as an adapter here.
   if (process.platform === 'linux' && !process.env.DENO_WEBGPU_BACKEND) env.DENO_WEBGPU_BACKEND = 'vulkan';
-  return runProcess(deno, ['run', '--unstable-webgpu', '-A', script], env);
+  return runChild(deno, ['run', '--unstable-webgpu', '-A', script], { cwd: root, env, echo: true });
 }
 
-// The shared fixtures, for the page's parity suite (test/gpu/fixtures.suite.ts):
-// index.json lists the cases; <case>/<file> is a file of one, never outside the folder.
-const FIXTURE_DIR = process.env.HYPERATTENTION_FIXTURES ?? join(root, '..', 'shared', 'fixtures');
+// The reference fixtures, for the page's parity suite (test/gpu/fixtures.suite.ts), as
+// stored (the page gunzips them): index.json lists the cases; <case>/<file> is a file of
+// one, never outside the folder.
+const FIXTURE_DIR = process.env.HYPERATTENTION_FIXTURES ?? join(root, 'test', 'fixtures');
 
 function fixtureResponse(path) {
   if (path === 'index.json') {
@@ -123,10 +99,12 @@ async function runChromium(script) {
     process.stdout.write(`${s}\n`);
   };
   let context;
+  let watch;
   try {
     context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
       headless: true,
+      timeout: scaled(180_000),
       args: [
         '--no-sandbox', '--enable-unsafe-webgpu', '--disable-gpu-sandbox',
         '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run',
@@ -144,7 +122,13 @@ async function runChromium(script) {
       return route.fulfill({ contentType: 'text/html', body: '<!doctype html><script type="module" src="/main.js"></script>' });
     });
     const finished = new Promise((resolve) => {
+      // As for the other runtimes: stopped only after minutes without a line from the page.
+      watch = patience(SILENT_MS, (waited) => {
+        print(`stopped: no output for ${(waited / 1000).toFixed(0)} s`);
+        resolve(1);
+      });
       page.on('console', (msg) => {
+        watch.reset();
         const line = msg.text().replace(/\x1b\[[0-9;]*m/g, '').trimEnd();
         // uvu prints one console line per passing test in browsers; keep the rest.
         if (line.trim() === '•' || line.trim() === '') return;
@@ -155,18 +139,15 @@ async function runChromium(script) {
         print(`page error: ${error.message}`);
         resolve(1);
       });
-      setTimeout(() => {
-        print(`timed out after ${TIMEOUT_MS / 1000} s`);
-        resolve(1);
-      }, TIMEOUT_MS);
     });
-    await page.goto(`${origin}/index.html`);
+    await page.goto(`${origin}/index.html`, { timeout: scaled(30_000) });
     const code = await finished;
     return { text, code };
   } catch (error) {
     print(`chromium: ${error.message}`);
     return { text, code: 1 };
   } finally {
+    watch?.stop();
     await context?.close().catch(() => {});
     rmSync(profile, { recursive: true, force: true });
   }

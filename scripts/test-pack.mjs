@@ -4,12 +4,13 @@
 // ESM and from CommonJS (import()), runs hyperAttention and exactAttention on WebAssembly,
 // and type-checks a TypeScript consumer under moduleResolution node16 and bundler. Prints
 // one line per check and ends with 'N passed, N failed'. Needs `npm run build` first (npm
-// test does it): the pack skips the prepack build so the suite checks what was built.
+// test does it): the pack skips the prepare build so the suite checks what was built.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { scaled } from './pace.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
@@ -24,7 +25,7 @@ function check(name, ok, detail = '') {
 
 /** Runs a command to the end; stdout and stderr together, colour codes stripped. */
 /** Runs a command: text is stdout and stderr together (for messages), stdout alone (for output to parse). */
-function sh(cmd, args, cwd, timeout = 60_000) {
+function sh(cmd, args, cwd, timeout = scaled(60_000)) {
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout, env: { ...process.env, NO_COLOR: '1' } });
   const text = `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? r.error.message : ''}`.replace(/\x1b\[[0-9;]*m/g, '');
   return { ok: r.status === 0, text, stdout: r.stdout ?? '' };

@@ -1,4 +1,4 @@
-// The accurate mode's per-head work (plan.ts, AccuratePlan; ALGORITHM.md, "The accurate
+// The accurate mode's per-head work (plan.ts, AccuratePlan; docs/algorithm.md, "The accurate
 // mode"): probe for heavy columns, then the exact parts (columns, window, the query's
 // bucket in each LSH table), each hiding what an earlier part counted, then the
 // remainder, estimated from samples that every exact part hides.

@@ -2,7 +2,7 @@
 // from the shape and options. The scheduler prices plans (scheduler/cost.ts) and the
 // executor (hyper.ts) runs the chosen one as it is. Two kinds: the authors' algorithm
 // ('reference' and 'fixed' modes: the causal recursion and its non-causal steps, with the
-// random draws in the authors' order, ALGORITHM.md) and the accurate mode's parts.
+// random draws in the authors' order, docs/algorithm.md) and the accurate mode's parts.
 import { HyperAttentionError } from './errors.ts';
 import type { Mode, ResolvedHyperOptions } from './options.ts';
 import type { AttentionShape } from './tensor.ts';
@@ -53,7 +53,7 @@ export interface AuthorsPlan {
 }
 
 /**
- * The accurate mode (ALGORITHM.md, "The accurate mode"): for query row i, every key j it
+ * The accurate mode (docs/algorithm.md, "The accurate mode"): for query row i, every key j it
  * may see (j <= i when causal) is counted by exactly one part. Exact parts, in order:
  * the columns (the first `sinkKeys` keys and the `heavyKeys` keys that the probe rows put
  * the most mass on), the window (`window` keys from i + winLo; not causal, kept inside

@@ -1,8 +1,8 @@
 // The accurate mode on the wasm backend, against what the test assembles itself from the
-// documented rules (README, "The accurate mode"; ALGORITHM.md): which keys each query
+// documented rules (docs/algorithm.md, "The accurate mode"): which keys each query
 // row counts exactly, the estimator on a flat remainder, and the error on heads with a
 // sink and with heavy columns.
-import { test } from 'uvu';
+import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
 import { exactAttention, hyperAttention, type HyperOptions } from '../src/index.ts';
 import { gaussianProjections, Xoshiro128 } from '../src/random.ts';
@@ -10,6 +10,8 @@ import { attentionErrors, evenRows, referenceRows } from '../bench/error.ts';
 import { WORKLOADS } from '../bench/workloads.ts';
 import { lshKeys } from './lsh.ts';
 import { maxAbsError, randomTensor } from './util.ts';
+
+const test = suite('accurate');
 
 interface Case {
   nq: number;
@@ -249,4 +251,3 @@ for (const name of ['sink', 'columns'] as const) {
   });
 }
 
-test.run();

@@ -1,11 +1,13 @@
 // Bad input: every case rejects with a HyperAttentionError of the right code, a message
 // that names what was expected, and nothing computed (no progress reported).
-import { test } from 'uvu';
+import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
 import { HyperAttentionError, exactAttention, hyperAttention, setProfile, type HyperOptions } from '../src/index.ts';
 import type { Tensor } from '../src/tensor.ts';
 import { rejects } from './rejects.ts';
 import { randomTensor } from './util.ts';
+
+const test = suite('errors');
 
 const shape = [1, 2, 64, 16];
 const q = randomTensor(shape, 1);
@@ -148,8 +150,6 @@ test('the errors are thrown as rejections, never synchronously', () => {
   assert.instance(p, Promise);
   return p.then(() => assert.unreachable(), (e) => assert.instance(e, HyperAttentionError));
 });
-
-test.run();
 
 test('a profile with a BigInt or other odd values is described, not serialised (#13)', async () => {
   for (const bad of [{ format: 1n }, { format: 'hyperattention-profile', version: 10n ** 30n }]) {

@@ -1,5 +1,5 @@
 // Exact attention (the wasm kernels, every build) against the float64 reference.
-import { test } from 'uvu';
+import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
 import { createCpuBackend } from '../src/cpu/backend.ts';
 import { RENEW_ABOVE_BYTES, supportedFlavours } from '../src/cpu/wasm.ts';
@@ -9,6 +9,8 @@ import { resolveExactOptions } from '../src/options.ts';
 import { attentionShape } from '../src/tensor.ts';
 import { referenceAttention } from './reference.ts';
 import { maxAbs, maxAbsError, randomTensor, relativeError } from './util.ts';
+
+const test = suite('exact');
 
 // Tolerances of the Core issue: relative Frobenius error <= 1e-5, max abs error <= 1e-5 max|V|.
 const REL_TOL = 1e-5;
@@ -104,4 +106,3 @@ test('exact: a call that grew WebAssembly memory past 256 MiB leaves it behind (
   assert.is(backend.memoryBytes, kept);
 });
 
-test.run();

@@ -1,7 +1,7 @@
-// Parity with the authors' code: every case in ../shared/fixtures, reference mode, given
+// Parity with the authors' code: every case in test/fixtures, reference mode, given
 // projections and draws, on every wasm build this engine runs (the test runner enables
 // relaxed SIMD in Node). Hashes first (exact keys), then out and lse.
-import { test } from 'uvu';
+import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
 import { createCpuBackend, type CpuBackend } from '../src/cpu/backend.ts';
 import { supportedFlavours } from '../src/cpu/wasm.ts';
@@ -9,6 +9,8 @@ import { runHyper } from '../src/hyper.ts';
 import { resolveHyperOptions } from '../src/options.ts';
 import { attentionShape } from '../src/tensor.ts';
 import { FIXTURE_DIR, fixtureNames, loadFixture, type Fixture } from './fixtures.ts';
+
+const test = suite('fixtures');
 
 const TOL = 1e-4; // the issue's bound; 1e-5 is typical
 const MAX_FLIPS = 8; // rows whose projection is within float rounding of zero
@@ -28,7 +30,7 @@ async function keysOf(backend: CpuBackend, x: Float32Array, rows: number, d: num
 
 const names = fixtureNames();
 test('fixtures are present', () => {
-  assert.ok(names.length >= 6, `expected the shared fixtures in ${FIXTURE_DIR} (set HYPERATTENTION_FIXTURES to another folder), found ${names.length}`);
+  assert.ok(names.length >= 6, `expected the reference fixtures in ${FIXTURE_DIR} (set HYPERATTENTION_FIXTURES to another folder), found ${names.length}`);
 });
 
 for (const flavour of supportedFlavours()) {
@@ -78,4 +80,3 @@ for (const flavour of supportedFlavours()) {
   }
 }
 
-test.run();

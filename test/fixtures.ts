@@ -1,6 +1,6 @@
 // Loads the reference fixtures (outputs of the authors' code with given projections and
-// draws) from ../shared/fixtures beside the repository, or from the folder named by
-// HYPERATTENTION_FIXTURES.
+// draws) from test/fixtures/ in the repository, or from the folder named by
+// HYPERATTENTION_FIXTURES (the same layout: test/fixtures/README.md).
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,8 +8,7 @@ import { parseFixture, type Fixture } from './fixture-format.ts';
 
 export type { Fixture } from './fixture-format.ts';
 
-export const FIXTURE_DIR =
-  process.env.HYPERATTENTION_FIXTURES ?? join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'shared', 'fixtures');
+export const FIXTURE_DIR = process.env.HYPERATTENTION_FIXTURES ?? join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 
 export function fixtureNames(): string[] {
   if (!existsSync(FIXTURE_DIR)) return [];

@@ -5,9 +5,11 @@
 // synchronous throw, a wrong or non-finite result, a bad input accepted, a call past the
 // time limit) is a failure, printed with the seed and index that replay it:
 //   FUZZ_SEED=13 FUZZ_ONLY=417 node scripts/test.mjs fuzz
-import { test } from 'uvu';
+import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
 import { fixedCases, makeCase, runCase, type Case } from './fuzz-cases.ts';
+
+const test = suite('fuzz');
 
 const SEED = Number(process.env.FUZZ_SEED ?? 13);
 const CALLS = Number(process.env.FUZZ_CALLS ?? 5000);
@@ -38,4 +40,3 @@ test(`fuzz: ${CALLS} seeded calls (seed ${SEED}) end in a correct result or a ty
   assert.ok(ONLY !== undefined || counts.calls >= 2000, 'at least 2000 calls');
 });
 
-test.run();

@@ -1,7 +1,7 @@
 // HyperAttention on the wasm backend against pieces the test assembles itself: an
 // independent LSH and stable sort, a float64 block-diagonal attention, the causal split,
 // grouped-query heads, determinism and the order and shapes of the random draws.
-import { test } from 'uvu';
+import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
 import { createCpuBackend } from '../src/cpu/backend.ts';
 import { exactAttention, hyperAttention, type DrawRequest } from '../src/index.ts';
@@ -11,6 +11,8 @@ import type { Tensor } from '../src/tensor.ts';
 import { referenceAttention } from './reference.ts';
 import { lshKeys } from './lsh.ts';
 import { maxAbsError, randomTensor, relativeError } from './util.ts';
+
+const test = suite('hyper');
 
 function stableOrder(keys: ArrayLike<number>): number[] {
   return Array.from(keys, (_, i) => i).sort((a, b) => keys[a] - keys[b] || a - b);
@@ -77,7 +79,7 @@ test('counting sort is stable and puts pads (key 0) after real key-0 rows', asyn
   assert.equal(Array.from(perm), stableOrder(withPads));
 });
 
-/** Block-diagonal attention in float64, assembled from the steps of ALGORITHM.md. */
+/** Block-diagonal attention in float64, assembled from the steps of docs/algorithm.md. */
 function blockDiagonal(q: Tensor, k: Tensor, v: Tensor, proj: Float32Array, r: number, b: number, mode: KernelMode) {
   const [, , nq, d] = q.shape;
   const nk = k.shape[2];
@@ -137,7 +139,7 @@ test('blockSize >= n gives exact attention (fixed mode; reference too when block
   }
 });
 
-/** Merge of ALGORITHM.md, in float32 like the kernels. */
+/** Merge of docs/algorithm.md, in float32 like the kernels. */
 function mergeRow(o1: Float32Array, l1: number, o2: Float32Array, l2: number, mode: KernelMode): [Float32Array, number] {
   const c = Math.fround(1 / (1 + Math.exp(l2 - l1)));
   const out = o1.map((x, i) => c * x + (1 - c) * o2[i]);
@@ -230,7 +232,7 @@ test('same seed, inputs and options give bit-identical output; another seed does
   assert.not.equal(a.out.data, c.out.data);
 });
 
-test('draw order and shapes follow ALGORITHM.md (deepest causal level first)', async () => {
+test('draw order and shapes follow docs/algorithm.md (deepest causal level first)', async () => {
   const record = async (n: number) => {
     const calls: Omit<DrawRequest, 'index'>[] = [];
     const shape = [1, 1, n, 4];
@@ -267,8 +269,6 @@ test('sharp attention: the block part finds the key, the sampled residual reduce
     assert.ok(full < blockOnly, `${mode}: sampling did not help (${full} vs ${blockOnly})`);
   }
 });
-
-test.run();
 
 test('progress comes during a call, not once per head: monotonic, ending at total', async () => {
   const shape = [1, 1, 4096, 64];

@@ -4,12 +4,14 @@
 // buffers). Numbers are checked against the float64 reference on fresh random inputs, and
 // 'bnhd' against the same call in 'bhnd', which must agree bit for bit.
 import * as ort from 'onnxruntime-web';
-import { test } from 'uvu';
+import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
 import { exactAttention, explain, hyperAttention, type HyperOptions, type Tensor } from '../src/index.ts';
 import { referenceAttention } from './reference.ts';
 import { rejects } from './rejects.ts';
 import { maxAbs, maxAbsError, randomTensor, relativeError } from './util.ts';
+
+const test = suite('inputs');
 
 // Exact attention against the float64 reference: the tolerance of test/exact.test.ts.
 const REL_TOL = 1e-5;
@@ -131,11 +133,9 @@ test('errors: layout', async () => {
   await rejects('INVALID_OPTION', /layout: expected/, () => explain({ q: [1, 64, 2, 16], k: [1, 64, 2, 16], v: [1, 64, 2, 16] }, { layout: 'x' as never }));
 });
 
-
 test('a BigInt layout or tensor type is described, not serialised', async () => {
   const t = randomTensor([1, 1, 8, 8], 1);
   await rejects('INVALID_OPTION', /layout: .*got the bigint 5n/, (p) => hyperAttention(t, t, t, { layout: 5n as never, ...p }));
   await rejects('INVALID_SHAPE', /q\.type: .*got the bigint 5n/, (p) => hyperAttention({ data: t.data, dims: t.shape, type: 5n } as never, t, t, p));
 });
 
-test.run();

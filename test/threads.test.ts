@@ -6,7 +6,8 @@
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { test } from 'uvu';
+import { pace, scaled } from '../scripts/pace.mjs';
+import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
 import {
   configureThreads, exactAttention, hyperAttention, HyperAttentionError, type AttentionResult, type HyperOptions, type Tensor,
@@ -14,6 +15,8 @@ import {
 import { threadPool, type ThreadPool } from '../src/threads/pool.ts';
 import { rejects } from './rejects.ts';
 import { randomTensor } from './util.ts';
+
+const test = suite('threads');
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -107,11 +110,14 @@ function longCall(signal: AbortSignal, threads: number, onProgress?: () => void)
   return exactAttention(q, q, q, { backend: 'cpu', threads, signal, onProgress });
 }
 
-/** The most an abort may take to reject a running call: one job of ~20 ms per thread, and the messages, with room for a loaded machine. */
+/**
+ * The most an abort may take to reject a running call on the reference machine: one job of
+ * ~20 ms per thread, and the messages, with room; times this machine's pace.
+ */
 const ABORT_BOUND_MS = 400;
 
 for (const threads of [1, 2]) {
-  test(`abort during a call on ${threads} thread(s) rejects with ABORTED within ${ABORT_BOUND_MS} ms, and the next call works`, async () => {
+  test(`abort during a call on ${threads} thread(s) rejects with ABORTED within ${ABORT_BOUND_MS} ms times the pace, and the next call works`, async () => {
     const controller = new AbortController();
     let abortedAt = 0;
     let started = false;
@@ -130,7 +136,7 @@ for (const threads of [1, 2]) {
       assert.instance(error, HyperAttentionError, String(error));
       assert.is((error as HyperAttentionError).code, 'ABORTED');
       const took = performance.now() - abortedAt;
-      assert.ok(abortedAt > 0 && took < ABORT_BOUND_MS, `rejected ${took.toFixed(0)} ms after the abort`);
+      assert.ok(abortedAt > 0 && took < ABORT_BOUND_MS * pace(), `rejected ${took.toFixed(0)} ms after the abort (pace ${pace().toFixed(1)})`);
     }
     const q = randomTensor([1, 1, 1024, 64], 8);
     sameBits(await exactAttention(q, q, q, { backend: 'cpu', threads }), await exactAttention(q, q, q, { backend: 'cpu', threads: 1 }), 'after an abort');
@@ -190,11 +196,13 @@ test('a Node process exits on its own after threaded calls', () => {
     const t = { data, shape: [1, 1, 2048, 64] };
     await hyperAttention(t, t, t, { backend: 'cpu', threads: 2 });
     console.log('done');`;
+  // 20 s on the reference machine, scaled to this one (scripts/pace.mjs); killed at 1.5 times that.
+  const limit = scaled(20_000);
   const start = performance.now();
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, encoding: 'utf8', timeout: 30_000 });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, encoding: 'utf8', timeout: 1.5 * limit });
   assert.is(r.status, 0, r.stderr);
   assert.match(r.stdout, /done/);
-  assert.ok(performance.now() - start < 20_000, 'the process lingered');
+  assert.ok(performance.now() - start < limit, 'the process lingered');
 });
 
 test('Deno: threaded calls give the one-thread result bit for bit, and the process exits on its own', () => {
@@ -208,7 +216,7 @@ test('Deno: threaded calls give the one-thread result bit for bit, and the proce
     const same = one.out.data.every((x, i) => Object.is(x, two.out.data[i])) && one.lse.data.every((x, i) => Object.is(x, two.lse.data[i]));
     console.log(same ? 'same' : 'different');`;
   // No permission flags: the workers need none.
-  const r = spawnSync(deno, ['eval', '--ext=ts', script], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(deno, ['eval', '--ext=ts', script], { cwd: root, encoding: 'utf8', timeout: scaled(60_000) });
   assert.is(r.status, 0, `${r.stderr}${r.error ?? ''}`);
   assert.match(r.stdout, /^same$/m);
   assert.not.match(r.stderr, /one thread/, 'Deno ran without threads');
@@ -243,4 +251,3 @@ test('configureThreads sets the default thread count of calls that do not choose
   }
 });
 
-test.run();

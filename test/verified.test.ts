@@ -1,7 +1,7 @@
 // Verified attention (src/verified.ts): the error each head's check rows measure, its
 // bound at the stated confidence, the ladder of plans a head climbs, exact attention for
 // a head that cannot meet the tolerance, and the options.
-import { test } from 'uvu';
+import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
 import { exactAttention, hyperAttention, HyperAttentionError, type HyperOptions } from '../src/index.ts';
 import { checkRowsOf, headError } from '../src/verified.ts';
@@ -9,6 +9,8 @@ import { Xoshiro128 } from '../src/random.ts';
 import type { Tensor } from '../src/tensor.ts';
 import { WORKLOADS, type WorkloadName } from '../bench/workloads.ts';
 import { maxAbsError, randomTensor, relativeError } from './util.ts';
+
+const test = suite('verified attention');
 
 const n = 4096;
 const d = 32;
@@ -207,4 +209,3 @@ test('tolerance and checkRows: bad values are typed errors', async () => {
   assert.is(checked.verification!.heads[0].plan, 'fixed');
 });
 
-test.run();

@@ -9,12 +9,15 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { test } from 'uvu';
+import { scaled } from '../scripts/pace.mjs';
+import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
 import type { DeviceCosts, Profile } from '../src/index.ts';
 import { OP_NAMES } from '../src/ops.ts';
 import { cacheFolder } from '../src/scheduler/index.ts';
 import { parseProfile } from '../src/scheduler/profile.ts';
+
+const test = suite('warmup');
 
 // uvu imports every suite before it runs any, so this also keeps the other suites in this
 // process (when run without scripts/test.mjs, which sets it too) out of the user's cache.
@@ -39,7 +42,7 @@ function child(mode: string, env: Record<string, string | undefined>): ChildRepo
   const base: Record<string, string | undefined> = { ...process.env, HOME: mkdtempSync(join(tmpdir(), 'hyperattention-home-')) };
   for (const name of ['HYPERATTENTION_CACHE_DIR', 'XDG_CACHE_HOME', 'VK_ICD_FILENAMES']) delete base[name];
   const r = spawnSync(process.execPath, ['--import', 'tsx', 'test/warmup.child.ts', mode], {
-    cwd: root, encoding: 'utf8', timeout: 120_000, env: { ...base, ...env },
+    cwd: root, encoding: 'utf8', timeout: scaled(120_000), env: { ...base, ...env },
   });
   const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith('result '));
   assert.ok(line, `the child (${mode}) reported nothing: exit ${r.status}\n${r.stdout}\n${r.stderr}`);
@@ -138,4 +141,3 @@ test('a software adapter is not timed for backend auto; an explicit webgpu plan 
   assert.ok(r.gpuMeasuredAfter, 'the explicit webgpu plan measured it');
 });
 
-test.run();

@@ -203,8 +203,8 @@ async function drawHeatmaps(): Promise<void> {
   demo.heatmap = { n, blockSize, before: shares.before, after: shares.after };
   caption.textContent =
     `The ${order.numBlocks} outlined diagonal blocks cover ${pct(shares.area)} of the matrix. In the original order they hold ` +
-    `${pct(shares.before)} of the attention mass; after sortLSH they hold ${pct(shares.after)}. HyperAttention computes these ` +
-    `blocks exactly and estimates the rest from ${DEFAULTS.sampleSize} sampled keys per row.`;
+    `${pct(shares.before)} of the attention mass; after sortLSH they hold ${pct(shares.after)}. The authors' algorithm ` +
+    `computes these blocks exactly and estimates the rest from ${DEFAULTS.sampleSize} sampled keys per row.`;
 }
 
 function applyUrlParameters(): boolean {

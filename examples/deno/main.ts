@@ -53,7 +53,8 @@ async function timed(call: (b: BackendChoice) => Promise<{ out: { data: Float32A
 
 console.log(`HyperAttention vs exact attention in Deno ${Deno.version.deno}, d = ${D}, workload '${WORKLOAD.name}'`);
 console.log(`backend: ${description}`);
-console.log('defaults: blockSize 256, sampleSize 256, lshNumProjs 7, minSeqLen 4096, mode reference\n');
+console.log("defaults: mode 'accurate' (window 64, 16 sink keys, 32 heavy columns, LSH buckets of about 16 keys, 512 samples;");
+console.log('causal: window 2048, 4 LSH rounds, 1024 samples), minSeqLen 4096\n');
 
 const rows: string[][] = [];
 for (const n of sizes) {

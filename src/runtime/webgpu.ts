@@ -26,26 +26,33 @@ function icdFolders(env: Record<string, string | undefined>): string[] {
   return [...config, '/etc', ...home, ...data, '/usr/local/share', '/usr/share'].map((d) => `${d}/vulkan/icd.d`);
 }
 
+/** Device nodes through which a hardware GPU is reached on Linux: DRM render nodes, NVIDIA's, WSL's. */
+const GPU_NODES: [string, RegExp][] = [['/dev/dri', /^renderD\d+$/], ['/dev', /^(nvidia\d+|dxg)$/]];
+
 /**
- * Dawn on Linux runs on Vulkan only. Without a Vulkan driver its first requestAdapter()
- * writes warnings to stderr, which the caller cannot silence, for an adapter it will not
- * find: so on Linux it is loaded only where a driver could exist (a manifest named in the
- * environment or present in the loader's folders).
+ * Dawn on Linux runs on Vulkan only, and on a machine without a GPU its first
+ * requestAdapter() writes to stderr what the caller cannot silence: Mesa's 'XDG_RUNTIME_DIR
+ * is invalid' and Dawn's warnings about a software driver (lavapipe) it then finds. So on
+ * Linux it is loaded only where a hardware adapter could exist (a Vulkan manifest in the
+ * loader's folders and a GPU device node), or where the environment names a driver
+ * (VK_ICD_FILENAMES: how the tests pick SwiftShader). A software adapter found otherwise
+ * would not be used by backend 'auto' anyway (the scheduler keeps calls off it).
  */
-async function vulkanDriverMayExist(): Promise<boolean> {
+async function vulkanAdapterMayExist(): Promise<boolean> {
   const g = globalThis as { process?: { platform?: string; env?: Record<string, string | undefined> } };
   if (g.process?.platform !== 'linux') return true;
   const env = g.process.env ?? {};
   if (env.VK_ICD_FILENAMES || env.VK_DRIVER_FILES || env.VK_ADD_DRIVER_FILES) return true;
   try {
     const fs = (await import(/* @vite-ignore */ ['node', 'fs'].join(':'))) as { readdirSync(path: string): string[] };
-    return icdFolders(env).some((folder) => {
+    const any = (folder: string, name: RegExp) => {
       try {
-        return fs.readdirSync(folder).some((name) => name.endsWith('.json'));
+        return fs.readdirSync(folder).some((f) => name.test(f));
       } catch {
         return false;
       }
-    });
+    };
+    return icdFolders(env).some((folder) => any(folder, /\.json$/)) && GPU_NODES.some(([folder, name]) => any(folder, name));
   } catch {
     return true; // cannot look: let Dawn decide
   }
@@ -53,8 +60,9 @@ async function vulkanDriverMayExist(): Promise<boolean> {
 
 async function loadNodeWebGPU(): Promise<GPU | undefined> {
   const specifier = ['web', 'gpu'].join('');
-  if (!(await vulkanDriverMayExist())) {
-    missing = 'no Vulkan driver on this Linux machine (no ICD manifest in the Vulkan loader\'s folders, and VK_ICD_FILENAMES is not set)';
+  if (!(await vulkanAdapterMayExist())) {
+    missing = 'no GPU on this Linux machine (no Vulkan driver manifest, or no /dev/dri/renderD*, /dev/nvidia* or /dev/dxg); '
+      + 'a software driver is used only when VK_ICD_FILENAMES names it';
     return undefined;
   }
   try {

@@ -1,11 +1,13 @@
 // lshOrder (src/inspect.ts) against hyperAttention itself: with the sampled residual off,
 // HyperAttention is exactly block-diagonal attention in the sortLSH order, so the order
 // lshOrder reports must reproduce its output (float64 softmax over each row's block).
-import { test } from 'uvu';
+import { suite } from '../suite.ts';
 import * as assert from 'uvu/assert';
 import { HyperAttentionError, hyperAttention, lshOrder, type Mode } from '../../src/index.ts';
 import { referenceAttention } from '../reference.ts';
 import { maxAbsError, randomTensor } from '../util.ts';
+
+const test = suite('inspect');
 
 const n = 512;
 const d = 32;
@@ -67,4 +69,3 @@ test('lshOrder: the same seed gives the same order; options it does not use are 
   }
 });
 
-test.run();

@@ -6,7 +6,7 @@
 // each op and guarded by rows that must stay untouched. Tolerances: 1e-4 max abs error in
 // out, lse and the stats (float32 on both sides, different summation orders); bucket
 // starts and tags identical.
-import { suite } from 'uvu';
+import { suite } from '../suite.ts';
 import * as assert from 'uvu/assert';
 import { createCpuBackend } from '../../src/cpu/backend.ts';
 import { WebGPUBackend, createWebGPUBackend } from '../../src/gpu/index.ts';
@@ -301,7 +301,6 @@ Ops.after.each(() => {
   for (const be of [gpu, workgroupTiles, halfStorage]) be?.releaseAll();
   cpu.releaseAll();
 });
-Ops.run();
 
 const Calls = suite('accurate mode, whole calls: webgpu and hybrid vs cpu');
 const hybrid = new HybridBackend(await createCpuBackend(), gpu);
@@ -380,4 +379,3 @@ for (const causal of [false, true]) {
     }
   });
 }
-Calls.run();

@@ -4,7 +4,7 @@
 // readbacks when a small binding or buffer limit forces it; keys split beyond the binding
 // limit; and the buffer pool trimmed after a large call. Results are compared with the
 // WebAssembly backend's on the same inputs (1e-4 max abs error, as in cpu.suite.ts).
-import { suite } from 'uvu';
+import { suite } from '../suite.ts';
 import * as assert from 'uvu/assert';
 import { createCpuBackend } from '../../src/cpu/backend.ts';
 import { WebGPUBackend, createWebGPUBackend, type WebGPUBackendOptions } from '../../src/gpu/index.ts';
@@ -200,7 +200,3 @@ Pool('a large call leaves its buffers idle until the next call ends', async () =
   await exactCall(inputs(1, 2, 1, 40, 16), false)(be);
   assert.is(be.idleBytes, steady);
 });
-
-Counts.run();
-Split.run();
-Pool.run();

@@ -3,7 +3,7 @@
 // poisoned first. Tolerances: 1e-4 max abs error in out and lse (float32 on both sides,
 // different summation orders); hash keys and sort permutations identical (hash keys may
 // differ only on rows with a projection within 1e-5 of a sign change).
-import { suite } from 'uvu';
+import { suite } from '../suite.ts';
 import * as assert from 'uvu/assert';
 import { createCpuBackend } from '../../src/cpu/backend.ts';
 import { createWebGPUBackend } from '../../src/gpu/index.ts';
@@ -144,7 +144,6 @@ Ops.after.each(() => {
   gpu.releaseAll();
   cpu.releaseAll();
 });
-Ops.run();
 
 const Calls = suite('webgpu vs cpu, whole calls');
 interface CallCase {
@@ -198,4 +197,3 @@ Calls('exactAttention, B 2, H 2, causal', async () => {
   expectSame('out', a.out.data, b.out.data, OUT_TOL);
   expectSame('lse', a.lse.data, b.lse.data, LSE_TOL);
 });
-Calls.run();

@@ -1,8 +1,9 @@
 // Device loss, as documented in src/gpu/backend.ts: destroying the device while a call is
-// in flight rejects that call with DEVICE_LOST (bounded by a timeout here: a hang fails),
+// in flight rejects that call with DEVICE_LOST (a hang fails, after HANG_MS scaled to the machine),
 // later ops on that backend throw DEVICE_LOST, and createWebGPUBackend() afterwards
 // computes correctly on a new device. Runs last: it destroys the shared device.
-import { suite } from 'uvu';
+import { lateAfter } from '../../scripts/pace.mjs';
+import { suite } from '../suite.ts';
 import * as assert from 'uvu/assert';
 import { HyperAttentionError } from '../../src/errors.ts';
 import { createWebGPUBackend, type WebGPUBackend } from '../../src/gpu/index.ts';
@@ -13,16 +14,16 @@ import { attentionShape } from '../../src/tensor.ts';
 import { referenceAttention } from '../reference.ts';
 import { LSE_TOL, OUT_TOL, expectClose, gaussian, random } from './harness.ts';
 
+/** On the reference machine; scaled to this one (scripts/pace.mjs). */
 const HANG_MS = 20000;
 
-/** The settled outcome of p, or 'hang' if it takes longer than HANG_MS. */
+/** The settled outcome of p, or 'hang' if it takes longer than HANG_MS (scaled). */
 async function outcome(p: Promise<unknown>): Promise<unknown> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const hang = new Promise((resolve) => { timer = setTimeout(() => resolve('hang'), HANG_MS); });
+  const hang = lateAfter(HANG_MS);
   try {
-    return await Promise.race([p.then(() => 'resolved', (e: unknown) => e), hang]);
+    return await Promise.race([p.then(() => 'resolved', (e: unknown) => e), hang.promise.then(() => 'hang')]);
   } finally {
-    clearTimeout(timer);
+    hang.cancel();
   }
 }
 
@@ -79,5 +80,3 @@ Loss('a lost shared device is replaced by the next createWebGPUBackend()', async
   assert.ok(second.device !== first.device, 'a new device');
   await exactCall(second).check();
 });
-
-Loss.run();

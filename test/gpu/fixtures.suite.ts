@@ -1,10 +1,10 @@
-// Parity of the WebGPU backend with the authors' code: every case in ../shared/fixtures
+// Parity of the WebGPU backend with the authors' code: every case in test/fixtures
 // through runHyper in reference mode with the fixture's projections and draws, as
 // test/fixtures.test.ts does for the wasm builds, within the same 1e-4 in out and lse.
 // Rows with a projection within float rounding of zero (hashKeys in harness.ts) may hash,
 // and so differ, otherwise. Node and Deno read the fixtures from disk; in the browser
 // page, scripts/test-gpu.mjs serves them under /fixtures/.
-import { suite } from 'uvu';
+import { suite } from '../suite.ts';
 import * as assert from 'uvu/assert';
 import { createWebGPUBackend } from '../../src/gpu/index.ts';
 import { runHyper } from '../../src/hyper.ts';
@@ -47,7 +47,7 @@ async function fixtureSource(): Promise<FixtureSource> {
   const gpu = await createWebGPUBackend();
   const Fixtures = suite('webgpu fixtures (reference mode)');
   Fixtures('fixtures are present', () => {
-    assert.ok(names.length >= 6, `expected the shared fixtures in ${where}, found ${names.length}`);
+    assert.ok(names.length >= 6, `expected the reference fixtures in ${where}, found ${names.length}`);
   });
   for (const name of names) {
     Fixtures(`fixture ${name}`, async () => {
@@ -78,5 +78,4 @@ async function fixtureSource(): Promise<FixtureSource> {
       assert.equal(bad.length, 0, `${name}: ${bad.length} rows (${bad.slice(0, 10)}...) differ by more than ${TOL} off a hash boundary`);
     });
   }
-  Fixtures.run();
 }

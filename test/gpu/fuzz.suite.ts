@@ -2,7 +2,7 @@
 // result or a typed error, as on WebAssembly. Fewer calls than there, since a software
 // adapter runs the kernels tens of times slower; a seed of its own, so the share is not a
 // prefix of the WebAssembly run.
-import { suite } from 'uvu';
+import { suite } from '../suite.ts';
 import * as assert from 'uvu/assert';
 import { makeCase, runCase, useBackend } from '../fuzz-cases.ts';
 
@@ -31,5 +31,3 @@ Fuzz(`${CALLS} seeded calls (seed ${SEED}) on WebGPU end in a correct result or 
   if (failures.length > 0) console.log(failures.slice(0, 20).join('\n'));
   assert.is(counts.failures, 0, `${counts.failures} fuzz failures on WebGPU`);
 });
-
-Fuzz.run();

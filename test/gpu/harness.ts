@@ -115,7 +115,7 @@ export function row(data: Float32Array, i: number, width: number): Float32Array 
 
 const EPS_F32 = 2 ** -23;
 
-/** float64 merge of part 2 into part 1 with the formulas of ALGORITHM.md. */
+/** float64 merge of part 2 into part 1 with the formulas of docs/algorithm.md. */
 export function mergeRows(p1: RowResult, p2: RowResult, write: WriteMode): RowResult {
   if (write === 'write') return p2;
   const { lse: l1 } = p1;

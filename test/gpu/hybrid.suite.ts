@@ -6,7 +6,7 @@
 // shows. Spies on the two inner backends check where each op ran. Tolerances: 1e-4 max
 // abs error in out and lse, as in cpu.suite.ts (both hash on the same WebAssembly kernel,
 // so the LSH keys and permutations are identical, and random inputs are safe).
-import { suite } from 'uvu';
+import { suite } from '../suite.ts';
 import * as assert from 'uvu/assert';
 import { createCpuBackend } from '../../src/cpu/backend.ts';
 import { HyperAttentionError } from '../../src/errors.ts';
@@ -142,7 +142,6 @@ Ops.after.each(() => {
   hybrid.releaseAll();
   cpu.releaseAll();
 });
-Ops.run();
 
 const Calls = suite('hybrid vs cpu, whole calls');
 const [B, H, Hkv, d, dv] = [1, 4, 2, 64, 48];
@@ -217,4 +216,3 @@ Calls('GPU tensor inputs are rejected (INVALID_OPTION)', async () => {
 });
 
 Calls.before.each(() => calls.clear());
-Calls.run();

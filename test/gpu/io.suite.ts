@@ -3,7 +3,7 @@
 // Float32Array inputs and outputs give on the same backend (within 1e-6; the kernels are
 // the same, so in practice bit-identical), host and GPU inputs mix, and misuse rejects
 // with the documented codes before anything runs.
-import { suite } from 'uvu';
+import { suite } from '../suite.ts';
 import * as assert from 'uvu/assert';
 import { createWebGPUBackend } from '../../src/gpu/index.ts';
 import {
@@ -140,5 +140,3 @@ IO('a destroyed input buffer rejects with GPU_ERROR, and the next call works', a
   await expectSameResult('after the error', await exactAttention(again, host[1], host[2], { device, output: 'gpu' }), want);
   again.buffer.destroy();
 });
-
-IO.run();

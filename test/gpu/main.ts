@@ -1,7 +1,7 @@
 // Entry of the WebGPU suites in every runtime (Node via tsx, Deno and Chromium via an
 // esbuild bundle; scripts/test-gpu.mjs drives all three). Prints one marker line that
 // the driver reads: 'gpu suites: no adapter ...' (skipped) or 'gpu suites: done'.
-import './defer.ts';
+import { queueSuites } from '../suite.ts';
 import { exec } from 'uvu';
 import { getWebGPU } from '../../src/gpu/index.ts';
 
@@ -23,6 +23,7 @@ if (!adapter) {
   await import('./scheduler.suite.ts');
   await import('./fuzz.suite.ts');
   await import('./device-loss.suite.ts');
+  queueSuites();
   await exec();
   console.log('gpu suites: done');
 }

@@ -6,7 +6,7 @@
 // subgroups; there they run again with workgroup-memory tiles (the path of devices
 // without). They run again with storage 'f16' where the device has shader-f16, against
 // float64 on f16-rounded inputs, within F16_TOL.
-import { suite } from 'uvu';
+import { suite } from '../suite.ts';
 import * as assert from 'uvu/assert';
 import { HyperAttentionError } from '../../src/errors.ts';
 import { WebGPUBackend, createWebGPUBackend } from '../../src/gpu/index.ts';
@@ -90,7 +90,6 @@ Exact('exact split over bindings of 4 KiB (query runs of 15 rows)', () => exactC
   { nq: 100, nk: 12, d: 64, dv: 64, causal: true, causalOffset: 3 },
 ));
 Exact.after.each(() => be.releaseAll());
-Exact.run();
 
 interface SortedCase {
   nqReal: number;
@@ -169,7 +168,6 @@ async function blockCase(variant: Variant, c: (typeof blockCases)[number]): Prom
 }
 for (const c of blockCases) Block(`block ${JSON.stringify(c)}`, () => blockCase(F32, c));
 Block.after.each(() => be.releaseAll());
-Block.run();
 
 const Sampled = suite('webgpu sampled');
 const sampledCases: (SortedCase & { m: number; sampleFrom: number; sampleTo: number; label: string; sortFirst?: true })[] = [
@@ -208,7 +206,6 @@ async function sampledCase(variant: Variant, c: (typeof sampledCases)[number]): 
 }
 for (const c of sampledCases) Sampled(`sampled ${c.label} ${JSON.stringify(c)}`, () => sampledCase(F32, c));
 Sampled.after.each(() => be.releaseAll());
-Sampled.run();
 
 const Merge = suite('webgpu merge');
 for (const write of ['write', 'merge-reference', 'merge-fixed'] as const) {
@@ -238,7 +235,6 @@ for (const write of ['write', 'merge-reference', 'merge-fixed'] as const) {
   });
 }
 Merge.after.each(() => be.releaseAll());
-Merge.run();
 
 const Hash = suite('webgpu hash');
 const hashCases: { rows: number; d: number; r: number; mode: KernelMode }[] = [
@@ -275,7 +271,6 @@ Hash('hash of a known bin: gray code vs inverse Gray code', async () => {
   }
 });
 Hash.after.each(() => be.releaseAll());
-Hash.run();
 
 const Sort = suite('webgpu sort');
 const sortCases: { count: number; pads: number; numKeys: number }[] = [
@@ -299,7 +294,6 @@ for (const c of sortCases) {
   });
 }
 Sort.after.each(() => be.releaseAll());
-Sort.run();
 
 const Faults = suite('webgpu faults');
 Faults('a validation error surfaces as GPU_ERROR at the next download, and the backend recovers', async () => {
@@ -322,7 +316,6 @@ Faults('f16 storage on a device without shader-f16 is UNSUPPORTED', () => {
   assert.throws(() => new WebGPUBackend(be.device, { storage: 'f16' }), (e: unknown) => e instanceof HyperAttentionError && e.code === 'UNSUPPORTED');
 });
 Faults.after.each(() => be.releaseAll());
-Faults.run();
 
 if (WORKGROUP_TILES) {
   const tiles = WORKGROUP_TILES;
@@ -331,7 +324,6 @@ if (WORKGROUP_TILES) {
   for (const c of blockCases) Tiles(`block ${JSON.stringify(c)}`, () => blockCase(tiles, c));
   for (const c of sampledCases) Tiles(`sampled ${c.label}`, () => sampledCase(tiles, c));
   Tiles.after.each(() => tiles.be.releaseAll());
-  Tiles.run();
 }
 
 if (F16) {
@@ -380,7 +372,6 @@ if (F16) {
     await checkDestination(hb, run(), expect(k2, vNew), d, 'after an op wrote V', f16.tol);
   });
   Half.after.each(() => f16.be.releaseAll());
-  Half.run();
 } else {
   console.log('webgpu f16 storage: not run, the device has no shader-f16');
 }

@@ -3,7 +3,7 @@
 // work the CPU does faster, backend 'auto' runs on what the plan says, a profiled call on
 // the GPU measures its steps there, and where the runtime has localStorage (browsers,
 // Deno) the profile is saved in it.
-import { suite } from 'uvu';
+import { suite } from '../suite.ts';
 import * as assert from 'uvu/assert';
 import { calibrate, configureScheduler, explain, hyperAttention, type Profile } from '../../src/index.ts';
 import { OP_NAMES } from '../../src/ops.ts';
@@ -72,5 +72,3 @@ test('backend auto runs the plan; a profiled call on WebGPU measures its steps t
   for (let i = 0; i < auto.out.data.length; i++) worst = Math.max(worst, Math.abs(auto.out.data[i] - gpu.out.data[i]));
   assert.ok(worst < 1e-4, `max |auto - webgpu| ${worst}`);
 });
-
-test.run();
