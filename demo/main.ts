@@ -3,7 +3,8 @@
 // (WebAssembly SIMD on every core, on a machine without a GPU), for n = 1k ... 64k, causal
 // and not, d = 64, on the LLM-like `mixture` workload of bench/workloads.ts. Prints time,
 // speedup and the relative error of HyperAttention's output against exact attention, in
-// the default mode ('accurate') and in the authors' ('reference').
+// the default mode ('accurate', verified: tolerance 0.1) and in the authors' ('reference'),
+// with the plan the head ended on and the error its check rows measured.
 import { exactAttention, explain, getProfile, hyperAttention } from 'hyperattention';
 import { WORKLOADS } from '../bench/workloads.ts';
 import { relativeError } from '../test/util.ts';
@@ -45,20 +46,26 @@ for (const [i, { n, causal }] of cases.entries()) {
   const hyper = await hyperAttention(q, k, v, { causal });
   const hyperMs = performance.now() - t;
   const err = relativeError(hyper.out.data, exact.out.data);
+  const checked = hyper.verification?.heads[0];
   process.stdout.write(`${seconds(hyperMs)} s; authors' mode... `);
   const authors = await hyperAttention(q, k, v, { causal, mode: 'reference' });
   const authorsErr = relativeError(authors.out.data, exact.out.data);
   console.log(`done (elapsed ${seconds(performance.now() - started)} s)`);
   rows.push([
     String(n), causal ? 'yes' : 'no', seconds(exactMs), seconds(hyperMs), `${(exactMs / hyperMs).toFixed(1)}x`,
-    err.toFixed(4), authorsErr.toFixed(4), gflops.toFixed(1), where(plans[0]), `${where(plans[1])} ${plans[1].algorithm}`,
+    err.toFixed(4), checked ? `${checked.error.toFixed(3)} (${checked.bound.toFixed(3)})` : '-', checked?.tried.map((p) => p.plan).join('>') ?? '-',
+    authorsErr.toFixed(4), gflops.toFixed(1), where(plans[0]), `${where(plans[1])} ${plans[1].algorithm}`,
   ]);
 }
 
-const header = ['n', 'causal', 'exact s', 'hyper s', 'speedup', 'rel. error', "authors' error", 'exact GFLOP/s', 'exact on', 'hyper on'];
+const header = [
+  'n', 'causal', 'exact s', 'hyper s', 'speedup', 'rel. error', 'checked (bound)', 'plans', "authors' error", 'exact GFLOP/s', 'exact on', 'hyper on',
+];
 const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
 const line = (cells: string[]) => cells.map((s, c) => s.padStart(widths[c])).join('  ');
 console.log(`\n${line(header)}\n${rows.map(line).join('\n')}`);
 console.log("\nrel. error = ||hyper - exact||_F / ||exact||_F of the output, in the default mode ('accurate'); authors' error: the same in");
 console.log("mode 'reference' (the authors' algorithm). Below minSeqLen (4096) hyper is exact by design.");
+console.log('checked (bound): the error the call measured on its check rows, and its 95% bound; plans: the plans the head tried, the');
+console.log("last one its result (a head whose bound exceeds the tolerance, 0.1, moves up: 'accurate-wide', then 'exact').");
 console.log("exact on / hyper on: the scheduler's plan (explain()) for each call: backend (x WebAssembly threads), and whether it runs HyperAttention.");

@@ -16,7 +16,8 @@ export interface Progress {
   /**
    * attention ops finished so far, of total (the same number for every head; exact
    * attention on WebAssembly counts runs of rows of about 40 ms each). Increases with each
-   * report and ends at total.
+   * report and ends at total. A verified call whose heads move to a costlier plan adds
+   * that work to total when it starts (so done / total can fall back)
    */
   done: number;
   total: number;
