@@ -1,12 +1,14 @@
 // The binary interfaces between the host and the kernels, checked without a GPU: each
 // WGSL kernel's generated struct Params against what its source reads and the layout
-// WGSL gives it; the shared codes against the AssemblyScript kernels' copies.
+// WGSL gives it; the shared codes against the AssemblyScript kernels' copies; and the
+// wasm kernels' declared parameters against their signatures and exports.
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { KERNEL_CODES, WRITE_CODES } from '../src/codes.ts';
+import { instantiateKernels, KERNEL_PARAMS, kernelArgIndexes, kernelArgs, type KernelName } from '../src/cpu/wasm.ts';
 import { TO_F16 } from '../src/gpu/bindings.ts';
 import { kernelSource, PLAIN, type Kernel } from '../src/gpu/kernels.ts';
 import * as accurate from '../src/gpu/ops/accurate.ts';
@@ -125,6 +127,35 @@ test("the AssemblyScript kernels' copies of the shared codes agree with src/code
       assert.is(constants.get(name), KERNEL_CODES[code], `assembly/${file}: ${name} is ${code}`);
     }
   }
+});
+
+/** Parameter names of every exported function of the AssemblyScript sources, in order. */
+function assemblySignatures(): Map<string, string[]> {
+  const signatures = new Map<string, string[]>();
+  for (const file of readdirSync(join(root, 'assembly')).filter((f) => f.endsWith('.ts'))) {
+    const text = readFileSync(join(root, 'assembly', file), 'utf8');
+    for (const m of text.matchAll(/^export function (\w+)\(([^)]*)\)/gm)) {
+      signatures.set(m[1], m[2].split(',').map((p) => p.trim()).filter(Boolean).map((p) => p.split(':')[0].trim()));
+    }
+  }
+  return signatures;
+}
+
+test("the wasm kernels' declared parameters are their signatures' in assembly/, and their exports take that many", async () => {
+  const signatures = assemblySignatures();
+  const wasm = await instantiateKernels('scalar');
+  for (const [fn, params] of Object.entries(KERNEL_PARAMS)) {
+    assert.equal([...params], signatures.get(fn), `${fn}: parameters`);
+    assert.is((wasm[fn as KernelName] as (...args: number[]) => void).length, params.length, `${fn}: arity of the export`);
+  }
+});
+
+test('named arguments map to the positional list, flags as 0 and 1, and a missing one throws', () => {
+  const args = { keys: 1, perm: 2, count: 3, numKeys: 4, cap: 5, tags: 6, starts: 7 };
+  assert.equal(kernelArgs('bucketTags', args), [1, 2, 3, 4, 5, 6, 7]);
+  assert.equal(kernelArgs('remainderSums', { v: 8, nk: 1, dv: 2, causal: true, starts: 3, count: 4, sums: 5 }), [8, 1, 2, 1, 3, 4, 5]);
+  assert.equal(kernelArgIndexes('accurateColumns', ['scratch', 'cache']), [17, 18]);
+  assert.throws(() => kernelArgs('bucketTags', { ...args, cap: undefined } as never), /bucketTags: no value for cap/);
 });
 
 test.run();
