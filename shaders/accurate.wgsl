@@ -14,47 +14,8 @@
 // at the *_at element offsets: separate bindings would pass the 8 storage buffers a
 // device is guaranteed.
 
-const PART_LIST: u32 = 0u;
-const PART_WINDOW: u32 = 1u;
-const PART_ROUND: u32 = 2u;
-// window modes of the mask
-const WINDOW_HIDE_INSIDE: u32 = 1u;
-const WINDOW_HIDE_OUTSIDE: u32 = 2u;
-
-struct Params {
-  q_off: u32,
-  k_off: u32,
-  v_off: u32,
-  out_off: u32,
-  lse_off: u32,
-  cnt_off: u32,
-  vsum_off: u32,
-  part: u32,
-  q_from: u32,
-  q_to: u32,
-  nq: u32,
-  nk: u32,
-  n_list: u32,
-  list_at: u32,
-  causal: u32,
-  use_flags: u32,
-  flags_at: u32,
-  win_mode: u32,
-  win_lo: i32,
-  win: u32,
-  rounds: u32,
-  qtags_at: u32,
-  ktags_at: u32,
-  qperm_at: u32,
-  kperm_at: u32,
-  qstarts_at: u32,
-  kstarts_at: u32,
-  num_keys: u32,
-  cap: u32,
-  mode: u32,
-  stats_add: u32,
-  scale: f32,
-}
+// struct Params (the uniform p) is generated from ACCURATE in src/gpu/ops/accurate.ts, the
+// PART_* and WINDOW_* codes from src/codes.ts.
 
 @group(0) @binding(5) var<storage, read_write> cnt_io: array<f32>;
 @group(0) @binding(6) var<storage, read_write> vsum_io: array<f32>;

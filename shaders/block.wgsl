@@ -6,25 +6,7 @@
 // Workgroups are laid out block-major, wg_per_block per block, so that all invocations
 // of a workgroup share one key block. Built on lib-attention.wgsl.
 
-struct Params {
-  q_off: u32,
-  k_off: u32,
-  v_off: u32,
-  out_off: u32,
-  lse_off: u32,
-  qperm_off: u32,
-  kperm_off: u32,
-  nq_sorted: u32,
-  nq_real: u32,
-  nk: u32,
-  q_block: u32,
-  k_block: u32,
-  n_blocks: u32,
-  wg_per_block: u32,
-  phantom_keys: u32,
-  mode: u32,
-  scale: f32,
-}
+// struct Params (the uniform p) is generated from BLOCK in src/gpu/ops/attention.ts.
 
 @group(0) @binding(5) var<storage, read> qperm: array<i32>;
 @group(0) @binding(6) var<storage, read> kperm: array<i32>;

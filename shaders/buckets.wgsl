@@ -4,15 +4,7 @@
 // position with key >= x) for x <= num_keys, and for sorted position x < count the tag of
 // row perm[x]: its key, or -1 when its rank in its bucket is `cap` or more.
 
-struct Params {
-  keys_off: u32,
-  perm_off: u32,
-  tags_off: u32,
-  starts_off: u32,
-  count: u32,
-  num_keys: u32,
-  cap: u32,
-}
+// struct Params (the uniform p) is generated from BUCKETS in src/gpu/ops/lsh.ts.
 
 @group(0) @binding(0) var<storage, read> keys: array<i32>;
 @group(0) @binding(1) var<storage, read> perm: array<i32>;

@@ -5,26 +5,7 @@
 // per head, K and V by a stride per key-value head, which is (h + phase) / group
 // (grouped-query attention; phase places the batch's first head within its group).
 
-struct Params {
-  q_off: u32,
-  k_off: u32,
-  v_off: u32,
-  out_off: u32,
-  lse_off: u32,
-  nq: u32,
-  nk: u32,
-  causal: u32,
-  causal_offset: i32,
-  mode: u32,
-  scale: f32,
-  phase: u32,
-  group: u32,
-  q_stride: u32,
-  kv_stride_k: u32,
-  kv_stride_v: u32,
-  out_stride: u32,
-  lse_stride: u32,
-}
+// struct Params (the uniform p) is generated from EXACT in src/gpu/ops/attention.ts.
 
 @group(0) @binding(5) var<uniform> p: Params;
 

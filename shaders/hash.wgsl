@@ -3,14 +3,7 @@
 // of bin in fixed mode. One invocation per row; the dot products accumulate over the
 // head dim in order, like the CPU kernel, so that signs agree except at ties.
 
-struct Params {
-  x_off: u32,
-  rows: u32,
-  d: u32,
-  r: u32,
-  fixed_mode: u32,
-  keys_off: u32,
-}
+// struct Params (the uniform p) is generated from HASH in src/gpu/ops/lsh.ts.
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> proj: array<f32>;

@@ -6,14 +6,7 @@
 // a pass (non-negative floats order as their bits do); then each invocation's run of keys
 // is compacted in order, its offsets from prefix sums over the invocations.
 
-struct Params {
-  mass_off: u32,
-  cols_off: u32,
-  flags_off: u32,
-  nk: u32,
-  sinks: u32,
-  count: u32,
-}
+// struct Params (the uniform p) is generated from HEAVY in src/gpu/ops/accurate.ts.
 
 @group(0) @binding(0) var<storage, read> mass: array<f32>;
 @group(0) @binding(1) var<storage, read_write> cols: array<i32>;

@@ -3,11 +3,9 @@
 // accurate mode's query windows.
 // WGSL lets implementations assume that arithmetic never meets an infinity or NaN, so
 // -Infinity is only ever produced by bit pattern and recognised by bit pattern, and exp
-// arguments are clamped to the finite range.
+// arguments are clamped to the finite range. The write modes (WRITE_*) are generated from
+// src/codes.ts.
 
-const WRITE_OVERWRITE: u32 = 0u;
-const WRITE_MERGE_REFERENCE: u32 = 1u;
-const WRITE_MERGE_FIXED: u32 = 2u;
 const EPS_F32: f32 = 1.1920928955078125e-7;
 
 // Grids wider than maxComputeWorkgroupsPerDimension spill into y.

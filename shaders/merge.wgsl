@@ -2,15 +2,7 @@
 // plain copy in overwrite mode (MergeTask in src/ops.ts). One invocation per row, since
 // every element of a row needs the row's old lse. Built on lib-common.wgsl.
 
-struct Params {
-  src_out_off: u32,
-  src_lse_off: u32,
-  dst_out_off: u32,
-  dst_lse_off: u32,
-  rows: u32,
-  dv: u32,
-  mode: u32,
-}
+// struct Params (the uniform p) is generated from MERGE in src/gpu/ops/attention.ts.
 
 @group(0) @binding(0) var<storage, read> src_out: array<f32>;
 @group(0) @binding(1) var<storage, read> src_lse: array<f32>;

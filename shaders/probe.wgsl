@@ -6,21 +6,7 @@
 //           probability of j, for j >= sinks, visible, and outside the row's window
 // Scores are recomputed in step 1 rather than kept: an [rows, nk] matrix would not fit.
 
-struct Params {
-  q_off: u32,
-  k_off: u32,
-  rows_off: u32,
-  mass_off: u32,
-  count: u32,
-  nk: u32,
-  d: u32,
-  causal: u32,
-  sinks: u32,
-  win_lo: i32,
-  win: u32,
-  step: u32,
-  scale: f32,
-}
+// struct Params (the uniform p) is generated from PROBE in src/gpu/ops/accurate.ts.
 
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> k: array<f32>;

@@ -10,25 +10,7 @@
 
 const CHUNK: u32 = 64u;
 
-struct Params {
-  v_off: u32,
-  out_off: u32,
-  lse_off: u32,
-  vsum_e_off: u32,
-  s_out_off: u32,
-  vsum_s_off: u32,
-  cnt_e_at: u32,
-  cnt_s_at: u32,
-  s_lse_at: u32,
-  sums_at: u32,
-  nq: u32,
-  nk: u32,
-  dv: u32,
-  causal: u32,
-  chunks: u32,
-  step: u32,
-  cv: f32,
-}
+// struct Params (the uniform p) is generated from REMAINDER in src/gpu/ops/accurate.ts.
 
 @group(0) @binding(0) var<storage, read> v: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out_io: array<f32>;

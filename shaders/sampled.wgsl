@@ -5,24 +5,7 @@
 // lse -Infinity and out 0. Sorted query i reads Q row qperm[i] and writes destination
 // row qperm[i]; pad rows (qperm[i] >= nq_real) compute nothing. Built on lib-attention.wgsl.
 
-struct Params {
-  q_off: u32,
-  k_off: u32,
-  v_off: u32,
-  out_off: u32,
-  lse_off: u32,
-  qperm_off: u32,
-  kperm_off: u32,
-  nq_sorted: u32,
-  nq_real: u32,
-  m: u32,
-  q_block: u32,
-  k_block: u32,
-  n_blocks: u32,
-  mode: u32,
-  scale: f32,
-  lse_offset: f32,
-}
+// struct Params (the uniform p) is generated from SAMPLED in src/gpu/ops/attention.ts.
 
 @group(0) @binding(5) var<storage, read> qperm: array<i32>;
 @group(0) @binding(6) var<storage, read> kperm: array<i32>;

@@ -2,12 +2,7 @@
 // Rows [0, count) take keys[i]; rows [count, total) are pads with key 0. Chunk c is rows
 // [c * WG, (c + 1) * WG); counts is key-major, counts[key * chunks + c], zeroed before.
 
-struct Params {
-  keys_off: u32,
-  count: u32,
-  total: u32,
-  chunks: u32,
-}
+// struct Params (the uniform p) is generated from SORT_COUNT in src/gpu/ops/lsh.ts.
 
 @group(0) @binding(0) var<storage, read> keys: array<i32>;
 @group(0) @binding(1) var<storage, read_write> counts: array<atomic<u32>>;

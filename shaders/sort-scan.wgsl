@@ -2,9 +2,7 @@
 // histogram, which turns counts[key * chunks + c] into the first output slot of key
 // `key` in chunk c. One workgroup: each invocation scans a contiguous segment.
 
-struct Params {
-  length: u32,
-}
+// struct Params (the uniform p) is generated from SORT_SCAN in src/gpu/ops/lsh.ts.
 
 @group(0) @binding(0) var<storage, read_write> counts: array<u32>;
 @group(0) @binding(1) var<uniform> p: Params;

@@ -2,13 +2,7 @@
 // (from the scanned histogram) plus its rank among the chunk's earlier rows of the same
 // key, which keeps ties in ascending row order. perm[slot] = row.
 
-struct Params {
-  keys_off: u32,
-  count: u32,
-  total: u32,
-  chunks: u32,
-  perm_off: u32,
-}
+// struct Params (the uniform p) is generated from SORT_SCATTER in src/gpu/ops/lsh.ts.
 
 @group(0) @binding(0) var<storage, read> keys: array<i32>;
 @group(0) @binding(1) var<storage, read> offsets: array<u32>;

@@ -2,9 +2,7 @@
 // backend's `storage: 'f16'`): two elements per invocation so that every write is a
 // whole 32-bit word. Values beyond f16's range are clamped to its largest finite value.
 
-struct Params {
-  count: u32,
-}
+// struct Params (the uniform p) is generated from TO_F16 in src/gpu/bindings.ts.
 
 @group(0) @binding(0) var<storage, read> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<vec2<f16>>;

@@ -58,20 +58,20 @@ export function runAccurateHead(
     // Columns: the sinks, and the heavy columns this head's probe rows find, chosen where
     // the masses are (on the GPU they never come back to the host).
     if (massBuf && probeBuf) {
-      await run('exact', () => backend.probe({
+      await run('probe', () => backend.probe({
         q: head.q, k: head.k, nq, nk, d, scale, rows: row0(probeBuf), count: plan.probeRows.length, causal,
         sinks: sinkKeys, winLo: plan.winLo, window: plan.window, mass: row0(massBuf),
       }));
-      await run('sort', () => backend.heavy({
+      await run('heavy', () => backend.heavy({
         mass: row0(massBuf), nk, sinks: sinkKeys, count: heavyKeys, cols: row0(colsBuf), flags: row0(flagsBuf),
       }));
       tick();
     }
-    await run('sampled', () => backend.columns({ ...head, cols: row0(colsBuf), count: sinkKeys + heavyKeys, causal, dst: exact }));
+    await run('columns', () => backend.columns({ ...head, cols: row0(colsBuf), count: sinkKeys + heavyKeys, causal, dst: exact }));
     tick();
 
     if (plan.window > 0) {
-      await run('block', () => backend.window({ ...head, mask: mask(0), dst: exact }));
+      await run('window', () => backend.window({ ...head, mask: mask(0), dst: exact }));
       tick();
     }
 
@@ -83,6 +83,8 @@ export function runAccurateHead(
       await run('sort', () => {
         backend.sort({ keys: row0(qKeys), count: nq, pads: 0, numKeys, perm: row0(qPerm) });
         backend.sort({ keys: row0(kKeys), count: nk, pads: 0, numKeys, perm: row0(kPerm) });
+      });
+      await run('buckets', () => {
         backend.buckets({
           keys: row0(qKeys), perm: row0(qPerm), count: nq, numKeys, cap: nq, tags: { buf: qTags, row: t * nq }, starts: row0(qStarts),
         });
@@ -90,7 +92,7 @@ export function runAccurateHead(
           keys: row0(kKeys), perm: row0(kPerm), count: nk, numKeys, cap: plan.cap, tags: { buf: kTags, row: t * nk }, starts: row0(kStarts),
         });
       });
-      await run('block', () => backend.round({
+      await run('round', () => backend.round({
         ...head, qPerm: row0(qPerm), kPerm: row0(kPerm), qStarts: row0(qStarts), kStarts: row0(kStarts), numKeys,
         cap: plan.cap, mask: mask(t), dst: exact,
       }));
@@ -101,13 +103,13 @@ export function runAccurateHead(
     for (const seg of plan.segments) {
       const m = plan.draws[seg.draw].count;
       const slice = (b * H + h) * m;
-      await run('sampled', () => backend.samples({
+      await run('samples', () => backend.samples({
         ...head, samples: randomness.samples[seg.draw].subarray(slice, slice + m), qFrom: seg.qFrom, qTo: seg.qTo,
         mask: mask(rounds), dst: sampled,
       }));
       tick();
     }
-    await run('merge', () => backend.remainder({ v: head.v, nq, nk, dv, causal, controlVariate, exact, samples: sampled }));
+    await run('remainder', () => backend.remainder({ v: head.v, nq, nk, dv, causal, controlVariate, exact, samples: sampled }));
     tick();
   };
   return { units, run: runHead };

@@ -40,7 +40,7 @@ export type { Candidate, Explanation, Split, Step } from './scheduler/cost.ts';
 export { formatPlan } from './scheduler/format.ts';
 export { configureThreads, type ThreadConfig } from './threads/config.ts';
 export type { AdapterIdentity, DeviceCosts, Environment, OpCost, Profile } from './scheduler/profile.ts';
-export type { Device, OpName } from './ops.ts';
+export type { CostClass, Device, OpName } from './ops.ts';
 
 /** Validates a call's tensors, and that GPU tensors among them run on the caller's device. */
 function checkInputs(q: InputTensor, k: InputTensor, v: InputTensor, o: ResolvedExactOptions, layout: Layout): AttentionShape {

@@ -360,9 +360,31 @@ export interface Backend {
   finish?(): Promise<void>;
 }
 
-/** The backend operations, as the scheduler prices them and a traced call times them. */
-export type OpName = 'upload' | 'download' | 'hash' | 'sort' | 'exact' | 'block' | 'sampled' | 'merge';
-export const OP_NAMES: readonly OpName[] = ['upload', 'download', 'hash', 'sort', 'exact', 'block', 'sampled', 'merge'];
+/**
+ * What the scheduler prices and a calibration measures: each op is priced as the class
+ * whose calibrated kernel has its shape (COST_CLASS).
+ */
+export type CostClass = 'upload' | 'download' | 'hash' | 'sort' | 'exact' | 'block' | 'sampled' | 'merge';
+export const COST_CLASSES: readonly CostClass[] = ['upload', 'download', 'hash', 'sort', 'exact', 'block', 'sampled', 'merge'];
+
+/** The backend's operations, as a call runs and a traced call times them. */
+export type OpName =
+  | CostClass
+  | 'probe' | 'heavy' | 'columns' | 'window' | 'round' | 'buckets' | 'samples' | 'remainder';
+
+/**
+ * The cost class of each op. The accurate mode's parts are priced as the op whose kernel
+ * has the same shape: the probe as exact attention, the columns and the samples as
+ * sampled attention (a list of keys shared by the rows), the window and a round's buckets
+ * as block attention, the heavy columns' choice and the bucket tags with the sort, the
+ * remainder's estimate as a merge.
+ */
+export const COST_CLASS: Readonly<Record<OpName, CostClass>> = {
+  upload: 'upload', download: 'download', hash: 'hash', sort: 'sort', exact: 'exact', block: 'block', sampled: 'sampled',
+  merge: 'merge', probe: 'exact', heavy: 'sort', columns: 'sampled', window: 'block', round: 'block', buckets: 'sort',
+  samples: 'sampled', remainder: 'merge',
+};
+export const OP_NAMES = Object.keys(COST_CLASS) as readonly OpName[];
 
 /** A device that runs ops: WebAssembly on the CPU, or WebGPU. */
 export type Device = 'cpu' | 'webgpu';
@@ -374,9 +396,13 @@ export interface OpTrace {
   ms: number;
 }
 
-/** The device that runs each op of a backend; the hybrid hashes and sorts on the CPU. */
+/**
+ * The device that runs each op of a backend. The hybrid hashes, sorts and tags buckets on
+ * the CPU (sort keys never reach the GPU); everything else, the heavy columns' choice
+ * included, runs on WebGPU.
+ */
 export function placementOf(backend: Backend['name']): Record<OpName, Device> {
   const all = (device: Device) => Object.fromEntries(OP_NAMES.map((op) => [op, device])) as Record<OpName, Device>;
   if (backend !== 'hybrid') return all(backend);
-  return { ...all('webgpu'), hash: 'cpu', sort: 'cpu' };
+  return { ...all('webgpu'), hash: 'cpu', sort: 'cpu', buckets: 'cpu' };
 }

@@ -12,7 +12,7 @@ import {
   HyperAttentionError, calibrate, configureScheduler, exactAttention, explain, formatPlan, getProfile, hyperAttention, setProfile,
   type DeviceCosts, type Environment, type Profile,
 } from '../src/index.ts';
-import { OP_NAMES } from '../src/ops.ts';
+import { COST_CLASSES } from '../src/ops.ts';
 import { ACCURATE_DEFAULTS } from '../src/options.ts';
 import { choose, SPLITS, type ChooseParams } from '../src/scheduler/cost.ts';
 import { forgetProfiles } from '../src/scheduler/index.ts';
@@ -26,8 +26,8 @@ const warnings: string[] = [];
 configureScheduler({ persist: false, onWarning: (m) => warnings.push(m) });
 
 /** Costs from throughputs in units per ms (flops, bytes, rows...) and fixed ms per call. */
-function costs(rate: Partial<Record<(typeof OP_NAMES)[number], [number, number]>>, fallback: [number, number]): DeviceCosts {
-  return Object.fromEntries(OP_NAMES.map((op) => {
+function costs(rate: Partial<Record<(typeof COST_CLASSES)[number], [number, number]>>, fallback: [number, number]): DeviceCosts {
+  return Object.fromEntries(COST_CLASSES.map((op) => {
     const [unitsPerMs, fixedMs] = rate[op] ?? fallback;
     return [op, { unitsPerMs, fixedMs }];
   })) as DeviceCosts;
@@ -191,7 +191,7 @@ test('calibration on this machine is sane: positive, finite, plausible', async (
   const ms = performance.now() - start;
   assert.ok(ms < 15000 || ms < scaled(15000), `calibration took ${ms} ms`);
   for (const costs of [p.devices.cpu, p.devices.webgpu].filter((c) => c !== null)) {
-    for (const op of OP_NAMES) {
+    for (const op of COST_CLASSES) {
       const c = costs[op];
       assert.ok(Number.isFinite(c.fixedMs) && c.fixedMs >= 0, `${op} fixedMs ${c.fixedMs}`);
       assert.ok(Number.isFinite(c.unitsPerMs) && c.unitsPerMs > 0, `${op} unitsPerMs ${c.unitsPerMs}`);

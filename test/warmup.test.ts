@@ -13,7 +13,7 @@ import { scaled } from '../scripts/pace.mjs';
 import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
 import type { DeviceCosts, Profile } from '../src/index.ts';
-import { OP_NAMES } from '../src/ops.ts';
+import { COST_CLASSES } from '../src/ops.ts';
 import { cacheFolder } from '../src/scheduler/index.ts';
 import { parseProfile } from '../src/scheduler/profile.ts';
 
@@ -65,7 +65,7 @@ test('the cache folder follows each platform\'s convention; HYPERATTENTION_CACHE
 });
 
 test('a software adapter may be left unmeasured in a profile; a hardware one may not', () => {
-  const costs = Object.fromEntries(OP_NAMES.map((op) => [op, { fixedMs: 0.01, unitsPerMs: 1e6 }])) as DeviceCosts;
+  const costs = Object.fromEntries(COST_CLASSES.map((op) => [op, { fixedMs: 0.01, unitsPerMs: 1e6 }])) as DeviceCosts;
   const adapter = { vendor: 'v', architecture: 'a', device: 'd', description: 'x', fallback: true, maxBufferBytes: 2 ** 30, maxBindingBytes: 2 ** 27 };
   const profile = (fallback: boolean | null, webgpu: DeviceCosts | null) => ({
     format: 'hyperattention-profile', version: 2, created: '2026-11-30T00:00:00.000Z', calibrationMs: 600,

@@ -11,12 +11,16 @@ import { abortedError, HyperAttentionError } from '../errors.ts';
 import type {
   AttentionInputs, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, Destination, ExactTask, HashTask, HeavyTask,
   MergeTask,
-  OpResult, PartOutput, ProbeTask, RemainderTask, RoundTask, RowView, SampledTask, SamplesTask, SortTask, WindowTask,
-  WriteMode,
+  OpResult, PartOutput, ProbeTask, RemainderTask, RoundTask, RowView, SampledTask, SamplesTask, SortedRowsTask, SortTask,
+  WindowTask,
 } from '../ops.ts';
 import { heaviest } from '../heavy.ts';
 import { stopBatch, type ThreadPool } from '../threads/pool.ts';
-import { bestFlavour, instantiateKernels, renewKernels, type KernelExports, type KernelFlavour } from './wasm.ts';
+import { WRITE_CODES } from '../codes.ts';
+import {
+  bestFlavour, callKernel, instantiateKernels, kernelArgIndexes, kernelArgs, renewKernels, type KernelArgs, type KernelExports,
+  type KernelFlavour, type KernelName, type KernelParam,
+} from './wasm.ts';
 
 interface CpuBuffer extends BackendBuffer {
   readonly ptr: number;
@@ -29,11 +33,6 @@ export interface CpuThreads {
   threads: number;
 }
 
-type KernelName = {
-  [K in keyof KernelExports]: KernelExports[K] extends (...args: number[]) => void ? K : never;
-}[keyof KernelExports];
-
-const WRITE_CODES: Record<WriteMode, number> = { write: 0, 'merge-reference': 1, 'merge-fixed': 2 };
 const PAGE = 65536;
 const ALIGN = 64;
 /** Query rows of one chunk of the attention core (QC in assembly/attention.ts): jobs split rows at its multiples. */
@@ -167,11 +166,15 @@ export class CpuBackend implements Backend {
 
   /**
    * Runs kernel fn once per job. Each thread gets its own `stride` bytes of scratch from
-   * `scratch` on: the job arguments at `offsets` are the first thread's addresses in it.
+   * `scratch` on: the job arguments named `perThread` are the first thread's addresses in it.
    */
-  private jobs(fn: KernelName, jobs: number[][], scratch: number, stride: number, offsets: number[]): OpResult {
+  private jobs<K extends KernelName>(
+    fn: K, named: KernelArgs<K>[], scratch: number, stride: number, perThread: readonly KernelParam<K>[],
+  ): OpResult {
     if (this.signal?.aborted) throw abortedError(this.signal);
+    const jobs = named.map((job) => kernelArgs(fn, job));
     if (this.group && jobs.length > 1) {
+      const offsets = kernelArgIndexes(fn, perThread);
       this.reserve(scratch + stride * this.group.threads);
       const argc = jobs[0].length;
       const flat = new Float64Array(jobs.length * argc);
@@ -182,7 +185,7 @@ export class CpuBackend implements Backend {
       });
     }
     this.reserve(scratch + stride);
-    const kernel = this.wasm[fn] as (...args: number[]) => void;
+    const kernel = this.wasm[fn];
     const due = () => performance.now() - this.lastTurn > YIELD_MS;
     if (!this.yields) {
       for (const job of jobs) kernel(...job);
@@ -205,19 +208,21 @@ export class CpuBackend implements Backend {
     const x = this.ptr(t.x, t.d);
     const keys = this.ptr(t.keys, 1);
     const proj = this.ptr({ buf: t.proj, row: 0 }, 1);
-    const mode = t.mode === 'reference' ? 0 : 1;
-    const jobs = this.ranges(t.rows, 2 * t.d * t.r, CORE_ROWS)
-      .map(([r0, r1]) => [x + r0 * t.d * 4, r1 - r0, t.d, proj, t.r, mode, keys + r0 * 4, scratch]);
-    return this.jobs('lshKeys', jobs, scratch, align(t.d * 16 * 4), [7]);
+    const jobs = this.ranges(t.rows, 2 * t.d * t.r, CORE_ROWS).map(([r0, r1]) => ({
+      x: x + r0 * t.d * 4, n: r1 - r0, d: t.d, proj, r: t.r, mode: t.mode === 'fixed', keys: keys + r0 * 4, scratch,
+    }));
+    return this.jobs('lshKeys', jobs, scratch, align(t.d * 16 * 4), ['scratch']);
   }
 
   sort(t: SortTask): void {
     const scratch = this.scratch(t.numKeys * 4);
-    this.wasm.sortByKey(this.ptr(t.keys, 1), t.count, t.pads, t.numKeys, this.ptr(t.perm, 1), scratch);
+    callKernel(this.wasm, 'sortByKey', {
+      keys: this.ptr(t.keys, 1), count: t.count, pads: t.pads, numKeys: t.numKeys, perm: this.ptr(t.perm, 1), scratch,
+    });
   }
 
-  private dst(dst: Destination, dv: number): [number, number, number] {
-    return [this.ptr(dst.out, dv), this.ptr(dst.lse, 1), WRITE_CODES[dst.write]];
+  private dst(dst: Destination, dv: number): { out: number; lse: number; write: number } {
+    return { out: this.ptr(dst.out, dv), lse: this.ptr(dst.lse, 1), write: WRITE_CODES[dst.write] };
   }
 
   private attentionStride(t: { d: number; dv: number }, m = 0): number {
@@ -227,25 +232,31 @@ export class CpuBackend implements Backend {
   exact(t: ExactTask): OpResult {
     const scratch = this.top;
     const q = this.ptr(t.q, t.d);
-    const [out, lse, write] = this.dst(t.dst, t.dv);
-    const jobs = this.ranges(t.nq, 2 * t.nk * (t.d + t.dv), CORE_ROWS).map(([r0, r1]) => [
-      q + r0 * t.d * 4, this.ptr(t.k, t.d), this.ptr(t.v, t.dv), r1 - r0,
+    const { out, lse, write } = this.dst(t.dst, t.dv);
+    const jobs = this.ranges(t.nq, 2 * t.nk * (t.d + t.dv), CORE_ROWS).map(([r0, r1]) => ({
+      q: q + r0 * t.d * 4, k: this.ptr(t.k, t.d), v: this.ptr(t.v, t.dv), nq: r1 - r0,
       // Causal rows never see keys past their own: a job's keys end at its last row's.
-      t.causal ? Math.min(t.nk, r1 + t.causalOffset) : t.nk, t.d, t.dv, t.scale,
-      t.causal ? 1 : 0, t.causalOffset + r0, out + r0 * t.dv * 4, lse + r0 * 4, write, scratch,
-    ]);
-    return this.jobs('exactAttention', jobs, scratch, this.attentionStride(t), [13]);
+      nk: t.causal ? Math.min(t.nk, r1 + t.causalOffset) : t.nk, d: t.d, dv: t.dv, scale: t.scale,
+      causal: t.causal, causalOffset: t.causalOffset + r0, out: out + r0 * t.dv * 4, lse: lse + r0 * 4, write, scratch,
+    }));
+    return this.jobs('exactAttention', jobs, scratch, this.attentionStride(t), ['scratch']);
+  }
+
+  /** The arguments of the kernels over sorted rows that every job shares. */
+  private sortedRows(t: SortedRowsTask) {
+    return {
+      q: this.ptr(t.q, t.d), k: this.ptr(t.k, t.d), v: this.ptr(t.v, t.dv), qPerm: this.ptr(t.qPerm, 1), kPerm: this.ptr(t.kPerm, 1),
+      nqSorted: t.nqSorted, nqReal: t.nqReal, d: t.d, dv: t.dv, scale: t.scale, qBlock: t.qBlock, kBlock: t.kBlock,
+      nBlocks: t.nBlocks, ...this.dst(t.dst, t.dv),
+    };
   }
 
   block(t: BlockTask): OpResult {
     const scratch = this.top;
-    const head = [
-      this.ptr(t.q, t.d), this.ptr(t.k, t.d), this.ptr(t.v, t.dv), this.ptr(t.qPerm, 1), this.ptr(t.kPerm, 1),
-      t.nqSorted, t.nqReal, t.nk, t.d, t.dv, t.scale, t.qBlock, t.kBlock, t.nBlocks, t.phantomKeys ? 1 : 0,
-    ];
+    const shared = { ...this.sortedRows(t), nk: t.nk, phantomKeys: t.phantomKeys, scratch };
     const jobs = this.ranges(t.nBlocks, 2 * t.qBlock * t.kBlock * (t.d + t.dv), 1)
-      .map(([b0, b1]) => [...head, b0, b1, ...this.dst(t.dst, t.dv), scratch]);
-    return this.jobs('blockAttention', jobs, scratch, this.attentionStride(t), [20]);
+      .map(([blkFrom, blkTo]) => ({ ...shared, blkFrom, blkTo }));
+    return this.jobs('blockAttention', jobs, scratch, this.attentionStride(t), ['scratch']);
   }
 
   sampled(t: SampledTask): OpResult {
@@ -254,33 +265,32 @@ export class CpuBackend implements Backend {
     const scratch = align(samples + m * 4);
     this.reserve(scratch);
     new Int32Array(this.wasm.memory.buffer, samples, m).set(t.samples);
-    const head = [
-      this.ptr(t.q, t.d), this.ptr(t.k, t.d), this.ptr(t.v, t.dv), this.ptr(t.qPerm, 1), this.ptr(t.kPerm, 1),
-      samples, m, t.nqSorted, t.nqReal, t.d, t.dv, t.scale, t.qBlock, t.kBlock, t.nBlocks, t.lseOffset,
-    ];
-    const jobs = this.ranges(t.nqSorted, 2 * m * (t.d + t.dv), CORE_ROWS)
-      .map(([r0, r1]) => [...head, r0, r1, ...this.dst(t.dst, t.dv), scratch]);
-    return this.jobs('sampledAttention', jobs, scratch, this.attentionStride(t, m), [21]);
+    const shared = { ...this.sortedRows(t), samples, m, lseOffset: t.lseOffset, scratch };
+    const jobs = this.ranges(t.nqSorted, 2 * m * (t.d + t.dv), CORE_ROWS).map(([qFrom, qTo]) => ({ ...shared, qFrom, qTo }));
+    return this.jobs('sampledAttention', jobs, scratch, this.attentionStride(t, m), ['scratch']);
   }
 
   merge(t: MergeTask): void {
-    this.wasm.mergeRows(
-      this.ptr(t.dst.out, t.dv), this.ptr(t.dst.lse, 1), this.ptr(t.src.out, t.dv), this.ptr(t.src.lse, 1),
-      t.rows, t.dv, WRITE_CODES[t.dst.write],
-    );
+    callKernel(this.wasm, 'mergeRows', {
+      dstOut: this.ptr(t.dst.out, t.dv), dstLse: this.ptr(t.dst.lse, 1), srcOut: this.ptr(t.src.out, t.dv),
+      srcLse: this.ptr(t.src.lse, 1), rows: t.rows, dv: t.dv, write: WRITE_CODES[t.dst.write],
+    });
   }
 
-  private head(t: AttentionInputs): number[] {
-    return [this.ptr(t.q, t.d), this.ptr(t.k, t.d), this.ptr(t.v, t.dv), t.nq, t.nk, t.d, t.dv, t.scale];
+  private head(t: AttentionInputs) {
+    return { q: this.ptr(t.q, t.d), k: this.ptr(t.k, t.d), v: this.ptr(t.v, t.dv), nq: t.nq, nk: t.nk, d: t.d, dv: t.dv, scale: t.scale };
   }
 
-  private part(dst: PartOutput, dv: number): number[] {
-    return [this.ptr(dst.out, dv), this.ptr(dst.lse, 1), this.ptr(dst.cnt, 1), this.ptr(dst.vsum, dv)];
+  private part(dst: PartOutput, dv: number) {
+    return { out: this.ptr(dst.out, dv), lse: this.ptr(dst.lse, 1), cnt: this.ptr(dst.cnt, 1), vsum: this.ptr(dst.vsum, dv) };
   }
 
-  private mask(m: AccurateMask, nq: number, nk: number): number[] {
+  private mask(m: AccurateMask, nq: number, nk: number) {
     const tags = (view: RowView, n: number) => (m.rounds > 0 ? this.ptr(view, n) : 0);
-    return [this.ptr(m.flags, 1), m.winLo, m.window, m.causal ? 1 : 0, m.rounds, tags(m.qTags, nq), tags(m.kTags, nk)];
+    return {
+      flags: this.ptr(m.flags, 1), winLo: m.winLo, win: m.window, causal: m.causal, rounds: m.rounds,
+      qTags: tags(m.qTags, nq), kTags: tags(m.kTags, nk),
+    };
   }
 
   /**
@@ -305,11 +315,11 @@ export class CpuBackend implements Backend {
     this.reserve(scratch);
     const mass = this.ptr(t.mass, 1);
     const rows = this.ptr(t.rows, 1);
-    const jobs = Array.from({ length: groups }, (_, g) => [
-      this.ptr(t.q, t.d), this.ptr(t.k, t.d), t.nq, t.nk, t.d, t.scale, rows + g * PROBE_ROWS * 4,
-      Math.min(PROBE_ROWS, t.count - g * PROBE_ROWS), t.causal ? 1 : 0, t.sinks, t.winLo, t.window,
-      groups === 1 ? mass : partials + g * t.nk * 4, scratch,
-    ]);
+    const jobs = Array.from({ length: groups }, (_, g) => ({
+      q: this.ptr(t.q, t.d), k: this.ptr(t.k, t.d), nq: t.nq, nk: t.nk, d: t.d, scale: t.scale, rows: rows + g * PROBE_ROWS * 4,
+      nProbe: Math.min(PROBE_ROWS, t.count - g * PROBE_ROWS), causal: t.causal, sinks: t.sinks, winLo: t.winLo, win: t.window,
+      mass: groups === 1 ? mass : partials + g * t.nk * 4, scratch,
+    }));
     const sum = () => {
       if (groups === 1) return;
       const out = new Float32Array(this.wasm.memory.buffer, mass, t.nk);
@@ -320,7 +330,7 @@ export class CpuBackend implements Backend {
         for (let j = 0; j < t.nk; j++) out[j] = Math.fround(out[j] + part[j]);
       }
     };
-    const ran = this.jobs('probeMass', jobs, scratch, align(t.nk * 4), [13]);
+    const ran = this.jobs('probeMass', jobs, scratch, align(t.nk * 4), ['scratch']);
     return ran ? ran.then(sum) : sum();
   }
 
@@ -338,36 +348,38 @@ export class CpuBackend implements Backend {
     const scratch = this.top;
     const { stride, cacheAt } = this.listStride(t, t.count);
     const cache = cacheAt === undefined ? 0 : scratch + cacheAt;
-    const jobs = this.ranges(t.nq, 2 * t.count * (t.d + t.dv), CORE_ROWS).map(([r0, r1]) => [
-      ...this.head(t), this.ptr(t.cols, 1), t.count, t.causal ? 1 : 0, r0, r1, ...this.part(t.dst, t.dv), scratch, cache,
-    ]);
-    return this.jobs('accurateColumns', jobs, scratch, stride, cache ? [17, 18] : [17]);
+    const shared = { ...this.head(t), cols: this.ptr(t.cols, 1), nCols: t.count, causal: t.causal, ...this.part(t.dst, t.dv), scratch, cache };
+    const jobs = this.ranges(t.nq, 2 * t.count * (t.d + t.dv), CORE_ROWS).map(([qFrom, qTo]) => ({ ...shared, qFrom, qTo }));
+    return this.jobs('accurateColumns', jobs, scratch, stride, cache ? ['scratch', 'cache'] : ['scratch']);
   }
 
   window(t: WindowTask): OpResult {
     const scratch = this.top;
     const keys = t.mask.window + WINDOW_ROWS - 1;
-    const jobs = this.ranges(t.nq, 2 * keys * (t.d + t.dv), WINDOW_ROWS).map(([r0, r1]) => [
-      ...this.head(t), ...this.mask(t.mask, t.nq, t.nk).slice(0, 4), r0, r1, ...this.part(t.dst, t.dv), scratch,
-    ]);
-    return this.jobs('accurateWindow', jobs, scratch, this.attentionStride(t), [18]);
+    const { flags, winLo, win, causal } = this.mask(t.mask, t.nq, t.nk);
+    const shared = { ...this.head(t), flags, winLo, win, causal, ...this.part(t.dst, t.dv), scratch };
+    const jobs = this.ranges(t.nq, 2 * keys * (t.d + t.dv), WINDOW_ROWS).map(([rowFrom, rowTo]) => ({ ...shared, rowFrom, rowTo }));
+    return this.jobs('accurateWindow', jobs, scratch, this.attentionStride(t), ['scratch']);
   }
 
   round(t: RoundTask): OpResult {
     const scratch = this.top;
     // Buckets hold nq / numKeys queries on average, each against up to cap keys.
     const perBucket = 2 * (t.nq / t.numKeys) * t.cap * (t.d + t.dv);
-    const jobs = this.ranges(t.numKeys, perBucket, 1).map(([u0, u1]) => [
-      ...this.head(t), this.ptr(t.qPerm, 1), this.ptr(t.kPerm, 1), this.ptr(t.qStarts, 1), this.ptr(t.kStarts, 1),
-      t.numKeys, t.cap, ...this.mask(t.mask, t.nq, t.nk), u0, u1, ...this.part(t.dst, t.dv), scratch,
-    ]);
-    return this.jobs('accurateBuckets', jobs, scratch, this.attentionStride(t), [27]);
+    const shared = {
+      ...this.head(t), qPerm: this.ptr(t.qPerm, 1), kPerm: this.ptr(t.kPerm, 1), qStarts: this.ptr(t.qStarts, 1),
+      kStarts: this.ptr(t.kStarts, 1), numKeys: t.numKeys, cap: t.cap, ...this.mask(t.mask, t.nq, t.nk), ...this.part(t.dst, t.dv),
+      scratch,
+    };
+    const jobs = this.ranges(t.numKeys, perBucket, 1).map(([uFrom, uTo]) => ({ ...shared, uFrom, uTo }));
+    return this.jobs('accurateBuckets', jobs, scratch, this.attentionStride(t), ['scratch']);
   }
 
   buckets(t: BucketsTask): void {
-    this.wasm.bucketTags(
-      this.ptr(t.keys, 1), this.ptr(t.perm, 1), t.count, t.numKeys, t.cap, this.ptr(t.tags, 1), this.ptr(t.starts, 1),
-    );
+    callKernel(this.wasm, 'bucketTags', {
+      keys: this.ptr(t.keys, 1), perm: this.ptr(t.perm, 1), count: t.count, numKeys: t.numKeys, cap: t.cap,
+      tags: this.ptr(t.tags, 1), starts: this.ptr(t.starts, 1),
+    });
   }
 
   samples(t: SamplesTask): OpResult {
@@ -378,11 +390,13 @@ export class CpuBackend implements Backend {
     new Int32Array(this.wasm.memory.buffer, list, m).set(t.samples);
     const { stride, cacheAt } = this.listStride(t, m);
     const cache = cacheAt === undefined ? 0 : scratch + cacheAt;
-    const jobs = this.ranges(t.qTo - t.qFrom, 2 * m * (t.d + t.dv), CORE_ROWS).map(([r0, r1]) => [
-      ...this.head(t), list, m, t.qFrom + r0, t.qFrom + r1, ...this.mask(t.mask, t.nq, t.nk), ...this.part(t.dst, t.dv),
-      scratch, cache,
-    ]);
-    return this.jobs('accurateSamples', jobs, scratch, stride, cache ? [23, 24] : [23]);
+    const { out, lse, cnt, vsum } = this.part(t.dst, t.dv);
+    const shared = {
+      ...this.head(t), samples: list, m, ...this.mask(t.mask, t.nq, t.nk), sOut: out, sLse: lse, cnt, vsum, scratch, cache,
+    };
+    const jobs = this.ranges(t.qTo - t.qFrom, 2 * m * (t.d + t.dv), CORE_ROWS)
+      .map(([r0, r1]) => ({ ...shared, qFrom: t.qFrom + r0, qTo: t.qFrom + r1 }));
+    return this.jobs('accurateSamples', jobs, scratch, stride, cache ? ['scratch', 'cache'] : ['scratch']);
   }
 
   /**
@@ -397,12 +411,15 @@ export class CpuBackend implements Backend {
     this.reserve(scratch);
     new Int32Array(this.wasm.memory.buffer, starts, split.length).set(split.map(([r0]) => r0));
     const v = this.ptr(t.v, t.dv);
-    this.wasm.remainderSums(v, t.nk, t.dv, t.causal ? 1 : 0, starts, split.length, sums);
-    const jobs = split.map(([r0, r1], j) => [
-      v, t.nq, t.nk, t.dv, t.causal ? 1 : 0, t.controlVariate, r0, r1, sums + j * t.dv * 8,
-      ...this.part(t.exact, t.dv), ...this.part(t.samples, t.dv), scratch,
-    ]);
-    return this.jobs('remainderMerge', jobs, scratch, align(t.dv * 8), [17]);
+    callKernel(this.wasm, 'remainderSums', { v, nk: t.nk, dv: t.dv, causal: t.causal, starts, count: split.length, sums });
+    const exact = this.part(t.exact, t.dv);
+    const sampled = this.part(t.samples, t.dv);
+    const shared = {
+      v, nq: t.nq, nk: t.nk, dv: t.dv, causal: t.causal, cv: t.controlVariate, out: exact.out, lse: exact.lse, cntE: exact.cnt,
+      vsumE: exact.vsum, sOut: sampled.out, sLse: sampled.lse, cntS: sampled.cnt, vsumS: sampled.vsum, scratch,
+    };
+    const jobs = split.map(([rowFrom, rowTo], j) => ({ ...shared, rowFrom, rowTo, start: sums + j * t.dv * 8 }));
+    return this.jobs('remainderMerge', jobs, scratch, align(t.dv * 8), ['scratch']);
   }
 
   releaseAll(): void {

@@ -6,62 +6,87 @@ import {
   RELAXED_THREADS_WASM_BASE64, RELAXED_WASM_BASE64, SCALAR_WASM_BASE64, SIMD_THREADS_WASM_BASE64, SIMD_WASM_BASE64,
 } from './wasm.generated.ts';
 
-/** The exports of assembly/index.ts; pointers are byte offsets into memory. */
-export interface KernelExports {
+/**
+ * The kernels' parameters, in the order of their exports' positional parameters and named
+ * as in their signatures in assembly/*.ts (test/interfaces.test.ts holds the two to each
+ * other): the one declaration from which a call's arguments, an object with a value for
+ * every name, become the export's argument list (kernelArgs). Pointers are byte offsets
+ * into the module's memory.
+ */
+export const KERNEL_PARAMS = {
+  lshKeys: ['x', 'n', 'd', 'proj', 'r', 'mode', 'keys', 'scratch'],
+  sortByKey: ['keys', 'count', 'pads', 'numKeys', 'perm', 'scratch'],
+  exactAttention: ['q', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'causal', 'causalOffset', 'out', 'lse', 'write', 'scratch'],
+  blockAttention: [
+    'q', 'k', 'v', 'qPerm', 'kPerm', 'nqSorted', 'nqReal', 'nk', 'd', 'dv', 'scale', 'qBlock', 'kBlock', 'nBlocks',
+    'phantomKeys', 'blkFrom', 'blkTo', 'out', 'lse', 'write', 'scratch',
+  ],
+  sampledAttention: [
+    'q', 'k', 'v', 'qPerm', 'kPerm', 'samples', 'm', 'nqSorted', 'nqReal', 'd', 'dv', 'scale', 'qBlock', 'kBlock',
+    'nBlocks', 'lseOffset', 'qFrom', 'qTo', 'out', 'lse', 'write', 'scratch',
+  ],
+  mergeRows: ['dstOut', 'dstLse', 'srcOut', 'srcLse', 'rows', 'dv', 'write'],
+  accurateColumns: [
+    'q', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'cols', 'nCols', 'causal', 'qFrom', 'qTo',
+    'out', 'lse', 'cnt', 'vsum', 'scratch', 'cache',
+  ],
+  accurateWindow: [
+    'q', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'flags', 'winLo', 'win', 'causal', 'rowFrom', 'rowTo',
+    'out', 'lse', 'cnt', 'vsum', 'scratch',
+  ],
+  accurateBuckets: [
+    'q', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'qPerm', 'kPerm', 'qStarts', 'kStarts', 'numKeys', 'cap',
+    'flags', 'winLo', 'win', 'causal', 'rounds', 'qTags', 'kTags', 'uFrom', 'uTo', 'out', 'lse', 'cnt', 'vsum', 'scratch',
+  ],
+  accurateSamples: [
+    'q', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'samples', 'm', 'qFrom', 'qTo',
+    'flags', 'winLo', 'win', 'causal', 'rounds', 'qTags', 'kTags', 'sOut', 'sLse', 'cnt', 'vsum', 'scratch', 'cache',
+  ],
+  bucketTags: ['keys', 'perm', 'count', 'numKeys', 'cap', 'tags', 'starts'],
+  remainderSums: ['v', 'nk', 'dv', 'causal', 'starts', 'count', 'sums'],
+  remainderMerge: [
+    'v', 'nq', 'nk', 'dv', 'causal', 'cv', 'rowFrom', 'rowTo', 'start',
+    'out', 'lse', 'cntE', 'vsumE', 'sOut', 'sLse', 'cntS', 'vsumS', 'scratch',
+  ],
+  probeMass: [
+    'q', 'k', 'nq', 'nk', 'd', 'scale', 'rows', 'nProbe', 'causal', 'sinks', 'winLo', 'win', 'mass', 'scratch',
+  ],
+} as const;
+
+export type KernelName = keyof typeof KERNEL_PARAMS;
+
+/** A parameter of a kernel, by name. */
+export type KernelParam<K extends KernelName> = (typeof KERNEL_PARAMS)[K][number];
+
+/** A call's arguments by name; a flag (i32 0 or 1 in the kernel) also takes a boolean. */
+export type KernelArgs<K extends KernelName> = { readonly [N in KernelParam<K>]: number | boolean };
+
+/** The export's argument list: the values in declaration order. */
+export function kernelArgs<K extends KernelName>(fn: K, args: KernelArgs<K>): number[] {
+  return KERNEL_PARAMS[fn].map((name: KernelParam<K>) => {
+    const value = args[name];
+    // A missing value would reach the kernel as 0 (NaN): a wrong pointer, not an error.
+    if (value === undefined) throw new Error(`hyperattention: ${fn}: no value for ${name}`);
+    return Number(value);
+  });
+}
+
+/** Positions of the named parameters in the export's argument list. */
+export function kernelArgIndexes<K extends KernelName>(fn: K, names: readonly KernelParam<K>[]): number[] {
+  return names.map((name) => (KERNEL_PARAMS[fn] as readonly string[]).indexOf(name));
+}
+
+/** The exports of assembly/index.ts: the kernels positional, as KERNEL_PARAMS lists their parameters. */
+export type KernelExports = {
   memory: WebAssembly.Memory;
   heapBase(): number;
-  lshKeys(x: number, n: number, d: number, proj: number, r: number, mode: number, keys: number, scratch: number): void;
-  sortByKey(keys: number, count: number, pads: number, numKeys: number, perm: number, scratch: number): void;
   attentionScratchBytes(d: number, dv: number, m: number): number;
   tileCacheBytes(d: number, dv: number, nk: number): number;
-  exactAttention(
-    q: number, k: number, v: number, nq: number, nk: number, d: number, dv: number, scale: number,
-    causal: number, causalOffset: number, out: number, lse: number, write: number, scratch: number,
-  ): void;
-  blockAttention(
-    q: number, k: number, v: number, qPerm: number, kPerm: number, nqSorted: number, nqReal: number, nk: number,
-    d: number, dv: number, scale: number, qBlock: number, kBlock: number, nBlocks: number, phantomKeys: number,
-    out: number, lse: number, write: number, scratch: number,
-  ): void;
-  sampledAttention(
-    q: number, k: number, v: number, qPerm: number, kPerm: number, samples: number, m: number,
-    nqSorted: number, nqReal: number, d: number, dv: number, scale: number, qBlock: number, kBlock: number,
-    nBlocks: number, lseOffset: number, qFrom: number, qTo: number, out: number, lse: number, write: number, scratch: number,
-  ): void;
-  mergeRows(dstOut: number, dstLse: number, srcOut: number, srcLse: number, rows: number, dv: number, write: number): void;
-  accurateColumns(
-    q: number, k: number, v: number, nq: number, nk: number, d: number, dv: number, scale: number,
-    cols: number, nCols: number, causal: number, qFrom: number, qTo: number,
-    out: number, lse: number, cnt: number, vsum: number, scratch: number, cache: number,
-  ): void;
-  accurateWindow(
-    q: number, k: number, v: number, nq: number, nk: number, d: number, dv: number, scale: number,
-    flags: number, winLo: number, win: number, causal: number, rowFrom: number, rowTo: number,
-    out: number, lse: number, cnt: number, vsum: number, scratch: number,
-  ): void;
-  accurateBuckets(
-    q: number, k: number, v: number, nq: number, nk: number, d: number, dv: number, scale: number,
-    qPerm: number, kPerm: number, qStarts: number, kStarts: number, numKeys: number, cap: number,
-    flags: number, winLo: number, win: number, causal: number, rounds: number, qTags: number, kTags: number,
-    uFrom: number, uTo: number, out: number, lse: number, cnt: number, vsum: number, scratch: number,
-  ): void;
-  accurateSamples(
-    q: number, k: number, v: number, nq: number, nk: number, d: number, dv: number, scale: number,
-    samples: number, m: number, qFrom: number, qTo: number,
-    flags: number, winLo: number, win: number, causal: number, rounds: number, qTags: number, kTags: number,
-    sOut: number, sLse: number, cnt: number, vsum: number, scratch: number, cache: number,
-  ): void;
-  bucketTags(keys: number, perm: number, count: number, numKeys: number, cap: number, tags: number, starts: number): void;
-  remainderSums(v: number, nk: number, dv: number, causal: number, starts: number, count: number, sums: number): void;
-  remainderMerge(
-    v: number, nq: number, nk: number, dv: number, causal: number, cv: number, rowFrom: number, rowTo: number, start: number,
-    out: number, lse: number, cntE: number, vsumE: number, sOut: number, sLse: number, cntS: number, vsumS: number,
-    scratch: number,
-  ): void;
-  probeMass(
-    q: number, k: number, nq: number, nk: number, d: number, scale: number, rows: number, nProbe: number,
-    causal: number, sinks: number, winLo: number, win: number, mass: number, scratch: number,
-  ): void;
+} & { readonly [K in KernelName]: (...positional: number[]) => void };
+
+/** Calls a kernel with its arguments by name. */
+export function callKernel<K extends KernelName>(wasm: KernelExports, fn: K, args: KernelArgs<K>): void {
+  wasm[fn](...kernelArgs(fn, args));
 }
 
 export type KernelFlavour = 'relaxed' | 'simd' | 'scalar';

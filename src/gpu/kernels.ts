@@ -1,24 +1,11 @@
-// WGSL sources of the kernels, composed from shaders/*.wgsl (embedded at build time into
-// shaders.generated.ts) with the compile-time constants a device and a problem need,
-// and a per-device cache of the compiled pipelines.
+// WGSL kernels: each declared once (its source in shaders/, the shared WGSL it is built on,
+// and its uniform parameters, src/gpu/params.ts) next to the ops that dispatch it
+// (src/gpu/ops/), and composed here into a module with the compile-time constants a
+// device and a problem need, the shared codes (src/codes.ts) and its generated struct
+// Params; and a per-device cache of the compiled pipelines.
+import { KERNEL_CODES } from '../codes.ts';
+import { wgslStruct, type ParamsDecl } from './params.ts';
 import { SHADERS } from './shaders.generated.ts';
-
-export type KernelName =
-  | 'exact'
-  | 'block'
-  | 'sampled'
-  | 'accurate'
-  | 'accurate-round'
-  | 'probe'
-  | 'heavy'
-  | 'buckets'
-  | 'remainder'
-  | 'merge'
-  | 'hash'
-  | 'sort-count'
-  | 'sort-scan'
-  | 'sort-scatter'
-  | 'to-f16';
 
 /** Storage type of the attention kernels' Q, K and V (accumulation is always f32). */
 export type ElementType = 'f32' | 'f16';
@@ -32,31 +19,30 @@ export interface KernelVariant {
 
 export const PLAIN: KernelVariant = { elem: 'f32', subgroups: false };
 
-/** Shared WGSL each kernel is built on, prepended in this order. */
-const LIBRARIES: Record<KernelName, readonly string[]> = {
-  exact: ['lib-common', 'lib-attention'],
-  block: ['lib-common', 'lib-attention'],
-  sampled: ['lib-common', 'lib-attention'],
-  accurate: ['lib-common', 'lib-attention'],
-  // Rows of a workgroup see different keys: no shared tiles.
-  'accurate-round': ['lib-common', 'lib-attention', 'lib-tiles-own'],
-  probe: ['lib-common'],
-  heavy: [],
-  buckets: ['lib-common'],
-  remainder: ['lib-common'],
-  merge: ['lib-common'],
-  hash: ['lib-common'],
-  'sort-count': ['lib-common'],
-  'sort-scan': [],
-  'sort-scatter': ['lib-common'],
-  'to-f16': ['lib-common'],
-};
+/** A WGSL kernel: the one declaration its source, pipelines and uniform data come from. */
+export interface Kernel<P extends ParamsDecl = ParamsDecl> {
+  /** names its pipelines (and, unless `source` says otherwise, shaders/<name>.wgsl) */
+  readonly name: string;
+  /** shaders/<source>.wgsl holds its entry point main */
+  readonly source: string;
+  /** shared WGSL (shaders/lib-*.wgsl) it is built on, prepended in this order */
+  readonly libraries: readonly string[];
+  /** its struct Params, bound as `var<uniform> p: Params` */
+  readonly params: P;
+  /** compile-time constants of its own, beside those of the device and the problem */
+  readonly constants: Readonly<Record<string, number>>;
+}
 
-/** Kernels that are another's source composed differently. */
-const SOURCES: Partial<Record<KernelName, string>> = { 'accurate-round': 'accurate' };
+export function kernel<P extends ParamsDecl>(
+  name: string,
+  o: { libraries: readonly string[]; params: P; source?: string; constants?: Record<string, number> },
+): Kernel<P> {
+  return { name, source: o.source ?? name, libraries: o.libraries, params: o.params, constants: o.constants ?? {} };
+}
 
-function libraries(name: KernelName, variant: KernelVariant): readonly string[] {
-  const libs = LIBRARIES[name];
+/** The libraries of a kernel as compiled: attention kernels get the tiles of the variant unless they name their own. */
+function libraries(k: Kernel, variant: KernelVariant): readonly string[] {
+  const libs = k.libraries;
   if (!libs.includes('lib-attention') || libs.some((lib) => lib.startsWith('lib-tiles-'))) return libs;
   return [...libs, variant.subgroups ? 'lib-tiles-subgroup' : 'lib-tiles-workgroup'];
 }
@@ -69,16 +55,24 @@ function shaderText(name: string): string {
   return text;
 }
 
-/** Full WGSL of a kernel: header (directives, element alias, u32 constants), libraries, kernel. */
-export function kernelSource(name: KernelName, constants: Record<string, number>, variant: KernelVariant): string {
+/** The shared codes as WGSL constants. */
+const CODES = Object.entries(KERNEL_CODES).map(([name, value]) => `const ${name}: u32 = ${value}u;`);
+
+/**
+ * Full WGSL of a kernel: directives, element alias, u32 constants, the shared codes and
+ * struct Params (module-scope declarations may come in any order), libraries, kernel.
+ */
+export function kernelSource(k: Kernel, constants: Record<string, number>, variant: KernelVariant): string {
   const header = [
     ...(variant.elem === 'f16' ? ['enable f16;'] : []),
     // Shuffles run in loops that are uniform per subgroup, which WGSL cannot prove.
     ...(variant.subgroups ? ['enable subgroups;', 'diagnostic(off, subgroup_uniformity);'] : []),
     `alias elem = ${variant.elem};`,
-    ...Object.entries(constants).map(([key, value]) => `const ${key}: u32 = ${value}u;`),
+    ...Object.entries({ ...k.constants, ...constants }).map(([key, value]) => `const ${key}: u32 = ${value}u;`),
+    ...CODES,
+    wgslStruct(k.params),
   ];
-  return [...header, ...libraries(name, variant).map(shaderText), shaderText(SOURCES[name] ?? name)].join('\n');
+  return [...header, ...libraries(k, variant).map(shaderText), shaderText(k.source)].join('\n');
 }
 
 /** Compiled pipelines of one device, keyed by kernel, variant and constants. */
@@ -90,11 +84,11 @@ export class PipelineCache {
     this.device = device;
   }
 
-  get(name: KernelName, constants: Record<string, number>, variant: KernelVariant = PLAIN): GPUComputePipeline {
-    const key = `${name}/${variant.elem}${variant.subgroups ? '/subgroups' : ''}/${JSON.stringify(constants)}`;
+  get(k: Kernel, constants: Record<string, number>, variant: KernelVariant = PLAIN): GPUComputePipeline {
+    const key = `${k.name}/${variant.elem}${variant.subgroups ? '/subgroups' : ''}/${JSON.stringify(constants)}`;
     let pipeline = this.pipelines.get(key);
     if (!pipeline) {
-      const module = this.device.createShaderModule({ label: key, code: kernelSource(name, constants, variant) });
+      const module = this.device.createShaderModule({ label: key, code: kernelSource(k, constants, variant) });
       pipeline = this.device.createComputePipeline({ label: key, layout: 'auto', compute: { module, entryPoint: 'main' } });
       this.pipelines.set(key, pipeline);
     }

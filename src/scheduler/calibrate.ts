@@ -3,7 +3,7 @@
 // long enough to time well; the last two sizes give the fit. On WebGPU every timing waits
 // for the GPU (sync) and has the bare round trip of a sync subtracted, so an op's fixed
 // cost is its dispatch cost, not a readback's latency.
-import { OP_NAMES, type Backend, type BackendBuffer, type OpName } from '../ops.ts';
+import { COST_CLASSES, type Backend, type BackendBuffer, type CostClass } from '../ops.ts';
 import { Xoshiro128 } from '../random.ts';
 import type { DeviceCosts, OpCost } from './profile.ts';
 
@@ -82,7 +82,7 @@ function sortedRows(backend: Backend, rows: number) {
 }
 
 /** Sizes each op is tried at, in order, and how a trial of it is made. */
-const OPS: Record<OpName, { sizes: number[]; make: Maker }> = {
+const OPS: Record<CostClass, { sizes: number[]; make: Maker }> = {
   upload: {
     sizes: [1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 22],
     make: (backend, n) => {
@@ -179,7 +179,7 @@ export async function calibrateBackend(backend: Backend): Promise<DeviceCosts> {
   const roundTrip = backend.sync ? median(rounds) : 0;
   const costs = {} as DeviceCosts;
   try {
-    for (const op of OP_NAMES) {
+    for (const op of COST_CLASSES) {
       const { sizes, make } = OPS[op];
       const points: Point[] = [];
       for (const size of sizes) {

@@ -3,7 +3,7 @@
 // candidates: which backend split, and how much of the call runs exact. Pure functions of
 // the shape, the options and the profile, so plans are deterministic for a given profile.
 import { HyperAttentionError } from '../errors.ts';
-import { placementOf, type Device, type OpName } from '../ops.ts';
+import { COST_CLASS, placementOf, type CostClass, type Device, type OpName } from '../ops.ts';
 import { buildPlan, type AccuratePlan, type AuthorsPlan, type Plan, type PlanParams } from '../plan.ts';
 import { DEFAULTS } from '../options.ts';
 import type { AttentionShape } from '../tensor.ts';
@@ -18,9 +18,9 @@ export type WorkParams = Omit<PlanParams, 'nq' | 'nk' | 'H' | 'minSeqLen' | Accu
   Partial<Pick<PlanParams, AccurateParam>>;
 type AccurateParam = 'sinkKeys' | 'heavyKeys' | 'probeQueries' | 'window' | 'lshRounds' | 'checked' | 'checkRows';
 
-/** One kind of op on one device, over a whole call. */
+/** The ops of one cost class on one device, over a whole call. */
 export interface Step {
-  op: OpName;
+  op: CostClass;
   device: Device;
   calls: number;
   units: number;
@@ -68,16 +68,18 @@ function planAt(shape: AttentionShape, p: WorkParams, minSeqLen: number): Plan {
   });
 }
 
+/** Adds `calls` calls of an op and their units of work, on the device the split places the op on unless said. */
 type AddWork = (op: OpName, calls: number, units: number, device?: Device) => void;
 
-/** Op calls and units of work of a plan on a split (totals over every head). */
+/** Op calls and units of work of a plan on a split (totals over every head), per cost class and device. */
 export function workOf(shape: AttentionShape, p: WorkParams, plan: Plan, split: Split): Omit<Step, 'predictedMs'>[] {
   const { B, H, Hkv, nq, nk, d, dv } = shape;
   const place = placementOf(split);
   const steps = new Map<string, Omit<Step, 'predictedMs'>>();
   const add: AddWork = (op, calls, units, device = place[op]) => {
-    const key = `${op} ${device}`;
-    const s = steps.get(key) ?? { op, device, calls: 0, units: 0, unit: UNITS[op] };
+    const cost = COST_CLASS[op];
+    const key = `${cost} ${device}`;
+    const s = steps.get(key) ?? { op: cost, device, calls: 0, units: 0, unit: UNITS[cost] };
     s.calls += calls;
     s.units += units;
     steps.set(key, s);
@@ -99,42 +101,49 @@ export function workOf(shape: AttentionShape, p: WorkParams, plan: Plan, split: 
 }
 
 /**
- * The accurate mode's parts, priced as the op whose kernel has the same shape: the probe
- * as exact attention, the columns and the samples as sampled attention (a list of keys
- * shared by the rows), the window and each round's blocks as block attention, the block
- * tags with the sort, the remainder's estimate as a merge.
+ * The accurate mode's ops, each as runAccurateHead (accurate.ts) issues it; COST_CLASS
+ * prices each as the op whose kernel has its shape.
  */
 function accurateWork(shape: AttentionShape, plan: AccuratePlan, split: Split, add: AddWork): void {
-  const { B, H, nq, nk, d, dv } = shape;
+  const { B, H, Hkv, nq, nk, d, dv } = shape;
   const heads = B * H;
+  const kvHeads = B * Hkv;
   const row = 2 * (d + dv);
+  const columns = plan.sinkKeys + plan.heavyKeys;
+  const R = plan.rounds;
+  const numKeys = 1 << plan.r;
+  // Once per call: the probe rows, each round's projections, and, without a probe, the
+  // columns (the sinks, the same for every head) and their flags.
+  if (plan.heavyKeys > 0) add('upload', 1, plan.probeRows.length * 4);
+  if (R > 0) add('upload', R, R * d * plan.r * 4);
+  if (plan.heavyKeys === 0) add('upload', plan.sinkKeys > 0 ? 2 : 1, (nk + plan.sinkKeys) * 4);
   if (plan.heavyKeys > 0) {
-    add('exact', heads, heads * plan.probeRows.length * nk * 2 * (d + 1));
-    add('download', heads, heads * nk * 4);
+    add('probe', heads, heads * plan.probeRows.length * nk * 2 * (d + 1));
+    add('heavy', heads, heads * nk);
   }
-  add('upload', 2 * heads, heads * (nk + plan.sinkKeys + plan.heavyKeys) * 4);
-  add('sampled', heads, heads * nq * (plan.sinkKeys + plan.heavyKeys) * row);
+  add('columns', heads, heads * nq * columns * row);
   // A window of w keys is computed over w + 31 keys for each 32-row chunk.
-  if (plan.window > 0) add('block', heads, heads * nq * (plan.window + 31) * row);
-  if (plan.rounds > 0) {
-    const R = plan.rounds;
-    add('upload', R, R * d * plan.r * 4);
+  if (plan.window > 0) add('window', heads, heads * nq * (plan.window + 31) * row);
+  if (R > 0) {
     add('hash', 2 * R * heads, R * heads * (nq + nk) * d * plan.r);
-    add('sort', 4 * R * heads, 2 * R * heads * (nq + nk + (1 << plan.r)));
+    add('sort', 2 * R * heads, R * heads * (nq + nk));
+    add('buckets', 2 * R * heads, R * heads * (nq + nk));
     if (split === 'hybrid') {
-      add('upload', 2 * R * heads, R * heads * (nq + nk) * d * 4, 'cpu');
-      add('upload', 2 * R * heads, R * heads * (nq + nk) * 4, 'webgpu');
+      // The CPU hashes its own copies of q and k, made once per head (k: once per key-value
+      // head), and the sorted orders, tags and bucket starts go to the GPU as they are made.
+      add('upload', heads + kvHeads, (heads * nq + kvHeads * nk) * d * 4, 'cpu');
+      add('upload', 6 * R * heads, R * heads * (2 * (nq + nk) + 2 * (numKeys + 1)) * 4, 'webgpu');
     }
     // A bucket holds few keys, so each row's setup, merge and statistics weigh as much as
     // about 48 more keys would (measured: a round of ~20-key buckets costs what ~65 keys of
     // the block kernel do).
-    const perBucket = Math.min(plan.cap, Math.ceil(shape.nk / (1 << plan.r)));
-    add('block', R * heads, R * heads * nq * (perBucket + 48) * row);
+    const perBucket = Math.min(plan.cap, Math.ceil(shape.nk / numKeys));
+    add('round', R * heads, R * heads * nq * (perBucket + 48) * row);
   }
   if (plan.segments.length > 0) {
     const m = plan.draws[0].count;
-    add('sampled', plan.segments.length * heads, heads * nq * m * row);
-    add('merge', heads, heads * nq * dv * 4);
+    add('samples', plan.segments.length * heads, heads * nq * m * row);
+    add('remainder', heads, heads * nq * dv * 4);
   }
 }
 
@@ -193,7 +202,7 @@ export function predict(
 }
 
 /** The ops whose jobs the WebAssembly backend splits over its threads. */
-const THREADED_OPS: readonly OpName[] = ['hash', 'exact', 'block', 'sampled'];
+const THREADED_OPS: readonly CostClass[] = ['hash', 'exact', 'block', 'sampled'];
 
 /**
  * Throughput on `t` threads relative to the profile's (measured on wasmThreads): linear in
@@ -230,7 +239,7 @@ function infeasible(shape: AttentionShape, split: Split, profile: Profile, sortB
 function slowerThanCpu(steps: Step[], profile: Profile): string | undefined {
   if (!profile.environment.adapter?.fallback) return undefined;
   const cpu = costsOf(profile, 'cpu');
-  let worst: { op: OpName; onCpu: number; onGpu: number } | undefined;
+  let worst: { op: CostClass; onCpu: number; onGpu: number } | undefined;
   for (const s of steps) {
     if (s.device !== 'webgpu' || s.op === 'upload' || s.op === 'download') continue;
     const onCpu = s.calls * cpu[s.op].fixedMs + s.units / cpu[s.op].unitsPerMs;

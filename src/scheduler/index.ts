@@ -10,7 +10,7 @@ import type { CpuBackend } from '../cpu/backend.ts';
 import { describeValue } from '../describe.ts';
 import { HyperAttentionError } from '../errors.ts';
 import type { WebGPUBackend } from '../gpu/index.ts';
-import type { Backend, Device, OpName, OpTrace } from '../ops.ts';
+import { COST_CLASS, type Backend, type CostClass, type Device, type OpTrace } from '../ops.ts';
 import { planParams, type Plan } from '../plan.ts';
 import {
   resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions, type ResolvedExactOptions,
@@ -560,18 +560,19 @@ export function explain(
 /** What a call with profile: true reports: its plan, and each step's measured time. */
 export interface CallProfile {
   plan: Explanation;
-  steps: { op: OpName; device: Device; calls: number; measuredMs: number; predictedMs: number | null }[];
+  steps: { op: CostClass; device: Device; calls: number; measuredMs: number; predictedMs: number | null }[];
   /** the traced call, from the start of its first op to the end of its last */
   measuredMs: number;
 }
 
-/** Sums a traced call's ops per (op, device), next to the plan's predictions. */
+/** Sums a traced call's ops per (cost class, device), next to the plan's predictions. */
 export function callProfile(plan: Explanation, trace: OpTrace[], measuredMs: number): CallProfile {
   const steps = new Map<string, CallProfile['steps'][number]>();
   for (const t of trace) {
-    const key = `${t.op} ${t.device}`;
-    const predicted = plan.steps.find((s) => s.op === t.op && s.device === t.device);
-    const step = steps.get(key) ?? { op: t.op, device: t.device, calls: 0, measuredMs: 0, predictedMs: predicted?.predictedMs ?? null };
+    const op = COST_CLASS[t.op];
+    const key = `${op} ${t.device}`;
+    const predicted = plan.steps.find((s) => s.op === op && s.device === t.device);
+    const step = steps.get(key) ?? { op, device: t.device, calls: 0, measuredMs: 0, predictedMs: predicted?.predictedMs ?? null };
     step.calls += 1;
     step.measuredMs += t.ms;
     steps.set(key, step);

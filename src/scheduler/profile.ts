@@ -5,7 +5,7 @@
 // field by field, and a foreign or malformed profile is rejected with the reason.
 import { describeValue } from '../describe.ts';
 import { HyperAttentionError } from '../errors.ts';
-import { OP_NAMES, type Device, type OpName } from '../ops.ts';
+import { COST_CLASSES, type CostClass, type Device } from '../ops.ts';
 
 /** Time of one call of an op: fixedMs + units / unitsPerMs (units: see UNITS). */
 export interface OpCost {
@@ -13,10 +13,10 @@ export interface OpCost {
   unitsPerMs: number;
 }
 
-export type DeviceCosts = Record<OpName, OpCost>;
+export type DeviceCosts = Record<CostClass, OpCost>;
 
 /** What an op's work is counted in. */
-export const UNITS: Readonly<Record<OpName, string>> = {
+export const UNITS: Readonly<Record<CostClass, string>> = {
   upload: 'bytes',
   download: 'bytes',
   hash: 'row·dim·projection',
@@ -105,7 +105,7 @@ function text(value: unknown, where: string): string {
 function deviceCosts(value: unknown, where: string): DeviceCosts {
   const o = object(value, where);
   const costs = {} as DeviceCosts;
-  for (const op of OP_NAMES) {
+  for (const op of COST_CLASSES) {
     const c = object(o[op], `${where}.${op}`);
     costs[op] = { fixedMs: positive(c.fixedMs, `${where}.${op}.fixedMs`, true), unitsPerMs: positive(c.unitsPerMs, `${where}.${op}.unitsPerMs`) };
   }

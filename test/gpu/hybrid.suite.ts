@@ -68,6 +68,8 @@ Ops('placement table', () => {
   assert.equal({ ...HybridBackend.placement }, {
     upload: 'webgpu', download: 'webgpu', hash: 'cpu', sort: 'cpu',
     exact: 'webgpu', block: 'webgpu', sampled: 'webgpu', merge: 'webgpu',
+    probe: 'webgpu', heavy: 'webgpu', columns: 'webgpu', window: 'webgpu', round: 'webgpu', buckets: 'cpu',
+    samples: 'webgpu', remainder: 'webgpu',
   });
   assert.ok(Object.isFrozen(HybridBackend.placement));
   assert.is(hybrid.name, 'hybrid');
