@@ -5,7 +5,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { test } from 'uvu';
+import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
 import { KERNEL_CODES, WRITE_CODES } from '../src/codes.ts';
 import { instantiateKernels, KERNEL_PARAMS, kernelArgIndexes, kernelArgs, type KernelName } from '../src/cpu/wasm.ts';
@@ -15,6 +15,8 @@ import * as accurate from '../src/gpu/ops/accurate.ts';
 import * as attention from '../src/gpu/ops/attention.ts';
 import * as lsh from '../src/gpu/ops/lsh.ts';
 import { layoutOf, packParams, wgslStruct, type ParamsDecl } from '../src/gpu/params.ts';
+
+const test = suite('binary interfaces');
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const isKernel = (x: unknown): x is Kernel => typeof x === 'object' && x !== null && 'params' in x && 'source' in x;
@@ -158,4 +160,3 @@ test('named arguments map to the positional list, flags as 0 and 1, and a missin
   assert.throws(() => kernelArgs('bucketTags', { ...args, cap: undefined } as never), /bucketTags: no value for cap/);
 });
 
-test.run();

@@ -3,19 +3,21 @@
 // device are the backend calls the call makes, its transferred bytes and hash and sort
 // work are theirs, and every op the trace records is priced. And the hybrid's heavy
 // columns (chosen on the GPU) are priced and synced as GPU work.
-import { test } from 'uvu';
+import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
 import { createCpuBackend, type CpuBackend } from '../src/cpu/backend.ts';
-import { runHyper } from '../src/hyper.ts';
+import { runVerified } from '../src/verified.ts';
 import {
   COST_CLASS, OP_NAMES, placementOf, type CostClass, type HashTask, type OpName, type OpTrace, type SortTask,
 } from '../src/ops.ts';
 import { resolveHyperOptions, type HyperOptions } from '../src/options.ts';
-import { buildPlan, planParams, type AccuratePlan } from '../src/plan.ts';
+import { buildPlan, planParams, type AccuratePlan, type Plan } from '../src/plan.ts';
 import { workOf, type Explanation, type Split } from '../src/scheduler/cost.ts';
 import { callProfile } from '../src/scheduler/index.ts';
 import { attentionShape, type AttentionShape, type Tensor } from '../src/tensor.ts';
 import { randomTensor } from './util.ts';
+
+const test = suite('pricing');
 
 /** What a call made of a backend, per cost class: calls, and units where they are counted exactly. */
 interface Spied {
@@ -66,12 +68,12 @@ function call(dims: { B: number; H: number; Hkv: number; n: number; d: number },
   const params = planParams(shape, o, o);
   const plan = buildPlan(params);
   assert.is(plan.kind, 'accurate', 'the default mode plans the accurate mode');
-  return { q, k, v, o, shape, params, plan: plan as AccuratePlan };
+  return { q, k, v, o, shape, params, plan: plan as AccuratePlan & Plan };
 }
 
 async function traced(backend: CpuBackend, c: ReturnType<typeof call>, q: Tensor = c.q): Promise<OpTrace[]> {
   const trace: OpTrace[] = [];
-  await runHyper(backend, c.shape, c.o, q, c.k, c.v, 'host', trace, c.plan);
+  await runVerified(backend, c.shape, c.o, q, c.k, c.v, trace, c.plan);
   return trace;
 }
 
@@ -82,11 +84,13 @@ function priced(shape: AttentionShape, c: ReturnType<typeof call>, split: Split)
 
 // Shapes and options that take every part of the accurate plan, and its variants: no
 // heavy columns (the sinks uploaded once), causal (windows behind the query, four rounds),
-// grouped-query heads. The cutoff is 0 so that small calls plan the accurate mode.
+// grouped-query heads. The cutoff is 0 so that small calls plan the accurate mode. Every head
+// is checked (exact attention at its check rows, one op a row when causal) and none moves
+// up (tolerance 1e9), so the priced checks are the traced ones.
 const CASES: { label: string; dims: { B: number; H: number; Hkv: number; n: number; d: number }; options: HyperOptions }[] = [
-  { label: 'non-causal', dims: { B: 1, H: 2, Hkv: 2, n: 700, d: 32 }, options: { minSeqLen: 0 } },
-  { label: 'causal, grouped heads, batch of 2', dims: { B: 2, H: 2, Hkv: 1, n: 600, d: 16 }, options: { minSeqLen: 0, causal: true } },
-  { label: 'no heavy columns', dims: { B: 1, H: 1, Hkv: 1, n: 500, d: 16 }, options: { minSeqLen: 0, heavyKeys: 0 } },
+  { label: 'non-causal', dims: { B: 1, H: 2, Hkv: 2, n: 700, d: 32 }, options: { minSeqLen: 0, tolerance: 1e9 } },
+  { label: 'causal, grouped heads, batch of 2', dims: { B: 2, H: 2, Hkv: 1, n: 600, d: 16 }, options: { minSeqLen: 0, causal: true, tolerance: 1e9 } },
+  { label: 'no heavy columns', dims: { B: 1, H: 1, Hkv: 1, n: 500, d: 16 }, options: { minSeqLen: 0, heavyKeys: 0, tolerance: 1e9 } },
 ];
 
 for (const [i, { label, dims, options }] of CASES.entries()) {
@@ -165,4 +169,3 @@ test('a traced hybrid call times the heavy columns as GPU work: synced, and pric
   assert.ok(profile.steps.some((s) => s.op === 'sort' && s.device === 'webgpu'), 'a GPU sort step (heavy)');
 });
 
-test.run();
