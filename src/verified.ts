@@ -93,8 +93,8 @@ export async function runVerified(
   }
   const exactPlan = plan.kind === 'authors' && plan.steps.every((s) => s.kind === 'exact');
   const c = plan.checks;
-  const report = (c: number, at: (h: number) => CheckedPlan[]): Verification => ({
-    tolerance: o.tolerance, confidence: CONFIDENCE, checkRows: c,
+  const report = (checkRows: number, at: (h: number) => CheckedPlan[]): Verification => ({
+    tolerance: o.tolerance, confidence: CONFIDENCE, checkRows,
     heads: Array.from({ length: heads }, (_, h) => {
       const tried = at(h);
       return { batch: Math.floor(h / H), head: h % H, ...tried[tried.length - 1], tried };
