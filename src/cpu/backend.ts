@@ -37,7 +37,7 @@ const WRITE_CODES: Record<WriteMode, number> = { write: 0, 'merge-reference': 1,
 const PAGE = 65536;
 const ALIGN = 64;
 /** Query rows of one chunk of the attention core (QC in assembly/attention.ts): jobs split rows at its multiples. */
-const CORE_ROWS = 64;
+const CORE_ROWS = 128;
 /**
  * Rows of one window chunk (WC in assembly/accurate.ts): a chunk's keys are the union of its
  * rows' windows, so window jobs split rows only at its multiples.
