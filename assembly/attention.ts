@@ -183,24 +183,24 @@ export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
   return f32x4.add(f32x4.mul(a, b), c);
 }
 
-// exp(x) for x <= 0 (x may be -inf), four lanes; Cephes expf range reduction and
-// polynomial (fused where the build has relaxed SIMD), relative error ~1e-7. Lanes below
-// -87 (incl. -inf) give exactly 0.
+// exp(x) for x <= 0 (x may be -inf), four lanes, relative error below 2e-7; lanes below
+// -87 (incl. -inf) give exactly 0. x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two parts, so
+// that r is exact enough); adding 1.5 * 2^23 + 127 rounds x log2(e) to the integer n in the
+// low mantissa bits, already biased, so a shift makes s = 2^n; exp(r) = 1 + r p(r), p of
+// degree 4 fitted for the least maximum relative error on [-ln2/2, ln2/2]; the result is
+// s + (s r) p(r). 13 operations with fused multiply-adds.
 @inline function expNonPositive(x: v128): v128 {
-  const xc = f32x4.max(x, f32x4.splat(-87.0));
-  const n = f32x4.nearest(f32x4.mul(xc, f32x4.splat(1.44269504088896341)));
-  let r = madd(n, f32x4.splat(-0.693359375), xc);
+  const magic = f32x4.splat(12583039.0);
+  let n = madd(x, f32x4.splat(1.44269504088896341), magic);
+  const s = i32x4.shl(n, 23);
+  n = f32x4.sub(n, magic);
+  let r = madd(n, f32x4.splat(-0.693359375), x);
   r = madd(n, f32x4.splat(2.12194440e-4), r);
-  let p = f32x4.splat(1.9875691500e-4);
-  p = madd(p, r, f32x4.splat(1.3981999507e-3));
-  p = madd(p, r, f32x4.splat(8.3334519073e-3));
-  p = madd(p, r, f32x4.splat(4.1665795894e-2));
-  p = madd(p, r, f32x4.splat(1.6666665459e-1));
-  p = madd(p, r, f32x4.splat(5.0000001201e-1));
-  p = madd(f32x4.mul(p, r), r, r);
-  p = f32x4.add(p, f32x4.splat(1.0));
-  const pow2 = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23);
-  return v128.andnot(f32x4.mul(p, pow2), f32x4.lt(x, f32x4.splat(-87.0)));
+  let p = madd(f32x4.splat(0.008313740603625774), r, f32x4.splat(0.04190408065915108));
+  p = madd(p, r, f32x4.splat(0.16667281091213226));
+  p = madd(p, r, f32x4.splat(0.49999096989631653));
+  p = madd(p, r, f32x4.splat(0.9999998211860657));
+  return v128.andnot(madd(f32x4.mul(r, s), p, s), f32x4.lt(x, f32x4.splat(-87.0)));
 }
 
 // The micro-kernels below work on MR query rows at a time against one key tile, in
