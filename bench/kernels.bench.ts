@@ -1,11 +1,14 @@
 // Kernels: each backend operation of src/ops.ts (hash, sort, exact, block, sampled, merge)
 // timed alone on realistic shapes (the block and sample sizes of the authors' defaults,
-// LSH-sorted rows), per backend, as GFLOP/s for the matmul-shaped ops and rows/s for all.
+// LSH-sorted rows), per backend and, on the CPU, per WebAssembly SIMD build (relaxed SIMD
+// with fused multiply-adds, and plain SIMD; the scalar build's exact rate is in the threads
+// suite), as GFLOP/s for the matmul-shaped ops against their counted flops, and rows/s for all.
 // A timed call issues the op REPEAT times and then reads one element back, so that a GPU's
 // submit-and-readback latency is spread over the ops (on the CPU the readback is a copy).
 // Run alone: `tsx bench/kernels.bench.ts [--quick]`.
 import { suite } from 'uvu';
 import { createCpuBackend } from '../src/cpu/backend.ts';
+import { supportedFlavours, type KernelFlavour } from '../src/cpu/wasm.ts';
 import { createWebGPUBackend } from '../src/gpu/index.ts';
 import type { Backend, Destination, KernelMode } from '../src/ops.ts';
 import { Xoshiro128, gaussianProjections } from '../src/random.ts';
@@ -31,6 +34,8 @@ const CASES_PER_GROUP = 8;
 
 interface BackendEntry {
   name: 'cpu' | 'webgpu';
+  /** the WebAssembly build (cpu only) */
+  build?: KernelFlavour;
   backend: Backend;
   rows: number;
   exactN: number;
@@ -45,8 +50,11 @@ const bench = suite<State>('kernels');
 
 bench.before(async (state) => {
   const machine = await describeMachine();
-  state.backends = [{ name: 'cpu', backend: await createCpuBackend(), rows: ROWS, exactN: EXACT_N }];
-  const notes: string[] = [];
+  state.backends = [];
+  for (const build of supportedFlavours().filter((f) => f !== 'scalar')) {
+    state.backends.push({ name: 'cpu', build, backend: await createCpuBackend(build), rows: ROWS, exactN: EXACT_N });
+  }
+  const notes: string[] = [`WebAssembly builds timed: ${state.backends.map((b) => b.build).join(', ')}`];
   if (!machine.adapter) {
     notes.push(`webgpu backend skipped: ${machine.adapterNote}`);
   } else {
@@ -85,7 +93,7 @@ async function timeOp(sync: () => Promise<void>, op: () => void, rows: number, f
 }
 
 async function benchBackend(state: State, entry: BackendEntry, d: number): Promise<void> {
-  const { backend, rows, exactN, name } = entry;
+  const { backend, rows, exactN, name, build } = entry;
   const { recorder } = state;
   const x = WORKLOADS.gaussian.generate({ B: 1, H: 1, n: rows, d, seed: d });
   const rng = new Xoshiro128(d);
@@ -113,7 +121,7 @@ async function benchBackend(state: State, entry: BackendEntry, d: number): Promi
   const scale = 1 / Math.sqrt(d);
   const nBlocks = rows / BLOCK;
   const samples = Int32Array.from({ length: SAMPLES }, () => rng.nextBelow(rows));
-  const c = (method: string, params: Params) => ({ method, backend: name, params: { d, ...params } });
+  const c = (method: string, params: Params) => ({ method, backend: name, params: { d, ...params, ...(build ? { build } : {}) } });
 
   try {
     for (const mode of ['reference', 'fixed'] as KernelMode[]) {

@@ -13,6 +13,8 @@ export interface ReferenceInput {
   d: number;
   dv: number;
   causal?: boolean;
+  /** causal: key j is excluded for query i when j > i + causalOffset (default 0) */
+  causalOffset?: number;
   scale?: number;
 }
 
@@ -21,7 +23,10 @@ export interface ReferenceOutput {
   lse: Float64Array; // [B, H, nq]
 }
 
-/** Exact attention in float64; causal excludes key j > query i (same indexing as torch's triu(1)). */
+/**
+ * Exact attention in float64; causal excludes key j > query i + causalOffset (offset 0: the
+ * same indexing as torch's triu(1)). A row that sees no key has out 0 and lse -Infinity.
+ */
 export function referenceAttention(x: ReferenceInput): ReferenceOutput {
   const { B, H, Hkv, nq, nk, d, dv } = x;
   const scale = x.scale ?? 1 / Math.sqrt(d);
@@ -34,7 +39,7 @@ export function referenceAttention(x: ReferenceInput): ReferenceOutput {
       const qh = (b * H + h) * nq;
       const kh = (b * Hkv + Math.floor(h / group)) * nk;
       for (let i = 0; i < nq; i++) {
-        const last = x.causal ? Math.min(i, nk - 1) : nk - 1;
+        const last = x.causal ? Math.min(i + (x.causalOffset ?? 0), nk - 1) : nk - 1;
         let max = -Infinity;
         for (let j = 0; j <= last; j++) {
           let dot = 0;

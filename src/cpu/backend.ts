@@ -35,7 +35,10 @@ export interface CpuThreads {
 
 const PAGE = 65536;
 const ALIGN = 64;
-/** Query rows of one chunk of the attention core (QC in assembly/attention.ts): jobs split rows at its multiples. */
+/**
+ * Attention jobs split rows at multiples of this: a job's rows go through the attention core
+ * in chunks of up to QC rows (assembly/attention.ts), so a 64-row job is one short chunk.
+ */
 const CORE_ROWS = 64;
 /**
  * Rows of one window chunk (WC in assembly/accurate.ts): a chunk's keys are the union of its
