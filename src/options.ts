@@ -223,8 +223,8 @@ export const DEFAULTS = {
 };
 
 /**
- * The accurate mode's defaults, chosen by the sweep in bench/sweep.bench.ts (README,
- * "Choosing the defaults"). Causal calls get a wider window, more LSH rounds and more
+ * The accurate mode's defaults, chosen by the sweep in bench/sweep.bench.ts (docs/results.md,
+ * "The sweep that chose the accurate mode's defaults"). Causal calls get a wider window, more LSH rounds and more
  * samples: the authors' causal plan computes 4096-key diagonal leaves exactly, so the same
  * time buys more there, and the window also covers the keys a causal segment's samples
  * leave out.
