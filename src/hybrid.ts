@@ -18,7 +18,7 @@ import type { CpuBackend } from './cpu/backend.ts';
 import type { WebGPUBackend } from './gpu/backend.ts';
 import {
   placementOf, type AttentionInputs, type AccurateMask, type Backend, type BackendBuffer, type BlockTask, type BucketsTask,
-  type ColumnsTask, type Destination, type Device, type ExactTask, type HashTask, type HeadBatch, type HeavyTask, type MergeTask, type OpName, type PartOutput,
+  type ColumnsTask, type Destination, type Device, type ExactTask, type HashTask, type PrefixesTask, type HeadBatch, type HeavyTask, type MergeTask, type OpName, type PartOutput,
   type ProbeTask, type RemainderTask, type RoundTask, type RowView, type SampledTask, type SamplesTask, type SortTask,
   type WindowTask,
 } from './ops.ts';
@@ -100,6 +100,10 @@ export class HybridBackend implements Backend {
 
   copy(src: BackendBuffer, srcOffset: number, dst: BackendBuffer, dstOffset: number, length: number): void {
     this.gpu.copy(this.onGpu(src, 'copy src'), srcOffset, this.output({ buf: dst, row: 0 }, 'copy dst').buf, dstOffset, length);
+  }
+
+  prefixes(t: PrefixesTask): void {
+    this.gpu.prefixes({ ...this.exactOnGpu({ ...t, causal: false, causalOffset: 0 }), keys: t.keys });
   }
 
   exact(t: ExactTask): void {

@@ -354,24 +354,25 @@ async function execute(
 
 /**
  * Exact attention of head h at its check rows, into rows [nq, nq + count) of the head's out
- * and lse (its queries uploaded behind the head's own). Not causal, the rows are one op;
- * causal, each row sees the keys up to its position, one op a row.
+ * and lse (its queries uploaded behind the head's own). Causal, each row sees the keys up
+ * to its position.
  */
 async function checkHead(ctx: ExecContext, checks: CheckRows, h: number, causal: boolean): Promise<void> {
   const { backend, run, qBuf, kBuf, vBuf, outBuf, lseBuf, scale } = ctx;
   const { nq, nk, d, dv } = ctx.shape;
   const c = checks.count;
   await run('upload', () => backend.upload(qBuf, checks.q.subarray(h * c * d, (h + 1) * c * d), nq * d));
-  const task = (t: number, rows: number, keys: number): ExactTask => ({
-    q: { buf: qBuf, row: nq + t }, k: { buf: kBuf, row: 0 }, v: { buf: vBuf, row: 0 }, nq: rows, nk: keys, d, dv, scale,
-    causal: false, causalOffset: 0, dst: { out: { buf: outBuf, row: nq + t }, lse: { buf: lseBuf, row: nq + t }, write: 'write' },
-  });
+  const task = {
+    q: { buf: qBuf, row: nq }, k: { buf: kBuf, row: 0 }, v: { buf: vBuf, row: 0 }, nq: c, nk, d, dv, scale,
+    dst: { out: { buf: outBuf, row: nq }, lse: { buf: lseBuf, row: nq }, write: 'write' as const },
+  };
   if (!causal) {
-    await run('exact', () => backend.exact(task(0, c, nk)));
+    await run('exact', () => backend.exact({ ...task, causal: false, causalOffset: 0 }));
     return;
   }
   // Queries are the last nq key positions.
-  for (let t = 0; t < c; t++) await run('exact', () => backend.exact(task(t, 1, nk - nq + checks.rows[h * c + t] + 1)));
+  const keys = Int32Array.from(checks.rows.subarray(h * c, (h + 1) * c), (p) => nk - nq + p + 1);
+  await run('prefixes', () => backend.prefixes({ ...task, keys }));
 }
 
 function gcd(a: number, b: number): number {

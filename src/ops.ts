@@ -50,6 +50,16 @@ export interface ExactTask extends AttentionInputs {
 }
 
 /**
+ * Exact attention of query rows each against its own prefix of the keys: row i sees keys
+ * [0, keys[i]) (keys[i] <= nk), not causally masked otherwise; row i goes to destination
+ * row i. The causal check rows of a verified call (verified.ts), one job a row.
+ */
+export interface PrefixesTask extends AttentionInputs {
+  keys: Int32Array;
+  dst: Destination;
+}
+
+/**
  * Several heads in one op, side by side in the same buffers: head i (of `count`) reads and
  * writes the task's rows moved on by i * qRows (q, out, lse), and reads those of key-value
  * head floor((i + phase) / group) moved on by that many times kRows (k, v).
@@ -321,6 +331,7 @@ export interface Backend {
   hash(t: HashTask): OpResult;
   sort(t: SortTask): void;
   exact(t: ExactTask): OpResult;
+  prefixes(t: PrefixesTask): OpResult;
   block(t: BlockTask): OpResult;
   sampled(t: SampledTask): OpResult;
   merge(t: MergeTask): void;
@@ -370,7 +381,7 @@ export const COST_CLASSES: readonly CostClass[] = ['upload', 'download', 'hash',
 /** The backend's operations, as a call runs and a traced call times them. */
 export type OpName =
   | CostClass
-  | 'probe' | 'heavy' | 'columns' | 'window' | 'round' | 'buckets' | 'samples' | 'remainder';
+  | 'probe' | 'heavy' | 'columns' | 'window' | 'round' | 'buckets' | 'samples' | 'remainder' | 'prefixes';
 
 /**
  * The cost class of each op. The accurate mode's parts are priced as the op whose kernel
@@ -382,7 +393,7 @@ export type OpName =
 export const COST_CLASS: Readonly<Record<OpName, CostClass>> = {
   upload: 'upload', download: 'download', hash: 'hash', sort: 'sort', exact: 'exact', block: 'block', sampled: 'sampled',
   merge: 'merge', probe: 'exact', heavy: 'sort', columns: 'sampled', window: 'block', round: 'block', buckets: 'sort',
-  samples: 'sampled', remainder: 'merge',
+  samples: 'sampled', remainder: 'merge', prefixes: 'exact',
 };
 export const OP_NAMES = Object.keys(COST_CLASS) as readonly OpName[];
 

@@ -282,7 +282,7 @@ export interface Rung {
  * A rung above exact costs at most this share of exact attention's keys per row: a head
  * that climbs past it to exact then pays at most about 1 + LADDER_SHARE of exact.
  */
-export const LADDER_SHARE = 0.25;
+export const LADDER_SHARE = 0.15;
 
 /**
  * LSH tables of the wide rung: a query finds a key at angle θ in one r-bit table with

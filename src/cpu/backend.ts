@@ -9,7 +9,7 @@
 // computed it: results are bit-identical for every thread count.
 import { abortedError, HyperAttentionError } from '../errors.ts';
 import type {
-  AttentionInputs, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, Destination, ExactTask, HashTask, HeavyTask,
+  AttentionInputs, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, Destination, ExactTask, HashTask, PrefixesTask, HeavyTask,
   MergeTask,
   OpResult, PartOutput, ProbeTask, RemainderTask, RoundTask, RowView, SampledTask, SamplesTask, SortedRowsTask, SortTask,
   WindowTask,
@@ -241,6 +241,17 @@ export class CpuBackend implements Backend {
       // Causal rows never see keys past their own: a job's keys end at its last row's.
       nk: t.causal ? Math.min(t.nk, r1 + t.causalOffset) : t.nk, d: t.d, dv: t.dv, scale: t.scale,
       causal: t.causal, causalOffset: t.causalOffset + r0, out: out + r0 * t.dv * 4, lse: lse + r0 * 4, write, scratch,
+    }));
+    return this.jobs('exactAttention', jobs, scratch, this.attentionStride(t), ['scratch']);
+  }
+
+  prefixes(t: PrefixesTask): OpResult {
+    const scratch = this.top;
+    const q = this.ptr(t.q, t.d);
+    const { out, lse, write } = this.dst(t.dst, t.dv);
+    const jobs = Array.from(t.keys.subarray(0, t.nq), (nk, i) => ({
+      q: q + i * t.d * 4, k: this.ptr(t.k, t.d), v: this.ptr(t.v, t.dv), nq: 1, nk, d: t.d, dv: t.dv, scale: t.scale,
+      causal: false, causalOffset: 0, out: out + i * t.dv * 4, lse: lse + i * 4, write, scratch,
     }));
     return this.jobs('exactAttention', jobs, scratch, this.attentionStride(t), ['scratch']);
   }

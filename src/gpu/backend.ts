@@ -11,7 +11,7 @@
 // Device loss: the call in flight rejects with DEVICE_LOST, and every later op on this
 // backend throws DEVICE_LOST; createWebGPUBackend() then acquires a new device.
 import type {
-  Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, ExactTask, HashTask, HeadBatch, HeavyTask, MergeTask,
+  Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, ExactTask, HashTask, PrefixesTask, HeadBatch, HeavyTask, MergeTask,
   ProbeTask, RemainderTask, RoundTask, SampledTask, SamplesTask, SortTask, WindowTask,
 } from '../ops.ts';
 import type { WebGPUBufferLike } from '../options.ts';
@@ -156,6 +156,17 @@ export class WebGPUBackend implements Backend {
 
   exact(t: ExactTask): void {
     attention.exactHeads(this.g, t, { count: 1, group: 1, phase: 0, qRows: t.nq, kRows: t.nk });
+  }
+
+  /** One dispatch a row: the exact kernel's causal mask is by row index, not a list. */
+  prefixes(t: PrefixesTask): void {
+    for (let i = 0; i < t.nq; i++) {
+      const at = <V extends { row: number }>(view: V): V => ({ ...view, row: view.row + i });
+      this.exact({
+        ...t, q: at(t.q), nq: 1, nk: t.keys[i], causal: false, causalOffset: 0,
+        dst: { ...t.dst, out: at(t.dst.out), lse: at(t.dst.lse) },
+      });
+    }
   }
 
   exactHeads(t: ExactTask, heads: HeadBatch): void {

@@ -89,13 +89,13 @@ export function workOf(shape: AttentionShape, p: WorkParams, plan: Plan, split: 
   add('upload', heads + 2 * kvHeads, (heads * nq * d + kvHeads * nk * (d + dv)) * 4);
   if (plan.kind === 'accurate') accurateWork(shape, plan, split, add);
   else authorsWork(shape, p, plan, split, add);
-  // Check rows: exact attention over the keys each sees (one op for all of a head's rows,
-  // or one a row when causal), their queries uploaded, their results read back (with the
-  // head's own on an asynchronous backend).
+  // Check rows: exact attention over the keys each sees (one op for all of a head's rows;
+  // causal, a job a row, and on WebGPU a dispatch a row), their queries uploaded, their
+  // results read back (with the head's own on an asynchronous backend).
   if (plan.checks > 0) {
     const c = plan.checks;
     add('upload', heads, heads * c * d * 4);
-    add('exact', heads * (p.causal ? c : 1), heads * c * (p.causal ? (nk + 1) / 2 : nk) * 2 * (d + dv));
+    add('exact', heads * (p.causal && split !== 'cpu' ? c : 1), heads * c * (p.causal ? (nk + 1) / 2 : nk) * 2 * (d + dv));
     add('download', 2 * heads, heads * c * (dv + 1) * 4);
   }
   add('download', 2 * heads, heads * nq * (dv + 1) * 4);
