@@ -2,7 +2,7 @@
 // [B, H, N, D] or [B, N, H, D]), or on GPUBuffers of the caller's WebGPU device; the
 // scheduler's calibration, profiles and explain().
 import { acquireCpu, releaseCpu, serialize } from './backends.ts';
-import { runExact, runHyper, type AttentionResult, type GPUAttentionResult } from './hyper.ts';
+import { runExact, runHyper } from './hyper.ts';
 import { explainShapeError, inputsInBhnd, resolveLayout, resultInLayout, shapeInBhnd, type Layout } from './layout.ts';
 import type { Backend, OpTrace } from './ops.ts';
 import type { Plan } from './plan.ts';
@@ -11,6 +11,7 @@ import {
   type ResolvedExactOptions, type ResolvedHyperOptions,
 } from './options.ts';
 import { abortedError, HyperAttentionError } from './errors.ts';
+import type { AttentionResult, GPUAttentionResult } from './result.ts';
 import type { Explanation } from './scheduler/cost.ts';
 import { callProfile, explain as explainBhnd, schedule, type CallShapes, type Scheduled } from './scheduler/index.ts';
 import { threadsFor } from './threads/config.ts';
@@ -27,12 +28,10 @@ export type { Mode } from './options.ts';
 export type { DrawRequest, Sampler } from './random.ts';
 export type { DimsTensor, GPUTensor, InputTensor, Tensor, TensorLike } from './tensor.ts';
 export type { Layout } from './layout.ts';
-export type { AttentionResult, GPUAttentionResult } from './hyper.ts';
+export type { AttentionResult, CallProfile, GPUAttentionResult } from './result.ts';
 export { lshOrder, type LshOrder, type LshOrderOptions } from './inspect.ts';
-export {
-  calibrate, configureScheduler, getProfile, setProfile, warmup, type CallProfile, type CallShapes,
-  type SchedulerConfig,
-} from './scheduler/index.ts';
+export { calibrate, getProfile, setProfile, warmup, type CallShapes } from './scheduler/index.ts';
+export { configureScheduler, type SchedulerConfig } from './scheduler/persistence.ts';
 export type { Candidate, Explanation, Split, Step } from './scheduler/cost.ts';
 export { formatPlan } from './scheduler/format.ts';
 export { configureThreads, type ThreadConfig } from './threads/config.ts';

@@ -13,7 +13,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { DeviceCosts, Profile } from '../src/index.ts';
 import { OP_NAMES } from '../src/ops.ts';
-import { cacheFolder } from '../src/scheduler/index.ts';
+import { cacheFolder } from '../src/scheduler/persistence.ts';
 import { parseProfile } from '../src/scheduler/profile.ts';
 
 // uvu imports every suite before it runs any, so this also keeps the other suites in this

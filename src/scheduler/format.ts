@@ -1,7 +1,7 @@
 // A plan (explain()) or a profiled call (profile: true) as a few lines of text, for logs
 // and for people deciding whether to trust the scheduler on their device.
+import type { CallProfile } from '../result.ts';
 import type { Candidate, Explanation } from './cost.ts';
-import type { CallProfile } from './index.ts';
 
 function amount(units: number): string {
   const [div, suffix] = units >= 1e9 ? [1e9, 'G'] : units >= 1e6 ? [1e6, 'M'] : units >= 1e3 ? [1e3, 'k'] : [1, ''];
