@@ -14,17 +14,30 @@ import type { WebGPUDeviceLike } from './options.ts';
 import { threadPool, type ThreadPool } from './threads/pool.ts';
 import { warn } from './warnings.ts';
 
-let cpu: Promise<CpuBackend> | undefined;
 let sharedGpu: Promise<WebGPUBackend> | undefined;
 const callerGpus = new WeakMap<WebGPUDeviceLike, WebGPUBackend>();
 const hybrids = new WeakMap<WebGPUBackend, HybridBackend>();
 let queue: Promise<unknown> = Promise.resolve();
 
-/** The hybrid's WebAssembly backend: one thread, every op done when it returns. */
-function cpuBackend(): Promise<CpuBackend> {
-  cpu ??= createCpuBackend();
-  return cpu;
+/**
+ * `make`'s promise, made once and shared; one that rejects (out of memory, say) is
+ * forgotten, so that the next caller tries again instead of failing for good.
+ */
+export function madeOnce<T>(make: () => Promise<T>): () => Promise<T> {
+  let made: Promise<T> | undefined;
+  return () => {
+    if (made) return made;
+    const attempt = make();
+    made = attempt;
+    attempt.catch(() => {
+      if (made === attempt) made = undefined;
+    });
+    return attempt;
+  };
 }
+
+/** The hybrid's WebAssembly backend: one thread, every op done when it returns. */
+const cpuBackend = madeOnce(() => createCpuBackend());
 
 /**
  * The WebGPU backend of the caller's device, or of the library's shared one. A backend
@@ -57,10 +70,18 @@ export async function hybridBackend(gpu: WebGPUBackend): Promise<HybridBackend> 
   return hybrid;
 }
 
-/** Idle backends of earlier calls, on one thread and over shared memory: one of each is kept. */
+/**
+ * Idle backends of earlier calls, on one thread and over shared memory. One on one thread is
+ * kept. Over shared memory, as many as threaded calls have been in flight at once, up to
+ * IDLE_SHARED_BYTES in all: overlapping calls then take turns on the same arenas instead of
+ * each making one (the pool then replaces its workers to free those dropped, see pool.ts).
+ */
 const idleSingle: CpuBackend[] = [];
 const idleShared: CpuBackend[] = [];
 const KEEP_IDLE = 1;
+const IDLE_SHARED_BYTES = 2 * RENEW_ABOVE_BYTES;
+let sharedInFlight = 0;
+let sharedPeak = 0;
 let threadsWarned = false;
 
 /** The pool and the threaded build that calls with threads run on, or why this runtime has none. */
@@ -85,13 +106,19 @@ export async function acquireCpu(threads: number): Promise<CpuBackend> {
     if (typeof ready !== 'string') {
       const { pool, flavour } = ready;
       const reused = idleShared.pop();
+      sharedPeak = Math.max(sharedPeak, ++sharedInFlight);
       if (reused) {
         reused.group!.threads = threads;
         return reused;
       }
-      const { bytes, memory } = threadedBuild(flavour);
-      const wasm = await instantiateThreaded(flavour, memory);
-      return new CpuBackend(wasm, bestFlavour(), { pool, arena: pool.addArena(flavour, bytes, memory), threads });
+      try {
+        const { bytes, memory } = threadedBuild(flavour);
+        const wasm = await instantiateThreaded(flavour, memory);
+        return new CpuBackend(wasm, bestFlavour(), { pool, arena: pool.addArena(flavour, bytes, memory), threads });
+      } catch (error) {
+        sharedInFlight--;
+        throw error;
+      }
     }
     if (!threadsWarned) warn(`running on one thread instead of ${threads}: ${ready}`);
     threadsWarned = true;
@@ -113,9 +140,12 @@ export function releaseCpu(backend: CpuBackend): void {
     if (idleSingle.length < KEEP_IDLE) idleSingle.push(backend);
     return;
   }
+  sharedInFlight--;
   // A large arena is dropped so that its memory can go (a shared memory never shrinks),
   // and one a failed worker may still write to is never reused.
-  if (idleShared.length < KEEP_IDLE && backend.memoryBytes <= RENEW_ABOVE_BYTES && !group.pool.isPoisoned(group.arena)) {
+  const idleBytes = idleShared.reduce((sum, b) => sum + b.memoryBytes, backend.memoryBytes);
+  if (idleShared.length < sharedPeak && idleBytes <= IDLE_SHARED_BYTES && backend.memoryBytes <= RENEW_ABOVE_BYTES &&
+    !group.pool.isPoisoned(group.arena)) {
     idleShared.push(backend);
   } else {
     group.pool.dropArena(group.arena);
