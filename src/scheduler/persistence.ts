@@ -4,6 +4,7 @@
 // about once and leave the profile in memory only.
 import { describeValue } from '../describe.ts';
 import { HyperAttentionError } from '../errors.ts';
+import { ownOptions } from '../owned.ts';
 import { setWarningHandler, warn } from '../warnings.ts';
 import { nodeBuiltin } from './environment.ts';
 import { environmentKey, type Environment, type Profile } from './profile.ts';
@@ -38,11 +39,7 @@ const config: Omit<Required<SchedulerConfig>, 'profilePath' | 'onWarning'> & { p
 
 /** Sets where profiles persist and how rejections are reported; unset fields stay as they are. */
 export function configureScheduler(options: SchedulerConfig): void {
-  const { profilePath, persist, onWarning } = options;
-  const allowed = ['profilePath', 'persist', 'onWarning'];
-  for (const key of Object.keys(options)) {
-    if (!allowed.includes(key)) throw new HyperAttentionError('INVALID_OPTION', `unknown scheduler option '${key}'; expected one of: ${allowed.join(', ')}`);
-  }
+  const { profilePath, persist, onWarning } = ownOptions(options, ['profilePath', 'persist', 'onWarning'], 'configureScheduler', 'scheduler option') as SchedulerConfig;
   if (profilePath !== undefined && profilePath !== null && (typeof profilePath !== 'string' || profilePath === '')) {
     throw new HyperAttentionError('INVALID_OPTION', `profilePath: expected a file path or null, got ${describeValue(profilePath)}`);
   }
@@ -58,11 +55,43 @@ export function configureScheduler(options: SchedulerConfig): void {
 
 /** The part of node:fs/promises (Node, and Deno's Node compatibility) the profile file needs. */
 interface FileSystem {
-  readFile(path: string, encoding: 'utf8'): Promise<string>;
+  open(path: string, flags: number): Promise<FileHandle>;
+  constants?: { O_RDONLY?: number; O_NONBLOCK?: number };
   writeFile(path: string, data: string): Promise<void>;
   rename(from: string, to: string): Promise<void>;
   unlink(path: string): Promise<void>;
   mkdir(path: string): Promise<unknown>;
+}
+
+interface FileHandle {
+  stat(): Promise<{ isFile(): boolean; size: number }>;
+  read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+  close(): Promise<void>;
+}
+
+/** A profile is a few kilobytes: a file much larger is not one, and is not read into memory. */
+const MAX_PROFILE_BYTES = 1 << 20;
+
+/**
+ * The text of a profile file, read so that it can neither block nor run on: opened without
+ * waiting (a FIFO's open would wait for a writer, holding a thread of the runtime's pool and
+ * so the process), and read only if it is a regular file of at most MAX_PROFILE_BYTES (a
+ * link to /dev/urandom never ends).
+ */
+async function readProfileFile(fs: FileSystem, file: string): Promise<string> {
+  const handle = await fs.open(file, (fs.constants?.O_RDONLY ?? 0) | (fs.constants?.O_NONBLOCK ?? 0));
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) throw new Error('not a regular file');
+    if (info.size > MAX_PROFILE_BYTES) throw new Error(`${info.size} bytes, more than a profile holds (at most ${MAX_PROFILE_BYTES})`);
+    // One byte more than its size: a file that grew meanwhile is not read on.
+    const bytes = new Uint8Array(info.size + 1);
+    const { bytesRead } = await handle.read(bytes, 0, bytes.length, 0);
+    if (bytesRead > info.size) throw new Error('it grew while it was read');
+    return new TextDecoder().decode(bytes.subarray(0, bytesRead));
+  } finally {
+    await handle.close();
+  }
 }
 
 /**
@@ -207,7 +236,7 @@ export async function readSaved(env: Environment): Promise<{ text: string; where
   if (!where) return undefined;
   if ('file' in where) {
     try {
-      return { text: await within((await fileSystem()).readFile(where.file, 'utf8'), 'reading'), where: where.file };
+      return { text: await within(readProfileFile(await fileSystem(), where.file), 'reading'), where: where.file };
     } catch (error) {
       if ((error as { code?: string }).code !== 'ENOENT') giveUpOn(where.file, `could not read the profile at ${where.file}: ${String(error)}`);
       return undefined;
