@@ -13,7 +13,7 @@ import type { Output, ResolvedExactOptions, ResolvedHyperOptions } from './optio
 import { buildPlan, planParams, type AuthorsPlan, type Plan } from './plan.ts';
 import { Xoshiro128, gaussianProjections, uniformSampler, type Sampler } from './random.ts';
 import type { AttentionResult, GPUAttentionResult, ResultFor } from './result.ts';
-import { checkFinite, isHostTensor, type AttentionShape, type InputTensor } from './tensor.ts';
+import { checkFinite, isHostTensor, readRows, type AttentionShape, type InputTensor } from './tensor.ts';
 
 /**
  * The LSH projections of a call, one [d, r] matrix per hash round: the caller's (checked;
@@ -135,7 +135,7 @@ async function execute(
     const load = (buf: BackendBuffer, t: InputTensor, index: number, rows: number, width: number, count = 1) => {
       const n = rows * width;
       return run('upload', () => {
-        if (isHostTensor(t)) backend.upload(buf, t.data.subarray(index * n, (index + count) * n));
+        if (isHostTensor(t)) backend.upload(buf, readRows(t, index * n, count * n));
         else backend.copyFromDevice!(buf, 0, t.buffer, index * n * 4, count * n);
       });
     };

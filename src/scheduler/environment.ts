@@ -1,7 +1,7 @@
 // The environment the scheduler plans for: the runtime, the CPU and the WebAssembly build,
 // the GPU adapter if there is one (what a profile is measured on and keyed by), and the
 // backends that calibration measures.
-import { acquireCpu, gpuBackend } from '../backends.ts';
+import { acquireCpu, gpuBackend, madeOnce } from '../backends.ts';
 import type { CpuBackend } from '../cpu/backend.ts';
 import { HyperAttentionError } from '../errors.ts';
 import type { WebGPUBackend } from '../gpu/index.ts';
@@ -78,13 +78,8 @@ export async function environmentOf(cpu: CpuBackend, gpu: WebGPUBackend | undefi
   };
 }
 
-let calibrationCpu: Promise<CpuBackend> | undefined;
-
 /** The WebAssembly backend calibration measures: on the default thread count (the pool's, where the runtime has threads). */
-export function measuredCpu(): Promise<CpuBackend> {
-  calibrationCpu ??= (async () => acquireCpu(await threadsFor(undefined)))();
-  return calibrationCpu;
-}
+export const measuredCpu = madeOnce(async () => acquireCpu(await threadsFor(undefined)));
 
 /** The WebAssembly backend calibration measures, and the shared WebGPU one, when the runtime has an adapter. */
 export async function devicesAtHand(): Promise<Devices> {

@@ -14,7 +14,7 @@ import {
   type ResolvedHyperOptions,
 } from '../options.ts';
 import type { CallProfile } from '../result.ts';
-import { attentionShapeOf, type AttentionShape } from '../tensor.ts';
+import { attentionShapeOf, checkOutputSize, type AttentionShape } from '../tensor.ts';
 import { threadsFor } from '../threads/config.ts';
 import { warn } from '../warnings.ts';
 import { calibrateBackend } from './calibrate.ts';
@@ -210,6 +210,9 @@ export function explain(
     const o = hyper ?? resolveExactOptions(options);
     if (typeof shapes !== 'object' || shapes === null) throw new HyperAttentionError('INVALID_SHAPE', `shapes: expected { q, k, v } shape arrays, got ${describeValue(shapes)}`);
     const shape = attentionShapeOf(shapes.q, shapes.k, shapes.v, o.causal);
+    // What a call checks of its shapes before any work, so that explain answers as fast as the
+    // call would reject (a plan for n = 2^40 rows would otherwise be built, and never end).
+    if (o.output === 'host') checkOutputSize(shape);
     return serialize(async () => (await schedule(shape, o, hyper, true)).plan!);
   } catch (error) {
     return Promise.reject(error);
