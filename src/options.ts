@@ -367,7 +367,9 @@ function checkedSampler(sampler: Sampler): Sampler {
     const wanted = `sampler: draw ${index} ([${batch}, ${heads}, ${count}] over [0, ${high})) must return an Int32Array of ${expected} values`;
     if (!isTypedArray(given, 'Int32Array')) throw new HyperAttentionError('INVALID_SAMPLER_OUTPUT', `${wanted}, got ${describeValue(given)}`);
     // (A detached array has length 0: it fails here, before the copy could throw.)
-    if (given.length !== expected) throw new HyperAttentionError('INVALID_SAMPLER_OUTPUT', `${wanted}, got length ${given.length}`);
+    if (given.length !== expected || given.byteLength !== expected * 4) {
+      throw new HyperAttentionError('INVALID_SAMPLER_OUTPUT', `${wanted}, got length ${given.byteLength / 4}`);
+    }
     // Checked and used as one copy: the caller may refill or change its array while the call runs.
     const s = new Int32Array(given);
     for (let i = 0; i < s.length; i++) {

@@ -98,10 +98,12 @@ export function toInputTensor(name: string, t: unknown): InputTensor {
     throw new HyperAttentionError('INVALID_SHAPE', `${name}.data: expected a Float32Array, got ${describeValue(data)}`);
   }
   const size = elements(shape);
-  if (data.length !== size) {
+  // byteLength too: Node 20's V8, once a resizable buffer has been used, can report a
+  // detached array's former length from optimised code (its byteLength is right).
+  if (data.length !== size || data.byteLength !== size * 4) {
     // A transferred (detached) buffer reads as length 0: say so rather than leave a puzzle.
-    const detached = data.length === 0 && data.byteOffset === 0 && data.buffer.byteLength === 0 ? ' (its ArrayBuffer is detached)' : '';
-    throw new HyperAttentionError('INVALID_SHAPE', `${name}: ${shapeKey} ${describeValue(shape)} needs ${size} elements, data has ${data.length}${detached}`);
+    const detached = data.byteLength === 0 && data.byteOffset === 0 && data.buffer.byteLength === 0 ? ' (its ArrayBuffer is detached)' : '';
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}: ${shapeKey} ${describeValue(shape)} needs ${size} elements, data has ${data.byteLength / 4}${detached}`);
   }
   return { data: canShrink(data) ? data.slice() : data, shape };
 }
@@ -192,7 +194,7 @@ export function readRows(t: Tensor, from: number, length: number): Float32Array 
   } catch {
     rows = new Float32Array(0); // detached
   }
-  if (rows.length !== length) {
+  if (rows.length !== length || rows.byteLength !== length * 4) {
     throw new HyperAttentionError('INVALID_SHAPE', changed(`${check?.name ?? 'input'}.data: its buffer was detached or resized, ${t.data.length} values left of ${elements(t.shape)}`));
   }
   if (!check) return rows;
