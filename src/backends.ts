@@ -71,17 +71,40 @@ export async function hybridBackend(gpu: WebGPUBackend): Promise<HybridBackend> 
 }
 
 /**
- * Idle backends of earlier calls, on one thread and over shared memory. One on one thread is
- * kept. Over shared memory, as many as threaded calls have been in flight at once, up to
- * IDLE_SHARED_BYTES in all: overlapping calls then take turns on the same arenas instead of
- * each making one (the pool then replaces its workers to free those dropped, see pool.ts).
+ * Idle backends of earlier calls, of one kind (one thread, or over shared memory): as many
+ * as calls of that kind have been in flight at once, up to IDLE_BYTES in all, so that
+ * overlapping calls take turns on the same memories instead of each making one and leaving
+ * it to a garbage collector that may not run (a worker's, see pool.ts).
  */
-const idleSingle: CpuBackend[] = [];
-const idleShared: CpuBackend[] = [];
-const KEEP_IDLE = 1;
-const IDLE_SHARED_BYTES = 2 * RENEW_ABOVE_BYTES;
-let sharedInFlight = 0;
-let sharedPeak = 0;
+class Idle {
+  private readonly idle: CpuBackend[] = [];
+  private inFlight = 0;
+  private peak = 0;
+
+  /**
+   * A kept backend, if any, for a call starting now: the one with the most memory, so that
+   * the others, which serve only when more calls overlap, seldom need to grow.
+   */
+  take(): CpuBackend | undefined {
+    this.peak = Math.max(this.peak, ++this.inFlight);
+    if (this.idle.length === 0) return undefined;
+    const largest = this.idle.reduce((best, b, i) => (b.memoryBytes > this.idle[best].memoryBytes ? i : best), 0);
+    return this.idle.splice(largest, 1)[0];
+  }
+
+  /** The call that took (or made) `backend` is done: keeps it if it may serve again (else false). */
+  give(backend: CpuBackend | undefined, reusable: boolean): boolean {
+    this.inFlight--;
+    if (!backend || !reusable || this.idle.length >= this.peak) return false;
+    if (this.idle.reduce((sum, b) => sum + b.memoryBytes, backend.memoryBytes) > IDLE_BYTES) return false;
+    this.idle.push(backend);
+    return true;
+  }
+}
+
+const IDLE_BYTES = 2 * RENEW_ABOVE_BYTES;
+const idleSingle = new Idle();
+const idleShared = new Idle();
 let threadsWarned = false;
 
 /** The pool and the threaded build that calls with threads run on, or why this runtime has none. */
@@ -105,8 +128,7 @@ export async function acquireCpu(threads: number): Promise<CpuBackend> {
     const ready = typeof found === 'string' ? found : await found.pool.ready(threads).then(() => found, () => found.pool.broken!);
     if (typeof ready !== 'string') {
       const { pool, flavour } = ready;
-      const reused = idleShared.pop();
-      sharedPeak = Math.max(sharedPeak, ++sharedInFlight);
+      const reused = idleShared.take();
       if (reused) {
         reused.group!.threads = threads;
         return reused;
@@ -116,14 +138,20 @@ export async function acquireCpu(threads: number): Promise<CpuBackend> {
         const wasm = await instantiateThreaded(flavour, memory);
         return new CpuBackend(wasm, bestFlavour(), { pool, arena: pool.addArena(flavour, bytes, memory), threads });
       } catch (error) {
-        sharedInFlight--;
+        idleShared.give(undefined, false);
         throw error;
       }
     }
     if (!threadsWarned) warn(`running on one thread instead of ${threads}: ${ready}`);
     threadsWarned = true;
   }
-  const single = idleSingle.pop() ?? await createCpuBackend();
+  let single = idleSingle.take();
+  try {
+    single ??= await createCpuBackend();
+  } catch (error) {
+    idleSingle.give(undefined, false);
+    throw error;
+  }
   single.yields = true;
   return single;
 }
@@ -137,17 +165,12 @@ export async function threadsAvailable(): Promise<boolean> {
 export function releaseCpu(backend: CpuBackend): void {
   const group = backend.group;
   if (!group) {
-    if (idleSingle.length < KEEP_IDLE) idleSingle.push(backend);
+    idleSingle.give(backend, true);
     return;
   }
-  sharedInFlight--;
   // A large arena is dropped so that its memory can go (a shared memory never shrinks),
   // and one a failed worker may still write to is never reused.
-  const idleBytes = idleShared.reduce((sum, b) => sum + b.memoryBytes, backend.memoryBytes);
-  if (idleShared.length < sharedPeak && idleBytes <= IDLE_SHARED_BYTES && backend.memoryBytes <= RENEW_ABOVE_BYTES &&
-    !group.pool.isPoisoned(group.arena)) {
-    idleShared.push(backend);
-  } else {
+  if (!idleShared.give(backend, backend.memoryBytes <= RENEW_ABOVE_BYTES && !group.pool.isPoisoned(group.arena))) {
     group.pool.dropArena(group.arena);
   }
 }
