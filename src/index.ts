@@ -53,9 +53,10 @@ function checkInputs(q: InputTensor, k: InputTensor, v: InputTensor, o: Resolved
 }
 
 /**
- * Checked inputs give finite results, and the work checks each value as it reads it
- * (readRows), so a non-finite result means an input changed between two reads of one call (a
- * shared buffer written by another thread): never returned as a result.
+ * Checked inputs give finite results, and the work checks each host value as it reads it
+ * (readRows), so a non-finite host result comes from a GPU tensor (never read back to be
+ * checked) or an input changed between two reads (a shared buffer another thread writes):
+ * never returned as a result.
  */
 function checkFiniteResult<R extends AttentionResult | GPUAttentionResult>(result: R): R {
   if (!('data' in result.out)) return result;
@@ -63,7 +64,7 @@ function checkFiniteResult<R extends AttentionResult | GPUAttentionResult>(resul
   if (allFinite(out.data) && allFinite(lse.data)) return result;
   throw new HyperAttentionError(
     'NON_FINITE_INPUT',
-    "the result is not finite though the inputs were when read: an input changed while the call ran (inputs must stay unchanged until the call's promise settles)",
+    "the result is not finite: a GPU tensor among the inputs holds NaN, infinity or magnitudes that overflow, or a host input changed while the call ran (inputs must stay unchanged until the call's promise settles)",
   );
 }
 
