@@ -114,6 +114,14 @@ const cases: Record<string, () => Promise<Record<string, unknown>>> = {
     return { call: await outcome(() => hyperAttention(q, k, v)), rss: rssMiB(), warned: warnings.some((w) => w.includes(link)) };
   },
 
+  /** Minor: an onWarning handler that throws (here on a profile path that is a folder) does not fail the call. */
+  async 'throwing-handler'() {
+    configureScheduler({ profilePath: mkdtempSync(join(tmpdir(), 'hyperattention-folder-')), onWarning: () => { throw new Error('the handler failed'); } });
+    const shape = [1, 1, 64, 16];
+    const [q, k, v] = [1, 2, 3].map((s) => randomTensor(shape, s));
+    return { call: await outcome(() => hyperAttention(q, k, v)) };
+  },
+
   /** #6: a sampler that refills one array, and one whose arrays change after it returned them. */
   async sampler() {
     const shape = [1, 2, 4096, 32];
