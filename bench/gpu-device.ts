@@ -8,7 +8,8 @@
 // every size, for the dry run. Exits 1 when a check failed, 3 without a usable adapter.
 import { createCpuBackend } from '../src/cpu/backend.ts';
 import { createWebGPUBackend, type WebGPUBackend } from '../src/gpu/index.ts';
-import { runExact, runHyper, type AttentionResult } from '../src/hyper.ts';
+import { runExact, runHyper } from '../src/hyper.ts';
+import type { AttentionResult } from '../src/result.ts';
 import { HybridBackend } from '../src/hybrid.ts';
 import { configureScheduler, hyperAttention } from '../src/index.ts';
 import type { Backend } from '../src/ops.ts';

@@ -14,17 +14,30 @@ import type { WebGPUDeviceLike } from './options.ts';
 import { threadPool, type ThreadPool } from './threads/pool.ts';
 import { warn } from './warnings.ts';
 
-let cpu: Promise<CpuBackend> | undefined;
 let sharedGpu: Promise<WebGPUBackend> | undefined;
 const callerGpus = new WeakMap<WebGPUDeviceLike, WebGPUBackend>();
 const hybrids = new WeakMap<WebGPUBackend, HybridBackend>();
 let queue: Promise<unknown> = Promise.resolve();
 
-/** The hybrid's WebAssembly backend: one thread, every op done when it returns. */
-function cpuBackend(): Promise<CpuBackend> {
-  cpu ??= createCpuBackend();
-  return cpu;
+/**
+ * `make`'s promise, made once and shared; one that rejects (out of memory, say) is
+ * forgotten, so that the next caller tries again instead of failing for good.
+ */
+export function madeOnce<T>(make: () => Promise<T>): () => Promise<T> {
+  let made: Promise<T> | undefined;
+  return () => {
+    if (made) return made;
+    const attempt = make();
+    made = attempt;
+    attempt.catch(() => {
+      if (made === attempt) made = undefined;
+    });
+    return attempt;
+  };
 }
+
+/** The hybrid's WebAssembly backend: one thread, every op done when it returns. */
+const cpuBackend = madeOnce(() => createCpuBackend());
 
 /**
  * The WebGPU backend of the caller's device, or of the library's shared one. A backend
@@ -57,10 +70,41 @@ export async function hybridBackend(gpu: WebGPUBackend): Promise<HybridBackend> 
   return hybrid;
 }
 
-/** Idle backends of earlier calls, on one thread and over shared memory: one of each is kept. */
-const idleSingle: CpuBackend[] = [];
-const idleShared: CpuBackend[] = [];
-const KEEP_IDLE = 1;
+/**
+ * Idle backends of earlier calls, of one kind (one thread, or over shared memory): as many
+ * as calls of that kind have been in flight at once, up to IDLE_BYTES in all, so that
+ * overlapping calls take turns on the same memories instead of each making one and leaving
+ * it to a garbage collector that may not run (a worker's, see pool.ts).
+ */
+class Idle {
+  private readonly idle: CpuBackend[] = [];
+  private inFlight = 0;
+  private peak = 0;
+
+  /**
+   * A kept backend, if any, for a call starting now: the one with the most memory, so that
+   * the others, which serve only when more calls overlap, seldom need to grow.
+   */
+  take(): CpuBackend | undefined {
+    this.peak = Math.max(this.peak, ++this.inFlight);
+    if (this.idle.length === 0) return undefined;
+    const largest = this.idle.reduce((best, b, i) => (b.memoryBytes > this.idle[best].memoryBytes ? i : best), 0);
+    return this.idle.splice(largest, 1)[0];
+  }
+
+  /** The call that took (or made) `backend` is done: keeps it if it may serve again (else false). */
+  give(backend: CpuBackend | undefined, reusable: boolean): boolean {
+    this.inFlight--;
+    if (!backend || !reusable || this.idle.length >= this.peak) return false;
+    if (this.idle.reduce((sum, b) => sum + b.memoryBytes, backend.memoryBytes) > IDLE_BYTES) return false;
+    this.idle.push(backend);
+    return true;
+  }
+}
+
+const IDLE_BYTES = 2 * RENEW_ABOVE_BYTES;
+const idleSingle = new Idle();
+const idleShared = new Idle();
 let threadsWarned = false;
 
 /** The pool and the threaded build that calls with threads run on, or why this runtime has none. */
@@ -84,19 +128,30 @@ export async function acquireCpu(threads: number): Promise<CpuBackend> {
     const ready = typeof found === 'string' ? found : await found.pool.ready(threads).then(() => found, () => found.pool.broken!);
     if (typeof ready !== 'string') {
       const { pool, flavour } = ready;
-      const reused = idleShared.pop();
+      const reused = idleShared.take();
       if (reused) {
         reused.group!.threads = threads;
         return reused;
       }
-      const { bytes, memory } = threadedBuild(flavour);
-      const wasm = await instantiateThreaded(flavour, memory);
-      return new CpuBackend(wasm, bestFlavour(), { pool, arena: pool.addArena(flavour, bytes, memory), threads });
+      try {
+        const { bytes, memory } = threadedBuild(flavour);
+        const wasm = await instantiateThreaded(flavour, memory);
+        return new CpuBackend(wasm, bestFlavour(), { pool, arena: pool.addArena(flavour, bytes, memory), threads });
+      } catch (error) {
+        idleShared.give(undefined, false);
+        throw error;
+      }
     }
     if (!threadsWarned) warn(`running on one thread instead of ${threads}: ${ready}`);
     threadsWarned = true;
   }
-  const single = idleSingle.pop() ?? await createCpuBackend();
+  let single = idleSingle.take();
+  try {
+    single ??= await createCpuBackend();
+  } catch (error) {
+    idleSingle.give(undefined, false);
+    throw error;
+  }
   single.yields = true;
   return single;
 }
@@ -110,14 +165,12 @@ export async function threadsAvailable(): Promise<boolean> {
 export function releaseCpu(backend: CpuBackend): void {
   const group = backend.group;
   if (!group) {
-    if (idleSingle.length < KEEP_IDLE) idleSingle.push(backend);
+    idleSingle.give(backend, true);
     return;
   }
   // A large arena is dropped so that its memory can go (a shared memory never shrinks),
   // and one a failed worker may still write to is never reused.
-  if (idleShared.length < KEEP_IDLE && backend.memoryBytes <= RENEW_ABOVE_BYTES && !group.pool.isPoisoned(group.arena)) {
-    idleShared.push(backend);
-  } else {
+  if (!idleShared.give(backend, backend.memoryBytes <= RENEW_ABOVE_BYTES && !group.pool.isPoisoned(group.arena))) {
     group.pool.dropArena(group.arena);
   }
 }

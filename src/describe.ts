@@ -52,6 +52,8 @@ export function describeValue(x: unknown): string {
       return `${article(className(x) ?? 'ArrayBuffer view')} of length ${String(length)}`;
     }
     const name = className(x as object);
+    // Not a view, yet its class says so: a Proxy of one, whose methods all throw.
+    if (name && /^(Big)?(Int|Uint|Float)(8|16|32|64)(Clamped)?Array$/.test(name)) return `an object posing as ${article(name)} (a Proxy?)`;
     return name === undefined || name === 'Object' ? 'an object' : article(name);
   } catch {
     // A Proxy or a getter can throw; the message must still be built.

@@ -34,3 +34,14 @@ export function abortedError(signal: AbortSignal | undefined): HyperAttentionErr
   const reason = signal?.reason instanceof Error ? `: ${signal.reason.message}` : '';
   return new HyperAttentionError('ABORTED', `the call was aborted through its signal${reason}`, { cause: signal?.reason });
 }
+
+/**
+ * An engine's failure to allocate (RangeError "Array buffer allocation failed", WebAssembly's
+ * "Out of memory: Cannot allocate Wasm memory", a memory that cannot grow) as OUT_OF_MEMORY;
+ * any other error as it is. Every allocation of a call can meet it (its result, its copies,
+ * a kernel instance), so calls map it where they settle.
+ */
+export function typedFailure(error: unknown): unknown {
+  if (!(error instanceof RangeError) || !/allocation failed|out of memory|cannot allocate|could not allocate/i.test(error.message)) return error;
+  return new HyperAttentionError('OUT_OF_MEMORY', `the runtime could not allocate the memory the call needs: ${error.message}`, { cause: error });
+}

@@ -11,10 +11,9 @@ import {
 } from './ops.ts';
 import type { Output, ResolvedExactOptions, ResolvedHyperOptions } from './options.ts';
 import { buildPlan, planParams, type AuthorsPlan, type Plan } from './plan.ts';
-import type { CallProfile } from './scheduler/index.ts';
-import type { Verification } from './verification.ts';
 import { Xoshiro128, gaussianProjections, uniformSampler, type Sampler } from './random.ts';
-import { checkFinite, isHostTensor, type AttentionShape, type GPUTensor, type InputTensor, type Tensor } from './tensor.ts';
+import type { AttentionResult, GPUAttentionResult, ResultFor } from './result.ts';
+import { checkFinite, isHostTensor, readRows, type AttentionShape, type InputTensor } from './tensor.ts';
 
 /**
  * The LSH projections of a call, one [d, r] matrix per hash round: the caller's (checked;
@@ -46,29 +45,6 @@ function drawRandomness(plan: Plan, shape: AttentionShape, o: ResolvedHyperOptio
     sampler({ index, batch: shape.B, heads: draw.heads, count: draw.count, high: draw.high }));
   return { projections, samples };
 }
-
-export interface AttentionResult {
-  out: Tensor;
-  lse: Tensor;
-  /** with option profile: true, the plan and each step's measured time */
-  profile?: CallProfile;
-  /**
-   * hyperAttention with a finite tolerance: each head's plan, and the error its check rows
-   * measured (absent with tolerance Infinity, and for exactAttention)
-   */
-  verification?: Verification;
-}
-
-/** The result of a call with output 'gpu': new buffers on the call's device, the caller's to destroy. */
-export interface GPUAttentionResult {
-  out: GPUTensor & { dtype: 'float32' };
-  lse: GPUTensor & { dtype: 'float32' };
-  /** with option profile: true, the plan and each step's measured time */
-  profile?: CallProfile;
-}
-
-/** The result type of a call whose `output` is O (a union gives the union). */
-export type ResultFor<O extends Output | undefined> = O extends 'gpu' ? GPUAttentionResult : AttentionResult;
 
 /**
  * Exact attention, as the one-step plan of the same executor. `output` must be o.output;
@@ -192,7 +168,7 @@ async function execute(
     const load = (buf: BackendBuffer, t: InputTensor, index: number, rows: number, width: number, count = 1) => {
       const n = rows * width;
       return run('upload', () => {
-        if (isHostTensor(t)) backend.upload(buf, t.data.subarray(index * n, (index + count) * n));
+        if (isHostTensor(t)) backend.upload(buf, readRows(t, index * n, count * n));
         else backend.copyFromDevice!(buf, 0, t.buffer, index * n * 4, count * n);
       });
     };

@@ -2,7 +2,7 @@
 // [B, H, N, D] or [B, N, H, D]), or on GPUBuffers of the caller's WebGPU device; the
 // scheduler's calibration, profiles and explain().
 import { acquireCpu, releaseCpu, serialize } from './backends.ts';
-import { runExact, runHyper, type AttentionResult, type GPUAttentionResult } from './hyper.ts';
+import { runExact, runHyper } from './hyper.ts';
 import { runVerified } from './verified.ts';
 import { explainShapeError, inputsInBhnd, resolveLayout, resultInLayout, shapeInBhnd, type Layout } from './layout.ts';
 import type { Backend, OpTrace } from './ops.ts';
@@ -11,12 +11,13 @@ import {
   checkDeviceIO, resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions, type Output,
   type ResolvedExactOptions, type ResolvedHyperOptions,
 } from './options.ts';
-import { abortedError, HyperAttentionError } from './errors.ts';
+import { abortedError, HyperAttentionError, typedFailure } from './errors.ts';
+import type { AttentionResult, GPUAttentionResult } from './result.ts';
 import type { Explanation } from './scheduler/cost.ts';
 import { callProfile, explain as explainBhnd, schedule, type CallShapes, type Scheduled } from './scheduler/index.ts';
 import { threadsFor } from './threads/config.ts';
 import {
-  allFinite, attentionShape, checkFinite, checkOutputSize, isHostTensor, type AttentionShape, type InputTensor, type TensorLike,
+  allFinite, attentionShape, checkOutputSize, isHostTensor, type AttentionShape, type InputTensor, type TensorLike,
 } from './tensor.ts';
 
 export { HyperAttentionError, type ErrorCode } from './errors.ts';
@@ -28,14 +29,12 @@ export type { Mode } from './options.ts';
 export type { DrawRequest, Sampler } from './random.ts';
 export type { DimsTensor, GPUTensor, InputTensor, Tensor, TensorLike } from './tensor.ts';
 export type { Layout } from './layout.ts';
-export type { AttentionResult, GPUAttentionResult } from './hyper.ts';
+export type { AttentionResult, CallProfile, GPUAttentionResult } from './result.ts';
 export type { CheckedPlan, HeadVerification, Verification } from './verification.ts';
 export type { PlanName } from './plan.ts';
 export { lshOrder, type LshOrder, type LshOrderOptions } from './inspect.ts';
-export {
-  calibrate, configureScheduler, getProfile, setProfile, warmup, type CallProfile, type CallShapes,
-  type SchedulerConfig,
-} from './scheduler/index.ts';
+export { calibrate, getProfile, setProfile, warmup, type CallShapes } from './scheduler/index.ts';
+export { configureScheduler, type SchedulerConfig } from './scheduler/persistence.ts';
 export type { Candidate, Explanation, Split, Step } from './scheduler/cost.ts';
 export { formatPlan } from './scheduler/format.ts';
 export { configureThreads, type ThreadConfig } from './threads/config.ts';
@@ -57,39 +56,19 @@ function checkInputs(q: InputTensor, k: InputTensor, v: InputTensor, o: Resolved
 }
 
 /**
- * Inputs are read while the call runs, not when it is made (copying them all would double
- * the memory of a long context). A caller that transfers or shrinks an input's buffer
- * before the promise settles makes the read throw a TypeError: this names the cause.
+ * Checked inputs give finite results, and the work checks each host value as it reads it
+ * (readRows), so a non-finite host result comes from a GPU tensor (never read back to be
+ * checked) or an input changed between two reads (a shared buffer another thread writes):
+ * never returned as a result.
  */
-function inputChanged(q: InputTensor, k: InputTensor, v: InputTensor): HyperAttentionError | undefined {
-  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) {
-    if (!isHostTensor(t)) continue;
-    const size = t.shape.reduce((a, b) => a * b, 1);
-    if (t.data.length !== size) {
-      return new HyperAttentionError(
-        'INVALID_SHAPE',
-        `${name}.data: its buffer was detached or resized while the call ran (length ${t.data.length}, expected ${size}); inputs must stay unchanged until the call's promise settles`,
-      );
-    }
-  }
-  return undefined;
-}
-
-/**
- * Checked inputs give finite results, so a non-finite one means an input was overwritten
- * with NaN or infinity while the call ran: rescan them (only then) and say which.
- */
-function checkUnchanged<R extends AttentionResult | GPUAttentionResult>(result: R, q: InputTensor, k: InputTensor, v: InputTensor): R {
+function checkFiniteResult<R extends AttentionResult | GPUAttentionResult>(result: R): R {
   if (!('data' in result.out)) return result;
   const { out, lse } = result as AttentionResult;
   if (allFinite(out.data) && allFinite(lse.data)) return result;
-  try {
-    for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) if (isHostTensor(t)) checkFinite(name, t.data);
-  } catch (error) {
-    const e = error as HyperAttentionError;
-    throw new HyperAttentionError('NON_FINITE_INPUT', `${e.message} (it was finite when the call was made: inputs must stay unchanged until the call's promise settles)`);
-  }
-  return result;
+  throw new HyperAttentionError(
+    'NON_FINITE_INPUT',
+    "the result is not finite: a GPU tensor among the inputs holds NaN, infinity or magnitudes that overflow, or a host input changed while the call ran (inputs must stay unchanged until the call's promise settles)",
+  );
 }
 
 
@@ -109,20 +88,15 @@ function startCall<O extends ResolvedExactOptions>(
     const layout = resolveLayout(options);
     const qkv = inputsInBhnd(tensors, layout, o.output);
     const shape = checkInputs(qkv[0], qkv[1], qkv[2], o, layout);
-    const [q, k, v] = qkv;
     const runOn = async (backend: Backend, scheduled: Scheduled) => {
       const chosen = scheduled.minSeqLen === undefined ? o : { ...o, minSeqLen: scheduled.minSeqLen };
-      try {
-        if (!o.profile) return resultInLayout(checkUnchanged(await run(backend, shape, chosen, qkv, undefined, scheduled.work), q, k, v), layout);
-        const trace: OpTrace[] = [];
-        const start = performance.now();
-        const result = checkUnchanged(await run(backend, shape, chosen, qkv, trace, scheduled.work), q, k, v);
-        return resultInLayout({ ...result, profile: callProfile(scheduled.plan!, trace, performance.now() - start) }, layout);
-      } catch (error) {
-        throw inputChanged(q, k, v) ?? error;
-      }
+      if (!o.profile) return resultInLayout(checkFiniteResult(await run(backend, shape, chosen, qkv, undefined, scheduled.work)), layout);
+      const trace: OpTrace[] = [];
+      const start = performance.now();
+      const result = checkFiniteResult(await run(backend, shape, chosen, qkv, trace, scheduled.work));
+      return resultInLayout({ ...result, profile: callProfile(scheduled.plan!, trace, performance.now() - start) }, layout);
     };
-    return settlesOnAbort(o.signal, (async () => {
+    return settlesOnAbort(o.signal, typedFailures((async () => {
       const scheduled = await serialize(() => schedule(shape, o, hyper(o), o.profile));
       if (o.signal?.aborted) throw abortedError(o.signal);
       // WebGPU and the hybrid hold one device's buffers: their calls take turns.
@@ -134,10 +108,15 @@ function startCall<O extends ResolvedExactOptions>(
       } finally {
         releaseCpu(cpu);
       }
-    })());
+    })()));
   } catch (error) {
-    return Promise.reject(error);
+    return Promise.reject(typedFailure(error));
   }
+}
+
+/** The promise, its allocation failures as OUT_OF_MEMORY (errors.ts). */
+function typedFailures<T>(work: Promise<T>): Promise<T> {
+  return work.catch((error: unknown) => Promise.reject(typedFailure(error)));
 }
 
 /**
@@ -148,8 +127,16 @@ function settlesOnAbort<T>(signal: AbortSignal | undefined, call: Promise<T>): P
   if (!signal) return call;
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(abortedError(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    call.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    // The call's outcome is observed first and in one chain, so that nothing the signal's
+    // methods throw can leave a rejection unobserved (which ends a Node process).
+    call.then(resolve, reject);
+    try {
+      signal.addEventListener('abort', onAbort, { once: true });
+    } catch (error) {
+      reject(error);
+      return;
+    }
+    call.catch(() => {}).then(() => signal.removeEventListener('abort', onAbort)).catch(() => {});
   });
 }
 
@@ -215,9 +202,9 @@ export function explain(
 ): Promise<Explanation> {
   try {
     const layout = resolveLayout(options);
-    if (layout === 'bhnd' || typeof shapes !== 'object' || shapes === null) return explainBhnd(shapes, options, kind);
+    if (layout === 'bhnd' || typeof shapes !== 'object' || shapes === null) return typedFailures(explainBhnd(shapes, options, kind));
     const { q, k, v } = shapes;
-    return explainBhnd({ q: shapeInBhnd(q, layout), k: shapeInBhnd(k, layout), v: shapeInBhnd(v, layout) }, options, kind)
+    return typedFailures(explainBhnd({ q: shapeInBhnd(q, layout), k: shapeInBhnd(k, layout), v: shapeInBhnd(v, layout) }, options, kind))
       .catch((error: unknown) => Promise.reject(explainShapeError(error, layout)));
   } catch (error) {
     return Promise.reject(error);

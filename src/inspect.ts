@@ -3,11 +3,12 @@
 // WebAssembly backend) and its own block plan, so that a caller can draw or study where the
 // block-diagonal part puts the attention mass.
 import { createCpuBackend } from './cpu/backend.ts';
+import { HyperAttentionError, typedFailure } from './errors.ts';
 import { callProjections, kernelMode } from './hyper.ts';
 import { bucketBits, buildPlan, planParams, type AuthorsPlan } from './plan.ts';
 import { resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions } from './options.ts';
 import { Xoshiro128 } from './random.ts';
-import { attentionShape, type Tensor } from './tensor.ts';
+import { attentionShape, isHostTensor, readRows, toInputTensor, type Tensor } from './tensor.ts';
 
 /** The options of hyperAttention that decide the sortLSH order. */
 export type LshOrderOptions = Pick<HyperOptions, 'blockSize' | 'lshNumProjs' | 'mode' | 'seed' | 'projections'>;
@@ -32,10 +33,17 @@ export interface LshOrder {
  * and block sizes. Sorted query block i attends to sorted key block i. A causal call applies
  * the same hashing to the off-diagonal halves of its recursion, not to the whole matrix.
  */
-export async function lshOrder(q: Tensor, k: Tensor, options: LshOrderOptions = {}): Promise<LshOrder> {
+export function lshOrder(q: Tensor, k: Tensor, options: LshOrderOptions = {}): Promise<LshOrder> {
+  return orderOf(q, k, options).catch((error: unknown) => Promise.reject(typedFailure(error)));
+}
+
+async function orderOf(qGiven: Tensor, kGiven: Tensor, options: LshOrderOptions): Promise<LshOrder> {
   // The first call only checks the option names; the second resolves the values.
   resolveExactOptions(options as ExactOptions, LSH_ORDER_KEYS);
   const o = resolveHyperOptions(options);
+  // Each tensor read once (toInputTensor): what is checked is what is hashed.
+  const [q, k] = [toInputTensor('q', qGiven), toInputTensor('k', kGiven)];
+  if (!isHostTensor(q) || !isHostTensor(k)) throw new HyperAttentionError('INVALID_SHAPE', 'lshOrder: q and k must be host tensors ({ data: Float32Array, shape })');
   const { B, H, Hkv, nq, nk, d } = attentionShape(q, k, k, false);
   // The accurate mode's default (0) is a bit count chosen from the number of keys.
   const r = bucketBits(nk, o.lshNumProjs);
@@ -53,15 +61,15 @@ export async function lshOrder(q: Tensor, k: Tensor, options: LshOrderOptions = 
   const rows = backend.createBuffer('f32', Math.max(nq, nk) * d);
   const keys = backend.createBuffer('i32', Math.max(nq, nk));
   const perm = backend.createBuffer('i32', Math.max(nq, nk));
-  const order = async (x: Float32Array, n: number, into: Int32Array, head: number) => {
-    backend.upload(rows, x.subarray(head * n * d, (head + 1) * n * d));
+  const order = async (x: Tensor, n: number, into: Int32Array, head: number) => {
+    backend.upload(rows, readRows(x, head * n * d, n * d));
     backend.hash({ x: { buf: rows, row: 0 }, rows: n, d, proj, r, mode: kernelMode(o.mode), keys: { buf: keys, row: 0 } });
     backend.sort({ keys: { buf: keys, row: 0 }, count: n, pads: 0, numKeys: 1 << r, perm: { buf: perm, row: 0 } });
     await backend.download(perm, 0, n, into, head * n);
   };
   try {
-    for (let head = 0; head < B * H; head++) await order(q.data, nq, queryOrder, head);
-    for (let head = 0; head < B * Hkv; head++) await order(k.data, nk, keyOrder, head);
+    for (let head = 0; head < B * H; head++) await order(q, nq, queryOrder, head);
+    for (let head = 0; head < B * Hkv; head++) await order(k, nk, keyOrder, head);
   } finally {
     backend.releaseAll();
   }

@@ -5,8 +5,8 @@
 // does not have, so one copy each way is what this layout costs.
 import { describeChoice } from './describe.ts';
 import { HyperAttentionError } from './errors.ts';
-import type { AttentionResult, GPUAttentionResult } from './hyper.ts';
 import type { Output } from './options.ts';
+import type { AttentionResult, GPUAttentionResult } from './result.ts';
 import { isHostTensor, toInputTensor, type InputTensor, type Tensor } from './tensor.ts';
 
 export type Layout = 'bhnd' | 'bnhd';

@@ -2,6 +2,7 @@
 // that rejects anything malformed (including unknown keys) with a clear error.
 import { describeValue } from './describe.ts';
 import { HyperAttentionError } from './errors.ts';
+import { isTypedArray, ownOptions } from './owned.ts';
 import type { Sampler } from './random.ts';
 
 /**
@@ -75,8 +76,9 @@ export interface ExactOptions {
   /**
    * WebAssembly threads for this call, 1 to 256: 1 runs on one thread; more split the work
    * over a pool of workers (shared memory: in browsers only on cross-origin-isolated pages,
-   * elsewhere one thread). Results are bit-identical for every count. Default: the global
-   * setting (configureThreads), which defaults to the cores the runtime reports, at most 16
+   * elsewhere one thread), at most one per core the runtime reports (a larger count runs on
+   * that many). Results are bit-identical for every count. Default: the global setting
+   * (configureThreads), which defaults to the cores the runtime reports, at most 16
    */
   threads?: number;
   /** aborting it rejects the call with code 'ABORTED' and frees what the call held */
@@ -267,12 +269,6 @@ function fail(message: string): never {
   throw new HyperAttentionError('INVALID_OPTION', message);
 }
 
-function checkKeys(options: object, allowed: string[]): void {
-  for (const key of Object.keys(options)) {
-    if (!allowed.includes(key)) fail(`unknown option '${key}'; expected one of: ${allowed.join(', ')}`);
-  }
-}
-
 function integer(name: string, value: unknown, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
@@ -282,8 +278,7 @@ function integer(name: string, value: unknown, fallback: number, min: number, ma
 }
 
 export function resolveExactOptions(options: ExactOptions = {}, allowed = EXACT_KEYS): ResolvedExactOptions {
-  if (typeof options !== 'object' || options === null) fail(`options: expected an object, got ${describeValue(options)}`);
-  checkKeys(options, allowed);
+  options = ownOptions(options, allowed) as ExactOptions;
   // Only undefined means "the default": null is a mistake for every option alike.
   for (const key of allowed) {
     if ((options as Record<string, unknown>)[key] === null) fail(`${key}: got null; leave it out (or undefined) for the default`);
@@ -297,7 +292,7 @@ export function resolveExactOptions(options: ExactOptions = {}, allowed = EXACT_
   }
   if (!['auto', 'cpu', 'webgpu'].includes(backend)) fail(`backend: expected 'auto', 'cpu' or 'webgpu', got ${describeValue(backend)}`);
   if (device !== undefined) {
-    if (typeof device !== 'object' || device === null || !('queue' in device) || !('lost' in device)) {
+    if (!isGPUDevice(device)) {
       fail(`device: expected a GPUDevice, got ${describeValue(device)}`);
     }
     if (backend !== 'webgpu') fail(`device: a GPUDevice runs on backend 'webgpu', but backend is '${backend}'`);
@@ -313,10 +308,26 @@ export function resolveExactOptions(options: ExactOptions = {}, allowed = EXACT_
   return resolved;
 }
 
-/** An AbortSignal, checked by shape so that a signal from another realm (a polyfill, a worker) is taken too. */
+/**
+ * An AbortSignal, checked by shape so that a signal from another realm (a polyfill, a worker)
+ * is taken too: everything the library calls on it (aborted, add and removeEventListener).
+ */
 function isAbortSignal(value: unknown): value is AbortSignal {
   return typeof value === 'object' && value !== null && typeof (value as AbortSignal).aborted === 'boolean' &&
-    typeof (value as AbortSignal).addEventListener === 'function';
+    typeof (value as AbortSignal).addEventListener === 'function' && typeof (value as AbortSignal).removeEventListener === 'function';
+}
+
+/** What the WebGPU backend calls on a caller's GPUDevice, so that a look-alike fails here and not midway through a call. */
+const DEVICE_METHODS = [
+  'createBuffer', 'createBindGroup', 'createCommandEncoder', 'createComputePipeline', 'createShaderModule', 'pushErrorScope', 'popErrorScope',
+] as const;
+const QUEUE_METHODS = ['submit', 'writeBuffer', 'onSubmittedWorkDone'] as const;
+
+function isGPUDevice(value: unknown): value is WebGPUDeviceLike {
+  const device = value as Record<string, unknown> & { queue?: Record<string, unknown>; lost?: { then?: unknown } };
+  return typeof value === 'object' && value !== null && DEVICE_METHODS.every((m) => typeof device[m] === 'function') &&
+    typeof device.queue === 'object' && device.queue !== null && QUEUE_METHODS.every((m) => typeof device.queue![m] === 'function') &&
+    typeof device.lost?.then === 'function' && typeof device.limits === 'object' && device.limits !== null;
 }
 
 /**
@@ -330,6 +341,7 @@ export function checkDeviceIO(o: ResolvedExactOptions, what: string): void {
 }
 
 export function resolveHyperOptions(options: HyperOptions = {}): ResolvedHyperOptions {
+  options = ownOptions(options, HYPER_KEYS) as HyperOptions;
   const base = resolveExactOptions(options, HYPER_KEYS);
   const mode = options.mode ?? DEFAULTS.mode;
   if (mode !== 'reference' && mode !== 'fixed' && mode !== 'accurate') {
@@ -345,7 +357,7 @@ export function resolveHyperOptions(options: HyperOptions = {}): ResolvedHyperOp
   const byCausal = (value: number, causal: number) => (accurate && base.causal ? causal : value);
   const most = MAX_BLOCK_SIZE;
   const { projections, sampler } = options;
-  if (projections !== undefined && !(projections instanceof Float32Array)) {
+  if (projections !== undefined && !isTypedArray(projections, 'Float32Array')) {
     fail(`projections: expected a Float32Array [D, lshNumProjs], got ${describeValue(projections)}`);
   }
   if (sampler !== undefined && typeof sampler !== 'function') fail(`sampler: expected a function, got ${describeValue(sampler)}`);
@@ -375,7 +387,8 @@ export function resolveHyperOptions(options: HyperOptions = {}): ResolvedHyperOp
     checkRows: options.checkRows === undefined ? undefined : integer('checkRows', options.checkRows, 0, MIN_CHECK_ROWS, MAX_CHECK_ROWS),
     controlVariate: 1,
     seed: integer('seed', options.seed, DEFAULTS.seed, 0, 0xffffffff),
-    projections,
+    // A copy: the caller's array may change while the call runs.
+    projections: projections && new Float32Array(projections),
     sampler: sampler && checkedSampler(sampler),
   };
 }
@@ -387,12 +400,17 @@ export function resolveHyperOptions(options: HyperOptions = {}): ResolvedHyperOp
  */
 function checkedSampler(sampler: Sampler): Sampler {
   return (request) => {
-    const s: unknown = sampler(request);
+    const given: unknown = sampler(request);
     const { index, batch, heads, count, high } = request;
     const expected = batch * heads * count;
     const wanted = `sampler: draw ${index} ([${batch}, ${heads}, ${count}] over [0, ${high})) must return an Int32Array of ${expected} values`;
-    if (!(s instanceof Int32Array)) throw new HyperAttentionError('INVALID_SAMPLER_OUTPUT', `${wanted}, got ${describeValue(s)}`);
-    if (s.length !== expected) throw new HyperAttentionError('INVALID_SAMPLER_OUTPUT', `${wanted}, got length ${s.length}`);
+    if (!isTypedArray(given, 'Int32Array')) throw new HyperAttentionError('INVALID_SAMPLER_OUTPUT', `${wanted}, got ${describeValue(given)}`);
+    // (A detached array has length 0: it fails here, before the copy could throw.)
+    if (given.length !== expected || given.byteLength !== expected * 4) {
+      throw new HyperAttentionError('INVALID_SAMPLER_OUTPUT', `${wanted}, got length ${given.byteLength / 4}`);
+    }
+    // Checked and used as one copy: the caller may refill or change its array while the call runs.
+    const s = new Int32Array(given);
     for (let i = 0; i < s.length; i++) {
       if (s[i] < 0 || s[i] >= high) {
         throw new HyperAttentionError('INVALID_SAMPLER_OUTPUT', `sampler: draw ${index} value ${i} is ${s[i]}, outside [0, ${high})`);

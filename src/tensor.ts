@@ -5,6 +5,7 @@
 import { describeChoice, describeValue } from './describe.ts';
 import { HyperAttentionError } from './errors.ts';
 import { MAX_SAMPLE_SIZE, type WebGPUBufferLike } from './options.ts';
+import { canShrink, isShared, isTypedArray } from './owned.ts';
 
 export interface Tensor {
   data: Float32Array;
@@ -60,58 +61,61 @@ function checkTensor(name: string, t: unknown): asserts t is InputTensor {
 
 /**
  * Checks one tensor on its own (its fields, dtype, shape and size; not its values) and
- * returns it as { data, shape } or { buffer, shape }: a `dims` tensor becomes a Tensor over
- * the same Float32Array, nothing is copied.
+ * returns what the call uses of it, read once: a new { data, shape } or { buffer, shape }
+ * with the shape copied, so that a getter or a later change to the caller's object cannot
+ * make the work read something other than what was checked. The values are not copied (that
+ * would double a long context's memory), except where the buffer can shrink under the call (a
+ * resizable ArrayBuffer); readRows checks them as the work reads them.
  */
 export function toInputTensor(name: string, t: unknown): InputTensor {
   if (typeof t !== 'object' || t === null) {
     throw new HyperAttentionError('INVALID_SHAPE', `${name}: expected { data: Float32Array, shape: [B, H, N, D] } or { buffer: GPUBuffer, shape }, got ${describeValue(t)}`);
   }
   if ('buffer' in t) {
-    const { shape } = t as Partial<GPUTensor>;
-    checkShape(name, shape);
-    checkGPUTensor(name, t as Partial<GPUTensor>, elements(shape));
-    return t as GPUTensor;
+    const { buffer, shape: given, dtype } = t as Partial<GPUTensor>;
+    const shape = checkShape(name, given);
+    checkGPUTensor(name, buffer, dtype, shape, elements(shape));
+    return dtype === undefined ? { buffer: buffer!, shape } : { buffer: buffer!, shape, dtype };
   }
   checkForeign(name, t);
-  const fields = t as { data?: unknown; shape?: unknown; dims?: unknown; type?: unknown; dtype?: unknown };
-  const shapeKey = fields.shape === undefined && fields.dims !== undefined ? 'dims' : 'shape';
-  const shape = fields[shapeKey];
-  checkShape(name, shape, shapeKey);
-  for (const key of ['type', 'dtype'] as const) {
-    const dtype = fields[key];
-    if (dtype !== undefined && dtype !== 'float32') {
-      const hint = dtype === 'float16' ? '; float16 is not supported yet: convert with Float32Array.from(data)' : '';
-      throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: only 'float32' tensors are supported, got ${describeChoice(dtype)}${hint}`);
+  // Every field once, in one place.
+  const { data, dataSync, shape: shapeField, dims, type, dtype } = t as {
+    data?: unknown; dataSync?: unknown; shape?: unknown; dims?: unknown; type?: unknown; dtype?: unknown;
+  };
+  const shapeKey = shapeField === undefined && dims !== undefined ? 'dims' : 'shape';
+  const shape = checkShape(name, shapeKey === 'dims' ? dims : shapeField, shapeKey);
+  for (const [key, value] of [['type', type], ['dtype', dtype]] as const) {
+    if (value !== undefined && value !== 'float32') {
+      const hint = value === 'float16' ? '; float16 is not supported yet: convert with Float32Array.from(data)' : '';
+      throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: only 'float32' tensors are supported, got ${describeChoice(value)}${hint}`);
     }
   }
-  const { data } = fields;
-  if (!(data instanceof Float32Array)) {
+  // tf.js: `data` is an async method and `dataSync` its blocking twin; the values live on its backend.
+  if (typeof dataSync === 'function' || typeof data === 'function') {
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}: a tf.js-style tensor (its values are on its backend, data is a method): pass { data: await ${name}.data(), shape: ${name}.shape } (a float32 tensor's data() is a Float32Array)`);
+  }
+  if (!isTypedArray(data, 'Float32Array')) {
     throw new HyperAttentionError('INVALID_SHAPE', `${name}.data: expected a Float32Array, got ${describeValue(data)}`);
   }
   const size = elements(shape);
-  if (data.length !== size) {
+  // byteLength too: Node 20's V8, once a resizable buffer has been used, can report a
+  // detached array's former length from optimised code (its byteLength is right).
+  if (data.length !== size || data.byteLength !== size * 4) {
     // A transferred (detached) buffer reads as length 0: say so rather than leave a puzzle.
-    const detached = data.length === 0 && data.byteOffset === 0 && data.buffer.byteLength === 0 ? ' (its ArrayBuffer is detached)' : '';
-    throw new HyperAttentionError('INVALID_SHAPE', `${name}: ${shapeKey} ${describeValue(shape)} needs ${size} elements, data has ${data.length}${detached}`);
+    const detached = data.byteLength === 0 && data.byteOffset === 0 && data.buffer.byteLength === 0 ? ' (its ArrayBuffer is detached)' : '';
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}: ${shapeKey} ${describeValue(shape)} needs ${size} elements, data has ${data.byteLength / 4}${detached}`);
   }
-  return shapeKey === 'shape' ? (t as Tensor) : { data, shape };
+  return { data: canShrink(data) ? data.slice() : data, shape };
 }
 
 /**
- * Tensors of other libraries that keep their values out of reach of a synchronous read:
- * a clear way to pass them instead of a confusing message about `data`.
+ * An onnxruntime tensor whose values are off the CPU: a clear way to pass it instead of a
+ * confusing message about `data` (which, on it, throws: so it is read only after this).
  */
 function checkForeign(name: string, t: object): void {
   const { location } = t as { location?: unknown };
-  // onnxruntime's Tensor: `data` throws unless the values are on the CPU.
   if (typeof location === 'string' && location !== 'cpu' && location !== 'cpu-pinned') {
     throw new HyperAttentionError('INVALID_SHAPE', `${name}: an onnxruntime tensor on '${location}': pass { data: await ${name}.getData(), dims: ${name}.dims }, or a GPU buffer as { buffer: ${name}.gpuBuffer, shape: ${name}.dims } with options.device`);
-  }
-  // tf.js: `data` is an async method and `dataSync` its blocking twin; the values live on its backend.
-  const { data, dataSync } = t as { data?: unknown; dataSync?: unknown };
-  if (typeof dataSync === 'function' || typeof data === 'function') {
-    throw new HyperAttentionError('INVALID_SHAPE', `${name}: a tf.js-style tensor (its values are on its backend, data is a method): pass { data: await ${name}.data(), shape: ${name}.shape } (a float32 tensor's data() is a Float32Array)`);
   }
 }
 
@@ -119,32 +123,35 @@ function elements(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
-function checkShape(name: string, shape: unknown, key = 'shape'): asserts shape is number[] {
-  if (!Array.isArray(shape) || shape.length !== 4) {
-    const what = Array.isArray(shape) ? `${shape.length} dimensions: ${describeValue(shape)}` : describeValue(shape);
+/** The shape, checked, as a copy read once (a getter or a Proxy cannot change it afterwards). */
+function checkShape(name: string, given: unknown, key = 'shape'): number[] {
+  const shape: unknown[] | undefined = Array.isArray(given) ? Array.from(given) : undefined;
+  if (!shape || shape.length !== 4) {
+    const what = shape ? `${shape.length} dimensions: ${describeValue(shape)}` : describeValue(given);
     throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: expected 4 dimensions [B, H, N, D] (or [B, N, H, D] with layout 'bnhd') in an array, got ${what}`);
   }
   for (const [i, s] of shape.entries()) {
-    if (!Number.isInteger(s) || s < 1) {
+    if (!Number.isInteger(s) || (s as number) < 1) {
       throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: expected positive integers, got ${describeValue(shape)} (dimension ${i} is ${describeValue(s)})`);
     }
   }
+  return shape as number[];
 }
 
 /** What can be checked without a readback: dtype, size and usage (not the values). */
-function checkGPUTensor(name: string, t: Partial<GPUTensor>, size: number): void {
-  const { buffer, dtype } = t;
+function checkGPUTensor(name: string, buffer: unknown, dtype: unknown, shape: readonly number[], size: number): asserts buffer is WebGPUBufferLike {
   if (dtype !== undefined && dtype !== 'float32') {
     throw new HyperAttentionError('INVALID_SHAPE', `${name}.dtype: only 'float32' GPU tensors are supported, got ${describeValue(dtype)}`);
   }
-  if (typeof buffer !== 'object' || buffer === null || typeof buffer.size !== 'number' || typeof buffer.usage !== 'number') {
+  const { size: bytes, usage } = (buffer ?? {}) as Partial<WebGPUBufferLike>;
+  if (typeof buffer !== 'object' || buffer === null || typeof bytes !== 'number' || typeof usage !== 'number') {
     throw new HyperAttentionError('INVALID_SHAPE', `${name}.buffer: expected a GPUBuffer, got ${describeValue(buffer)}`);
   }
-  if (buffer.size < size * 4) {
-    throw new HyperAttentionError('INVALID_SHAPE', `${name}: shape ${JSON.stringify(t.shape)} needs ${size * 4} bytes, the buffer has ${buffer.size}`);
+  if (bytes < size * 4) {
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}: shape ${JSON.stringify(shape)} needs ${size * 4} bytes, the buffer has ${bytes}`);
   }
-  if ((buffer.usage & COPY_SRC) === 0) {
-    throw new HyperAttentionError('INVALID_OPTION', `${name}.buffer: needs GPUBufferUsage.COPY_SRC (the call copies from it); its usage is ${buffer.usage}`);
+  if ((usage & COPY_SRC) === 0) {
+    throw new HyperAttentionError('INVALID_OPTION', `${name}.buffer: needs GPUBufferUsage.COPY_SRC (the call copies from it); its usage is ${usage}`);
   }
 }
 
@@ -161,8 +168,49 @@ export function attentionShape(q: unknown, k: unknown, v: unknown, causal: boole
   // GPU tensors are not checked: that would need a readback, which is what they avoid.
   const max = { q: 0, k: 0, v: 0 };
   for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) if (isHostTensor(t)) max[name] = finiteMaxAbs(name, t.data);
-  checkMagnitudes(shape, max, scale ?? 1 / Math.sqrt(shape.d));
+  const bounds = { shape, scale: scale ?? 1 / Math.sqrt(shape.d), max };
+  checkMagnitudes(shape, max, bounds.scale);
+  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) if (isHostTensor(t)) checked.set(t, { name, bounds });
   return shape;
+}
+
+/** What attentionShape found of a host input: its name, and the call's bounds its values must keep to while the call reads them. */
+const checked = new WeakMap<Tensor, { name: 'q' | 'k' | 'v'; bounds: { shape: AttentionShape; scale: number; max: { q: number; k: number; v: number } } }>();
+
+/**
+ * `length` values of a host input from `from`, as the work reads them (into a backend's own
+ * memory, once per call), checked like the call checked them: a caller that shrinks the
+ * buffer, writes NaN, or writes magnitudes that would overflow while the call runs gets a
+ * typed error, not a result computed from stale memory or an infinite one. A shared buffer
+ * (another thread may write it meanwhile) is copied first, so that the check and the work
+ * see the same values.
+ */
+export function readRows(t: Tensor, from: number, length: number): Float32Array {
+  const check = checked.get(t);
+  const changed = (what: string) => `${what} (the input changed while the call ran: inputs must stay unchanged until the call's promise settles)`;
+  let rows: Float32Array;
+  try {
+    rows = t.data.subarray(from, from + length);
+  } catch {
+    rows = new Float32Array(0); // detached
+  }
+  if (rows.length !== length || rows.byteLength !== length * 4) {
+    throw new HyperAttentionError('INVALID_SHAPE', changed(`${check?.name ?? 'input'}.data: its buffer was detached or resized, ${t.data.length} values left of ${elements(t.shape)}`));
+  }
+  if (!check) return rows;
+  if (isShared(rows)) rows = rows.slice();
+  const { name, bounds } = check;
+  try {
+    const max = finiteMaxAbs(name, rows);
+    if (max > bounds.max[name]) {
+      bounds.max[name] = max;
+      checkMagnitudes(bounds.shape, bounds.max, bounds.scale);
+    }
+  } catch (error) {
+    const e = error as HyperAttentionError;
+    throw new HyperAttentionError(e.code, changed(e.message));
+  }
+  return rows;
 }
 
 /** Half of float32's largest value: the margin covers rounding in the kernels' sums. */
@@ -215,10 +263,7 @@ export function checkOutputSize(s: AttentionShape): void {
 
 /** Validates the shapes alone (of tensors yet to come: the scheduler's explain()). */
 export function attentionShapeOf(q: unknown, k: unknown, v: unknown, causal: boolean): AttentionShape {
-  checkShape('q', q);
-  checkShape('k', k);
-  checkShape('v', v);
-  return shapeOf(q, k, v, causal);
+  return shapeOf(checkShape('q', q), checkShape('k', k), checkShape('v', v), causal);
 }
 
 function shapeOf(qShape: readonly number[], kShape: readonly number[], vShape: readonly number[], causal: boolean): AttentionShape {

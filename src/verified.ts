@@ -3,7 +3,8 @@
 // until it meets it, ending in exact attention. The result says, per (batch, head), which
 // plan ran, the estimated error and its bound (docs/verified.md).
 import { HyperAttentionError } from './errors.ts';
-import { runExact, runHyper, type AttentionResult, type CheckRows, type RunScope } from './hyper.ts';
+import { runExact, runHyper, type CheckRows, type RunScope } from './hyper.ts';
+import type { AttentionResult } from './result.ts';
 import type { Backend, OpTrace } from './ops.ts';
 import type { ResolvedHyperOptions } from './options.ts';
 import { buildPlan, planLadder, planParams, type Plan, type PlanName } from './plan.ts';

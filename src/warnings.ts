@@ -14,5 +14,10 @@ const said = new Set<string>();
 export function warn(message: string): void {
   if (said.has(message)) return;
   said.add(message);
-  handler(message);
+  try {
+    handler(message);
+  } catch (error) {
+    // A warning never fails the work it is about: the handler's own failure goes where warnings go by default.
+    console.warn(`hyperattention: ${message} (the onWarning handler threw: ${String(error)})`);
+  }
 }

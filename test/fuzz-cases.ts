@@ -55,6 +55,8 @@ export interface Case {
   thrown?: unknown;
   /** done right after the call returns its promise, before the call reads its inputs */
   after?: () => void;
+  /** the inputs' values for the reference, where q, k, v are no longer readable as they were */
+  reference?: Record<'q' | 'k' | 'v', { data: Float32Array }>;
 }
 
 function pick<T>(rng: Xoshiro128, xs: readonly T[]): T {
@@ -153,7 +155,7 @@ export function makeCase(seed: number, index: number): Case {
     // recursion would leave sub-heads that are mostly padding.
     expect: fn === 'hyper' && p.causal && !exact ? 'either' : 'result', codes: ['INVALID_OPTION'],
   };
-  const kind = rng.nextBelow(12);
+  const kind = rng.nextBelow(14);
   switch (kind) {
     case 0:
     case 1:
@@ -303,6 +305,84 @@ export function makeCase(seed: number, index: number): Case {
         ...(valid.expect === 'either' ? { expect: 'typed', codes: [detach ? 'INVALID_SHAPE' : 'NON_FINITE_INPUT', 'INVALID_OPTION'] } : {}),
       };
     }
+    case 12: { // inputs and options that say one thing when checked and another later
+      const which = pick(rng, ['q', 'k', 'v'] as const);
+      const t = valid[which] as { data: Float32Array; shape: number[] };
+      const same = { ...valid, reference: { q: valid.q, k: valid.k, v: valid.v } as Case['reference'] };
+      switch (rng.nextBelow(8)) {
+        case 0: { // a resizable buffer shrunk once the call returned: copied when the call was made
+          const Resizable = ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => ArrayBuffer & { resize(n: number): void };
+          const buffer = new Resizable(t.data.byteLength, { maxByteLength: t.data.byteLength });
+          const data = new Float32Array(buffer);
+          data.set(t.data);
+          return { ...same, label: `${which} on a resizable buffer shrunk after the call`, [which]: { data, shape: t.shape }, after: () => buffer.resize(0) };
+        }
+        case 1: { // data and shape getters that change after their first read
+          let reads = 0;
+          const tricky = { get data() { return ++reads > 1 ? new Float32Array(16) : t.data; }, get shape() { return reads > 1 ? [1, 1, 4, 4] : t.shape; } };
+          return { ...same, label: `${which} with getters that change`, [which]: tricky };
+        }
+        case 2: // a transparent Proxy of the tensor, and of its shape: read like the objects themselves
+          return { ...same, label: `${which} and its shape behind Proxies`, [which]: new Proxy({ data: t.data, shape: new Proxy(t.shape, {}) }, {}) };
+        case 3: // a Proxy of the typed array: its methods throw on it
+          return { ...valid, label: `${which}.data a Proxy`, [which]: { data: new Proxy(t.data, {}), shape: t.shape }, expect: 'typed', codes: ['INVALID_SHAPE'] };
+        case 4: { // v overwritten with magnitudes that overflow once the call returned
+          const data = new Float32Array((valid.v as { data: Float32Array }).data);
+          return {
+            ...valid, label: 'v filled with 3e38 after the call', v: { data, shape: (valid.v as { shape: number[] }).shape }, after: () => data.fill(3e38),
+            expect: 'typed', codes: ['INPUT_OVERFLOW', 'INVALID_OPTION'],
+          };
+        }
+        default: { // options that are not plain objects of known keys
+          const hidden = Object.defineProperty({ ...(options as object) }, 'Causal', { value: true, enumerable: false });
+          const bad = pick(rng, [[], new Date(0), Object.create(options as object), hidden, new Map()]);
+          return { ...valid, label: `options ${Object.prototype.toString.call(bad)}`, options: bad, expect: 'typed', codes: ['INVALID_OPTION'] };
+        }
+      }
+    }
+    case 13: { // look-alike signals; sampler arrays reused, changed later or wrapped; projections changed later
+      const P: Problem = { B: p.B, H: p.H, Hkv: p.Hkv, nq: 64, nk: 64, d: p.d, dv: p.dv, causal: false };
+      const t = tensors(P, index * 3 + 1);
+      const o = { backend, minSeqLen: 0, blockSize: 16, sampleSize: 8 };
+      const fine = { label: '', fn: 'hyper' as const, ...t, problem: P, expect: 'result' as const };
+      const draws = (r: { batch: number; heads: number; count: number; high: number }) =>
+        Int32Array.from({ length: r.batch * r.heads * r.count }, (_, i) => (i * 7919) % r.high);
+      switch (rng.nextBelow(6)) {
+        case 0: {
+          const signal = pick(rng, [{ aborted: false, addEventListener() {} }, { aborted: false, removeEventListener() {} }]);
+          return { ...fine, label: 'a signal look-alike missing a method', options: { ...o, signal }, expect: 'typed', codes: ['INVALID_OPTION'] };
+        }
+        case 1: {
+          const signal = { aborted: false, reason: undefined, addEventListener() {}, removeEventListener() {} };
+          return { ...fine, label: 'a signal look-alike with every method', options: { ...o, signal } };
+        }
+        case 2: { // one array refilled for every draw
+          const reused = new Int32Array(1 << 16);
+          const sampler = (r: { batch: number; heads: number; count: number; high: number }) => {
+            const s = draws(r);
+            reused.set(s);
+            return reused.subarray(0, s.length);
+          };
+          return { ...fine, label: 'a sampler that refills one array', options: { ...o, sampler } };
+        }
+        case 3: { // arrays changed to out-of-range values right after they were returned
+          const sampler = (r: { batch: number; heads: number; count: number; high: number }) => {
+            const s = draws(r);
+            queueMicrotask(() => s.fill(2 ** 30));
+            return s;
+          };
+          return { ...fine, label: 'a sampler whose arrays change after it returned them', options: { ...o, sampler } };
+        }
+        case 4: {
+          const sampler = (r: { batch: number; heads: number; count: number; high: number }) => new Proxy(draws(r), {});
+          return { ...fine, label: 'a sampler that returns a Proxy', options: { ...o, sampler }, expect: 'typed', codes: ['INVALID_SAMPLER_OUTPUT'] };
+        }
+        default: { // projections filled with NaN after the call returned: copied when it was made
+          const projections = Float32Array.from({ length: P.d * 7 }, (_, i) => Math.sin(i + 1));
+          return { ...fine, label: 'projections changed after the call', options: { ...o, mode: 'fixed', projections }, after: () => projections.fill(NaN) };
+        }
+      }
+    }
     default: { // onProgress that throws the caller's own error; or decoding shapes
       if (rng.nextBelow(2) === 0) {
         return {
@@ -395,7 +475,7 @@ function checkResult(c: Case, r: unknown): string | undefined {
   if (lse.length !== p.B * p.H * p.nq) return `lse length ${lse.length}`;
   if (!finite(out) || !finite(lse)) return 'non-finite values in the result';
   if (!c.exact) return undefined;
-  const { q, k, v } = c as unknown as Record<'q' | 'k' | 'v', { data: Float32Array }>;
+  const { q, k, v } = c.reference ?? (c as unknown as Record<'q' | 'k' | 'v', { data: Float32Array }>);
   const scale = (c.options as { scale?: number }).scale;
   const ref = referenceAttention({ ...p, q: q.data, k: k.data, v: v.data, scale });
   const maxAbs = (a: Float32Array) => a.reduce((m, x) => Math.max(m, Math.abs(x)), 0);

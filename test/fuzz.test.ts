@@ -3,11 +3,15 @@
 // against the float64 reference where the call is exact, else finite and of the right
 // shape), or a HyperAttentionError with a known code. Anything else (an untyped error, a
 // synchronous throw, a wrong or non-finite result, a bad input accepted, a call past the
-// time limit) is a failure, printed with the seed and index that replay it:
+// time limit) is a failure, printed with the seed and index that replay it. Then threaded
+// calls overlap with RSS checked. Replay a failure:
 //   FUZZ_SEED=13 FUZZ_ONLY=417 node scripts/test.mjs fuzz
 import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
+import { hyperAttention, type HyperOptions } from '../src/index.ts';
+import { Xoshiro128 } from '../src/random.ts';
 import { fixedCases, makeCase, runCase, type Case } from './fuzz-cases.ts';
+import { randomTensor } from './util.ts';
 
 const test = suite('fuzz');
 
@@ -40,3 +44,25 @@ test(`fuzz: ${CALLS} seeded calls (seed ${SEED}) end in a correct result or a ty
   assert.ok(ONLY !== undefined || counts.calls >= 2000, 'at least 2000 calls');
 });
 
+test('fuzz: threaded calls of mixed sizes, up to four in flight: RSS ends within 10% of where it was once warm', async () => {
+  const rng = new Xoshiro128(SEED);
+  const sizes = [256, 700, 1024, 2048].map((n, i) => ({ n, t: randomTensor([1, 2, n, 64], 40 + i) }));
+  const rss = () => process.memoryUsage().rss / 2 ** 20;
+  const inFlight = (calls: number) => {
+    let left = calls;
+    return Promise.all(Array.from({ length: 4 }, async () => {
+      while (left-- > 0) {
+        const { t } = sizes[rng.nextBelow(sizes.length)];
+        const o: HyperOptions = { backend: 'cpu', threads: 1 + rng.nextBelow(3), causal: rng.nextBelow(2) === 0, minSeqLen: 256 };
+        const r = await hyperAttention(t, t, t, o);
+        assert.ok(r.out.data.every(Number.isFinite));
+      }
+    }));
+  };
+  // Warm: arenas for the most in flight, the kernels compiled, the heap grown to its working size.
+  await inFlight(48);
+  const start = rss();
+  await inFlight(96);
+  const end = rss();
+  assert.ok(end <= start * 1.1, `RSS ${start.toFixed(0)} MiB once warm, ${end.toFixed(0)} MiB after 96 more calls`);
+});

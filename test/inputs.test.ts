@@ -103,7 +103,12 @@ const v = randomTensor([1, 2, 64, 16], 3);
 const call = (qq: unknown, kk: unknown, vv: unknown, o: object = {}) => (p: { onProgress: () => void }) =>
   hyperAttention(qq as Tensor, kk as Tensor, vv as Tensor, { ...o, ...p } as HyperOptions);
 /** Enough of a GPUDevice and a GPUBuffer to pass the option checks (nothing runs on them). */
-const device = { queue: {}, lost: new Promise(() => {}) };
+const none = () => {};
+const device = {
+  queue: { submit: none, writeBuffer: none, onSubmittedWorkDone: none }, lost: new Promise(() => {}), limits: {},
+  createBuffer: none, createBindGroup: none, createCommandEncoder: none, createComputePipeline: none, createShaderModule: none,
+  pushErrorScope: none, popErrorScope: none,
+};
 const gpuTensor = { buffer: { size: 64 * 32 * 4, usage: 0x4 | 0x8 | 0x80, destroy() {} }, shape: [1, 2, 64, 16] };
 
 test('errors: tensors of other libraries and other dtypes', async () => {

@@ -14,7 +14,7 @@ import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
 import type { DeviceCosts, Profile } from '../src/index.ts';
 import { COST_CLASSES } from '../src/ops.ts';
-import { cacheFolder } from '../src/scheduler/index.ts';
+import { cacheFolder } from '../src/scheduler/persistence.ts';
 import { parseProfile } from '../src/scheduler/profile.ts';
 
 const test = suite('warmup');

@@ -10,7 +10,7 @@
 // - lshOrder, formatPlan: on the calling thread (lshOrder hashes and sorts, milliseconds).
 import * as library from '../index.ts';
 import { resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions } from '../options.ts';
-import type { SchedulerConfig } from '../scheduler/index.ts';
+import type { SchedulerConfig } from '../scheduler/persistence.ts';
 import type { Profile } from '../scheduler/profile.ts';
 import { isHostTensor, toInputTensor, type Tensor, type TensorLike } from '../tensor.ts';
 import { workerByDefault, type ThreadConfig } from '../threads/config.ts';

@@ -151,24 +151,25 @@ export function threadedBuild(flavour: ThreadedFlavour): { bytes: Uint8Array<Arr
   };
 }
 
-/** The kernels of a threaded build over `memory`, on the calling thread. */
-export async function instantiateThreaded(flavour: ThreadedFlavour, memory: WebAssembly.Memory): Promise<KernelExports> {
+/** The build compiled once; a failed compile (out of memory, say) is forgotten, so that a later call tries again. */
+function moduleOf(flavour: KernelFlavour | ThreadedFlavour): Promise<WebAssembly.Module> {
   let module = modules.get(flavour);
   if (!module) {
     module = WebAssembly.compile(decodeBase64(SOURCES[flavour]));
     modules.set(flavour, module);
+    module.catch(() => modules.delete(flavour));
   }
-  const instance = await WebAssembly.instantiate(await module, { env: { ...IMPORTS.env, memory } });
+  return module;
+}
+
+/** The kernels of a threaded build over `memory`, on the calling thread. */
+export async function instantiateThreaded(flavour: ThreadedFlavour, memory: WebAssembly.Memory): Promise<KernelExports> {
+  const instance = await WebAssembly.instantiate(await moduleOf(flavour), { env: { ...IMPORTS.env, memory } });
   return instance.exports as unknown as KernelExports;
 }
 
 export async function instantiateKernels(flavour: KernelFlavour = bestFlavour()): Promise<KernelExports> {
-  let module = modules.get(flavour);
-  if (!module) {
-    module = WebAssembly.compile(decodeBase64(SOURCES[flavour]));
-    modules.set(flavour, module);
-  }
-  const ready = await module;
+  const ready = await moduleOf(flavour);
   compiled.set(flavour, ready);
   const instance = await WebAssembly.instantiate(ready, IMPORTS);
   return instance.exports as unknown as KernelExports;

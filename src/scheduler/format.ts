@@ -1,7 +1,9 @@
 // A plan (explain()) or a profiled call (profile: true) as a few lines of text, for logs
 // and for people deciding whether to trust the scheduler on their device.
+import { describeValue } from '../describe.ts';
+import { HyperAttentionError } from '../errors.ts';
+import type { CallProfile } from '../result.ts';
 import type { Candidate, Explanation } from './cost.ts';
-import type { CallProfile } from './index.ts';
 
 function amount(units: number): string {
   const [div, suffix] = units >= 1e9 ? [1e9, 'G'] : units >= 1e6 ? [1e6, 'M'] : units >= 1e3 ? [1e3, 'k'] : [1, ''];
@@ -22,8 +24,18 @@ function table(rows: string[][], right: number[]): string[] {
 
 const label = (c: Candidate) => `${c.backend} ${c.algorithm}${c.minSeqLen === null ? '' : ` minSeqLen ${c.minSeqLen}`}`;
 
-/** The plan's steps and candidates; with a profiled call, each step's measured time beside its prediction. */
+/**
+ * The plan's steps and candidates; with a profiled call, each step's measured time beside its
+ * prediction. Rejects (INVALID_OPTION) anything but explain()'s answer and a call's profile.
+ */
 export function formatPlan(plan: Explanation, measured?: CallProfile): string {
+  const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null;
+  if (!isObject(plan) || !isObject(plan.shape) || !Array.isArray(plan.steps) || !Array.isArray(plan.candidates)) {
+    throw new HyperAttentionError('INVALID_OPTION', `formatPlan: expected what explain() resolves with (or a profiled call's profile.plan), got ${describeValue(plan)}`);
+  }
+  if (measured !== undefined && (!isObject(measured) || !Array.isArray(measured.steps))) {
+    throw new HyperAttentionError('INVALID_OPTION', `formatPlan: measured: expected a profiled call's profile, got ${describeValue(measured)}`);
+  }
   const s = plan.shape;
   const lines = [
     `[${s.B}, ${s.H}, ${s.nq}, ${s.d}] x [${s.B}, ${s.Hkv}, ${s.nk}, ${s.d}]${s.causal ? ' causal' : ''} on ${plan.environment}`,

@@ -1,371 +1,30 @@
 // The scheduler: for each call with backend 'auto', which backend split runs it and how much
 // of it runs exact, from the cost model (cost.ts) on a profile of the devices at hand
-// (profile.ts). Profiles are measured on first use or by warmup() (calibrate.ts, about half
-// a second on WebAssembly; software GPU adapters are not timed for 'auto'), cached per
-// environment, and persisted so that a new process or page load does not measure again: a
-// file named by the caller, else localStorage where the runtime has it (browsers, Deno),
-// else a file per environment in the per-user cache folder (Node; Deno when permitted).
-import { acquireCpu, gpuBackend, hybridBackend, serialize, threadsAvailable } from '../backends.ts';
-import type { CpuBackend } from '../cpu/backend.ts';
+// (profile.ts, environment.ts). Profiles are measured on first use or by warmup()
+// (calibrate.ts, about half a second on WebAssembly; software GPU adapters are not timed for
+// 'auto'), cached per environment, and persisted (persistence.ts) so that a new process or
+// page load does not measure again.
+import { gpuBackend, hybridBackend, serialize, threadsAvailable } from '../backends.ts';
 import { describeValue } from '../describe.ts';
 import { HyperAttentionError } from '../errors.ts';
-import type { WebGPUBackend } from '../gpu/index.ts';
-import { COST_CLASS, type Backend, type CostClass, type Device, type OpTrace } from '../ops.ts';
+import { COST_CLASS, type Backend, type OpTrace } from '../ops.ts';
 import { planParams, type Plan } from '../plan.ts';
 import {
   resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions, type ResolvedExactOptions,
   type ResolvedHyperOptions,
 } from '../options.ts';
-import { attentionShapeOf, type AttentionShape } from '../tensor.ts';
+import type { CallProfile } from '../result.ts';
+import { attentionShapeOf, checkOutputSize, type AttentionShape } from '../tensor.ts';
 import { threadsFor } from '../threads/config.ts';
-import { setWarningHandler, warn } from '../warnings.ts';
+import { warn } from '../warnings.ts';
 import { calibrateBackend } from './calibrate.ts';
-import { choose, choosePlan, SPLITS, type ChooseParams, type Explanation, type Split } from './cost.ts';
-import {
-  environmentKey, parseProfile, PROFILE_FORMAT, PROFILE_VERSION, type DeviceCosts, type Environment, type Profile,
-} from './profile.ts';
-
-export interface SchedulerConfig {
-  /**
-   * Node and Deno: a JSON file the profile is read from and saved to (Deno needs read and
-   * write permission for it); null: no file (memory, and localStorage where the runtime has
-   * it). Default: localStorage where the runtime has it (browsers, Deno), else one file per
-   * environment in the per-user cache folder: `$HYPERATTENTION_CACHE_DIR` if set, else
-   * `$XDG_CACHE_HOME/hyperattention` or `~/.cache/hyperattention` (Linux and others),
-   * `~/Library/Caches/hyperattention` (macOS), `%LOCALAPPDATA%\hyperattention` (Windows);
-   * Deno uses it only with env, read and write permission already granted.
-   */
-  profilePath?: string | null;
-  /** save calibrated profiles (default true) */
-  persist?: boolean;
-  /**
-   * where the library reports what it works around: a saved profile it rejects, threads it
-   * cannot have (default console.warn)
-   */
-  onWarning?: (message: string) => void;
-}
-
-const STORAGE_KEY = 'hyperattention.profile';
-
-/** profilePath undefined: the default (see SchedulerConfig). */
-const config: Omit<Required<SchedulerConfig>, 'profilePath' | 'onWarning'> & { profilePath: string | null | undefined } = {
-  profilePath: undefined,
-  persist: true,
-};
-
-/** Sets where profiles persist and how rejections are reported; unset fields stay as they are. */
-export function configureScheduler(options: SchedulerConfig): void {
-  const { profilePath, persist, onWarning } = options;
-  const allowed = ['profilePath', 'persist', 'onWarning'];
-  for (const key of Object.keys(options)) {
-    if (!allowed.includes(key)) throw new HyperAttentionError('INVALID_OPTION', `unknown scheduler option '${key}'; expected one of: ${allowed.join(', ')}`);
-  }
-  if (profilePath !== undefined && profilePath !== null && (typeof profilePath !== 'string' || profilePath === '')) {
-    throw new HyperAttentionError('INVALID_OPTION', `profilePath: expected a file path or null, got ${describeValue(profilePath)}`);
-  }
-  if (persist !== undefined && typeof persist !== 'boolean') throw new HyperAttentionError('INVALID_OPTION', `persist: expected a boolean, got ${describeValue(persist)}`);
-  if (onWarning !== undefined && typeof onWarning !== 'function') throw new HyperAttentionError('INVALID_OPTION', `onWarning: expected a function, got ${describeValue(onWarning)}`);
-  if (profilePath !== undefined) {
-    config.profilePath = profilePath;
-    unusable.clear();
-  }
-  if (persist !== undefined) config.persist = persist;
-  if (onWarning !== undefined) setWarningHandler(onWarning);
-}
+import { choosePlan, SPLITS, type ChooseParams, type Explanation, type Split } from './cost.ts';
+import { devicesAtHand, environmentOf, measuredCpu, type Devices } from './environment.ts';
+import { readSaved, save } from './persistence.ts';
+import { environmentKey, parseProfile, PROFILE_FORMAT, PROFILE_VERSION, type DeviceCosts, type Profile } from './profile.ts';
 
 /** Profiles in use, per environment key. */
 const profiles = new Map<string, Profile>();
-
-interface Devices {
-  cpu: CpuBackend;
-  gpu: WebGPUBackend | undefined;
-  env: Environment;
-}
-
-let sharedDevices: Promise<Devices> | undefined;
-
-function runtimeName(): string {
-  const g = globalThis as {
-    Deno?: { version?: { deno?: string } };
-    process?: { versions?: { node?: string } };
-    navigator?: { userAgent?: string };
-  };
-  if (g.Deno?.version?.deno) return `deno ${g.Deno.version.deno}`;
-  if (g.process?.versions?.node) return `node ${g.process.versions.node}`;
-  return g.navigator?.userAgent ?? 'unknown runtime';
-}
-
-/**
- * A Node built-in (also in Deno, through its Node compatibility). The specifier is built at
- * run time, like the `webgpu` import, so that browser bundles leave it alone and never name it.
- */
-function nodeBuiltin<T>(name: string): Promise<T> {
-  const specifier = ['node', name].join(':');
-  return import(/* @vite-ignore */ specifier) as Promise<T>;
-}
-
-let cpuModelOnce: Promise<{ name: string; count: number } | undefined> | undefined;
-
-/** The CPU's model and count where the runtime has node:os (Node, Deno); browsers do not tell. */
-function cpuModel(): Promise<{ name: string; count: number } | undefined> {
-  cpuModelOnce ??= (async () => {
-    const g = globalThis as { process?: { versions?: { node?: string } }; Deno?: unknown };
-    if (!g.process?.versions?.node && !g.Deno) return undefined;
-    try {
-      const cpus = (await nodeBuiltin<{ cpus(): { model: string }[] }>('os')).cpus();
-      return cpus.length > 0 ? { name: `${cpus[0].model.trim()} x${cpus.length}`, count: cpus.length } : undefined;
-    } catch {
-      return undefined;
-    }
-  })();
-  return cpuModelOnce;
-}
-
-async function environmentOf(cpu: CpuBackend, gpu: WebGPUBackend | undefined): Promise<Environment> {
-  const model = await cpuModel();
-  const threads = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? model?.count;
-  let adapter: Environment['adapter'] = null;
-  if (gpu) {
-    const info: Partial<GPUAdapterInfo> & { isFallbackAdapter?: boolean } = (gpu.device as Partial<GPUDevice>).adapterInfo ?? {};
-    const identity = {
-      vendor: info.vendor ?? '', architecture: info.architecture ?? '', device: info.device ?? '', description: info.description ?? '',
-    };
-    // Not every runtime reports isFallbackAdapter; the software rasterisers name themselves.
-    const named = /swiftshader|llvmpipe|lavapipe|softpipe|warp|basic render/i.test(Object.values(identity).join(' '));
-    adapter = {
-      ...identity,
-      fallback: info.isFallbackAdapter === true || named,
-      maxBufferBytes: gpu.device.limits.maxBufferSize,
-      maxBindingBytes: gpu.device.limits.maxStorageBufferBindingSize,
-    };
-  }
-  return {
-    runtime: runtimeName(), wasm: cpu.flavour, cpu: model?.name ?? null, threads: typeof threads === 'number' ? threads : null,
-    wasmThreads: cpu.threads, adapter,
-  };
-}
-
-let calibrationCpu: Promise<CpuBackend> | undefined;
-
-/** The WebAssembly backend calibration measures: on the default thread count (the pool's, where the runtime has threads). */
-function measuredCpu(): Promise<CpuBackend> {
-  calibrationCpu ??= (async () => acquireCpu(await threadsFor(undefined)))();
-  return calibrationCpu;
-}
-
-/** The WebAssembly backend calibration measures, and the shared WebGPU one, when the runtime has an adapter. */
-async function devicesAtHand(): Promise<Devices> {
-  const known = await sharedDevices?.catch(() => undefined);
-  if (known && !known.gpu?.isLost) return known;
-  sharedDevices = (async () => {
-    const cpu = await measuredCpu();
-    const gpu = await gpuBackend().catch((error: unknown) => {
-      if (error instanceof HyperAttentionError && error.code === 'UNSUPPORTED') return undefined;
-      throw error;
-    });
-    return { cpu, gpu, env: await environmentOf(cpu, gpu) };
-  })();
-  return sharedDevices;
-}
-
-/** The part of node:fs/promises (Node, and Deno's Node compatibility) the profile file needs. */
-interface FileSystem {
-  readFile(path: string, encoding: 'utf8'): Promise<string>;
-  writeFile(path: string, data: string): Promise<void>;
-  rename(from: string, to: string): Promise<void>;
-  unlink(path: string): Promise<void>;
-  mkdir(path: string): Promise<unknown>;
-}
-
-/**
- * mkdir -p, one level at a time. Node's own recursive mkdir never settles for a path
- * under /proc (it retries forever), which left the first call pending for good.
- */
-async function makeFolder(fs: FileSystem, folder: string): Promise<void> {
-  try {
-    await fs.mkdir(folder);
-  } catch (error) {
-    const code = (error as { code?: string }).code;
-    if (code === 'EEXIST') return;
-    const parent = folderOf(folder);
-    if (code !== 'ENOENT' || !parent || parent === folder) throw error;
-    await makeFolder(fs, parent);
-    await fs.mkdir(folder); // once: if the parent exists and this still fails, say so
-  }
-}
-
-function folderOf(path: string): string {
-  return path.slice(0, Math.max(path.lastIndexOf('/'), path.lastIndexOf('\\')));
-}
-
-function fileSystem(): Promise<FileSystem> {
-  return nodeBuiltin<FileSystem>('fs/promises');
-}
-
-function storage(): Storage | undefined {
-  try {
-    return (globalThis as { localStorage?: Storage }).localStorage;
-  } catch {
-    return undefined; // a browser that forbids storage throws on access
-  }
-}
-
-interface DenoLike {
-  env?: { get(name: string): string | undefined };
-  build?: { os?: string };
-  permissions?: { querySync?(descriptor: { name: string; variable?: string; path?: string }): { state: string } };
-}
-
-/** Where the runtime's per-user caches go, from its environment; undefined where it has none. */
-export function cacheFolder(platform: string, env: (name: string) => string | undefined, home: () => string | undefined): string | undefined {
-  const own = env('HYPERATTENTION_CACHE_DIR');
-  if (own) return own;
-  if (platform === 'win32' || platform === 'windows') {
-    const local = env('LOCALAPPDATA') || (env('USERPROFILE') && `${env('USERPROFILE')}\\AppData\\Local`);
-    return local ? `${local}\\hyperattention` : undefined;
-  }
-  if (platform === 'darwin') {
-    const h = home();
-    return h ? `${h}/Library/Caches/hyperattention` : undefined;
-  }
-  const xdg = env('XDG_CACHE_HOME');
-  if (xdg?.startsWith('/')) return `${xdg}/hyperattention`; // the XDG spec ignores relative ones
-  const h = home();
-  return h ? `${h}/.cache/hyperattention` : undefined;
-}
-
-let defaultFolderOnce: Promise<string | undefined> | undefined;
-
-/**
- * The default cache folder in Node; in Deno only where env, read and write are already
- * granted (asking would prompt, or fail, on a call that never asked for a file).
- */
-function defaultFolder(): Promise<string | undefined> {
-  defaultFolderOnce ??= (async () => {
-    const g = globalThis as { Deno?: DenoLike; process?: { versions?: { node?: string }; platform?: string; env?: Record<string, string | undefined> } };
-    try {
-      if (g.Deno) {
-        const deno = g.Deno;
-        const granted = (d: { name: string; variable?: string; path?: string }) => {
-          try {
-            return deno.permissions?.querySync?.(d).state === 'granted';
-          } catch {
-            return false;
-          }
-        };
-        const env = (name: string) => (granted({ name: 'env', variable: name }) ? deno.env?.get(name) : undefined);
-        const os = deno.build?.os ?? '';
-        const folder = cacheFolder(os, env, () => env(os === 'windows' ? 'USERPROFILE' : 'HOME'));
-        return folder && granted({ name: 'read', path: folder }) && granted({ name: 'write', path: folder }) ? folder : undefined;
-      }
-      if (!g.process?.versions?.node) return undefined;
-      const env = g.process.env ?? {};
-      const home = env.HOME || (await nodeBuiltin<{ homedir(): string }>('os')).homedir();
-      return cacheFolder(g.process.platform ?? '', (name) => env[name], () => home || undefined);
-    } catch {
-      return undefined;
-    }
-  })();
-  return defaultFolderOnce;
-}
-
-/** FNV-1a, 32 bits: a short, stable file name per environment. */
-function hashOf(text: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
-  return (h >>> 0).toString(16).padStart(8, '0');
-}
-
-/**
- * Where this environment's profile is kept: a file (the caller's, or the default one, which
- * is per environment so that, say, Node with and without a GPU driver do not overwrite each
- * other), localStorage, or nowhere.
- */
-async function whereSaved(env: Environment): Promise<{ file: string } | { storage: Storage } | undefined> {
-  if (config.profilePath) return unusable.has(config.profilePath) ? undefined : { file: config.profilePath };
-  const local = storage();
-  if (local) return { storage: local };
-  if (config.profilePath === null) return undefined;
-  const folder = await defaultFolder();
-  if (!folder) return undefined;
-  const file = `${folder}${folder.includes('\\') && !folder.includes('/') ? '\\' : '/'}profile-${hashOf(environmentKey(env))}.json`;
-  return unusable.has(file) ? undefined : { file };
-}
-
-/** Files that failed to read or write: warned about once, then left alone (memory only). */
-const unusable = new Set<string>();
-
-/** A file operation may not hold a call up longer than this (a dead network mount, say). */
-const FILE_TIMEOUT_MS = 5000;
-
-function within<T>(work: Promise<T>, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer after ${FILE_TIMEOUT_MS} ms`)), FILE_TIMEOUT_MS);
-    (timer as { unref?: () => void }).unref?.();
-  });
-  return Promise.race([work, late]).finally(() => clearTimeout(timer));
-}
-
-function giveUpOn(file: string, message: string): void {
-  if (unusable.has(file)) return;
-  unusable.add(file);
-  warn(`${message}; the profile is kept in memory only`);
-}
-
-/** The saved profile's text and where it was, if there is one. */
-async function readSaved(env: Environment): Promise<{ text: string; where: string } | undefined> {
-  const where = await whereSaved(env);
-  if (!where) return undefined;
-  if ('file' in where) {
-    try {
-      return { text: await within((await fileSystem()).readFile(where.file, 'utf8'), 'reading'), where: where.file };
-    } catch (error) {
-      if ((error as { code?: string }).code !== 'ENOENT') giveUpOn(where.file, `could not read the profile at ${where.file}: ${String(error)}`);
-      return undefined;
-    }
-  }
-  const text = where.storage.getItem(STORAGE_KEY);
-  return text ? { text, where: `localStorage['${STORAGE_KEY}']` } : undefined;
-}
-
-/**
- * Saves through a temporary file and a rename, so that another process starting now reads
- * the old profile or the new one, never half of one.
- */
-async function writeFile(file: string, text: string): Promise<void> {
-  const fs = await fileSystem();
-  const folder = folderOf(file);
-  if (folder) await makeFolder(fs, folder);
-  const temporary = `${file}.${hashOf(`${Math.random()} ${performance.now()}`)}.tmp`;
-  await fs.writeFile(temporary, text);
-  try {
-    await fs.rename(temporary, file);
-  } catch (error) {
-    await fs.unlink(temporary).catch(() => undefined);
-    throw error;
-  }
-}
-
-async function save(profile: Profile): Promise<void> {
-  if (!config.persist) return;
-  const text = JSON.stringify(profile, null, 2);
-  const where = await whereSaved(profile.environment);
-  if (!where) return;
-  if ('file' in where) {
-    try {
-      await within(writeFile(where.file, `${text}\n`), 'writing');
-    } catch (error) {
-      giveUpOn(where.file, `could not save the profile to ${where.file}: ${String(error)}`);
-    }
-    return;
-  }
-  try {
-    where.storage.setItem(STORAGE_KEY, text);
-  } catch (error) {
-    warn(`could not save the profile in localStorage: ${String(error)}`);
-  }
-}
 
 /**
  * Calibrates the devices: WebAssembly, and the GPU unless it is a software adapter and
@@ -551,18 +210,13 @@ export function explain(
     const o = hyper ?? resolveExactOptions(options);
     if (typeof shapes !== 'object' || shapes === null) throw new HyperAttentionError('INVALID_SHAPE', `shapes: expected { q, k, v } shape arrays, got ${describeValue(shapes)}`);
     const shape = attentionShapeOf(shapes.q, shapes.k, shapes.v, o.causal);
+    // What a call checks of its shapes before any work, so that explain answers as fast as the
+    // call would reject (a plan for n = 2^40 rows would otherwise be built, and never end).
+    if (o.output === 'host') checkOutputSize(shape);
     return serialize(async () => (await schedule(shape, o, hyper, true)).plan!);
   } catch (error) {
     return Promise.reject(error);
   }
-}
-
-/** What a call with profile: true reports: its plan, and each step's measured time. */
-export interface CallProfile {
-  plan: Explanation;
-  steps: { op: CostClass; device: Device; calls: number; measuredMs: number; predictedMs: number | null }[];
-  /** the traced call, from the start of its first op to the end of its last */
-  measuredMs: number;
 }
 
 /** Sums a traced call's ops per (cost class, device), next to the plan's predictions. */

@@ -102,12 +102,30 @@ function text(value: unknown, where: string): string {
   return value;
 }
 
+/**
+ * Bounds no measured device comes near, so that a profile that is well-formed but absurd (an
+ * op of a minute, a kernel a million times slower than its siblings) is rejected rather than
+ * trusted, and persisted, by every later plan.
+ */
+const MAX_FIXED_MS = 10_000;
+const UNITS_PER_MS = [1, 1e13] as const;
+/** The attention kernels do the same flops in other orders: measured within 10x of each other, here at most this far apart. */
+const ATTENTION_SPREAD = 100;
+
 function deviceCosts(value: unknown, where: string): DeviceCosts {
   const o = object(value, where);
   const costs = {} as DeviceCosts;
   for (const op of COST_CLASSES) {
     const c = object(o[op], `${where}.${op}`);
     costs[op] = { fixedMs: positive(c.fixedMs, `${where}.${op}.fixedMs`, true), unitsPerMs: positive(c.unitsPerMs, `${where}.${op}.unitsPerMs`) };
+    if (costs[op].fixedMs > MAX_FIXED_MS) invalid(`${where}.${op}.fixedMs: ${costs[op].fixedMs} ms per op is not a measurement (at most ${MAX_FIXED_MS})`);
+    if (costs[op].unitsPerMs < UNITS_PER_MS[0] || costs[op].unitsPerMs > UNITS_PER_MS[1]) {
+      invalid(`${where}.${op}.unitsPerMs: ${costs[op].unitsPerMs} is not a measurement (expected ${UNITS_PER_MS[0]} to ${UNITS_PER_MS[1]})`);
+    }
+  }
+  const rates = (['exact', 'block', 'sampled'] as const).map((op) => costs[op].unitsPerMs);
+  if (Math.max(...rates) > ATTENTION_SPREAD * Math.min(...rates)) {
+    invalid(`${where}: the attention kernels' rates (exact, block, sampled: ${rates.map((r) => r.toPrecision(3)).join(', ')} flops/ms) are more than ${ATTENTION_SPREAD}x apart; no device measures so`);
   }
   return costs;
 }

@@ -1,13 +1,18 @@
 // The global thread settings (configureThreads) and how a call's thread count is chosen:
 // the call's `threads`, else the global setting, else the cores the runtime reports, at
 // most DEFAULT_MAX_THREADS (beyond that, attention's memory traffic gains little per core
-// and a page would starve everything else on the machine).
+// and a page would starve everything else on the machine); never more than the cores (more
+// threads than cores only wait for each other, each a worker with its own memory).
 import { describeValue } from '../describe.ts';
 import { HyperAttentionError } from '../errors.ts';
 import { MAX_THREADS } from '../options.ts';
+import { ownOptions } from '../owned.ts';
 
 export interface ThreadConfig {
-  /** WebAssembly threads per call, 1 to 256 (default: the cores the runtime reports, at most 16); null restores the default */
+  /**
+   * WebAssembly threads per call, 1 to 256, used up to the cores the runtime reports (default:
+   * those cores, at most 16); null restores the default
+   */
   threads?: number | null;
   /** browsers: run calls in the library's worker (default true), so that the page stays responsive */
   worker?: boolean;
@@ -19,16 +24,7 @@ const settings: { threads: number | undefined; worker: boolean } = { threads: un
 
 /** Sets the thread count and worker use of calls that do not set their own; unset fields stay as they are. */
 export function configureThreads(options: ThreadConfig): void {
-  if (typeof options !== 'object' || options === null) {
-    throw new HyperAttentionError('INVALID_OPTION', `configureThreads: expected an object, got ${describeValue(options)}`);
-  }
-  const allowed = ['threads', 'worker'];
-  for (const key of Object.keys(options)) {
-    if (!allowed.includes(key)) {
-      throw new HyperAttentionError('INVALID_OPTION', `unknown thread option '${key}'; expected one of: ${allowed.join(', ')}`);
-    }
-  }
-  const { threads, worker } = options;
+  const { threads, worker } = ownOptions(options, ['threads', 'worker'], 'configureThreads', 'thread option') as ThreadConfig;
   if (threads !== undefined && threads !== null &&
     (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 1 || threads > MAX_THREADS)) {
     throw new HyperAttentionError('INVALID_OPTION', `threads: expected an integer in [1, ${MAX_THREADS}] or null, got ${describeValue(threads)}`);
@@ -60,7 +56,12 @@ export function reportedCores(): Promise<number> {
   return cores;
 }
 
-/** Threads for a call that asked for `requested` (undefined: the global setting, else the default). */
+/**
+ * Threads for a call that asked for `requested` (undefined: the global setting, else the
+ * default), at most the cores: `threads: 256` on two cores runs on two (results are the same
+ * for every count), on the pool's two workers, instead of starting 256.
+ */
 export async function threadsFor(requested: number | undefined): Promise<number> {
-  return requested ?? settings.threads ?? Math.min(DEFAULT_MAX_THREADS, Math.max(1, await reportedCores()));
+  const cores = Math.max(1, await reportedCores());
+  return Math.min(requested ?? settings.threads ?? DEFAULT_MAX_THREADS, cores);
 }

@@ -3,13 +3,19 @@
 // kernel instance in every worker. An op is a batch of jobs that `threads` workers claim
 // one at a time; the pool resolves it once every job has run. A worker that dies or fails
 // rejects the batches it had (WORKER_FAILED), their arenas are never reused (a job of theirs
-// may still be writing), and a fresh worker takes its place. Idle Node workers are unref'd,
-// so that they never keep a process alive.
+// may still be writing), and a fresh worker takes its place, also when it died before it
+// ever ran. Idle Node workers are unref'd, so that they never keep a process alive. An idle
+// worker's heap is seldom collected, so it would hold every dropped arena's memory for good:
+// once the dropped arenas add up to RECYCLE_BYTES, each worker is replaced when next idle.
 import { HyperAttentionError } from '../errors.ts';
 import { WORKER_SOURCE } from './worker.generated.ts';
 
 /** Worker deaths the pool replaces; past them it is broken (see ThreadPool.broken). */
 const MAX_DEATHS = 64;
+/** Workers in a row that die before they run: then the runtime cannot start them (a page's policy, say), and the pool is broken. */
+const MAX_START_FAILURES = 3;
+/** Memory of dropped arenas the workers may hold before they are replaced (see above). */
+const RECYCLE_BYTES = 256 * 1024 * 1024;
 
 // A batch's control words; see worker.ts.
 const STOP = 2;
@@ -32,6 +38,8 @@ interface Slot {
   /** batches sent to it and not settled */
   batches: Set<number>;
   dead: boolean;
+  /** whether it has said it runs */
+  running: boolean;
   /** settles once the worker runs (its first message), or rejects if it dies first */
   ready: Promise<void>;
   started: () => void;
@@ -72,6 +80,11 @@ export class ThreadPool {
   private nextArena = 1;
   private nextBatch = 1;
   private deaths = 0;
+  private startFailures = 0;
+  /** bytes of arenas dropped since the workers were last replaced */
+  private dropped = 0;
+  /** workers that may hold dropped arenas: replaced once idle */
+  private readonly stale = new Set<Slot>();
   /** why the pool stopped replacing workers, once they died too often: calls then run on one thread */
   broken: string | undefined;
 
@@ -93,18 +106,22 @@ export class ThreadPool {
    * that refuses it; calls then run on one thread.
    */
   async ready(n: number): Promise<void> {
-    if (this.broken) throw new Error(this.broken);
-    try {
-      this.grow(n);
-      await Promise.all(this.slots.slice(0, n).map((slot) => slot.ready));
-    } catch (error) {
-      this.broken ??= `a worker could not start: ${(error as Error)?.message ?? error}`;
-      throw error;
+    // A worker that dies before it runs is replaced (onDeath): wait for the replacement.
+    for (;;) {
+      if (this.broken) throw new Error(this.broken);
+      try {
+        this.grow(n);
+      } catch (error) {
+        this.broken ??= `a worker could not start: ${(error as Error)?.message ?? error}`;
+        throw error;
+      }
+      const started = await Promise.allSettled(this.slots.slice(0, n).map((slot) => slot.ready));
+      if (started.every((s) => s.status === 'fulfilled')) return;
     }
   }
 
   private start(): Slot {
-    const slot = { batches: new Set(), dead: false } as Partial<Slot> as Slot;
+    const slot = { batches: new Set(), dead: false, running: false } as Partial<Slot> as Slot;
     slot.ready = new Promise<void>((resolve, reject) => {
       slot.started = resolve;
       slot.failed = (why) => reject(new Error(why));
@@ -113,6 +130,8 @@ export class ThreadPool {
     // Held (ref'd) until it runs: a caller awaiting ready() keeps the process alive meanwhile.
     slot.worker = this.spawn((reply) => {
       if (reply.type === 'ready' && slot.batches.size === 0) slot.worker.unref?.();
+      slot.running = true;
+      this.startFailures = 0;
       slot.started();
       this.onReply(reply);
     }, (why) => this.onDeath(slot, why));
@@ -129,11 +148,28 @@ export class ThreadPool {
     return id;
   }
 
-  /** The workers let go of the arena's memory. */
+  /** The workers let go of the arena's memory (and are replaced once enough of it adds up, see above). */
   dropArena(id: number): void {
+    this.dropped += this.arenas.get(id)?.memory.buffer.byteLength ?? 0;
     this.arenas.delete(id);
     this.poisoned.delete(id);
     for (const slot of this.slots) slot.worker.postMessage({ type: 'drop', id });
+    if (this.dropped < RECYCLE_BYTES) return;
+    this.dropped = 0;
+    for (const slot of this.slots) this.stale.add(slot);
+    this.recycleIdle();
+  }
+
+  /** Replaces the stale workers that run nothing now; the others when their batches settle. */
+  private recycleIdle(): void {
+    for (const slot of this.stale) {
+      if (slot.batches.size > 0 || !slot.running) continue;
+      this.stale.delete(slot);
+      const index = this.slots.indexOf(slot);
+      slot.dead = true; // its exit is no death
+      slot.worker.terminate();
+      if (index >= 0) this.slots[index] = this.start();
+    }
   }
 
   /** Whether a failed worker may have left a job of this arena running: then it must not be reused. */
@@ -186,6 +222,7 @@ export class ThreadPool {
       slot.batches.delete(id);
       if (slot.batches.size === 0) slot.worker.unref?.();
     }
+    if (this.stale.size > 0) this.recycleIdle();
     if (error) batch.reject(error);
     else batch.resolve();
   }
@@ -195,7 +232,9 @@ export class ThreadPool {
     slot.dead = true;
     slot.failed(why);
     slot.worker.terminate();
+    this.stale.delete(slot);
     const index = this.slots.indexOf(slot);
+    if (!slot.running && ++this.startFailures >= MAX_START_FAILURES) this.broken ??= `a worker could not start: ${why}`;
     // Workers that keep dying (a runtime that cannot start them) are not replaced forever.
     if (this.broken || ++this.deaths > MAX_DEATHS) {
       this.broken ??= `workers died ${this.deaths} times (last: ${why})`;
