@@ -10,7 +10,7 @@ import type { ResolvedHyperOptions } from './options.ts';
 import { buildPlan, planLadder, planParams, type Plan, type PlanName } from './plan.ts';
 import { Xoshiro128 } from './random.ts';
 import type { CheckedPlan, Verification } from './verification.ts';
-import { isHostTensor, type AttentionShape, type InputTensor } from './tensor.ts';
+import { isHostTensor, readRows, type AttentionShape, type InputTensor, type Tensor } from './tensor.ts';
 
 /** Confidence of the error bound, and the normal quantile that gives it. */
 const CONFIDENCE = 0.95;
@@ -120,11 +120,11 @@ export async function runVerified(
   const rng = new Xoshiro128((o.seed ^ 0x5bd1e995) >>> 0);
   const rows = new Int32Array(heads * c);
   const qRows = new Float32Array(heads * c * d);
-  const qData = (q as { data: Float32Array }).data;
   for (let h = 0; h < heads; h++) {
     const mine = checkRowsOf(rng, nq, c, avoid);
     rows.set(mine, h * c);
-    for (let t = 0; t < c; t++) qRows.set(qData.subarray((h * nq + mine[t]) * d, (h * nq + mine[t] + 1) * d), (h * c + t) * d);
+    // Read as the work reads inputs: a q changed since the call was made is a typed error.
+    for (let t = 0; t < c; t++) qRows.set(readRows(q as Tensor, (h * nq + mine[t]) * d, d), (h * c + t) * d);
   }
   const checks: CheckRows = { count: c, rows, q: qRows, out: new Float32Array(heads * c * dv), lse: new Float32Array(heads * c) };
 

@@ -99,9 +99,11 @@ function hyperOptions(rng: Xoshiro128, p: Problem): { options: Record<string, un
   if (rng.nextBelow(2)) o.seed = pick(rng, [0, 1, 0xffffffff, rng.nextU32()]);
   if (rng.nextBelow(3) === 0) o.scale = pick(rng, [0.01, 0.3, 1, 2]);
   if (rng.nextBelow(2)) o.threads = pick(rng, [1, 2, 3]);
+  if (rng.nextBelow(2)) o.tolerance = pick(rng, [0, 1e-6, 0.05, 0.1, 1, 1e9, Infinity]);
+  if (rng.nextBelow(3) === 0) o.checkRows = pick(rng, [8, 9, 64, 4096]);
   o.minSeqLen = pick(rng, [0, 1, 2, 8, 16, 32, 64, 4096, Number.MAX_SAFE_INTEGER]);
   const m = o.minSeqLen as number;
-  const exact = p.causal ? p.nq <= m : p.nq < m;
+  const exact = (p.causal ? p.nq <= m : p.nq < m) || o.tolerance === 0;
   return { options: o, exact };
 }
 
@@ -135,6 +137,8 @@ const OPTION_VALUES: Record<string, { bad: unknown[]; ok?: unknown[] }> = {
   threads: { bad: [0, -1, 1.5, NaN, Infinity, 257, 2 ** 31, 2 ** 32 + 2, 1n, '2', null, true], ok: [1, 2, 3, 256] },
   signal: { bad: [null, {}, 'abort', 1, { aborted: 1 }, new AbortController()], ok: [new AbortController().signal] },
   worker: { bad: [null, 1, 'yes', {}], ok: [true, false] },
+  tolerance: { bad: [-1, -Infinity, NaN, -1e-9, 1n, '0.1', null, [0.1], {}, true], ok: [0, 1e-300, 0.1, Infinity] },
+  checkRows: { bad: [0, 7, 4097, -1, 1.5, NaN, Infinity, 2 ** 31, 1n, '64', null], ok: [8, 4096] },
 };
 const EXACT_KEYS = new Set(['causal', 'scale', 'backend', 'device', 'output', 'onProgress', 'profile', 'threads', 'signal', 'worker']);
 
@@ -421,6 +425,8 @@ function validity(key: string, value: unknown): 'valid' | 'invalid' | 'maybe' {
       case 'threads': return isInt(1, 256);
       case 'signal': return value instanceof AbortSignal;
       case 'onProgress': return typeof value === 'function';
+      case 'tolerance': return typeof value === 'number' && value >= 0;
+      case 'checkRows': return isInt(8, 4096);
       default: return false;
     }
   })();

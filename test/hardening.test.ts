@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { test } from 'uvu';
+import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
 import {
   configureScheduler, configureThreads, explain, formatPlan, getProfile, hyperAttention, HyperAttentionError, setProfile,
@@ -15,6 +15,8 @@ import {
 } from '../src/index.ts';
 import { rejects } from './rejects.ts';
 import { randomTensor } from './util.ts';
+
+const test = suite('hardening');
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 /** Far beyond any case's time on an idle machine (seconds): it catches a hang, not slowness. */
@@ -154,4 +156,3 @@ test('a GPUDevice look-alike without the methods the library calls is INVALID_OP
   await rejects('INVALID_OPTION', /device: expected a GPUDevice/, (p) => hyperAttention(t, t, t, { ...p, device } as never));
 });
 
-test.run();
