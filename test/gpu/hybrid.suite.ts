@@ -69,7 +69,7 @@ Ops('placement table', () => {
     upload: 'webgpu', download: 'webgpu', hash: 'cpu', sort: 'cpu',
     exact: 'webgpu', block: 'webgpu', sampled: 'webgpu', merge: 'webgpu',
     probe: 'webgpu', heavy: 'webgpu', columns: 'webgpu', window: 'webgpu', round: 'webgpu', buckets: 'cpu',
-    samples: 'webgpu', remainder: 'webgpu',
+    samples: 'webgpu', remainder: 'webgpu', prefixes: 'webgpu',
   });
   assert.ok(Object.isFrozen(HybridBackend.placement));
   assert.is(hybrid.name, 'hybrid');
