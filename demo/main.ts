@@ -47,19 +47,25 @@ for (const [i, { n, causal }] of cases.entries()) {
   const hyperMs = performance.now() - t;
   const err = relativeError(hyper.out.data, exact.out.data);
   const checked = hyper.verification?.heads[0];
-  process.stdout.write(`${seconds(hyperMs)} s; authors' mode... `);
+  process.stdout.write(`${seconds(hyperMs)} s; unchecked... `);
+  t = performance.now();
+  const plain = await hyperAttention(q, k, v, { causal, tolerance: Infinity });
+  const plainMs = performance.now() - t;
+  const plainErr = relativeError(plain.out.data, exact.out.data);
+  process.stdout.write(`${seconds(plainMs)} s; authors' mode... `);
   const authors = await hyperAttention(q, k, v, { causal, mode: 'reference' });
   const authorsErr = relativeError(authors.out.data, exact.out.data);
   console.log(`done (elapsed ${seconds(performance.now() - started)} s)`);
   rows.push([
     String(n), causal ? 'yes' : 'no', seconds(exactMs), seconds(hyperMs), `${(exactMs / hyperMs).toFixed(1)}x`,
     err.toFixed(4), checked ? `${checked.error.toFixed(3)} (${checked.bound.toFixed(3)})` : '-', checked?.tried.map((p) => p.plan).join('>') ?? '-',
-    authorsErr.toFixed(4), gflops.toFixed(1), where(plans[0]), `${where(plans[1])} ${plans[1].algorithm}`,
+    `${(exactMs / plainMs).toFixed(1)}x`, plainErr.toFixed(4), authorsErr.toFixed(4), gflops.toFixed(1), where(plans[0]), `${where(plans[1])} ${plans[1].algorithm}`,
   ]);
 }
 
 const header = [
-  'n', 'causal', 'exact s', 'hyper s', 'speedup', 'rel. error', 'checked (bound)', 'plans', "authors' error", 'exact GFLOP/s', 'exact on', 'hyper on',
+  'n', 'causal', 'exact s', 'hyper s', 'speedup', 'rel. error', 'checked (bound)', 'plans', 'unchecked: speedup', 'error',
+  "authors' error", 'exact GFLOP/s', 'exact on', 'hyper on',
 ];
 const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
 const line = (cells: string[]) => cells.map((s, c) => s.padStart(widths[c])).join('  ');
@@ -68,4 +74,5 @@ console.log("\nrel. error = ||hyper - exact||_F / ||exact||_F of the output, in 
 console.log("mode 'reference' (the authors' algorithm). Below minSeqLen (4096) hyper is exact by design.");
 console.log('checked (bound): the error the call measured on its check rows, and its 95% bound; plans: the plans the head tried, the');
 console.log("last one its result (a head whose bound exceeds the tolerance, 0.1, moves up: 'accurate-wide', then 'exact').");
+console.log('unchecked: the same call with tolerance Infinity (the plan alone, no checks): its speedup and error.');
 console.log("exact on / hyper on: the scheduler's plan (explain()) for each call: backend (x WebAssembly threads), and whether it runs HyperAttention.");
