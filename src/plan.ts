@@ -282,14 +282,16 @@ export interface Rung {
  * A rung above exact costs at most this share of exact attention's keys per row: a head
  * that climbs past it to exact then pays at most about 1 + LADDER_SHARE of exact.
  */
-export const LADDER_SHARE = 0.15;
+const LADDER_SHARE = 0.15;
 
 /**
  * LSH tables of the wide rung: a query finds a key at angle θ in one r-bit table with
  * probability (1 - θ/π)^r, in one of L tables with 1 - (1 - (1 - θ/π)^r)^L. A retrieval
  * head whose query matches its key in only part of the space (cos ≈ 0.7, p ≈ 0.76) needs
- * many tables of few bits: 16 tables of buckets about 64 keys deep (2 bits fewer than the
- * default) find it 85% of the time at 16k keys, against 6% for one table of buckets of 16.
+ * many tables of few bits: 8 tables of buckets about 64 keys deep (2 bits fewer than the
+ * default) find it about 60% of the time at 16k keys, against 6% for one table of buckets
+ * of 16 (16 tables: 85%, but the mask over earlier tables made them cost a third of exact
+ * attention).
  */
 const WIDE_ROUNDS = 8;
 const WIDE_BUCKET_BITS_LESS = 2;
@@ -325,7 +327,7 @@ export function planLadder(p: PlanParams): Rung[] {
  * see fewer keys the earlier they are): what its attention costs next to exact attention's
  * nk (causal (nk + 1) / 2) keys per row.
  */
-export function keysPerRow(plan: AuthorsPlan | AccuratePlan, nq: number, nk: number, causal: boolean): number {
+function keysPerRow(plan: AuthorsPlan | AccuratePlan, nq: number, nk: number, causal: boolean): number {
   const visible = causal ? (nk + 1) / 2 : nk;
   if (plan.kind === 'authors') {
     const exactRows = plan.leaves.reduce((sum, leaf) => sum + (leaf.rows * (leaf.rows + 1)) / 2, 0) +
