@@ -2,11 +2,12 @@
 // [B, H, N, D] or [B, N, H, D]), or on GPUBuffers of the caller's WebGPU device; the
 // scheduler's calibration, profiles and explain().
 import { acquireCpu, releaseCpu, serialize } from './backends.ts';
+import { KVCache, openCache, type CacheState } from './cache.ts';
 import { runExact, runHyper } from './hyper.ts';
-import { runVerified } from './verified.ts';
+import { exactVerification, runVerified } from './verified.ts';
 import { explainShapeError, inputsInBhnd, resolveLayout, resultInLayout, shapeInBhnd, type Layout } from './layout.ts';
 import type { Backend, OpTrace } from './ops.ts';
-import type { Plan } from './plan.ts';
+import { buildPlan, planParams, type Plan } from './plan.ts';
 import {
   checkDeviceIO, resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions, type Output,
   type ResolvedExactOptions, type ResolvedHyperOptions,
@@ -14,13 +15,17 @@ import {
 import { abortedError, HyperAttentionError, typedFailure } from './errors.ts';
 import type { AttentionResult, GPUAttentionResult } from './result.ts';
 import type { Explanation } from './scheduler/cost.ts';
-import { callProfile, explain as explainBhnd, schedule, type CallShapes, type Scheduled } from './scheduler/index.ts';
+import {
+  callProfile, explain as explainBhnd, schedule, scheduleResident, type CallShapes, type Scheduled,
+} from './scheduler/index.ts';
 import { threadsFor } from './threads/config.ts';
 import {
-  allFinite, attentionShape, checkOutputSize, isHostTensor, type AttentionShape, type InputTensor, type TensorLike,
+  allFinite, attentionShape, checkMagnitudes, checkShape, checkOutputSize, finiteMaxAbs, isHostTensor, type AttentionShape, type InputTensor,
+  type Tensor, type TensorLike,
 } from './tensor.ts';
 
 export { HyperAttentionError, type ErrorCode } from './errors.ts';
+export { createKVCache, KVCache, type KVCacheOptions } from './cache.ts';
 export {
   DEFAULTS, type BackendChoice, type ExactOptions, type HyperOptions, type Output, type Progress, type WebGPUBufferLike,
   type WebGPUDeviceLike,
@@ -161,10 +166,17 @@ export function hyperAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options: HyperOptions & { output: Output },
 ): Promise<AttentionResult | GPUAttentionResult>;
 export function hyperAttention(q: TensorLike, k: TensorLike, v: TensorLike, options?: HyperOptions): Promise<AttentionResult>;
+/**
+ * HyperAttention of q [B, H, Nq, D] against the keys and values a cache holds now
+ * (createKVCache; H a multiple of its kvHeads): only q is uploaded. Causal queries are the
+ * cache's last Nq positions (docs/cache.md).
+ */
+export function hyperAttention(q: TensorLike, cache: KVCache, options?: HyperOptions): Promise<AttentionResult>;
 export function hyperAttention(
-  q: TensorLike, k: TensorLike, v: TensorLike, options: HyperOptions = {},
+  q: TensorLike, k: TensorLike | KVCache, v?: TensorLike | HyperOptions, options: HyperOptions = {},
 ): Promise<AttentionResult | GPUAttentionResult> {
-  return startCall(options, () => resolveHyperOptions(options), (o) => o, [q, k, v], (backend, shape, o, qkv, trace, plan) =>
+  if (k instanceof KVCache) return cacheCall('hyper', q, k, v ?? {});
+  return startCall(options, () => resolveHyperOptions(options), (o) => o, [q, k, v as TensorLike], (backend, shape, o, qkv, trace, plan) =>
     o.output === 'host'
       ? runVerified(backend, shape, o, qkv[0], qkv[1], qkv[2], trace, plan)
       : runHyper(backend, shape, o, qkv[0], qkv[1], qkv[2], o.output, trace, plan));
@@ -184,11 +196,131 @@ export function exactAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options: ExactOptions & { output: Output },
 ): Promise<AttentionResult | GPUAttentionResult>;
 export function exactAttention(q: TensorLike, k: TensorLike, v: TensorLike, options?: ExactOptions): Promise<AttentionResult>;
+/** Exact attention of q against the keys and values a cache holds now, as hyperAttention(q, cache). */
+export function exactAttention(q: TensorLike, cache: KVCache, options?: ExactOptions): Promise<AttentionResult>;
 export function exactAttention(
-  q: TensorLike, k: TensorLike, v: TensorLike, options: ExactOptions = {},
+  q: TensorLike, k: TensorLike | KVCache, v?: TensorLike | ExactOptions, options: ExactOptions = {},
 ): Promise<AttentionResult | GPUAttentionResult> {
-  return startCall(options, () => resolveExactOptions(options), () => undefined, [q, k, v], (backend, shape, o, qkv, trace, plan) =>
+  if (k instanceof KVCache) return cacheCall('exact', q, k, v ?? {});
+  return startCall(options, () => resolveExactOptions(options), () => undefined, [q, k, v as TensorLike], (backend, shape, o, qkv, trace, plan) =>
     runExact(backend, shape, o, qkv[0], qkv[1], qkv[2], o.output, trace, plan));
+}
+
+/**
+ * The shape of a call on a cache, checked against it (CACHE_MISMATCH), and whether it runs
+ * causally: one query sees every key, and causal queries are the cache's last nq positions.
+ */
+function cacheShape(qShape: readonly number[], cache: KVCache, causal: boolean): { shape: AttentionShape; causal: boolean } {
+  const [B, H, nq, d] = qShape;
+  const { batch, kvHeads, headDim } = cache;
+  if (B !== batch || d !== headDim || H % kvHeads !== 0) {
+    throw new HyperAttentionError(
+      'CACHE_MISMATCH',
+      `q ${JSON.stringify(qShape)}: the cache holds batch ${batch}, ${kvHeads} key-value heads (q's heads must be a multiple) and head dim ${headDim}`,
+    );
+  }
+  const nk = cache.length;
+  if (nk === 0) throw new HyperAttentionError('INVALID_SHAPE', 'the cache holds no tokens: append keys and values first');
+  if (causal && nq > nk) {
+    throw new HyperAttentionError('INVALID_SHAPE', `causal: ${nq} queries are the cache's last positions, but it holds ${nk} tokens`);
+  }
+  const masked = causal && nq > 1;
+  if (masked && nq !== nk) {
+    throw new HyperAttentionError('UNSUPPORTED', `causal: ${nq} queries against ${nk} cached tokens (1 < nq < tokens) is not supported yet; pass one query at a time, or nq = cache.length`);
+  }
+  return { shape: { B, H, Hkv: kvHeads, nq, nk, d, dv: cache.valueDim }, causal: masked };
+}
+
+/**
+ * A call on a cache: on the cache's backend, after the calls on it queued before (one memory
+ * serves one call at a time); the cache is busy (CACHE_BUSY for append, truncate, release)
+ * from the call's start until it settles. A plan of exact attention alone, not causal, runs
+ * the query heads of a key-value head as one head of H / Hkv times the rows (a reshape of
+ * q, not a copy): each key is then read once for all of them.
+ */
+function cacheCall(kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, options: unknown): Promise<AttentionResult> {
+  try {
+    const hyperGiven = kind === 'hyper' ? resolveHyperOptions(options as HyperOptions) : undefined;
+    const given = hyperGiven ?? resolveExactOptions(options as ExactOptions);
+    const layout = resolveLayout(options);
+    const state = openCache(cache);
+    if (given.output !== 'host') throw new HyperAttentionError('INVALID_OPTION', "output 'gpu': a WebAssembly cache gives host results");
+    if (given.backend === 'webgpu') throw new HyperAttentionError('INVALID_OPTION', "backend 'webgpu': calls on a cache run where it lives ('cpu')");
+    const [qt] = inputsInBhnd([q], layout, 'host');
+    if (!isHostTensor(qt)) throw new HyperAttentionError('INVALID_OPTION', 'q: a GPU tensor; a WebAssembly cache takes host queries { data, shape }');
+    const { shape, causal } = cacheShape(qt.shape, cache, given.causal);
+    checkOutputSize(shape);
+    checkMagnitudes(shape, { q: finiteMaxAbs('q', qt.data), ...state.maxAbs(shape.nk) }, given.scale ?? 1 / Math.sqrt(shape.d));
+    const hyper = hyperGiven && { ...hyperGiven, causal };
+    const o = hyper ?? { ...given, causal };
+    state.busy++;
+    const work = (async () => {
+      const ready = state.queue;
+      let done = () => {};
+      state.queue = new Promise<void>((resolve) => (done = resolve));
+      try {
+        await ready;
+        return resultInLayout(await runOnCache(state, shape, o, hyper, qt), layout);
+      } finally {
+        state.busy--;
+        done();
+      }
+    })();
+    return settlesOnAbort(o.signal, typedFailures(work));
+  } catch (error) {
+    return Promise.reject(typedFailure(error));
+  }
+}
+
+async function runOnCache(
+  state: CacheState, shape: AttentionShape, o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, q: Tensor,
+): Promise<AttentionResult> {
+  const { backend, k, v } = state;
+  const scheduled = o.backend === 'auto' || o.profile
+    ? await serialize(() => scheduleResident(shape, o, hyper, backend.threads))
+    : undefined;
+  if (o.signal?.aborted) throw abortedError(o.signal);
+  const chosen = hyper && scheduled?.plan.minSeqLen != null ? { ...hyper, minSeqLen: scheduled.plan.minSeqLen } : hyper;
+  const plan = scheduled?.work ?? buildPlan(planParams(shape, o, chosen));
+  const trace: OpTrace[] | undefined = o.profile ? [] : undefined;
+  const start = performance.now();
+  const { B, H, Hkv, nq, d, dv } = shape;
+  const exactOnly = plan.kind === 'authors' && plan.leaves.length === 0 && plan.steps.every((s) => s.kind === 'exact');
+  let result: AttentionResult;
+  if (exactOnly && !o.causal && H > Hkv) {
+    const rows = (H / Hkv) * nq;
+    const packed = { ...shape, H: Hkv, nq: rows };
+    const r = await runExact(backend, packed, o, { data: q.data, shape: [B, Hkv, rows, d] }, k, v, 'host', trace);
+    result = { out: { data: r.out.data, shape: [B, H, nq, dv] }, lse: { data: r.lse.data, shape: [B, H, nq] } };
+    if (hyper && hyper.tolerance !== Infinity) result.verification = exactVerification(hyper, B, H);
+  } else if (chosen) {
+    result = await runVerified(backend, shape, chosen, q, k, v, trace, plan);
+  } else {
+    result = await runExact(backend, shape, o, q, k, v, 'host', trace, plan);
+  }
+  checkFiniteResult(result);
+  return trace ? { ...result, profile: callProfile(scheduled!.plan, trace, performance.now() - start) } : result;
+}
+
+/** A call on a key-value cache, for explain(): q's shape and the cache (its keys as it holds them now). */
+export interface CacheCallShapes {
+  q: readonly number[];
+  cache: KVCache;
+}
+
+/** explain() of a call on a cache: its plan on the cache's backend, the keys and values never uploaded. */
+async function explainCacheCall(
+  shapes: CacheCallShapes, options: HyperOptions | ExactOptions, kind: 'hyper' | 'exact', layout: Layout,
+): Promise<Explanation> {
+  if (kind !== 'hyper' && kind !== 'exact') throw new HyperAttentionError('INVALID_OPTION', `kind: expected 'hyper' or 'exact', got ${String(kind)}`);
+  if (!(shapes.cache instanceof KVCache)) throw new HyperAttentionError('INVALID_OPTION', 'shapes.cache: expected a KVCache (createKVCache)');
+  const hyperGiven = kind === 'hyper' ? resolveHyperOptions(options) : undefined;
+  const given = hyperGiven ?? resolveExactOptions(options);
+  const state = openCache(shapes.cache);
+  const { shape, causal } = cacheShape(checkShape('q', shapeInBhnd(shapes.q, layout)), shapes.cache, given.causal);
+  const hyper = hyperGiven && { ...hyperGiven, causal };
+  const o = hyper ?? { ...given, causal };
+  return typedFailures(serialize(async () => (await scheduleResident(shape, o, hyper, state.backend.threads)).plan));
 }
 
 /**
@@ -198,10 +330,11 @@ export function exactAttention(
  * Shapes are read in the options' `layout`.
  */
 export function explain(
-  shapes: CallShapes, options: HyperOptions | ExactOptions = {}, kind: 'hyper' | 'exact' = 'hyper',
+  shapes: CallShapes | CacheCallShapes, options: HyperOptions | ExactOptions = {}, kind: 'hyper' | 'exact' = 'hyper',
 ): Promise<Explanation> {
   try {
     const layout = resolveLayout(options);
+    if (typeof shapes === 'object' && shapes !== null && 'cache' in shapes) return explainCacheCall(shapes, options, kind, layout);
     if (layout === 'bhnd' || typeof shapes !== 'object' || shapes === null) return typedFailures(explainBhnd(shapes, options, kind));
     const { q, k, v } = shapes;
     return typedFailures(explainBhnd({ q: shapeInBhnd(q, layout), k: shapeInBhnd(k, layout), v: shapeInBhnd(v, layout) }, options, kind))
