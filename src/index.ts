@@ -224,11 +224,7 @@ function cacheShape(qShape: readonly number[], cache: KVCache, causal: boolean):
   if (causal && nq > nk) {
     throw new HyperAttentionError('INVALID_SHAPE', `causal: ${nq} queries are the cache's last positions, but it holds ${nk} tokens`);
   }
-  const masked = causal && nq > 1;
-  if (masked && nq !== nk) {
-    throw new HyperAttentionError('UNSUPPORTED', `causal: ${nq} queries against ${nk} cached tokens (1 < nq < tokens) is not supported yet; pass one query at a time, or nq = cache.length`);
-  }
-  return { shape: { B, H, Hkv: kvHeads, nq, nk, d, dv: cache.valueDim }, causal: masked };
+  return { shape: { B, H, Hkv: kvHeads, nq, nk, d, dv: cache.valueDim }, causal: causal && nq > 1 };
 }
 
 /**
