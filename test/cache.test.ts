@@ -142,6 +142,28 @@ test('chunked prefill: each chunk of queries against the tokens held so far (not
   });
 });
 
+test('chunked causal prefill: each chunk appended, then its queries (the last positions) against every token held', async () => {
+  const [H, Hkv, d] = [4, 2, 16];
+  await withCache({ kvHeads: Hkv, headDim: d, capacity: 400 }, async (cache) => {
+    const ks: Tensor[] = [];
+    const vs: Tensor[] = [];
+    for (const t of [90, 1, 130, 64]) {
+      const k = fresh([1, Hkv, t, d]);
+      const v = fresh([1, Hkv, t, d]);
+      cache.append(k, v);
+      ks.push(k);
+      vs.push(v);
+      const q = fresh([1, H, t, d]);
+      const K = concat(ks);
+      const V = concat(vs);
+      checkAgainstReference(`exact chunk of ${t}`, await exactAttention(q, cache, { causal: true }), q, K, V, true);
+      const hyper = await hyperAttention(q, cache, { causal: true, backend: 'cpu' });
+      checkAgainstReference(`hyper chunk of ${t}`, hyper, q, K, V, true);
+      assert.equal(hyper.out.data, (await hyperAttention(q, K, V, { causal: true, backend: 'cpu' })).out.data);
+    }
+  });
+});
+
 test('truncate drops the tokens after n: later appends take their place', async () => {
   const [H, Hkv, d] = [2, 2, 16];
   await withCache({ kvHeads: Hkv, headDim: d, capacity: 16 }, async (cache) => {
@@ -179,7 +201,7 @@ test('every cache error is typed: CACHE_FULL, CACHE_MISMATCH, CACHE_BUSY, CACHE_
   assert.is(await codeOf(() => exactAttention(fresh([1, 2, 1, d + 1]), cache)), 'CACHE_MISMATCH');
   assert.is(await codeOf(() => exactAttention(fresh([2, 2, 1, d]), cache)), 'CACHE_MISMATCH');
   assert.is(await codeOf(() => hyperAttention(fresh([1, 3, 1, d]), cache)), 'CACHE_MISMATCH');
-  assert.is(await codeOf(() => exactAttention(fresh([1, 2, 4, d]), cache, { causal: true })), 'INVALID_SHAPE');
+  assert.is(await codeOf(() => exactAttention(fresh([1, 2, 4, d]), cache, { causal: true })), 'INVALID_SHAPE'); // nq > tokens
   const nan = fresh([1, 2, 1, d]);
   nan.data[3] = NaN;
   assert.is(await codeOf(() => cache.append(nan, fresh([1, 2, 1, d]))), 'NON_FINITE_INPUT');
