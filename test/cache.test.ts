@@ -4,7 +4,11 @@
 import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
 import { createKVCache, exactAttention, explain, hyperAttention, HyperAttentionError, type KVCache } from '../src/index.ts';
-import type { Tensor } from '../src/tensor.ts';
+import { createCpuBackend } from '../src/cpu/backend.ts';
+import { supportedFlavours } from '../src/cpu/wasm.ts';
+import { runExact } from '../src/hyper.ts';
+import { resolveExactOptions } from '../src/options.ts';
+import { attentionShape, type Tensor } from '../src/tensor.ts';
 import { referenceAttention } from './reference.ts';
 import { maxAbs, maxAbsError, randomTensor, relativeError } from './util.ts';
 
@@ -102,6 +106,23 @@ test('decoding against many keys (split across threads by keys) equals the refer
       assert.equal(cached.lse.data, plain.lse.data, `nq=${nq} (seed ${SEED}): lse differs from the plain call`);
     }
   });
+});
+
+test('few rows against many keys (the key parts and the few-rows kernel), odd head dims, every build: equal to the reference', async () => {
+  const nk = 4500;
+  for (const [d, dv] of [[33, 7], [64, 64], [128, 96]]) {
+    const k = fresh([1, 1, nk, d]);
+    const v = fresh([1, 1, nk, dv]);
+    for (const nq of [1, 2, 5, 16, 17, 64]) {
+      const q = fresh([1, 1, nq, d]);
+      for (const flavour of supportedFlavours()) {
+        const backend = await createCpuBackend(flavour);
+        const r = await runExact(backend, attentionShape(q, k, v, false), resolveExactOptions({}), q, k, v);
+        checkAgainstReference(`d=${d} dv=${dv} nq=${nq} ${flavour}`, r, q, k, v);
+      }
+      checkAgainstReference(`d=${d} dv=${dv} nq=${nq} threads`, await exactAttention(q, k, v, { backend: 'cpu', threads: 2 }), q, k, v);
+    }
+  }
 });
 
 test('a causal prefill through the cache equals the call on plain tensors, bit for bit (exact, fixed, accurate)', async () => {

@@ -52,6 +52,12 @@ const WINDOW_ROWS = 32;
  * depends on the shape alone, so results stay bit-identical for every thread count.
  */
 const KEY_PART = 2048;
+/**
+ * Rows up to which a key part runs the few-rows kernel (assembly/attention.ts,
+ * fewRowsAttention: keys read in place) rather than the tiled core, whose tile copies cost
+ * about what the arithmetic does when the rows are few.
+ */
+const FEW_ROWS = 16;
 /** About 20 ms of attention on one core: the most one job does, so that an abort waits no longer. */
 const JOB_FLOPS = 5e8;
 /** Probe rows per job of the heavy-column probe: a fixed grouping, so that its sums do not depend on the threads. */
@@ -270,7 +276,8 @@ export class CpuBackend implements Backend {
   }
 
   /**
-   * Non-causal exact attention of a few rows in parts of KEY_PART keys (see there): each
+   * Non-causal exact attention of a few rows in parts of KEY_PART keys (see there; up to
+   * FEW_ROWS rows with the few-rows kernel): each
    * part's out and lse into its own rows above the arena, then merged into part 0 in order
    * (exact log-add-exp), and part 0 into the destination as it asks.
    */
@@ -288,6 +295,9 @@ export class CpuBackend implements Backend {
       d: t.d, dv: t.dv, scale: t.scale, causal: false, causalOffset: 0, out: outs + p * t.nq * t.dv * 4, lse: lses + p * t.nq * 4,
       write: WRITE_CODES.write, scratch,
     }));
+    const ran = t.nq <= FEW_ROWS
+      ? this.jobs('fewRowsAttention', jobs, scratch, this.attentionStride(t), ['scratch'])
+      : this.jobs('exactAttention', jobs, scratch, this.attentionStride(t), ['scratch']);
     const merge = () => {
       const { out, lse, write } = this.dst(t.dst, t.dv);
       for (let p = 1; p < parts; p++) {
@@ -298,7 +308,6 @@ export class CpuBackend implements Backend {
       }
       callKernel(this.wasm, 'mergeRows', { dstOut: out, dstLse: lse, srcOut: outs, srcLse: lses, rows: t.nq, dv: t.dv, write });
     };
-    const ran = this.jobs('exactAttention', jobs, scratch, this.attentionStride(t), ['scratch']);
     return ran ? ran.then(merge) : merge();
   }
 
