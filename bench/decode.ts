@@ -1,8 +1,8 @@
 // Decoding against a key-value cache (src/cache.ts) on WebAssembly: the time per token of
 // exactAttention(q, cache) against the same call on plain tensors (which copies every key
 // and value in again), next to the attention arithmetic alone at the exact kernel's
-// GFLOP/s, and the rate the cached call reads keys and values at. Medians of timed calls
-// after a warm-up; nothing is asserted. Run: `tsx bench/decode.ts [--quick]` (docs/cache.md).
+// GFLOP/s, and the rate the cached call reads keys and values at. Medians of calls run in
+// turn after a warm-up; nothing is asserted. Run: `tsx bench/decode.ts [--quick]` (docs/cache.md).
 import { createKVCache, exactAttention } from '../src/index.ts';
 import { threadsFor } from '../src/threads/config.ts';
 import { randomTensor } from '../test/util.ts';
@@ -13,17 +13,21 @@ const NK = QUICK ? 8192 : 32768;
 const RUNS = QUICK ? 5 : 9;
 const CHUNK = 4096;
 
-async function median(call: () => Promise<unknown>): Promise<number> {
-  await call();
-  await call();
-  const times: number[] = [];
+/**
+ * Median times of the calls, run in turn (one of each per round, after a warm-up round),
+ * so that a machine's changing load weighs on all of them alike.
+ */
+async function medians(calls: (() => Promise<unknown>)[]): Promise<number[]> {
+  for (const call of calls) await call();
+  const times: number[][] = calls.map(() => []);
   for (let i = 0; i < RUNS; i++) {
-    const start = performance.now();
-    await call();
-    times.push(performance.now() - start);
+    for (const [c, call] of calls.entries()) {
+      const start = performance.now();
+      await call();
+      times[c].push(performance.now() - start);
+    }
   }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(RUNS / 2)];
+  return times.map((t) => t.sort((a, b) => a - b)[Math.floor(RUNS / 2)]);
 }
 
 const threads = await threadsFor(undefined);
@@ -41,13 +45,14 @@ for (let t0 = 0; t0 < NK; t0 += CHUNK) {
 }
 const q = randomTensor([1, H, 1, d], 7);
 const options = { backend: 'cpu', causal: true } as const;
-const cached = await median(() => exactAttention(q, cache, options));
-const plain = await median(() => exactAttention(q, { data: K, shape: [1, Hkv, NK, d] }, { data: V, shape: [1, Hkv, NK, d] }, options));
-
 // The exact kernel's rate where it is bound by arithmetic: many rows against one head's keys.
 const n = QUICK ? 1024 : 2048;
 const square = [randomTensor([1, 1, n, d], 11), randomTensor([1, 1, n, d], 12), randomTensor([1, 1, n, d], 13)] as const;
-const squareMs = await median(() => exactAttention(...square, { backend: 'cpu' }));
+const [cached, plain, squareMs] = await medians([
+  () => exactAttention(q, cache, options),
+  () => exactAttention(q, { data: K, shape: [1, Hkv, NK, d] }, { data: V, shape: [1, Hkv, NK, d] }, options),
+  () => exactAttention(...square, { backend: 'cpu' }),
+]);
 const gflops = (4 * n * n * d) / squareMs / 1e6;
 const flops = 4 * H * NK * d;
 const arithmeticMs = flops / gflops / 1e6;

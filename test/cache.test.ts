@@ -185,6 +185,36 @@ test('chunked causal prefill: each chunk appended, then its queries (the last po
   });
 });
 
+test("calls on a cache take layout 'bnhd', profile and an abort signal as other calls do", async () => {
+  const [H, Hkv, n, d] = [4, 2, 50, 16];
+  await withCache({ kvHeads: Hkv, headDim: d, capacity: n }, async (cache) => {
+    const k = fresh([1, Hkv, n, d]);
+    const v = fresh([1, Hkv, n, d]);
+    cache.append(k, v);
+    const q = fresh([1, H, 3, d]);
+    const bhnd = await exactAttention(q, cache);
+    // The same queries as [B, N, H, D]: out comes back as [B, N, H, Dv].
+    const qT = new Float32Array(q.data.length);
+    const outT = new Float32Array(bhnd.out.data.length);
+    for (let h = 0; h < H; h++) {
+      for (let i = 0; i < 3; i++) {
+        qT.set(q.data.subarray((h * 3 + i) * d, (h * 3 + i + 1) * d), (i * H + h) * d);
+        outT.set(bhnd.out.data.subarray((h * 3 + i) * d, (h * 3 + i + 1) * d), (i * H + h) * d);
+      }
+    }
+    const bnhd = await exactAttention({ data: qT, shape: [1, 3, H, d] }, cache, { layout: 'bnhd' });
+    assert.equal(bnhd.out.shape, [1, 3, H, d]);
+    assert.equal(bnhd.out.data, outT);
+    const profiled = await hyperAttention(q, cache, { profile: true });
+    assert.ok(profiled.profile!.steps.some((s) => s.op === 'exact'));
+    assert.not.ok(profiled.profile!.plan.steps.some((s) => s.op === 'upload' && s.units > H * 3 * d * 4));
+    const controller = new AbortController();
+    controller.abort();
+    assert.is(await codeOf(() => exactAttention(q, cache, { signal: controller.signal })), 'ABORTED');
+    checkAgainstReference('after an aborted call', await exactAttention(q, cache), q, k, v);
+  });
+});
+
 test('truncate drops the tokens after n: later appends take their place', async () => {
   const [H, Hkv, d] = [2, 2, 16];
   await withCache({ kvHeads: Hkv, headDim: d, capacity: 16 }, async (cache) => {
