@@ -2,13 +2,16 @@
 // as they are appended, and every call on the cache (hyperAttention(q, cache),
 // exactAttention(q, cache), src/index.ts) uploads only its queries. On WebAssembly the
 // cache's buffers are the bottom of a memory of its own (shared with the thread pool's
-// workers when calls run on threads), kept between calls; docs/cache.md.
-import { dropCpu, ownCpu } from './backends.ts';
+// workers when calls run on threads); on WebGPU they are device buffers of their own on
+// the backend's device. Both are kept between calls; docs/cache.md.
+import { dropCpu, gpuBackend, ownCpu } from './backends.ts';
 import type { CpuBackend } from './cpu/backend.ts';
+import type { WebGPUBackend } from './gpu/index.ts';
 import { describeValue } from './describe.ts';
 import { HyperAttentionError } from './errors.ts';
 import type { ResidentRows } from './hyper.ts';
-import { MAX_THREADS, type BackendChoice, type WebGPUDeviceLike } from './options.ts';
+import type { BackendBuffer } from './ops.ts';
+import { isGPUDevice, MAX_THREADS, type BackendChoice, type WebGPUDeviceLike } from './options.ts';
 import { ownOptions } from './owned.ts';
 import { finiteMaxAbs, isHostTensor, MAX_HEAD_DIM, toInputTensor, type Tensor, type TensorLike } from './tensor.ts';
 import { threadsFor } from './threads/config.ts';
@@ -25,11 +28,11 @@ export interface KVCacheOptions {
   /** the most tokens the cache holds: its memory is reserved when it is made */
   capacity: number;
   /**
-   * where keys and values live and calls on the cache run: 'cpu' (WebAssembly) or 'auto'
-   * (default; WebAssembly for now). 'webgpu' is not supported yet (UNSUPPORTED).
+   * where keys and values live and calls on the cache run: 'cpu' (WebAssembly), 'webgpu'
+   * (device buffers; UNSUPPORTED without WebGPU), or 'auto' (default: WebAssembly)
    */
   backend?: BackendChoice;
-  /** a GPUDevice (implies backend 'webgpu', not supported yet) */
+  /** keep the cache on this GPUDevice (implies backend 'webgpu') instead of the library's own */
   device?: WebGPUDeviceLike;
   /** how keys and values are stored: 'float32' (the only one for now) */
   dtype?: 'float32';
@@ -47,7 +50,7 @@ const MAX_CACHE_BYTES = 3 * 2 ** 30;
 
 /** What calls on a cache use of it (src/index.ts); never part of the public API. */
 export interface CacheState {
-  backend: CpuBackend;
+  backend: CpuBackend | WebGPUBackend;
   k: ResidentRows;
   v: ResidentRows;
   /** calls on the cache, started and not settled: they read it */
@@ -70,27 +73,27 @@ export class KVCache {
   readonly headDim: number;
   readonly valueDim: number;
   readonly capacity: number;
-  readonly backend: 'cpu';
+  /** where its keys and values live, and its calls run */
+  readonly backend: 'cpu' | 'webgpu';
   private tokens = 0;
   /** per token, the largest |k| and |v| of its append (the call's overflow bounds) */
   private readonly kMax: Float32Array;
   private readonly vMax: Float32Array;
 
   /** Use createKVCache: it reserves the backend memory this needs. */
-  private constructor(o: Resolved, backend: CpuBackend) {
+  private constructor(o: Resolved, backend: CpuBackend | WebGPUBackend, k: BackendBuffer, v: BackendBuffer) {
     this.batch = o.batch;
     this.kvHeads = o.kvHeads;
     this.headDim = o.headDim;
     this.valueDim = o.valueDim;
     this.capacity = o.capacity;
-    this.backend = 'cpu';
+    this.backend = backend.name;
     this.kMax = new Float32Array(o.capacity);
     this.vMax = new Float32Array(o.capacity);
-    const heads = o.batch * o.kvHeads;
     states.set(this, {
       backend,
-      k: { resident: backend.createLasting('f32', heads * o.capacity * o.headDim), stride: o.capacity },
-      v: { resident: backend.createLasting('f32', heads * o.capacity * o.valueDim), stride: o.capacity },
+      k: { resident: k, stride: o.capacity },
+      v: { resident: v, stride: o.capacity },
       busy: 0,
       queue: Promise.resolve(),
       maxAbs: (n) => ({ k: maxOf(this.kMax, n), v: maxOf(this.vMax, n) }),
@@ -99,11 +102,24 @@ export class KVCache {
 
   /** @internal */
   static async create(o: Resolved): Promise<KVCache> {
-    const backend = await ownCpu(await threadsFor(o.threads));
+    const rows = o.batch * o.kvHeads * o.capacity;
+    if (o.backend === 'webgpu') {
+      const gpu = await gpuBackend(o.device);
+      const k = gpu.createLasting('f32', rows * o.headDim);
+      try {
+        const v = gpu.createLasting('f32', rows * o.valueDim);
+        gpu.submit();
+        return new KVCache(o, gpu, k, v);
+      } catch (error) {
+        gpu.dropLasting(k);
+        throw error;
+      }
+    }
+    const cpu = await ownCpu(await threadsFor(o.threads));
     try {
-      return new KVCache(o, backend);
+      return new KVCache(o, cpu, cpu.createLasting('f32', rows * o.headDim), cpu.createLasting('f32', rows * o.valueDim));
     } catch (error) {
-      dropCpu(backend);
+      dropCpu(cpu);
       throw error;
     }
   }
@@ -140,6 +156,8 @@ export class KVCache {
         state.backend.upload(rows.resident, t3.data.subarray(g * t * width, (g + 1) * t * width), (g * rows.stride + this.tokens) * width);
       }
     }
+    // On WebGPU the copies are submitted now: a call that fails later drops only its own commands.
+    if (state.backend.name === 'webgpu') state.backend.submit();
     this.kMax.fill(kMax, this.tokens, this.tokens + t);
     this.vMax.fill(vMax, this.tokens, this.tokens + t);
     this.tokens += t;
@@ -164,7 +182,12 @@ export class KVCache {
     if (state.busy > 0) throw busyError('release');
     states.delete(this);
     this.tokens = 0;
-    dropCpu(state.backend);
+    if (state.backend.name === 'webgpu') {
+      state.backend.dropLasting(state.k.resident);
+      state.backend.dropLasting(state.v.resident);
+    } else {
+      dropCpu(state.backend);
+    }
   }
 
   /** The cache's state when no call reads it (append, truncate). */
@@ -177,7 +200,7 @@ export class KVCache {
   private checkRows(name: 'k' | 'v', t: TensorLike, width: number): Tensor {
     const input = toInputTensor(name, t);
     if (!isHostTensor(input)) {
-      throw new HyperAttentionError('INVALID_OPTION', `${name}: a GPU tensor; a WebAssembly cache takes host tensors { data, shape }`);
+      throw new HyperAttentionError('INVALID_OPTION', `${name}: a GPU tensor; a cache takes host tensors { data, shape }`);
     }
     const [B, H, , D] = input.shape;
     if (B !== this.batch || H !== this.kvHeads || D !== width) {
@@ -214,6 +237,8 @@ interface Resolved {
   valueDim: number;
   capacity: number;
   threads: number | undefined;
+  backend: 'cpu' | 'webgpu';
+  device: WebGPUDeviceLike | undefined;
 }
 
 function resolve(options: KVCacheOptions): Resolved {
@@ -233,20 +258,24 @@ function resolve(options: KVCacheOptions): Resolved {
     valueDim: integer('valueDim', o.valueDim, headDim, MAX_HEAD_DIM),
     capacity: integer('capacity', o.capacity, undefined, 2 ** 30),
     threads: o.threads === undefined ? undefined : integer('threads', o.threads, 1, MAX_THREADS),
+    backend: 'cpu',
+    device: undefined,
   };
   const backend = o.backend ?? (o.device ? 'webgpu' : 'auto');
   if (!['auto', 'cpu', 'webgpu'].includes(backend)) {
     throw new HyperAttentionError('INVALID_OPTION', `backend: expected 'auto', 'cpu' or 'webgpu', got ${describeValue(backend)}`);
   }
-  if (backend === 'webgpu') {
-    throw new HyperAttentionError('UNSUPPORTED', "a key-value cache on WebGPU is not supported yet: use backend 'cpu' (or 'auto')");
+  if (o.device !== undefined) {
+    if (!isGPUDevice(o.device)) throw new HyperAttentionError('INVALID_OPTION', `device: expected a GPUDevice, got ${describeValue(o.device)}`);
+    if (backend !== 'webgpu') throw new HyperAttentionError('INVALID_OPTION', `device: a GPUDevice needs backend 'webgpu', but backend is '${backend}'`);
   }
-  if (o.device !== undefined) throw new HyperAttentionError('INVALID_OPTION', `device: a GPUDevice needs backend 'webgpu', but backend is '${backend}'`);
+  resolved.backend = backend === 'webgpu' ? 'webgpu' : 'cpu';
+  resolved.device = o.device;
   if (o.dtype !== undefined && o.dtype !== 'float32') {
     throw new HyperAttentionError('INVALID_OPTION', `dtype: expected 'float32' (the one storage type so far), got ${describeValue(o.dtype)}`);
   }
   const bytes = resolved.batch * resolved.kvHeads * resolved.capacity * (resolved.headDim + resolved.valueDim) * 4;
-  if (bytes > MAX_CACHE_BYTES) {
+  if (resolved.backend === 'cpu' && bytes > MAX_CACHE_BYTES) {
     throw new HyperAttentionError('INVALID_OPTION', `capacity: ${resolved.capacity} tokens of ${resolved.batch} x ${resolved.kvHeads} heads would take ${bytes} bytes; a WebAssembly cache holds at most ${MAX_CACHE_BYTES}`);
   }
   return resolved;

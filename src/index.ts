@@ -240,10 +240,15 @@ function cacheCall(kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, optio
     const given = hyperGiven ?? resolveExactOptions(options as ExactOptions);
     const layout = resolveLayout(options);
     const state = openCache(cache);
-    if (given.output !== 'host') throw new HyperAttentionError('INVALID_OPTION', "output 'gpu': a WebAssembly cache gives host results");
-    if (given.backend === 'webgpu') throw new HyperAttentionError('INVALID_OPTION', "backend 'webgpu': calls on a cache run where it lives ('cpu')");
+    if (given.output !== 'host') throw new HyperAttentionError('INVALID_OPTION', "output 'gpu': calls on a cache give host results");
+    if (given.backend !== 'auto' && given.backend !== cache.backend) {
+      throw new HyperAttentionError('INVALID_OPTION', `backend '${given.backend}': calls on a cache run where it lives ('${cache.backend}')`);
+    }
+    if (given.device !== undefined && given.device !== (state.backend.name === 'webgpu' ? state.backend.device : undefined)) {
+      throw new HyperAttentionError('INVALID_OPTION', "device: not the GPUDevice the cache lives on (calls on a cache run where it lives)");
+    }
     const [qt] = inputsInBhnd([q], layout, 'host');
-    if (!isHostTensor(qt)) throw new HyperAttentionError('INVALID_OPTION', 'q: a GPU tensor; a WebAssembly cache takes host queries { data, shape }');
+    if (!isHostTensor(qt)) throw new HyperAttentionError('INVALID_OPTION', 'q: a GPU tensor; calls on a cache take host queries { data, shape }');
     const { shape, causal } = cacheShape(qt.shape, cache, given.causal);
     checkOutputSize(shape);
     checkMagnitudes(shape, { q: finiteMaxAbs('q', qt.data), ...state.maxAbs(shape.nk) }, given.scale ?? 1 / Math.sqrt(shape.d));
@@ -273,29 +278,33 @@ async function runOnCache(
 ): Promise<AttentionResult> {
   const { backend, k, v } = state;
   const scheduled = o.backend === 'auto' || o.profile
-    ? await serialize(() => scheduleResident(shape, o, hyper, backend.threads))
+    ? await serialize(() => scheduleResident(shape, o, hyper, backend))
     : undefined;
   if (o.signal?.aborted) throw abortedError(o.signal);
   const chosen = hyper && scheduled?.plan.minSeqLen != null ? { ...hyper, minSeqLen: scheduled.plan.minSeqLen } : hyper;
   const plan = scheduled?.work ?? buildPlan(planParams(shape, o, chosen));
-  const trace: OpTrace[] | undefined = o.profile ? [] : undefined;
-  const start = performance.now();
   const { B, H, Hkv, nq, d, dv } = shape;
   const exactOnly = plan.kind === 'authors' && plan.leaves.length === 0 && plan.steps.every((s) => s.kind === 'exact');
-  let result: AttentionResult;
-  if (exactOnly && !o.causal && H > Hkv) {
-    const rows = (H / Hkv) * nq;
-    const packed = { ...shape, H: Hkv, nq: rows };
-    const r = await runExact(backend, packed, o, { data: q.data, shape: [B, Hkv, rows, d] }, k, v, 'host', trace);
-    result = { out: { data: r.out.data, shape: [B, H, nq, dv] }, lse: { data: r.lse.data, shape: [B, H, nq] } };
-    if (hyper && hyper.tolerance !== Infinity) result.verification = exactVerification(hyper, B, H);
-  } else if (chosen) {
-    result = await runVerified(backend, shape, chosen, q, k, v, trace, plan);
-  } else {
-    result = await runExact(backend, shape, o, q, k, v, 'host', trace, plan);
-  }
-  checkFiniteResult(result);
-  return trace ? { ...result, profile: callProfile(scheduled!.plan, trace, performance.now() - start) } : result;
+  const run = async (): Promise<AttentionResult> => {
+    const trace: OpTrace[] | undefined = o.profile ? [] : undefined;
+    const start = performance.now();
+    let result: AttentionResult;
+    if (exactOnly && !o.causal && H > Hkv) {
+      const rows = (H / Hkv) * nq;
+      const packed = { ...shape, H: Hkv, nq: rows };
+      const r = await runExact(backend, packed, o, { data: q.data, shape: [B, Hkv, rows, d] }, k, v, 'host', trace);
+      result = { out: { data: r.out.data, shape: [B, H, nq, dv] }, lse: { data: r.lse.data, shape: [B, H, nq] } };
+      if (hyper && hyper.tolerance !== Infinity) result.verification = exactVerification(hyper, B, H);
+    } else if (chosen) {
+      result = await runVerified(backend, shape, chosen, q, k, v, trace, plan);
+    } else {
+      result = await runExact(backend, shape, o, q, k, v, 'host', trace, plan);
+    }
+    checkFiniteResult(result);
+    return trace ? { ...result, profile: callProfile(scheduled!.plan, trace, performance.now() - start) } : result;
+  };
+  // WebGPU holds one device's buffers: its calls take turns with every other call on it.
+  return backend.name === 'webgpu' ? serialize(run) : run();
 }
 
 /** A call on a key-value cache, for explain(): q's shape and the cache (its keys as it holds them now). */
@@ -316,7 +325,7 @@ async function explainCacheCall(
   const { shape, causal } = cacheShape(checkShape('q', shapeInBhnd(shapes.q, layout)), shapes.cache, given.causal);
   const hyper = hyperGiven && { ...hyperGiven, causal };
   const o = hyper ?? { ...given, causal };
-  return typedFailures(serialize(async () => (await scheduleResident(shape, o, hyper, state.backend.threads)).plan));
+  return typedFailures(serialize(async () => (await scheduleResident(shape, o, hyper, state.backend)).plan));
 }
 
 /**

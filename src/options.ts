@@ -328,7 +328,7 @@ const DEVICE_METHODS = [
 ] as const;
 const QUEUE_METHODS = ['submit', 'writeBuffer', 'onSubmittedWorkDone'] as const;
 
-function isGPUDevice(value: unknown): value is WebGPUDeviceLike {
+export function isGPUDevice(value: unknown): value is WebGPUDeviceLike {
   const device = value as Record<string, unknown> & { queue?: Record<string, unknown>; lost?: { then?: unknown } };
   return typeof value === 'object' && value !== null && DEVICE_METHODS.every((m) => typeof device[m] === 'function') &&
     typeof device.queue === 'object' && device.queue !== null && QUEUE_METHODS.every((m) => typeof device.queue![m] === 'function') &&

@@ -239,7 +239,7 @@ test('truncate drops the tokens after n: later appends take their place', async 
   });
 });
 
-test('every cache error is typed: CACHE_FULL, CACHE_MISMATCH, CACHE_BUSY, CACHE_RELEASED, INVALID_OPTION, UNSUPPORTED', async () => {
+test('every cache error is typed: CACHE_FULL, CACHE_MISMATCH, CACHE_BUSY, CACHE_RELEASED, INVALID_OPTION', async () => {
   const d = 8;
   const cache = await createKVCache({ batch: 1, kvHeads: 2, headDim: d, capacity: 4 });
   assert.is(await codeOf(() => exactAttention(fresh([1, 2, 1, d]), cache)), 'INVALID_SHAPE'); // empty
@@ -277,7 +277,7 @@ test('every cache error is typed: CACHE_FULL, CACHE_MISMATCH, CACHE_BUSY, CACHE_
   ]) {
     assert.is(await codeOf(() => createKVCache(bad as never)), 'INVALID_OPTION', JSON.stringify(bad));
   }
-  assert.is(await codeOf(() => createKVCache({ kvHeads: 2, headDim: d, capacity: 4, backend: 'webgpu' })), 'UNSUPPORTED');
+  assert.is(await codeOf(() => createKVCache({ kvHeads: 2, headDim: d, capacity: 4, device: {} as never })), 'INVALID_OPTION');
 });
 
 test('release frees the memory: caches of 384 MB each, made and released in turn, all fit', async () => {

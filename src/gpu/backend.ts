@@ -89,6 +89,23 @@ export class WebGPUBackend implements Backend {
     return this.g.createBuffer(kind, length);
   }
 
+  /**
+   * A buffer that releaseAll keeps (a key-value cache's, src/cache.ts), freed by
+   * dropLasting. Uploads into it outside a call are submitted with submit().
+   */
+  createLasting(kind: 'f32' | 'i32', length: number): BackendBuffer {
+    return this.g.createLasting(kind, length);
+  }
+
+  dropLasting(buf: BackendBuffer): void {
+    this.g.destroyLasting(buf);
+  }
+
+  /** Submits what is recorded, without waiting (uploads made between calls, which releaseAll would otherwise drop). */
+  submit(): void {
+    this.g.submit();
+  }
+
   upload(buf: BackendBuffer, data: Float32Array | Int32Array, offset = 0): void {
     const handle = this.g.written(buf, offset, data.length);
     if (data.length === 0) return;

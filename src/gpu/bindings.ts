@@ -79,6 +79,8 @@ export class Bindings extends Recorder {
   private readonly workgroupStorage: number;
   private readonly maxSubgroupSize: number;
   private readonly live = new Set<WebGPUBuffer>();
+  /** buffers that releaseBuffers keeps (a key-value cache's, src/cache.ts), until destroyLasting */
+  private readonly lasting = new Set<WebGPUBuffer>();
 
   constructor(device: GPUDevice, options: BindingOptions = {}) {
     super(device);
@@ -112,6 +114,25 @@ export class Bindings extends Recorder {
     return buf;
   }
 
+  /** A buffer of its own (not the pool's) that releaseBuffers keeps, until destroyLasting. */
+  createLasting(kind: 'f32' | 'i32', length: number): WebGPUBuffer {
+    const bytes = this.bufferBytes(length);
+    const gpu = this.record(() => this.device.createBuffer({
+      size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    }));
+    const buf = new WebGPUBuffer(kind, length, gpu);
+    this.lasting.add(buf);
+    return buf;
+  }
+
+  /** Frees a buffer of createLasting (and its f16 copy); it is then unusable. */
+  destroyLasting(buf: BackendBuffer): void {
+    if (!(buf instanceof WebGPUBuffer) || !this.lasting.delete(buf)) return;
+    buf.released = true;
+    buf.gpu.destroy();
+    if (buf.half) this.pool.release(buf.half);
+  }
+
   /** Back to the pool: every buffer created since the last release (they are then unusable). */
   releaseBuffers(): void {
     for (const buf of this.live) {
@@ -136,7 +157,7 @@ export class Bindings extends Recorder {
 
   /** The backend's buffer, checked to be live and to hold elements [offset, offset + length). */
   handle(buf: BackendBuffer, offset: number, length: number): WebGPUBuffer {
-    if (!(buf instanceof WebGPUBuffer) || !this.live.has(buf)) {
+    if (!(buf instanceof WebGPUBuffer) || !(this.live.has(buf) || this.lasting.has(buf))) {
       throw new Error(`hyperattention: ${buf instanceof WebGPUBuffer && buf.released ? 'buffer used after releaseAll' : 'not a buffer of this WebGPU backend'}`);
     }
     if (offset < 0 || offset + length > buf.length) {

@@ -139,6 +139,11 @@ export class Recorder {
     if (error) throw error;
   }
 
+  /** Submits what is recorded now, without waiting: a later reset cannot drop it. */
+  submit(): void {
+    this.record(() => this.flush());
+  }
+
   /** Submits what is recorded and waits until the GPU has run it, rejecting with its errors. */
   async submitAndWait(): Promise<void> {
     this.record(() => this.flush());

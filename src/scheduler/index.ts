@@ -5,6 +5,8 @@
 // 'auto'), cached per environment, and persisted (persistence.ts) so that a new process or
 // page load does not measure again.
 import { gpuBackend, hybridBackend, serialize, threadsAvailable } from '../backends.ts';
+import type { CpuBackend } from '../cpu/backend.ts';
+import type { WebGPUBackend } from '../gpu/index.ts';
 import { describeValue } from '../describe.ts';
 import { HyperAttentionError } from '../errors.ts';
 import { COST_CLASS, type Backend, type OpTrace } from '../ops.ts';
@@ -195,11 +197,13 @@ export async function schedule(
  * With backend 'auto' the cutoff is the scheduler's choice, as for other calls.
  */
 export async function scheduleResident(
-  shape: AttentionShape, o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, threads: number,
+  shape: AttentionShape, o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, backend: CpuBackend | WebGPUBackend,
 ): Promise<{ plan: Explanation; work: Plan }> {
   const cpu = await measuredCpu();
-  const profile = await profileOf({ cpu, gpu: undefined, env: await environmentOf(cpu, undefined) });
-  const params = { ...chooseParams(shape, o, hyper, ['cpu'], threads), residentKv: true };
+  const gpu = backend.name === 'webgpu' ? backend : undefined;
+  const devices = { cpu, gpu, env: await environmentOf(cpu, gpu) };
+  const profile = gpu ? await profileWithGpu(devices) : await profileOf(devices);
+  const params = { ...chooseParams(shape, o, hyper, [backend.name], backend.name === 'cpu' ? backend.threads : 1), residentKv: true };
   if (o.backend !== 'auto') params.minSeqLen = hyper?.minSeqLen;
   const { explanation, plan } = choosePlan(shape, params, profile);
   return { plan: explanation, work: plan };

@@ -1,15 +1,46 @@
-// The key-value cache where a GPU adapter exists: a cache lives in WebAssembly memory for
-// now, so a cache on WebGPU is UNSUPPORTED and a call on a cache cannot ask for WebGPU or
-// GPU output (INVALID_OPTION); plain calls on WebGPU still equal the same call on the
-// cache's keys and values within float32 rounding (1e-4 max abs error: different
-// summation orders), on fresh random inputs.
+// The key-value cache on WebGPU (src/cache.ts): keys and values in device buffers of the
+// cache's own, calls uploading only their queries. Against the float64 reference over the
+// concatenated keys and values (exact attention's 1e-4 on the GPU: float32 in other
+// summation orders), against the same calls on plain tensors on WebGPU and against a
+// cache on WebAssembly (1e-4 max abs error); its errors. Fresh random inputs each run.
 import { suite } from '../suite.ts';
 import * as assert from 'uvu/assert';
-import { createKVCache, exactAttention, HyperAttentionError } from '../../src/index.ts';
-import { maxAbsError, randomTensor } from '../util.ts';
+import { createKVCache, exactAttention, hyperAttention, HyperAttentionError, type KVCache } from '../../src/index.ts';
+import type { Tensor } from '../../src/tensor.ts';
+import { referenceAttention } from '../reference.ts';
+import { maxAbsError, randomTensor, relativeError } from '../util.ts';
 
 const test = suite('gpu cache');
 const SEED = (Math.random() * 2 ** 31) >>> 0;
+let nextSeed = SEED;
+const fresh = (shape: number[]) => randomTensor(shape, nextSeed++);
+const GPU = { backend: 'webgpu' } as const;
+const TOL = 1e-4;
+
+function concat(parts: Tensor[]): Tensor {
+  const [B, H, , D] = parts[0].shape;
+  const n = parts.reduce((s, p) => s + p.shape[2], 0);
+  const data = new Float32Array(B * H * n * D);
+  for (let g = 0; g < B * H; g++) {
+    let at = g * n * D;
+    for (const p of parts) {
+      const rows = p.shape[2] * D;
+      data.set(p.data.subarray(g * rows, (g + 1) * rows), at);
+      at += rows;
+    }
+  }
+  return { data, shape: [B, H, n, D] };
+}
+
+function checkAgainstReference(label: string, r: { out: { data: Float32Array }; lse: { data: Float32Array } }, q: Tensor, k: Tensor, v: Tensor, causal = false) {
+  const [B, H, nq, d] = q.shape;
+  const [, Hkv, nk, dv] = v.shape;
+  const ref = referenceAttention({ q: q.data, k: k.data, v: v.data, B, H, Hkv, nq, nk, d, dv, causal, causalOffset: nk - nq });
+  const rel = relativeError(r.out.data, ref.out);
+  assert.ok(rel <= TOL, `${label} (seed ${SEED}): relative error ${rel}`);
+  const lseErr = maxAbsError(r.lse.data, ref.lse);
+  assert.ok(lseErr <= TOL, `${label} (seed ${SEED}): lse error ${lseErr}`);
+}
 
 async function codeOf(work: () => unknown): Promise<string> {
   try {
@@ -21,32 +52,84 @@ async function codeOf(work: () => unknown): Promise<string> {
   throw new Error('expected a HyperAttentionError');
 }
 
-test('a cache on WebGPU is UNSUPPORTED; calls on a cache cannot ask for WebGPU or GPU output', async () => {
-  assert.is(await codeOf(() => createKVCache({ kvHeads: 2, headDim: 16, capacity: 8, backend: 'webgpu' })), 'UNSUPPORTED');
-  const cache = await createKVCache({ kvHeads: 2, headDim: 16, capacity: 8 });
+async function withCache<T>(options: Parameters<typeof createKVCache>[0], work: (cache: KVCache) => Promise<T>): Promise<T> {
+  const cache = await createKVCache(options);
   try {
-    cache.append(randomTensor([1, 2, 4, 16], SEED), randomTensor([1, 2, 4, 16], SEED + 1));
-    const q = randomTensor([1, 4, 1, 16], SEED + 2);
-    assert.is(await codeOf(() => exactAttention(q, cache, { backend: 'webgpu' })), 'INVALID_OPTION');
-    assert.is(await codeOf(() => exactAttention(q, cache, { output: 'gpu' } as never)), 'INVALID_OPTION');
+    return await work(cache);
   } finally {
     cache.release();
   }
+}
+
+test('a decode loop on a WebGPU cache equals the reference over the concatenated tensors (GQA, dv != d, batch 2)', async () => {
+  const [B, H, Hkv, d, dv] = [2, 6, 2, 32, 24];
+  await withCache({ batch: B, kvHeads: Hkv, headDim: d, valueDim: dv, capacity: 40, backend: 'webgpu' }, async (cache) => {
+    assert.is(cache.backend, 'webgpu');
+    const ks = [fresh([B, Hkv, 20, d])];
+    const vs = [fresh([B, Hkv, 20, dv])];
+    cache.append(ks[0], vs[0]);
+    for (let step = 0; step < 4; step++) {
+      const k = fresh([B, Hkv, 1, d]);
+      const v = fresh([B, Hkv, 1, dv]);
+      cache.append(k, v);
+      ks.push(k);
+      vs.push(v);
+      const q = fresh([B, H, 1, d]);
+      checkAgainstReference(`exact step ${step}`, await exactAttention(q, cache, { ...GPU, causal: true }), q, concat(ks), concat(vs));
+      checkAgainstReference(`hyper step ${step}`, await hyperAttention(q, cache, { ...GPU, causal: true }), q, concat(ks), concat(vs));
+    }
+  });
 });
 
-test('decoding on a cache equals exact attention on WebGPU over the same keys and values', async () => {
-  const [H, Hkv, n, d] = [8, 2, 600, 32];
-  const k = randomTensor([1, Hkv, n, d], SEED + 3);
-  const v = randomTensor([1, Hkv, n, d], SEED + 4);
-  const q = randomTensor([1, H, 1, d], SEED + 5);
-  const cache = await createKVCache({ kvHeads: Hkv, headDim: d, capacity: n });
+test('chunked causal prefill on a WebGPU cache equals the reference, the plain WebGPU call and a WebAssembly cache', async () => {
+  const [H, Hkv, d] = [4, 2, 32];
+  const cpu = await createKVCache({ kvHeads: Hkv, headDim: d, capacity: 600 });
   try {
-    cache.append(k, v);
-    const cached = await exactAttention(q, cache);
-    const gpu = await exactAttention(q, k, v, { backend: 'webgpu' });
-    assert.ok(maxAbsError(cached.out.data, gpu.out.data) <= 1e-4, `seed ${SEED}: out`);
-    assert.ok(maxAbsError(cached.lse.data, gpu.lse.data) <= 1e-4, `seed ${SEED}: lse`);
+    await withCache({ kvHeads: Hkv, headDim: d, capacity: 600, backend: 'webgpu' }, async (cache) => {
+      const ks: Tensor[] = [];
+      const vs: Tensor[] = [];
+      for (const t of [300, 1, 170]) {
+        const k = fresh([1, Hkv, t, d]);
+        const v = fresh([1, Hkv, t, d]);
+        cache.append(k, v);
+        cpu.append(k, v);
+        ks.push(k);
+        vs.push(v);
+        const q = fresh([1, H, t, d]);
+        const [K, V] = [concat(ks), concat(vs)];
+        const gpu = await exactAttention(q, cache, { ...GPU, causal: true });
+        checkAgainstReference(`chunk of ${t}`, gpu, q, K, V, true);
+        const plain = await exactAttention(q, K, V, { ...GPU, causal: true });
+        assert.ok(maxAbsError(gpu.out.data, plain.out.data) <= TOL, `chunk of ${t} (seed ${SEED}): against the plain call`);
+        const onCpu = await exactAttention(q, cpu, { backend: 'cpu', causal: true });
+        assert.ok(maxAbsError(gpu.out.data, onCpu.out.data) <= TOL, `chunk of ${t} (seed ${SEED}): against the WebAssembly cache`);
+      }
+      // An approximate plan over the cache's rows: the plain call's, within float32 rounding.
+      const q = fresh([1, H, 471, d]);
+      const options = { ...GPU, causal: true, mode: 'fixed', minSeqLen: 128, blockSize: 64, sampleSize: 64, seed: 3, tolerance: Infinity } as const;
+      const cached = await hyperAttention(q, cache, options);
+      const plain = await hyperAttention(q, concat(ks), concat(vs), options);
+      assert.ok(maxAbsError(cached.out.data, plain.out.data) <= TOL, `fixed mode (seed ${SEED}): against the plain call`);
+    });
   } finally {
-    cache.release();
+    cpu.release();
+  }
+});
+
+test('a WebGPU cache: calls cannot ask for another backend or GPU output; release frees it, and a released cache is CACHE_RELEASED', async () => {
+  const cache = await createKVCache({ kvHeads: 2, headDim: 16, capacity: 8, backend: 'webgpu' });
+  cache.append(fresh([1, 2, 4, 16]), fresh([1, 2, 4, 16]));
+  const q = fresh([1, 4, 1, 16]);
+  assert.is(await codeOf(() => exactAttention(q, cache, { backend: 'cpu' })), 'INVALID_OPTION');
+  assert.is(await codeOf(() => exactAttention(q, cache, { output: 'gpu' } as never)), 'INVALID_OPTION');
+  assert.is(await codeOf(() => cache.append(fresh([1, 2, 5, 16]), fresh([1, 2, 5, 16]))), 'CACHE_FULL');
+  cache.release();
+  assert.is(await codeOf(() => exactAttention(q, cache, GPU)), 'CACHE_RELEASED');
+  assert.is(await codeOf(() => cache.append(fresh([1, 2, 1, 16]), fresh([1, 2, 1, 16]))), 'CACHE_RELEASED');
+  // 64 MB caches made and released in turn: their buffers go.
+  for (let i = 0; i < 8; i++) {
+    const big = await createKVCache({ kvHeads: 8, headDim: 64, capacity: 16384, backend: 'webgpu' });
+    big.append(fresh([1, 8, 1, 64]), fresh([1, 8, 1, 64]));
+    big.release();
   }
 });
