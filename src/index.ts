@@ -230,7 +230,7 @@ function cacheShape(qShape: readonly number[], cache: KVCache, causal: boolean):
 /**
  * A call on a cache: on the cache's backend, after the calls on it queued before (one memory
  * serves one call at a time); the cache is busy (CACHE_BUSY for append, truncate, release)
- * from the call's start until it settles. A plan of exact attention alone, not causal, runs
+ * from the call's start until it settles, an aborted one included. A plan of exact attention alone, not causal, runs
  * the query heads of a key-value head as one head of H / Hkv times the rows (a reshape of
  * q, not a copy): each key is then read once for all of them.
  */
@@ -261,13 +261,16 @@ function cacheCall(kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, optio
       state.queue = new Promise<void>((resolve) => (done = resolve));
       try {
         await ready;
+        if (o.signal?.aborted) throw abortedError(o.signal);
         return resultInLayout(await runOnCache(state, shape, o, hyper, qt), layout);
       } finally {
         state.busy--;
         done();
       }
     })();
-    return settlesOnAbort(o.signal, typedFailures(work));
+    // Not settled ahead of its work on an abort (as other calls are): the work stops within
+    // a job, and the cache is free again once the promise settles.
+    return typedFailures(work);
   } catch (error) {
     return Promise.reject(typedFailure(error));
   }
