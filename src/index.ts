@@ -20,8 +20,8 @@ import {
 } from './scheduler/index.ts';
 import { threadsFor } from './threads/config.ts';
 import {
-  allFinite, attentionShape, checkMagnitudes, checkShape, checkOutputSize, finiteMaxAbs, isHostTensor, type AttentionShape, type InputTensor,
-  type Tensor, type TensorLike,
+  allFinite, attentionShape, checkMagnitudes, checkShape, checkOutputSize, finiteMaxAbs, isHostTensor, type AttentionShape,
+  type InputTensor, type TensorLike,
 } from './tensor.ts';
 
 export { HyperAttentionError, type ErrorCode } from './errors.ts';
@@ -171,6 +171,7 @@ export function hyperAttention(q: TensorLike, k: TensorLike, v: TensorLike, opti
  * (createKVCache; H a multiple of its kvHeads): only q is uploaded. Causal queries are the
  * cache's last Nq positions (docs/cache.md).
  */
+export function hyperAttention(q: TensorLike, cache: KVCache, options: HyperOptions & { output: 'gpu' }): Promise<GPUAttentionResult>;
 export function hyperAttention(q: TensorLike, cache: KVCache, options?: HyperOptions): Promise<AttentionResult>;
 export function hyperAttention(
   q: TensorLike, k: TensorLike | KVCache, v?: TensorLike | HyperOptions, options: HyperOptions = {},
@@ -197,6 +198,7 @@ export function exactAttention(
 ): Promise<AttentionResult | GPUAttentionResult>;
 export function exactAttention(q: TensorLike, k: TensorLike, v: TensorLike, options?: ExactOptions): Promise<AttentionResult>;
 /** Exact attention of q against the keys and values a cache holds now, as hyperAttention(q, cache). */
+export function exactAttention(q: TensorLike, cache: KVCache, options: ExactOptions & { output: 'gpu' }): Promise<GPUAttentionResult>;
 export function exactAttention(q: TensorLike, cache: KVCache, options?: ExactOptions): Promise<AttentionResult>;
 export function exactAttention(
   q: TensorLike, k: TensorLike | KVCache, v?: TensorLike | ExactOptions, options: ExactOptions = {},
@@ -234,24 +236,28 @@ function cacheShape(qShape: readonly number[], cache: KVCache, causal: boolean):
  * the query heads of a key-value head as one head of H / Hkv times the rows (a reshape of
  * q, not a copy): each key is then read once for all of them.
  */
-function cacheCall(kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, options: unknown): Promise<AttentionResult> {
+function cacheCall(
+  kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, options: unknown,
+): Promise<AttentionResult | GPUAttentionResult> {
   try {
     const hyperGiven = kind === 'hyper' ? resolveHyperOptions(options as HyperOptions) : undefined;
     const given = hyperGiven ?? resolveExactOptions(options as ExactOptions);
     const layout = resolveLayout(options);
     const state = openCache(cache);
-    if (given.output !== 'host') throw new HyperAttentionError('INVALID_OPTION', "output 'gpu': calls on a cache give host results");
     if (given.backend !== 'auto' && given.backend !== cache.backend) {
       throw new HyperAttentionError('INVALID_OPTION', `backend '${given.backend}': calls on a cache run where it lives ('${cache.backend}')`);
     }
     if (given.device !== undefined && given.device !== (state.backend.name === 'webgpu' ? state.backend.device : undefined)) {
       throw new HyperAttentionError('INVALID_OPTION', "device: not the GPUDevice the cache lives on (calls on a cache run where it lives)");
     }
-    const [qt] = inputsInBhnd([q], layout, 'host');
-    if (!isHostTensor(qt)) throw new HyperAttentionError('INVALID_OPTION', 'q: a GPU tensor; calls on a cache take host queries { data, shape }');
+    const [qt] = inputsInBhnd([q], layout, given.output);
+    // GPU tensors in or out: the caller's device, the one the cache lives on (checked above).
+    if (given.output === 'gpu') checkDeviceIO(given, "output 'gpu'");
+    if (!isHostTensor(qt)) checkDeviceIO(given, 'q (a GPU tensor)');
     const { shape, causal } = cacheShape(qt.shape, cache, given.causal);
-    checkOutputSize(shape);
-    checkMagnitudes(shape, { q: finiteMaxAbs('q', qt.data), ...state.maxAbs(shape.nk) }, given.scale ?? 1 / Math.sqrt(shape.d));
+    if (given.output === 'host') checkOutputSize(shape);
+    const qMax = isHostTensor(qt) ? finiteMaxAbs('q', qt.data) : 0;
+    checkMagnitudes(shape, { q: qMax, ...state.maxAbs(shape.nk) }, given.scale ?? 1 / Math.sqrt(shape.d));
     const hyper = hyperGiven && { ...hyperGiven, causal };
     const o = hyper ?? { ...given, causal };
     state.busy++;
@@ -277,8 +283,8 @@ function cacheCall(kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, optio
 }
 
 async function runOnCache(
-  state: CacheState, shape: AttentionShape, o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, q: Tensor,
-): Promise<AttentionResult> {
+  state: CacheState, shape: AttentionShape, o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, q: InputTensor,
+): Promise<AttentionResult | GPUAttentionResult> {
   const { backend, k, v } = state;
   const scheduled = o.backend === 'auto' || o.profile
     ? await serialize(() => scheduleResident(shape, o, hyper, backend))
@@ -288,20 +294,25 @@ async function runOnCache(
   const plan = scheduled?.work ?? buildPlan(planParams(shape, o, chosen));
   const { B, H, Hkv, nq, d, dv } = shape;
   const exactOnly = plan.kind === 'authors' && plan.leaves.length === 0 && plan.steps.every((s) => s.kind === 'exact');
-  const run = async (): Promise<AttentionResult> => {
+  const run = async (): Promise<AttentionResult | GPUAttentionResult> => {
     const trace: OpTrace[] | undefined = o.profile ? [] : undefined;
     const start = performance.now();
-    let result: AttentionResult;
+    const onHost = o.output === 'host' && isHostTensor(q);
+    let result: AttentionResult | GPUAttentionResult;
     if (exactOnly && !o.causal && H > Hkv) {
       const rows = (H / Hkv) * nq;
       const packed = { ...shape, H: Hkv, nq: rows };
-      const r = await runExact(backend, packed, o, { data: q.data, shape: [B, Hkv, rows, d] }, k, v, 'host', trace);
-      result = { out: { data: r.out.data, shape: [B, H, nq, dv] }, lse: { data: r.lse.data, shape: [B, H, nq] } };
-      if (hyper && hyper.tolerance !== Infinity) result.verification = exactVerification(hyper, B, H);
+      const qPacked = isHostTensor(q) ? { data: q.data, shape: [B, Hkv, rows, d] } : { ...q, shape: [B, Hkv, rows, d] };
+      const r = await runExact(backend, packed, o, qPacked, k, v, o.output, trace);
+      // The rows of a key-value head's query heads are those heads' rows: the result only changes shape.
+      result = { ...r, out: { ...r.out, shape: [B, H, nq, dv] }, lse: { ...r.lse, shape: [B, H, nq] } } as AttentionResult | GPUAttentionResult;
+      if (hyper && onHost && hyper.tolerance !== Infinity) (result as AttentionResult).verification = exactVerification(hyper, B, H);
     } else if (chosen) {
-      result = await runVerified(backend, shape, chosen, q, k, v, trace, plan);
+      result = o.output === 'host'
+        ? await runVerified(backend, shape, chosen, q, k, v, trace, plan)
+        : await runHyper(backend, shape, chosen, q, k, v, o.output, trace, plan);
     } else {
-      result = await runExact(backend, shape, o, q, k, v, 'host', trace, plan);
+      result = await runExact(backend, shape, o, q, k, v, o.output, trace, plan);
     }
     checkFiniteResult(result);
     return trace ? { ...result, profile: callProfile(scheduled!.plan, trace, performance.now() - start) } : result;

@@ -2,10 +2,12 @@
 // cache's own, calls uploading only their queries. Against the float64 reference over the
 // concatenated keys and values (exact attention's 1e-4 on the GPU: float32 in other
 // summation orders), against the same calls on plain tensors on WebGPU and against a
-// cache on WebAssembly (1e-4 max abs error); its errors. Fresh random inputs each run.
+// cache on WebAssembly (1e-4 max abs error), GPU queries and results against host ones
+// (1e-6); its errors. Fresh random inputs each run.
 import { suite } from '../suite.ts';
 import * as assert from 'uvu/assert';
 import { createKVCache, exactAttention, hyperAttention, HyperAttentionError, type KVCache } from '../../src/index.ts';
+import { createWebGPUBackend } from '../../src/gpu/index.ts';
 import type { Tensor } from '../../src/tensor.ts';
 import { referenceAttention } from '../reference.ts';
 import { maxAbsError, randomTensor, relativeError } from '../util.ts';
@@ -116,12 +118,12 @@ test('chunked causal prefill on a WebGPU cache equals the reference, the plain W
   }
 });
 
-test('a WebGPU cache: calls cannot ask for another backend or GPU output; release frees it, and a released cache is CACHE_RELEASED', async () => {
+test("a WebGPU cache: calls cannot ask for another backend, or GPU output on the library's device; release frees it, and a released cache is CACHE_RELEASED", async () => {
   const cache = await createKVCache({ kvHeads: 2, headDim: 16, capacity: 8, backend: 'webgpu' });
   cache.append(fresh([1, 2, 4, 16]), fresh([1, 2, 4, 16]));
   const q = fresh([1, 4, 1, 16]);
   assert.is(await codeOf(() => exactAttention(q, cache, { backend: 'cpu' })), 'INVALID_OPTION');
-  assert.is(await codeOf(() => exactAttention(q, cache, { output: 'gpu' } as never)), 'INVALID_OPTION');
+  assert.is(await codeOf(() => exactAttention(q, cache, { output: 'gpu' } as never)), 'INVALID_OPTION'); // not the caller's device
   assert.is(await codeOf(() => cache.append(fresh([1, 2, 5, 16]), fresh([1, 2, 5, 16]))), 'CACHE_FULL');
   cache.release();
   assert.is(await codeOf(() => exactAttention(q, cache, GPU)), 'CACHE_RELEASED');
@@ -132,4 +134,42 @@ test('a WebGPU cache: calls cannot ask for another backend or GPU output; releas
     big.append(fresh([1, 8, 1, 64]), fresh([1, 8, 1, 64]));
     big.release();
   }
+});
+
+test("a cache on the caller's device: GPU queries in and output 'gpu' out, equal to the host call (decode and a causal chunk)", async () => {
+  const device = (await createWebGPUBackend()).device;
+  const onDevice = (t: Tensor) => {
+    const buffer = device.createBuffer({ size: t.data.byteLength, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+    device.queue.writeBuffer(buffer, 0, t.data as Float32Array<ArrayBuffer>);
+    return { buffer, shape: t.shape };
+  };
+  const readBack = async (buffer: GPUBuffer) => {
+    const staging = device.createBuffer({ size: buffer.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const encoder = device.createCommandEncoder();
+    encoder.copyBufferToBuffer(buffer, 0, staging, 0, buffer.size);
+    device.queue.submit([encoder.finish()]);
+    await staging.mapAsync(GPUMapMode.READ);
+    const data = new Float32Array(staging.getMappedRange().slice(0));
+    staging.destroy();
+    buffer.destroy();
+    return data;
+  };
+  const [H, Hkv, d] = [8, 2, 32];
+  await withCache({ kvHeads: Hkv, headDim: d, capacity: 256, device }, async (cache) => {
+    const k = fresh([1, Hkv, 200, d]);
+    const v = fresh([1, Hkv, 200, d]);
+    cache.append(k, v);
+    for (const nq of [1, 50]) {
+      const q = fresh([1, H, nq, d]);
+      const options = { device, causal: true } as const;
+      const host = await exactAttention(q, cache, options);
+      checkAgainstReference(`nq=${nq}`, host, q, k, v, true);
+      const gpu = await exactAttention(onDevice(q), cache, { ...options, output: 'gpu' });
+      assert.equal(gpu.out.shape, [1, H, nq, d]);
+      assert.ok(maxAbsError(await readBack(gpu.out.buffer as GPUBuffer), host.out.data) <= 1e-6, `nq=${nq} (seed ${SEED}): out`);
+      assert.ok(maxAbsError(await readBack(gpu.lse.buffer as GPUBuffer), host.lse.data) <= 1e-6, `nq=${nq} (seed ${SEED}): lse`);
+    }
+    // GPU I/O belongs to the cache's device: the library's own is not it.
+    assert.is(await codeOf(() => exactAttention(fresh([1, H, 1, d]), cache, { output: 'gpu' } as never)), 'INVALID_OPTION');
+  });
 });
