@@ -12,7 +12,8 @@ import {
   type ResolvedExactOptions, type ResolvedHyperOptions,
 } from './options.ts';
 import { abortedError, HyperAttentionError, typedFailure } from './errors.ts';
-import type { AttentionResult, GPUAttentionResult } from './result.ts';
+import { encodeFloat16, float16Array } from './float16.ts';
+import type { AttentionResult, Float16AttentionResult, GPUAttentionResult } from './result.ts';
 import type { Explanation } from './scheduler/cost.ts';
 import { callProfile, explain as explainBhnd, schedule, type CallShapes, type Scheduled } from './scheduler/index.ts';
 import { threadsFor } from './threads/config.ts';
@@ -22,14 +23,15 @@ import {
 
 export { HyperAttentionError, type ErrorCode } from './errors.ts';
 export {
-  DEFAULTS, type BackendChoice, type ExactOptions, type HyperOptions, type Output, type Progress, type WebGPUBufferLike,
-  type WebGPUDeviceLike,
+  DEFAULTS, type BackendChoice, type ExactOptions, type HyperOptions, type Output, type OutputDtype, type Progress,
+  type WebGPUBufferLike, type WebGPUDeviceLike,
 } from './options.ts';
 export type { Mode } from './options.ts';
 export type { DrawRequest, Sampler } from './random.ts';
-export type { DimsTensor, GPUTensor, InputTensor, Tensor, TensorLike } from './tensor.ts';
+export type { DimsTensor, Float16Tensor, GPUTensor, InputTensor, Tensor, TensorLike } from './tensor.ts';
+export type { Float16ArrayLike, Float16Data } from './float16.ts';
 export type { Layout } from './layout.ts';
-export type { AttentionResult, CallProfile, GPUAttentionResult } from './result.ts';
+export type { AttentionResult, CallProfile, Float16AttentionResult, GPUAttentionResult } from './result.ts';
 export type { CheckedPlan, HeadVerification, Verification } from './verification.ts';
 export type { PlanName } from './plan.ts';
 export { lshOrder, type LshOrder, type LshOrderOptions } from './inspect.ts';
@@ -72,6 +74,16 @@ function checkFiniteResult<R extends AttentionResult | GPUAttentionResult>(resul
 }
 
 
+/** The result with out in the call's outputDtype (float16: rounded to nearest even; lse stays float32). */
+function resultInDtype(result: AttentionResult | GPUAttentionResult, o: ResolvedExactOptions): AnyResult {
+  if (o.outputDtype === 'float32' || !('data' in result.out)) return result;
+  const host = result as AttentionResult;
+  return { ...host, out: { data: float16Array(encodeFloat16('out', host.out.data)), shape: host.out.shape, dtype: 'float16' } };
+}
+
+/** What a call may return, whatever its options. */
+type AnyResult = AttentionResult | Float16AttentionResult | GPUAttentionResult;
+
 /**
  * Resolves the options and checks the tensors before any work (so bad input computes
  * nothing), then queues the call; in the queue the scheduler picks its backend (and, with
@@ -82,7 +94,7 @@ function startCall<O extends ResolvedExactOptions>(
   run: (
     backend: Backend, shape: AttentionShape, o: O, qkv: InputTensor[], trace: OpTrace[] | undefined, plan: Plan | undefined,
   ) => Promise<AttentionResult | GPUAttentionResult>,
-): Promise<AttentionResult | GPUAttentionResult> {
+): Promise<AnyResult> {
   try {
     const o = resolve();
     const layout = resolveLayout(options);
@@ -90,11 +102,11 @@ function startCall<O extends ResolvedExactOptions>(
     const shape = checkInputs(qkv[0], qkv[1], qkv[2], o, layout);
     const runOn = async (backend: Backend, scheduled: Scheduled) => {
       const chosen = scheduled.minSeqLen === undefined ? o : { ...o, minSeqLen: scheduled.minSeqLen };
-      if (!o.profile) return resultInLayout(checkFiniteResult(await run(backend, shape, chosen, qkv, undefined, scheduled.work)), layout);
+      if (!o.profile) return resultInDtype(resultInLayout(checkFiniteResult(await run(backend, shape, chosen, qkv, undefined, scheduled.work)), layout), o);
       const trace: OpTrace[] = [];
       const start = performance.now();
       const result = checkFiniteResult(await run(backend, shape, chosen, qkv, trace, scheduled.work));
-      return resultInLayout({ ...result, profile: callProfile(scheduled.plan!, trace, performance.now() - start) }, layout);
+      return resultInDtype(resultInLayout({ ...result, profile: callProfile(scheduled.plan!, trace, performance.now() - start) }, layout), o);
     };
     return settlesOnAbort(o.signal, typedFailures((async () => {
       const scheduled = await serialize(() => schedule(shape, o, hyper(o), o.profile));
@@ -146,14 +158,19 @@ function settlesOnAbort<T>(signal: AbortSignal | undefined, call: Promise<T>): P
  * [B, H, Nq, Dv] ([B, Nq, H, Dv] with 'bnhd') and lse [B, H, Nq] (natural log), as
  * Float32Arrays, or with output 'gpu' as new GPUBuffers on `device`.
  *
- * The result's type follows the options' type: `output: 'gpu'` gives GPUAttentionResult; a
- * wide `Output` given as such gives the union; anything else, a plain HyperOptions
- * variable included, gives AttentionResult (a variable that may hold 'gpu' should say so in
- * its type, e.g. `HyperOptions & { output: Output }`).
+ * The result's type follows the options' type: `output: 'gpu'` gives GPUAttentionResult,
+ * `outputDtype: 'float16'` Float16AttentionResult; a wide `Output` given as such gives the
+ * union; anything else, a plain HyperOptions variable included, gives AttentionResult (a
+ * variable that may hold 'gpu' should say so in its type, e.g. `HyperOptions & { output:
+ * Output }`; one that may hold outputDtype 'float16', as `HyperOptions & { outputDtype:
+ * 'float16' }`).
  */
 export function hyperAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options: HyperOptions & { output: 'gpu' },
 ): Promise<GPUAttentionResult>;
+export function hyperAttention(
+  q: TensorLike, k: TensorLike, v: TensorLike, options: HyperOptions & { output?: 'host'; outputDtype: 'float16' },
+): Promise<Float16AttentionResult>;
 export function hyperAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options?: HyperOptions & { output?: 'host' },
 ): Promise<AttentionResult>;
@@ -163,7 +180,7 @@ export function hyperAttention(
 export function hyperAttention(q: TensorLike, k: TensorLike, v: TensorLike, options?: HyperOptions): Promise<AttentionResult>;
 export function hyperAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options: HyperOptions = {},
-): Promise<AttentionResult | GPUAttentionResult> {
+): Promise<AnyResult> {
   return startCall(options, () => resolveHyperOptions(options), (o) => o, [q, k, v], (backend, shape, o, qkv, trace, plan) =>
     o.output === 'host'
       ? runVerified(backend, shape, o, qkv[0], qkv[1], qkv[2], trace, plan)
@@ -178,6 +195,9 @@ export function exactAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options: ExactOptions & { output: 'gpu' },
 ): Promise<GPUAttentionResult>;
 export function exactAttention(
+  q: TensorLike, k: TensorLike, v: TensorLike, options: ExactOptions & { output?: 'host'; outputDtype: 'float16' },
+): Promise<Float16AttentionResult>;
+export function exactAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options?: ExactOptions & { output?: 'host' },
 ): Promise<AttentionResult>;
 export function exactAttention(
@@ -186,7 +206,7 @@ export function exactAttention(
 export function exactAttention(q: TensorLike, k: TensorLike, v: TensorLike, options?: ExactOptions): Promise<AttentionResult>;
 export function exactAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options: ExactOptions = {},
-): Promise<AttentionResult | GPUAttentionResult> {
+): Promise<AnyResult> {
   return startCall(options, () => resolveExactOptions(options), () => undefined, [q, k, v], (backend, shape, o, qkv, trace, plan) =>
     runExact(backend, shape, o, qkv[0], qkv[1], qkv[2], o.output, trace, plan));
 }
