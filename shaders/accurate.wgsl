@@ -39,10 +39,11 @@ fn key_row(pos: u32) -> u32 {
   return u32(idx[k_from + pos]);
 }
 
-// The mask (AccurateMask in src/ops.ts; hiddenAccurate in assembly/attention.ts).
+// The mask (AccurateMask in src/ops.ts; maskRowAccurate in assembly/attention.ts): query
+// row qp sits at key position qp + causal_offset.
 fn hidden(qp: u32, kp: u32) -> bool {
   let causal = p.causal != 0u;
-  if (causal && kp > qp) {
+  if (causal && kp > qp + p.causal_offset) {
     return true;
   }
   if (p.use_flags != 0u && idx[p.flags_at + kp] != 0) {

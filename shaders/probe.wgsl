@@ -1,7 +1,7 @@
 // The probe for heavy columns (ProbeTask in src/ops.ts; probeMass in
 // assembly/accurate.ts), in two steps (dispatches) over the same bindings:
 //   step 0: one workgroup per probe row p: lse_rows[p], the lse of query rows[p] over
-//           every key it may see ([0, nk), or [0, i] when causal)
+//           every key it may see ([0, nk), or [0, i + causal_offset] when causal)
 //   step 1: one invocation per key j: mass[j] = sum over probe rows of their softmax
 //           probability of j, for j >= sinks, visible, and outside the row's window
 // Scores are recomputed in step 1 rather than kept: an [rows, nk] matrix would not fit.
@@ -25,9 +25,9 @@ fn score(i: u32, j: u32) -> f32 {
   return dot * p.scale;
 }
 
-// Keys [0, visible) are the ones query row i may see.
+// Keys [0, visible) are the ones query row i (at key position i + causal_offset) may see.
 fn visible_keys(i: u32) -> u32 {
-  return select(p.nk, min(p.nk, i + 1u), p.causal != 0u);
+  return select(p.nk, min(p.nk, i + p.causal_offset + 1u), p.causal != 0u);
 }
 
 // Step 0's partial results: each invocation's running max and sum of exp(score - max)

@@ -1,6 +1,6 @@
 // The accurate mode's remainder (RemainderTask in src/ops.ts; remainderMerge in
 // assembly/accurate.ts), in three steps (dispatches) over the same bindings. The sum of V over the
-// keys a row may see ([0, nk), or [0, i] when causal) comes from per-chunk prefix sums:
+// keys a row may see ([0, nk), or [0, i + causal_offset] when causal) comes from per-chunk prefix sums:
 //   step 0: one invocation per (chunk of CHUNK key rows, column): the chunk's V sum
 //   step 1: one invocation per column: exclusive prefix over chunks, and the total
 //   step 2: one invocation per query row: the remainder's estimate from the row's
@@ -65,7 +65,7 @@ fn main(
     return;
   }
   let causal = p.causal != 0u;
-  let visible = select(p.nk, min(i + 1u, p.nk), causal);
+  let visible = select(p.nk, min(i + p.causal_offset + 1u, p.nk), causal);
   let rest = f32(visible) - aux[p.cnt_e_at + i];
   let c = aux[p.cnt_s_at + i];
   let lse_s = aux[p.s_lse_at + i];

@@ -47,6 +47,10 @@ export type Output = 'host' | 'gpu';
 export type OutputDtype = 'float32' | 'float16';
 
 export interface ExactOptions {
+  /**
+   * causal mask, bottom-right aligned: the nq queries are the last nq of the nk key
+   * positions (nq <= nk; chunked prefill, decoding), query i sees keys j <= nk - nq + i
+   */
   causal?: boolean;
   /** softmax scale; default 1 / sqrt(D) */
   scale?: number;
@@ -119,9 +123,10 @@ export interface HyperOptions extends ExactOptions {
    */
   lshNumProjs?: number;
   /**
-   * below this many queries (non-causal) or up to this many keys (causal), attention is
-   * exact (default 4096); given, it fixes the plan: with backend 'auto' the scheduler may
-   * otherwise raise it, up to all exact, where that is predicted faster
+   * below this many queries (non-causal) or up to this many keys (causal, whatever the
+   * number of queries), attention is exact (default 4096); given, it fixes the plan: with
+   * backend 'auto' the scheduler may otherwise raise it, up to all exact, where that is
+   * predicted faster
    */
   minSeqLen?: number;
   /**
@@ -137,8 +142,8 @@ export interface HyperOptions extends ExactOptions {
   /** accurate mode: query rows attended exactly against all keys to find the heavy columns */
   probeQueries?: number;
   /**
-   * accurate mode: keys around each query computed exactly ((i - window, i] when causal;
-   * default 64, causal 2048)
+   * accurate mode: keys around each query's key position p (query i at p = nk - nq + i)
+   * computed exactly ((p - window, p] when causal, else centred on p; default 64, causal 2048)
    */
   window?: number;
   /**

@@ -6,8 +6,11 @@
 import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
 import { HyperAttentionError } from '../src/errors.ts';
-import { exactAttention, hyperAttention, type HyperOptions } from '../src/index.ts';
-import type { Tensor } from '../src/tensor.ts';
+import { exactAttention, explain, hyperAttention, type HyperOptions } from '../src/index.ts';
+import { resolveExactOptions, resolveHyperOptions } from '../src/options.ts';
+import { buildPlan, causalPairs, planParams, type AuthorsPlan } from '../src/plan.ts';
+import { workOf } from '../src/scheduler/cost.ts';
+import type { AttentionShape, Tensor } from '../src/tensor.ts';
 import { referenceAttention } from './reference.ts';
 import { maxAbs, maxAbsError, randomTensor, relativeError } from './util.ts';
 
@@ -215,4 +218,27 @@ test('hyperAttention decoding (nq = 1) up to minSeqLen keys: exact, as non-causa
   const causal = await hyperAttention(q, k, v, { causal: true, backend: 'cpu' });
   const full = await exactAttention(q, k, v, { backend: 'cpu' });
   assert.ok(maxAbsError(causal.out.data, full.out.data) <= 1e-6, 'out');
+});
+
+test('plans and prices: the pairs of causal exact attention, the authors\' steps, explain()', async () => {
+  const shape: AttentionShape = { B: 1, H: 8, Hkv: 8, nq: 2048, nk: 16384, d: 128, dv: 128 };
+  assert.is(causalPairs(2048, 16384), 2048 * 14336 + (2048 * 2049) / 2);
+  assert.is(causalPairs(16384, 16384), (16384 * 16385) / 2);
+  const exactParams = planParams(shape, resolveExactOptions({ causal: true }), undefined);
+  const exact = buildPlan(exactParams);
+  assert.equal((exact as AuthorsPlan).leaves, [{ start: 0, rows: 2048, kStart: 0, keys: 16384 }]);
+  const [step] = workOf(shape, exactParams, exact, 'cpu').filter((w) => w.op === 'exact');
+  assert.is(step.units, 8 * causalPairs(2048, 16384) * 2 * 256);
+  // The authors' plan at minSeqLen 2048: the square call's first three levels (keys
+  // [0, 8192), [8192, 12288), [12288, 14336)), then the chunk's own 2048-key exact leaf.
+  const o = resolveHyperOptions({ causal: true, mode: 'fixed', minSeqLen: 2048 });
+  const authors = buildPlan(planParams(shape, o, o)) as AuthorsPlan;
+  assert.equal(authors.steps.map((s) => [s.kind, s.subs[0].kStart, s.nk]), [
+    ['hyper', 0, 8192], ['hyper', 8192, 4096], ['hyper', 12288, 2048],
+  ]);
+  assert.equal(authors.leaves, [{ start: 0, rows: 2048, kStart: 14336, keys: 2048 }]);
+  // explain() plans a chunk, and prices its exact candidate at the chunk's pairs.
+  const plan = await explain({ q: [1, 8, 2048, 128], k: [1, 8, 16384, 128], v: [1, 8, 16384, 128] }, { causal: true, backend: 'cpu' });
+  assert.is(plan.shape.nq, 2048);
+  assert.ok(plan.candidates.length > 0 && plan.predictedMs > 0);
 });

@@ -71,13 +71,13 @@ function tensor(shape: number[], seed: number, std = 1) {
   return randomTensor(shape, seed, std);
 }
 
-/** A well-formed small problem: GQA, odd sizes, d from 1 up, sometimes causal. */
+/** A well-formed small problem: GQA, odd sizes, d from 1 up, sometimes causal (with as many or more keys than queries). */
 function problem(rng: Xoshiro128): Problem {
   const Hkv = int(rng, 1, 2);
   const H = Hkv * int(rng, 1, 3);
   const causal = rng.nextBelow(3) === 0;
   const nq = pick(rng, [1, 2, 3, 7, 16, 17, 31, 64, 65, 96]);
-  const nk = causal ? nq : pick(rng, [1, 2, 5, 16, 33, 64, 97, 128]);
+  const nk = causal ? nq + pick(rng, [0, 0, 1, 2, 31, 100]) : pick(rng, [1, 2, 5, 16, 33, 64, 97, 128]);
   return { B: int(rng, 1, 2), H, Hkv, nq, nk, d: pick(rng, [1, 3, 8, 16, 33]), dv: pick(rng, [1, 4, 16, 24]), causal };
 }
 
@@ -103,7 +103,7 @@ function hyperOptions(rng: Xoshiro128, p: Problem): { options: Record<string, un
   if (rng.nextBelow(3) === 0) o.checkRows = pick(rng, [8, 9, 64, 4096]);
   o.minSeqLen = pick(rng, [0, 1, 2, 8, 16, 32, 64, 4096, Number.MAX_SAFE_INTEGER]);
   const m = o.minSeqLen as number;
-  const exact = (p.causal ? p.nq <= m : p.nq < m) || o.tolerance === 0;
+  const exact = (p.causal ? p.nk <= m : p.nq < m) || o.tolerance === 0;
   return { options: o, exact };
 }
 
@@ -195,13 +195,13 @@ export function makeCase(seed: number, index: number): Case {
       structuredClone(data.buffer, { transfer: [data.buffer] });
       return { ...valid, label: `detached ${which}.data`, [which]: { data, shape: t.shape }, expect: 'typed', codes: ['INVALID_SHAPE'] };
     }
-    case 4: { // tensors that disagree: batch, heads, lengths, head dims, causal nq != nk, d > 512
+    case 4: { // tensors that disagree: batch, heads, lengths, head dims, causal nq > nk, d > 512
       const variant = rng.nextBelow(6);
       const qs = [p.B, p.H, p.nq, p.d];
       const ks = [p.B, p.Hkv, p.nk, p.d];
       const vs = [p.B, p.Hkv, p.nk, p.dv];
       let causal = p.causal;
-      const labels = ['batch differs', 'heads not a multiple', 'q/k dims differ', 'k/v lengths differ', 'causal nq != nk', 'head dim > 512'];
+      const labels = ['batch differs', 'heads not a multiple', 'q/k dims differ', 'k/v lengths differ', 'causal nq > nk', 'head dim > 512'];
       if (variant === 0) qs[0] = p.B + 1;
       if (variant === 1) { qs[1] = 3; ks[1] = 2; vs[1] = 2; }
       if (variant === 2) qs[3] = p.d + 1;
@@ -259,7 +259,7 @@ export function makeCase(seed: number, index: number): Case {
       // A valid value: extremes, or a pick of the bad list that happens to be valid here.
       const hyperNow = { ...hyper.options, [key]: value };
       const m = hyperNow.minSeqLen as number;
-      const exactNow = fn === 'exact' || (p.causal ? p.nq <= m : p.nq < m);
+      const exactNow = fn === 'exact' || (p.causal ? p.nk <= m : p.nq < m);
       return {
         ...valid, label: `ok option ${key}=${describe(value)}`, options: o, exact: exactNow,
         expect: fn === 'hyper' && p.causal && !exactNow ? 'either' : 'result', codes: ['INVALID_OPTION'],
@@ -483,7 +483,7 @@ function checkResult(c: Case, r: unknown): string | undefined {
   if (!c.exact) return undefined;
   const { q, k, v } = c.reference ?? (c as unknown as Record<'q' | 'k' | 'v', { data: Float32Array }>);
   const scale = (c.options as { scale?: number }).scale;
-  const ref = referenceAttention({ ...p, q: q.data, k: k.data, v: v.data, scale });
+  const ref = referenceAttention({ ...p, causalOffset: p.nk - p.nq, q: q.data, k: k.data, v: v.data, scale });
   const maxAbs = (a: Float32Array) => a.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
   // float32 against float64: a dot product's rounding is relative to its terms' size, which
   // inputs near float32's range (3e38) make far larger than the score itself.

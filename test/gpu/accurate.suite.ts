@@ -324,6 +324,8 @@ interface CallCase {
   H: number;
   Hkv: number;
   options: Record<string, number>;
+  /** queries, when fewer than the n keys (causal: the last nq key positions) */
+  nq?: number;
 }
 // Head dims as in the op cases above, whose pipelines are then compiled already.
 const callCases: CallCase[] = [
@@ -331,13 +333,15 @@ const callCases: CallCase[] = [
   { causal: false, n: 517, d: 32, dv: 48, H: 2, Hkv: 2, options: { window: 0, heavyKeys: 16, sinkKeys: 0, lshRounds: 3 } },
   { causal: true, n: 700, d: 80, dv: 80, H: 1, Hkv: 1, options: { window: 64, heavyKeys: 0, sinkKeys: 8, lshRounds: 0 } },
   { causal: false, n: 600, d: 64, dv: 64, H: 1, Hkv: 1, options: { lshRounds: 1 } },
+  { causal: true, n: 650, nq: 230, d: 64, dv: 64, H: 2, Hkv: 1, options: { window: 96, heavyKeys: 8, sinkKeys: 4, lshRounds: 2 } },
 ];
 for (const [index, c] of callCases.entries()) {
   Calls(`hyperAttention accurate ${JSON.stringify(c)}`, async () => {
     // Fixed inputs: the heavy columns and LSH buckets both backends pick must agree, and a
     // near tie in the probe's mass or a projection could split them on a rare seed.
     const rng = new Xoshiro128(2000 + index);
-    const q = { data: gaussian(rng, c.H * c.n * c.d), shape: [1, c.H, c.n, c.d] };
+    const nq = c.nq ?? c.n;
+    const q = { data: gaussian(rng, c.H * nq * c.d), shape: [1, c.H, nq, c.d] };
     const k = { data: gaussian(rng, c.Hkv * c.n * c.d), shape: [1, c.Hkv, c.n, c.d] };
     const v = { data: gaussian(rng, c.Hkv * c.n * c.dv), shape: [1, c.Hkv, c.n, c.dv] };
     const o = resolveHyperOptions({ causal: c.causal, minSeqLen: 0, blockSize: 32, sampleSize: 48, seed: 5, ...c.options });
@@ -357,15 +361,15 @@ for (const [index, c] of callCases.entries()) {
 // Verified calls: check rows computed with each head (causal: one op a row) and read back
 // with its result, heads that miss the tolerance moved to exact attention alone. Head 0
 // attends to a sink the plan counts exactly (its error is small), head 1 is diffuse.
-for (const causal of [false, true]) {
-  Calls(`verified call (causal ${causal}): the same plans, errors and results as on the cpu`, async () => {
+for (const [causal, nq] of [[false, 640], [true, 640], [true, 250]] as const) {
+  Calls(`verified call (causal ${causal}, ${nq} queries of 640 keys): the same plans, errors and results as on the cpu`, async () => {
     const n = 640;
     const d = 32;
-    const rng = new Xoshiro128(3000 + Number(causal));
-    const q = { data: gaussian(rng, 2 * n * d), shape: [1, 2, n, d] };
+    const rng = new Xoshiro128(3000 + Number(causal) + (n - nq));
+    const q = { data: gaussian(rng, 2 * nq * d), shape: [1, 2, nq, d] };
     const k = { data: gaussian(rng, 2 * n * d), shape: [1, 2, n, d] };
     const v = { data: gaussian(rng, 2 * n * d), shape: [1, 2, n, d] };
-    for (let i = 0; i < n; i++) q.data[i * d] = 8;
+    for (let i = 0; i < nq; i++) q.data[i * d] = 8;
     k.data[0] = 8;
     const shape = attentionShape(q, k, v, causal);
     for (const tolerance of [1e9, 0.1]) {

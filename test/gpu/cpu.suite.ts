@@ -154,6 +154,8 @@ interface CallCase {
   b: number;
   m: number;
   minSeqLen: number;
+  /** queries, when fewer than the n keys (causal: the last nq key positions) */
+  nq?: number;
 }
 const small = { H: 2, b: 64, m: 32, minSeqLen: 128 };
 const callCases: CallCase[] = [
@@ -166,16 +168,21 @@ const callCases: CallCase[] = [
   // samples in the sorts' scratch buffer.
   { causal: true, mode: 'fixed', n: 2048, H: 1, b: 256, m: 256, minSeqLen: 512 },
   { causal: true, mode: 'reference', n: 2048, H: 1, b: 256, m: 256, minSeqLen: 512 },
+  // Causal chunks: 300 queries of 1000 keys take the square call's first step, then
+  // recurse on their own square; 450 of 800 keys straddle the first level (a prefix step).
+  { causal: true, mode: 'fixed', n: 1000, nq: 300, ...small },
+  { causal: true, mode: 'reference', n: 800, nq: 450, ...small },
 ];
 for (const [index, c] of callCases.entries()) {
   const { causal, mode, n, H } = c;
+  const nq = c.nq ?? n;
   Calls(`hyperAttention ${JSON.stringify(c)} (B 1, Hkv 1, d 64)`, async () => {
     // Fixed inputs: a whole call sorts by LSH keys, and a row whose projection is within
     // float rounding of zero may hash differently on the two backends and move others
     // between blocks; with a fresh seed per run that would fail a small fraction of runs.
     const rng = new Xoshiro128(1000 + index);
     const [B, Hkv, d] = [1, 1, 64];
-    const q = { data: gaussian(rng, B * H * n * d), shape: [B, H, n, d] };
+    const q = { data: gaussian(rng, B * H * nq * d), shape: [B, H, nq, d] };
     const k = { data: gaussian(rng, B * Hkv * n * d), shape: [B, Hkv, n, d] };
     const v = { data: gaussian(rng, B * Hkv * n * d), shape: [B, Hkv, n, d] };
     const o = resolveHyperOptions({ causal, mode, blockSize: c.b, sampleSize: c.m, minSeqLen: c.minSeqLen, seed: 7 });
@@ -186,14 +193,16 @@ for (const [index, c] of callCases.entries()) {
     expectSame('lse', a.lse.data, b.lse.data, LSE_TOL);
   });
 }
-Calls('exactAttention, B 2, H 2, causal', async () => {
-  const rng = random();
-  const shape4 = [2, 2, 200, 32];
-  const [q, k, v] = [0, 1, 2].map(() => ({ data: gaussian(rng, 2 * 2 * 200 * 32), shape: shape4 }));
-  const o = resolveExactOptions({ causal: true });
-  const shape = attentionShape(q, k, v, true);
-  const a = await runExact(gpu, shape, o, q, k, v);
-  const b = await runExact(cpu, shape, o, q, k, v);
-  expectSame('out', a.out.data, b.out.data, OUT_TOL);
-  expectSame('lse', a.lse.data, b.lse.data, LSE_TOL);
-});
+for (const nq of [200, 1, 77]) {
+  Calls(`exactAttention, B 2, H 2, causal, ${nq} queries of 200 keys`, async () => {
+    const rng = random();
+    const q = { data: gaussian(rng, 2 * 2 * nq * 32), shape: [2, 2, nq, 32] };
+    const [k, v] = [0, 1].map(() => ({ data: gaussian(rng, 2 * 2 * 200 * 32), shape: [2, 2, 200, 32] }));
+    const o = resolveExactOptions({ causal: true });
+    const shape = attentionShape(q, k, v, true);
+    const a = await runExact(gpu, shape, o, q, k, v);
+    const b = await runExact(cpu, shape, o, q, k, v);
+    expectSame('out', a.out.data, b.out.data, OUT_TOL);
+    expectSame('lse', a.lse.data, b.lse.data, LSE_TOL);
+  });
+}

@@ -15,7 +15,7 @@ const REMAINDER_CHUNK = 64;
 const ACCURATE_PARAMS = {
   q_off: 'u32', k_off: 'u32', v_off: 'u32', out_off: 'u32', lse_off: 'u32', cnt_off: 'u32', vsum_off: 'u32',
   part: 'u32', q_from: 'u32', q_to: 'u32', nq: 'u32', nk: 'u32', n_list: 'u32', list_at: 'u32',
-  causal: 'u32', use_flags: 'u32', flags_at: 'u32', win_mode: 'u32', win_lo: 'i32', win: 'u32', rounds: 'u32',
+  causal: 'u32', causal_offset: 'u32', use_flags: 'u32', flags_at: 'u32', win_mode: 'u32', win_lo: 'i32', win: 'u32', rounds: 'u32',
   qtags_at: 'u32', ktags_at: 'u32', qperm_at: 'u32', kperm_at: 'u32', qstarts_at: 'u32', kstarts_at: 'u32',
   num_keys: 'u32', cap: 'u32', mode: 'u32', stats_add: 'u32', scale: 'f32',
 } as const;
@@ -35,7 +35,7 @@ export const PROBE = kernel('probe', {
   libraries: ['lib-common'],
   params: {
     q_off: 'u32', k_off: 'u32', rows_off: 'u32', mass_off: 'u32', count: 'u32', nk: 'u32', d: 'u32', causal: 'u32',
-    sinks: 'u32', win_lo: 'i32', win: 'u32', step: 'u32', scale: 'f32',
+    causal_offset: 'u32', sinks: 'u32', win_lo: 'i32', win: 'u32', step: 'u32', scale: 'f32',
   },
 });
 
@@ -49,7 +49,7 @@ export const REMAINDER = kernel('remainder', {
   params: {
     v_off: 'u32', out_off: 'u32', lse_off: 'u32', vsum_e_off: 'u32', s_out_off: 'u32', vsum_s_off: 'u32',
     cnt_e_at: 'u32', cnt_s_at: 'u32', s_lse_at: 'u32', sums_at: 'u32', nq: 'u32', nk: 'u32', dv: 'u32', causal: 'u32',
-    chunks: 'u32', step: 'u32', cv: 'f32',
+    causal_offset: 'u32', chunks: 'u32', step: 'u32', cv: 'f32',
   },
 });
 
@@ -62,6 +62,8 @@ interface AccuratePart {
   qFrom: number;
   qTo: number;
   causal: boolean;
+  /** causal: query row i sits at key position i + causalOffset */
+  causalOffset: number;
   /** absent for the columns, which hide only causally */
   mask?: AccurateMask;
   list?: Span | Int32Array;
@@ -73,27 +75,29 @@ interface AccuratePart {
 
 export function columns(g: Bindings, t: ColumnsTask): void {
   accuratePart(g, t, t.dst, {
-    part: KERNEL_CODES.PART_LIST, qFrom: 0, qTo: t.nq, causal: t.causal, list: { view: t.cols, width: 1, rows: t.count },
+    part: KERNEL_CODES.PART_LIST, qFrom: 0, qTo: t.nq, causal: t.causal, causalOffset: t.causalOffset, list: { view: t.cols, width: 1, rows: t.count },
     write: 'write', add: false,
   });
 }
 
 export function window(g: Bindings, t: WindowTask): void {
   accuratePart(g, t, t.dst, {
-    part: KERNEL_CODES.PART_WINDOW, qFrom: 0, qTo: t.nq, causal: t.mask.causal, mask: t.mask, write: 'merge-fixed', add: true,
+    part: KERNEL_CODES.PART_WINDOW, qFrom: 0, qTo: t.nq, causal: t.mask.causal, causalOffset: t.mask.causalOffset, mask: t.mask,
+    write: 'merge-fixed', add: true,
   });
 }
 
 export function round(g: Bindings, t: RoundTask): void {
   accuratePart(g, t, t.dst, {
-    part: KERNEL_CODES.PART_ROUND, qFrom: 0, qTo: t.nq, causal: t.mask.causal, mask: t.mask, round: t, write: 'merge-fixed',
-    add: true,
+    part: KERNEL_CODES.PART_ROUND, qFrom: 0, qTo: t.nq, causal: t.mask.causal, causalOffset: t.mask.causalOffset, mask: t.mask,
+    round: t, write: 'merge-fixed', add: true,
   });
 }
 
 export function samples(g: Bindings, t: SamplesTask): void {
   accuratePart(g, t, t.dst, {
-    part: KERNEL_CODES.PART_LIST, qFrom: t.qFrom, qTo: t.qTo, causal: t.mask.causal, mask: t.mask, list: t.samples,
+    part: KERNEL_CODES.PART_LIST, qFrom: t.qFrom, qTo: t.qTo, causal: t.mask.causal, causalOffset: t.mask.causalOffset,
+    mask: t.mask, list: t.samples,
     write: 'write', add: false,
   });
 }
@@ -137,7 +141,7 @@ function accuratePart(g: Bindings, t: AttentionInputs, dst: PartOutput, o: Accur
       q_off: q.el, k_off: k.el, v_off: v.el, out_off: out.el, lse_off: lse.el, cnt_off: cnt.el, vsum_off: vsum.el,
       part: o.part, q_from: o.qFrom, q_to: o.qTo, nq: t.nq, nk: t.nk,
       n_list: o.list instanceof Int32Array ? o.list.length : o.list?.rows ?? 0, list_at: at(list),
-      causal: o.causal, use_flags: mask !== undefined, flags_at: at(flags), win_mode: winMode, win_lo: mask?.winLo ?? 0,
+      causal: o.causal, causal_offset: o.causal ? o.causalOffset : 0, use_flags: mask !== undefined, flags_at: at(flags), win_mode: winMode, win_lo: mask?.winLo ?? 0,
       win, rounds, qtags_at: at(qTags), ktags_at: at(kTags), qperm_at: at(perms[0]), kperm_at: at(perms[1]),
       qstarts_at: at(perms[2]), kstarts_at: at(perms[3]), num_keys: numKeys, cap: hashRound?.cap ?? 0,
       mode: WRITE_CODES[o.write], stats_add: o.add, scale: t.scale,
@@ -163,7 +167,7 @@ export function probe(g: Bindings, t: ProbeTask): void {
     for (const [step, workgroups] of [Math.max(1, t.count), g.rowGroups(t.nk)].entries()) {
       const params = g.uniform(PROBE, {
         q_off: q.el, k_off: k.el, rows_off: rows.el, mass_off: mass.el, count: t.count, nk: t.nk, d: t.d, causal: t.causal,
-        sinks: t.sinks, win_lo: t.winLo, win: t.window, step, scale: t.scale,
+        causal_offset: t.causal ? t.causalOffset : 0, sinks: t.sinks, win_lo: t.winLo, win: t.window, step, scale: t.scale,
       });
       g.dispatch(g.rowKernel(PROBE), [q.binding, k.binding, rows.binding, lse, mass.binding, params], workgroups);
     }
@@ -204,7 +208,7 @@ export function remainder(g: Bindings, t: RemainderTask): void {
       const params = g.uniform(REMAINDER, {
         v_off: v.el, out_off: out.el, lse_off: lse.el, vsum_e_off: vsumE.el, s_out_off: sOut.el, vsum_s_off: vsumS.el,
         cnt_e_at: aux.at[0], cnt_s_at: aux.at[1], s_lse_at: aux.at[2], sums_at: aux.at[3], nq: t.nq, nk: t.nk, dv: t.dv,
-        causal: t.causal, chunks, step, cv: t.controlVariate,
+        causal: t.causal, causal_offset: t.causal ? t.causalOffset : 0, chunks, step, cv: t.controlVariate,
       });
       g.dispatch(g.rowKernel(REMAINDER), [...bindings, params], g.rowGroups(Math.max(1, invocations)));
     }
