@@ -5,10 +5,12 @@
 // of them per bucket). The remainder is estimated from sampled
 // keys that every exact part hides. Each exact part also reports, per query row, how many
 // keys it counted and the plain sum of their V rows, so that the remainder's size and the
-// sum of V over it are known exactly (remainderMerge).
+// sum of V over it are known exactly (remainderMerge). Causal, query row i sits at key
+// position i + causalOffset (causalOffset = nk - nq: the queries are the last nq positions)
+// and sees the keys up to it; windows (winLo) are in key positions too.
 import {
   attendCore, windowStart, MASK_ACCURATE, STATS_ADD, STATS_WRITE,
-  maskCausal, maskFlags, maskWinMode, maskWinLo, maskWin, maskRounds, maskQTags, maskKTags, maskNq, maskNk,
+  maskCausal, maskCausalOffset, maskFlags, maskWinMode, maskWinLo, maskWin, maskRounds, maskQTags, maskKTags, maskNq, maskNk,
 } from './attention';
 
 // Query rows per window chunk: a chunk computes its rows against the union of their
@@ -23,10 +25,11 @@ const WINDOW_HIDE_INSIDE: i32 = 1;
 const WINDOW_HIDE_OUTSIDE: i32 = 2;
 
 function setMask(
-  causal: i32, flags: usize, winMode: i32, winLo: i32, win: i32,
+  causal: i32, causalOffset: i32, flags: usize, winMode: i32, winLo: i32, win: i32,
   rounds: i32, qTags: usize, kTags: usize, nq: i32, nk: i32,
 ): void {
   maskCausal = causal != 0;
+  maskCausalOffset = causalOffset;
   maskFlags = flags;
   maskWinMode = win > 0 ? winMode : WINDOW_IGNORE;
   maskWinLo = winLo;
@@ -45,10 +48,10 @@ function setMask(
  */
 export function accurateColumns(
   q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
-  cols: usize, nCols: i32, causal: i32, qFrom: i32, qTo: i32,
+  cols: usize, nCols: i32, causal: i32, causalOffset: i32, qFrom: i32, qTo: i32,
   out: usize, lse: usize, cnt: usize, vsum: usize, scratch: usize, cache: usize,
 ): void {
-  setMask(causal, 0, WINDOW_IGNORE, 0, 0, 0, 0, 0, nq, nk);
+  setMask(causal, causalOffset, 0, WINDOW_IGNORE, 0, 0, 0, 0, 0, nq, nk);
   attendCore(
     q, 0, qFrom, qTo - qFrom, nq, k, v, cols, 0, nCols, 0, d, dv, scale,
     MASK_ACCURATE, 0, 1, 0, 0, 0, out, lse, WRITE, scratch, STATS_WRITE, cnt, vsum, cache,
@@ -57,17 +60,17 @@ export function accurateColumns(
 
 /**
  * Part 2: query row i in [rowFrom, rowTo) against its window (windowStart in
- * attention.ts), hiding the columns (flags) and, when causal, keys past i; merged into out
+ * attention.ts), hiding the columns (flags) and, when causal, keys past its position; merged into out
  * and lse, stats added. Rows go in chunks of WC from rowFrom, whose keys are the union of
  * their windows (tiles from the chunk's first key): a split of the rows gives the same
  * results only where rowFrom is a multiple of WC (WINDOW_ROWS in src/cpu/backend.ts).
  */
 export function accurateWindow(
   q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
-  flags: usize, winLo: i32, win: i32, causal: i32, rowFrom: i32, rowTo: i32,
+  flags: usize, winLo: i32, win: i32, causal: i32, causalOffset: i32, rowFrom: i32, rowTo: i32,
   out: usize, lse: usize, cnt: usize, vsum: usize, scratch: usize,
 ): void {
-  setMask(causal, flags, WINDOW_HIDE_OUTSIDE, winLo, win, 0, 0, 0, nq, nk);
+  setMask(causal, causalOffset, flags, WINDOW_HIDE_OUTSIDE, winLo, win, 0, 0, 0, nq, nk);
   for (let c0 = rowFrom; c0 < rowTo; c0 += WC) {
     const rows = min(WC, rowTo - c0);
     // Window starts never decrease with the row: the chunk's keys run from its first
@@ -91,10 +94,11 @@ export function accurateWindow(
 export function accurateBuckets(
   q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
   qPerm: usize, kPerm: usize, qStarts: usize, kStarts: usize, numKeys: i32, cap: i32,
-  flags: usize, winLo: i32, win: i32, causal: i32, rounds: i32, qTags: usize, kTags: usize, uFrom: i32, uTo: i32,
+  flags: usize, winLo: i32, win: i32, causal: i32, causalOffset: i32, rounds: i32, qTags: usize, kTags: usize,
+  uFrom: i32, uTo: i32,
   out: usize, lse: usize, cnt: usize, vsum: usize, scratch: usize,
 ): void {
-  setMask(causal, flags, WINDOW_HIDE_INSIDE, winLo, win, rounds, qTags, kTags, nq, nk);
+  setMask(causal, causalOffset, flags, WINDOW_HIDE_INSIDE, winLo, win, rounds, qTags, kTags, nq, nk);
   for (let u = uFrom; u < uTo; u++) {
     const qFrom = load<i32>(qStarts + ((<usize>u) << 2));
     const qTo = load<i32>(qStarts + ((<usize>(u + 1)) << 2));
@@ -143,10 +147,10 @@ export function bucketTags(
 export function accurateSamples(
   q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
   samples: usize, m: i32, qFrom: i32, qTo: i32,
-  flags: usize, winLo: i32, win: i32, causal: i32, rounds: i32, qTags: usize, kTags: usize,
+  flags: usize, winLo: i32, win: i32, causal: i32, causalOffset: i32, rounds: i32, qTags: usize, kTags: usize,
   sOut: usize, sLse: usize, cnt: usize, vsum: usize, scratch: usize, cache: usize,
 ): void {
-  setMask(causal, flags, WINDOW_HIDE_INSIDE, winLo, win, rounds, qTags, kTags, nq, nk);
+  setMask(causal, causalOffset, flags, WINDOW_HIDE_INSIDE, winLo, win, rounds, qTags, kTags, nq, nk);
   attendCore(
     q, 0, qFrom, qTo - qFrom, nq, k, v, samples, 0, m, 0, d, dv, scale,
     MASK_ACCURATE, 0, 1, 0, 0, 0, sOut, sLse, WRITE, scratch, STATS_WRITE, cnt, vsum, cache,
@@ -155,8 +159,8 @@ export function accurateSamples(
 
 /**
  * The running sums of V that remainderMerge's runs of rows start from: for each of the
- * `count` ascending row positions starts[t], the f64 sum of V rows [0, min(starts[t], nk))
- * when causal, else of all nk rows, into sums [count, dv]. One pass over V, in row order:
+ * `count` ascending key positions starts[t] (causal: the first row's position), the f64 sum
+ * of V rows [0, min(starts[t], nk)) when causal, else of all nk rows, into sums [count, dv]. One pass over V, in row order:
  * every run then continues exactly the sum one pass over all rows would make.
  */
 export function remainderSums(v: usize, nk: i32, dv: i32, causal: i32, starts: usize, count: i32, sums: usize): void {
@@ -192,12 +196,12 @@ export function remainderSums(v: usize, nk: i32, dv: i32, causal: i32, starts: u
  *   lse_R = lse_samples + log(|R| / c)                       (ratio estimator)
  *   out_R = out_samples + cv * (mean of V over R - mean of V over the samples)
  * The second term is a control variate: where the remainder's logits are flat it makes
- * out_R exactly the mean of V over R. Visible keys are [0, nk), or [0, i] when causal.
- * start: dv f64, the sum of V over the visible keys of the row before rowFrom
- * (remainderSums); scratch holds dv f64.
+ * out_R exactly the mean of V over R. Visible keys are [0, nk), or when causal [0, p] for
+ * the row's key position p = i + causalOffset. start: dv f64, the sum of V over the visible
+ * keys of the row before rowFrom (remainderSums); scratch holds dv f64.
  */
 export function remainderMerge(
-  v: usize, nq: i32, nk: i32, dv: i32, causal: i32, cv: f32, rowFrom: i32, rowTo: i32, start: usize,
+  v: usize, nq: i32, nk: i32, dv: i32, causal: i32, causalOffset: i32, cv: f32, rowFrom: i32, rowTo: i32, start: usize,
   out: usize, lse: usize, cntE: usize, vsumE: usize,
   sOut: usize, sLse: usize, cntS: usize, vsumS: usize, scratch: usize,
 ): void {
@@ -205,14 +209,15 @@ export function remainderMerge(
   const running = scratch; // f64 [dv]: sum of V over the visible keys
   memory.copy(running, start, (<usize>dv) << 3);
   for (let i = rowFrom; i < rowTo; i++) {
-    if (causal && i < nk) {
-      const row = v + <usize>i * dvBytes;
+    const p = i + causalOffset;
+    if (causal && p < nk) {
+      const row = v + <usize>p * dvBytes;
       for (let c = 0; c < dv; c++) {
         const at = running + ((<usize>c) << 3);
         store<f64>(at, load<f64>(at) + <f64>load<f32>(row + ((<usize>c) << 2)));
       }
     }
-    const visible: f64 = causal ? <f64>min(i + 1, nk) : <f64>nk;
+    const visible: f64 = causal ? <f64>min(p + 1, nk) : <f64>nk;
     const rest = visible - <f64>load<f32>(cntE + ((<usize>i) << 2));
     const c = <f64>load<f32>(cntS + ((<usize>i) << 2));
     const lseS = load<f32>(sLse + ((<usize>i) << 2));
@@ -244,11 +249,12 @@ export function remainderMerge(
  * The probe for heavy columns: for each probe query row rows[p] (p < nProbe), its softmax
  * over every key it may see, and mass[j] += that probability for keys j that the columns
  * part does not already hold by rule (j >= sinks) and that lie outside the probe query's
- * own window (windowStart). mass is [nk], overwritten. scratch holds nk f32.
+ * own window (windowStart). Causal, probe row i sees the keys up to its position i +
+ * causalOffset. mass is [nk], overwritten. scratch holds nk f32.
  */
 export function probeMass(
   q: usize, k: usize, nq: i32, nk: i32, d: i32, scale: f32,
-  rows: usize, nProbe: i32, causal: i32, sinks: i32, winLo: i32, win: i32,
+  rows: usize, nProbe: i32, causal: i32, causalOffset: i32, sinks: i32, winLo: i32, win: i32,
   mass: usize, scratch: usize,
 ): void {
   memory.fill(mass, 0, (<usize>nk) << 2);
@@ -257,7 +263,7 @@ export function probeMass(
   for (let p = 0; p < nProbe; p++) {
     const i = load<i32>(rows + ((<usize>p) << 2));
     const qi = q + <usize>i * dBytes;
-    const visible = causal ? min(nk, i + 1) : nk;
+    const visible = causal ? min(nk, i + causalOffset + 1) : nk;
     let mx: f32 = -Infinity;
     for (let j = 0; j < visible; j++) {
       const kj = k + <usize>j * dBytes;

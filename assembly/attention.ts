@@ -35,12 +35,14 @@ export const STATS_ADD: i32 = 2;
 
 // The accurate mode's mask (MASK_ACCURATE), in original row positions of the head: set by
 // accurate.ts before each attendCore call rather than threaded through its arguments.
-// Key kp is hidden from query qp when causal and kp > qp; when flags[kp] != 0 (counted by
+// Key kp is hidden from query row qp when causal and kp > qp + maskCausalOffset (the row's
+// key position: queries are the last nq of nk positions); when flags[kp] != 0 (counted by
 // the columns part); when the window test says so (1: hide kp inside the window of qp,
 // 2: hide kp outside it; see windowStart); or when qTags[t][qp] == kTags[t][kp] for
 // t < rounds (the same LSH bucket in an earlier hash round; a key past a bucket's cap has
 // tag -1, which no query has).
 export let maskCausal: bool = false;
+export let maskCausalOffset: i32 = 0;
 export let maskFlags: usize = 0;
 export let maskWinMode: i32 = 0;
 export let maskWinLo: i32 = 0;
@@ -92,7 +94,8 @@ const MAX_ROUNDS: i32 = 32;
 ): i32 {
   const lo = maskWinMode != 0 ? windowStart(qp, maskWinLo, maskWin, maskCausal, maskNk) : 0;
   const hi = lo + maskWin;
-  let maybe = anyFlag || maskRounds > 0 || (maskCausal && kpMax > qp);
+  const pos = qp + maskCausalOffset;
+  let maybe = anyFlag || maskRounds > 0 || (maskCausal && kpMax > pos);
   if (maskWinMode == 1) maybe = maybe || (kpMax >= lo && kpMin < hi);
   else if (maskWinMode == 2) maybe = maybe || kpMin < lo || kpMax >= hi;
   if (!maybe) return 0;
@@ -100,7 +103,7 @@ const MAX_ROUNDS: i32 = 32;
   let hidden = 0;
   if (ASC_FEATURE_SIMD) {
     // Four keys at a time: each test gives a lane mask; hidden lanes become -Infinity.
-    const q4 = i32x4.splat(qp);
+    const pos4 = i32x4.splat(pos);
     const lo4 = i32x4.splat(lo);
     const hi4 = i32x4.splat(hi);
     const zero = i32x4.splat(0);
@@ -108,7 +111,7 @@ const MAX_ROUNDS: i32 = 32;
     for (let j = 0; j < kc; j += 4) {
       const kp = v128.load(tileKeys + ((<usize>j) << 2));
       let hide = i32x4.ne(v128.load(flagsAt + ((<usize>j) << 2)), zero);
-      if (maskCausal) hide = v128.or(hide, i32x4.gt_s(kp, q4));
+      if (maskCausal) hide = v128.or(hide, i32x4.gt_s(kp, pos4));
       if (maskWinMode != 0) {
         const inside = v128.and(i32x4.ge_s(kp, lo4), i32x4.lt_s(kp, hi4));
         hide = v128.or(hide, maskWinMode == 1 ? inside : v128.not(inside));
@@ -133,7 +136,7 @@ const MAX_ROUNDS: i32 = 32;
   }
   for (let j = 0; j < kc; j++) {
     const kp = load<i32>(tileKeys + ((<usize>j) << 2));
-    let hide = (maskCausal && kp > qp) || load<i32>(flagsAt + ((<usize>j) << 2)) != 0;
+    let hide = (maskCausal && kp > pos) || load<i32>(flagsAt + ((<usize>j) << 2)) != 0;
     if (!hide && maskWinMode != 0) {
       const inside = kp >= lo && kp < hi;
       hide = maskWinMode == 1 ? inside : !inside;

@@ -15,6 +15,8 @@ export function runAccurateHead(
   const numKeys = 1 << r;
   const row0 = <T>(buf: T) => ({ buf, row: 0 });
   const head: AttentionInputs = { q: row0(qBuf), k: row0(kBuf), v: row0(vBuf), nq, nk, d, dv, scale };
+  // Causal queries are the last nq key positions: row i sits at position i + causalOffset.
+  const causalOffset = causal ? nk - nq : 0;
   const exact: PartOutput = { out: row0(outBuf), lse: row0(lseBuf), cnt: row0(f32(nq)), vsum: row0(f32(nq * dv)) };
   const sampled: PartOutput | undefined = plan.segments.length === 0 ? undefined : {
     out: row0(f32(nq * dv)), lse: row0(f32(nq)), cnt: row0(f32(nq)), vsum: row0(f32(nq * dv)),
@@ -33,7 +35,7 @@ export function runAccurateHead(
   const kTags = i32(rounds * nk);
   const proj = Array.from({ length: rounds }, () => f32(d * r));
   const mask = (hideRounds: number): AccurateMask => ({
-    causal, flags: row0(flagsBuf), winLo: plan.winLo, window: plan.window, rounds: hideRounds,
+    causal, causalOffset, flags: row0(flagsBuf), winLo: plan.winLo, window: plan.window, rounds: hideRounds,
     qTags: row0(qTags), kTags: row0(kTags),
   });
 
@@ -59,7 +61,7 @@ export function runAccurateHead(
     // the masses are (on the GPU they never come back to the host).
     if (massBuf && probeBuf) {
       await run('probe', () => backend.probe({
-        q: head.q, k: head.k, nq, nk, d, scale, rows: row0(probeBuf), count: plan.probeRows.length, causal,
+        q: head.q, k: head.k, nq, nk, d, scale, rows: row0(probeBuf), count: plan.probeRows.length, causal, causalOffset,
         sinks: sinkKeys, winLo: plan.winLo, window: plan.window, mass: row0(massBuf),
       }));
       await run('heavy', () => backend.heavy({
@@ -67,7 +69,9 @@ export function runAccurateHead(
       }));
       tick();
     }
-    await run('columns', () => backend.columns({ ...head, cols: row0(colsBuf), count: sinkKeys + heavyKeys, causal, dst: exact }));
+    await run('columns', () => backend.columns({
+      ...head, cols: row0(colsBuf), count: sinkKeys + heavyKeys, causal, causalOffset, dst: exact,
+    }));
     tick();
 
     if (plan.window > 0) {
@@ -109,7 +113,9 @@ export function runAccurateHead(
       }));
       tick();
     }
-    await run('remainder', () => backend.remainder({ v: head.v, nq, nk, dv, causal, controlVariate, exact, samples: sampled }));
+    await run('remainder', () => backend.remainder({
+      v: head.v, nq, nk, dv, causal, causalOffset, controlVariate, exact, samples: sampled,
+    }));
     tick();
   };
   return { units, run: runHead };

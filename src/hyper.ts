@@ -373,7 +373,9 @@ function exactBatch(plan: Plan, mode: KernelMode): ((ctx: BatchContext) => Batch
   if (plan.kind !== 'authors' || plan.steps.some((s) => s.kind !== 'exact')) return undefined;
   const merge: WriteMode = mode === 'reference' ? 'merge-reference' : 'merge-fixed';
   const parts: { qStart: number; kStart: number; nq: number; nk: number; causal: boolean; write: WriteMode }[] = [
-    ...plan.leaves.map((leaf) => ({ qStart: leaf.start, kStart: leaf.start, nq: leaf.rows, nk: leaf.rows, causal: true, write: 'write' as const })),
+    ...plan.leaves.map((leaf) => ({
+      qStart: leaf.start, kStart: leaf.kStart, nq: leaf.rows, nk: leaf.keys, causal: true, write: 'write' as const,
+    })),
     ...plan.steps.flatMap((step) => step.subs.map((sub) => ({
       qStart: sub.qStart, kStart: sub.kStart, nq: sub.qReal, nk: step.nk, causal: false, write: step.merge ? merge : ('write' as const),
     }))),
@@ -385,7 +387,7 @@ function exactBatch(plan: Plan, mode: KernelMode): ((ctx: BatchContext) => Batch
         const at = (view: RowViewOf) => ({ buf: view.buf, row: view.row + part.qStart });
         await run('exact', () => backend.exactHeads!({
           q: { buf: bufs.q, row: part.qStart }, k: { buf: bufs.k, row: part.kStart }, v: { buf: bufs.v, row: part.kStart },
-          nq: part.nq, nk: part.nk, d, dv, scale, causal: part.causal, causalOffset: 0,
+          nq: part.nq, nk: part.nk, d, dv, scale, causal: part.causal, causalOffset: part.causal ? part.nk - part.nq : 0,
           dst: { out: at(bufs.out), lse: at(bufs.lse), write: part.write },
         }, heads));
       }
@@ -433,7 +435,7 @@ function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: 
   let projUploaded = false;
 
   let units = 0;
-  for (const leaf of plan.leaves) units += chunks(leaf.rows, leaf.rows);
+  for (const leaf of plan.leaves) units += chunks(leaf.rows, leaf.keys);
   for (const step of plan.steps) {
     for (const sub of step.subs) {
       units += step.kind === 'exact' ? chunks(sub.qReal, step.nk) : 1 + (step.draw >= 0 ? 1 : 0) + (step.merge ? 1 : 0);
@@ -456,8 +458,8 @@ function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: 
 
     for (const leaf of plan.leaves) {
       await exactRows({
-        q: { buf: qBuf, row: leaf.start }, k: { buf: kBuf, row: leaf.start }, v: { buf: vBuf, row: leaf.start },
-        nq: leaf.rows, nk: leaf.rows, d, dv, scale, causal: true, causalOffset: 0,
+        q: { buf: qBuf, row: leaf.start }, k: { buf: kBuf, row: leaf.kStart }, v: { buf: vBuf, row: leaf.kStart },
+        nq: leaf.rows, nk: leaf.keys, d, dv, scale, causal: true, causalOffset: leaf.keys - leaf.rows,
         dst: { out: { buf: outBuf, row: leaf.start }, lse: { buf: lseBuf, row: leaf.start }, write: 'write' },
       });
     }

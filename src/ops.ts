@@ -151,13 +151,15 @@ export interface MergeTask {
 
 /**
  * The accurate mode's mask, in original row positions of the head (assembly/accurate.ts):
- * key j is hidden from query i when causal and j > i; when flags[j] != 0 (a column, counted
- * by the columns part); by the window test (the window of i is [i + winLo, i + winLo +
- * window)); or when qTags[t][i] == kTags[t][j] for t < rounds (the same LSH block in an
- * earlier round: the same bucket). Tags are i32 [rounds, nq] and [rounds, nk].
+ * key j is hidden from query i when causal and j > i + causalOffset (the query's key
+ * position: nk - nq, the queries being the last nq positions); when flags[j] != 0 (a
+ * column, counted by the columns part); by the window test (the window of i is [i + winLo,
+ * i + winLo + window)); or when qTags[t][i] == kTags[t][j] for t < rounds (the same LSH
+ * block in an earlier round: the same bucket). Tags are i32 [rounds, nq] and [rounds, nk].
  */
 export interface AccurateMask {
   causal: boolean;
+  causalOffset: number;
   flags: RowView;
   winLo: number;
   window: number;
@@ -189,11 +191,15 @@ export interface PartOutput {
   vsum: RowView;
 }
 
-/** Every query row against key positions cols (ascending), hidden only causally; overwrites dst. */
+/**
+ * Every query row against key positions cols (ascending), hidden only causally (key j from
+ * query i when j > i + causalOffset); overwrites dst.
+ */
 export interface ColumnsTask extends AttentionInputs {
   cols: RowView;
   count: number;
   causal: boolean;
+  causalOffset: number;
   dst: PartOutput;
 }
 
@@ -243,7 +249,9 @@ export interface RemainderTask {
   nq: number;
   nk: number;
   dv: number;
+  /** causal: row i sees keys [0, i + causalOffset] */
   causal: boolean;
+  causalOffset: number;
   controlVariate: number;
   exact: PartOutput;
   samples: PartOutput;
@@ -251,7 +259,8 @@ export interface RemainderTask {
 
 /**
  * The probe for heavy columns: mass[j] = sum over probe rows i of softmax_i(j), over keys
- * j >= sinks outside i's window ([i + winLo, i + winLo + window)); hidden causally.
+ * j >= sinks outside i's window ([i + winLo, i + winLo + window)); hidden causally (keys
+ * past i + causalOffset).
  */
 export interface ProbeTask {
   q: RowView;
@@ -263,6 +272,7 @@ export interface ProbeTask {
   rows: RowView;
   count: number;
   causal: boolean;
+  causalOffset: number;
   sinks: number;
   winLo: number;
   window: number;

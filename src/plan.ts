@@ -45,8 +45,12 @@ export interface Draw {
 /** The authors' algorithm ('reference' and 'fixed' modes), or exact attention. */
 export interface AuthorsPlan {
   kind: 'authors';
-  /** exact causal attention on rows [start, start + rows) (diagonal leaves) */
-  leaves: { start: number; rows: number }[];
+  /**
+   * exact causal attention of query rows [start, start + rows) against key rows [kStart,
+   * kStart + keys), bottom-right aligned (keys >= rows: row r sees keys up to kStart + keys
+   * - rows + r): the diagonal leaves, or the whole call when it runs exact
+   */
+  leaves: { start: number; rows: number; kStart: number; keys: number }[];
   /** in execution order, which is also the draw order (deepest level first) */
   steps: Step[];
   draws: Draw[];
@@ -54,17 +58,17 @@ export interface AuthorsPlan {
 
 /**
  * The accurate mode (docs/algorithm.md, "The accurate mode"): for query row i, every key j it
- * may see (j <= i when causal) is counted by exactly one part. Exact parts, in order:
- * the columns (the first `sinkKeys` keys and the `heavyKeys` keys that the probe rows put
- * the most mass on), the window (`window` keys from i + winLo; not causal, kept inside
- * the keys), and for each of `rounds` LSH tables of r bits the first `cap` keys of the
+ * may see (j <= i + nk - nq, its key position, when causal) is counted by exactly one part.
+ * Exact parts, in order: the columns (the first `sinkKeys` keys and the `heavyKeys` keys
+ * that the probe rows put the most mass on), the window (`window` keys from i + winLo; not
+ * causal, kept inside the keys), and for each of `rounds` LSH tables of r bits the first `cap` keys of the
  * query's bucket. The rest is estimated from sampled keys, drawn per segment of query rows.
  */
 export interface AccuratePlan {
   kind: 'accurate';
   sinkKeys: number;
   heavyKeys: number;
-  /** query rows that probe for heavy columns (the last ones when causal, else evenly spaced) */
+  /** query rows that probe for heavy columns (the last ones, which see the most keys, when causal, else evenly spaced) */
   probeRows: number[];
   window: number;
   winLo: number;
@@ -109,10 +113,11 @@ export interface PlanParams {
 }
 
 /**
- * Causal sampling. Query rows go in segments of `window` rows, and segment [qFrom, qTo)
- * draws its samples from keys [0, qFrom): every row of it sees all of them, and the keys
- * from qFrom up to the row are in its window (the first segment has no remainder). With a
- * window under MIN_WINDOW_SEGMENT, segments of SAMPLE_SEGMENT rows draw from [0, qTo)
+ * Causal sampling, in key positions (row i at position i + nk - nq). Query rows go in
+ * segments of `window` positions [s, s + window), and a segment draws its samples from keys
+ * [0, s): every row of it sees all of them, and the keys from s up to the row are in its
+ * window (the segment at s = 0 has no remainder). With a window under MIN_WINDOW_SEGMENT,
+ * segments of SAMPLE_SEGMENT positions draw from the keys up to their last row's position
  * instead, and a row uses the samples it may see.
  */
 export const SAMPLE_SEGMENT = 1024;
@@ -129,6 +134,14 @@ export const BUCKET_KEYS = 16;
 export function bucketBits(nk: number, lshNumProjs: number): number {
   if (lshNumProjs > 0) return lshNumProjs;
   return Math.max(1, Math.min(16, Math.round(Math.log2(nk / BUCKET_KEYS))));
+}
+
+/**
+ * Query-key pairs of causal attention of nq queries against nk keys, bottom-right aligned
+ * (query i at key position nk - nq + i sees the keys up to it): nq·(nk − nq) + nq(nq + 1)/2.
+ */
+export function causalPairs(nq: number, nk: number): number {
+  return nq * (nk - nq) + (nq * (nq + 1)) / 2;
 }
 
 /** Whether a call of this size runs exact rather than approximated (the cutoff minSeqLen). */
@@ -153,7 +166,7 @@ const MAX_AUTO_CHECKS = 256;
 function checkRowCount(plan: AuthorsPlan | AccuratePlan, p: PlanParams): number {
   const { nq, nk, causal } = p;
   if (p.checkRows !== undefined) return Math.min(p.checkRows, nq);
-  const perRow = causal ? (nk + 1) / 2 : nk;
+  const perRow = causal ? causalPairs(nq, nk) / nq : nk;
   const rows = Math.round((CHECK_SHARE * keysPerRow(plan, nq, nk, causal) * nq) / perRow);
   return Math.min(nq, Math.max(MIN_AUTO_CHECKS, Math.min(MAX_AUTO_CHECKS, rows)));
 }
@@ -166,18 +179,24 @@ function accuratePlan(p: PlanParams): AccuratePlan {
   const probeRows = Array.from({ length: probes }, (_, t) =>
     causal ? nq - probes + t : Math.floor(((t + 0.5) * nq) / probes));
   const window = Math.min(p.window, nk);
-  // Causal: the window ends at the query. Otherwise query i sits at key position
-  // i + (nk - nq) (queries are the last nq positions, as in a key-value cache), with the
-  // window centred on it.
-  const winLo = causal ? 1 - window : nk - nq - Math.floor(window / 2);
+  // Query i sits at key position i + (nk - nq) (queries are the last nq positions, as in a
+  // key-value cache or a causal chunk). Causal: the window ends at the query; otherwise
+  // it is centred on it.
+  const offset = nk - nq;
+  const winLo = causal ? offset + 1 - window : offset - Math.floor(window / 2);
   const segments: AccuratePlan['segments'] = [];
   const draws: Draw[] = [];
   if (p.sampleSize > 0) {
     const behind = causal && window >= MIN_WINDOW_SEGMENT;
     const length = !causal ? nq : behind ? window : SAMPLE_SEGMENT;
-    for (let qFrom = 0; qFrom < nq; qFrom += length) {
-      const qTo = Math.min(nq, qFrom + length);
-      const high = !causal ? nk : behind ? qFrom : qTo;
+    // Causal segments are runs [s, s + length) of key positions, s a multiple of length: the
+    // rows of a chunk draw from the keys that the same rows of a call with as many queries
+    // as keys draw from.
+    const base = causal ? offset : 0;
+    for (let s = base - (base % length); s < base + nq; s += length) {
+      const qFrom = Math.max(s, base) - base;
+      const qTo = Math.min(s + length, base + nq) - base;
+      const high = !causal ? nk : behind ? s : base + qTo;
       if (high === 0) continue;
       segments.push({ qFrom, qTo, draw: draws.length });
       draws.push({ heads: p.H, count: p.sampleSize, high });
@@ -215,13 +234,40 @@ function authorsPlan(p: PlanParams): AuthorsPlan {
     plan.steps.push(nonCausal([{ qStart: 0, qReal: p.nq, qPads: 0, kStart: 0 }], p.nq, p.nk, false));
     return plan;
   }
+  if (p.exact || p.nk <= p.minSeqLen) {
+    plan.leaves.push({ start: 0, rows: p.nq, kStart: 0, keys: p.nk });
+    return plan;
+  }
 
-  // Causal recursion. A sub-head is a run of real rows followed by zero pad rows; pads
-  // only ever sit at the end, so they are queries that nothing real attends to.
+  // Fewer queries than keys: the queries are the last nq of the nk rows of the recursion a
+  // call with as many queries as keys makes, and take the same steps while they all lie in
+  // the lower half of a level: that level's lower-left square becomes a non-causal step of
+  // every query against the level's first half of keys, and the recursion goes on in the
+  // lower half (real rows of a level first, then pads, as below).
+  const offset = p.nk - p.nq;
+  let start = 0;
+  let real = p.nk;
+  let pads = 0;
+  for (let n = real; n > p.minSeqLen; n = real + pads) {
+    const h = (n + (n % 2)) / 2;
+    if (offset < start + h) break;
+    plan.steps.push(nonCausal([{ qStart: 0, qReal: p.nq, qPads: 0, kStart: start }], p.nq, h, true));
+    pads = n + (n % 2) - real;
+    real -= h;
+    start += h;
+  }
+  if (real + pads <= p.minSeqLen) {
+    plan.leaves.push({ start: 0, rows: p.nq, kStart: start, keys: real });
+    return plan;
+  }
+
+  // Causal recursion, over the square of the queries and the last nq keys (the queries sit
+  // at key positions offset + i). A sub-head is a run of real rows followed by zero pad
+  // rows; pads only ever sit at the end, so they are queries that nothing real attends to.
   const recurse = (subs: { start: number; real: number; pads: number }[]) => {
     const n = subs[0].real + subs[0].pads;
-    if (p.exact || n <= p.minSeqLen) {
-      for (const s of subs) if (s.real > 0) plan.leaves.push({ start: s.start, rows: s.real });
+    if (n <= p.minSeqLen) {
+      for (const s of subs) if (s.real > 0) plan.leaves.push({ start: s.start, rows: s.real, kStart: offset + s.start, keys: s.real });
       return;
     }
     const n2 = n + (n % 2);
@@ -238,10 +284,13 @@ function authorsPlan(p: PlanParams): AuthorsPlan {
       { start: s.start, real: h, pads: 0 },
       { start: s.start + h, real: s.real - h, pads: n2 - s.real },
     ]));
-    const lowerLeft = subs.map((s) => ({ qStart: s.start + h, qReal: s.real - h, qPads: n2 - s.real, kStart: s.start }));
+    const lowerLeft = subs.map((s) => ({ qStart: s.start + h, qReal: s.real - h, qPads: n2 - s.real, kStart: offset + s.start }));
     plan.steps.push(nonCausal(lowerLeft, h, h, true));
   };
   recurse([{ start: 0, real: p.nq, pads: 0 }]);
+  // Queries in both halves of a level: the recursion over their own square, and every query
+  // against the level's keys before it in one non-causal step.
+  if (offset > start) plan.steps.push(nonCausal([{ qStart: 0, qReal: p.nq, qPads: 0, kStart: start }], p.nq, offset - start, true));
   return plan;
 }
 
@@ -317,7 +366,7 @@ export function planLadder(p: PlanParams): Rung[] {
     // Buckets vary in depth: a cap of twice the mean keeps most of them whole.
     blockSize: Math.max(p.blockSize, 2 * Math.ceil(p.nk / (1 << r))),
   };
-  const exactKeys = p.causal ? (p.nk + 1) / 2 : p.nk;
+  const exactKeys = p.causal ? causalPairs(p.nq, p.nk) / p.nq : p.nk;
   const fits = keysPerRow(accuratePlan(wide), p.nq, p.nk, p.causal) <= LADDER_SHARE * exactKeys;
   return fits ? [own, { name: 'accurate-wide', params: wide }] : [own];
 }
@@ -325,12 +374,12 @@ export function planLadder(p: PlanParams): Rung[] {
 /**
  * About how many keys a plan attends to per query row, averaged over the rows (causal rows
  * see fewer keys the earlier they are): what its attention costs next to exact attention's
- * nk (causal (nk + 1) / 2) keys per row.
+ * nk (causal causalPairs(nq, nk) / nq) keys per row.
  */
 function keysPerRow(plan: AuthorsPlan | AccuratePlan, nq: number, nk: number, causal: boolean): number {
-  const visible = causal ? (nk + 1) / 2 : nk;
+  const visible = causal ? causalPairs(nq, nk) / nq : nk;
   if (plan.kind === 'authors') {
-    const exactRows = plan.leaves.reduce((sum, leaf) => sum + (leaf.rows * (leaf.rows + 1)) / 2, 0) +
+    const exactRows = plan.leaves.reduce((sum, leaf) => sum + causalPairs(leaf.rows, leaf.keys), 0) +
       plan.steps.reduce((sum, s) => sum + (s.kind === 'exact' ? s.subs.reduce((a, sub) => a + sub.qReal, 0) * s.nk : 0), 0);
     const hyperRows = plan.steps.reduce((sum, s) =>
       sum + (s.kind === 'hyper' ? s.subs.reduce((a, sub) => a + sub.qReal, 0) * (s.kBlock + (s.draw >= 0 ? plan.draws[s.draw].count : 0)) : 0), 0);
@@ -338,7 +387,7 @@ function keysPerRow(plan: AuthorsPlan | AccuratePlan, nq: number, nk: number, ca
   }
   const bucket = Math.min(plan.cap, Math.ceil(nk / (1 << plan.r)));
   const samples = plan.draws.length > 0 ? plan.draws[0].count : 0;
-  // A causal window of w keys covers min(w, i + 1) keys of row i.
+  // A causal window of w keys covers min(w, p + 1) keys of the row at key position p.
   const window = causal ? Math.min(plan.window, visible) : plan.window;
   return Math.min(nk, plan.sinkKeys + plan.heavyKeys + window + plan.rounds * bucket + samples);
 }

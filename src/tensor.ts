@@ -330,8 +330,13 @@ function shapeOf(qShape: readonly number[], kShape: readonly number[], vShape: r
   }
   if (nv !== nk) throw new HyperAttentionError('INVALID_SHAPE', `k and v sequence lengths differ: ${shapes}`);
   if (dk !== d) throw new HyperAttentionError('INVALID_SHAPE', `q and k head dims differ: ${shapes}`);
-  if (causal && nq !== nk) {
-    throw new HyperAttentionError('INVALID_SHAPE', `causal attention needs as many queries as keys: ${shapes}`);
+  // Causal queries are the last nq key positions (bottom-right aligned): there must be at
+  // least as many keys as queries.
+  if (causal && nq > nk) {
+    throw new HyperAttentionError(
+      'INVALID_SHAPE',
+      `causal attention needs at least as many keys as queries (the queries are the last nq key positions): ${shapes}`,
+    );
   }
   for (const [name, dim] of [['q/k', d], ['v', dv]] as const) {
     if (dim > MAX_HEAD_DIM) {

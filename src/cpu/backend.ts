@@ -302,7 +302,7 @@ export class CpuBackend implements Backend {
   private mask(m: AccurateMask, nq: number, nk: number) {
     const tags = (view: RowView, n: number) => (m.rounds > 0 ? this.ptr(view, n) : 0);
     return {
-      flags: this.ptr(m.flags, 1), winLo: m.winLo, win: m.window, causal: m.causal, rounds: m.rounds,
+      flags: this.ptr(m.flags, 1), winLo: m.winLo, win: m.window, causal: m.causal, causalOffset: m.causalOffset, rounds: m.rounds,
       qTags: tags(m.qTags, nq), kTags: tags(m.kTags, nk),
     };
   }
@@ -331,7 +331,7 @@ export class CpuBackend implements Backend {
     const rows = this.ptr(t.rows, 1);
     const jobs = Array.from({ length: groups }, (_, g) => ({
       q: this.ptr(t.q, t.d), k: this.ptr(t.k, t.d), nq: t.nq, nk: t.nk, d: t.d, scale: t.scale, rows: rows + g * PROBE_ROWS * 4,
-      nProbe: Math.min(PROBE_ROWS, t.count - g * PROBE_ROWS), causal: t.causal, sinks: t.sinks, winLo: t.winLo, win: t.window,
+      nProbe: Math.min(PROBE_ROWS, t.count - g * PROBE_ROWS), causal: t.causal, causalOffset: t.causalOffset, sinks: t.sinks, winLo: t.winLo, win: t.window,
       mass: groups === 1 ? mass : partials + g * t.nk * 4, scratch,
     }));
     const sum = () => {
@@ -362,7 +362,10 @@ export class CpuBackend implements Backend {
     const scratch = this.top;
     const { stride, cacheAt } = this.listStride(t, t.count);
     const cache = cacheAt === undefined ? 0 : scratch + cacheAt;
-    const shared = { ...this.head(t), cols: this.ptr(t.cols, 1), nCols: t.count, causal: t.causal, ...this.part(t.dst, t.dv), scratch, cache };
+    const shared = {
+      ...this.head(t), cols: this.ptr(t.cols, 1), nCols: t.count, causal: t.causal, causalOffset: t.causalOffset,
+      ...this.part(t.dst, t.dv), scratch, cache,
+    };
     const jobs = this.ranges(t.nq, 2 * t.count * (t.d + t.dv), CORE_ROWS).map(([qFrom, qTo]) => ({ ...shared, qFrom, qTo }));
     return this.jobs('accurateColumns', jobs, scratch, stride, cache ? ['scratch', 'cache'] : ['scratch']);
   }
@@ -370,8 +373,8 @@ export class CpuBackend implements Backend {
   window(t: WindowTask): OpResult {
     const scratch = this.top;
     const keys = t.mask.window + WINDOW_ROWS - 1;
-    const { flags, winLo, win, causal } = this.mask(t.mask, t.nq, t.nk);
-    const shared = { ...this.head(t), flags, winLo, win, causal, ...this.part(t.dst, t.dv), scratch };
+    const { flags, winLo, win, causal, causalOffset } = this.mask(t.mask, t.nq, t.nk);
+    const shared = { ...this.head(t), flags, winLo, win, causal, causalOffset, ...this.part(t.dst, t.dv), scratch };
     const jobs = this.ranges(t.nq, 2 * keys * (t.d + t.dv), WINDOW_ROWS).map(([rowFrom, rowTo]) => ({ ...shared, rowFrom, rowTo }));
     return this.jobs('accurateWindow', jobs, scratch, this.attentionStride(t), ['scratch']);
   }
@@ -423,13 +426,15 @@ export class CpuBackend implements Backend {
     const sums = align(starts + split.length * 4);
     const scratch = align(sums + split.length * t.dv * 8);
     this.reserve(scratch);
-    new Int32Array(this.wasm.memory.buffer, starts, split.length).set(split.map(([r0]) => r0));
+    // Causal, each run's sum starts at its first row's key position.
+    const offset = t.causal ? t.causalOffset : 0;
+    new Int32Array(this.wasm.memory.buffer, starts, split.length).set(split.map(([r0]) => r0 + offset));
     const v = this.ptr(t.v, t.dv);
     callKernel(this.wasm, 'remainderSums', { v, nk: t.nk, dv: t.dv, causal: t.causal, starts, count: split.length, sums });
     const exact = this.part(t.exact, t.dv);
     const sampled = this.part(t.samples, t.dv);
     const shared = {
-      v, nq: t.nq, nk: t.nk, dv: t.dv, causal: t.causal, cv: t.controlVariate, out: exact.out, lse: exact.lse, cntE: exact.cnt,
+      v, nq: t.nq, nk: t.nk, dv: t.dv, causal: t.causal, causalOffset: t.causalOffset, cv: t.controlVariate, out: exact.out, lse: exact.lse, cntE: exact.cnt,
       vsumE: exact.vsum, sOut: sampled.out, sLse: sampled.lse, cntS: sampled.cnt, vsumS: sampled.vsum, scratch,
     };
     const jobs = split.map(([rowFrom, rowTo], j) => ({ ...shared, rowFrom, rowTo, start: sums + j * t.dv * 8 }));

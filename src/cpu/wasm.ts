@@ -27,29 +27,29 @@ export const KERNEL_PARAMS = {
   ],
   mergeRows: ['dstOut', 'dstLse', 'srcOut', 'srcLse', 'rows', 'dv', 'write'],
   accurateColumns: [
-    'q', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'cols', 'nCols', 'causal', 'qFrom', 'qTo',
+    'q', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'cols', 'nCols', 'causal', 'causalOffset', 'qFrom', 'qTo',
     'out', 'lse', 'cnt', 'vsum', 'scratch', 'cache',
   ],
   accurateWindow: [
-    'q', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'flags', 'winLo', 'win', 'causal', 'rowFrom', 'rowTo',
+    'q', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'flags', 'winLo', 'win', 'causal', 'causalOffset', 'rowFrom', 'rowTo',
     'out', 'lse', 'cnt', 'vsum', 'scratch',
   ],
   accurateBuckets: [
     'q', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'qPerm', 'kPerm', 'qStarts', 'kStarts', 'numKeys', 'cap',
-    'flags', 'winLo', 'win', 'causal', 'rounds', 'qTags', 'kTags', 'uFrom', 'uTo', 'out', 'lse', 'cnt', 'vsum', 'scratch',
+    'flags', 'winLo', 'win', 'causal', 'causalOffset', 'rounds', 'qTags', 'kTags', 'uFrom', 'uTo', 'out', 'lse', 'cnt', 'vsum', 'scratch',
   ],
   accurateSamples: [
     'q', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'samples', 'm', 'qFrom', 'qTo',
-    'flags', 'winLo', 'win', 'causal', 'rounds', 'qTags', 'kTags', 'sOut', 'sLse', 'cnt', 'vsum', 'scratch', 'cache',
+    'flags', 'winLo', 'win', 'causal', 'causalOffset', 'rounds', 'qTags', 'kTags', 'sOut', 'sLse', 'cnt', 'vsum', 'scratch', 'cache',
   ],
   bucketTags: ['keys', 'perm', 'count', 'numKeys', 'cap', 'tags', 'starts'],
   remainderSums: ['v', 'nk', 'dv', 'causal', 'starts', 'count', 'sums'],
   remainderMerge: [
-    'v', 'nq', 'nk', 'dv', 'causal', 'cv', 'rowFrom', 'rowTo', 'start',
+    'v', 'nq', 'nk', 'dv', 'causal', 'causalOffset', 'cv', 'rowFrom', 'rowTo', 'start',
     'out', 'lse', 'cntE', 'vsumE', 'sOut', 'sLse', 'cntS', 'vsumS', 'scratch',
   ],
   probeMass: [
-    'q', 'k', 'nq', 'nk', 'd', 'scale', 'rows', 'nProbe', 'causal', 'sinks', 'winLo', 'win', 'mass', 'scratch',
+    'q', 'k', 'nq', 'nk', 'd', 'scale', 'rows', 'nProbe', 'causal', 'causalOffset', 'sinks', 'winLo', 'win', 'mass', 'scratch',
   ],
 } as const;
 

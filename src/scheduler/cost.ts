@@ -4,7 +4,7 @@
 // the shape, the options and the profile, so plans are deterministic for a given profile.
 import { HyperAttentionError } from '../errors.ts';
 import { COST_CLASS, placementOf, type CostClass, type Device, type OpName } from '../ops.ts';
-import { buildPlan, type AccuratePlan, type AuthorsPlan, type Plan, type PlanParams } from '../plan.ts';
+import { buildPlan, causalPairs, type AccuratePlan, type AuthorsPlan, type Plan, type PlanParams } from '../plan.ts';
 import { DEFAULTS } from '../options.ts';
 import type { AttentionShape } from '../tensor.ts';
 import { costsOf, environmentKey, UNITS, type Profile } from './profile.ts';
@@ -98,7 +98,7 @@ export function workOf(shape: AttentionShape, p: WorkParams, plan: Plan, split: 
   if (plan.checks > 0) {
     const c = plan.checks;
     add('upload', heads, heads * c * d * 4);
-    add('exact', heads * (p.causal && split !== 'cpu' ? c : 1), heads * c * (p.causal ? (nk + 1) / 2 : nk) * 2 * (d + dv));
+    add('exact', heads * (p.causal && split !== 'cpu' ? c : 1), heads * c * (p.causal ? causalPairs(nq, nk) / nq : nk) * 2 * (d + dv));
     add('download', 2 * heads, heads * c * (dv + 1) * 4);
   }
   add('download', 2 * heads, heads * nq * (dv + 1) * 4);
@@ -163,7 +163,7 @@ function authorsWork(shape: AttentionShape, p: WorkParams, plan: AuthorsPlan, sp
     // The hybrid also copies q and k into WebAssembly memory, for hashing.
     if (split === 'hybrid') add('upload', heads + kvHeads, (heads * nq + kvHeads * nk) * d * 4, 'cpu');
   }
-  for (const leaf of plan.leaves) add('exact', heads, heads * leaf.rows * (leaf.rows + 1) * (d + dv));
+  for (const leaf of plan.leaves) add('exact', heads, heads * causalPairs(leaf.rows, leaf.keys) * 2 * (d + dv));
   for (const step of plan.steps) {
     for (const sub of step.subs) {
       if (step.kind === 'exact') {
@@ -265,7 +265,7 @@ function cutoffs(shape: AttentionShape, causal: boolean, given: number | undefin
   const list: number[] = [];
   for (let c = DEFAULTS.minSeqLen; ; c *= 2) {
     list.push(c);
-    if (causal ? c >= shape.nq : c > shape.nq) return list;
+    if (causal ? c >= shape.nk : c > shape.nq) return list;
   }
 }
 

@@ -100,7 +100,9 @@ function scenario(c: Case, half = false) {
     v: input(c.nk * c.dv),
     flags,
     cols: Int32Array.from(flags.keys()).filter((j) => flags[j] !== 0),
-    winLo: c.causal ? 1 - c.window : -Math.floor(c.window / 2),
+    // Queries are the last nq key positions (causal: bottom-right aligned).
+    causalOffset: c.causal ? c.nk - c.nq : 0,
+    winLo: c.causal ? c.nk - c.nq + 1 - c.window : -Math.floor(c.window / 2),
     qb,
     kb,
     qTags: concat(qb.map((b) => b.tags), c.nq),
@@ -119,7 +121,7 @@ function head(be: Backend, s: Scenario): AttentionInputs {
 
 function mask(be: Backend, s: Scenario, rounds: number): AccurateMask {
   return {
-    causal: s.causal, flags: guarded(be, s.nk, 1, s.flags).view, winLo: s.winLo, window: s.window, rounds,
+    causal: s.causal, causalOffset: s.causalOffset, flags: guarded(be, s.nk, 1, s.flags).view, winLo: s.winLo, window: s.window, rounds,
     qTags: guarded(be, Math.max(1, s.rounds), s.nq, s.qTags).view, kTags: guarded(be, Math.max(1, s.rounds), s.nk, s.kTags).view,
   };
 }
@@ -156,6 +158,8 @@ const cases: (Case & { bothTiles: boolean; half: boolean })[] = [
   { nq: 200, nk: 200, d: 64, dv: 64, causal: true, window: 24, rounds: 3, numKeys: 8, cap: 16, bothTiles: true, half: true },
   { nq: 150, nk: 230, d: 32, dv: 48, causal: false, window: 40, rounds: 2, numKeys: 16, cap: 8, bothTiles: true, half: false },
   { nq: 130, nk: 130, d: 80, dv: 80, causal: false, window: 130, rounds: 1, numKeys: 4, cap: 64, bothTiles: false, half: false },
+  // Causal with fewer queries than keys: the queries are the last 90 of 250 key positions.
+  { nq: 90, nk: 250, d: 32, dv: 32, causal: true, window: 40, rounds: 2, numKeys: 8, cap: 16, bothTiles: false, half: false },
 ];
 
 const Ops = suite('accurate ops, webgpu vs cpu');
@@ -188,7 +192,7 @@ for (const c of cases) {
       const h = head(be, s);
       be.probe({
         q: h.q, k: h.k, nq: c.nq, nk: c.nk, d: c.d, scale: s.scale, rows: guarded(be, rows.length, 1, rows).view,
-        count: rows.length, causal: c.causal, sinks: 3, winLo: s.winLo, window: c.window, mass: mass.view,
+        count: rows.length, causal: c.causal, causalOffset: s.causalOffset, sinks: 3, winLo: s.winLo, window: c.window, mass: mass.view,
       });
       return [mass];
     });
@@ -201,7 +205,7 @@ for (const c of cases) {
       const h = head(be, s);
       const cols = guarded(be, s.cols.length, 1, s.cols).view;
       const columns = partOutput(be, c.nq, c.dv);
-      be.columns({ ...h, cols, count: s.cols.length, causal: c.causal, dst: columns.dst });
+      be.columns({ ...h, cols, count: s.cols.length, causal: c.causal, causalOffset: s.causalOffset, dst: columns.dst });
       return columns.outputs;
     });
     expectAllSame(gpus, results, PART_NAMES.map((name) => `columns ${name}`));
@@ -249,13 +253,14 @@ for (const c of cases) {
 
     // The remainder of inputs like those above: exact counts up to every visible key
     // (nothing left to estimate), sample counts from 0 (no visible sample).
-    const visible = (i: number) => (c.causal ? Math.min(i + 1, c.nk) : c.nk);
+    const visible = (i: number) => (c.causal ? Math.min(i + s.causalOffset + 1, c.nk) : c.nk);
     const exact = partData(s.rng, c.nq, c.dv, visible);
     const samples = partData(s.rng, c.nq, c.dv, () => 5);
     const merged = await onAll(gpus, (be) => {
       const dst = partOutput(be, c.nq, c.dv, exact);
       be.remainder({
-        v: guarded(be, c.nk, c.dv, s.v).view, nq: c.nq, nk: c.nk, dv: c.dv, causal: c.causal, controlVariate: 0.75,
+        v: guarded(be, c.nk, c.dv, s.v).view, nq: c.nq, nk: c.nk, dv: c.dv, causal: c.causal, causalOffset: s.causalOffset,
+        controlVariate: 0.75,
         exact: dst.dst, samples: partOutput(be, c.nq, c.dv, samples).dst,
       });
       return dst.outputs.slice(0, 2);
@@ -274,7 +279,7 @@ Ops('probe of long rows (3000 keys)', async () => {
       const mass = guarded(be, n, 1);
       be.probe({
         q: guarded(be, n, d, q).view, k: guarded(be, n, d, k).view, nq: n, nk: n, d, scale: 0.2, rows: guarded(be, count, 1, rows).view,
-        count, causal, sinks: 16, winLo: causal ? -63 : -32, window: 64, mass: mass.view,
+        count, causal, causalOffset: 0, sinks: 16, winLo: causal ? -63 : -32, window: 64, mass: mass.view,
       });
       return [mass];
     });
