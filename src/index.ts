@@ -1,5 +1,5 @@
-// Public API: HyperAttention and exact attention on Float32Array tensors (in layout
-// [B, H, N, D] or [B, N, H, D]), or on GPUBuffers of the caller's WebGPU device; the
+// Public API: HyperAttention and exact attention on Float32Array or float16 host tensors (in
+// layout [B, H, N, D] or [B, N, H, D]), or on GPUBuffers of the caller's WebGPU device; the
 // scheduler's calibration, profiles and explain().
 import { acquireCpu, releaseCpu, serialize } from './backends.ts';
 import { runExact, runHyper } from './hyper.ts';

@@ -90,9 +90,12 @@ export interface ExactOptions {
   /**
    * WebAssembly threads for this call, 1 to 256: 1 runs on one thread; more split the work
    * over a pool of workers (shared memory: in browsers only on cross-origin-isolated pages,
-   * elsewhere one thread), at most one per core the runtime reports (a larger count runs on
-   * that many). Results are bit-identical for every count. Default: the global setting
-   * (configureThreads), which defaults to the cores the runtime reports, at most 16
+   * elsewhere one thread), at most one per core the runtime reports: a larger count is
+   * accepted and capped at the cores (explain() and a profile's plan report the threads the
+   * call runs on, and say that the count was capped). Workers are the pool's, shared by
+   * every call: none is started for a count beyond the cores. Results are bit-identical
+   * for every count. Default: the global setting (configureThreads), which defaults to the
+   * cores the runtime reports, at most 16
    */
   threads?: number;
   /** aborting it rejects the call with code 'ABORTED' and frees what the call held */
