@@ -4,7 +4,7 @@
 import { acquireCpu, releaseCpu, serialize } from './backends.ts';
 import { runExact, runHyper } from './hyper.ts';
 import { runVerified } from './verified.ts';
-import { explainShapeError, inputsInBhnd, resolveLayout, resultInLayout, shapeInBhnd, type Layout } from './layout.ts';
+import { checkedInputs, explainShapeError, inBhnd, resolveLayout, resultInLayout, shapeInBhnd, type Layout } from './layout.ts';
 import type { Backend, OpTrace } from './ops.ts';
 import type { Plan } from './plan.ts';
 import {
@@ -17,8 +17,10 @@ import type { AttentionResult, Float16AttentionResult, GPUAttentionResult } from
 import type { Explanation } from './scheduler/cost.ts';
 import { callProfile, explain as explainBhnd, schedule, type CallShapes, type Scheduled } from './scheduler/index.ts';
 import { threadsFor } from './threads/config.ts';
+import { SLICE_ELEMENTS } from './slices.ts';
 import {
-  allFinite, attentionShape, checkOutputSize, isHostTensor, type AttentionShape, type InputTensor, type TensorLike,
+  allFinite, attentionShape, attentionShapeOf, checkOutputSize, checkValues, isHostTensor, type AttentionShape, type InputTensor,
+  type TensorLike,
 } from './tensor.ts';
 
 export { HyperAttentionError, type ErrorCode } from './errors.ts';
@@ -43,16 +45,27 @@ export { configureThreads, type ThreadConfig } from './threads/config.ts';
 export type { AdapterIdentity, DeviceCosts, Environment, OpCost, Profile } from './scheduler/profile.ts';
 export type { CostClass, Device, OpName } from './ops.ts';
 
-/** Validates a call's tensors, and that GPU tensors among them run on the caller's device. */
-function checkInputs(q: InputTensor, k: InputTensor, v: InputTensor, o: ResolvedExactOptions, layout: Layout): AttentionShape {
+/**
+ * Host inputs of at most this many values each are transposed and scanned in the call
+ * itself (a millisecond or so); larger ones in time slices once the call has returned its
+ * promise (slices.ts), so that a long context never holds the calling thread.
+ */
+const AT_ONCE_ELEMENTS = 4 * SLICE_ELEMENTS;
+
+/**
+ * Validates a call's tensors (checkedInputs: each on its own, in the caller's layout), their
+ * shapes together, and that GPU tensors among them run on the caller's device; not the values.
+ */
+function checkInputs(inputs: InputTensor[], o: ResolvedExactOptions, layout: Layout): AttentionShape {
   let shape: AttentionShape;
   try {
-    shape = attentionShape(q, k, v, o.causal, o.scale);
+    const [q, k, v] = inputs.map((t) => shapeInBhnd(t.shape, layout));
+    shape = attentionShapeOf(q, k, v, o.causal);
   } catch (error) {
     throw explainShapeError(error, layout);
   }
   if (o.output === 'host') checkOutputSize(shape);
-  const onGpu = ([['q', q], ['k', k], ['v', v]] as const).find(([, t]) => !isHostTensor(t));
+  const onGpu = inputs.map((t, i) => ['qkv'[i], t] as const).find(([, t]) => !isHostTensor(t));
   if (onGpu) checkDeviceIO(o, `${onGpu[0]} (a GPU tensor)`);
   return shape;
 }
@@ -61,12 +74,12 @@ function checkInputs(q: InputTensor, k: InputTensor, v: InputTensor, o: Resolved
  * Checked inputs give finite results, and the work checks each host value as it reads it
  * (readRows), so a non-finite host result comes from a GPU tensor (never read back to be
  * checked) or an input changed between two reads (a shared buffer another thread writes):
- * never returned as a result.
+ * never returned as a result. Checked in time slices.
  */
-function checkFiniteResult<R extends AttentionResult | GPUAttentionResult>(result: R): R {
+async function checkFiniteResult<R extends AttentionResult | GPUAttentionResult>(result: R, signal?: AbortSignal): Promise<R> {
   if (!('data' in result.out)) return result;
   const { out, lse } = result as AttentionResult;
-  if (allFinite(out.data) && allFinite(lse.data)) return result;
+  if ((await allFinite(out.data, signal)) && (await allFinite(lse.data, signal))) return result;
   throw new HyperAttentionError(
     'NON_FINITE_INPUT',
     "the result is not finite: a GPU tensor among the inputs holds NaN, infinity or magnitudes that overflow, or a host input changed while the call ran (inputs must stay unchanged until the call's promise settles)",
@@ -86,7 +99,8 @@ type AnyResult = AttentionResult | Float16AttentionResult | GPUAttentionResult;
 
 /**
  * Resolves the options and checks the tensors before any work (so bad input computes
- * nothing), then queues the call; in the queue the scheduler picks its backend (and, with
+ * nothing: the values of large host inputs are scanned in time slices before the call is
+ * queued), then queues the call; in the queue the scheduler picks its backend (and, with
  * backend 'auto', its cutoff). Every error arrives as a rejection.
  */
 function startCall<O extends ResolvedExactOptions>(
@@ -98,25 +112,38 @@ function startCall<O extends ResolvedExactOptions>(
   try {
     const o = resolve();
     const layout = resolveLayout(options);
-    const qkv = inputsInBhnd(tensors, layout, o.output);
-    const shape = checkInputs(qkv[0], qkv[1], qkv[2], o, layout);
-    const runOn = async (backend: Backend, scheduled: Scheduled) => {
+    const inputs = checkedInputs(tensors, layout, o.output);
+    const shape = checkInputs(inputs, o, layout);
+    const atOnce = inputs.every((t) => !isHostTensor(t) || t.data.length <= AT_ONCE_ELEMENTS);
+    let ready: InputTensor[] | undefined;
+    if (atOnce) {
+      ready = inputs.map((t) => inBhnd(t, layout));
+      attentionShape(ready[0], ready[1], ready[2], o.causal, o.scale);
+    }
+    const runOn = async (backend: Backend, scheduled: Scheduled, qkv: InputTensor[]) => {
       const chosen = scheduled.minSeqLen === undefined ? o : { ...o, minSeqLen: scheduled.minSeqLen };
-      if (!o.profile) return resultInDtype(resultInLayout(checkFiniteResult(await run(backend, shape, chosen, qkv, undefined, scheduled.work)), layout), o);
+      const checked = async (result: AttentionResult | GPUAttentionResult) => checkFiniteResult(result, o.signal);
+      if (!o.profile) return resultInDtype(await resultInLayout(await checked(await run(backend, shape, chosen, qkv, undefined, scheduled.work)), layout, o.signal), o);
       const trace: OpTrace[] = [];
       const start = performance.now();
-      const result = checkFiniteResult(await run(backend, shape, chosen, qkv, trace, scheduled.work));
-      return resultInDtype(resultInLayout({ ...result, profile: callProfile(scheduled.plan!, trace, performance.now() - start) }, layout), o);
+      const result = await checked(await run(backend, shape, chosen, qkv, trace, scheduled.work));
+      return resultInDtype(await resultInLayout({ ...result, profile: callProfile(scheduled.plan!, trace, performance.now() - start) }, layout, o.signal), o);
     };
     return settlesOnAbort(o.signal, typedFailures((async () => {
+      let qkv = ready;
+      if (!qkv) {
+        qkv = [];
+        for (const t of inputs) qkv.push(await inBhnd(t, layout, { signal: o.signal }));
+        await checkValues(qkv, shape, o.scale, o.signal);
+      }
       const scheduled = await serialize(() => schedule(shape, o, hyper(o), o.profile));
       if (o.signal?.aborted) throw abortedError(o.signal);
       // WebGPU and the hybrid hold one device's buffers: their calls take turns.
       const shared = scheduled.backend;
-      if (shared) return serialize(() => runOn(shared, scheduled));
+      if (shared) return serialize(() => runOn(shared, scheduled, qkv));
       const cpu = await acquireCpu(await threadsFor(o.threads));
       try {
-        return await runOn(cpu, scheduled);
+        return await runOn(cpu, scheduled, qkv);
       } finally {
         releaseCpu(cpu);
       }

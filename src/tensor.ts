@@ -7,6 +7,7 @@ import { HyperAttentionError } from './errors.ts';
 import { decodeFloat16, float16Bits, type Float16Data } from './float16.ts';
 import { MAX_SAMPLE_SIZE, type WebGPUBufferLike } from './options.ts';
 import { canShrink, isShared, isTypedArray } from './owned.ts';
+import { inSlices, SLICE_ELEMENTS } from './slices.ts';
 
 export interface Tensor {
   data: Float32Array;
@@ -220,10 +221,38 @@ export function attentionShape(q: unknown, k: unknown, v: unknown, causal: boole
   // GPU tensors are not checked: that would need a readback, which is what they avoid.
   const max = { q: 0, k: 0, v: 0 };
   for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) if (isHostTensor(t)) max[name] = finiteMaxAbs(name, t.data);
+  boundValues(shape, [q, k, v], max, scale);
+  return shape;
+}
+
+/**
+ * The values of a call's q, k and v (each checked on its own, their shapes together: shape)
+ * checked as attentionShape checks them, in time slices of the calling thread (slices.ts).
+ */
+export async function checkValues(
+  qkv: readonly InputTensor[], shape: AttentionShape, scale: number | undefined, signal?: AbortSignal,
+): Promise<void> {
+  const max = { q: 0, k: 0, v: 0 };
+  for (const [i, name] of (['q', 'k', 'v'] as const).entries()) {
+    const t = qkv[i];
+    if (!isHostTensor(t)) continue;
+    await inSlices(t.data.length, SLICE_ELEMENTS, (from, to) => {
+      max[name] = Math.max(max[name], finiteMaxAbs(name, t.data.subarray(from, to), from));
+    }, signal);
+  }
+  boundValues(shape, qkv, max, scale);
+}
+
+/** Rejects magnitudes that overflow, and records the call's bounds for readRows. */
+function boundValues(
+  shape: AttentionShape, qkv: readonly InputTensor[], max: { q: number; k: number; v: number }, scale: number | undefined,
+): void {
   const bounds = { shape, scale: scale ?? 1 / Math.sqrt(shape.d), max };
   checkMagnitudes(shape, max, bounds.scale);
-  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) if (isHostTensor(t)) checked.set(t, { name, bounds });
-  return shape;
+  for (const [i, name] of (['q', 'k', 'v'] as const).entries()) {
+    const t = qkv[i];
+    if (isHostTensor(t)) checked.set(t, { name, bounds });
+  }
 }
 
 /** What attentionShape found of a host input: its name, and the call's bounds its values must keep to while the call reads them. */
@@ -352,11 +381,12 @@ export function checkFinite(name: string, data: Float32Array): void {
 }
 
 /**
- * max |x| over data; throws NON_FINITE_INPUT naming the first NaN or infinity. One
- * branch-free pass (x * 0 is NaN exactly for a non-finite x, and poisons the sum), two
- * elements at a time: it scans every input of a call before any work, 12 M values at 64k.
+ * max |x| over data; throws NON_FINITE_INPUT naming the first NaN or infinity (its index
+ * plus `at`: where data starts in the tensor). One branch-free pass (x * 0 is NaN exactly
+ * for a non-finite x, and poisons the sum), two elements at a time: it scans every input of
+ * a call before any work, 12 M values at 64k.
  */
-export function finiteMaxAbs(name: string, data: Float32Array): number {
+export function finiteMaxAbs(name: string, data: Float32Array, at = 0): number {
   const n = data.length;
   let even = 0;
   let odd = 0;
@@ -376,15 +406,17 @@ export function finiteMaxAbs(name: string, data: Float32Array): number {
     poison += data[i] * 0;
   }
   if (poison !== 0) {
-    const at = data.findIndex((x) => x - x !== 0);
-    throw new HyperAttentionError('NON_FINITE_INPUT', `${name}: element ${at} is ${data[at]}; inputs must be finite`);
+    const first = data.findIndex((x) => x - x !== 0);
+    throw new HyperAttentionError('NON_FINITE_INPUT', `${name}: element ${at + first} is ${data[first]}; inputs must be finite`);
   }
   return Math.max(even, odd);
 }
 
-/** Whether every value is finite (the check of finiteMaxAbs, without the maximum). */
-export function allFinite(data: Float32Array): boolean {
+/** Whether every value is finite (the check of finiteMaxAbs, without the maximum), in time slices (slices.ts). */
+export async function allFinite(data: Float32Array, signal?: AbortSignal): Promise<boolean> {
   let poison = 0;
-  for (let i = 0; i < data.length; i++) poison += data[i] * 0;
+  await inSlices(data.length, SLICE_ELEMENTS, (from, to) => {
+    for (let i = from; i < to; i++) poison += data[i] * 0;
+  }, signal);
   return poison === 0;
 }
