@@ -760,6 +760,155 @@ export function exactAttention(
   );
 }
 
+// Exact attention of a few query rows (decoding: FEW_ROWS at most in practice, any nq
+// works) against keys and values read where they lie, without the core's tile copies
+// (K transposed, V in column blocks): with few rows those copies cost about what the
+// arithmetic does. Keys go in tiles of KT: each key's scores against the rows, four rows
+// at a time, are dot products over d (lanes along d, then summed); the online softmax
+// updates each row per tile; P·V adds each key's value row, scaled per row, to the row's
+// accumulator. Scratch: the scaled queries [nq4, d], accumulators [nq4, dv4], the running
+// max and sum [nq4] each, and a tile's scores [4, KT] (nq4, dv4: nq, dv rounded up to 4).
+export function fewRowsAttention(
+  q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
+  out: usize, lse: usize, write: i32, scratch: usize,
+): void {
+  // The scalar build (engines without SIMD) runs the core instead.
+  if (!ASC_FEATURE_SIMD) {
+    exactAttention(q, k, v, nq, nk, d, dv, scale, 0, 0, out, lse, write, scratch);
+    return;
+  }
+  if (ASC_FEATURE_SIMD) {
+    const nq4 = (nq + 3) & ~3;
+    const d4 = d & ~3;
+    const dv4 = (dv + 3) & ~3;
+    const dB = (<usize>d) << 2;
+    const dvB = (<usize>dv) << 2;
+    const qs = scratch;
+    const acc = qs + <usize>nq4 * dB;
+    const mx = acc + <usize>nq4 * ((<usize>dv4) << 2);
+    const sum = mx + ((<usize>nq4) << 2);
+    const sc = sum + ((<usize>nq4) << 2);
+    for (let r = 0; r < nq4; r++) {
+      for (let c = 0; c < d; c++) {
+        store<f32>(qs + <usize>r * dB + ((<usize>c) << 2), r < nq ? load<f32>(q + <usize>r * dB + ((<usize>c) << 2)) * scale : 0);
+      }
+      for (let c = 0; c < dv4; c++) store<f32>(acc + <usize>r * ((<usize>dv4) << 2) + ((<usize>c) << 2), 0);
+      store<f32>(mx + ((<usize>r) << 2), -Infinity);
+      store<f32>(sum + ((<usize>r) << 2), 0);
+    }
+    for (let j0 = 0; j0 < nk; j0 += KT) {
+      const kc = min(KT, nk - j0);
+      const kc4 = (kc + 3) & ~3;
+      for (let r0 = 0; r0 < nq4; r0 += 4) {
+        const q0 = qs + <usize>r0 * dB;
+        const q1 = q0 + dB;
+        const q2 = q1 + dB;
+        const q3 = q2 + dB;
+        // Scores of rows r0 .. r0 + 3 against the tile's keys.
+        for (let j = 0; j < kc; j++) {
+          const kp = k + <usize>(j0 + j) * dB;
+          let a0 = f32x4.splat(0);
+          let a1 = f32x4.splat(0);
+          let a2 = f32x4.splat(0);
+          let a3 = f32x4.splat(0);
+          for (let c = 0; c < d4; c += 4) {
+            const o = (<usize>c) << 2;
+            const kv = v128.load(kp + o);
+            a0 = madd(v128.load(q0 + o), kv, a0);
+            a1 = madd(v128.load(q1 + o), kv, a1);
+            a2 = madd(v128.load(q2 + o), kv, a2);
+            a3 = madd(v128.load(q3 + o), kv, a3);
+          }
+          let s0 = f32x4.extract_lane(a0, 0) + f32x4.extract_lane(a0, 1) + f32x4.extract_lane(a0, 2) + f32x4.extract_lane(a0, 3);
+          let s1 = f32x4.extract_lane(a1, 0) + f32x4.extract_lane(a1, 1) + f32x4.extract_lane(a1, 2) + f32x4.extract_lane(a1, 3);
+          let s2 = f32x4.extract_lane(a2, 0) + f32x4.extract_lane(a2, 1) + f32x4.extract_lane(a2, 2) + f32x4.extract_lane(a2, 3);
+          let s3 = f32x4.extract_lane(a3, 0) + f32x4.extract_lane(a3, 1) + f32x4.extract_lane(a3, 2) + f32x4.extract_lane(a3, 3);
+          for (let c = d4; c < d; c++) {
+            const o = (<usize>c) << 2;
+            const kc1 = load<f32>(kp + o);
+            s0 += load<f32>(q0 + o) * kc1;
+            s1 += load<f32>(q1 + o) * kc1;
+            s2 += load<f32>(q2 + o) * kc1;
+            s3 += load<f32>(q3 + o) * kc1;
+          }
+          const at = sc + ((<usize>j) << 2);
+          store<f32>(at, s0);
+          store<f32>(at + (KT << 2), s1);
+          store<f32>(at + (KT << 3), s2);
+          store<f32>(at + KT * 12, s3);
+        }
+        // Online softmax per row: the scores become exp(s - new max), the accumulator and sum rescale.
+        for (let r = 0; r < 4; r++) {
+          const row = sc + <usize>r * (KT << 2);
+          for (let j = kc; j < kc4; j++) store<f32>(row + ((<usize>j) << 2), -Infinity);
+          let tileMax: f32 = -Infinity;
+          for (let j = 0; j < kc; j++) tileMax = max(tileMax, load<f32>(row + ((<usize>j) << 2)));
+          const mAt = mx + ((<usize>(r0 + r)) << 2);
+          const sAt = sum + ((<usize>(r0 + r)) << 2);
+          const mOld = load<f32>(mAt);
+          const mNew = max(mOld, tileMax);
+          const m4 = f32x4.splat(mNew);
+          let l4 = f32x4.splat(0);
+          for (let j = 0; j < kc4; j += 4) {
+            const at = row + ((<usize>j) << 2);
+            const p = expNonPositive(f32x4.sub(v128.load(at), m4));
+            v128.store(at, p);
+            l4 = f32x4.add(l4, p);
+          }
+          const tileSum = f32x4.extract_lane(l4, 0) + f32x4.extract_lane(l4, 1) + f32x4.extract_lane(l4, 2) + f32x4.extract_lane(l4, 3);
+          if (mOld != mNew) {
+            const alpha = Mathf.exp(mOld - mNew);
+            const a4 = f32x4.splat(alpha);
+            const accRow = acc + <usize>(r0 + r) * ((<usize>dv4) << 2);
+            for (let c = 0; c < dv4; c += 4) v128.store(accRow + ((<usize>c) << 2), f32x4.mul(v128.load(accRow + ((<usize>c) << 2)), a4));
+            store<f32>(sAt, load<f32>(sAt) * alpha + tileSum);
+          } else {
+            store<f32>(sAt, load<f32>(sAt) + tileSum);
+          }
+          store<f32>(mAt, mNew);
+        }
+        // P·V: each key's value row, times each row's weight, into the rows' accumulators.
+        const c0 = acc + <usize>r0 * ((<usize>dv4) << 2);
+        const c1 = c0 + ((<usize>dv4) << 2);
+        const c2 = c1 + ((<usize>dv4) << 2);
+        const c3 = c2 + ((<usize>dv4) << 2);
+        const dvFull = dv & ~3;
+        for (let j = 0; j < kc; j++) {
+          const vp = v + <usize>(j0 + j) * dvB;
+          const at = sc + ((<usize>j) << 2);
+          const p0 = f32x4.splat(load<f32>(at));
+          const p1 = f32x4.splat(load<f32>(at + (KT << 2)));
+          const p2 = f32x4.splat(load<f32>(at + (KT << 3)));
+          const p3 = f32x4.splat(load<f32>(at + KT * 12));
+          for (let c = 0; c < dvFull; c += 4) {
+            const o = (<usize>c) << 2;
+            const vv = v128.load(vp + o);
+            v128.store(c0 + o, madd(p0, vv, v128.load(c0 + o)));
+            v128.store(c1 + o, madd(p1, vv, v128.load(c1 + o)));
+            v128.store(c2 + o, madd(p2, vv, v128.load(c2 + o)));
+            v128.store(c3 + o, madd(p3, vv, v128.load(c3 + o)));
+          }
+          for (let c = dvFull; c < dv; c++) {
+            const o = (<usize>c) << 2;
+            const x = load<f32>(vp + o);
+            store<f32>(c0 + o, load<f32>(c0 + o) + f32x4.extract_lane(p0, 0) * x);
+            store<f32>(c1 + o, load<f32>(c1 + o) + f32x4.extract_lane(p1, 0) * x);
+            store<f32>(c2 + o, load<f32>(c2 + o) + f32x4.extract_lane(p2, 0) * x);
+            store<f32>(c3 + o, load<f32>(c3 + o) + f32x4.extract_lane(p3, 0) * x);
+          }
+        }
+      }
+    }
+    for (let r = 0; r < nq; r++) {
+      const l = load<f32>(sum + ((<usize>r) << 2));
+      combineRow(
+        out + <usize>r * dvB, lse + ((<usize>r) << 2), acc + <usize>r * ((<usize>dv4) << 2), 1 / l,
+        load<f32>(mx + ((<usize>r) << 2)) + Mathf.log(l), dv, write,
+      );
+    }
+  }
+}
+
 /** Block-diagonal attention over sorted rows, blocks [blkFrom, blkTo); see BlockTask in src/ops.ts. */
 export function blockAttention(
   q: usize, k: usize, v: usize, qPerm: usize, kPerm: usize,

@@ -6,6 +6,7 @@ export {
   attentionScratchBytes,
   tileCacheBytes,
   exactAttention,
+  fewRowsAttention,
   blockAttention,
   sampledAttention,
   mergeRows,

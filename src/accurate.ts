@@ -9,12 +9,11 @@ import type { AccuratePlan } from './plan.ts';
 export function runAccurateHead(
   ctx: ExecContext, plan: AccuratePlan, causal: boolean, controlVariate: number, randomness: Randomness,
 ): HeadWork {
-  const { backend, run, f32, i32, qBuf, kBuf, vBuf, outBuf, lseBuf, scale, tick } = ctx;
+  const { backend, run, f32, i32, qBuf, outBuf, lseBuf, scale, tick } = ctx;
   const { H, nq, nk, d, dv } = ctx.shape;
   const { sinkKeys, heavyKeys, rounds, r } = plan;
   const numKeys = 1 << r;
   const row0 = <T>(buf: T) => ({ buf, row: 0 });
-  const head: AttentionInputs = { q: row0(qBuf), k: row0(kBuf), v: row0(vBuf), nq, nk, d, dv, scale };
   // Causal queries are the last nq key positions: row i sits at position i + causalOffset.
   const causalOffset = causal ? nk - nq : 0;
   const exact: PartOutput = { out: row0(outBuf), lse: row0(lseBuf), cnt: row0(f32(nq)), vsum: row0(f32(nq * dv)) };
@@ -44,6 +43,8 @@ export function runAccurateHead(
   const units = (heavyKeys > 0 ? 1 : 0) + 1 + (plan.window > 0 ? 1 : 0) + rounds +
     (plan.segments.length > 0 ? plan.segments.length + 1 : 0);
   const runHead = async (b: number, h: number) => {
+    const kv = (buf: typeof qBuf) => ({ buf, row: ctx.kRow });
+    const head: AttentionInputs = { q: row0(qBuf), k: kv(ctx.kBuf), v: kv(ctx.vBuf), nq, nk, d, dv, scale };
     if (!prepared) {
       if (probeBuf) await run('upload', () => backend.upload(probeBuf, Int32Array.from(plan.probeRows)));
       for (const [t, p] of proj.entries()) await run('upload', () => backend.upload(p, randomness.projections[t]));

@@ -116,6 +116,24 @@ async function threading(): Promise<{ pool: ThreadPool; flavour: ThreadedFlavour
   return flavour ? { pool, flavour } : 'this engine has no WebAssembly SIMD';
 }
 
+/** The pool and threaded build ready for `threads` threads, or why calls run on one thread here. */
+async function readyThreads(threads: number): Promise<{ pool: ThreadPool; flavour: ThreadedFlavour } | string> {
+  const found = await threading();
+  return typeof found === 'string' ? found : found.pool.ready(threads).then(() => found, () => found.pool.broken!);
+}
+
+/** A new WebAssembly backend over a shared memory of its own (an arena of the pool). */
+async function threadedCpu({ pool, flavour }: { pool: ThreadPool; flavour: ThreadedFlavour }, threads: number): Promise<CpuBackend> {
+  const { bytes, memory } = threadedBuild(flavour);
+  const wasm = await instantiateThreaded(flavour, memory);
+  return new CpuBackend(wasm, bestFlavour(), { pool, arena: pool.addArena(flavour, bytes, memory), threads });
+}
+
+function warnOneThread(threads: number, why: string): void {
+  if (!threadsWarned) warn(`running on one thread instead of ${threads}: ${why}`);
+  threadsWarned = true;
+}
+
 /**
  * A WebAssembly backend for one call on `threads` threads, to give back with releaseCpu.
  * Where the runtime has no threads (no SharedArrayBuffer, a page without cross-origin
@@ -124,26 +142,21 @@ async function threading(): Promise<{ pool: ThreadPool; flavour: ThreadedFlavour
  */
 export async function acquireCpu(threads: number): Promise<CpuBackend> {
   if (threads > 1) {
-    const found = await threading();
-    const ready = typeof found === 'string' ? found : await found.pool.ready(threads).then(() => found, () => found.pool.broken!);
+    const ready = await readyThreads(threads);
     if (typeof ready !== 'string') {
-      const { pool, flavour } = ready;
       const reused = idleShared.take();
       if (reused) {
         reused.group!.threads = threads;
         return reused;
       }
       try {
-        const { bytes, memory } = threadedBuild(flavour);
-        const wasm = await instantiateThreaded(flavour, memory);
-        return new CpuBackend(wasm, bestFlavour(), { pool, arena: pool.addArena(flavour, bytes, memory), threads });
+        return await threadedCpu(ready, threads);
       } catch (error) {
         idleShared.give(undefined, false);
         throw error;
       }
     }
-    if (!threadsWarned) warn(`running on one thread instead of ${threads}: ${ready}`);
-    threadsWarned = true;
+    warnOneThread(threads, ready);
   }
   let single = idleSingle.take();
   try {
@@ -154,6 +167,26 @@ export async function acquireCpu(threads: number): Promise<CpuBackend> {
   }
   single.yields = true;
   return single;
+}
+
+/**
+ * A WebAssembly backend that one owner keeps (a key-value cache, src/cache.ts): never
+ * shared with calls, freed by dropCpu. On `threads` threads where the runtime has them.
+ */
+export async function ownCpu(threads: number): Promise<CpuBackend> {
+  if (threads > 1) {
+    const ready = await readyThreads(threads);
+    if (typeof ready !== 'string') return threadedCpu(ready, threads);
+    warnOneThread(threads, ready);
+  }
+  const single = await createCpuBackend();
+  single.yields = true;
+  return single;
+}
+
+/** Frees the memory of a backend of ownCpu: its arena leaves the pool (a one-thread one is left to the collector). */
+export function dropCpu(backend: CpuBackend): void {
+  if (backend.group) backend.group.pool.dropArena(backend.group.arena);
 }
 
 /** Whether calls can have more than one WebAssembly thread here (see acquireCpu). */

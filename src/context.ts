@@ -11,7 +11,12 @@ export interface Randomness {
   samples: Int32Array[];
 }
 
-/** What a head's work sees: the backend, op runner, and the head's buffers (q, k, v loaded). */
+/**
+ * What a head's work sees: the backend, op runner, and the head's buffers (q, k, v loaded).
+ * The head's keys and values start at row kRow of kBuf and vBuf: 0 when the executor loaded
+ * them, the head's first row in a key-value cache's buffers otherwise (src/cache.ts). The
+ * executor sets kBuf, vBuf and kRow before each head: a head's work reads them as it runs.
+ */
 export interface ExecContext {
   backend: Backend;
   shape: AttentionShape;
@@ -22,6 +27,7 @@ export interface ExecContext {
   qBuf: BackendBuffer;
   kBuf: BackendBuffer;
   vBuf: BackendBuffer;
+  kRow: number;
   outBuf: BackendBuffer;
   lseBuf: BackendBuffer;
   /** called after each attention op of a head, for progress (see HeadWork.units) */

@@ -17,7 +17,15 @@ export type ErrorCode =
   /** the call's `signal` was aborted: the call stopped and freed what it held */
   | 'ABORTED'
   /** a WebAssembly worker thread died or failed while it ran the call; the pool replaced it */
-  | 'WORKER_FAILED';
+  | 'WORKER_FAILED'
+  /** a key-value cache's append would go past its capacity (src/cache.ts) */
+  | 'CACHE_FULL'
+  /** a key-value cache was used after its release() */
+  | 'CACHE_RELEASED'
+  /** a key-value cache was appended to, truncated or released while a call that reads it runs */
+  | 'CACHE_BUSY'
+  /** a call's queries (or appended keys and values) disagree with the cache's batch, heads or head dims */
+  | 'CACHE_MISMATCH';
 
 export class HyperAttentionError extends Error {
   readonly code: ErrorCode;

@@ -17,6 +17,22 @@ import { inSlices, SLICE_ELEMENTS } from './slices.ts';
 import { checkFinite, isHostTensor, readRows, type AttentionShape, type InputTensor } from './tensor.ts';
 
 /**
+ * Keys or values already in the backend's memory (a key-value cache, src/cache.ts): flat
+ * key-value head g's rows start at row g * stride of buf. Read in place, never copied.
+ */
+export interface ResidentRows {
+  resident: BackendBuffer;
+  stride: number;
+}
+
+/** What a call's keys and values come as: tensors (copied in per call) or resident rows. */
+export type KeyValueInput = InputTensor | ResidentRows;
+
+export function isResident(t: KeyValueInput): t is ResidentRows {
+  return 'resident' in t;
+}
+
+/**
  * The LSH projections of a call, one [d, r] matrix per hash round: the caller's (checked;
  * rounds of them back to back), else the generator's first draws.
  */
@@ -53,7 +69,7 @@ function drawRandomness(plan: Plan, shape: AttentionShape, o: ResolvedHyperOptio
  * here when not given).
  */
 export function runExact<O extends Output = 'host'>(
-  backend: Backend, shape: AttentionShape, o: ResolvedExactOptions, q: InputTensor, k: InputTensor, v: InputTensor,
+  backend: Backend, shape: AttentionShape, o: ResolvedExactOptions, q: InputTensor, k: KeyValueInput, v: KeyValueInput,
   output: O = 'host' as O, trace?: OpTrace[], plan: Plan = buildPlan(planParams(shape, o, undefined)), scope: RunScope = {},
 ): Promise<ResultFor<O>> {
   const randomness = { projections: [], samples: [] };
@@ -68,7 +84,7 @@ export function runExact<O extends Output = 'host'>(
  * shape and options (built here when not given). A trace, when given, gets every op's time.
  */
 export function runHyper<O extends Output = 'host'>(
-  backend: Backend, shape: AttentionShape, o: ResolvedHyperOptions, q: InputTensor, k: InputTensor, v: InputTensor,
+  backend: Backend, shape: AttentionShape, o: ResolvedHyperOptions, q: InputTensor, k: KeyValueInput, v: KeyValueInput,
   output: O = 'host' as O, trace?: OpTrace[], plan: Plan = buildPlan(planParams(shape, o, o)), scope: RunScope = {},
 ): Promise<ResultFor<O>> {
   const randomness = drawRandomness(plan, shape, o);
@@ -117,7 +133,7 @@ export function kernelMode(mode: ResolvedHyperOptions['mode']): KernelMode {
  */
 interface BatchWork {
   units: number;
-  run: (bufs: { q: BackendBuffer; k: BackendBuffer; v: BackendBuffer; out: RowViewOf; lse: RowViewOf }, heads: HeadBatch) => Promise<void>;
+  run: (bufs: { q: BackendBuffer; k: RowViewOf; v: RowViewOf; out: RowViewOf; lse: RowViewOf }, heads: HeadBatch) => Promise<void>;
 }
 type RowViewOf = Destination['out'];
 
@@ -125,7 +141,7 @@ type RowViewOf = Destination['out'];
 const PROGRESS_BATCHES = 16;
 
 async function execute(
-  backend: Backend, shape: AttentionShape, o: ResolvedExactOptions, q: InputTensor, k: InputTensor, v: InputTensor,
+  backend: Backend, shape: AttentionShape, o: ResolvedExactOptions, q: InputTensor, k: KeyValueInput, v: KeyValueInput,
   output: Output, trace: OpTrace[] | undefined, setUp: (ctx: ExecContext) => HeadWork, scope: RunScope,
   batch?: (ctx: BatchContext) => BatchWork,
 ): Promise<AttentionResult | GPUAttentionResult> {
@@ -138,7 +154,7 @@ async function execute(
   const checks = scope.checks;
   const c = checks?.count ?? 0;
 
-  const onDevice = output === 'gpu' || ![q, k, v].every(isHostTensor);
+  const onDevice = output === 'gpu' || ![q, k, v].every((t) => isResident(t) || isHostTensor(t));
   if (onDevice && !(backend.copyFromDevice && backend.createDeviceBuffer && backend.exportToDevice && backend.finish)) {
     throw new HyperAttentionError('INVALID_OPTION', `GPU tensors and output 'gpu' need the WebGPU backend, not '${backend.name}'`);
   }
@@ -230,9 +246,13 @@ async function execute(
       await (trace ? pending : previous);
     };
 
+    // Resident keys and values are read where they are; tensors are loaded per key-value head.
+    const kOwn = isResident(k) ? undefined : f32(nk * d);
+    const vOwn = isResident(v) ? undefined : f32(nk * dv);
     const ctx = batched ? undefined : {
       backend, shape, scale, run, f32, i32,
-      qBuf: f32((nq + c) * d), kBuf: f32(nk * d), vBuf: f32(nk * dv), outBuf: f32((nq + c) * dv), lseBuf: f32(nq + c),
+      qBuf: f32((nq + c) * d), kBuf: kOwn ?? (k as ResidentRows).resident, vBuf: vOwn ?? (v as ResidentRows).resident, kRow: 0,
+      outBuf: f32((nq + c) * dv), lseBuf: f32(nq + c),
       tick: () => {
         unitsDone++;
         if (eachOp) o.onProgress!({ done: head * units + unitsDone, total: heads * units });
@@ -244,8 +264,14 @@ async function execute(
     const kvMax = Math.max(...Array.from({ length: Math.ceil(heads / groupHeads) }, (_, g) =>
       kvOf(Math.min(heads, (g + 1) * groupHeads) - 1) - kvOf(g * groupHeads) + 1));
     const bufs = batched
-      ? { q: f32(groupHeads * nq * d), k: f32(kvMax * nk * d), v: f32(kvMax * nk * dv) }
+      ? { q: f32(groupHeads * nq * d), k: isResident(k) ? undefined : f32(kvMax * nk * d), v: isResident(v) ? undefined : f32(kvMax * nk * dv) }
       : undefined;
+    /** Key-value heads [kv0, kv0 + count) of t as rows of a buffer: loaded into own, or where they reside. */
+    const kvRows = async (own: BackendBuffer | undefined, t: KeyValueInput, kv0: number, width: number, count: number) => {
+      if (isResident(t)) return { buf: t.resident, row: kv0 * t.stride };
+      await load(own!, t, kv0, nk, width, count);
+      return { buf: own!, row: 0 };
+    };
 
     let loadedKv = -1;
     let resultFrom = 0;
@@ -253,12 +279,14 @@ async function execute(
       const g1 = Math.min(heads, g0 + groupHeads);
       if (bufs && result) {
         const kv0 = kvOf(g0);
+        const kvCount = kvOf(g1 - 1) - kv0 + 1;
         await load(bufs.q, q, g0, nq, d, g1 - g0);
-        await load(bufs.k, k, kv0, nk, d, kvOf(g1 - 1) - kv0 + 1);
-        await load(bufs.v, v, kv0, nk, dv, kvOf(g1 - 1) - kv0 + 1);
+        const kRows = await kvRows(bufs.k, k, kv0, d, kvCount);
+        const vRows = await kvRows(bufs.v, v, kv0, dv, kvCount);
         await batched!.run({
-          ...bufs, lse: { buf: result, row: (g0 - resultFrom) * nq }, out: { buf: result, row: outStart / dv + (g0 - resultFrom) * nq },
-        }, { count: g1 - g0, group, phase: g0 % group, qRows: nq, kRows: nk });
+          q: bufs.q, k: kRows, v: vRows,
+          lse: { buf: result, row: (g0 - resultFrom) * nq }, out: { buf: result, row: outStart / dv + (g0 - resultFrom) * nq },
+        }, { count: g1 - g0, group, phase: g0 % group, qRows: nq, kRows: isResident(k) ? k.stride : nk });
       }
       for (let i = g0; ctx && i < g1; i++) {
         const h = list[i];
@@ -267,8 +295,8 @@ async function execute(
         await load(ctx.qBuf, q, h, nq, d);
         const kvChanged = kvOf(h) !== loadedKv;
         if (kvChanged) {
-          await load(ctx.kBuf, k, kvOf(h), nk, d);
-          await load(ctx.vBuf, v, kvOf(h), nk, dv);
+          ctx.kRow = (await kvRows(kOwn, k, kvOf(h), d, 1)).row;
+          await kvRows(vOwn, v, kvOf(h), dv, 1);
           loadedKv = kvOf(h);
         }
         await work!.run(Math.floor(h / H), h % H, kvChanged);
@@ -345,12 +373,12 @@ async function execute(
  * to its position.
  */
 async function checkHead(ctx: ExecContext, checks: CheckRows, h: number, causal: boolean): Promise<void> {
-  const { backend, run, qBuf, kBuf, vBuf, outBuf, lseBuf, scale } = ctx;
+  const { backend, run, qBuf, kBuf, vBuf, kRow, outBuf, lseBuf, scale } = ctx;
   const { nq, nk, d, dv } = ctx.shape;
   const c = checks.count;
   await run('upload', () => backend.upload(qBuf, checks.q.subarray(h * c * d, (h + 1) * c * d), nq * d));
   const task = {
-    q: { buf: qBuf, row: nq }, k: { buf: kBuf, row: 0 }, v: { buf: vBuf, row: 0 }, nq: c, nk, d, dv, scale,
+    q: { buf: qBuf, row: nq }, k: { buf: kBuf, row: kRow }, v: { buf: vBuf, row: kRow }, nq: c, nk, d, dv, scale,
     dst: { out: { buf: outBuf, row: nq }, lse: { buf: lseBuf, row: nq }, write: 'write' as const },
   };
   if (!causal) {
@@ -397,7 +425,8 @@ function exactBatch(plan: Plan, mode: KernelMode): ((ctx: BatchContext) => Batch
       for (const part of parts) {
         const at = (view: RowViewOf) => ({ buf: view.buf, row: view.row + part.qStart });
         await run('exact', () => backend.exactHeads!({
-          q: { buf: bufs.q, row: part.qStart }, k: { buf: bufs.k, row: part.kStart }, v: { buf: bufs.v, row: part.kStart },
+          q: { buf: bufs.q, row: part.qStart }, k: { buf: bufs.k.buf, row: bufs.k.row + part.kStart },
+          v: { buf: bufs.v.buf, row: bufs.v.row + part.kStart },
           nq: part.nq, nk: part.nk, d, dv, scale, causal: part.causal, causalOffset: part.causal ? part.nk - part.nq : 0,
           dst: { out: at(bufs.out), lse: at(bufs.lse), write: part.write },
         }, heads));
@@ -408,7 +437,7 @@ function exactBatch(plan: Plan, mode: KernelMode): ((ctx: BatchContext) => Batch
 
 /** The authors' algorithm (and exact attention): diagonal leaves, then the steps in order. */
 function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: number, randomness: Randomness): HeadWork {
-  const { backend, run, f32, i32, qBuf, kBuf, vBuf, outBuf, lseBuf, scale, tick } = ctx;
+  const { backend, run, f32, i32, qBuf, outBuf, lseBuf, scale, tick } = ctx;
   const { H, nq, nk, d, dv } = ctx.shape;
   // WebAssembly runs exact attention in runs of query rows of about EXACT_CHUNK_FLOPS per
   // thread, so that progress reaches the caller during a long exact call (a run is a
@@ -454,13 +483,14 @@ function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: 
   }
 
   const runHead = async (b: number, h: number, kvChanged: boolean) => {
+    const { kBuf, vBuf, kRow } = ctx;
     if (proj && !projUploaded) {
       await run('upload', () => backend.upload(proj, randomness.projections[0]));
       projUploaded = true;
     }
     if (kvChanged && kKeys && proj) {
       const keys = { buf: kKeys, row: 0 };
-      await run('hash', () => backend.hash({ x: { buf: kBuf, row: 0 }, rows: nk, d, proj, r, mode, keys }));
+      await run('hash', () => backend.hash({ x: { buf: kBuf, row: kRow }, rows: nk, d, proj, r, mode, keys }));
     }
     if (qKeys && proj) {
       const keys = { buf: qKeys, row: 0 };
@@ -469,7 +499,7 @@ function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: 
 
     for (const leaf of plan.leaves) {
       await exactRows({
-        q: { buf: qBuf, row: leaf.start }, k: { buf: kBuf, row: leaf.kStart }, v: { buf: vBuf, row: leaf.kStart },
+        q: { buf: qBuf, row: leaf.start }, k: { buf: kBuf, row: kRow + leaf.kStart }, v: { buf: vBuf, row: kRow + leaf.kStart },
         nq: leaf.rows, nk: leaf.keys, d, dv, scale, causal: true, causalOffset: leaf.keys - leaf.rows,
         dst: { out: { buf: outBuf, row: leaf.start }, lse: { buf: lseBuf, row: leaf.start }, write: 'write' },
       });
@@ -481,8 +511,8 @@ function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: 
           out: { buf: outBuf, row: sub.qStart }, lse: { buf: lseBuf, row: sub.qStart }, write: step.merge ? merge : 'write',
         };
         const qv = { buf: qBuf, row: sub.qStart };
-        const kv = { buf: kBuf, row: sub.kStart };
-        const vv = { buf: vBuf, row: sub.kStart };
+        const kv = { buf: kBuf, row: kRow + sub.kStart };
+        const vv = { buf: vBuf, row: kRow + sub.kStart };
         if (step.kind === 'exact') {
           await exactRows({ q: qv, k: kv, v: vv, nq: sub.qReal, nk: step.nk, d, dv, scale, causal: false, causalOffset: 0, dst: toOut });
           continue;

@@ -2,11 +2,12 @@
 // layout [B, H, N, D] or [B, N, H, D]), or on GPUBuffers of the caller's WebGPU device; the
 // scheduler's calibration, profiles and explain().
 import { acquireCpu, releaseCpu, serialize } from './backends.ts';
+import { KVCache, openCache, type CacheState } from './cache.ts';
 import { runExact, runHyper } from './hyper.ts';
-import { runVerified } from './verified.ts';
+import { exactVerification, runVerified } from './verified.ts';
 import { checkedInputs, explainShapeError, inBhnd, resolveLayout, resultInLayout, shapeInBhnd, type Layout } from './layout.ts';
 import type { Backend, OpTrace } from './ops.ts';
-import type { Plan } from './plan.ts';
+import { buildPlan, planParams, type Plan } from './plan.ts';
 import {
   checkDeviceIO, resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions, type Output,
   type ResolvedExactOptions, type ResolvedHyperOptions,
@@ -15,15 +16,18 @@ import { abortedError, HyperAttentionError, typedFailure } from './errors.ts';
 import { encodeFloat16, float16Array } from './float16.ts';
 import type { AttentionResult, Float16AttentionResult, GPUAttentionResult } from './result.ts';
 import type { Explanation } from './scheduler/cost.ts';
-import { callProfile, explain as explainBhnd, schedule, type CallShapes, type Scheduled } from './scheduler/index.ts';
+import {
+  callProfile, explain as explainBhnd, schedule, scheduleResident, type CallShapes, type Scheduled,
+} from './scheduler/index.ts';
 import { threadsFor } from './threads/config.ts';
 import { SLICE_ELEMENTS } from './slices.ts';
 import {
-  allFinite, attentionShape, attentionShapeOf, checkOutputSize, checkValues, isHostTensor, type AttentionShape, type InputTensor,
-  type TensorLike,
+  allFinite, attentionShape, attentionShapeOf, checkMagnitudes, checkOutputSize, checkShape, checkValues, finiteMaxAbs, isHostTensor,
+  type AttentionShape, type InputTensor, type Tensor, type TensorLike,
 } from './tensor.ts';
 
 export { HyperAttentionError, type ErrorCode } from './errors.ts';
+export { createKVCache, KVCache, type KVCacheOptions } from './cache.ts';
 export {
   DEFAULTS, type BackendChoice, type ExactOptions, type HyperOptions, type Output, type OutputDtype, type Progress,
   type WebGPUBufferLike, type WebGPUDeviceLike,
@@ -205,10 +209,17 @@ export function hyperAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options: HyperOptions & { output: Output },
 ): Promise<AttentionResult | GPUAttentionResult>;
 export function hyperAttention(q: TensorLike, k: TensorLike, v: TensorLike, options?: HyperOptions): Promise<AttentionResult>;
+/**
+ * HyperAttention of q [B, H, Nq, D] against the keys and values a cache holds now
+ * (createKVCache; H a multiple of its kvHeads): only q is uploaded. Causal queries are the
+ * cache's last Nq positions (docs/cache.md).
+ */
+export function hyperAttention(q: TensorLike, cache: KVCache, options?: HyperOptions): Promise<AttentionResult>;
 export function hyperAttention(
-  q: TensorLike, k: TensorLike, v: TensorLike, options: HyperOptions = {},
+  q: TensorLike, k: TensorLike | KVCache, v?: TensorLike | HyperOptions, options: HyperOptions = {},
 ): Promise<AnyResult> {
-  return startCall(options, () => resolveHyperOptions(options), (o) => o, [q, k, v], (backend, shape, o, qkv, trace, plan) =>
+  if (k instanceof KVCache) return cacheCall('hyper', q, k, v ?? {});
+  return startCall(options, () => resolveHyperOptions(options), (o) => o, [q, k, v as TensorLike], (backend, shape, o, qkv, trace, plan) =>
     o.output === 'host'
       ? runVerified(backend, shape, o, qkv[0], qkv[1], qkv[2], trace, plan)
       : runHyper(backend, shape, o, qkv[0], qkv[1], qkv[2], o.output, trace, plan));
@@ -231,11 +242,127 @@ export function exactAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options: ExactOptions & { output: Output },
 ): Promise<AttentionResult | GPUAttentionResult>;
 export function exactAttention(q: TensorLike, k: TensorLike, v: TensorLike, options?: ExactOptions): Promise<AttentionResult>;
+/** Exact attention of q against the keys and values a cache holds now, as hyperAttention(q, cache). */
+export function exactAttention(q: TensorLike, cache: KVCache, options?: ExactOptions): Promise<AttentionResult>;
 export function exactAttention(
-  q: TensorLike, k: TensorLike, v: TensorLike, options: ExactOptions = {},
+  q: TensorLike, k: TensorLike | KVCache, v?: TensorLike | ExactOptions, options: ExactOptions = {},
 ): Promise<AnyResult> {
-  return startCall(options, () => resolveExactOptions(options), () => undefined, [q, k, v], (backend, shape, o, qkv, trace, plan) =>
+  if (k instanceof KVCache) return cacheCall('exact', q, k, v ?? {});
+  return startCall(options, () => resolveExactOptions(options), () => undefined, [q, k, v as TensorLike], (backend, shape, o, qkv, trace, plan) =>
     runExact(backend, shape, o, qkv[0], qkv[1], qkv[2], o.output, trace, plan));
+}
+
+/**
+ * The shape of a call on a cache, checked against it (CACHE_MISMATCH), and whether it runs
+ * causally: one query sees every key, and causal queries are the cache's last nq positions.
+ */
+function cacheShape(qShape: readonly number[], cache: KVCache, causal: boolean): { shape: AttentionShape; causal: boolean } {
+  const [B, H, nq, d] = qShape;
+  const { batch, kvHeads, headDim } = cache;
+  if (B !== batch || d !== headDim || H % kvHeads !== 0) {
+    throw new HyperAttentionError(
+      'CACHE_MISMATCH',
+      `q ${JSON.stringify(qShape)}: the cache holds batch ${batch}, ${kvHeads} key-value heads (q's heads must be a multiple) and head dim ${headDim}`,
+    );
+  }
+  const nk = cache.length;
+  if (nk === 0) throw new HyperAttentionError('INVALID_SHAPE', 'the cache holds no tokens: append keys and values first');
+  if (causal && nq > nk) {
+    throw new HyperAttentionError('INVALID_SHAPE', `causal: ${nq} queries are the cache's last positions, but it holds ${nk} tokens`);
+  }
+  return { shape: { B, H, Hkv: kvHeads, nq, nk, d, dv: cache.valueDim }, causal: causal && nq > 1 };
+}
+
+/**
+ * A call on a cache: on the cache's backend, after the calls on it queued before (one memory
+ * serves one call at a time); the cache is busy (CACHE_BUSY for append, truncate, release)
+ * from the call's start until it settles. A plan of exact attention alone, not causal, runs
+ * the query heads of a key-value head as one head of H / Hkv times the rows (a reshape of
+ * q, not a copy): each key is then read once for all of them.
+ */
+function cacheCall(kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, options: unknown): Promise<AnyResult> {
+  try {
+    const hyperGiven = kind === 'hyper' ? resolveHyperOptions(options as HyperOptions) : undefined;
+    const given = hyperGiven ?? resolveExactOptions(options as ExactOptions);
+    const layout = resolveLayout(options);
+    const state = openCache(cache);
+    if (given.output !== 'host') throw new HyperAttentionError('INVALID_OPTION', "output 'gpu': a WebAssembly cache gives host results");
+    if (given.backend === 'webgpu') throw new HyperAttentionError('INVALID_OPTION', "backend 'webgpu': calls on a cache run where it lives ('cpu')");
+    const qt = inBhnd(checkedInputs([q], layout, 'host')[0], layout);
+    if (!isHostTensor(qt)) throw new HyperAttentionError('INVALID_OPTION', 'q: a GPU tensor; a WebAssembly cache takes host queries { data, shape }');
+    const { shape, causal } = cacheShape(qt.shape, cache, given.causal);
+    checkOutputSize(shape);
+    checkMagnitudes(shape, { q: finiteMaxAbs('q', qt.data), ...state.maxAbs(shape.nk) }, given.scale ?? 1 / Math.sqrt(shape.d));
+    const hyper = hyperGiven && { ...hyperGiven, causal };
+    const o = hyper ?? { ...given, causal };
+    state.busy++;
+    const work = (async () => {
+      const ready = state.queue;
+      let done = () => {};
+      state.queue = new Promise<void>((resolve) => (done = resolve));
+      try {
+        await ready;
+        return resultInDtype(await resultInLayout(await runOnCache(state, shape, o, hyper, qt), layout, o.signal), o);
+      } finally {
+        state.busy--;
+        done();
+      }
+    })();
+    return settlesOnAbort(o.signal, typedFailures(work));
+  } catch (error) {
+    return Promise.reject(typedFailure(error));
+  }
+}
+
+async function runOnCache(
+  state: CacheState, shape: AttentionShape, o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, q: Tensor,
+): Promise<AttentionResult> {
+  const { backend, k, v } = state;
+  const scheduled = o.backend === 'auto' || o.profile
+    ? await serialize(() => scheduleResident(shape, o, hyper, backend.threads))
+    : undefined;
+  if (o.signal?.aborted) throw abortedError(o.signal);
+  const chosen = hyper && scheduled?.plan.minSeqLen != null ? { ...hyper, minSeqLen: scheduled.plan.minSeqLen } : hyper;
+  const plan = scheduled?.work ?? buildPlan(planParams(shape, o, chosen));
+  const trace: OpTrace[] | undefined = o.profile ? [] : undefined;
+  const start = performance.now();
+  const { B, H, Hkv, nq, d, dv } = shape;
+  const exactOnly = plan.kind === 'authors' && plan.leaves.length === 0 && plan.steps.every((s) => s.kind === 'exact');
+  let result: AttentionResult;
+  if (exactOnly && !o.causal && H > Hkv) {
+    const rows = (H / Hkv) * nq;
+    const packed = { ...shape, H: Hkv, nq: rows };
+    const r = await runExact(backend, packed, o, { data: q.data, shape: [B, Hkv, rows, d] }, k, v, 'host', trace);
+    result = { out: { data: r.out.data, shape: [B, H, nq, dv] }, lse: { data: r.lse.data, shape: [B, H, nq] } };
+    if (hyper && hyper.tolerance !== Infinity) result.verification = exactVerification(hyper, B, H);
+  } else if (chosen) {
+    result = await runVerified(backend, shape, chosen, q, k, v, trace, plan);
+  } else {
+    result = await runExact(backend, shape, o, q, k, v, 'host', trace, plan);
+  }
+  await checkFiniteResult(result, o.signal);
+  return trace ? { ...result, profile: callProfile(scheduled!.plan, trace, performance.now() - start) } : result;
+}
+
+/** A call on a key-value cache, for explain(): q's shape and the cache (its keys as it holds them now). */
+export interface CacheCallShapes {
+  q: readonly number[];
+  cache: KVCache;
+}
+
+/** explain() of a call on a cache: its plan on the cache's backend, the keys and values never uploaded. */
+async function explainCacheCall(
+  shapes: CacheCallShapes, options: HyperOptions | ExactOptions, kind: 'hyper' | 'exact', layout: Layout,
+): Promise<Explanation> {
+  if (kind !== 'hyper' && kind !== 'exact') throw new HyperAttentionError('INVALID_OPTION', `kind: expected 'hyper' or 'exact', got ${String(kind)}`);
+  if (!(shapes.cache instanceof KVCache)) throw new HyperAttentionError('INVALID_OPTION', 'shapes.cache: expected a KVCache (createKVCache)');
+  const hyperGiven = kind === 'hyper' ? resolveHyperOptions(options) : undefined;
+  const given = hyperGiven ?? resolveExactOptions(options);
+  const state = openCache(shapes.cache);
+  const { shape, causal } = cacheShape(checkShape('q', shapeInBhnd(shapes.q, layout)), shapes.cache, given.causal);
+  const hyper = hyperGiven && { ...hyperGiven, causal };
+  const o = hyper ?? { ...given, causal };
+  return typedFailures(serialize(async () => (await scheduleResident(shape, o, hyper, state.backend.threads)).plan));
 }
 
 /**
@@ -245,10 +372,11 @@ export function exactAttention(
  * Shapes are read in the options' `layout`.
  */
 export function explain(
-  shapes: CallShapes, options: HyperOptions | ExactOptions = {}, kind: 'hyper' | 'exact' = 'hyper',
+  shapes: CallShapes | CacheCallShapes, options: HyperOptions | ExactOptions = {}, kind: 'hyper' | 'exact' = 'hyper',
 ): Promise<Explanation> {
   try {
     const layout = resolveLayout(options);
+    if (typeof shapes === 'object' && shapes !== null && 'cache' in shapes) return explainCacheCall(shapes, options, kind, layout);
     if (layout === 'bhnd' || typeof shapes !== 'object' || shapes === null) return typedFailures(explainBhnd(shapes, options, kind));
     const { q, k, v } = shapes;
     return typedFailures(explainBhnd({ q: shapeInBhnd(q, layout), k: shapeInBhnd(k, layout), v: shapeInBhnd(v, layout) }, options, kind))

@@ -174,7 +174,7 @@ function elements(shape: readonly number[]): number {
 }
 
 /** The shape, checked, as a copy read once (a getter or a Proxy cannot change it afterwards). */
-function checkShape(name: string, given: unknown, key = 'shape'): number[] {
+export function checkShape(name: string, given: unknown, key = 'shape'): number[] {
   const shape: unknown[] | undefined = Array.isArray(given) ? Array.from(given) : undefined;
   if (!shape || shape.length !== 4) {
     const what = shape ? `${shape.length} dimensions: ${describeValue(shape)}` : describeValue(given);
@@ -304,7 +304,7 @@ const FLOAT32_SAFE = 1.7e38;
  * Each factor counts as at least 1 because the kernels form partial products (q·scale
  * first) that may exceed the whole: 3e38 · scale 2 overflows though k's 0.1 would not.
  */
-function checkMagnitudes(s: AttentionShape, max: { q: number; k: number; v: number }, scale: number): void {
+export function checkMagnitudes(s: AttentionShape, max: { q: number; k: number; v: number }, scale: number): void {
   const score = s.d * Math.max(1, max.q) * Math.max(1, max.k) * Math.max(1, scale);
   if (score > FLOAT32_SAFE) {
     throw new HyperAttentionError(

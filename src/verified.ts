@@ -3,7 +3,7 @@
 // until it meets it, ending in exact attention. The result says, per (batch, head), which
 // plan ran, the estimated error and its bound (docs/verified.md).
 import { HyperAttentionError } from './errors.ts';
-import { runExact, runHyper, type CheckRows, type RunScope } from './hyper.ts';
+import { isResident, runExact, runHyper, type CheckRows, type KeyValueInput, type RunScope } from './hyper.ts';
 import type { AttentionResult } from './result.ts';
 import type { Backend, OpTrace } from './ops.ts';
 import type { ResolvedHyperOptions } from './options.ts';
@@ -84,6 +84,16 @@ export function headError(out: Float32Array, exact: Float32Array, rows: Int32Arr
   return { error: Math.sqrt(ratio), bound: Math.sqrt(ratio + Z * se + worst / sumX) };
 }
 
+const EXACTLY: CheckedPlan = { plan: 'exact', error: 0, bound: 0 };
+
+/** The verification of a call whose plan is exact attention alone: every head exact, unchecked. */
+export function exactVerification(o: ResolvedHyperOptions, B: number, H: number): Verification {
+  return {
+    tolerance: o.tolerance, confidence: CONFIDENCE, checkRows: 0,
+    heads: Array.from({ length: B * H }, (_, h) => ({ batch: Math.floor(h / H), head: h % H, ...EXACTLY, tried: [EXACTLY] })),
+  };
+}
+
 /**
  * HyperAttention with verification: the plan on every head with exact attention at each
  * head's check rows in the same pass, then, for the heads whose bound exceeds the
@@ -91,13 +101,13 @@ export function headError(out: Float32Array, exact: Float32Array, rows: Int32Arr
  * rows, whose exact results are kept), then exact attention for the heads still above it.
  */
 export async function runVerified(
-  backend: Backend, shape: AttentionShape, o: ResolvedHyperOptions, q: InputTensor, k: InputTensor, v: InputTensor,
+  backend: Backend, shape: AttentionShape, o: ResolvedHyperOptions, q: InputTensor, k: KeyValueInput, v: KeyValueInput,
   trace: OpTrace[] | undefined, plan: Plan = buildPlan(planParams(shape, o, o)),
 ): Promise<AttentionResult> {
   const { B, H, nq, d, dv } = shape;
   const heads = B * H;
   // Checks gather q's rows on the host (a call with output 'gpu' never gets here: index.ts).
-  const onHost = [q, k, v].every(isHostTensor);
+  const onHost = isHostTensor(q) && [k, v].every((t) => isResident(t) || isHostTensor(t));
   if (!onHost && o.toleranceGiven && o.tolerance !== Infinity) {
     throw new HyperAttentionError('UNSUPPORTED', `tolerance ${o.tolerance}: checks need host tensors and results; leave tolerance out or pass Infinity`);
   }
@@ -110,9 +120,8 @@ export async function runVerified(
       return { batch: Math.floor(h / H), head: h % H, ...tried[tried.length - 1], tried };
     }),
   });
-  const exactly: CheckedPlan[] = [{ plan: 'exact', error: 0, bound: 0 }];
   if (!onHost || o.tolerance === Infinity) return runHyper(backend, shape, o, q, k, v, 'host', trace, plan);
-  if (exactPlan) return { ...(await runHyper(backend, shape, o, q, k, v, 'host', trace, plan)), verification: report(0, () => exactly) };
+  if (exactPlan) return { ...(await runHyper(backend, shape, o, q, k, v, 'host', trace, plan)), verification: exactVerification(o, B, H) };
 
   const ladder = planLadder(planParams(shape, o, o));
   const plans = ladder.map((rung, i) => (i === 0 ? plan : buildPlan(rung.params)));
@@ -167,7 +176,7 @@ export async function runVerified(
   }
   if (failing.length > 0) {
     await runExact(backend, shape, passOptions(), q, k, v, 'host', trace, undefined, { heads: failing, into });
-    for (const h of failing) tried[h].push(exactly[0]);
+    for (const h of failing) tried[h].push(EXACTLY);
   }
   return { ...result, verification: report(c, (h) => tried[h]) };
 }

@@ -8,6 +8,8 @@
 //   profile they read or set is that copy of the library's.
 // - configureScheduler, configureThreads: on the page, and passed on to the worker.
 // - lshOrder, formatPlan: on the calling thread (lshOrder hashes and sorts, milliseconds).
+// - createKVCache, and every call on a cache (and explain of one): on the calling thread,
+//   where the cache's memory is (its kernels on the pool's workers where the page has threads).
 import * as library from '../index.ts';
 import { resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions } from '../options.ts';
 import type { SchedulerConfig } from '../scheduler/persistence.ts';
@@ -38,6 +40,7 @@ function portable(t: Tensor): Tensor {
 
 function attention(name: 'hyperAttention' | 'exactAttention', q: TensorLike, k: TensorLike, v: TensorLike, options: unknown): Promise<unknown> {
   const local = () => (library[name] as (...args: unknown[]) => Promise<unknown>)(q, k, v, options);
+  if (k instanceof library.KVCache) return local();
   let tensors: Tensor[];
   try {
     if (name === 'hyperAttention') resolveHyperOptions(options as HyperOptions);
@@ -62,7 +65,8 @@ export const exactAttention = ((q: TensorLike, k: TensorLike, v: TensorLike, opt
 
 export const explain: typeof library.explain = (shapes, options = {}, kind = 'hyper') => {
   const local = () => library.explain(shapes, options, kind);
-  return staysHere(options) ? local() : (runInWorker('explain', [shapes, options, kind], { local }) as ReturnType<typeof local>);
+  const onCache = typeof shapes === 'object' && shapes !== null && 'cache' in shapes;
+  return staysHere(options) || onCache ? local() : (runInWorker('explain', [shapes, options, kind], { local }) as ReturnType<typeof local>);
 };
 
 /** A profile function, run where calls run by default. */

@@ -60,15 +60,31 @@ const WINDOW_ROWS = 32;
  * thread the event loop waits no longer than a job for its turn.
  */
 const JOB_FLOPS = 1.5e8;
+/**
+ * Keys per part when a few query rows (at most CORE_ROWS: decoding) face at least twice as
+ * many keys: each part is a job, so that the threads share the keys of one head instead of
+ * one thread taking them all, and the parts' results merge by lse in part order. The split
+ * depends on the shape alone, so results stay bit-identical for every thread count.
+ */
+const KEY_PART = 2048;
+/**
+ * Rows up to which a key part runs the few-rows kernel (assembly/attention.ts,
+ * fewRowsAttention: keys read in place) rather than the tiled core, whose tile copies cost
+ * about what the arithmetic does when the rows are few.
+ */
+const FEW_ROWS = 16;
 /** Probe rows per job of the heavy-column probe: a fixed grouping, so that its sums do not depend on the threads. */
 const PROBE_ROWS = 4;
 
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
   private wasm: KernelExports;
-  private readonly base: number;
+  /** where a call's buffers start: past the lasting buffers */
+  private base: number;
   private top: number;
   private live = new Set<CpuBuffer>();
+  /** buffers that releaseAll keeps (a key-value cache's, src/cache.ts) */
+  private readonly lasting = new Set<CpuBuffer>();
   readonly flavour: KernelFlavour;
   /** threads > 1: the pool and arena; undefined: the calling thread */
   readonly group: CpuThreads | undefined;
@@ -131,9 +147,22 @@ export class CpuBackend implements Backend {
     return buf;
   }
 
+  /**
+   * A buffer that releaseAll keeps, at the bottom of the arena: made before any call's
+   * buffers, it stays where it is for the backend's life (the memory is never renewed).
+   */
+  createLasting(kind: 'f32' | 'i32', length: number): BackendBuffer {
+    if (this.live.size > 0) throw new Error('hyperattention: lasting buffers are made between calls');
+    const buf = this.createBuffer(kind, length) as CpuBuffer;
+    this.live.delete(buf);
+    this.lasting.add(buf);
+    this.base = this.top;
+    return buf;
+  }
+
   private ptr(view: RowView, width: number): number {
     const buf = view.buf as CpuBuffer;
-    if (!this.live.has(buf)) throw new Error('hyperattention: buffer used after release');
+    if (!this.live.has(buf) && !this.lasting.has(buf)) throw new Error('hyperattention: buffer used after release');
     return buf.ptr + view.row * width * 4;
   }
 
@@ -240,6 +269,7 @@ export class CpuBackend implements Backend {
   }
 
   exact(t: ExactTask): OpResult {
+    if (!t.causal && t.nq <= CORE_ROWS && t.nk >= 2 * KEY_PART) return this.exactByKeys(t);
     const scratch = this.top;
     const q = this.ptr(t.q, t.d);
     const { out, lse, write } = this.dst(t.dst, t.dv);
@@ -250,6 +280,42 @@ export class CpuBackend implements Backend {
       causal: t.causal, causalOffset: t.causalOffset + r0, out: out + r0 * t.dv * 4, lse: lse + r0 * 4, write, scratch,
     }));
     return this.jobs('exactAttention', jobs, scratch, this.attentionStride(t), ['scratch']);
+  }
+
+  /**
+   * Non-causal exact attention of a few rows in parts of KEY_PART keys (see there; up to
+   * FEW_ROWS rows with the few-rows kernel): each
+   * part's out and lse into its own rows above the arena, then merged into part 0 in order
+   * (exact log-add-exp), and part 0 into the destination as it asks.
+   */
+  private exactByKeys(t: ExactTask): OpResult {
+    const parts = Math.ceil(t.nk / KEY_PART);
+    const outs = this.top;
+    const lses = align(outs + parts * t.nq * t.dv * 4);
+    const scratch = align(lses + parts * t.nq * 4);
+    this.reserve(scratch);
+    const q = this.ptr(t.q, t.d);
+    const k = this.ptr(t.k, t.d);
+    const v = this.ptr(t.v, t.dv);
+    const jobs = Array.from({ length: parts }, (_, p) => ({
+      q, k: k + p * KEY_PART * t.d * 4, v: v + p * KEY_PART * t.dv * 4, nq: t.nq, nk: Math.min(KEY_PART, t.nk - p * KEY_PART),
+      d: t.d, dv: t.dv, scale: t.scale, causal: false, causalOffset: 0, out: outs + p * t.nq * t.dv * 4, lse: lses + p * t.nq * 4,
+      write: WRITE_CODES.write, scratch,
+    }));
+    const ran = t.nq <= FEW_ROWS
+      ? this.jobs('fewRowsAttention', jobs, scratch, this.attentionStride(t), ['scratch'])
+      : this.jobs('exactAttention', jobs, scratch, this.attentionStride(t), ['scratch']);
+    const merge = () => {
+      const { out, lse, write } = this.dst(t.dst, t.dv);
+      for (let p = 1; p < parts; p++) {
+        callKernel(this.wasm, 'mergeRows', {
+          dstOut: outs, dstLse: lses, srcOut: outs + p * t.nq * t.dv * 4, srcLse: lses + p * t.nq * 4, rows: t.nq, dv: t.dv,
+          write: WRITE_CODES['merge-fixed'],
+        });
+      }
+      callKernel(this.wasm, 'mergeRows', { dstOut: out, dstLse: lse, srcOut: outs, srcLse: lses, rows: t.nq, dv: t.dv, write });
+    };
+    return ran ? ran.then(merge) : merge();
   }
 
   prefixes(t: PrefixesTask): OpResult {
@@ -459,7 +525,7 @@ export class CpuBackend implements Backend {
     this.stop.control = undefined;
     // A large call's memory would otherwise stay with the process for good (threaded
     // arenas are dropped instead: see backends.ts).
-    if (!this.group) this.wasm = renewKernels(this.wasm, this.flavour);
+    if (!this.group && this.lasting.size === 0) this.wasm = renewKernels(this.wasm, this.flavour);
   }
 }
 

@@ -17,6 +17,7 @@ export const KERNEL_PARAMS = {
   lshKeys: ['x', 'n', 'd', 'proj', 'r', 'mode', 'keys', 'scratch'],
   sortByKey: ['keys', 'count', 'pads', 'numKeys', 'perm', 'scratch'],
   exactAttention: ['q', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'causal', 'causalOffset', 'out', 'lse', 'write', 'scratch'],
+  fewRowsAttention: ['q', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'out', 'lse', 'write', 'scratch'],
   blockAttention: [
     'q', 'k', 'v', 'qPerm', 'kPerm', 'nqSorted', 'nqReal', 'nk', 'd', 'dv', 'scale', 'qBlock', 'kBlock', 'nBlocks',
     'phantomKeys', 'blkFrom', 'blkTo', 'out', 'lse', 'write', 'scratch',

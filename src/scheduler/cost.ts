@@ -15,7 +15,10 @@ export const SPLITS: readonly Split[] = ['cpu', 'webgpu', 'hybrid'];
 
 /** The algorithm's options that shape its work (the accurate mode's parts default to none). */
 export type WorkParams = Omit<PlanParams, 'nq' | 'nk' | 'H' | 'minSeqLen' | AccurateParam> &
-  Partial<Pick<PlanParams, AccurateParam>>;
+  Partial<Pick<PlanParams, AccurateParam>> & {
+    /** the keys and values already sit in the backend's memory (a key-value cache): nothing of them is uploaded */
+    residentKv?: boolean;
+  };
 type AccurateParam = 'sinkKeys' | 'heavyKeys' | 'probeQueries' | 'window' | 'lshRounds' | 'checked' | 'checkRows';
 
 /** The ops of one cost class on one device, over a whole call. */
@@ -89,7 +92,8 @@ export function workOf(shape: AttentionShape, p: WorkParams, plan: Plan, split: 
   };
   const heads = B * H;
   const kvHeads = B * Hkv;
-  add('upload', heads + 2 * kvHeads, (heads * nq * d + kvHeads * nk * (d + dv)) * 4);
+  if (p.residentKv) add('upload', heads, heads * nq * d * 4);
+  else add('upload', heads + 2 * kvHeads, (heads * nq * d + kvHeads * nk * (d + dv)) * 4);
   if (plan.kind === 'accurate') accurateWork(shape, plan, split, add);
   else authorsWork(shape, p, plan, split, add);
   // Check rows: exact attention over the keys each sees (one op for all of a head's rows;

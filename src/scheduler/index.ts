@@ -204,6 +204,22 @@ export async function schedule(
   return { backend: gpu, minSeqLen: undefined, plan: chosen.explanation, work: chosen.plan };
 }
 
+/**
+ * The plan of a call on a key-value cache (src/cache.ts): its keys and values reside in the
+ * cache's backend, which runs the call (the one split), so nothing of them is uploaded.
+ * With backend 'auto' the cutoff is the scheduler's choice, as for other calls.
+ */
+export async function scheduleResident(
+  shape: AttentionShape, o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, threads: number,
+): Promise<{ plan: Explanation; work: Plan }> {
+  const cpu = await measuredCpu();
+  const profile = await profileOf({ cpu, gpu: undefined, env: await environmentOf(cpu, undefined) });
+  const params = { ...chooseParams(shape, o, hyper, ['cpu'], { count: threads, asked: undefined }), residentKv: true };
+  if (o.backend !== 'auto') params.minSeqLen = hyper?.minSeqLen;
+  const { explanation, plan } = choosePlan(shape, params, profile);
+  return { plan: explanation, work: plan };
+}
+
 /** The shapes of a call: q [B, H, Nq, D], k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv]. */
 export interface CallShapes {
   q: readonly number[];

@@ -22,6 +22,7 @@ if (!adapter) {
   await import('./accurate.suite.ts');
   await import('./scheduler.suite.ts');
   await import('./fuzz.suite.ts');
+  await import('./cache.suite.ts');
   await import('./device-loss.suite.ts');
   queueSuites();
   await exec();

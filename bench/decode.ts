@@ -1,0 +1,62 @@
+// Decoding against a key-value cache (src/cache.ts) on WebAssembly: the time per token of
+// exactAttention(q, cache) against the same call on plain tensors (which copies every key
+// and value in again), next to the attention arithmetic alone at the exact kernel's
+// GFLOP/s, and the rate the cached call reads keys and values at. Medians of timed calls
+// after a warm-up; nothing is asserted. Run: `tsx bench/decode.ts [--quick]` (docs/cache.md).
+import { createKVCache, exactAttention } from '../src/index.ts';
+import { threadsFor } from '../src/threads/config.ts';
+import { randomTensor } from '../test/util.ts';
+
+const QUICK = process.argv.includes('--quick');
+const [H, Hkv, d] = [32, 8, 128];
+const NK = QUICK ? 8192 : 32768;
+const RUNS = QUICK ? 5 : 9;
+const CHUNK = 4096;
+
+async function median(call: () => Promise<unknown>): Promise<number> {
+  await call();
+  await call();
+  const times: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const start = performance.now();
+    await call();
+    times.push(performance.now() - start);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(RUNS / 2)];
+}
+
+const threads = await threadsFor(undefined);
+const cache = await createKVCache({ kvHeads: Hkv, headDim: d, capacity: NK });
+const K = new Float32Array(Hkv * NK * d);
+const V = new Float32Array(Hkv * NK * d);
+for (let t0 = 0; t0 < NK; t0 += CHUNK) {
+  const k = randomTensor([1, Hkv, CHUNK, d], 2 * t0 + 1);
+  const v = randomTensor([1, Hkv, CHUNK, d], 2 * t0 + 2);
+  cache.append(k, v);
+  for (let g = 0; g < Hkv; g++) {
+    K.set(k.data.subarray(g * CHUNK * d, (g + 1) * CHUNK * d), (g * NK + t0) * d);
+    V.set(v.data.subarray(g * CHUNK * d, (g + 1) * CHUNK * d), (g * NK + t0) * d);
+  }
+}
+const q = randomTensor([1, H, 1, d], 7);
+const options = { backend: 'cpu', causal: true } as const;
+const cached = await median(() => exactAttention(q, cache, options));
+const plain = await median(() => exactAttention(q, { data: K, shape: [1, Hkv, NK, d] }, { data: V, shape: [1, Hkv, NK, d] }, options));
+
+// The exact kernel's rate where it is bound by arithmetic: many rows against one head's keys.
+const n = QUICK ? 1024 : 2048;
+const square = [randomTensor([1, 1, n, d], 11), randomTensor([1, 1, n, d], 12), randomTensor([1, 1, n, d], 13)] as const;
+const squareMs = await median(() => exactAttention(...square, { backend: 'cpu' }));
+const gflops = (4 * n * n * d) / squareMs / 1e6;
+const flops = 4 * H * NK * d;
+const arithmeticMs = flops / gflops / 1e6;
+const kvBytes = 2 * Hkv * NK * d * 4;
+
+console.log(`decode: H = ${H} over kvHeads = ${Hkv}, d = ${d}, ${NK} cached tokens, ${threads} WebAssembly thread(s)`);
+console.log(`  with the cache:     ${cached.toFixed(2)} ms per token`);
+console.log(`  with tensors:       ${plain.toFixed(2)} ms per token (${(plain / cached).toFixed(2)}x the cache's)`);
+console.log(`  exact kernel:       ${gflops.toFixed(1)} GFLOP/s (n = ${n}, d = ${d}, ${squareMs.toFixed(1)} ms)`);
+console.log(`  arithmetic alone:   ${arithmeticMs.toFixed(2)} ms (4·nq·nk·d = ${(flops / 1e9).toFixed(3)} GFLOP at that rate); the cache takes ${(cached / arithmeticMs).toFixed(2)}x`);
+console.log(`  K/V read:           ${(kvBytes / 1e6).toFixed(1)} MB per token, ${(kvBytes / cached / 1e6).toFixed(2)} GB/s`);
+cache.release();

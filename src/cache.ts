@@ -1,0 +1,262 @@
+// A key-value cache that stays in the backend's memory: keys and values are copied in once,
+// as they are appended, and every call on the cache (hyperAttention(q, cache),
+// exactAttention(q, cache), src/index.ts) uploads only its queries. On WebAssembly the
+// cache's buffers are the bottom of a memory of its own (shared with the thread pool's
+// workers when calls run on threads), kept between calls; docs/cache.md.
+import { dropCpu, ownCpu } from './backends.ts';
+import type { CpuBackend } from './cpu/backend.ts';
+import { describeValue } from './describe.ts';
+import { HyperAttentionError } from './errors.ts';
+import type { ResidentRows } from './hyper.ts';
+import { MAX_THREADS, type BackendChoice, type WebGPUDeviceLike } from './options.ts';
+import { ownOptions } from './owned.ts';
+import { finiteMaxAbs, isHostTensor, MAX_HEAD_DIM, toInputTensor, type Tensor, type TensorLike } from './tensor.ts';
+import { threadsFor } from './threads/config.ts';
+
+export interface KVCacheOptions {
+  /** batch entries (default 1) */
+  batch?: number;
+  /** key-value heads: queries of a call may have any multiple of them (grouped-query attention) */
+  kvHeads: number;
+  /** head dim of queries and keys */
+  headDim: number;
+  /** head dim of values (default headDim) */
+  valueDim?: number;
+  /** the most tokens the cache holds: its memory is reserved when it is made */
+  capacity: number;
+  /**
+   * where keys and values live and calls on the cache run: 'cpu' (WebAssembly) or 'auto'
+   * (default; WebAssembly for now). 'webgpu' is not supported yet (UNSUPPORTED).
+   */
+  backend?: BackendChoice;
+  /** a GPUDevice (implies backend 'webgpu', not supported yet) */
+  device?: WebGPUDeviceLike;
+  /** how keys and values are stored: 'float32' (the only one for now) */
+  dtype?: 'float32';
+  /** WebAssembly threads the cache's calls run on (default: configureThreads' setting) */
+  threads?: number;
+}
+
+const OPTION_KEYS = ['batch', 'kvHeads', 'headDim', 'valueDim', 'capacity', 'backend', 'device', 'dtype', 'threads'];
+
+/**
+ * The most bytes a cache's keys and values may take: WebAssembly memory ends at 4 GiB, and
+ * calls need room above the cache for their own buffers.
+ */
+const MAX_CACHE_BYTES = 3 * 2 ** 30;
+
+/** What calls on a cache use of it (src/index.ts); never part of the public API. */
+export interface CacheState {
+  backend: CpuBackend;
+  k: ResidentRows;
+  v: ResidentRows;
+  /** calls on the cache, started and not settled: they read it */
+  busy: number;
+  /** settles when the last call queued on the cache is done (calls on one cache take turns) */
+  queue: Promise<void>;
+  /** the largest |value| among the first n tokens' keys and values */
+  maxAbs(n: number): { k: number; v: number };
+}
+
+const states = new WeakMap<KVCache, CacheState>();
+
+/**
+ * Keys [B, Hkv, length, headDim] and values [B, Hkv, length, valueDim] kept in a backend's
+ * memory, up to `capacity` tokens. Make one with createKVCache; free it with release().
+ */
+export class KVCache {
+  readonly batch: number;
+  readonly kvHeads: number;
+  readonly headDim: number;
+  readonly valueDim: number;
+  readonly capacity: number;
+  readonly backend: 'cpu';
+  private tokens = 0;
+  /** per token, the largest |k| and |v| of its append (the call's overflow bounds) */
+  private readonly kMax: Float32Array;
+  private readonly vMax: Float32Array;
+
+  /** Use createKVCache: it reserves the backend memory this needs. */
+  private constructor(o: Resolved, backend: CpuBackend) {
+    this.batch = o.batch;
+    this.kvHeads = o.kvHeads;
+    this.headDim = o.headDim;
+    this.valueDim = o.valueDim;
+    this.capacity = o.capacity;
+    this.backend = 'cpu';
+    this.kMax = new Float32Array(o.capacity);
+    this.vMax = new Float32Array(o.capacity);
+    const heads = o.batch * o.kvHeads;
+    states.set(this, {
+      backend,
+      k: { resident: backend.createLasting('f32', heads * o.capacity * o.headDim), stride: o.capacity },
+      v: { resident: backend.createLasting('f32', heads * o.capacity * o.valueDim), stride: o.capacity },
+      busy: 0,
+      queue: Promise.resolve(),
+      maxAbs: (n) => ({ k: maxOf(this.kMax, n), v: maxOf(this.vMax, n) }),
+    });
+  }
+
+  /** @internal */
+  static async create(o: Resolved): Promise<KVCache> {
+    const backend = await ownCpu(await threadsFor(o.threads));
+    try {
+      return new KVCache(o, backend);
+    } catch (error) {
+      dropCpu(backend);
+      throw error;
+    }
+  }
+
+  /** Tokens held now. */
+  get length(): number {
+    return this.tokens;
+  }
+
+  /** Whether release() has freed the cache. */
+  get released(): boolean {
+    return !states.has(this);
+  }
+
+  /**
+   * Copies k [B, Hkv, t, headDim] and v [B, Hkv, t, valueDim] (host tensors, as the calls
+   * take them) behind the tokens held, once. The caller's arrays are not kept.
+   */
+  append(k: TensorLike, v: TensorLike): void {
+    const state = this.idle('append to');
+    const kt = this.checkRows('k', k, this.headDim);
+    const vt = this.checkRows('v', v, this.valueDim);
+    const t = kt.shape[2];
+    if (vt.shape[2] !== t) {
+      throw new HyperAttentionError('CACHE_MISMATCH', `k and v hold different token counts: k ${JSON.stringify(kt.shape)}, v ${JSON.stringify(vt.shape)}`);
+    }
+    if (this.tokens + t > this.capacity) {
+      throw new HyperAttentionError('CACHE_FULL', `appending ${t} tokens to the ${this.tokens} held would pass the capacity of ${this.capacity}; truncate() or make a larger cache`);
+    }
+    const kMax = finiteMaxAbs('k', kt.data);
+    const vMax = finiteMaxAbs('v', vt.data);
+    for (const [rows, t3, width] of [[state.k, kt, this.headDim], [state.v, vt, this.valueDim]] as const) {
+      for (let g = 0; g < this.batch * this.kvHeads; g++) {
+        state.backend.upload(rows.resident, t3.data.subarray(g * t * width, (g + 1) * t * width), (g * rows.stride + this.tokens) * width);
+      }
+    }
+    this.kMax.fill(kMax, this.tokens, this.tokens + t);
+    this.vMax.fill(vMax, this.tokens, this.tokens + t);
+    this.tokens += t;
+  }
+
+  /** Keeps the first n tokens and drops the rest (rejected speculative drafts, say). */
+  truncate(n: number): void {
+    this.idle('truncate');
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > this.tokens) {
+      throw new HyperAttentionError('INVALID_OPTION', `truncate: expected an integer in [0, ${this.tokens}] (the tokens held), got ${describeValue(n)}`);
+    }
+    this.tokens = n;
+  }
+
+  /**
+   * Frees the backend memory the cache holds; any later use of it is CACHE_RELEASED.
+   * Releasing twice does nothing. A cache is never freed otherwise: release each one.
+   */
+  release(): void {
+    const state = states.get(this);
+    if (!state) return;
+    if (state.busy > 0) throw busyError('release');
+    states.delete(this);
+    this.tokens = 0;
+    dropCpu(state.backend);
+  }
+
+  /** The cache's state when no call reads it (append, truncate). */
+  private idle(what: string): CacheState {
+    const state = openCache(this);
+    if (state.busy > 0) throw busyError(what);
+    return state;
+  }
+
+  private checkRows(name: 'k' | 'v', t: TensorLike, width: number): Tensor {
+    const input = toInputTensor(name, t);
+    if (!isHostTensor(input)) {
+      throw new HyperAttentionError('INVALID_OPTION', `${name}: a GPU tensor; a WebAssembly cache takes host tensors { data, shape }`);
+    }
+    const [B, H, , D] = input.shape;
+    if (B !== this.batch || H !== this.kvHeads || D !== width) {
+      throw new HyperAttentionError(
+        'CACHE_MISMATCH',
+        `${name}: expected [${this.batch}, ${this.kvHeads}, t, ${width}] ([batch, kvHeads, tokens, ${name === 'k' ? 'headDim' : 'valueDim'}]), got ${JSON.stringify(input.shape)}`,
+      );
+    }
+    return input;
+  }
+}
+
+function busyError(what: string): HyperAttentionError {
+  return new HyperAttentionError('CACHE_BUSY', `cannot ${what} the cache while a call that reads it runs: await the call first`);
+}
+
+function maxOf(values: Float32Array, n: number): number {
+  let max = 0;
+  for (let i = 0; i < n; i++) max = Math.max(max, values[i]);
+  return max;
+}
+
+/** The state of a cache not yet released (else CACHE_RELEASED). */
+export function openCache(cache: KVCache): CacheState {
+  const state = states.get(cache);
+  if (!state) throw new HyperAttentionError('CACHE_RELEASED', 'the cache was released: make a new one with createKVCache');
+  return state;
+}
+
+interface Resolved {
+  batch: number;
+  kvHeads: number;
+  headDim: number;
+  valueDim: number;
+  capacity: number;
+  threads: number | undefined;
+}
+
+function resolve(options: KVCacheOptions): Resolved {
+  const o = ownOptions(options, OPTION_KEYS, 'createKVCache options') as Partial<KVCacheOptions>;
+  const integer = (name: string, value: unknown, fallback: number | undefined, max: number): number => {
+    if (value === undefined && fallback !== undefined) return fallback;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
+      throw new HyperAttentionError('INVALID_OPTION', `${name}: expected an integer in [1, ${max}], got ${describeValue(value)}`);
+    }
+    return value;
+  };
+  const headDim = integer('headDim', o.headDim, undefined, MAX_HEAD_DIM);
+  const resolved: Resolved = {
+    batch: integer('batch', o.batch, 1, 2 ** 20),
+    kvHeads: integer('kvHeads', o.kvHeads, undefined, 2 ** 20),
+    headDim,
+    valueDim: integer('valueDim', o.valueDim, headDim, MAX_HEAD_DIM),
+    capacity: integer('capacity', o.capacity, undefined, 2 ** 30),
+    threads: o.threads === undefined ? undefined : integer('threads', o.threads, 1, MAX_THREADS),
+  };
+  const backend = o.backend ?? (o.device ? 'webgpu' : 'auto');
+  if (!['auto', 'cpu', 'webgpu'].includes(backend)) {
+    throw new HyperAttentionError('INVALID_OPTION', `backend: expected 'auto', 'cpu' or 'webgpu', got ${describeValue(backend)}`);
+  }
+  if (backend === 'webgpu') {
+    throw new HyperAttentionError('UNSUPPORTED', "a key-value cache on WebGPU is not supported yet: use backend 'cpu' (or 'auto')");
+  }
+  if (o.device !== undefined) throw new HyperAttentionError('INVALID_OPTION', `device: a GPUDevice needs backend 'webgpu', but backend is '${backend}'`);
+  if (o.dtype !== undefined && o.dtype !== 'float32') {
+    throw new HyperAttentionError('INVALID_OPTION', `dtype: expected 'float32' (the one storage type so far), got ${describeValue(o.dtype)}`);
+  }
+  const bytes = resolved.batch * resolved.kvHeads * resolved.capacity * (resolved.headDim + resolved.valueDim) * 4;
+  if (bytes > MAX_CACHE_BYTES) {
+    throw new HyperAttentionError('INVALID_OPTION', `capacity: ${resolved.capacity} tokens of ${resolved.batch} x ${resolved.kvHeads} heads would take ${bytes} bytes; a WebAssembly cache holds at most ${MAX_CACHE_BYTES}`);
+  }
+  return resolved;
+}
+
+/**
+ * A key-value cache: keys and values kept in the backend's memory between calls (see
+ * KVCache). Rejects with INVALID_OPTION for malformed options, OUT_OF_MEMORY where the
+ * memory cannot be reserved.
+ */
+export async function createKVCache(options: KVCacheOptions): Promise<KVCache> {
+  return KVCache.create(resolve(options));
+}

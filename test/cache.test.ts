@@ -1,0 +1,273 @@
+// The key-value cache (src/cache.ts): calls on it against the float64 reference over the
+// concatenated keys and values, against the same calls on plain tensors, and its errors.
+// Inputs are fresh random draws each run (the seed is in every message).
+import { suite } from './suite.ts';
+import * as assert from 'uvu/assert';
+import { createKVCache, exactAttention, explain, hyperAttention, HyperAttentionError, type KVCache } from '../src/index.ts';
+import { createCpuBackend } from '../src/cpu/backend.ts';
+import { supportedFlavours } from '../src/cpu/wasm.ts';
+import { runExact } from '../src/hyper.ts';
+import { resolveExactOptions } from '../src/options.ts';
+import { attentionShape, type Tensor } from '../src/tensor.ts';
+import { referenceAttention } from './reference.ts';
+import { maxAbs, maxAbsError, randomTensor, relativeError } from './util.ts';
+
+const test = suite('cache');
+
+const SEED = (Math.random() * 2 ** 31) >>> 0;
+let nextSeed = SEED;
+const fresh = (shape: number[]) => randomTensor(shape, nextSeed++);
+
+/** Exact attention's tolerance against float64 (as test/exact.test.ts). */
+const TOL = 1e-5;
+
+/** Concatenates [B, H, n_i, D] tensors along the tokens. */
+function concat(parts: Tensor[]): Tensor {
+  const [B, H, , D] = parts[0].shape;
+  const n = parts.reduce((s, p) => s + p.shape[2], 0);
+  const data = new Float32Array(B * H * n * D);
+  for (let g = 0; g < B * H; g++) {
+    let at = g * n * D;
+    for (const p of parts) {
+      const rows = p.shape[2] * D;
+      data.set(p.data.subarray(g * rows, (g + 1) * rows), at);
+      at += rows;
+    }
+  }
+  return { data, shape: [B, H, n, D] };
+}
+
+function checkAgainstReference(label: string, r: { out: { data: Float32Array }; lse: { data: Float32Array } }, q: Tensor, k: Tensor, v: Tensor, causal = false) {
+  const [B, H, nq, d] = q.shape;
+  const [, Hkv, nk, dv] = v.shape;
+  const ref = referenceAttention({
+    q: q.data, k: k.data, v: v.data, B, H, Hkv, nq, nk, d, dv, causal, causalOffset: nk - nq,
+  });
+  const rel = relativeError(r.out.data, ref.out);
+  assert.ok(rel <= TOL, `${label} (seed ${SEED}): relative error ${rel}`);
+  const lseErr = maxAbsError(r.lse.data, ref.lse);
+  assert.ok(lseErr <= TOL * Math.max(1, maxAbs(ref.lse)), `${label} (seed ${SEED}): lse error ${lseErr}`);
+}
+
+async function codeOf(work: () => unknown): Promise<string> {
+  try {
+    await work();
+  } catch (error) {
+    assert.instance(error, HyperAttentionError);
+    return (error as HyperAttentionError).code;
+  }
+  throw new Error('expected a HyperAttentionError');
+}
+
+async function withCache<T>(options: Parameters<typeof createKVCache>[0], work: (cache: KVCache) => Promise<T>): Promise<T> {
+  const cache = await createKVCache(options);
+  try {
+    return await work(cache);
+  } finally {
+    cache.release();
+  }
+}
+
+test('a decode loop appending one token at a time equals exact attention over the concatenated tensors (GQA, dv != d)', async () => {
+  const [B, H, Hkv, d, dv] = [2, 6, 2, 32, 24];
+  await withCache({ batch: B, kvHeads: Hkv, headDim: d, valueDim: dv, capacity: 40 }, async (cache) => {
+    const ks = [fresh([B, Hkv, 20, d])];
+    const vs = [fresh([B, Hkv, 20, dv])];
+    cache.append(ks[0], vs[0]);
+    for (let step = 0; step < 8; step++) {
+      const k = fresh([B, Hkv, 1, d]);
+      const v = fresh([B, Hkv, 1, dv]);
+      cache.append(k, v);
+      ks.push(k);
+      vs.push(v);
+      assert.is(cache.length, 21 + step);
+      const q = fresh([B, H, 1, d]);
+      const hyper = await hyperAttention(q, cache, { causal: true });
+      checkAgainstReference(`hyper step ${step}`, hyper, q, concat(ks), concat(vs));
+      const exact = await exactAttention(q, cache, { causal: true });
+      checkAgainstReference(`exact step ${step}`, exact, q, concat(ks), concat(vs));
+    }
+  });
+});
+
+test('decoding against many keys (split across threads by keys) equals the reference and the call on plain tensors', async () => {
+  const [H, Hkv, nk, d] = [8, 2, 5000, 64];
+  await withCache({ kvHeads: Hkv, headDim: d, capacity: nk }, async (cache) => {
+    const k = fresh([1, Hkv, nk, d]);
+    const v = fresh([1, Hkv, nk, d]);
+    cache.append(k, v);
+    for (const nq of [1, 3]) {
+      const q = fresh([1, H, nq, d]);
+      const cached = await exactAttention(q, cache, { backend: 'cpu' });
+      checkAgainstReference(`nq=${nq}`, cached, q, k, v);
+      const plain = await exactAttention(q, k, v, { backend: 'cpu' });
+      // GQA rows of a key-value head run as one head: the same kernels on the same rows, bit for bit.
+      assert.equal(cached.out.data, plain.out.data, `nq=${nq} (seed ${SEED}): out differs from the plain call`);
+      assert.equal(cached.lse.data, plain.lse.data, `nq=${nq} (seed ${SEED}): lse differs from the plain call`);
+    }
+  });
+});
+
+test('few rows against many keys (the key parts and the few-rows kernel), odd head dims, every build: equal to the reference', async () => {
+  const nk = 4500;
+  for (const [d, dv] of [[33, 7], [64, 64], [128, 96]]) {
+    const k = fresh([1, 1, nk, d]);
+    const v = fresh([1, 1, nk, dv]);
+    for (const nq of [1, 2, 5, 16, 17, 64]) {
+      const q = fresh([1, 1, nq, d]);
+      for (const flavour of supportedFlavours()) {
+        const backend = await createCpuBackend(flavour);
+        const r = await runExact(backend, attentionShape(q, k, v, false), resolveExactOptions({}), q, k, v);
+        checkAgainstReference(`d=${d} dv=${dv} nq=${nq} ${flavour}`, r, q, k, v);
+      }
+      checkAgainstReference(`d=${d} dv=${dv} nq=${nq} threads`, await exactAttention(q, k, v, { backend: 'cpu', threads: 2 }), q, k, v);
+    }
+  }
+});
+
+test('a causal prefill through the cache equals the call on plain tensors, bit for bit (exact, fixed, accurate)', async () => {
+  const [H, Hkv, n, d] = [4, 2, 700, 32];
+  await withCache({ kvHeads: Hkv, headDim: d, capacity: 1024 }, async (cache) => {
+    const q = fresh([1, H, n, d]);
+    const k = fresh([1, Hkv, n, d]);
+    const v = fresh([1, Hkv, n, d]);
+    cache.append(k, v);
+    const exact = await exactAttention(q, cache, { causal: true, backend: 'cpu' });
+    checkAgainstReference('exact', exact, q, k, v, true);
+    assert.equal(exact.out.data, (await exactAttention(q, k, v, { causal: true, backend: 'cpu' })).out.data);
+    for (const mode of ['fixed', 'accurate'] as const) {
+      const options = { causal: true, backend: 'cpu', mode, minSeqLen: 128, blockSize: 64, sampleSize: 64, seed: 7, tolerance: Infinity } as const;
+      const cached = await hyperAttention(q, cache, options);
+      const plain = await hyperAttention(q, k, v, options);
+      assert.equal(cached.out.data, plain.out.data, `${mode} (seed ${SEED}): out differs from the plain call`);
+      assert.equal(cached.lse.data, plain.lse.data, `${mode} (seed ${SEED}): lse differs from the plain call`);
+    }
+  });
+});
+
+test('chunked prefill: each chunk of queries against the tokens held so far (not causal) equals the reference', async () => {
+  const [H, Hkv, d] = [4, 1, 16];
+  await withCache({ kvHeads: Hkv, headDim: d, capacity: 300 }, async (cache) => {
+    const ks: Tensor[] = [];
+    const vs: Tensor[] = [];
+    for (const t of [100, 37, 150]) {
+      const k = fresh([1, Hkv, t, d]);
+      const v = fresh([1, Hkv, t, d]);
+      cache.append(k, v);
+      ks.push(k);
+      vs.push(v);
+      const q = fresh([1, H, t, d]);
+      checkAgainstReference(`chunk of ${t}`, await hyperAttention(q, cache), q, concat(ks), concat(vs));
+    }
+    assert.is(cache.length, 287);
+  });
+});
+
+test('chunked causal prefill: each chunk appended, then its queries (the last positions) against every token held', async () => {
+  const [H, Hkv, d] = [4, 2, 16];
+  await withCache({ kvHeads: Hkv, headDim: d, capacity: 400 }, async (cache) => {
+    const ks: Tensor[] = [];
+    const vs: Tensor[] = [];
+    for (const t of [90, 1, 130, 64]) {
+      const k = fresh([1, Hkv, t, d]);
+      const v = fresh([1, Hkv, t, d]);
+      cache.append(k, v);
+      ks.push(k);
+      vs.push(v);
+      const q = fresh([1, H, t, d]);
+      const K = concat(ks);
+      const V = concat(vs);
+      checkAgainstReference(`exact chunk of ${t}`, await exactAttention(q, cache, { causal: true }), q, K, V, true);
+      const hyper = await hyperAttention(q, cache, { causal: true, backend: 'cpu' });
+      checkAgainstReference(`hyper chunk of ${t}`, hyper, q, K, V, true);
+      assert.equal(hyper.out.data, (await hyperAttention(q, K, V, { causal: true, backend: 'cpu' })).out.data);
+    }
+  });
+});
+
+test('truncate drops the tokens after n: later appends take their place', async () => {
+  const [H, Hkv, d] = [2, 2, 16];
+  await withCache({ kvHeads: Hkv, headDim: d, capacity: 16 }, async (cache) => {
+    const k = fresh([1, Hkv, 10, d]);
+    const v = fresh([1, Hkv, 10, d]);
+    cache.append(k, v);
+    cache.truncate(6);
+    assert.is(cache.length, 6);
+    const k2 = fresh([1, Hkv, 2, d]);
+    const v2 = fresh([1, Hkv, 2, d]);
+    cache.append(k2, v2);
+    const head = (t: Tensor) => concat([{ data: t.data, shape: t.shape }]);
+    const first6 = (t: Tensor) => {
+      const out = new Float32Array(Hkv * 6 * d);
+      for (let g = 0; g < Hkv; g++) out.set(t.data.subarray(g * 10 * d, (g * 10 + 6) * d), g * 6 * d);
+      return { data: out, shape: [1, Hkv, 6, d] };
+    };
+    const q = fresh([1, H, 1, d]);
+    checkAgainstReference('after truncate', await exactAttention(q, cache), q, concat([first6(k), head(k2)]), concat([first6(v), head(v2)]));
+    assert.is(await codeOf(() => cache.truncate(9)), 'INVALID_OPTION');
+    assert.is(await codeOf(() => cache.truncate(-1)), 'INVALID_OPTION');
+  });
+});
+
+test('every cache error is typed: CACHE_FULL, CACHE_MISMATCH, CACHE_BUSY, CACHE_RELEASED, INVALID_OPTION, UNSUPPORTED', async () => {
+  const d = 8;
+  const cache = await createKVCache({ batch: 1, kvHeads: 2, headDim: d, capacity: 4 });
+  assert.is(await codeOf(() => exactAttention(fresh([1, 2, 1, d]), cache)), 'INVALID_SHAPE'); // empty
+  cache.append(fresh([1, 2, 3, d]), fresh([1, 2, 3, d]));
+  assert.is(await codeOf(() => cache.append(fresh([1, 2, 2, d]), fresh([1, 2, 2, d]))), 'CACHE_FULL');
+  assert.is(cache.length, 3);
+  assert.is(await codeOf(() => cache.append(fresh([1, 3, 1, d]), fresh([1, 3, 1, d]))), 'CACHE_MISMATCH');
+  assert.is(await codeOf(() => cache.append(fresh([1, 2, 1, d + 1]), fresh([1, 2, 1, d]))), 'CACHE_MISMATCH');
+  assert.is(await codeOf(() => cache.append(fresh([1, 2, 1, d]), fresh([1, 2, 2, d]))), 'CACHE_MISMATCH');
+  assert.is(await codeOf(() => exactAttention(fresh([1, 2, 1, d + 1]), cache)), 'CACHE_MISMATCH');
+  assert.is(await codeOf(() => exactAttention(fresh([2, 2, 1, d]), cache)), 'CACHE_MISMATCH');
+  assert.is(await codeOf(() => hyperAttention(fresh([1, 3, 1, d]), cache)), 'CACHE_MISMATCH');
+  assert.is(await codeOf(() => exactAttention(fresh([1, 2, 4, d]), cache, { causal: true })), 'INVALID_SHAPE'); // nq > tokens
+  const nan = fresh([1, 2, 1, d]);
+  nan.data[3] = NaN;
+  assert.is(await codeOf(() => cache.append(nan, fresh([1, 2, 1, d]))), 'NON_FINITE_INPUT');
+  assert.is(cache.length, 3);
+  // A call reads the cache from its start until it settles.
+  const call = exactAttention(fresh([1, 4, 1, d]), cache);
+  assert.is(await codeOf(() => cache.append(fresh([1, 2, 1, d]), fresh([1, 2, 1, d]))), 'CACHE_BUSY');
+  assert.is(await codeOf(() => cache.truncate(1)), 'CACHE_BUSY');
+  assert.is(await codeOf(() => cache.release()), 'CACHE_BUSY');
+  await call;
+  cache.append(fresh([1, 2, 1, d]), fresh([1, 2, 1, d]));
+  cache.release();
+  assert.ok(cache.released);
+  cache.release(); // twice: nothing
+  assert.is(await codeOf(() => cache.append(fresh([1, 2, 1, d]), fresh([1, 2, 1, d]))), 'CACHE_RELEASED');
+  assert.is(await codeOf(() => exactAttention(fresh([1, 2, 1, d]), cache)), 'CACHE_RELEASED');
+  assert.is(await codeOf(() => cache.truncate(0)), 'CACHE_RELEASED');
+  for (const bad of [
+    {}, { kvHeads: 2, headDim: d }, { kvHeads: 0, headDim: d, capacity: 4 }, { kvHeads: 2, headDim: 1024, capacity: 4 },
+    { kvHeads: 2, headDim: d, capacity: 4, dtype: 'float16' }, { kvHeads: 2, headDim: d, capacity: 4, colour: 1 },
+    { kvHeads: 64, headDim: 512, capacity: 2 ** 20 },
+  ]) {
+    assert.is(await codeOf(() => createKVCache(bad as never)), 'INVALID_OPTION', JSON.stringify(bad));
+  }
+  assert.is(await codeOf(() => createKVCache({ kvHeads: 2, headDim: d, capacity: 4, backend: 'webgpu' })), 'UNSUPPORTED');
+});
+
+test('release frees the memory: caches of 384 MB each, made and released in turn, all fit', async () => {
+  for (let i = 0; i < 12; i++) {
+    const cache = await createKVCache({ kvHeads: 8, headDim: 128, capacity: 48 * 1024 });
+    cache.append(fresh([1, 8, 1, 128]), fresh([1, 8, 1, 128]));
+    cache.release();
+  }
+});
+
+test('explain prices a call on a cache without uploading its keys and values', async () => {
+  const [H, Hkv, n, d] = [8, 2, 4096, 64];
+  await withCache({ kvHeads: Hkv, headDim: d, capacity: n }, async (cache) => {
+    cache.append(fresh([1, Hkv, n, d]), fresh([1, Hkv, n, d]));
+    const shapes = { q: [1, H, 1, d], k: [1, Hkv, n, d], v: [1, Hkv, n, d] };
+    const plain = await explain(shapes, { backend: 'cpu' }, 'exact');
+    const cached = await explain({ q: shapes.q, cache }, { backend: 'cpu' }, 'exact');
+    const upload = (e: typeof plain) => e.steps.find((s) => s.op === 'upload')!;
+    assert.is(upload(plain).units, (H * d + 2 * Hkv * n * d) * 4);
+    assert.is(upload(cached).units, H * d * 4);
+    assert.ok(cached.predictedMs < plain.predictedMs, `${cached.predictedMs} < ${plain.predictedMs}`);
+  });
+});
