@@ -8,7 +8,7 @@
 // the longest stall of this thread's event loop during the call, and peak RSS.
 // Run alone: `tsx bench/layer.bench.ts [--quick]`.
 import { suite } from 'uvu';
-import { createKVCache, exactAttention, hyperAttention, type KVCache } from '../src/index.ts';
+import { createKVCache, exactAttention, hyperAttention, warmup, type KVCache } from '../src/index.ts';
 import { referenceAttention } from '../test/reference.ts';
 import { Xoshiro128 } from '../src/random.ts';
 import { attentionErrors, evenRows, referenceRows, type AttentionErrors } from './error.ts';
@@ -217,6 +217,8 @@ bench.before(async (state) => {
   const peer = await loadPeer('onnxruntime-node');
   state.ort = 'missing' in peer ? null : peer;
   const machine = await describeMachine({ 'onnxruntime-node': state.ort?.version ?? null });
+  // The scheduler measures the machine once per process: not inside a timed call.
+  await warmup();
   const total = PREFILL.length * 8 + DECODE.length * 5;
   state.recorder = new Recorder('layer', total, machine);
   if ('missing' in peer) state.recorder.note(peer.missing);
