@@ -213,6 +213,16 @@ test('verified call (tolerance): checks rows at their key positions, meets the t
   assert.ok(error <= 0.1, `error ${error}`);
 });
 
+test('verified call: check rows are exact over the keys up to their positions', async () => {
+  // The window holds every key, so the result is exact: the check rows' own exact results
+  // must then agree with it, which they do only if they see the keys up to their positions.
+  const { q, k, v } = inputs(1, 2, 1, 300, 1100, 32, 93);
+  const r = await hyperAttention(q, k, v, { causal: true, backend: 'cpu', minSeqLen: 0, window: 1100, tolerance: 1e9, checkRows: 40 });
+  const heads = r.verification!.heads;
+  assert.is(heads.length, 2);
+  for (const h of heads) assert.ok(h.plan === 'accurate' && h.error <= 1e-5, `head: ${JSON.stringify(h)}`);
+});
+
 test('hyperAttention decoding (nq = 1) up to minSeqLen keys: exact, as non-causal', async () => {
   const { q, k, v } = inputs(1, 2, 1, 1, 4096, 32, 95);
   const causal = await hyperAttention(q, k, v, { causal: true, backend: 'cpu' });
