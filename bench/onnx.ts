@@ -129,9 +129,11 @@ function model(g: Graph): Uint8Array {
 
 /**
  * com.microsoft MultiHeadAttention. Query is [B, n, H * d] (BSNH); key and value are passed
- * as [B, H, n, d] (BNSH, the layout our tensors already have).
+ * as [B, H, n, d] (BNSH, the layout our tensors already have). `kvLength` names the keys'
+ * length dimension: the queries' own 'N' by default, another name for fewer queries than
+ * keys (decoding).
  */
-export function multiHeadAttentionModel(heads: number, scale: number, causal: boolean): Uint8Array {
+export function multiHeadAttentionModel(heads: number, scale: number, causal: boolean, kvLength = 'N'): Uint8Array {
   return model({
     nodes: [
       {
@@ -148,8 +150,8 @@ export function multiHeadAttentionModel(heads: number, scale: number, causal: bo
     ],
     inputs: [
       ['query', ['B', 'N', 'HD']],
-      ['key', ['B', heads, 'N', 'D']],
-      ['value', ['B', heads, 'N', 'D']],
+      ['key', ['B', heads, kvLength, 'D']],
+      ['value', ['B', heads, kvLength, 'D']],
     ],
     outputs: [['out', ['B', 'N', 'HD']]],
     msOpset: true,

@@ -13,6 +13,7 @@ import type { Output, ResolvedExactOptions, ResolvedHyperOptions } from './optio
 import { buildPlan, planParams, type AuthorsPlan, type Plan } from './plan.ts';
 import { Xoshiro128, gaussianProjections, uniformSampler, type Sampler } from './random.ts';
 import type { AttentionResult, GPUAttentionResult, ResultFor } from './result.ts';
+import { inSlices, SLICE_ELEMENTS } from './slices.ts';
 import { checkFinite, isHostTensor, readRows, type AttentionShape, type InputTensor } from './tensor.ts';
 
 /**
@@ -184,9 +185,17 @@ async function execute(
     const load = (buf: BackendBuffer, t: InputTensor, index: number, rows: number, width: number, count = 1) => {
       const n = rows * width;
       return run('upload', () => {
-        if (isHostTensor(t)) backend.upload(buf, readRows(t, index * n, count * n));
-        else backend.copyFromDevice!(buf, 0, t.buffer, index * n * 4, count * n);
+        if (!isHostTensor(t)) return backend.copyFromDevice!(buf, 0, t.buffer, index * n * 4, count * n);
+        // Read, checked and copied a slice at a time (slices.ts).
+        const upload = (from: number, to: number) => backend.upload(buf, readRows(t, index * n + from, to - from), from);
+        return inSlices(count * n, SLICE_ELEMENTS, upload, o.signal);
       });
+    };
+    /** `length` elements of buf from `offset` into `into` at `at`, a slice at a time (a backend without copy: on the host). */
+    const download = async (buf: BackendBuffer, offset: number, length: number, into: Float32Array, at: number) => {
+      const parts: Promise<void>[] = [];
+      await inSlices(length, SLICE_ELEMENTS, (from, to) => parts.push(backend.download(buf, offset + from, to - from, into, at + from)), o.signal);
+      await Promise.all(parts);
     };
     const f32 = (n: number) => backend.createBuffer('f32', Math.max(1, n));
     const i32 = (n: number) => backend.createBuffer('i32', Math.max(1, n));
@@ -301,14 +310,16 @@ async function execute(
             backend.copy!(ctx.outBuf, nq * dv, result, checkOutStart + slot * c * dv, c * dv);
           }
         } else {
-          await settle(run('download', () => Promise.all([
-            backend.download(ctx.outBuf, 0, nq * dv, out!, h * nq * dv),
-            backend.download(ctx.lseBuf, 0, nq, lse!, h * nq),
-            ...(checks ? [
-              backend.download(ctx.outBuf, nq * dv, c * dv, checks.out, h * c * dv),
-              backend.download(ctx.lseBuf, nq, c, checks.lse, h * c),
-            ] : []),
-          ]).then(() => {})), i + 1);
+          // Read back in slices, and done before the next head reuses the buffers.
+          const downloaded = run('download', async () => {
+            await download(ctx.outBuf, 0, nq * dv, out!, h * nq * dv);
+            await download(ctx.lseBuf, 0, nq, lse!, h * nq);
+            if (!checks) return;
+            await download(ctx.outBuf, nq * dv, c * dv, checks.out, h * c * dv);
+            await download(ctx.lseBuf, nq, c, checks.lse, h * c);
+          });
+          await downloaded;
+          await settle(downloaded, i + 1);
         }
       }
       if (!result) continue;

@@ -1,11 +1,11 @@
-// Public API: HyperAttention and exact attention on Float32Array tensors (in layout
-// [B, H, N, D] or [B, N, H, D]), or on GPUBuffers of the caller's WebGPU device; the
+// Public API: HyperAttention and exact attention on Float32Array or float16 host tensors (in
+// layout [B, H, N, D] or [B, N, H, D]), or on GPUBuffers of the caller's WebGPU device; the
 // scheduler's calibration, profiles and explain().
 import { acquireCpu, releaseCpu, serialize } from './backends.ts';
 import { KVCache, openCache, type CacheState } from './cache.ts';
 import { runExact, runHyper } from './hyper.ts';
 import { exactVerification, runVerified } from './verified.ts';
-import { explainShapeError, inputsInBhnd, resolveLayout, resultInLayout, shapeInBhnd, type Layout } from './layout.ts';
+import { checkedInputs, explainShapeError, inBhnd, resolveLayout, resultInLayout, shapeInBhnd, type Layout } from './layout.ts';
 import type { Backend, OpTrace } from './ops.ts';
 import { buildPlan, planParams, type Plan } from './plan.ts';
 import {
@@ -13,28 +13,31 @@ import {
   type ResolvedExactOptions, type ResolvedHyperOptions,
 } from './options.ts';
 import { abortedError, HyperAttentionError, typedFailure } from './errors.ts';
-import type { AttentionResult, GPUAttentionResult } from './result.ts';
+import { encodeFloat16, float16Array } from './float16.ts';
+import type { AttentionResult, Float16AttentionResult, GPUAttentionResult } from './result.ts';
 import type { Explanation } from './scheduler/cost.ts';
 import {
   callProfile, explain as explainBhnd, schedule, scheduleResident, type CallShapes, type Scheduled,
 } from './scheduler/index.ts';
 import { threadsFor } from './threads/config.ts';
+import { SLICE_ELEMENTS } from './slices.ts';
 import {
-  allFinite, attentionShape, checkMagnitudes, checkShape, checkOutputSize, finiteMaxAbs, isHostTensor, type AttentionShape,
-  type InputTensor, type TensorLike,
+  allFinite, attentionShape, attentionShapeOf, checkMagnitudes, checkOutputSize, checkShape, checkValues, finiteMaxAbs, isHostTensor,
+  type AttentionShape, type InputTensor, type TensorLike,
 } from './tensor.ts';
 
 export { HyperAttentionError, type ErrorCode } from './errors.ts';
 export { createKVCache, KVCache, type KVCacheOptions } from './cache.ts';
 export {
-  DEFAULTS, type BackendChoice, type ExactOptions, type HyperOptions, type Output, type Progress, type WebGPUBufferLike,
-  type WebGPUDeviceLike,
+  DEFAULTS, type BackendChoice, type ExactOptions, type HyperOptions, type Output, type OutputDtype, type Progress,
+  type WebGPUBufferLike, type WebGPUDeviceLike,
 } from './options.ts';
 export type { Mode } from './options.ts';
 export type { DrawRequest, Sampler } from './random.ts';
-export type { DimsTensor, GPUTensor, InputTensor, Tensor, TensorLike } from './tensor.ts';
+export type { DimsTensor, Float16Tensor, GPUTensor, InputTensor, Tensor, TensorLike } from './tensor.ts';
+export type { Float16ArrayLike, Float16Data } from './float16.ts';
 export type { Layout } from './layout.ts';
-export type { AttentionResult, CallProfile, GPUAttentionResult } from './result.ts';
+export type { AttentionResult, CallProfile, Float16AttentionResult, GPUAttentionResult } from './result.ts';
 export type { CheckedPlan, HeadVerification, Verification } from './verification.ts';
 export type { PlanName } from './plan.ts';
 export { lshOrder, type LshOrder, type LshOrderOptions } from './inspect.ts';
@@ -46,16 +49,27 @@ export { configureThreads, type ThreadConfig } from './threads/config.ts';
 export type { AdapterIdentity, DeviceCosts, Environment, OpCost, Profile } from './scheduler/profile.ts';
 export type { CostClass, Device, OpName } from './ops.ts';
 
-/** Validates a call's tensors, and that GPU tensors among them run on the caller's device. */
-function checkInputs(q: InputTensor, k: InputTensor, v: InputTensor, o: ResolvedExactOptions, layout: Layout): AttentionShape {
+/**
+ * Host inputs of at most this many values each are transposed and scanned in the call
+ * itself (a millisecond or so); larger ones in time slices once the call has returned its
+ * promise (slices.ts), so that a long context never holds the calling thread.
+ */
+const AT_ONCE_ELEMENTS = 4 * SLICE_ELEMENTS;
+
+/**
+ * Validates a call's tensors (checkedInputs: each on its own, in the caller's layout), their
+ * shapes together, and that GPU tensors among them run on the caller's device; not the values.
+ */
+function checkInputs(inputs: InputTensor[], o: ResolvedExactOptions, layout: Layout): AttentionShape {
   let shape: AttentionShape;
   try {
-    shape = attentionShape(q, k, v, o.causal, o.scale);
+    const [q, k, v] = inputs.map((t) => shapeInBhnd(t.shape, layout));
+    shape = attentionShapeOf(q, k, v, o.causal);
   } catch (error) {
     throw explainShapeError(error, layout);
   }
   if (o.output === 'host') checkOutputSize(shape);
-  const onGpu = ([['q', q], ['k', k], ['v', v]] as const).find(([, t]) => !isHostTensor(t));
+  const onGpu = inputs.map((t, i) => ['qkv'[i], t] as const).find(([, t]) => !isHostTensor(t));
   if (onGpu) checkDeviceIO(o, `${onGpu[0]} (a GPU tensor)`);
   return shape;
 }
@@ -64,12 +78,12 @@ function checkInputs(q: InputTensor, k: InputTensor, v: InputTensor, o: Resolved
  * Checked inputs give finite results, and the work checks each host value as it reads it
  * (readRows), so a non-finite host result comes from a GPU tensor (never read back to be
  * checked) or an input changed between two reads (a shared buffer another thread writes):
- * never returned as a result.
+ * never returned as a result. Checked in time slices.
  */
-function checkFiniteResult<R extends AttentionResult | GPUAttentionResult>(result: R): R {
+async function checkFiniteResult<R extends AttentionResult | GPUAttentionResult>(result: R, signal?: AbortSignal): Promise<R> {
   if (!('data' in result.out)) return result;
   const { out, lse } = result as AttentionResult;
-  if (allFinite(out.data) && allFinite(lse.data)) return result;
+  if ((await allFinite(out.data, signal)) && (await allFinite(lse.data, signal))) return result;
   throw new HyperAttentionError(
     'NON_FINITE_INPUT',
     "the result is not finite: a GPU tensor among the inputs holds NaN, infinity or magnitudes that overflow, or a host input changed while the call ran (inputs must stay unchanged until the call's promise settles)",
@@ -77,9 +91,20 @@ function checkFiniteResult<R extends AttentionResult | GPUAttentionResult>(resul
 }
 
 
+/** The result with out in the call's outputDtype (float16: rounded to nearest even; lse stays float32). */
+function resultInDtype(result: AttentionResult | GPUAttentionResult, o: ResolvedExactOptions): AnyResult {
+  if (o.outputDtype === 'float32' || !('data' in result.out)) return result;
+  const host = result as AttentionResult;
+  return { ...host, out: { data: float16Array(encodeFloat16('out', host.out.data)), shape: host.out.shape, dtype: 'float16' } };
+}
+
+/** What a call may return, whatever its options. */
+type AnyResult = AttentionResult | Float16AttentionResult | GPUAttentionResult;
+
 /**
  * Resolves the options and checks the tensors before any work (so bad input computes
- * nothing), then queues the call; in the queue the scheduler picks its backend (and, with
+ * nothing: the values of large host inputs are scanned in time slices before the call is
+ * queued), then queues the call; in the queue the scheduler picks its backend (and, with
  * backend 'auto', its cutoff). Every error arrives as a rejection.
  */
 function startCall<O extends ResolvedExactOptions>(
@@ -87,29 +112,42 @@ function startCall<O extends ResolvedExactOptions>(
   run: (
     backend: Backend, shape: AttentionShape, o: O, qkv: InputTensor[], trace: OpTrace[] | undefined, plan: Plan | undefined,
   ) => Promise<AttentionResult | GPUAttentionResult>,
-): Promise<AttentionResult | GPUAttentionResult> {
+): Promise<AnyResult> {
   try {
     const o = resolve();
     const layout = resolveLayout(options);
-    const qkv = inputsInBhnd(tensors, layout, o.output);
-    const shape = checkInputs(qkv[0], qkv[1], qkv[2], o, layout);
-    const runOn = async (backend: Backend, scheduled: Scheduled) => {
+    const inputs = checkedInputs(tensors, layout, o.output);
+    const shape = checkInputs(inputs, o, layout);
+    const atOnce = inputs.every((t) => !isHostTensor(t) || t.data.length <= AT_ONCE_ELEMENTS);
+    let ready: InputTensor[] | undefined;
+    if (atOnce) {
+      ready = inputs.map((t) => inBhnd(t, layout));
+      attentionShape(ready[0], ready[1], ready[2], o.causal, o.scale);
+    }
+    const runOn = async (backend: Backend, scheduled: Scheduled, qkv: InputTensor[]) => {
       const chosen = scheduled.minSeqLen === undefined ? o : { ...o, minSeqLen: scheduled.minSeqLen };
-      if (!o.profile) return resultInLayout(checkFiniteResult(await run(backend, shape, chosen, qkv, undefined, scheduled.work)), layout);
+      const checked = async (result: AttentionResult | GPUAttentionResult) => checkFiniteResult(result, o.signal);
+      if (!o.profile) return resultInDtype(await resultInLayout(await checked(await run(backend, shape, chosen, qkv, undefined, scheduled.work)), layout, o.signal), o);
       const trace: OpTrace[] = [];
       const start = performance.now();
-      const result = checkFiniteResult(await run(backend, shape, chosen, qkv, trace, scheduled.work));
-      return resultInLayout({ ...result, profile: callProfile(scheduled.plan!, trace, performance.now() - start) }, layout);
+      const result = await checked(await run(backend, shape, chosen, qkv, trace, scheduled.work));
+      return resultInDtype(await resultInLayout({ ...result, profile: callProfile(scheduled.plan!, trace, performance.now() - start) }, layout, o.signal), o);
     };
     return settlesOnAbort(o.signal, typedFailures((async () => {
+      let qkv = ready;
+      if (!qkv) {
+        qkv = [];
+        for (const t of inputs) qkv.push(await inBhnd(t, layout, { signal: o.signal }));
+        await checkValues(qkv, shape, o.scale, o.signal);
+      }
       const scheduled = await serialize(() => schedule(shape, o, hyper(o), o.profile));
       if (o.signal?.aborted) throw abortedError(o.signal);
       // WebGPU and the hybrid hold one device's buffers: their calls take turns.
       const shared = scheduled.backend;
-      if (shared) return serialize(() => runOn(shared, scheduled));
+      if (shared) return serialize(() => runOn(shared, scheduled, qkv));
       const cpu = await acquireCpu(await threadsFor(o.threads));
       try {
-        return await runOn(cpu, scheduled);
+        return await runOn(cpu, scheduled, qkv);
       } finally {
         releaseCpu(cpu);
       }
@@ -151,14 +189,19 @@ function settlesOnAbort<T>(signal: AbortSignal | undefined, call: Promise<T>): P
  * [B, H, Nq, Dv] ([B, Nq, H, Dv] with 'bnhd') and lse [B, H, Nq] (natural log), as
  * Float32Arrays, or with output 'gpu' as new GPUBuffers on `device`.
  *
- * The result's type follows the options' type: `output: 'gpu'` gives GPUAttentionResult; a
- * wide `Output` given as such gives the union; anything else, a plain HyperOptions
- * variable included, gives AttentionResult (a variable that may hold 'gpu' should say so in
- * its type, e.g. `HyperOptions & { output: Output }`).
+ * The result's type follows the options' type: `output: 'gpu'` gives GPUAttentionResult,
+ * `outputDtype: 'float16'` Float16AttentionResult; a wide `Output` given as such gives the
+ * union; anything else, a plain HyperOptions variable included, gives AttentionResult (a
+ * variable that may hold 'gpu' should say so in its type, e.g. `HyperOptions & { output:
+ * Output }`; one that may hold outputDtype 'float16', as `HyperOptions & { outputDtype:
+ * 'float16' }`).
  */
 export function hyperAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options: HyperOptions & { output: 'gpu' },
 ): Promise<GPUAttentionResult>;
+export function hyperAttention(
+  q: TensorLike, k: TensorLike, v: TensorLike, options: HyperOptions & { output?: 'host'; outputDtype: 'float16' },
+): Promise<Float16AttentionResult>;
 export function hyperAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options?: HyperOptions & { output?: 'host' },
 ): Promise<AttentionResult>;
@@ -175,7 +218,7 @@ export function hyperAttention(q: TensorLike, cache: KVCache, options: HyperOpti
 export function hyperAttention(q: TensorLike, cache: KVCache, options?: HyperOptions): Promise<AttentionResult>;
 export function hyperAttention(
   q: TensorLike, k: TensorLike | KVCache, v?: TensorLike | HyperOptions, options: HyperOptions = {},
-): Promise<AttentionResult | GPUAttentionResult> {
+): Promise<AnyResult> {
   if (k instanceof KVCache) return cacheCall('hyper', q, k, v ?? {});
   return startCall(options, () => resolveHyperOptions(options), (o) => o, [q, k, v as TensorLike], (backend, shape, o, qkv, trace, plan) =>
     o.output === 'host'
@@ -191,6 +234,9 @@ export function exactAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options: ExactOptions & { output: 'gpu' },
 ): Promise<GPUAttentionResult>;
 export function exactAttention(
+  q: TensorLike, k: TensorLike, v: TensorLike, options: ExactOptions & { output?: 'host'; outputDtype: 'float16' },
+): Promise<Float16AttentionResult>;
+export function exactAttention(
   q: TensorLike, k: TensorLike, v: TensorLike, options?: ExactOptions & { output?: 'host' },
 ): Promise<AttentionResult>;
 export function exactAttention(
@@ -202,7 +248,7 @@ export function exactAttention(q: TensorLike, cache: KVCache, options: ExactOpti
 export function exactAttention(q: TensorLike, cache: KVCache, options?: ExactOptions): Promise<AttentionResult>;
 export function exactAttention(
   q: TensorLike, k: TensorLike | KVCache, v?: TensorLike | ExactOptions, options: ExactOptions = {},
-): Promise<AttentionResult | GPUAttentionResult> {
+): Promise<AnyResult> {
   if (k instanceof KVCache) return cacheCall('exact', q, k, v ?? {});
   return startCall(options, () => resolveExactOptions(options), () => undefined, [q, k, v as TensorLike], (backend, shape, o, qkv, trace, plan) =>
     runExact(backend, shape, o, qkv[0], qkv[1], qkv[2], o.output, trace, plan));
@@ -236,9 +282,7 @@ function cacheShape(qShape: readonly number[], cache: KVCache, causal: boolean):
  * the query heads of a key-value head as one head of H / Hkv times the rows (a reshape of
  * q, not a copy): each key is then read once for all of them.
  */
-function cacheCall(
-  kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, options: unknown,
-): Promise<AttentionResult | GPUAttentionResult> {
+function cacheCall(kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, options: unknown): Promise<AnyResult> {
   try {
     const hyperGiven = kind === 'hyper' ? resolveHyperOptions(options as HyperOptions) : undefined;
     const given = hyperGiven ?? resolveExactOptions(options as ExactOptions);
@@ -250,7 +294,7 @@ function cacheCall(
     if (given.device !== undefined && given.device !== (state.backend.name === 'webgpu' ? state.backend.device : undefined)) {
       throw new HyperAttentionError('INVALID_OPTION', "device: not the GPUDevice the cache lives on (calls on a cache run where it lives)");
     }
-    const [qt] = inputsInBhnd([q], layout, given.output);
+    const qt = inBhnd(checkedInputs([q], layout, given.output)[0], layout);
     // GPU tensors in or out: the caller's device, the one the cache lives on (checked above).
     if (given.output === 'gpu') checkDeviceIO(given, "output 'gpu'");
     if (!isHostTensor(qt)) checkDeviceIO(given, 'q (a GPU tensor)');
@@ -268,7 +312,7 @@ function cacheCall(
       try {
         await ready;
         if (o.signal?.aborted) throw abortedError(o.signal);
-        return resultInLayout(await runOnCache(state, shape, o, hyper, qt), layout);
+        return resultInDtype(await resultInLayout(await runOnCache(state, shape, o, hyper, qt), layout, o.signal), o);
       } finally {
         state.busy--;
         done();
@@ -314,7 +358,7 @@ async function runOnCache(
     } else {
       result = await runExact(backend, shape, o, q, k, v, o.output, trace, plan);
     }
-    checkFiniteResult(result);
+    await checkFiniteResult(result, o.signal);
     return trace ? { ...result, profile: callProfile(scheduled!.plan, trace, performance.now() - start) } : result;
   };
   // WebGPU holds one device's buffers: its calls take turns with every other call on it.

@@ -7,6 +7,7 @@ import { describeChoice } from './describe.ts';
 import { HyperAttentionError } from './errors.ts';
 import type { Output } from './options.ts';
 import type { AttentionResult, GPUAttentionResult } from './result.ts';
+import { inSlices, SLICE_ELEMENTS } from './slices.ts';
 import { isHostTensor, toInputTensor, type InputTensor, type Tensor } from './tensor.ts';
 
 export type Layout = 'bhnd' | 'bnhd';
@@ -22,11 +23,11 @@ export function resolveLayout(options: unknown): Layout {
 }
 
 /**
- * q, k and v each checked on its own and, in layout 'bnhd', transposed into [B, H, N, D].
- * 'bnhd' runs on host tensors with host output only: transposing a GPUBuffer would need a
- * kernel of its own, which the WebGPU backend does not have yet.
+ * q, k and v each checked on its own, still in the caller's layout (inBhnd transposes
+ * them). 'bnhd' runs on host tensors with host output only: transposing a GPUBuffer would
+ * need a kernel of its own, which the WebGPU backend does not have yet.
  */
-export function inputsInBhnd(tensors: readonly unknown[], layout: Layout, output: Output): InputTensor[] {
+export function checkedInputs(tensors: readonly unknown[], layout: Layout, output: Output): InputTensor[] {
   const inputs = tensors.map((t, i) => toInputTensor('qkv'[i], t));
   if (layout === 'bhnd') return inputs;
   const onGpu = inputs.findIndex((t) => !isHostTensor(t));
@@ -36,13 +37,24 @@ export function inputsInBhnd(tensors: readonly unknown[], layout: Layout, output
   if (output === 'gpu') {
     throw new HyperAttentionError('INVALID_OPTION', "layout 'bnhd' is not supported with output 'gpu' yet (out would stay [B, H, N, Dv] on the device): use output 'host', or layout 'bhnd'");
   }
-  return inputs.map((t) => swapMiddle(t as Tensor));
+  return inputs;
 }
 
-/** The result in the caller's layout: out [B, N, H, Dv] for 'bnhd'; lse is [B, H, N] in both. */
-export function resultInLayout<R extends AttentionResult | GPUAttentionResult>(result: R, layout: Layout): R {
+/**
+ * An input of checkedInputs in [B, H, N, D]: a transposed copy for 'bnhd', at once (small
+ * tensors) or, given `slices`, in time slices of the calling thread (slices.ts).
+ */
+export function inBhnd(t: InputTensor, layout: Layout): InputTensor;
+export function inBhnd(t: InputTensor, layout: Layout, slices: { signal?: AbortSignal }): Promise<InputTensor>;
+export function inBhnd(t: InputTensor, layout: Layout, slices?: { signal?: AbortSignal }): InputTensor | Promise<InputTensor> {
+  if (layout === 'bhnd' || !isHostTensor(t)) return slices ? Promise.resolve(t) : t;
+  return swapMiddle(t, slices);
+}
+
+/** The result in the caller's layout: out [B, N, H, Dv] for 'bnhd' (in time slices); lse is [B, H, N] in both. */
+export async function resultInLayout<R extends AttentionResult | GPUAttentionResult>(result: R, layout: Layout, signal?: AbortSignal): Promise<R> {
   if (layout === 'bhnd') return result;
-  return { ...result, out: swapMiddle((result as AttentionResult).out) };
+  return { ...result, out: await swapMiddle((result as AttentionResult).out, { signal }) };
 }
 
 /** A shape-check error's message, told that the shapes it shows are the transposed ones. */
@@ -58,20 +70,33 @@ export function shapeInBhnd<S>(shape: S, layout: Layout): S {
   return [b, y, x, d] as S;
 }
 
-/** [B, X, Y, D] -> [B, Y, X, D], a copy: its own inverse, so it serves both directions. */
-function swapMiddle(t: Tensor): Tensor {
+/**
+ * [B, X, Y, D] -> [B, Y, X, D], a copy: its own inverse, so it serves both directions. At
+ * once, or given `slices`, a run of source rows at a time with turns of the event loop.
+ */
+function swapMiddle(t: Tensor): Tensor;
+function swapMiddle(t: Tensor, slices: { signal?: AbortSignal } | undefined): Tensor | Promise<Tensor>;
+function swapMiddle(t: Tensor, slices?: { signal?: AbortSignal }): Tensor | Promise<Tensor> {
   const [B, X, Y, D] = t.shape;
   const src = t.data;
   const dst = new Float32Array(src.length);
-  for (let b = 0; b < B; b++) {
-    for (let x = 0; x < X; x++) {
+  /** source rows [B * X) from..to, each Y runs of D */
+  const rows = (from: number, to: number) => {
+    for (let r = from; r < to; r++) {
+      const b = Math.floor(r / X);
+      const x = r - b * X;
       for (let y = 0; y < Y; y++) {
-        const from = ((b * X + x) * Y + y) * D;
-        const to = ((b * Y + y) * X + x) * D;
+        const at = ((b * X + x) * Y + y) * D;
+        const into = ((b * Y + y) * X + x) * D;
         // A loop, not set(subarray()): rows are short (D), and a view per row costs more than the copy.
-        for (let i = 0; i < D; i++) dst[to + i] = src[from + i];
+        for (let i = 0; i < D; i++) dst[into + i] = src[at + i];
       }
     }
+  };
+  const result = { data: dst, shape: [B, Y, X, D] };
+  if (!slices) {
+    rows(0, B * X);
+    return result;
   }
-  return { data: dst, shape: [B, Y, X, D] };
+  return inSlices(B * X, Math.max(1, Math.floor(SLICE_ELEMENTS / (Y * D))), rows, slices.signal).then(() => result);
 }

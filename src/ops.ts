@@ -344,7 +344,7 @@ export interface Backend {
   prefixes(t: PrefixesTask): OpResult;
   block(t: BlockTask): OpResult;
   sampled(t: SampledTask): OpResult;
-  merge(t: MergeTask): void;
+  merge(t: MergeTask): OpResult;
   // The accurate mode's parts.
   probe(t: ProbeTask): OpResult;
   heavy(t: HeavyTask): void;

@@ -43,6 +43,9 @@ export interface WebGPUBufferLike {
 /** Where a call's result lands: host Float32Arrays, or new GPUBuffers on the call's device. */
 export type Output = 'host' | 'gpu';
 
+/** The element type of a host result's `out` (lse is always float32). */
+export type OutputDtype = 'float32' | 'float16';
+
 export interface ExactOptions {
   /**
    * causal mask, bottom-right aligned: the nq queries are the last nq of the nk key
@@ -62,6 +65,13 @@ export interface ExactOptions {
   /** 'gpu': out and lse are new GPUBuffers on `device`, owned by the caller (default 'host') */
   output?: Output;
   /**
+   * 'float32' (default) or 'float16': out's values rounded to float16 (to nearest, ties to
+   * even), as a Float16Array where the runtime has one, else their bits in a Uint16Array;
+   * out then says dtype: 'float16'. lse stays float32. A value beyond float16's range
+   * (65504) is INPUT_OVERFLOW. Host output only (with output 'gpu': UNSUPPORTED)
+   */
+  outputDtype?: OutputDtype;
+  /**
    * called as the work progresses: on WebAssembly after each attention op (at least every
    * ~40 ms of exact attention), on WebGPU after each (batch, head) is read back (with
    * output 'gpu': recorded, not necessarily run)
@@ -80,9 +90,12 @@ export interface ExactOptions {
   /**
    * WebAssembly threads for this call, 1 to 256: 1 runs on one thread; more split the work
    * over a pool of workers (shared memory: in browsers only on cross-origin-isolated pages,
-   * elsewhere one thread), at most one per core the runtime reports (a larger count runs on
-   * that many). Results are bit-identical for every count. Default: the global setting
-   * (configureThreads), which defaults to the cores the runtime reports, at most 16
+   * elsewhere one thread), at most one per core the runtime reports: a larger count is
+   * accepted and capped at the cores (explain() and a profile's plan report the threads the
+   * call runs on, and say that the count was capped). Workers are the pool's, shared by
+   * every call: none is started for a count beyond the cores. Results are bit-identical
+   * for every count. Default: the global setting (configureThreads), which defaults to the
+   * cores the runtime reports, at most 16
    */
   threads?: number;
   /** aborting it rejects the call with code 'ABORTED' and frees what the call held */
@@ -170,6 +183,7 @@ export interface ResolvedExactOptions {
   backend: BackendChoice;
   device: WebGPUDeviceLike | undefined;
   output: Output;
+  outputDtype: OutputDtype;
   onProgress: ((p: Progress) => void) | undefined;
   profile: boolean;
   /** undefined: the global setting */
@@ -259,7 +273,7 @@ export const MIN_CHECK_ROWS = 8;
 export const MAX_CHECK_ROWS = 4096;
 
 const EXACT_KEYS = [
-  'causal', 'scale', 'backend', 'device', 'output', 'onProgress', 'profile', 'layout', 'threads', 'signal', 'worker',
+  'causal', 'scale', 'backend', 'device', 'output', 'outputDtype', 'onProgress', 'profile', 'layout', 'threads', 'signal', 'worker',
 ];
 
 /** Most WebAssembly threads a call may ask for. */
@@ -288,7 +302,7 @@ export function resolveExactOptions(options: ExactOptions = {}, allowed = EXACT_
   for (const key of allowed) {
     if ((options as Record<string, unknown>)[key] === null) fail(`${key}: got null; leave it out (or undefined) for the default`);
   }
-  const { causal = false, scale, device, output = 'host', onProgress, profile = false, signal, worker } = options;
+  const { causal = false, scale, device, output = 'host', outputDtype = 'float32', onProgress, profile = false, signal, worker } = options;
   const backend = options.backend ?? (device ? 'webgpu' : 'auto');
   if (typeof causal !== 'boolean') fail(`causal: expected a boolean, got ${describeValue(causal)}`);
   // The kernels compute in float32: 1e39 would be Infinity there (all NaN), 1e-50 zero.
@@ -303,13 +317,17 @@ export function resolveExactOptions(options: ExactOptions = {}, allowed = EXACT_
     if (backend !== 'webgpu') fail(`device: a GPUDevice runs on backend 'webgpu', but backend is '${backend}'`);
   }
   if (output !== 'host' && output !== 'gpu') fail(`output: expected 'host' or 'gpu', got ${describeValue(output)}`);
+  if (outputDtype !== 'float32' && outputDtype !== 'float16') fail(`outputDtype: expected 'float32' or 'float16', got ${describeValue(outputDtype)}`);
   if (onProgress !== undefined && typeof onProgress !== 'function') fail(`onProgress: expected a function, got ${describeValue(onProgress)}`);
   if (typeof profile !== 'boolean') fail(`profile: expected a boolean, got ${describeValue(profile)}`);
   const threads = options.threads === undefined ? undefined : integer('threads', options.threads, 1, 1, MAX_THREADS);
   if (signal !== undefined && !isAbortSignal(signal)) fail(`signal: expected an AbortSignal, got ${describeValue(signal)}`);
   if (worker !== undefined && typeof worker !== 'boolean') fail(`worker: expected a boolean, got ${describeValue(worker)}`);
-  const resolved = { causal, scale, backend, device, output, onProgress, profile, threads, signal, worker };
+  const resolved = { causal, scale, backend, device, output, outputDtype, onProgress, profile, threads, signal, worker };
   if (output === 'gpu') checkDeviceIO(resolved, "output 'gpu'");
+  if (output === 'gpu' && outputDtype === 'float16') {
+    throw new HyperAttentionError('UNSUPPORTED', "outputDtype 'float16': results on the device are float32 buffers; use output 'host', or leave outputDtype out");
+  }
   return resolved;
 }
 

@@ -5,8 +5,9 @@
 // the work).
 import { describeValue } from './describe.ts';
 import { HyperAttentionError } from './errors.ts';
+import type { Float16ArrayLike } from './float16.ts';
 
-type TypedArrayName = 'Float32Array' | 'Int32Array';
+type TypedArrayName = 'Float32Array' | 'Int32Array' | 'Uint16Array' | 'Float16Array';
 
 /** %TypedArray%.prototype[Symbol.toStringTag]'s getter: the array's kind for a real typed array, undefined for anything else (it never throws). */
 const tagOf = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Int32Array.prototype), Symbol.toStringTag)!.get!;
@@ -14,6 +15,8 @@ const tagOf = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Int32Array.p
 /** Whether x is a real typed array of that kind (from any realm), not a look-alike. */
 export function isTypedArray(x: unknown, kind: 'Float32Array'): x is Float32Array;
 export function isTypedArray(x: unknown, kind: 'Int32Array'): x is Int32Array;
+export function isTypedArray(x: unknown, kind: 'Uint16Array'): x is Uint16Array;
+export function isTypedArray(x: unknown, kind: 'Float16Array'): x is Float16ArrayLike;
 export function isTypedArray(x: unknown, kind: TypedArrayName): boolean {
   return tagOf.call(x) === kind;
 }

@@ -61,14 +61,15 @@ export interface AuthorsPlan {
  * may see (j <= i + nk - nq, its key position, when causal) is counted by exactly one part.
  * Exact parts, in order: the columns (the first `sinkKeys` keys and the `heavyKeys` keys
  * that the probe rows put the most mass on), the window (`window` keys from i + winLo; not
- * causal, kept inside the keys), and for each of `rounds` LSH tables of r bits the first `cap` keys of the
- * query's bucket. The rest is estimated from sampled keys, drawn per segment of query rows.
+ * causal, kept inside the keys), and for each of `rounds` LSH tables of r bits the first
+ * `cap` keys of the query's bucket. The rest is estimated from sampled keys, drawn per
+ * segment of query rows.
  */
 export interface AccuratePlan {
   kind: 'accurate';
   sinkKeys: number;
   heavyKeys: number;
-  /** query rows that probe for heavy columns (the last ones, which see the most keys, when causal, else evenly spaced) */
+  /** query rows that probe for heavy columns (causal: the last ones, which see the most keys; else evenly spaced) */
   probeRows: number[];
   window: number;
   winLo: number;
@@ -267,7 +268,9 @@ function authorsPlan(p: PlanParams): AuthorsPlan {
   const recurse = (subs: { start: number; real: number; pads: number }[]) => {
     const n = subs[0].real + subs[0].pads;
     if (n <= p.minSeqLen) {
-      for (const s of subs) if (s.real > 0) plan.leaves.push({ start: s.start, rows: s.real, kStart: offset + s.start, keys: s.real });
+      for (const s of subs) {
+        if (s.real > 0) plan.leaves.push({ start: s.start, rows: s.real, kStart: offset + s.start, keys: s.real });
+      }
       return;
     }
     const n2 = n + (n % 2);
@@ -290,7 +293,9 @@ function authorsPlan(p: PlanParams): AuthorsPlan {
   recurse([{ start: 0, real: p.nq, pads: 0 }]);
   // Queries in both halves of a level: the recursion over their own square, and every query
   // against the level's keys before it in one non-causal step.
-  if (offset > start) plan.steps.push(nonCausal([{ qStart: 0, qReal: p.nq, qPads: 0, kStart: start }], p.nq, offset - start, true));
+  if (offset > start) {
+    plan.steps.push(nonCausal([{ qStart: 0, qReal: p.nq, qPads: 0, kStart: start }], p.nq, offset - start, true));
+  }
   return plan;
 }
 

@@ -4,7 +4,7 @@
 import type { CostClass, Device } from './ops.ts';
 import type { Output } from './options.ts';
 import type { Explanation } from './scheduler/cost.ts';
-import type { GPUTensor, Tensor } from './tensor.ts';
+import type { Float16Tensor, GPUTensor, Tensor } from './tensor.ts';
 import type { Verification } from './verification.ts';
 
 /** What a call with profile: true reports: its plan, and each step's measured time. */
@@ -25,6 +25,11 @@ export interface AttentionResult {
    * measured (absent with tolerance Infinity, and for exactAttention)
    */
   verification?: Verification;
+}
+
+/** The result of a call with outputDtype 'float16': out's values as float16, lse float32. */
+export interface Float16AttentionResult extends Omit<AttentionResult, 'out'> {
+  out: Float16Tensor & { dtype: 'float16' };
 }
 
 /** The result of a call with output 'gpu': new buffers on the call's device, the caller's to destroy. */

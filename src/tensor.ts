@@ -1,15 +1,30 @@
 // Tensors as the API takes them ({ data, shape } on the host, { data, dims } as
 // onnxruntime-web and transformers.js tensors carry them, or { buffer, shape } on a WebGPU
-// device; row-major [B, H, N, D]) and the checks that turn a malformed one into a clear error
-// before anything is computed.
+// device; row-major [B, H, N, D]; host data float32, or float16 decoded on entry) and the
+// checks that turn a malformed one into a clear error before anything is computed.
 import { describeChoice, describeValue } from './describe.ts';
 import { HyperAttentionError } from './errors.ts';
+import { decodeFloat16, float16Bits, type Float16Data } from './float16.ts';
 import { MAX_SAMPLE_SIZE, type WebGPUBufferLike } from './options.ts';
 import { canShrink, isShared, isTypedArray } from './owned.ts';
+import { inSlices, SLICE_ELEMENTS } from './slices.ts';
 
 export interface Tensor {
   data: Float32Array;
   shape: readonly number[];
+}
+
+/**
+ * A float16 host tensor: a Float16Array (where the runtime has one), or the float16 bits in
+ * a Uint16Array, which must say `dtype: 'float16'` (an untagged Uint16Array is rejected,
+ * never guessed). Decoded into float32 when the call is made (the kernels compute in
+ * float32, and a float16 value is exactly a float32 one), so the caller may reuse it as
+ * soon as the call returns; the decoded copy takes twice the float16 data's memory.
+ */
+export interface Float16Tensor {
+  data: Float16Data;
+  shape: readonly number[];
+  dtype?: 'float16';
 }
 
 /** A float32 tensor in a GPUBuffer (row-major, from byte 0), for device-resident I/O. */
@@ -21,19 +36,21 @@ export interface GPUTensor {
 
 /**
  * A host tensor that names its shape `dims`: onnxruntime-web's `ort.Tensor` (of type
- * 'float32', on the CPU) and transformers.js's `Tensor` pass as they are.
+ * 'float32' or 'float16', on the CPU) and transformers.js's `Tensor` pass as they are.
+ * float16 data is a Float16Array, or bits in a Uint16Array with type 'float16' (as
+ * onnxruntime gives them), decoded as in Float16Tensor.
  */
 export interface DimsTensor {
-  data: Float32Array;
+  data: Float32Array | Float16Data;
   dims: readonly number[];
-  type?: 'float32';
+  type?: 'float32' | 'float16';
 }
 
 /** A tensor as the rest of the library reads it, after toInputTensor. */
 export type InputTensor = Tensor | GPUTensor;
 
 /** Anything hyperAttention and exactAttention take as q, k or v. */
-export type TensorLike = Tensor | DimsTensor | GPUTensor;
+export type TensorLike = Tensor | Float16Tensor | DimsTensor | GPUTensor;
 
 export function isHostTensor(t: InputTensor): t is Tensor {
   return !('buffer' in t);
@@ -84,28 +101,61 @@ export function toInputTensor(name: string, t: unknown): InputTensor {
   };
   const shapeKey = shapeField === undefined && dims !== undefined ? 'dims' : 'shape';
   const shape = checkShape(name, shapeKey === 'dims' ? dims : shapeField, shapeKey);
-  for (const [key, value] of [['type', type], ['dtype', dtype]] as const) {
-    if (value !== undefined && value !== 'float32') {
-      const hint = value === 'float16' ? '; float16 is not supported yet: convert with Float32Array.from(data)' : '';
-      throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: only 'float32' tensors are supported, got ${describeChoice(value)}${hint}`);
-    }
-  }
+  const tag = dtypeOf(name, type, dtype);
   // tf.js: `data` is an async method and `dataSync` its blocking twin; the values live on its backend.
   if (typeof dataSync === 'function' || typeof data === 'function') {
     throw new HyperAttentionError('INVALID_SHAPE', `${name}: a tf.js-style tensor (its values are on its backend, data is a method): pass { data: await ${name}.data(), shape: ${name}.shape } (a float32 tensor's data() is a Float32Array)`);
   }
-  if (!isTypedArray(data, 'Float32Array')) {
-    throw new HyperAttentionError('INVALID_SHAPE', `${name}.data: expected a Float32Array, got ${describeValue(data)}`);
+  const half = float16Data(name, data, tag);
+  if (!half && !isTypedArray(data, 'Float32Array')) {
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}.data: expected a Float32Array (or float16: a Float16Array, or a Uint16Array of float16 bits with dtype: 'float16'), got ${describeValue(data)}`);
   }
+  const values: Float32Array | Float16Data = half ?? (data as Float32Array);
   const size = elements(shape);
+  const width = half ? 2 : 4;
   // byteLength too: Node 20's V8, once a resizable buffer has been used, can report a
   // detached array's former length from optimised code (its byteLength is right).
-  if (data.length !== size || data.byteLength !== size * 4) {
+  if (values.length !== size || values.byteLength !== size * width) {
     // A transferred (detached) buffer reads as length 0: say so rather than leave a puzzle.
-    const detached = data.byteLength === 0 && data.byteOffset === 0 && data.buffer.byteLength === 0 ? ' (its ArrayBuffer is detached)' : '';
-    throw new HyperAttentionError('INVALID_SHAPE', `${name}: ${shapeKey} ${describeValue(shape)} needs ${size} elements, data has ${data.byteLength / 4}${detached}`);
+    const detached = values.byteLength === 0 && values.byteOffset === 0 && values.buffer.byteLength === 0 ? ' (its ArrayBuffer is detached)' : '';
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}: ${shapeKey} ${describeValue(shape)} needs ${size} elements, data has ${values.byteLength / width}${detached}`);
   }
-  return { data: canShrink(data) ? data.slice() : data, shape };
+  if (half) return { data: decodeFloat16(name, float16Bits(half)), shape };
+  const float32 = data as Float32Array;
+  return { data: canShrink(float32) ? float32.slice() : float32, shape };
+}
+
+/** The tensor's dtype from its `type` (onnxruntime's name) or `dtype`, undefined where it gives none. */
+function dtypeOf(name: string, type: unknown, dtype: unknown): 'float32' | 'float16' | undefined {
+  for (const [key, value] of [['type', type], ['dtype', dtype]] as const) {
+    if (value !== undefined && value !== 'float32' && value !== 'float16') {
+      throw new HyperAttentionError('INVALID_SHAPE', `${name}.${key}: only 'float32' and 'float16' tensors are supported, got ${describeChoice(value)}`);
+    }
+  }
+  if (type !== undefined && dtype !== undefined && type !== dtype) {
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}: type ${describeChoice(type)} and dtype ${describeChoice(dtype)} disagree`);
+  }
+  return (dtype ?? type) as 'float32' | 'float16' | undefined;
+}
+
+/**
+ * The data when it is float16 (a Float16Array untagged or tagged 'float16', or a Uint16Array
+ * tagged 'float16'), undefined when it should be float32; a Uint16Array without the tag, or
+ * data of another dtype than the tag says, is an error: bits are never guessed to be float16.
+ */
+function float16Data(name: string, data: unknown, tag: 'float32' | 'float16' | undefined): Float16Data | undefined {
+  const kind = isTypedArray(data, 'Float16Array') ? 'Float16Array' : isTypedArray(data, 'Uint16Array') ? 'Uint16Array' : undefined;
+  if (tag === 'float16' ? kind !== undefined : kind === 'Float16Array' && tag === undefined) return data as Float16Data;
+  if (kind === 'Uint16Array') {
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}.data: a Uint16Array is taken only as float16 bits, and only when the tensor says so: pass { data, shape, dtype: 'float16' } (onnxruntime's 'float16' tensors say type: 'float16'); other 16-bit data is not supported`);
+  }
+  if (kind === 'Float16Array') {
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}: data is a Float16Array but the tensor says 'float32': leave the dtype out or say 'float16'`);
+  }
+  if (tag === 'float16') {
+    throw new HyperAttentionError('INVALID_SHAPE', `${name}: the tensor says 'float16', so data must be a Float16Array or a Uint16Array of float16 bits, got ${describeValue(data)}`);
+  }
+  return undefined;
 }
 
 /**
@@ -140,6 +190,9 @@ export function checkShape(name: string, given: unknown, key = 'shape'): number[
 
 /** What can be checked without a readback: dtype, size and usage (not the values). */
 function checkGPUTensor(name: string, buffer: unknown, dtype: unknown, shape: readonly number[], size: number): asserts buffer is WebGPUBufferLike {
+  if (dtype === 'float16') {
+    throw new HyperAttentionError('UNSUPPORTED', `${name}.dtype: float16 GPU tensors are not supported (the WebGPU kernels read float32 buffers): convert to float32 on the device, or pass the values from the host as float16 ({ data: Uint16Array or Float16Array, shape, dtype: 'float16' })`);
+  }
   if (dtype !== undefined && dtype !== 'float32') {
     throw new HyperAttentionError('INVALID_SHAPE', `${name}.dtype: only 'float32' GPU tensors are supported, got ${describeValue(dtype)}`);
   }
@@ -168,10 +221,38 @@ export function attentionShape(q: unknown, k: unknown, v: unknown, causal: boole
   // GPU tensors are not checked: that would need a readback, which is what they avoid.
   const max = { q: 0, k: 0, v: 0 };
   for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) if (isHostTensor(t)) max[name] = finiteMaxAbs(name, t.data);
+  boundValues(shape, [q, k, v], max, scale);
+  return shape;
+}
+
+/**
+ * The values of a call's q, k and v (each checked on its own, their shapes together: shape)
+ * checked as attentionShape checks them, in time slices of the calling thread (slices.ts).
+ */
+export async function checkValues(
+  qkv: readonly InputTensor[], shape: AttentionShape, scale: number | undefined, signal?: AbortSignal,
+): Promise<void> {
+  const max = { q: 0, k: 0, v: 0 };
+  for (const [i, name] of (['q', 'k', 'v'] as const).entries()) {
+    const t = qkv[i];
+    if (!isHostTensor(t)) continue;
+    await inSlices(t.data.length, SLICE_ELEMENTS, (from, to) => {
+      max[name] = Math.max(max[name], finiteMaxAbs(name, t.data.subarray(from, to), from));
+    }, signal);
+  }
+  boundValues(shape, qkv, max, scale);
+}
+
+/** Rejects magnitudes that overflow, and records the call's bounds for readRows. */
+function boundValues(
+  shape: AttentionShape, qkv: readonly InputTensor[], max: { q: number; k: number; v: number }, scale: number | undefined,
+): void {
   const bounds = { shape, scale: scale ?? 1 / Math.sqrt(shape.d), max };
   checkMagnitudes(shape, max, bounds.scale);
-  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) if (isHostTensor(t)) checked.set(t, { name, bounds });
-  return shape;
+  for (const [i, name] of (['q', 'k', 'v'] as const).entries()) {
+    const t = qkv[i];
+    if (isHostTensor(t)) checked.set(t, { name, bounds });
+  }
 }
 
 /** What attentionShape found of a host input: its name, and the call's bounds its values must keep to while the call reads them. */
@@ -300,11 +381,12 @@ export function checkFinite(name: string, data: Float32Array): void {
 }
 
 /**
- * max |x| over data; throws NON_FINITE_INPUT naming the first NaN or infinity. One
- * branch-free pass (x * 0 is NaN exactly for a non-finite x, and poisons the sum), two
- * elements at a time: it scans every input of a call before any work, 12 M values at 64k.
+ * max |x| over data; throws NON_FINITE_INPUT naming the first NaN or infinity (its index
+ * plus `at`: where data starts in the tensor). One branch-free pass (x * 0 is NaN exactly
+ * for a non-finite x, and poisons the sum), two elements at a time: it scans every input of
+ * a call before any work, 12 M values at 64k.
  */
-export function finiteMaxAbs(name: string, data: Float32Array): number {
+export function finiteMaxAbs(name: string, data: Float32Array, at = 0): number {
   const n = data.length;
   let even = 0;
   let odd = 0;
@@ -324,15 +406,17 @@ export function finiteMaxAbs(name: string, data: Float32Array): number {
     poison += data[i] * 0;
   }
   if (poison !== 0) {
-    const at = data.findIndex((x) => x - x !== 0);
-    throw new HyperAttentionError('NON_FINITE_INPUT', `${name}: element ${at} is ${data[at]}; inputs must be finite`);
+    const first = data.findIndex((x) => x - x !== 0);
+    throw new HyperAttentionError('NON_FINITE_INPUT', `${name}: element ${at + first} is ${data[first]}; inputs must be finite`);
   }
   return Math.max(even, odd);
 }
 
-/** Whether every value is finite (the check of finiteMaxAbs, without the maximum). */
-export function allFinite(data: Float32Array): boolean {
+/** Whether every value is finite (the check of finiteMaxAbs, without the maximum), in time slices (slices.ts). */
+export async function allFinite(data: Float32Array, signal?: AbortSignal): Promise<boolean> {
   let poison = 0;
-  for (let i = 0; i < data.length; i++) poison += data[i] * 0;
+  await inSlices(data.length, SLICE_ELEMENTS, (from, to) => {
+    for (let i = from; i < to; i++) poison += data[i] * 0;
+  }, signal);
   return poison === 0;
 }

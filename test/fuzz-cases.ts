@@ -6,6 +6,7 @@
 import { lateAfter, scaled } from '../scripts/pace.mjs';
 import { HyperAttentionError, exactAttention, hyperAttention, type ErrorCode } from '../src/index.ts';
 import { Xoshiro128 } from '../src/random.ts';
+import { referenceDecodeAll, referenceEncodeAll } from './float16-reference.ts';
 import { referenceAttention } from './reference.ts';
 import { randomTensor } from './util.ts';
 
@@ -124,6 +125,7 @@ const OPTION_VALUES: Record<string, { bad: unknown[]; ok?: unknown[] }> = {
   backend: { bad: [null, 'tpu', 'CPU', 1, {}, true, 'gpu'] },
   device: { bad: [null, {}, 'gpu', 1, { queue: {} }] },
   output: { bad: [null, 'disk', 1, 'gpu', 'GPU'] },
+  outputDtype: { bad: [null, 'float64', 'f16', 'half', 'FLOAT16', 16, {}, true], ok: ['float32', 'float16'] },
   onProgress: { bad: [null, 1, 'f', {}, true] },
   profile: { bad: [null, 1, 'yes', {}], ok: [true, false] },
   blockSize: { bad: [0, -1, 1.5, NaN, Infinity, 2 ** 31, 2 ** 32 + 16, 65537, 1n, '16', null, [16]], ok: [1, 65536] },
@@ -140,7 +142,7 @@ const OPTION_VALUES: Record<string, { bad: unknown[]; ok?: unknown[] }> = {
   tolerance: { bad: [-1, -Infinity, NaN, -1e-9, 1n, '0.1', null, [0.1], {}, true], ok: [0, 1e-300, 0.1, Infinity] },
   checkRows: { bad: [0, 7, 4097, -1, 1.5, NaN, Infinity, 2 ** 31, 1n, '64', null], ok: [8, 4096] },
 };
-const EXACT_KEYS = new Set(['causal', 'scale', 'backend', 'device', 'output', 'onProgress', 'profile', 'threads', 'signal', 'worker']);
+const EXACT_KEYS = new Set(['causal', 'scale', 'backend', 'device', 'output', 'outputDtype', 'onProgress', 'profile', 'threads', 'signal', 'worker']);
 
 const userError = new Error('the caller\'s own error');
 
@@ -309,6 +311,49 @@ export function makeCase(seed: number, index: number): Case {
         ...(valid.expect === 'either' ? { expect: 'typed', codes: [detach ? 'INVALID_SHAPE' : 'NON_FINITE_INPUT', 'INVALID_OPTION'] } : {}),
       };
     }
+    case 11: { // float16: inputs as tagged bits, out as float16, and their errors
+      const which = pick(rng, ['q', 'k', 'v'] as const);
+      const t = valid[which] as { data: Float32Array; shape: number[] };
+      const bits = referenceEncodeAll(t.data);
+      const outputDtype = rng.nextBelow(2) === 0 ? { outputDtype: 'float16' } : {};
+      switch (rng.nextBelow(5)) {
+        case 0:
+        case 1: { // one, two or all three inputs in float16, tagged one way or another, the reference on their values
+          const chosen = (['q', 'k', 'v'] as const).filter((name) => name === which || rng.nextBelow(2) === 0);
+          const half: Record<string, unknown> = {};
+          const reference: Record<string, { data: Float32Array }> = {};
+          for (const name of ['q', 'k', 'v'] as const) {
+            const x = valid[name] as { data: Float32Array; shape: number[] };
+            if (!chosen.includes(name)) {
+              reference[name] = x;
+              continue;
+            }
+            const b = referenceEncodeAll(x.data);
+            half[name] = rng.nextBelow(2) === 0 ? { data: b, shape: x.shape, dtype: 'float16' } : { data: b, dims: x.shape, type: 'float16' };
+            reference[name] = { data: referenceDecodeAll(b) };
+          }
+          return {
+            ...valid, label: `float16 ${chosen.join(', ')} ${JSON.stringify(outputDtype)}`, ...half, options: { ...(options as object), ...outputDtype },
+            reference: reference as Case['reference'],
+          };
+        }
+        case 2: // a Uint16Array without the float16 tag
+          return { ...valid, label: `untagged Uint16Array ${which}`, [which]: { data: bits, shape: t.shape }, expect: 'typed', codes: ['INVALID_SHAPE'] };
+        case 3: { // Infinity or NaN in float16 bits
+          bits[rng.nextBelow(bits.length)] = pick(rng, [0x7c00, 0xfc00, 0x7e00, 0xfe01, 0x7c01]);
+          return {
+            ...valid, label: `float16 non-finite in ${which}`, [which]: { data: bits, shape: t.shape, dtype: 'float16' }, expect: 'typed', codes: ['NON_FINITE_INPUT'],
+          };
+        }
+        default: { // v beyond float16's range with outputDtype 'float16': exact attention's out is v's mean
+          const v = valid.v as { data: Float32Array; shape: number[] };
+          return {
+            ...valid, label: "v at 1e6 with outputDtype 'float16'", v: { data: new Float32Array(v.data.length).fill(1e6), shape: v.shape },
+            options: { ...(options as object), outputDtype: 'float16' }, expect: valid.exact ? 'typed' : 'either', codes: ['INPUT_OVERFLOW', 'INVALID_OPTION'],
+          };
+        }
+      }
+    }
     case 12: { // inputs and options that say one thing when checked and another later
       const which = pick(rng, ['q', 'k', 'v'] as const);
       const t = valid[which] as { data: Float32Array; shape: number[] };
@@ -427,6 +472,7 @@ function validity(key: string, value: unknown): 'valid' | 'invalid' | 'maybe' {
       case 'onProgress': return typeof value === 'function';
       case 'tolerance': return typeof value === 'number' && value >= 0;
       case 'checkRows': return isInt(8, 4096);
+      case 'outputDtype': return value === 'float32' || value === 'float16';
       default: return false;
     }
   })();
@@ -469,15 +515,27 @@ function finite(a: Float32Array): boolean {
   return true;
 }
 
+/** out's values: a Float32Array, or with outputDtype 'float16' float16 (bits in a Uint16Array, or a Float16Array) decoded. */
+function outValues(c: Case, out: { data?: unknown; dtype?: unknown } | undefined): Float32Array | string {
+  const half = (c.options as { outputDtype?: unknown } | undefined)?.outputDtype === 'float16';
+  const data = out?.data;
+  if (!half) return data instanceof Float32Array ? data : 'out is not a Float32Array';
+  const Float16 = (globalThis as { Float16Array?: new () => ArrayBufferView }).Float16Array;
+  if (out?.dtype !== 'float16' || !(Float16 ? data instanceof Float16 : data instanceof Uint16Array)) return "out of outputDtype 'float16' is not float16";
+  const view = data as Uint16Array;
+  return referenceDecodeAll(new Uint16Array(view.buffer, view.byteOffset, view.length));
+}
+
 function checkResult(c: Case, r: unknown): string | undefined {
-  const result = r as { out?: { data?: unknown; shape?: unknown }; lse?: { data?: unknown; shape?: unknown } };
-  if (!(result?.out?.data instanceof Float32Array) || !(result?.lse?.data instanceof Float32Array)) return 'result is not { out, lse } of Float32Arrays';
-  const out = result.out.data;
+  const result = r as { out?: { data?: unknown; shape?: unknown; dtype?: unknown }; lse?: { data?: unknown; shape?: unknown } };
+  const out = outValues(c, result?.out);
+  if (typeof out === 'string') return out;
+  if (!(result?.lse?.data instanceof Float32Array)) return 'lse is not a Float32Array';
   const lse = result.lse.data;
   const p = c.problem;
   if (!p) return undefined;
   const outShape = [p.B, p.H, p.nq, p.dv];
-  if (JSON.stringify(result.out.shape) !== JSON.stringify(outShape) || out.length !== p.B * p.H * p.nq * p.dv) return `out shape ${JSON.stringify(result.out.shape)}, expected ${JSON.stringify(outShape)}`;
+  if (JSON.stringify(result.out?.shape) !== JSON.stringify(outShape) || out.length !== p.B * p.H * p.nq * p.dv) return `out shape ${JSON.stringify(result.out?.shape)}, expected ${JSON.stringify(outShape)}`;
   if (lse.length !== p.B * p.H * p.nq) return `lse length ${lse.length}`;
   if (!finite(out) || !finite(lse)) return 'non-finite values in the result';
   if (!c.exact) return undefined;
@@ -495,7 +553,8 @@ function checkResult(c: Case, r: unknown): string | undefined {
   // A dot product of d terms rounds by up to about d · eps · (the sum of its terms' sizes).
   for (let i = 0; i < lse.length; i++) lseErr = Math.max(lseErr, Math.abs(lse[i] - ref.lse[i]) / (Math.max(1, Math.abs(ref.lse[i])) + 1e4 * p.d * terms * 2 ** -24));
   // Inputs N(0, 1), scores up to a few hundred: these bounds are loose enough for rounding
-  // and far below any real defect (a wrong key or row moves the result by O(1)).
+  // (a float16 out's included: at most 2^-11 of |out| <= max|v|) and far below any real
+  // defect (a wrong key or row moves the result by O(1)).
   if (!(outErr <= 1e-3) || !(lseErr <= 1e-4)) return `differs from the reference: max |out err| / max|v| ${outErr}, max relative lse err ${lseErr}`;
   return undefined;
 }

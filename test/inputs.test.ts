@@ -1,7 +1,7 @@
 // What the API takes as input besides { data, shape } in [B, H, N, D]: `dims` tensors
 // (onnxruntime-web's ort.Tensor, transformers.js), layout 'bnhd', and the errors that
-// explain a tensor it cannot take (tf.js, float16, onnxruntime on a GPU, 'bnhd' on GPU
-// buffers). Numbers are checked against the float64 reference on fresh random inputs, and
+// explain a tensor it cannot take (tf.js, untagged 16-bit data, float16 GPU buffers,
+// onnxruntime on a GPU, 'bnhd' on GPU buffers); float16 itself is test/float16.test.ts. Numbers are checked against the float64 reference on fresh random inputs, and
 // 'bnhd' against the same call in 'bhnd', which must agree bit for bit.
 import * as ort from 'onnxruntime-web';
 import { suite } from './suite.ts';
@@ -114,14 +114,14 @@ const gpuTensor = { buffer: { size: 64 * 32 * 4, usage: 0x4 | 0x8 | 0x80, destro
 test('errors: tensors of other libraries and other dtypes', async () => {
   const tfLike = { shape: [1, 2, 64, 16], dtype: 'float32', data: async () => q.data, dataSync: () => q.data };
   await rejects('INVALID_SHAPE', /tf\.js.*pass \{ data: await q\.data\(\), shape: q\.shape \}/, call(tfLike, k, v));
-  const half = new ort.Tensor('float16', new Uint16Array(q.data.length), q.shape);
-  await rejects('INVALID_SHAPE', /k\.type: only 'float32' tensors are supported, got "float16".*not supported yet/, call(q, half, v));
-  await rejects('INVALID_SHAPE', /v\.dtype: only 'float32'.*"float64"/, call(q, k, { ...v, dtype: 'float64' }));
+  await rejects('INVALID_SHAPE', /v\.dtype: only 'float32' and 'float16'.*"float64"/, call(q, k, { ...v, dtype: 'float64' }));
+  await rejects('INVALID_SHAPE', /k\.data: a Uint16Array is taken only as float16 bits.*dtype: 'float16'/, call(q, { data: new Uint16Array(k.data.length), shape: k.shape }, v));
+  await rejects('UNSUPPORTED', /k\.dtype: float16 GPU tensors are not supported/, call(q, { ...gpuTensor, dtype: 'float16' }, v, { device }));
   const onGpu = { dims: q.shape, type: 'float32', location: 'gpu-buffer', get data() { throw new Error('not on the CPU'); } };
   await rejects('INVALID_SHAPE', /onnxruntime tensor on 'gpu-buffer'.*getData\(\)/, call(onGpu, k, v));
   await rejects('INVALID_SHAPE', /q\.dims: expected 4 dimensions/, call({ data: q.data, dims: [2, 64, 16] }, k, v));
   await rejects('INVALID_SHAPE', /q: dims \[1, 2, 64, 8\] needs 1024 elements, data has 2048/, call({ data: q.data, dims: [1, 2, 64, 8] }, k, v));
-  await rejects('INVALID_SHAPE', /q\.data: expected a Float32Array, got a Float64Array of length 2048/, call({ data: Float64Array.from(q.data), dims: q.shape }, k, v));
+  await rejects('INVALID_SHAPE', /q\.data: expected a Float32Array \(or float16: .*\), got a Float64Array of length 2048/, call({ data: Float64Array.from(q.data), dims: q.shape }, k, v));
 });
 
 test('errors: layout', async () => {

@@ -2,7 +2,8 @@
 // accurate mode, the authors' modes; causal or not; GQA; Nq != Nk), 32 calls in flight
 // equal to the same calls one at a time, cancellation through `signal` (before, during,
 // after a call, on one thread and on several), a worker that dies or fails, Node and Deno
-// processes that exit on their own after threaded calls, and the new options' validation.
+// processes that exit on their own after threaded calls, the new options' validation, and
+// thread counts above the cores capped on the shared workers (counted, not timed).
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,6 +13,7 @@ import * as assert from 'uvu/assert';
 import {
   configureThreads, exactAttention, hyperAttention, HyperAttentionError, type AttentionResult, type HyperOptions, type Tensor,
 } from '../src/index.ts';
+import { reportedCores } from '../src/threads/config.ts';
 import { threadPool, type ThreadPool } from '../src/threads/pool.ts';
 import { rejects } from './rejects.ts';
 import { randomTensor } from './util.ts';
@@ -234,6 +236,36 @@ test('threads, signal and worker: bad values rejected with INVALID_OPTION', asyn
   for (const bad of [{ threads: 0 }, { threads: 3.5 }, { threads: '4' }, { worker: 1 }, { cores: 2 }, null, 'x']) {
     assert.throws(() => configureThreads(bad as never), (e: unknown) => (e as HyperAttentionError).code === 'INVALID_OPTION');
   }
+});
+
+test('threads above the cores: capped at the cores on the shared workers, none started per distinct count; the plan says so', async () => {
+  const cores = await reportedCores();
+  const p = await pool();
+  const q = randomTensor([1, 2, 256, 64], 13);
+  const base = await exactAttention(q, q, q, { backend: 'cpu' });
+  const started = p.started;
+  const capped = await exactAttention(q, q, q, { backend: 'cpu', threads: 256, profile: true });
+  sameBits(capped, base, 'threads 256');
+  assert.ok(p.size <= cores, `${p.size} workers on ${cores} cores`);
+  assert.is(capped.profile!.plan.threads, Math.min(256, cores));
+  if (cores < 256) assert.match(capped.profile!.plan.reason, new RegExp(`on ${cores} threads? \\(threads 256 asked, capped at the ${cores} cores?\\)`));
+  // Every count, on calls of both kinds, runs on the workers already there.
+  for (const threads of [3, 5, 17, 64, 255, 256]) {
+    sameBits(await exactAttention(q, q, q, { backend: 'cpu', threads }), base, `threads ${threads}`);
+    await hyperAttention(q, q, q, { backend: 'cpu', threads, minSeqLen: 64 });
+  }
+  try {
+    configureThreads({ threads: 256 });
+    const configured = await exactAttention(q, q, q, { backend: 'cpu', profile: true });
+    if (cores < 256) assert.match(configured.profile!.plan.reason, /threads 256 asked, capped/);
+  } finally {
+    configureThreads({ threads: null });
+  }
+  assert.is(p.started, started, 'workers started after the first call');
+  assert.ok(p.size <= cores);
+  // The default asks for nothing: no cap to report.
+  const plain = await exactAttention(q, q, q, { backend: 'cpu', profile: true });
+  assert.not.match(plain.profile!.plan.reason, /capped/);
 });
 
 test('configureThreads sets the default thread count of calls that do not choose', async () => {

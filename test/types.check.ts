@@ -1,11 +1,12 @@
 // Type-level checks of the public API: `npm run typecheck` compiles this file and nothing
 // runs it. A call's result type follows its options' type: a typed HyperOptions variable
 // gives AttentionResult (issue 14: it used to fall through to the union), only
-// output: 'gpu' gives GPUAttentionResult, and a wide Output the union.
+// output: 'gpu' gives GPUAttentionResult, outputDtype: 'float16' Float16AttentionResult,
+// and a wide Output the union.
 import type * as ort from 'onnxruntime-web';
 import {
   exactAttention, hyperAttention, type AttentionResult, type DimsTensor, type ExactOptions, type GPUAttentionResult,
-  type HyperOptions, type Output, type Tensor, type WebGPUDeviceLike,
+  type Float16AttentionResult, type Float16Data, type HyperOptions, type Output, type Tensor, type WebGPUDeviceLike,
 } from '../src/index.ts';
 
 /** true exactly when A and B are the same type (not merely assignable). */
@@ -43,6 +44,15 @@ export async function resultTypes(): Promise<void> {
   const eitherExact = await exactAttention(q, q, q, wideOpts);
   same<typeof eitherExact, AttentionResult | GPUAttentionResult>(true);
 
+  const half = await hyperAttention(q, q, q, { outputDtype: 'float16' });
+  same<typeof half, Float16AttentionResult>(true);
+  same<typeof half.out.data, Float16Data>(true);
+  same<typeof half.lse.data, Float32Array>(true);
+  const halfExact = await exactAttention(q, q, q, { outputDtype: 'float16', causal: true });
+  same<typeof halfExact, Float16AttentionResult>(true);
+  const float32 = await exactAttention(q, q, q, { outputDtype: 'float32' });
+  same<typeof float32, AttentionResult>(true);
+
   // @ts-expect-error a GPU result is not a host result
   const wrong: AttentionResult = await hyperAttention(q, q, q, { device, output: 'gpu' });
   void wrong;
@@ -54,6 +64,9 @@ export async function inputTypes(): Promise<void> {
   const r = await hyperAttention(ortTensor, ortTensor, ortTensor, { layout: 'bnhd' });
   same<typeof r, AttentionResult>(true);
   await exactAttention({ data: q.data, dims: [1, 1, 4, 4] }, q, q);
+  // float16: bits in a Uint16Array tagged as onnxruntime tags them, or with dtype.
+  same<ort.TypedTensor<'float16'> extends DimsTensor ? true : false, true>(true);
+  await exactAttention({ data: new Uint16Array(16), dims: [1, 1, 4, 4], type: 'float16' }, { data: new Uint16Array(16), shape: [1, 1, 4, 4], dtype: 'float16' }, q);
 
   // @ts-expect-error unknown option names are still rejected (no generic widening of the options)
   await hyperAttention(q, q, q, { causall: true });

@@ -56,7 +56,8 @@ function transferables(value: unknown): Transferable[] {
   if (typeof value !== 'object' || value === null) return found;
   for (const part of [(value as { out?: unknown }).out, (value as { lse?: unknown }).lse]) {
     const data = (part as { data?: unknown } | undefined)?.data;
-    if (data instanceof Float32Array && data.buffer instanceof ArrayBuffer && data.byteLength === data.buffer.byteLength) found.push(data.buffer);
+    // (out is a Float32Array, or with outputDtype 'float16' a Uint16Array or Float16Array)
+    if (ArrayBuffer.isView(data) && data.buffer instanceof ArrayBuffer && data.byteLength === data.buffer.byteLength) found.push(data.buffer);
   }
   return found;
 }

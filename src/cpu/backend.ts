@@ -2,10 +2,11 @@
 // (a bump arena, released after each call), ops call the AssemblyScript kernels. Each
 // op's transient scratch sits just above the arena's top.
 //
-// The attention ops run as jobs over disjoint rows (blocks, buckets): on one thread in
-// turn, yielding to the event loop between jobs now and then (so that an abort or a page
-// event gets through), or with threads over a shared memory, claimed by the pool's
-// workers, each with its own scratch. A row's result never depends on which job or thread
+// The attention ops (and merges) run as jobs over disjoint rows (blocks, buckets) of about
+// JOB_MS each: on one thread in turn, giving the event loop a turn between jobs once a time
+// slice is due (slices.ts: so that an abort, a timer or a page event gets through), or with
+// threads over a shared memory, claimed by the pool's workers, each with its own scratch;
+// an abort stops the jobs not yet started. A row's result never depends on which job or thread
 // computed it: results are bit-identical for every thread count.
 import { abortedError, HyperAttentionError } from '../errors.ts';
 import type {
@@ -17,6 +18,7 @@ import type {
 import { heaviest } from '../heavy.ts';
 import { stopBatch, type ThreadPool } from '../threads/pool.ts';
 import { WRITE_CODES } from '../codes.ts';
+import { inSlices, SLICE_ELEMENTS, sliceDue, turn } from '../slices.ts';
 import {
   bestFlavour, callKernel, instantiateKernels, kernelArgIndexes, kernelArgs, renewKernels, type KernelArgs, type KernelExports,
   type KernelFlavour, type KernelName, type KernelParam,
@@ -36,15 +38,28 @@ export interface CpuThreads {
 const PAGE = 65536;
 const ALIGN = 64;
 /**
- * Attention jobs split rows at multiples of this: a job's rows go through the attention core
- * in chunks of up to QC rows (assembly/attention.ts), so a 64-row job is one short chunk.
+ * Attention jobs split rows at multiples of this where such a job is short enough: a job's
+ * rows go through the attention core in chunks of up to QC rows (assembly/attention.ts),
+ * each reading every key tile once, so a 64-row job is one short chunk.
  */
 const CORE_ROWS = 64;
+/**
+ * Rows of one micro-tile of the attention core (MR in assembly/attention.ts), the finest
+ * split of an attention job whose 64 rows would take longer than JOB_FLOPS (long keys,
+ * large d): a row's result never depends on the rows it shares a job with.
+ */
+const MICRO_ROWS = 4;
 /**
  * Rows of one window chunk (WC in assembly/accurate.ts): a chunk's keys are the union of its
  * rows' windows, so window jobs split rows only at its multiples.
  */
 const WINDOW_ROWS = 32;
+/**
+ * About 5 ms of attention on one core: the most one job does where its rows allow, so that
+ * an abort stops the workers (which finish the job they run) that soon, and so that on one
+ * thread the event loop waits no longer than a job for its turn.
+ */
+const JOB_FLOPS = 1.5e8;
 /**
  * Keys per part when a few query rows (at most CORE_ROWS: decoding) face at least twice as
  * many keys: each part is a job, so that the threads share the keys of one head instead of
@@ -58,12 +73,8 @@ const KEY_PART = 2048;
  * about what the arithmetic does when the rows are few.
  */
 const FEW_ROWS = 16;
-/** About 20 ms of attention on one core: the most one job does, so that an abort waits no longer. */
-const JOB_FLOPS = 5e8;
 /** Probe rows per job of the heavy-column probe: a fixed grouping, so that its sums do not depend on the threads. */
 const PROBE_ROWS = 4;
-/** On one thread, the longest run of jobs between two turns of the event loop. */
-const YIELD_MS = 25;
 
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
@@ -82,12 +93,10 @@ export class CpuBackend implements Backend {
   private readonly stop: { control?: Int32Array } = {};
   private readonly onAbort = () => stopBatch(this.stop);
   /**
-   * On one thread, whether ops give the event loop a turn every YIELD_MS (so that an abort,
-   * a timer or a page event gets through); the hybrid's backend does not: it needs each op
-   * done when it returns.
+   * On one thread, whether ops give the event loop a turn between jobs once a time slice is
+   * due (slices.ts); the hybrid's backend does not: it needs each op done when it returns.
    */
   yields = false;
-  private lastTurn = 0;
 
   constructor(wasm: KernelExports, flavour: KernelFlavour, group?: CpuThreads) {
     this.wasm = wasm;
@@ -110,7 +119,6 @@ export class CpuBackend implements Backend {
   /** Starts a call: its signal stops the jobs not yet started (the op then rejects with ABORTED). */
   begin(signal: AbortSignal | undefined): void {
     this.signal = signal;
-    this.lastTurn = performance.now();
     signal?.addEventListener('abort', this.onAbort);
   }
 
@@ -185,9 +193,12 @@ export class CpuBackend implements Backend {
   /**
    * Ranges [from, to) covering [0, total) in multiples of `grain` (the last may be shorter):
    * enough of them that each is about JOB_FLOPS at most and, with threads, that every
-   * thread gets several. `flopsPerUnit` prices one unit of the range.
+   * thread gets several. `flopsPerUnit` prices one unit of the range. Where `grain` units
+   * cost more than JOB_FLOPS, ranges are multiples of `minGrain` instead, as few as fit.
    */
-  private ranges(total: number, flopsPerUnit: number, grain: number): [number, number][] {
+  private ranges(total: number, flopsPerUnit: number, grain: number, minGrain = grain): [number, number][] {
+    const fit = Math.floor(JOB_FLOPS / flopsPerUnit);
+    if (fit < grain) grain = Math.max(minGrain, Math.floor(fit / minGrain) * minGrain);
     const byWork = Math.ceil((total * flopsPerUnit) / JOB_FLOPS);
     const wanted = Math.max(1, byWork, this.threads > 1 ? 4 * this.threads : 1);
     const size = Math.max(grain, Math.ceil(total / wanted / grain) * grain);
@@ -205,7 +216,8 @@ export class CpuBackend implements Backend {
   ): OpResult {
     if (this.signal?.aborted) throw abortedError(this.signal);
     const jobs = named.map((job) => kernelArgs(fn, job));
-    if (this.group && jobs.length > 1) {
+    // With threads, even one job goes to a worker: the calling thread only waits.
+    if (this.group) {
       const offsets = kernelArgIndexes(fn, perThread);
       this.reserve(scratch + stride * this.group.threads);
       const argc = jobs[0].length;
@@ -218,18 +230,13 @@ export class CpuBackend implements Backend {
     }
     this.reserve(scratch + stride);
     const kernel = this.wasm[fn];
-    const due = () => performance.now() - this.lastTurn > YIELD_MS;
     if (!this.yields) {
       for (const job of jobs) kernel(...job);
       return;
     }
     return (async () => {
       for (const job of jobs) {
-        if (due()) {
-          await nextTurn();
-          this.lastTurn = performance.now();
-          if (this.signal?.aborted) throw abortedError(this.signal);
-        }
+        if (sliceDue()) await turn(this.signal);
         kernel(...job);
       }
     })();
@@ -266,7 +273,7 @@ export class CpuBackend implements Backend {
     const scratch = this.top;
     const q = this.ptr(t.q, t.d);
     const { out, lse, write } = this.dst(t.dst, t.dv);
-    const jobs = this.ranges(t.nq, 2 * t.nk * (t.d + t.dv), CORE_ROWS).map(([r0, r1]) => ({
+    const jobs = this.ranges(t.nq, 2 * t.nk * (t.d + t.dv), CORE_ROWS, MICRO_ROWS).map(([r0, r1]) => ({
       q: q + r0 * t.d * 4, k: this.ptr(t.k, t.d), v: this.ptr(t.v, t.dv), nq: r1 - r0,
       // Causal rows never see keys past their own: a job's keys end at its last row's.
       nk: t.causal ? Math.min(t.nk, r1 + t.causalOffset) : t.nk, d: t.d, dv: t.dv, scale: t.scale,
@@ -346,15 +353,17 @@ export class CpuBackend implements Backend {
     this.reserve(scratch);
     new Int32Array(this.wasm.memory.buffer, samples, m).set(t.samples);
     const shared = { ...this.sortedRows(t), samples, m, lseOffset: t.lseOffset, scratch };
-    const jobs = this.ranges(t.nqSorted, 2 * m * (t.d + t.dv), CORE_ROWS).map(([qFrom, qTo]) => ({ ...shared, qFrom, qTo }));
+    const jobs = this.ranges(t.nqSorted, 2 * m * (t.d + t.dv), CORE_ROWS, MICRO_ROWS).map(([qFrom, qTo]) => ({ ...shared, qFrom, qTo }));
     return this.jobs('sampledAttention', jobs, scratch, this.attentionStride(t, m), ['scratch']);
   }
 
-  merge(t: MergeTask): void {
-    callKernel(this.wasm, 'mergeRows', {
-      dstOut: this.ptr(t.dst.out, t.dv), dstLse: this.ptr(t.dst.lse, 1), srcOut: this.ptr(t.src.out, t.dv),
-      srcLse: this.ptr(t.src.lse, 1), rows: t.rows, dv: t.dv, write: WRITE_CODES[t.dst.write],
-    });
+  merge(t: MergeTask): OpResult {
+    const [dstOut, dstLse, srcOut, srcLse] = [this.ptr(t.dst.out, t.dv), this.ptr(t.dst.lse, 1), this.ptr(t.src.out, t.dv), this.ptr(t.src.lse, 1)];
+    const jobs = this.ranges(t.rows, 16 * t.dv, CORE_ROWS).map(([r0, r1]) => ({
+      dstOut: dstOut + r0 * t.dv * 4, dstLse: dstLse + r0 * 4, srcOut: srcOut + r0 * t.dv * 4, srcLse: srcLse + r0 * 4,
+      rows: r1 - r0, dv: t.dv, write: WRITE_CODES[t.dst.write],
+    }));
+    return this.jobs('mergeRows', jobs, this.top, 0, []);
   }
 
   private head(t: AttentionInputs) {
@@ -400,18 +409,19 @@ export class CpuBackend implements Backend {
       nProbe: Math.min(PROBE_ROWS, t.count - g * PROBE_ROWS), causal: t.causal, causalOffset: t.causalOffset, sinks: t.sinks, winLo: t.winLo, win: t.window,
       mass: groups === 1 ? mass : partials + g * t.nk * 4, scratch,
     }));
-    const sum = () => {
-      if (groups === 1) return;
+    /** The partials' sums of columns [from, to), in group order. */
+    const sum = (from: number, to: number) => {
       const out = new Float32Array(this.wasm.memory.buffer, mass, t.nk);
       const all = new Float32Array(this.wasm.memory.buffer, partials, groups * t.nk);
-      out.set(all.subarray(0, t.nk));
+      out.set(all.subarray(from, to), from);
       for (let g = 1; g < groups; g++) {
         const part = all.subarray(g * t.nk, (g + 1) * t.nk);
-        for (let j = 0; j < t.nk; j++) out[j] = Math.fround(out[j] + part[j]);
+        for (let j = from; j < to; j++) out[j] = Math.fround(out[j] + part[j]);
       }
     };
+    const sums = () => (groups === 1 ? undefined : inSlices(t.nk, Math.max(1, Math.floor(SLICE_ELEMENTS / groups)), sum, this.signal));
     const ran = this.jobs('probeMass', jobs, scratch, align(t.nk * 4), ['scratch']);
-    return ran ? ran.then(sum) : sum();
+    return ran ? ran.then(sums) : sums();
   }
 
   heavy(t: HeavyTask): void {
@@ -432,7 +442,7 @@ export class CpuBackend implements Backend {
       ...this.head(t), cols: this.ptr(t.cols, 1), nCols: t.count, causal: t.causal, causalOffset: t.causalOffset,
       ...this.part(t.dst, t.dv), scratch, cache,
     };
-    const jobs = this.ranges(t.nq, 2 * t.count * (t.d + t.dv), CORE_ROWS).map(([qFrom, qTo]) => ({ ...shared, qFrom, qTo }));
+    const jobs = this.ranges(t.nq, 2 * t.count * (t.d + t.dv), CORE_ROWS, MICRO_ROWS).map(([qFrom, qTo]) => ({ ...shared, qFrom, qTo }));
     return this.jobs('accurateColumns', jobs, scratch, stride, cache ? ['scratch', 'cache'] : ['scratch']);
   }
 
@@ -477,7 +487,7 @@ export class CpuBackend implements Backend {
     const shared = {
       ...this.head(t), samples: list, m, ...this.mask(t.mask, t.nq, t.nk), sOut: out, sLse: lse, cnt, vsum, scratch, cache,
     };
-    const jobs = this.ranges(t.qTo - t.qFrom, 2 * m * (t.d + t.dv), CORE_ROWS)
+    const jobs = this.ranges(t.qTo - t.qFrom, 2 * m * (t.d + t.dv), CORE_ROWS, MICRO_ROWS)
       .map(([r0, r1]) => ({ ...shared, qFrom: t.qFrom + r0, qTo: t.qFrom + r1 }));
     return this.jobs('accurateSamples', jobs, scratch, stride, cache ? ['scratch', 'cache'] : ['scratch']);
   }
@@ -521,20 +531,6 @@ export class CpuBackend implements Backend {
 
 function align(x: number): number {
   return Math.ceil(x / ALIGN) * ALIGN;
-}
-
-/** Resolves on a later turn of the event loop, without the clamping of nested timers. */
-function nextTurn(): Promise<void> {
-  const immediate = (globalThis as { setImmediate?: (fn: () => void) => void }).setImmediate;
-  if (immediate) return new Promise((resolve) => immediate(resolve));
-  return new Promise((resolve) => {
-    const channel = new MessageChannel();
-    channel.port1.onmessage = () => {
-      channel.port1.close();
-      resolve();
-    };
-    channel.port2.postMessage(0);
-  });
 }
 
 /** A WebAssembly backend on the calling thread; flavour defaults to SIMD where the engine supports it. */

@@ -53,7 +53,10 @@ export interface Explanation extends Candidate {
   reason: string;
   /** the environment the profile was measured on */
   environment: string;
-  /** WebAssembly threads the call's CPU work runs on */
+  /**
+   * WebAssembly threads the call's CPU work runs on: at most the cores the runtime reports
+   * (a larger `threads` is capped, and `reason` says so)
+   */
   threads: number;
   /**
    * exact check rows per head that measure each head's error against the tolerance (0: no
@@ -275,6 +278,8 @@ export interface ChooseParams extends WorkParams {
   minSeqLen?: number;
   /** WebAssembly threads the call runs on */
   threads: number;
+  /** the threads the caller asked for, where more than the cores (then `threads` is the cores) */
+  threadsAsked?: number;
   /** backends the caller allows, in order of preference on a tie */
   splits: readonly Split[];
 }
@@ -354,5 +359,6 @@ function reasonFor(best: Candidate, p: ChooseParams, candidates: Candidate[]): s
   else if (!candidates.some((c) => c.algorithm === 'hyper')) cutoff = `at most minSeqLen ${DEFAULTS.minSeqLen} rows: exact`;
   else if (best.algorithm === 'exact') cutoff = 'HyperAttention is not predicted faster here, so the call runs exact';
   else cutoff = best.minSeqLen === DEFAULTS.minSeqLen ? 'default minSeqLen' : `minSeqLen raised to ${best.minSeqLen}`;
-  return `${best.backend}${best.backend === 'cpu' ? ` on ${p.threads} thread${p.threads === 1 ? '' : 's'}` : ''}: ${how} (${cutoff})`;
+  const capped = p.threadsAsked === undefined ? '' : ` (threads ${p.threadsAsked} asked, capped at the ${p.threads} core${p.threads === 1 ? '' : 's'})`;
+  return `${best.backend}${best.backend === 'cpu' ? ` on ${p.threads} thread${p.threads === 1 ? '' : 's'}${capped}` : ''}: ${how} (${cutoff})`;
 }

@@ -17,7 +17,7 @@ import {
 } from '../options.ts';
 import type { CallProfile } from '../result.ts';
 import { attentionShapeOf, checkOutputSize, type AttentionShape } from '../tensor.ts';
-import { threadsFor } from '../threads/config.ts';
+import { askedThreads, threadsFor } from '../threads/config.ts';
 import { warn } from '../warnings.ts';
 import { calibrateBackend } from './calibrate.ts';
 import { choosePlan, SPLITS, type ChooseParams, type Explanation, type Split } from './cost.ts';
@@ -151,15 +151,31 @@ export interface Scheduled {
 
 /** Everything a plan depends on beyond the shape. */
 function chooseParams(
-  shape: AttentionShape, o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, splits: readonly Split[], threads: number,
+  shape: AttentionShape, o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, splits: readonly Split[], threads: CallThreads,
 ): ChooseParams {
   // The plan's own parameters; the cutoff is the caller's only when given (else the scheduler's).
-  return { ...planParams(shape, o, hyper), minSeqLen: hyper?.minSeqLenGiven ? hyper.minSeqLen : undefined, splits, threads };
+  return {
+    ...planParams(shape, o, hyper), minSeqLen: hyper?.minSeqLenGiven ? hyper.minSeqLen : undefined, splits, threads: threads.count,
+    ...(threads.asked === undefined ? {} : { threadsAsked: threads.asked }),
+  };
 }
 
 async function backendOf(split: Split, devices: Devices): Promise<Backend | undefined> {
   if (split === 'cpu') return undefined;
   return split === 'webgpu' ? devices.gpu! : hybridBackend(devices.gpu!);
+}
+
+/** The threads a call's WebAssembly work runs on, and what it asked for where the cores capped that. */
+interface CallThreads {
+  count: number;
+  asked: number | undefined;
+}
+
+async function callThreads(o: ResolvedExactOptions): Promise<CallThreads> {
+  if (!(await threadsAvailable())) return { count: 1, asked: undefined };
+  const count = await threadsFor(o.threads);
+  const asked = askedThreads(o.threads);
+  return { count, asked: asked !== undefined && asked > count ? asked : undefined };
 }
 
 /**
@@ -169,8 +185,7 @@ async function backendOf(split: Split, devices: Devices): Promise<Backend | unde
 export async function schedule(
   shape: AttentionShape, o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, explainToo: boolean,
 ): Promise<Scheduled> {
-  // The threads the call's WebAssembly work will run on.
-  const threads = (await threadsAvailable()) ? await threadsFor(o.threads) : 1;
+  const threads = await callThreads(o);
   if (o.backend === 'auto') {
     const devices = await devicesAtHand();
     const profile = await profileOf(devices);
@@ -203,7 +218,8 @@ export async function scheduleResident(
   const gpu = backend.name === 'webgpu' ? backend : undefined;
   const devices = { cpu, gpu, env: await environmentOf(cpu, gpu) };
   const profile = gpu ? await profileWithGpu(devices) : await profileOf(devices);
-  const params = { ...chooseParams(shape, o, hyper, [backend.name], backend.name === 'cpu' ? backend.threads : 1), residentKv: true };
+  const threads = { count: backend.name === 'cpu' ? backend.threads : 1, asked: undefined };
+  const params = { ...chooseParams(shape, o, hyper, [backend.name], threads), residentKv: true };
   if (o.backend !== 'auto') params.minSeqLen = hyper?.minSeqLen;
   const { explanation, plan } = choosePlan(shape, params, profile);
   return { plan: explanation, work: plan };

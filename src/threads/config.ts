@@ -10,7 +10,7 @@ import { ownOptions } from '../owned.ts';
 
 export interface ThreadConfig {
   /**
-   * WebAssembly threads per call, 1 to 256, used up to the cores the runtime reports (default:
+   * WebAssembly threads per call, 1 to 256, capped at the cores the runtime reports (default:
    * those cores, at most 16); null restores the default
    */
   threads?: number | null;
@@ -56,6 +56,11 @@ export function reportedCores(): Promise<number> {
   return cores;
 }
 
+/** The threads a call asks for: its own `threads`, else the global setting; undefined for the default. */
+export function askedThreads(requested: number | undefined): number | undefined {
+  return requested ?? settings.threads;
+}
+
 /**
  * Threads for a call that asked for `requested` (undefined: the global setting, else the
  * default), at most the cores: `threads: 256` on two cores runs on two (results are the same
@@ -63,5 +68,5 @@ export function reportedCores(): Promise<number> {
  */
 export async function threadsFor(requested: number | undefined): Promise<number> {
   const cores = Math.max(1, await reportedCores());
-  return Math.min(requested ?? settings.threads ?? DEFAULT_MAX_THREADS, cores);
+  return Math.min(askedThreads(requested) ?? DEFAULT_MAX_THREADS, cores);
 }

@@ -81,6 +81,7 @@ export class ThreadPool {
   private nextBatch = 1;
   private deaths = 0;
   private startFailures = 0;
+  private starts = 0;
   /** bytes of arenas dropped since the workers were last replaced */
   private dropped = 0;
   /** workers that may hold dropped arenas: replaced once idle */
@@ -90,9 +91,14 @@ export class ThreadPool {
 
   constructor(private readonly spawn: Spawn) {}
 
-  /** Workers started so far. */
+  /** Workers running or starting now. */
   get size(): number {
     return this.slots.length;
+  }
+
+  /** Workers ever started, replacements included (what a worker per call would show). */
+  get started(): number {
+    return this.starts;
   }
 
   /** Starts workers until there are n. */
@@ -121,6 +127,7 @@ export class ThreadPool {
   }
 
   private start(): Slot {
+    this.starts++;
     const slot = { batches: new Set(), dead: false, running: false } as Partial<Slot> as Slot;
     slot.ready = new Promise<void>((resolve, reject) => {
       slot.started = resolve;

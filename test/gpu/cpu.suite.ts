@@ -193,6 +193,21 @@ for (const [index, c] of callCases.entries()) {
     expectSame('lse', a.lse.data, b.lse.data, LSE_TOL);
   });
 }
+// Causal chunks up to 8192 keys (the WebAssembly backend is checked against the float64
+// reference on the same sizes in test/causal-offset.test.ts); d 16 keeps a software adapter quick.
+for (const [nq, nk] of [[1, 8192], [3, 4099], [17, 1000], [512, 8192], [2048, 8192]]) {
+  Calls(`exactAttention causal, ${nq} queries of ${nk} keys (H 2, Hkv 1, d 16)`, async () => {
+    const rng = random();
+    const q = { data: gaussian(rng, 2 * nq * 16), shape: [1, 2, nq, 16] };
+    const [k, v] = [0, 1].map(() => ({ data: gaussian(rng, nk * 16), shape: [1, 1, nk, 16] }));
+    const o = resolveExactOptions({ causal: true });
+    const shape = attentionShape(q, k, v, true);
+    const a = await runExact(gpu, shape, o, q, k, v);
+    const b = await runExact(cpu, shape, o, q, k, v);
+    expectSame('out', a.out.data, b.out.data, OUT_TOL);
+    expectSame('lse', a.lse.data, b.lse.data, LSE_TOL);
+  });
+}
 for (const nq of [200, 1, 77]) {
   Calls(`exactAttention, B 2, H 2, causal, ${nq} queries of 200 keys`, async () => {
     const rng = random();

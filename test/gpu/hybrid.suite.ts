@@ -148,10 +148,11 @@ Ops.after.each(() => {
 const Calls = suite('hybrid vs cpu, whole calls');
 const [B, H, Hkv, d, dv] = [1, 4, 2, 64, 48];
 
-function inputs(n: number): [Tensor, Tensor, Tensor] {
+/** Queries, keys and values of n keys; nq queries (default n). */
+function inputs(n: number, nq = n): [Tensor, Tensor, Tensor] {
   const rng = random();
   return [
-    { data: gaussian(rng, B * H * n * d), shape: [B, H, n, d] },
+    { data: gaussian(rng, B * H * nq * d), shape: [B, H, nq, d] },
     { data: gaussian(rng, B * Hkv * n * d), shape: [B, Hkv, n, d] },
     { data: gaussian(rng, B * Hkv * n * dv), shape: [B, Hkv, n, dv] },
   ];
@@ -182,9 +183,23 @@ for (const causal of [false, true]) {
   }
 }
 
-Calls('exactAttention, causal and not', async () => {
-  for (const causal of [false, true]) {
-    const [q, k, v] = inputs(301);
+// A causal chunk: 300 queries, the last of 1000 keys.
+Calls('hyperAttention causal chunk (300 queries of 1000 keys), fixed and accurate', async () => {
+  const [q, k, v] = inputs(1000, 300);
+  for (const mode of ['fixed', 'accurate'] as Mode[]) {
+    const o = resolveHyperOptions({ causal: true, mode, ...small, tolerance: Infinity });
+    const shape = attentionShape(q, k, v, true);
+    const got = await runHyper(hybrid, shape, o, q, k, v);
+    const want = await runHyper(cpu, shape, o, q, k, v);
+    expectSame(`${mode} out`, got.out.data, want.out.data, OUT_TOL);
+    expectSame(`${mode} lse`, got.lse.data, want.lse.data, LSE_TOL);
+  }
+  expectPlacement();
+});
+
+Calls('exactAttention, causal and not, and a causal chunk', async () => {
+  for (const [causal, nq] of [[false, 301], [true, 301], [true, 120]] as const) {
+    const [q, k, v] = inputs(301, nq);
     const o = resolveExactOptions({ causal });
     const shape = attentionShape(q, k, v, causal);
     const got = await runExact(hybrid, shape, o, q, k, v);

@@ -123,7 +123,7 @@ IO('misuse rejects before anything runs', async () => {
   const short: InputTensor = { buffer: q.buffer, shape: [2, 2, 65, 32] };
   await expectRejects(exactAttention(short, k, v, { device }), 'INVALID_SHAPE', /needs 33280 bytes, the buffer has 32768/);
   const half = { ...q, dtype: 'float16' } as unknown as GPUTensor;
-  await expectRejects(exactAttention(half, k, v, { device }), 'INVALID_SHAPE', /only 'float32'/);
+  await expectRejects(exactAttention(half, k, v, { device }), 'UNSUPPORTED', /float16 GPU tensors are not supported/);
   const noCopy = onDevice(host[0], GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
   await expectRejects(exactAttention(noCopy, k, v, { device }), 'INVALID_OPTION', /COPY_SRC/);
   await expectRejects(exactAttention(...host, { device, output: 'cpu' as 'host' }), 'INVALID_OPTION', /output: expected/);
