@@ -1,12 +1,12 @@
 // Runs the bench suites in one process, as uvu does for test files: all of them, or those
-// named. `npm run bench [-- --quick] [-- kernels e2e peers accuracy sweep ...]`.
+// named. `npm run bench [-- --quick] [-- kernels e2e peers stall accuracy sweep ...]`.
 // Each suite is also runnable alone: `tsx bench/<suite>.bench.ts [--quick]`.
 import { argv, exit } from 'node:process';
 
 /** uvu's own hooks for a runner that imports suite files itself (what its CLI does). */
 const hooks = globalThis as unknown as { UVU_DEFER?: number; UVU_QUEUE: unknown[][]; UVU_INDEX?: number };
 
-const SUITES = ['kernels', 'e2e', 'peers', 'threads', 'accuracy', 'sweep', 'memory', 'scheduler', 'soak'];
+const SUITES = ['kernels', 'e2e', 'peers', 'threads', 'stall', 'accuracy', 'sweep', 'memory', 'scheduler', 'soak'];
 
 const named = argv.slice(2).filter((a) => !a.startsWith('--'));
 const unknown = named.filter((s) => !SUITES.includes(s));

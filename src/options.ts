@@ -98,7 +98,12 @@ export interface ExactOptions {
    * cores the runtime reports, at most 16
    */
   threads?: number;
-  /** aborting it rejects the call with code 'ABORTED' and frees what the call held */
+  /**
+   * aborting it rejects the call with code 'ABORTED' within a few ms (the call gives the
+   * event loop a turn at least every 5 ms of its work on the calling thread), stops the
+   * worker jobs not yet started (a running one ends within about 5 ms) and frees what the
+   * call held
+   */
   signal?: AbortSignal;
   /**
    * browsers: true (default, see configureThreads) runs the call in the library's worker,

@@ -5,6 +5,7 @@
 // cost is its dispatch cost, not a readback's latency.
 import { COST_CLASSES, type Backend, type BackendBuffer, type CostClass } from '../ops.ts';
 import { Xoshiro128 } from '../random.ts';
+import { inSlices, SLICE_ELEMENTS, turn } from '../slices.ts';
 import type { DeviceCosts, OpCost } from './profile.ts';
 
 /** Head dims and LSH projections the calibration runs with (the common case). */
@@ -36,27 +37,32 @@ interface Trial {
   run: () => void | Promise<void>;
 }
 
-type Maker = (backend: Backend, size: number) => Trial;
+/** Makes a trial; its inputs (up to 4 M values) are drawn in time slices of the calling thread (slices.ts). */
+type Maker = (backend: Backend, size: number) => Promise<Trial>;
 
 /** Uniform values in [-1, 1), seeded. */
-function uniform(length: number, seed: number): Float32Array {
+async function uniform(length: number, seed: number): Promise<Float32Array> {
   const rng = new Xoshiro128(seed);
   const out = new Float32Array(length);
-  for (let i = 0; i < length; i++) out[i] = rng.nextUnit() * 2 - 1;
+  await inSlices(length, SLICE_ELEMENTS, (from, to) => {
+    for (let i = from; i < to; i++) out[i] = rng.nextUnit() * 2 - 1;
+  });
   return out;
 }
 
 /** Uniform integers in [0, high), seeded. */
-function below(length: number, high: number, seed: number): Int32Array {
+async function below(length: number, high: number, seed: number): Promise<Int32Array> {
   const rng = new Xoshiro128(seed);
   const out = new Int32Array(length);
-  for (let i = 0; i < length; i++) out[i] = rng.nextBelow(high);
+  await inSlices(length, SLICE_ELEMENTS, (from, to) => {
+    for (let i = from; i < to; i++) out[i] = rng.nextBelow(high);
+  });
   return out;
 }
 
-function filled(backend: Backend, length: number, seed: number): BackendBuffer {
+async function filled(backend: Backend, length: number, seed: number): Promise<BackendBuffer> {
   const buf = backend.createBuffer('f32', length);
-  backend.upload(buf, uniform(length, seed));
+  backend.upload(buf, await uniform(length, seed));
   return buf;
 }
 
@@ -69,11 +75,11 @@ function identity(backend: Backend, length: number): BackendBuffer {
 const at = (buf: BackendBuffer) => ({ buf, row: 0 });
 
 /** Sorted rows of `rows` queries in blocks of BLOCK keys (identity orders). */
-function sortedRows(backend: Backend, rows: number) {
+async function sortedRows(backend: Backend, rows: number) {
   const nBlocks = Math.ceil(rows / BLOCK);
   const nk = nBlocks * BLOCK;
   return {
-    q: at(filled(backend, rows * D, 1)), k: at(filled(backend, nk * D, 2)), v: at(filled(backend, nk * D, 3)),
+    q: at(await filled(backend, rows * D, 1)), k: at(await filled(backend, nk * D, 2)), v: at(await filled(backend, nk * D, 3)),
     qPerm: at(identity(backend, rows)), kPerm: at(identity(backend, nk)),
     nqSorted: rows, nqReal: rows, nk, d: D, dv: D, scale: 0.125,
     qBlock: Math.min(rows, BLOCK), kBlock: BLOCK, nBlocks,
@@ -85,42 +91,42 @@ function sortedRows(backend: Backend, rows: number) {
 const OPS: Record<CostClass, { sizes: number[]; make: Maker }> = {
   upload: {
     sizes: [1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 22],
-    make: (backend, n) => {
+    make: async (backend, n) => {
       const buf = backend.createBuffer('f32', n);
-      const data = uniform(n, 4);
+      const data = await uniform(n, 4);
       return { units: n * 4, run: () => backend.upload(buf, data) };
     },
   },
   download: {
     sizes: [1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 22],
-    make: (backend, n) => {
-      const buf = filled(backend, n, 5);
+    make: async (backend, n) => {
+      const buf = await filled(backend, n, 5);
       const into = new Float32Array(n);
       return { units: n * 4, run: () => backend.download(buf, 0, n, into) };
     },
   },
   hash: {
     sizes: [1 << 10, 1 << 12, 1 << 14, 1 << 16],
-    make: (backend, rows) => {
-      const x = filled(backend, rows * D, 6);
-      const proj = filled(backend, D * R, 7);
+    make: async (backend, rows) => {
+      const x = await filled(backend, rows * D, 6);
+      const proj = await filled(backend, D * R, 7);
       const keys = backend.createBuffer('i32', rows);
       return { units: rows * D * R, run: () => backend.hash({ x: at(x), rows, d: D, proj, r: R, mode: 'reference', keys: at(keys) }) };
     },
   },
   sort: {
     sizes: [1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18],
-    make: (backend, rows) => {
+    make: async (backend, rows) => {
       const keys = backend.createBuffer('i32', rows);
-      backend.upload(keys, below(rows, KEYS, 8));
+      backend.upload(keys, await below(rows, KEYS, 8));
       const perm = backend.createBuffer('i32', rows);
       return { units: rows, run: () => backend.sort({ keys: at(keys), count: rows, pads: 0, numKeys: KEYS, perm: at(perm) }) };
     },
   },
   exact: {
     sizes: [64, 128, 256, 512, 1024, 2048],
-    make: (backend, n) => {
-      const t = sortedRows(backend, n);
+    make: async (backend, n) => {
+      const t = await sortedRows(backend, n);
       return {
         units: 2 * n * n * 2 * D,
         run: () => backend.exact({ q: t.q, k: t.k, v: t.v, nq: n, nk: n, d: D, dv: D, scale: 0.125, causal: false, causalOffset: 0, dst: t.dst }),
@@ -129,30 +135,32 @@ const OPS: Record<CostClass, { sizes: number[]; make: Maker }> = {
   },
   block: {
     sizes: [64, 256, 1024, 4096, 16384],
-    make: (backend, rows) => {
-      const t = sortedRows(backend, rows);
+    make: async (backend, rows) => {
+      const t = await sortedRows(backend, rows);
       return { units: 2 * rows * BLOCK * 2 * D, run: () => backend.block({ ...t, phantomKeys: false }) };
     },
   },
   sampled: {
     sizes: [64, 256, 1024, 4096, 16384],
-    make: (backend, rows) => {
-      const t = sortedRows(backend, rows);
-      const samples = below(SAMPLES, t.nk, 9);
+    make: async (backend, rows) => {
+      const t = await sortedRows(backend, rows);
+      const samples = await below(SAMPLES, t.nk, 9);
       return { units: 2 * rows * SAMPLES * 2 * D, run: () => backend.sampled({ ...t, samples, lseOffset: Math.log(t.nk / SAMPLES) }) };
     },
   },
   merge: {
     sizes: [1 << 12, 1 << 14, 1 << 16, 1 << 18],
-    make: (backend, rows) => {
-      const src = { out: at(filled(backend, rows * D, 10)), lse: at(filled(backend, rows, 11)) };
-      const dst = { out: at(filled(backend, rows * D, 12)), lse: at(filled(backend, rows, 13)), write: 'merge-fixed' as const };
+    make: async (backend, rows) => {
+      const src = { out: at(await filled(backend, rows * D, 10)), lse: at(await filled(backend, rows, 11)) };
+      const dst = { out: at(await filled(backend, rows * D, 12)), lse: at(await filled(backend, rows, 13)), write: 'merge-fixed' as const };
       return { units: rows * D, run: () => backend.merge({ src, dst, rows, dv: D }) };
     },
   },
 };
 
+/** One run's time; the event loop gets its turn first (slices.ts), so that the run starts a fresh slice. */
 async function timed(backend: Backend, run: () => void | Promise<void>): Promise<number> {
+  await turn();
   const start = performance.now();
   await run();
   await backend.sync?.();
@@ -183,7 +191,7 @@ export async function calibrateBackend(backend: Backend): Promise<DeviceCosts> {
       const { sizes, make } = OPS[op];
       const points: Point[] = [];
       for (const size of sizes) {
-        const trial = make(backend, size);
+        const trial = await make(backend, size);
         const warm = await timed(backend, trial.run);
         const runs: number[] = [];
         for (let i = 0; i < (warm > SLOW_MS ? 1 : 3); i++) runs.push(await timed(backend, trial.run));

@@ -1,0 +1,75 @@
+// Calls never hold the calling thread (docs/threads.md): the longest gap between turns of
+// its event loop while the scheduler calibrates and while a call runs, on the default
+// threads and on one, with large inputs to transpose and scan on the host (layout 'bnhd')
+// and long kernels; an abort rejects the call soon after it is due, and the workers stop
+// that call's work. Bounds are
+// generous (a loaded machine stretches every slice); a call that holds the thread for a
+// whole pass over its inputs exceeds them.
+import * as assert from 'uvu/assert';
+import { calibrate, exactAttention, type Tensor } from '../src/index.ts';
+import { measureAbort, measureStall, watchEventLoop } from './responsiveness.ts';
+import { suite } from './suite.ts';
+
+const test = suite('stall');
+
+/** The most the event loop may wait for its turn during a call. */
+const STALL_MS = 250;
+/** The most a rejection may come after its abort was due. */
+const ABORT_MS = 100;
+/** The most CPU the process may burn in the 300 ms after an aborted call has rejected. */
+const CPU_AFTER_MS = 60;
+
+/** A tensor of the given shape with cheap, varied values (no random draws: 16 M of them would dominate the test). */
+function filled(shape: number[], salt: number): Tensor {
+  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  for (let i = 0; i < data.length; i++) data[i] = (((i * 2654435761 + salt) >>> 0) % 2001) / 1000 - 1;
+  return { data, shape };
+}
+
+// [B, N, H, D] = 16 M values per tensor: transposed and scanned on the host, and 2048 short heads of little attention.
+const wide = [32, 128, 64, 64];
+const q = filled(wide, 1);
+const k = filled(wide, 2);
+const v = filled(wide, 3);
+const bnhd = (threads: number | undefined, signal?: AbortSignal) => exactAttention(q, k, v, { layout: 'bnhd', threads, signal });
+
+test('calibration keeps the event loop turning, and a call queued behind it rejects soon after its abort', async () => {
+  const stop = watchEventLoop();
+  const calibrating = calibrate();
+  const small = [1, 1, 256, 64];
+  const a = await measureAbort((signal) => exactAttention(filled(small, 7), filled(small, 8), filled(small, 9), { signal }), 50, 0);
+  await calibrating;
+  const stallMs = stop();
+  assert.ok(stallMs <= STALL_MS, `the event loop waited ${stallMs.toFixed(0)} ms during calibration`);
+  assert.is(a.code, 'ABORTED');
+  assert.ok(a.latencyMs <= ABORT_MS, `rejected ${a.latencyMs.toFixed(0)} ms after the abort was due`);
+});
+
+test('large host inputs (layout bnhd): the event loop keeps its turns, on the default threads and on one', async () => {
+  for (const threads of [undefined, 1]) {
+    const { ms, stallMs } = await measureStall(() => bnhd(threads));
+    assert.ok(stallMs <= STALL_MS, `threads ${threads ?? 'default'}: the event loop waited ${stallMs.toFixed(0)} ms (call ${ms.toFixed(0)} ms)`);
+  }
+});
+
+test('an abort while the inputs are read rejects with ABORTED soon after it is due', async () => {
+  for (const threads of [undefined, 1]) {
+    const a = await measureAbort((signal) => bnhd(threads, signal), 50);
+    assert.is(a.code, 'ABORTED');
+    assert.ok(a.latencyMs <= ABORT_MS, `threads ${threads ?? 'default'}: rejected ${a.latencyMs.toFixed(0)} ms after the abort was due`);
+  }
+});
+
+test('an abort during long kernels rejects soon, and the workers stop the call', async () => {
+  // One head of 32k keys, d = 128: a 64-row job of today's kernels is 10^9 flops.
+  const long = [1, 1, 32768, 128];
+  const [lq, lk, lv] = [filled(long, 4), filled(long, 5), filled(long, 6)];
+  for (const threads of [undefined, 1]) {
+    const a = await measureAbort((signal) => exactAttention(lq, lk, lv, { threads, signal }), 300);
+    assert.is(a.code, 'ABORTED');
+    const label = `threads ${threads ?? 'default'}`;
+    assert.ok(a.latencyMs <= ABORT_MS, `${label}: rejected ${a.latencyMs.toFixed(0)} ms after the abort was due`);
+    assert.ok(a.stallMs <= STALL_MS, `${label}: the event loop waited ${a.stallMs.toFixed(0)} ms`);
+    assert.ok(a.cpuAfterMs <= CPU_AFTER_MS, `${label}: ${a.cpuAfterMs.toFixed(0)} ms of CPU after the rejection`);
+  }
+});
