@@ -5,12 +5,24 @@
 // suite), as GFLOP/s for the matmul-shaped ops against their counted flops, and rows/s for all.
 // A timed call issues the op REPEAT times and then reads one element back, so that a GPU's
 // submit-and-readback latency is spread over the ops (on the CPU the readback is a copy).
+// Then the accurate mode's parts (src/accurate.ts) inside one real head of the accurate call
+// (relaxed SIMD, one thread, n = 16384): each part's GFLOP/s on the flops it counts (2 (d + dv)
+// per (query, key) pair the kernel counted, as its own per-row counts report them; the probe:
+// 2 d per pair of its rows against every key), beside the exact kernel's GFLOP/s at the same d,
+// and the whole call's effective rate (the parts' counted flops over the call's time). The
+// calls are unchecked (tolerance Infinity): on these diffuse gaussian inputs a checked head
+// misses the default tolerance and climbs to exact attention, which is not what is timed here.
 // Run alone: `tsx bench/kernels.bench.ts [--quick]`.
 import { suite } from 'uvu';
-import { createCpuBackend } from '../src/cpu/backend.ts';
+import { createCpuBackend, type CpuBackend } from '../src/cpu/backend.ts';
 import { supportedFlavours, type KernelFlavour } from '../src/cpu/wasm.ts';
 import { createWebGPUBackend } from '../src/gpu/index.ts';
-import type { Backend, Destination, KernelMode } from '../src/ops.ts';
+import { runHyper } from '../src/hyper.ts';
+import { hyperAttention } from '../src/index.ts';
+import type { Backend, Destination, KernelMode, OpName, PartOutput } from '../src/ops.ts';
+import { resolveHyperOptions } from '../src/options.ts';
+import { buildPlan, planParams, type AccuratePlan } from '../src/plan.ts';
+import { attentionShape } from '../src/tensor.ts';
 import { Xoshiro128, gaussianProjections } from '../src/random.ts';
 import {
   Recorder, QUICK, attentionFlops, describeMachine, formatRate, gflops, measure, type CaseOutcome, type Params,
@@ -31,6 +43,13 @@ const REPEAT = 10;
 
 /** Cases per (backend, d): hash x 2 modes, sort, exact x 2 (causal or not), block, sampled, merge. */
 const CASES_PER_GROUP = 8;
+/** The accurate call's n, and the exact kernel's n beside it. */
+const ACCURATE_N = 16384;
+const ACCURATE_EXACT_N = 4096;
+/** The parts timed and counted, in the order they run; the rest (hash, sort, tags, uploads) is 'other'. */
+const PARTS = ['probe', 'columns', 'window', 'round', 'samples', 'remainder'] as const;
+/** Cases per d of the accurate group: exact, each part, other, the head, the public call. */
+const ACCURATE_CASES = 1 + PARTS.length + 3;
 
 interface BackendEntry {
   name: 'cpu' | 'webgpu';
@@ -71,7 +90,8 @@ bench.before(async (state) => {
       notes.push(`webgpu backend skipped: ${(error as Error).message}`);
     }
   }
-  state.recorder = new Recorder('kernels', state.backends.length * DIMS.length * CASES_PER_GROUP, machine);
+  const accurateGroups = supportedFlavours().includes('relaxed') ? DIMS.length : 0;
+  state.recorder = new Recorder('kernels', state.backends.length * DIMS.length * CASES_PER_GROUP + accurateGroups * ACCURATE_CASES, machine);
   for (const note of notes) state.recorder.note(note);
 });
 
@@ -162,6 +182,152 @@ for (const d of DIMS) {
     for (const entry of state.backends) await benchBackend(state, entry, d);
     state.recorder.assertNoFailures();
   });
+}
+
+/** Per op: time in it, calls, and for the parts the (query, key) pairs their kernels counted. */
+interface OpTally {
+  ms: number;
+  calls: number;
+  pairs: number;
+}
+
+/**
+ * The backend with every op timed (its work is done when it returns: one thread, no
+ * yields) and, for the parts that keep per-row counts, the pairs counted: the sum of the
+ * part's counts after it ran (columns and samples write them), less before (the window and
+ * the rounds add to the columns').
+ */
+function tallied(backend: CpuBackend, tally: Map<string, OpTally>, probePairs: number): Backend {
+  const counts = (dst: PartOutput, rows: number) => (backend.view(dst.cnt.buf, dst.cnt.row, rows) as Float32Array).reduce((a, x) => a + x, 0);
+  return new Proxy<Backend>(backend, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop);
+      if (typeof value !== 'function') return value;
+      const name = String(prop);
+      if (!(OP_KEYS as readonly string[]).includes(name)) return value.bind(target);
+      return (...args: unknown[]) => {
+        const task = args[0] as { dst?: PartOutput; nq?: number };
+        const counted = name === 'columns' || name === 'window' || name === 'round' || name === 'samples';
+        const before = counted && (name === 'window' || name === 'round') ? counts(task.dst!, task.nq!) : 0;
+        const start = performance.now();
+        const result = value.apply(target, args);
+        const ms = performance.now() - start;
+        const entry = tally.get(name) ?? { ms: 0, calls: 0, pairs: 0 };
+        entry.ms += ms;
+        entry.calls++;
+        if (counted) entry.pairs += counts(task.dst!, task.nq!) - before;
+        if (name === 'probe') entry.pairs += probePairs;
+        tally.set(name, entry);
+        return result;
+      };
+    },
+  });
+}
+const OP_KEYS = ['upload', 'hash', 'sort', 'buckets', 'heavy', ...PARTS] as const satisfies readonly OpName[];
+
+/**
+ * One head (B = H = 1) of the accurate call at its defaults, non-causal, unchecked, through
+ * the executor (hyper.ts) on the relaxed-SIMD build on one thread: each part's time and
+ * counted flops, beside exact attention on the same build; then the public call (threads: 1,
+ * unchecked) against the same counted flops.
+ */
+async function benchAccurate(recorder: Recorder, d: number): Promise<void> {
+  const backend = await createCpuBackend('relaxed');
+  const n = ACCURATE_N;
+  const x = WORKLOADS.gaussian.generate({ B: 1, H: 1, n, d, seed: d });
+  const c = (method: string, params: Params) => ({ method, backend: 'cpu', params: { d, ...params, build: 'relaxed', threads: 1 } });
+  const exactN = ACCURATE_EXACT_N;
+  const exact = await recorder.run(c('exact', { n: exactN, causal: false, beside: 'accurate' }), async () => {
+    const f32 = (data: Float32Array) => {
+      const b = backend.createBuffer('f32', data.length);
+      backend.upload(b, data.subarray(0, exactN * d));
+      return b;
+    };
+    const [q, k, v] = [f32(x.q.data), f32(x.k.data), f32(x.v.data)];
+    const out = backend.createBuffer('f32', exactN * d);
+    const lse = backend.createBuffer('f32', exactN);
+    const at = (buf: typeof q) => ({ buf, row: 0 });
+    const time = await measure(async () => backend.exact({
+      q: at(q), k: at(k), v: at(v), nq: exactN, nk: exactN, d, dv: d, scale: 1 / Math.sqrt(d), causal: false, causalOffset: 0,
+      dst: { out: at(out), lse: at(lse), write: 'write' },
+    }));
+    // Buffers made here must go before the accurate calls' (each call releases the arena).
+    backend.releaseAll();
+    const rate = gflops(attentionFlops(exactN, exactN, d, d, false), time.medianMs);
+    return { time, metrics: { gflops: rate, rowsPerS: exactN / (time.medianMs / 1000) }, summary: `${rate.toFixed(1)} GFLOP/s` };
+  });
+  const exactRate = exact?.metrics?.gflops ?? NaN;
+
+  const shape = attentionShape(x.q, x.k, x.v, false);
+  const o = resolveHyperOptions({ tolerance: Infinity, threads: 1 });
+  const plan = buildPlan(planParams(shape, o, o)) as AccuratePlan & { checks: number };
+  const tally = new Map<string, OpTally>();
+  const probePairs = plan.probeRows.length * n;
+  const counting = tallied(backend, tally, probePairs);
+  const call = () => runHyper(counting, shape, o, x.q, x.k, x.v, 'host', undefined, plan);
+  await call();
+  tally.clear();
+  let calls = 0;
+  const head = await measure(async () => {
+    calls++;
+    await call();
+  });
+  const per = (name: string) => {
+    const t = tally.get(name) ?? { ms: 0, calls: 0, pairs: 0 };
+    return { ms: t.ms / calls, pairs: t.pairs / calls };
+  };
+  const flopsPerPair = 2 * (d + d);
+  const countedFlops = ['columns', 'window', 'round', 'samples'].reduce((sum, name) => sum + per(name).pairs * flopsPerPair, 0);
+  const timing = (ms: number) => ({ medianMs: ms, minMs: ms, maxMs: ms, runs: calls, callsPerRun: 1, warmup: true });
+  const rows: string[][] = [];
+  for (const part of PARTS) {
+    const { ms, pairs } = per(part);
+    const flops = part === 'probe' ? 2 * d * pairs : part === 'remainder' ? 0 : pairs * flopsPerPair;
+    await recorder.run(c('accurate part', { n, part }), async () => {
+      const metrics: Record<string, number> = { rowsPerS: n / (ms / 1000), keysPerRow: pairs / n };
+      let summary = `${(pairs / n).toFixed(1)} keys per row`;
+      if (flops > 0) {
+        metrics.gflops = gflops(flops, ms);
+        metrics.ofExact = metrics.gflops / exactRate;
+        summary += `, ${metrics.gflops.toFixed(1)} GFLOP/s, ${(100 * metrics.ofExact).toFixed(0)}% of exact`;
+      }
+      rows.push([part, ms.toFixed(2), (pairs / n).toFixed(1), flops > 0 ? metrics.gflops.toFixed(1) : '—', flops > 0 ? `${(100 * metrics.ofExact).toFixed(0)}%` : '—']);
+      return { time: timing(ms), metrics, summary };
+    });
+  }
+  const partsMs = PARTS.reduce((sum, part) => sum + per(part).ms, 0);
+  const otherMs = [...tally.keys()].filter((name) => !(PARTS as readonly string[]).includes(name)).reduce((sum, name) => sum + per(name).ms, 0);
+  await recorder.run(c('accurate part', { n, part: 'other' }), async () => {
+    rows.push(['other (hash, sort, tags, uploads)', otherMs.toFixed(2), '—', '—', '—']);
+    return { time: timing(otherMs), metrics: { rowsPerS: n / (otherMs / 1000) }, summary: 'hash, sort, bucket tags, heavy, uploads' };
+  });
+  const whole = (name: string, ms: number, extra: string) => {
+    const rate = gflops(countedFlops, ms);
+    rows.push([name, ms.toFixed(2), (countedFlops / flopsPerPair / n).toFixed(1), rate.toFixed(1), `${(100 * rate / exactRate).toFixed(0)}%`]);
+    return {
+      metrics: { gflops: rate, ofExact: rate / exactRate, rowsPerS: n / (ms / 1000), keysPerRow: countedFlops / flopsPerPair / n },
+      summary: `${rate.toFixed(1)} GFLOP/s effective (${(100 * rate / exactRate).toFixed(0)}% of exact)${extra}`,
+    };
+  };
+  await recorder.run(c('accurate head', { n }), async () => ({
+    time: head, ...whole('head (executor, unchecked)', head.medianMs, `; parts ${partsMs.toFixed(1)} ms, other ${otherMs.toFixed(1)} ms`),
+  }));
+  await recorder.run(c('accurate call', { n }), async () => {
+    const time = await measure(() => hyperAttention(x.q, x.k, x.v, { backend: 'cpu', threads: 1, tolerance: Infinity }));
+    return { time, ...whole('public call (unchecked)', time.medianMs, '') };
+  });
+  console.log(`\n  accurate parts, d = ${d}, n = ${n}, relaxed SIMD, 1 thread (exact at n = ${exactN}: ${exactRate.toFixed(1)} GFLOP/s)`);
+  console.log(`  ${['part', 'ms', 'keys/row', 'GFLOP/s', 'of exact'].join(' | ')}`);
+  for (const r of rows) console.log(`  ${r.join(' | ')}`);
+}
+
+if (supportedFlavours().includes('relaxed')) {
+  for (const d of DIMS) {
+    bench(`accurate parts d=${d}`, async (state) => {
+      await benchAccurate(state.recorder, d);
+      state.recorder.assertNoFailures();
+    });
+  }
 }
 
 bench.after((state) => state.recorder.finish());
