@@ -215,6 +215,7 @@ export class CpuBackend implements Backend {
     fn: K, named: KernelArgs<K>[], scratch: number, stride: number, perThread: readonly KernelParam<K>[],
   ): OpResult {
     if (this.signal?.aborted) throw abortedError(this.signal);
+    if (named.length === 0) return; // an empty part (e.g. a causal chunk's step without rows)
     const jobs = named.map((job) => kernelArgs(fn, job));
     // With threads, even one job goes to a worker: the calling thread only waits.
     if (this.group) {
