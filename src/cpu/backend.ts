@@ -55,11 +55,16 @@ const MICRO_ROWS = 4;
  */
 const WINDOW_ROWS = 32;
 /**
- * About 5 ms of attention on one core: the most one job does where its rows allow, so that
+ * About 4 ms of attention on one core: the most one job does where its rows allow, so that
  * an abort stops the workers (which finish the job they run) that soon, and so that on one
  * thread the event loop waits no longer than a job for its turn.
  */
-const JOB_FLOPS = 1.5e8;
+const JOB_FLOPS = 1e8;
+/**
+ * The accurate mode's kernels mask every score (and count what they hide): about twice the
+ * time of plain attention per flop, so their jobs are priced at this many times the flops.
+ */
+const MASKED = 2;
 /**
  * Keys per part when a few query rows (at most CORE_ROWS: decoding) face at least twice as
  * many keys: each part is a job, so that the threads share the keys of one head instead of
@@ -443,7 +448,7 @@ export class CpuBackend implements Backend {
       ...this.head(t), cols: this.ptr(t.cols, 1), nCols: t.count, causal: t.causal, causalOffset: t.causalOffset,
       ...this.part(t.dst, t.dv), scratch, cache,
     };
-    const jobs = this.ranges(t.nq, 2 * t.count * (t.d + t.dv), CORE_ROWS, MICRO_ROWS).map(([qFrom, qTo]) => ({ ...shared, qFrom, qTo }));
+    const jobs = this.ranges(t.nq, MASKED * 2 * t.count * (t.d + t.dv), CORE_ROWS, MICRO_ROWS).map(([qFrom, qTo]) => ({ ...shared, qFrom, qTo }));
     return this.jobs('accurateColumns', jobs, scratch, stride, cache ? ['scratch', 'cache'] : ['scratch']);
   }
 
@@ -452,14 +457,14 @@ export class CpuBackend implements Backend {
     const keys = t.mask.window + WINDOW_ROWS - 1;
     const { flags, winLo, win, causal, causalOffset } = this.mask(t.mask, t.nq, t.nk);
     const shared = { ...this.head(t), flags, winLo, win, causal, causalOffset, ...this.part(t.dst, t.dv), scratch };
-    const jobs = this.ranges(t.nq, 2 * keys * (t.d + t.dv), WINDOW_ROWS).map(([rowFrom, rowTo]) => ({ ...shared, rowFrom, rowTo }));
+    const jobs = this.ranges(t.nq, MASKED * 2 * keys * (t.d + t.dv), WINDOW_ROWS).map(([rowFrom, rowTo]) => ({ ...shared, rowFrom, rowTo }));
     return this.jobs('accurateWindow', jobs, scratch, this.attentionStride(t), ['scratch']);
   }
 
   round(t: RoundTask): OpResult {
     const scratch = this.top;
     // Buckets hold nq / numKeys queries on average, each against up to cap keys.
-    const perBucket = 2 * (t.nq / t.numKeys) * t.cap * (t.d + t.dv);
+    const perBucket = MASKED * 2 * (t.nq / t.numKeys) * t.cap * (t.d + t.dv);
     const shared = {
       ...this.head(t), qPerm: this.ptr(t.qPerm, 1), kPerm: this.ptr(t.kPerm, 1), qStarts: this.ptr(t.qStarts, 1),
       kStarts: this.ptr(t.kStarts, 1), numKeys: t.numKeys, cap: t.cap, ...this.mask(t.mask, t.nq, t.nk), ...this.part(t.dst, t.dv),
@@ -488,7 +493,7 @@ export class CpuBackend implements Backend {
     const shared = {
       ...this.head(t), samples: list, m, ...this.mask(t.mask, t.nq, t.nk), sOut: out, sLse: lse, cnt, vsum, scratch, cache,
     };
-    const jobs = this.ranges(t.qTo - t.qFrom, 2 * m * (t.d + t.dv), CORE_ROWS, MICRO_ROWS)
+    const jobs = this.ranges(t.qTo - t.qFrom, MASKED * 2 * m * (t.d + t.dv), CORE_ROWS, MICRO_ROWS)
       .map(([r0, r1]) => ({ ...shared, qFrom: t.qFrom + r0, qTo: t.qFrom + r1 }));
     return this.jobs('accurateSamples', jobs, scratch, stride, cache ? ['scratch', 'cache'] : ['scratch']);
   }
