@@ -498,8 +498,16 @@ function buildTile(k: usize, v: usize, keyRows: usize, kc: i32, kcPad: i32, d: i
 function combineRow(
   dstOut: usize, dstLse: usize, src: usize, srcScale: f32, lse2: f32, dv: i32, write: i32,
 ): void {
+  const dv4 = ASC_FEATURE_SIMD ? dv & ~3 : 0;
   if (write == WRITE) {
-    for (let c = 0; c < dv; c++) {
+    if (ASC_FEATURE_SIMD) {
+      const sv = f32x4.splat(srcScale);
+      for (let c = 0; c < dv4; c += 4) {
+        const o = (<usize>c) << 2;
+        v128.store(dstOut + o, f32x4.mul(v128.load(src + o), sv));
+      }
+    }
+    for (let c = dv4; c < dv; c++) {
       store<f32>(dstOut + ((<usize>c) << 2), load<f32>(src + ((<usize>c) << 2)) * srcScale);
     }
     store<f32>(dstLse, lse2);
@@ -522,7 +530,16 @@ function combineRow(
     lse = max(lse1, lse2) + Mathf.log1p(Mathf.exp(-Mathf.abs(lse1 - lse2)));
   }
   const c2: f32 = (1 - c) * srcScale;
-  for (let k = 0; k < dv; k++) {
+  // Lane by lane the same products and sum as the scalar loop (no fused multiply-add).
+  if (ASC_FEATURE_SIMD) {
+    const cv = f32x4.splat(c);
+    const c2v = f32x4.splat(c2);
+    for (let k = 0; k < dv4; k += 4) {
+      const o = (<usize>k) << 2;
+      v128.store(dstOut + o, f32x4.add(f32x4.mul(cv, v128.load(dstOut + o)), f32x4.mul(c2v, v128.load(src + o))));
+    }
+  }
+  for (let k = dv4; k < dv; k++) {
     const at = dstOut + ((<usize>k) << 2);
     store<f32>(at, c * load<f32>(at) + c2 * load<f32>(src + ((<usize>k) << 2)));
   }
@@ -724,7 +741,14 @@ export function attendCore(
         const src = vsRow + <usize>i * dvpBytes;
         const add = stats == STATS_ADD;
         store<f32>(cAt, (add ? load<f32>(cAt) : 0) + load<f32>(cntRow + ((<usize>i) << 2)));
-        for (let c = 0; c < dv; c++) {
+        const dv4 = ASC_FEATURE_SIMD ? dv & ~3 : 0;
+        if (ASC_FEATURE_SIMD) {
+          for (let c = 0; c < dv4; c += 4) {
+            const o = (<usize>c) << 2;
+            v128.store(vAt + o, f32x4.add(add ? v128.load(vAt + o) : f32x4.splat(0), v128.load(src + o)));
+          }
+        }
+        for (let c = dv4; c < dv; c++) {
           const at = vAt + ((<usize>c) << 2);
           store<f32>(at, (add ? load<f32>(at) : 0) + load<f32>(src + ((<usize>c) << 2)));
         }
