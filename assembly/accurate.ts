@@ -9,7 +9,7 @@
 // position i + causalOffset (causalOffset = nk - nq: the queries are the last nq positions)
 // and sees the keys up to it; windows (winLo) are in key positions too.
 import {
-  attendCore, windowStart, MASK_ACCURATE, STATS_ADD, STATS_WRITE,
+  attendCore, windowStart, MASK_ACCURATE, STATS_ADD, STATS_WRITE, WINDOW_IGNORE, WINDOW_HIDE_INSIDE, WINDOW_HIDE_OUTSIDE,
   maskCausal, maskCausalOffset, maskFlags, maskWinMode, maskWinLo, maskWin, maskRounds, maskQTags, maskKTags, maskNq, maskNk,
 } from './attention';
 
@@ -18,11 +18,6 @@ import {
 const WC: i32 = 32;
 const WRITE: i32 = 0;
 const MERGE_FIXED: i32 = 2;
-
-// window modes of the mask
-const WINDOW_IGNORE: i32 = 0;
-const WINDOW_HIDE_INSIDE: i32 = 1;
-const WINDOW_HIDE_OUTSIDE: i32 = 2;
 
 function setMask(
   causal: i32, causalOffset: i32, flags: usize, winMode: i32, winLo: i32, win: i32,

@@ -41,6 +41,11 @@ export const STATS_ADD: i32 = 2;
 // 2: hide kp outside it; see windowStart); or when qTags[t][qp] == kTags[t][kp] for
 // t < rounds (the same LSH bucket in an earlier hash round; a key past a bucket's cap has
 // tag -1, which no query has).
+// window modes of the accurate mask
+export const WINDOW_IGNORE: i32 = 0;
+export const WINDOW_HIDE_INSIDE: i32 = 1;
+export const WINDOW_HIDE_OUTSIDE: i32 = 2;
+
 export let maskCausal: bool = false;
 export let maskCausalOffset: i32 = 0;
 export let maskFlags: usize = 0;
@@ -96,8 +101,8 @@ const MAX_ROUNDS: i32 = 32;
   const hi = lo + maskWin;
   const pos = qp + maskCausalOffset;
   let maybe = anyFlag || maskRounds > 0 || (maskCausal && kpMax > pos);
-  if (maskWinMode == 1) maybe = maybe || (kpMax >= lo && kpMin < hi);
-  else if (maskWinMode == 2) maybe = maybe || kpMin < lo || kpMax >= hi;
+  if (maskWinMode == WINDOW_HIDE_INSIDE) maybe = maybe || (kpMax >= lo && kpMin < hi);
+  else if (maskWinMode == WINDOW_HIDE_OUTSIDE) maybe = maybe || kpMin < lo || kpMax >= hi;
   if (!maybe) return 0;
   const flagsAt = tileKeys + ((<usize>KT) << 2);
   let hidden = 0;
@@ -114,7 +119,7 @@ const MAX_ROUNDS: i32 = 32;
       if (maskCausal) hide = v128.or(hide, i32x4.gt_s(kp, pos4));
       if (maskWinMode != 0) {
         const inside = v128.and(i32x4.ge_s(kp, lo4), i32x4.lt_s(kp, hi4));
-        hide = v128.or(hide, maskWinMode == 1 ? inside : v128.not(inside));
+        hide = v128.or(hide, maskWinMode == WINDOW_HIDE_INSIDE ? inside : v128.not(inside));
       }
       for (let t = 0; t < maskRounds; t++) {
         const qt = i32x4.splat(load<i32>(maskQTags + ((<usize>(t * maskNq + qp)) << 2)));
@@ -139,7 +144,7 @@ const MAX_ROUNDS: i32 = 32;
     let hide = (maskCausal && kp > pos) || load<i32>(flagsAt + ((<usize>j) << 2)) != 0;
     if (!hide && maskWinMode != 0) {
       const inside = kp >= lo && kp < hi;
-      hide = maskWinMode == 1 ? inside : !inside;
+      hide = maskWinMode == WINDOW_HIDE_INSIDE ? inside : !inside;
     }
     for (let t = 0; t < maskRounds && !hide; t++) {
       const qt = load<i32>(maskQTags + ((<usize>(t * maskNq + qp)) << 2));
@@ -665,22 +670,41 @@ export function attendCore(
       // Does any element of this tile need masking for this chunk?
       const tileLastPos = kStart + t0 + kc - 1;
       const needCausal = maskKind == MASK_CAUSAL && tileLastPos > qStart + c0 + causalOffset;
-      if (stats != STATS_NONE) {
-        // Each row counts the whole tile, then takes back what its mask hides.
-        if (build) {
-          memory.fill(tileSum, 0, dvpBytes);
-          for (let j = 0; j < kc; j++) addKeyV(tileSum, vt, j, dvp, 1);
-        }
-        for (let r = 0; r < rows; r++) {
-          addRow(vsRow + <usize>r * dvpBytes, tileSum, dvp, 1);
-          store<f32>(cntRow + ((<usize>r) << 2), load<f32>(cntRow + ((<usize>r) << 2)) + <f32>kc);
-        }
+      // Each row counts the whole tile, then takes back what its mask hides.
+      if (stats != STATS_NONE && build) {
+        memory.fill(tileSum, 0, dvpBytes);
+        for (let j = 0; j < kc; j++) addKeyV(tileSum, vt, j, dvp, 1);
       }
+      // Window rows (keys at consecutive positions, every key outside a row's window
+      // hidden): a micro-tile computes only the groups of 8 keys that meet its rows'
+      // windows. The groups left out hold probability 0 for every row, so that the results
+      // are what the whole tile gives.
+      const windowRows = maskKind == MASK_ACCURATE && maskWinMode == WINDOW_HIDE_OUTSIDE && !kIdx && !qIdx;
 
       // Scores and maxima in one pass where nothing of the tile is hidden from the chunk.
       const masked = kc < kcPad || needCausal || maskKind == MASK_OWN_BLOCK || maskKind == MASK_ACCURATE;
       for (let r0 = 0; r0 < rows4; r0 += MR) {
-        scoresTile(qs + <usize>r0 * dBytes, kt, sc, d, kcPad, rowMax);
+        let jFrom = 0;
+        let jTo = kcPad;
+        if (windowRows) {
+          const first = qStart + c0 + r0;
+          const last = qStart + c0 + min(rows, r0 + MR) - 1;
+          const tilePos = kStart + t0;
+          const lo = windowStart(first, maskWinLo, maskWin, maskCausal, maskNk) - tilePos;
+          const hi = windowStart(last, maskWinLo, maskWin, maskCausal, maskNk) + maskWin - tilePos;
+          jFrom = max(0, lo) & ~7;
+          jTo = min(kcPad, (min(kc, hi) + 7) & ~7);
+          if (jTo <= jFrom) continue;
+        }
+        const width = jTo - jFrom;
+        const jOff = (<usize>jFrom) << 2;
+        if (stats != STATS_NONE) {
+          for (let r = r0; r < min(rows, r0 + MR); r++) {
+            addRow(vsRow + <usize>r * dvpBytes, tileSum, dvp, 1);
+            store<f32>(cntRow + ((<usize>r) << 2), load<f32>(cntRow + ((<usize>r) << 2)) + <f32>kc);
+          }
+        }
+        scoresTile(qs + <usize>r0 * dBytes, kt + jOff, sc + jOff, d, width, rowMax);
         for (let r = 0; r < MR; r++) {
           const s = sc + ((<usize>(r * KT)) << 2);
           for (let j = kc; j < kcPad; j++) store<f32>(s + ((<usize>j) << 2), -Infinity);
@@ -705,10 +729,10 @@ export function attendCore(
             }
           }
           const row = r0 + r;
-          const mx = masked ? rowMaxOf(s, kcPad) : load<f32>(rowMax + ((<usize>r) << 2));
-          softmaxRow(s, kcPad, mx, mRow + ((<usize>row) << 2), lRow + ((<usize>row) << 2), alphas + ((<usize>r) << 2));
+          const mx = masked ? rowMaxOf(s + jOff, width) : load<f32>(rowMax + ((<usize>r) << 2));
+          softmaxRow(s + jOff, width, mx, mRow + ((<usize>row) << 2), lRow + ((<usize>row) << 2), alphas + ((<usize>r) << 2));
         }
-        accumulateTile(sc, vt, acc + <usize>r0 * dvpBytes, alphas, kcPad, dvp);
+        accumulateTile(sc + jOff, vt + <usize>jFrom * VB_KEY, acc + <usize>r0 * dvpBytes, alphas, width, dvp);
       }
     }
 
