@@ -186,7 +186,7 @@ const TILE_CACHE_KEYS: i32 = 4096;
 export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
   const dvp = paddedDv(dv);
   const floats = QC * d + d * KT + KT * dvp + QC * dvp + 2 * QC + MR * KT + KT * (2 + MAX_ROUNDS) + QC * dvp + QC + dvp +
-    KT + 2 * MR;
+    KT + 2 * MR + (KT + 1) * dvp;
   return floats * 4 + m * 8 + 64 + (m > 0 ? tileCacheBytes(d, dv, m) + 16 : 0);
 }
 
@@ -586,6 +586,7 @@ export function attendCore(
   const keyRows = tileSumScratch + ((<usize>dvp) << 2);
   const rowMax = keyRows + ((<usize>KT) << 2);
   const alphas = rowMax + ((<usize>MR) << 2);
+  const prefix = alphas + ((<usize>MR) << 2); // window rows' stats: [KT + 1, dvp] sums of V
 
   for (let c0 = 0; c0 < nq; c0 += QC) {
     const rows = min(QC, nq - c0);
@@ -670,16 +671,28 @@ export function attendCore(
       // Does any element of this tile need masking for this chunk?
       const tileLastPos = kStart + t0 + kc - 1;
       const needCausal = maskKind == MASK_CAUSAL && tileLastPos > qStart + c0 + causalOffset;
-      // Each row counts the whole tile, then takes back what its mask hides.
-      if (stats != STATS_NONE && build) {
-        memory.fill(tileSum, 0, dvpBytes);
-        for (let j = 0; j < kc; j++) addKeyV(tileSum, vt, j, dvp, 1);
-      }
       // Window rows (keys at consecutive positions, every key outside a row's window
       // hidden): a micro-tile computes only the groups of 8 keys that meet its rows'
       // windows. The groups left out hold probability 0 for every row, so that the results
       // are what the whole tile gives.
       const windowRows = maskKind == MASK_ACCURATE && maskWinMode == WINDOW_HIDE_OUTSIDE && !kIdx && !qIdx;
+      const tilePos = kStart + t0;
+      // Stats: each row counts the whole tile, then takes back what its mask hides; window
+      // rows count the run of keys in their window (prefix[j]: the sum of V over keys
+      // [0, j) of the tile), less the flagged keys in it.
+      if (stats != STATS_NONE && build) {
+        if (windowRows) {
+          memory.fill(prefix, 0, dvpBytes);
+          for (let j = 0; j < kc; j++) {
+            const at = prefix + <usize>(j + 1) * dvpBytes;
+            memory.copy(at, at - dvpBytes, dvpBytes);
+            addKeyV(at, vt, j, dvp, 1);
+          }
+        } else {
+          memory.fill(tileSum, 0, dvpBytes);
+          for (let j = 0; j < kc; j++) addKeyV(tileSum, vt, j, dvp, 1);
+        }
+      }
 
       // Scores and maxima in one pass where nothing of the tile is hidden from the chunk.
       const masked = kc < kcPad || needCausal || maskKind == MASK_OWN_BLOCK || maskKind == MASK_ACCURATE;
@@ -689,7 +702,6 @@ export function attendCore(
         if (windowRows) {
           const first = qStart + c0 + r0;
           const last = qStart + c0 + min(rows, r0 + MR) - 1;
-          const tilePos = kStart + t0;
           const lo = windowStart(first, maskWinLo, maskWin, maskCausal, maskNk) - tilePos;
           const hi = windowStart(last, maskWinLo, maskWin, maskCausal, maskNk) + maskWin - tilePos;
           jFrom = max(0, lo) & ~7;
@@ -700,8 +712,31 @@ export function attendCore(
         const jOff = (<usize>jFrom) << 2;
         if (stats != STATS_NONE) {
           for (let r = r0; r < min(rows, r0 + MR); r++) {
-            addRow(vsRow + <usize>r * dvpBytes, tileSum, dvp, 1);
-            store<f32>(cntRow + ((<usize>r) << 2), load<f32>(cntRow + ((<usize>r) << 2)) + <f32>kc);
+            const vs = vsRow + <usize>r * dvpBytes;
+            let counted = kc;
+            if (windowRows) {
+              const qp = qStart + c0 + r;
+              const lo = windowStart(qp, maskWinLo, maskWin, maskCausal, maskNk) - tilePos;
+              let hi = lo + maskWin;
+              if (maskCausal) hi = min(hi, qp + maskCausalOffset + 1 - tilePos);
+              const a = min(kc, max(0, lo));
+              const b = max(a, min(kc, hi));
+              counted = b - a;
+              addRow(vs, prefix + <usize>b * dvpBytes, dvp, 1);
+              addRow(vs, prefix + <usize>a * dvpBytes, dvp, -1);
+              if (anyFlag) {
+                const flagsAt = tagTile + ((<usize>KT) << 2);
+                for (let j = a; j < b; j++) {
+                  if (load<i32>(flagsAt + ((<usize>j) << 2)) != 0) {
+                    addKeyV(vs, vt, j, dvp, -1);
+                    counted--;
+                  }
+                }
+              }
+            } else {
+              addRow(vs, tileSum, dvp, 1);
+            }
+            store<f32>(cntRow + ((<usize>r) << 2), load<f32>(cntRow + ((<usize>r) << 2)) + <f32>counted);
           }
         }
         scoresTile(qs + <usize>r0 * dBytes, kt + jOff, sc + jOff, d, width, rowMax);
@@ -719,9 +754,10 @@ export function attendCore(
             }
           } else if (maskKind == MASK_ACCURATE && r0 + r < rows) {
             const qi = qIdx ? load<i32>(qIdx + ((<usize>qPos) << 2)) : qPos;
-            const keep = stats != STATS_NONE;
+            const keep = stats != STATS_NONE && !windowRows;
             const hidden = maskRowAccurate(
-              qi, s, tagTile, kc, kpMin, kpMax, anyFlag, keep, vsRow + <usize>(r0 + r) * dvpBytes, vt, dvp,
+              qi, s + jOff, tagTile + jOff, min(kc, jTo) - jFrom, kpMin, kpMax, anyFlag, keep, vsRow + <usize>(r0 + r) * dvpBytes,
+              vt + <usize>jFrom * VB_KEY, dvp,
             );
             if (keep && hidden > 0) {
               const at = cntRow + ((<usize>(r0 + r)) << 2);
