@@ -202,7 +202,7 @@ export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
 // low mantissa bits, already biased, so a shift makes s = 2^n; exp(r) = 1 + r p(r), p of
 // degree 4 fitted for the least maximum relative error on [-ln2/2, ln2/2]; the result is
 // s + (s r) p(r). 13 operations with fused multiply-adds.
-@inline function expNonPositive(x: v128): v128 {
+@inline export function expNonPositive(x: v128): v128 {
   const magic = f32x4.splat(12583039.0);
   let n = madd(x, f32x4.splat(1.44269504088896341), magic);
   const s = i32x4.shl(n, 23);
