@@ -9,7 +9,7 @@
 // position i + causalOffset (causalOffset = nk - nq: the queries are the last nq positions)
 // and sees the keys up to it; windows (winLo) are in key positions too.
 import {
-  attendCore, windowStart, MASK_ACCURATE, STATS_ADD, STATS_WRITE,
+  attendCore, expNonPositive, windowStart, MASK_ACCURATE, STATS_ADD, STATS_WRITE, WINDOW_IGNORE, WINDOW_HIDE_INSIDE, WINDOW_HIDE_OUTSIDE,
   maskCausal, maskCausalOffset, maskFlags, maskWinMode, maskWinLo, maskWin, maskRounds, maskQTags, maskKTags, maskNq, maskNk,
 } from './attention';
 
@@ -18,11 +18,6 @@ import {
 const WC: i32 = 32;
 const WRITE: i32 = 0;
 const MERGE_FIXED: i32 = 2;
-
-// window modes of the mask
-const WINDOW_IGNORE: i32 = 0;
-const WINDOW_HIDE_INSIDE: i32 = 1;
-const WINDOW_HIDE_OUTSIDE: i32 = 2;
 
 function setMask(
   causal: i32, causalOffset: i32, flags: usize, winMode: i32, winLo: i32, win: i32,
@@ -283,13 +278,49 @@ export function probeMass(
       mx = max(mx, s);
     }
     let sum: f32 = 0;
-    for (let j = 0; j < visible; j++) sum += Mathf.exp(load<f32>(scratch + ((<usize>j) << 2)) - mx);
+    if (ASC_FEATURE_SIMD) {
+      // Four exps at a time (expNonPositive, as the attention core's softmax), the last
+      // keys one lane at a time: every key's term is the same function of its score.
+      const mv = f32x4.splat(mx);
+      const v4 = visible & ~3;
+      let acc = f32x4.splat(0);
+      for (let j = 0; j < v4; j += 4) acc = f32x4.add(acc, expNonPositive(f32x4.sub(v128.load(scratch + ((<usize>j) << 2)), mv)));
+      sum = (f32x4.extract_lane(acc, 0) + f32x4.extract_lane(acc, 1)) + (f32x4.extract_lane(acc, 2) + f32x4.extract_lane(acc, 3));
+      for (let j = v4; j < visible; j++) sum += expLane(load<f32>(scratch + ((<usize>j) << 2)) - mx);
+    } else {
+      for (let j = 0; j < visible; j++) sum += Mathf.exp(load<f32>(scratch + ((<usize>j) << 2)) - mx);
+    }
     const lse = mx + Mathf.log(sum);
     const lo = windowStart(i, winLo, win, causal != 0, nk);
-    for (let j = sinks; j < visible; j++) {
-      if (win > 0 && j >= lo && j < lo + win) continue;
+    // The keys that take mass: [sinks, visible) less the window, as two runs.
+    const cut = win > 0 ? min(max(lo, sinks), visible) : visible;
+    addMass(mass, scratch, sinks, cut, lse);
+    if (win > 0) addMass(mass, scratch, max(lo + win, sinks), visible, lse);
+  }
+}
+
+// exp(x) for x <= 0 as one lane of expNonPositive.
+@inline function expLane(x: f32): f32 {
+  return f32x4.extract_lane(expNonPositive(f32x4.splat(x)), 0);
+}
+
+// mass[j] += exp(score[j] - lse) for keys j in [from, to).
+@inline function addMass(mass: usize, scores: usize, from: i32, to: i32, lse: f32): void {
+  let j = from;
+  if (ASC_FEATURE_SIMD) {
+    const lv = f32x4.splat(lse);
+    for (; j + 4 <= to; j += 4) {
       const at = mass + ((<usize>j) << 2);
-      store<f32>(at, load<f32>(at) + Mathf.exp(load<f32>(scratch + ((<usize>j) << 2)) - lse));
+      v128.store(at, f32x4.add(v128.load(at), expNonPositive(f32x4.sub(v128.load(scores + ((<usize>j) << 2)), lv))));
+    }
+    for (; j < to; j++) {
+      const at = mass + ((<usize>j) << 2);
+      store<f32>(at, load<f32>(at) + expLane(load<f32>(scores + ((<usize>j) << 2)) - lse));
+    }
+  } else {
+    for (; j < to; j++) {
+      const at = mass + ((<usize>j) << 2);
+      store<f32>(at, load<f32>(at) + Mathf.exp(load<f32>(scores + ((<usize>j) << 2)) - lse));
     }
   }
 }

@@ -41,6 +41,11 @@ export const STATS_ADD: i32 = 2;
 // 2: hide kp outside it; see windowStart); or when qTags[t][qp] == kTags[t][kp] for
 // t < rounds (the same LSH bucket in an earlier hash round; a key past a bucket's cap has
 // tag -1, which no query has).
+// window modes of the accurate mask
+export const WINDOW_IGNORE: i32 = 0;
+export const WINDOW_HIDE_INSIDE: i32 = 1;
+export const WINDOW_HIDE_OUTSIDE: i32 = 2;
+
 export let maskCausal: bool = false;
 export let maskCausalOffset: i32 = 0;
 export let maskFlags: usize = 0;
@@ -96,8 +101,8 @@ const MAX_ROUNDS: i32 = 32;
   const hi = lo + maskWin;
   const pos = qp + maskCausalOffset;
   let maybe = anyFlag || maskRounds > 0 || (maskCausal && kpMax > pos);
-  if (maskWinMode == 1) maybe = maybe || (kpMax >= lo && kpMin < hi);
-  else if (maskWinMode == 2) maybe = maybe || kpMin < lo || kpMax >= hi;
+  if (maskWinMode == WINDOW_HIDE_INSIDE) maybe = maybe || (kpMax >= lo && kpMin < hi);
+  else if (maskWinMode == WINDOW_HIDE_OUTSIDE) maybe = maybe || kpMin < lo || kpMax >= hi;
   if (!maybe) return 0;
   const flagsAt = tileKeys + ((<usize>KT) << 2);
   let hidden = 0;
@@ -114,7 +119,7 @@ const MAX_ROUNDS: i32 = 32;
       if (maskCausal) hide = v128.or(hide, i32x4.gt_s(kp, pos4));
       if (maskWinMode != 0) {
         const inside = v128.and(i32x4.ge_s(kp, lo4), i32x4.lt_s(kp, hi4));
-        hide = v128.or(hide, maskWinMode == 1 ? inside : v128.not(inside));
+        hide = v128.or(hide, maskWinMode == WINDOW_HIDE_INSIDE ? inside : v128.not(inside));
       }
       for (let t = 0; t < maskRounds; t++) {
         const qt = i32x4.splat(load<i32>(maskQTags + ((<usize>(t * maskNq + qp)) << 2)));
@@ -139,7 +144,7 @@ const MAX_ROUNDS: i32 = 32;
     let hide = (maskCausal && kp > pos) || load<i32>(flagsAt + ((<usize>j) << 2)) != 0;
     if (!hide && maskWinMode != 0) {
       const inside = kp >= lo && kp < hi;
-      hide = maskWinMode == 1 ? inside : !inside;
+      hide = maskWinMode == WINDOW_HIDE_INSIDE ? inside : !inside;
     }
     for (let t = 0; t < maskRounds && !hide; t++) {
       const qt = load<i32>(maskQTags + ((<usize>(t * maskNq + qp)) << 2));
@@ -181,7 +186,7 @@ const TILE_CACHE_KEYS: i32 = 4096;
 export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
   const dvp = paddedDv(dv);
   const floats = QC * d + d * KT + KT * dvp + QC * dvp + 2 * QC + MR * KT + KT * (2 + MAX_ROUNDS) + QC * dvp + QC + dvp +
-    KT + 2 * MR;
+    KT + 2 * MR + (KT + 1) * dvp;
   return floats * 4 + m * 8 + 64 + (m > 0 ? tileCacheBytes(d, dv, m) + 16 : 0);
 }
 
@@ -197,7 +202,7 @@ export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
 // low mantissa bits, already biased, so a shift makes s = 2^n; exp(r) = 1 + r p(r), p of
 // degree 4 fitted for the least maximum relative error on [-ln2/2, ln2/2]; the result is
 // s + (s r) p(r). 13 operations with fused multiply-adds.
-@inline function expNonPositive(x: v128): v128 {
+@inline export function expNonPositive(x: v128): v128 {
   const magic = f32x4.splat(12583039.0);
   let n = madd(x, f32x4.splat(1.44269504088896341), magic);
   const s = i32x4.shl(n, 23);
@@ -498,8 +503,16 @@ function buildTile(k: usize, v: usize, keyRows: usize, kc: i32, kcPad: i32, d: i
 function combineRow(
   dstOut: usize, dstLse: usize, src: usize, srcScale: f32, lse2: f32, dv: i32, write: i32,
 ): void {
+  const dv4 = ASC_FEATURE_SIMD ? dv & ~3 : 0;
   if (write == WRITE) {
-    for (let c = 0; c < dv; c++) {
+    if (ASC_FEATURE_SIMD) {
+      const sv = f32x4.splat(srcScale);
+      for (let c = 0; c < dv4; c += 4) {
+        const o = (<usize>c) << 2;
+        v128.store(dstOut + o, f32x4.mul(v128.load(src + o), sv));
+      }
+    }
+    for (let c = dv4; c < dv; c++) {
       store<f32>(dstOut + ((<usize>c) << 2), load<f32>(src + ((<usize>c) << 2)) * srcScale);
     }
     store<f32>(dstLse, lse2);
@@ -522,7 +535,16 @@ function combineRow(
     lse = max(lse1, lse2) + Mathf.log1p(Mathf.exp(-Mathf.abs(lse1 - lse2)));
   }
   const c2: f32 = (1 - c) * srcScale;
-  for (let k = 0; k < dv; k++) {
+  // Lane by lane the same products and sum as the scalar loop (no fused multiply-add).
+  if (ASC_FEATURE_SIMD) {
+    const cv = f32x4.splat(c);
+    const c2v = f32x4.splat(c2);
+    for (let k = 0; k < dv4; k += 4) {
+      const o = (<usize>k) << 2;
+      v128.store(dstOut + o, f32x4.add(f32x4.mul(cv, v128.load(dstOut + o)), f32x4.mul(c2v, v128.load(src + o))));
+    }
+  }
+  for (let k = dv4; k < dv; k++) {
     const at = dstOut + ((<usize>k) << 2);
     store<f32>(at, c * load<f32>(at) + c2 * load<f32>(src + ((<usize>k) << 2)));
   }
@@ -564,6 +586,7 @@ export function attendCore(
   const keyRows = tileSumScratch + ((<usize>dvp) << 2);
   const rowMax = keyRows + ((<usize>KT) << 2);
   const alphas = rowMax + ((<usize>MR) << 2);
+  const prefix = alphas + ((<usize>MR) << 2); // window rows' stats: [KT + 1, dvp] sums of V
 
   for (let c0 = 0; c0 < nq; c0 += QC) {
     const rows = min(QC, nq - c0);
@@ -648,22 +671,75 @@ export function attendCore(
       // Does any element of this tile need masking for this chunk?
       const tileLastPos = kStart + t0 + kc - 1;
       const needCausal = maskKind == MASK_CAUSAL && tileLastPos > qStart + c0 + causalOffset;
-      if (stats != STATS_NONE) {
-        // Each row counts the whole tile, then takes back what its mask hides.
-        if (build) {
+      // Window rows (keys at consecutive positions, every key outside a row's window
+      // hidden): a micro-tile computes only the groups of 8 keys that meet its rows'
+      // windows. The groups left out hold probability 0 for every row, so that the results
+      // are what the whole tile gives.
+      const windowRows = maskKind == MASK_ACCURATE && maskWinMode == WINDOW_HIDE_OUTSIDE && !kIdx && !qIdx;
+      const tilePos = kStart + t0;
+      // Stats: each row counts the whole tile, then takes back what its mask hides; window
+      // rows count the run of keys in their window (prefix[j]: the sum of V over keys
+      // [0, j) of the tile), less the flagged keys in it.
+      if (stats != STATS_NONE && build) {
+        if (windowRows) {
+          memory.fill(prefix, 0, dvpBytes);
+          for (let j = 0; j < kc; j++) {
+            const at = prefix + <usize>(j + 1) * dvpBytes;
+            memory.copy(at, at - dvpBytes, dvpBytes);
+            addKeyV(at, vt, j, dvp, 1);
+          }
+        } else {
           memory.fill(tileSum, 0, dvpBytes);
           for (let j = 0; j < kc; j++) addKeyV(tileSum, vt, j, dvp, 1);
-        }
-        for (let r = 0; r < rows; r++) {
-          addRow(vsRow + <usize>r * dvpBytes, tileSum, dvp, 1);
-          store<f32>(cntRow + ((<usize>r) << 2), load<f32>(cntRow + ((<usize>r) << 2)) + <f32>kc);
         }
       }
 
       // Scores and maxima in one pass where nothing of the tile is hidden from the chunk.
       const masked = kc < kcPad || needCausal || maskKind == MASK_OWN_BLOCK || maskKind == MASK_ACCURATE;
       for (let r0 = 0; r0 < rows4; r0 += MR) {
-        scoresTile(qs + <usize>r0 * dBytes, kt, sc, d, kcPad, rowMax);
+        let jFrom = 0;
+        let jTo = kcPad;
+        if (windowRows) {
+          const first = qStart + c0 + r0;
+          const last = qStart + c0 + min(rows, r0 + MR) - 1;
+          const lo = windowStart(first, maskWinLo, maskWin, maskCausal, maskNk) - tilePos;
+          const hi = windowStart(last, maskWinLo, maskWin, maskCausal, maskNk) + maskWin - tilePos;
+          jFrom = max(0, lo) & ~7;
+          jTo = min(kcPad, (min(kc, hi) + 7) & ~7);
+          if (jTo <= jFrom) continue;
+        }
+        const width = jTo - jFrom;
+        const jOff = (<usize>jFrom) << 2;
+        if (stats != STATS_NONE) {
+          for (let r = r0; r < min(rows, r0 + MR); r++) {
+            const vs = vsRow + <usize>r * dvpBytes;
+            let counted = kc;
+            if (windowRows) {
+              const qp = qStart + c0 + r;
+              const lo = windowStart(qp, maskWinLo, maskWin, maskCausal, maskNk) - tilePos;
+              let hi = lo + maskWin;
+              if (maskCausal) hi = min(hi, qp + maskCausalOffset + 1 - tilePos);
+              const a = min(kc, max(0, lo));
+              const b = max(a, min(kc, hi));
+              counted = b - a;
+              addRow(vs, prefix + <usize>b * dvpBytes, dvp, 1);
+              addRow(vs, prefix + <usize>a * dvpBytes, dvp, -1);
+              if (anyFlag) {
+                const flagsAt = tagTile + ((<usize>KT) << 2);
+                for (let j = a; j < b; j++) {
+                  if (load<i32>(flagsAt + ((<usize>j) << 2)) != 0) {
+                    addKeyV(vs, vt, j, dvp, -1);
+                    counted--;
+                  }
+                }
+              }
+            } else {
+              addRow(vs, tileSum, dvp, 1);
+            }
+            store<f32>(cntRow + ((<usize>r) << 2), load<f32>(cntRow + ((<usize>r) << 2)) + <f32>counted);
+          }
+        }
+        scoresTile(qs + <usize>r0 * dBytes, kt + jOff, sc + jOff, d, width, rowMax);
         for (let r = 0; r < MR; r++) {
           const s = sc + ((<usize>(r * KT)) << 2);
           for (let j = kc; j < kcPad; j++) store<f32>(s + ((<usize>j) << 2), -Infinity);
@@ -678,9 +754,10 @@ export function attendCore(
             }
           } else if (maskKind == MASK_ACCURATE && r0 + r < rows) {
             const qi = qIdx ? load<i32>(qIdx + ((<usize>qPos) << 2)) : qPos;
-            const keep = stats != STATS_NONE;
+            const keep = stats != STATS_NONE && !windowRows;
             const hidden = maskRowAccurate(
-              qi, s, tagTile, kc, kpMin, kpMax, anyFlag, keep, vsRow + <usize>(r0 + r) * dvpBytes, vt, dvp,
+              qi, s + jOff, tagTile + jOff, min(kc, jTo) - jFrom, kpMin, kpMax, anyFlag, keep, vsRow + <usize>(r0 + r) * dvpBytes,
+              vt + <usize>jFrom * VB_KEY, dvp,
             );
             if (keep && hidden > 0) {
               const at = cntRow + ((<usize>(r0 + r)) << 2);
@@ -688,10 +765,10 @@ export function attendCore(
             }
           }
           const row = r0 + r;
-          const mx = masked ? rowMaxOf(s, kcPad) : load<f32>(rowMax + ((<usize>r) << 2));
-          softmaxRow(s, kcPad, mx, mRow + ((<usize>row) << 2), lRow + ((<usize>row) << 2), alphas + ((<usize>r) << 2));
+          const mx = masked ? rowMaxOf(s + jOff, width) : load<f32>(rowMax + ((<usize>r) << 2));
+          softmaxRow(s + jOff, width, mx, mRow + ((<usize>row) << 2), lRow + ((<usize>row) << 2), alphas + ((<usize>r) << 2));
         }
-        accumulateTile(sc, vt, acc + <usize>r0 * dvpBytes, alphas, kcPad, dvp);
+        accumulateTile(sc + jOff, vt + <usize>jFrom * VB_KEY, acc + <usize>r0 * dvpBytes, alphas, width, dvp);
       }
     }
 
@@ -724,7 +801,14 @@ export function attendCore(
         const src = vsRow + <usize>i * dvpBytes;
         const add = stats == STATS_ADD;
         store<f32>(cAt, (add ? load<f32>(cAt) : 0) + load<f32>(cntRow + ((<usize>i) << 2)));
-        for (let c = 0; c < dv; c++) {
+        const dv4 = ASC_FEATURE_SIMD ? dv & ~3 : 0;
+        if (ASC_FEATURE_SIMD) {
+          for (let c = 0; c < dv4; c += 4) {
+            const o = (<usize>c) << 2;
+            v128.store(vAt + o, f32x4.add(add ? v128.load(vAt + o) : f32x4.splat(0), v128.load(src + o)));
+          }
+        }
+        for (let c = dv4; c < dv; c++) {
           const at = vAt + ((<usize>c) << 2);
           store<f32>(at, (add ? load<f32>(at) : 0) + load<f32>(src + ((<usize>c) << 2)));
         }
