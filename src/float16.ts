@@ -65,14 +65,16 @@ export function decodeFloat16(name: string, bits: Uint16Array): Float32Array {
 export const FLOAT16_MAX = 65504;
 
 /**
- * float32 values as float16 bits, rounded to nearest, ties to even. A finite value that
- * rounds past FLOAT16_MAX is INPUT_OVERFLOW (`what` names the values): an infinite result
- * would be silently wrong.
+ * float32 values as float16 bits, rounded to nearest, ties to even: values [from, to) into
+ * out (by default all of them, into a new array; a part at a time lets the caller work in
+ * time slices). A finite value that rounds past FLOAT16_MAX is INPUT_OVERFLOW (`what` names
+ * the values): an infinite result would be silently wrong.
  */
-export function encodeFloat16(what: string, values: Float32Array): Uint16Array<ArrayBuffer> {
+export function encodeFloat16(
+  what: string, values: Float32Array, from = 0, to = values.length, out: Uint16Array<ArrayBuffer> = new Uint16Array(values.length),
+): Uint16Array<ArrayBuffer> {
   const words = new Uint32Array(values.buffer, values.byteOffset, values.length);
-  const out = new Uint16Array(values.length);
-  for (let i = 0; i < words.length; i++) {
+  for (let i = from; i < to; i++) {
     const w = words[i];
     const sign = (w >>> 16) & 0x8000;
     const exponent = (w >>> 23) & 0xff;

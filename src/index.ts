@@ -20,7 +20,7 @@ import {
   callProfile, explain as explainBhnd, schedule, scheduleResident, type CallShapes, type Scheduled,
 } from './scheduler/index.ts';
 import { threadsFor } from './threads/config.ts';
-import { SLICE_ELEMENTS } from './slices.ts';
+import { inSlices, SLICE_ELEMENTS } from './slices.ts';
 import {
   allFinite, attentionShape, attentionShapeOf, checkMagnitudes, checkOutputSize, checkShape, checkValues, finiteMaxAbs, isHostTensor,
   type AttentionShape, type InputTensor, type TensorLike,
@@ -91,11 +91,17 @@ async function checkFiniteResult<R extends AttentionResult | GPUAttentionResult>
 }
 
 
-/** The result with out in the call's outputDtype (float16: rounded to nearest even; lse stays float32). */
-function resultInDtype(result: AttentionResult | GPUAttentionResult, o: ResolvedExactOptions): AnyResult {
+/**
+ * The result with out in the call's outputDtype (float16: rounded to nearest even, in time
+ * slices; lse stays float32).
+ */
+async function resultInDtype(result: AttentionResult | GPUAttentionResult, o: ResolvedExactOptions): Promise<AnyResult> {
   if (o.outputDtype === 'float32' || !('data' in result.out)) return result;
   const host = result as AttentionResult;
-  return { ...host, out: { data: float16Array(encodeFloat16('out', host.out.data)), shape: host.out.shape, dtype: 'float16' } };
+  const values = host.out.data;
+  const bits = new Uint16Array(values.length);
+  await inSlices(values.length, SLICE_ELEMENTS, (from, to) => encodeFloat16('out', values, from, to, bits), o.signal);
+  return { ...host, out: { data: float16Array(bits), shape: host.out.shape, dtype: 'float16' } };
 }
 
 /** What a call may return, whatever its options. */
