@@ -425,7 +425,12 @@ export class CpuBackend implements Backend {
         for (let j = from; j < to; j++) out[j] = Math.fround(out[j] + part[j]);
       }
     };
-    const sums = () => (groups === 1 ? undefined : inSlices(t.nk, Math.max(1, Math.floor(SLICE_ELEMENTS / groups)), sum, this.signal));
+    // In slices where ops may yield; else (the hybrid's backend) done when the op returns.
+    const sums = () => {
+      if (groups === 1) return;
+      if (!this.group && !this.yields) return sum(0, t.nk);
+      return inSlices(t.nk, Math.max(1, Math.floor(SLICE_ELEMENTS / groups)), sum, this.signal);
+    };
     const ran = this.jobs('probeMass', jobs, scratch, align(t.nk * 4), ['scratch']);
     return ran ? ran.then(sums) : sums();
   }
