@@ -229,10 +229,13 @@ export function remainderMerge(
     const sRow = sOut + <usize>i * dvBytes;
     const eRow = vsumE + <usize>i * dvBytes;
     const smRow = vsumS + <usize>i * dvBytes;
+    // One division per row for each mean, not one per value.
+    const perRest = 1 / rest;
+    const perSample = 1 / c;
     for (let col = 0; col < dv; col++) {
       const off = (<usize>col) << 2;
-      const meanR = (load<f64>(running + ((<usize>col) << 3)) - <f64>load<f32>(eRow + off)) / rest;
-      const meanS = <f64>load<f32>(smRow + off) / c;
+      const meanR = (load<f64>(running + ((<usize>col) << 3)) - <f64>load<f32>(eRow + off)) * perRest;
+      const meanS = <f64>load<f32>(smRow + off) * perSample;
       const est = <f32>(<f64>load<f32>(sRow + off) + <f64>cv * (meanR - meanS));
       store<f32>(oRow + off, w * load<f32>(oRow + off) + (1 - w) * est);
     }

@@ -70,13 +70,24 @@ export let maskNk: i32 = 0;
 // The most LSH tables a plan uses (the verified ladder's wide rung has 16; the option allows 8).
 const MAX_ROUNDS: i32 = 32;
 
+// Bits of a tile's summary of its keys' tags in one round: bit (tag & (TAG_BITS - 1)) is
+// set when some key has that tag, so that a query whose bit is clear shares no key's
+// bucket in that round.
+const TAG_BITS: i32 = 512;
+const TAG_WORDS: i32 = TAG_BITS / 32;
+// i32 of a tile's mask data: KT each of positions, flags and MAX_ROUNDS rows of tags, then
+// each round's tag summary.
+const MASK_TILE_WORDS: i32 = KT * (2 + MAX_ROUNDS) + MAX_ROUNDS * TAG_WORDS;
+
 // Per tile, what the accurate mask needs of its keys, loaded once (the keys of a bucket
-// or of the samples sit at scattered positions): positions, column flags and each
-// round's tag, at tileKeys (KT i32 each: positions, flags, then MAX_ROUNDS rows of tags).
-// Returns whether some key of the tile is flagged.
+// or of the samples sit at scattered positions): positions, column flags, each round's
+// tags and their summaries, at tileKeys (MASK_TILE_WORDS i32). Returns whether some key
+// of the tile is flagged.
 @inline function loadMaskTile(tileKeys: usize, kc: i32): bool {
   let anyFlag = false;
   const flagsAt = tileKeys + ((<usize>KT) << 2);
+  const bitsAt = tileKeys + ((<usize>(KT * (2 + MAX_ROUNDS))) << 2);
+  memory.fill(bitsAt, 0, (<usize>(maskRounds * TAG_WORDS)) << 2);
   for (let j = 0; j < kc; j++) {
     const kp = load<i32>(tileKeys + ((<usize>j) << 2));
     let flag = 0;
@@ -84,7 +95,13 @@ const MAX_ROUNDS: i32 = 32;
     store<i32>(flagsAt + ((<usize>j) << 2), flag);
     anyFlag = anyFlag || flag != 0;
     for (let t = 0; t < maskRounds; t++) {
-      store<i32>(flagsAt + ((<usize>((t + 1) * KT + j)) << 2), load<i32>(maskKTags + ((<usize>(t * maskNk + kp)) << 2)));
+      const tag = load<i32>(maskKTags + ((<usize>(t * maskNk + kp)) << 2));
+      store<i32>(flagsAt + ((<usize>((t + 1) * KT + j)) << 2), tag);
+      // A key past its bucket's cap (tag -1) is never hidden by its tag.
+      if (tag >= 0) {
+        const word = bitsAt + ((<usize>(t * TAG_WORDS + ((tag & (TAG_BITS - 1)) >> 5))) << 2);
+        store<i32>(word, load<i32>(word) | (1 << (tag & 31)));
+      }
     }
   }
   return anyFlag;
@@ -94,15 +111,21 @@ const MAX_ROUNDS: i32 = 32;
 // and returns how many; when stats are kept, their V rows leave the row's sum. kpMin and
 // kpMax bound the tile's positions, so that most rows skip the per-key test.
 @inline function maskRowAccurate(
-  qp: i32, s: usize, tileKeys: usize, kc: i32, kpMin: i32, kpMax: i32, anyFlag: bool,
+  qp: i32, s: usize, tileKeys: usize, kc: i32, kpMin: i32, kpMax: i32, anyFlag: bool, tagBits: usize,
   stats: bool, vsRow: usize, vt: usize, dvp: i32,
 ): i32 {
   const lo = maskWinMode != 0 ? windowStart(qp, maskWinLo, maskWin, maskCausal, maskNk) : 0;
   const hi = lo + maskWin;
   const pos = qp + maskCausalOffset;
-  let maybe = anyFlag || maskRounds > 0 || (maskCausal && kpMax > pos);
+  let maybe = anyFlag || (maskCausal && kpMax > pos);
   if (maskWinMode == WINDOW_HIDE_INSIDE) maybe = maybe || (kpMax >= lo && kpMin < hi);
   else if (maskWinMode == WINDOW_HIDE_OUTSIDE) maybe = maybe || kpMin < lo || kpMax >= hi;
+  // The tile's tag summaries (loadMaskTile) rule out most rows' buckets at once.
+  for (let t = 0; t < maskRounds && !maybe; t++) {
+    const qt = load<i32>(maskQTags + ((<usize>(t * maskNq + qp)) << 2));
+    const word = load<i32>(tagBits + ((<usize>(t * TAG_WORDS + ((qt & (TAG_BITS - 1)) >> 5))) << 2));
+    maybe = ((word >>> (qt & 31)) & 1) != 0;
+  }
   if (!maybe) return 0;
   const flagsAt = tileKeys + ((<usize>KT) << 2);
   let hidden = 0;
@@ -169,7 +192,7 @@ const MAX_ROUNDS: i32 = 32;
  */
 export function tileCacheSlotBytes(d: i32, dv: i32): i32 {
   const dvp = paddedDv(dv);
-  return (d * KT + KT * dvp + KT * (2 + MAX_ROUNDS) + dvp) * 4 + 16;
+  return (d * KT + KT * dvp + MASK_TILE_WORDS + dvp) * 4 + 16;
 }
 
 /**
@@ -185,7 +208,7 @@ const TILE_CACHE_KEYS: i32 = 4096;
 /** Bytes of scratch the attention exports need for head dims d, dv and m samples. */
 export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
   const dvp = paddedDv(dv);
-  const floats = QC * d + d * KT + KT * dvp + QC * dvp + 2 * QC + MR * KT + KT * (2 + MAX_ROUNDS) + QC * dvp + QC + dvp +
+  const floats = QC * d + d * KT + KT * dvp + QC * dvp + 2 * QC + MR * KT + MASK_TILE_WORDS + QC * dvp + QC + dvp +
     KT + 2 * MR + (KT + 1) * dvp;
   return floats * 4 + m * 8 + 64 + (m > 0 ? tileCacheBytes(d, dv, m) + 16 : 0);
 }
@@ -580,7 +603,7 @@ export function attendCore(
   const lRow = mRow + ((<usize>QC) << 2);
   const sc = lRow + ((<usize>QC) << 2);
   const tagScratch = sc + ((<usize>(MR * KT)) << 2);
-  const cntRow = tagScratch + ((<usize>(KT * (2 + MAX_ROUNDS))) << 2);
+  const cntRow = tagScratch + ((<usize>MASK_TILE_WORDS) << 2);
   const vsRow = cntRow + ((<usize>QC) << 2);
   const tileSumScratch = vsRow + (<usize>(QC * dvp) << 2);
   const keyRows = tileSumScratch + ((<usize>dvp) << 2);
@@ -630,7 +653,7 @@ export function attendCore(
       const kt = cache ? slot : ktScratch;
       const vt = kt + (<usize>(d * KT) << 2);
       const tagTile = cache ? vt + (<usize>(KT * dvp) << 2) : tagScratch;
-      const meta = tagTile + ((<usize>(KT * (2 + MAX_ROUNDS))) << 2); // in a cache slot only
+      const meta = tagTile + ((<usize>MASK_TILE_WORDS) << 2); // in a cache slot only
       const tileSum = cache ? meta + 16 : tileSumScratch;
       const build = !cache || c0 == 0;
       if (build) {
@@ -756,7 +779,8 @@ export function attendCore(
             const qi = qIdx ? load<i32>(qIdx + ((<usize>qPos) << 2)) : qPos;
             const keep = stats != STATS_NONE && !windowRows;
             const hidden = maskRowAccurate(
-              qi, s + jOff, tagTile + jOff, min(kc, jTo) - jFrom, kpMin, kpMax, anyFlag, keep, vsRow + <usize>(r0 + r) * dvpBytes,
+              qi, s + jOff, tagTile + jOff, min(kc, jTo) - jFrom, kpMin, kpMax, anyFlag,
+              tagTile + ((<usize>(KT * (2 + MAX_ROUNDS))) << 2), keep, vsRow + <usize>(r0 + r) * dvpBytes,
               vt + <usize>jFrom * VB_KEY, dvp,
             );
             if (keep && hidden > 0) {
