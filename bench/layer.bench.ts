@@ -24,7 +24,7 @@ const HKV = 8;
 const D = 128;
 const GROUP = H / HKV;
 const CHUNK = 2048;
-const PREFILL = QUICK ? [8192, 16384] : [16384, 32768, 65536];
+const PREFILL = QUICK ? [8192] : [16384, 32768, 65536];
 const DECODE = QUICK ? [32768] : [32768, 131072];
 const DECODE_STEPS = QUICK ? 4 : 8;
 /** float64 reference rows per prefill (spread over every head and position) */
