@@ -224,7 +224,7 @@ const cases: Record<string, () => Promise<Record<string, unknown>>> = {
     const rssBefore = rssMiB();
     const [many, standard]: number[][] = [[], []];
     // Side by side, alternating, medians: the ratio survives a loaded machine.
-    for (let i = 0; i < 7; i++) {
+    for (let i = 0; i < 15; i++) {
       many.push(await time(256));
       standard.push(await time(undefined));
     }
