@@ -48,7 +48,10 @@ const OPTION_KEYS = ['batch', 'kvHeads', 'headDim', 'valueDim', 'capacity', 'bac
  */
 const MAX_CACHE_BYTES = 3 * 2 ** 30;
 
-/** What calls on a cache use of it (src/index.ts); never part of the public API. */
+/**
+ * What calls on a cache use of it (src/index.ts); never part of the public API.
+ * @internal
+ */
 export interface CacheState {
   backend: CpuBackend | WebGPUBackend;
   k: ResidentRows;
@@ -223,7 +226,10 @@ function maxOf(values: Float32Array, n: number): number {
   return max;
 }
 
-/** The state of a cache not yet released (else CACHE_RELEASED). */
+/**
+ * The state of a cache not yet released (else CACHE_RELEASED).
+ * @internal
+ */
 export function openCache(cache: KVCache): CacheState {
   const state = states.get(cache);
   if (!state) throw new HyperAttentionError('CACHE_RELEASED', 'the cache was released: make a new one with createKVCache');

@@ -210,6 +210,7 @@ export async function schedule(
  * The plan of a call on a key-value cache (src/cache.ts): its keys and values reside in the
  * cache's backend, which runs the call (the one split), so nothing of them is uploaded.
  * With backend 'auto' the cutoff is the scheduler's choice, as for other calls.
+ * @internal (its backend types need WebGPU's, which the published types do not require)
  */
 export async function scheduleResident(
   shape: AttentionShape, o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, backend: CpuBackend | WebGPUBackend,
