@@ -225,51 +225,6 @@ bench.before(async (state) => {
   state.recorder.note(`exact prefill (ours and onnxruntime-node's) runs on ${EXACT_HEADS} of the ${H} query heads and is scaled to ${H}`);
 });
 
-bench('prefill', async (state) => {
-  const rec = state.recorder;
-  for (const n of PREFILL) {
-    const x = layerInputs(n, n);
-    const rows = evenRows(H * n, ERROR_ROWS);
-    const ref = referenceRows(x, rows, true);
-    const flops = causalFlops(n, n, H);
-    const time = async (m: string, call: (w: Watch) => () => Promise<Output>, scaled: number, errors: boolean): Promise<CaseOutcome> => {
-      let r: Output = { out: new Float32Array(0), lse: new Float32Array(0) };
-      const watch = new Watch();
-      const once = call(watch);
-      const t = await measure(async () => { r = await once(); });
-      const ms = t.medianMs * scaled;
-      const e = errors ? attentionErrors(ref, r.out, r.lse, x.v.data, D) : null;
-      return {
-        time: { ...t, medianMs: ms, minMs: t.minMs * scaled, maxMs: t.maxMs * scaled },
-        metrics: { gflops: flops / (ms * 1e6), stallMs: watch.stallMs, peakRssMB: watch.peakRssMB, ...(e ? errorMetrics(e) : {}) },
-        summary: `${m}: ${summary(ms, scaled, e, watch)}`,
-      };
-    };
-    for (const m of ['hyper', 'hyper-unchecked'] as const) {
-      await rec.run({ method: m, backend: 'cpu', params: { n, prefill: 'full' } }, () => time(m, (w) => fullPrefill(x, m, w), 1, true));
-      await rec.run({ method: m, backend: 'cpu', params: { n, prefill: `chunks of ${CHUNK}` } }, () => time(m, (w) => chunkedPrefill(x, m, w), 1, true));
-    }
-    const few = firstHeads(x, EXACT_HEADS);
-    await rec.run({ method: 'exact', backend: 'cpu', params: { n, prefill: 'full' } }, () => time('exact', (w) => fullPrefill(few, 'exact', w), H / EXACT_HEADS, false));
-    await rec.run({ method: 'exact', backend: 'cpu', params: { n, prefill: `chunks of ${CHUNK}` } }, () => time('exact', (w) => chunkedPrefill(few, 'exact', w), H / EXACT_HEADS, false));
-    const peerCase = { method: 'onnxruntime-node MultiHeadAttention', backend: 'peer', params: { n, prefill: 'full' } as Params };
-    const short = memoryShortfall(peerWorkingBytes('mha', n, EXACT_HEADS), false);
-    if (!state.ort) rec.skip(peerCase, 'onnxruntime-node is missing');
-    else if (short) rec.skip(peerCase, short);
-    else {
-      const peer = await peerPrefill(state.ort, few);
-      try {
-        await rec.run(peerCase, () => time('onnxruntime-node', peer.run, H / EXACT_HEADS, false), true);
-      } finally {
-        await peer.release();
-      }
-    }
-    rec.skip({ method: 'onnxruntime-node MultiHeadAttention', backend: 'peer', params: { n, prefill: `chunks of ${CHUNK}` } },
-      'its MultiHeadAttention has no bottom-right causal mask for fewer queries than keys');
-  }
-  rec.assertNoFailures();
-});
-
 /**
  * One decoding step's call, given what the step prepared outside the timed region: its
  * query, and for calls on tensors all keys and values so far (a runtime without our cache
@@ -354,6 +309,51 @@ async function peerDecode(
     await session.release();
   }
 }
+
+bench('prefill', async (state) => {
+  const rec = state.recorder;
+  for (const n of PREFILL) {
+    const x = layerInputs(n, n);
+    const rows = evenRows(H * n, ERROR_ROWS);
+    const ref = referenceRows(x, rows, true);
+    const flops = causalFlops(n, n, H);
+    const time = async (m: string, call: (w: Watch) => () => Promise<Output>, scaled: number, errors: boolean): Promise<CaseOutcome> => {
+      let r: Output = { out: new Float32Array(0), lse: new Float32Array(0) };
+      const watch = new Watch();
+      const once = call(watch);
+      const t = await measure(async () => { r = await once(); });
+      const ms = t.medianMs * scaled;
+      const e = errors ? attentionErrors(ref, r.out, r.lse, x.v.data, D) : null;
+      return {
+        time: { ...t, medianMs: ms, minMs: t.minMs * scaled, maxMs: t.maxMs * scaled },
+        metrics: { gflops: flops / (ms * 1e6), stallMs: watch.stallMs, peakRssMB: watch.peakRssMB, ...(e ? errorMetrics(e) : {}) },
+        summary: `${m}: ${summary(ms, scaled, e, watch)}`,
+      };
+    };
+    for (const m of ['hyper', 'hyper-unchecked'] as const) {
+      await rec.run({ method: m, backend: 'cpu', params: { n, prefill: 'full' } }, () => time(m, (w) => fullPrefill(x, m, w), 1, true));
+      await rec.run({ method: m, backend: 'cpu', params: { n, prefill: `chunks of ${CHUNK}` } }, () => time(m, (w) => chunkedPrefill(x, m, w), 1, true));
+    }
+    const few = firstHeads(x, EXACT_HEADS);
+    await rec.run({ method: 'exact', backend: 'cpu', params: { n, prefill: 'full' } }, () => time('exact', (w) => fullPrefill(few, 'exact', w), H / EXACT_HEADS, false));
+    await rec.run({ method: 'exact', backend: 'cpu', params: { n, prefill: `chunks of ${CHUNK}` } }, () => time('exact', (w) => chunkedPrefill(few, 'exact', w), H / EXACT_HEADS, false));
+    const peerCase = { method: 'onnxruntime-node MultiHeadAttention', backend: 'peer', params: { n, prefill: 'full' } as Params };
+    const short = memoryShortfall(peerWorkingBytes('mha', n, EXACT_HEADS), false);
+    if (!state.ort) rec.skip(peerCase, 'onnxruntime-node is missing');
+    else if (short) rec.skip(peerCase, short);
+    else {
+      const peer = await peerPrefill(state.ort, few);
+      try {
+        await rec.run(peerCase, () => time('onnxruntime-node', peer.run, H / EXACT_HEADS, false), true);
+      } finally {
+        await peer.release();
+      }
+    }
+    rec.skip({ method: 'onnxruntime-node MultiHeadAttention', backend: 'peer', params: { n, prefill: `chunks of ${CHUNK}` } },
+      'its MultiHeadAttention has no bottom-right causal mask for fewer queries than keys');
+  }
+  rec.assertNoFailures();
+});
 
 /** Error of one decoding step's outputs [H, D] against float64 attention over keys [0, keys). */
 function decodeErrors(x: WorkloadTensors, at: number, q: Float32Array, r: Output): AttentionErrors | null {

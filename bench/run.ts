@@ -6,7 +6,7 @@ import { argv, exit } from 'node:process';
 /** uvu's own hooks for a runner that imports suite files itself (what its CLI does). */
 const hooks = globalThis as unknown as { UVU_DEFER?: number; UVU_QUEUE: unknown[][]; UVU_INDEX?: number };
 
-const SUITES = ['kernels', 'e2e', 'peers', 'threads', 'stall', 'accuracy', 'sweep', 'memory', 'scheduler', 'soak'];
+const SUITES = ['kernels', 'e2e', 'peers', 'threads', 'stall', 'layer', 'accuracy', 'sweep', 'memory', 'scheduler', 'soak'];
 
 const named = argv.slice(2).filter((a) => !a.startsWith('--'));
 const unknown = named.filter((s) => !SUITES.includes(s));
