@@ -2,15 +2,15 @@
 // concatenated keys and values, against the same calls on plain tensors, and its errors.
 // Inputs are fresh random draws each run (the seed is in every message).
 import { suite } from './suite.ts';
+import { codeOf, concat, referenceCheck, withCache } from './cache-helpers.ts';
 import * as assert from 'uvu/assert';
-import { createKVCache, exactAttention, explain, hyperAttention, HyperAttentionError, type KVCache } from '../src/index.ts';
+import { createKVCache, exactAttention, explain, hyperAttention, HyperAttentionError } from '../src/index.ts';
 import { createCpuBackend } from '../src/cpu/backend.ts';
 import { supportedFlavours } from '../src/cpu/wasm.ts';
 import { runExact } from '../src/hyper.ts';
 import { resolveExactOptions } from '../src/options.ts';
 import { attentionShape, type Tensor } from '../src/tensor.ts';
-import { referenceAttention } from './reference.ts';
-import { maxAbs, maxAbsError, randomTensor, relativeError } from './util.ts';
+import { randomTensor } from './util.ts';
 
 const test = suite('cache');
 
@@ -21,52 +21,7 @@ const fresh = (shape: number[]) => randomTensor(shape, nextSeed++);
 /** Exact attention's tolerance against float64 (as test/exact.test.ts). */
 const TOL = 1e-5;
 
-/** Concatenates [B, H, n_i, D] tensors along the tokens. */
-function concat(parts: Tensor[]): Tensor {
-  const [B, H, , D] = parts[0].shape;
-  const n = parts.reduce((s, p) => s + p.shape[2], 0);
-  const data = new Float32Array(B * H * n * D);
-  for (let g = 0; g < B * H; g++) {
-    let at = g * n * D;
-    for (const p of parts) {
-      const rows = p.shape[2] * D;
-      data.set(p.data.subarray(g * rows, (g + 1) * rows), at);
-      at += rows;
-    }
-  }
-  return { data, shape: [B, H, n, D] };
-}
-
-function checkAgainstReference(label: string, r: { out: { data: Float32Array }; lse: { data: Float32Array } }, q: Tensor, k: Tensor, v: Tensor, causal = false) {
-  const [B, H, nq, d] = q.shape;
-  const [, Hkv, nk, dv] = v.shape;
-  const ref = referenceAttention({
-    q: q.data, k: k.data, v: v.data, B, H, Hkv, nq, nk, d, dv, causal, causalOffset: nk - nq,
-  });
-  const rel = relativeError(r.out.data, ref.out);
-  assert.ok(rel <= TOL, `${label} (seed ${SEED}): relative error ${rel}`);
-  const lseErr = maxAbsError(r.lse.data, ref.lse);
-  assert.ok(lseErr <= TOL * Math.max(1, maxAbs(ref.lse)), `${label} (seed ${SEED}): lse error ${lseErr}`);
-}
-
-async function codeOf(work: () => unknown): Promise<string> {
-  try {
-    await work();
-  } catch (error) {
-    assert.instance(error, HyperAttentionError);
-    return (error as HyperAttentionError).code;
-  }
-  throw new Error('expected a HyperAttentionError');
-}
-
-async function withCache<T>(options: Parameters<typeof createKVCache>[0], work: (cache: KVCache) => Promise<T>): Promise<T> {
-  const cache = await createKVCache(options);
-  try {
-    return await work(cache);
-  } finally {
-    cache.release();
-  }
-}
+const checkAgainstReference = referenceCheck(SEED, TOL);
 
 test('a decode loop appending one token at a time equals exact attention over the concatenated tensors (GQA, dv != d)', async () => {
   const [B, H, Hkv, d, dv] = [2, 6, 2, 32, 24];

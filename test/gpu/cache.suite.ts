@@ -5,12 +5,13 @@
 // cache on WebAssembly (1e-4 max abs error), GPU queries and results against host ones
 // (1e-6); its errors. Fresh random inputs each run.
 import { suite } from '../suite.ts';
+import { codeOf, concat, referenceCheck, withCache } from '../cache-helpers.ts';
 import * as assert from 'uvu/assert';
-import { createKVCache, exactAttention, hyperAttention, HyperAttentionError, type KVCache } from '../../src/index.ts';
+import { createKVCache, exactAttention, hyperAttention } from '../../src/index.ts';
 import { createWebGPUBackend } from '../../src/gpu/index.ts';
 import type { Tensor } from '../../src/tensor.ts';
-import { referenceAttention } from '../reference.ts';
-import { maxAbsError, randomTensor, relativeError } from '../util.ts';
+import { maxAbsError, randomTensor } from '../util.ts';
+import { readBuffer } from './harness.ts';
 
 const test = suite('gpu cache');
 const SEED = (Math.random() * 2 ** 31) >>> 0;
@@ -19,49 +20,7 @@ const fresh = (shape: number[]) => randomTensor(shape, nextSeed++);
 const GPU = { backend: 'webgpu' } as const;
 const TOL = 1e-4;
 
-function concat(parts: Tensor[]): Tensor {
-  const [B, H, , D] = parts[0].shape;
-  const n = parts.reduce((s, p) => s + p.shape[2], 0);
-  const data = new Float32Array(B * H * n * D);
-  for (let g = 0; g < B * H; g++) {
-    let at = g * n * D;
-    for (const p of parts) {
-      const rows = p.shape[2] * D;
-      data.set(p.data.subarray(g * rows, (g + 1) * rows), at);
-      at += rows;
-    }
-  }
-  return { data, shape: [B, H, n, D] };
-}
-
-function checkAgainstReference(label: string, r: { out: { data: Float32Array }; lse: { data: Float32Array } }, q: Tensor, k: Tensor, v: Tensor, causal = false) {
-  const [B, H, nq, d] = q.shape;
-  const [, Hkv, nk, dv] = v.shape;
-  const ref = referenceAttention({ q: q.data, k: k.data, v: v.data, B, H, Hkv, nq, nk, d, dv, causal, causalOffset: nk - nq });
-  const rel = relativeError(r.out.data, ref.out);
-  assert.ok(rel <= TOL, `${label} (seed ${SEED}): relative error ${rel}`);
-  const lseErr = maxAbsError(r.lse.data, ref.lse);
-  assert.ok(lseErr <= TOL, `${label} (seed ${SEED}): lse error ${lseErr}`);
-}
-
-async function codeOf(work: () => unknown): Promise<string> {
-  try {
-    await work();
-  } catch (error) {
-    assert.instance(error, HyperAttentionError);
-    return (error as HyperAttentionError).code;
-  }
-  throw new Error('expected a HyperAttentionError');
-}
-
-async function withCache<T>(options: Parameters<typeof createKVCache>[0], work: (cache: KVCache) => Promise<T>): Promise<T> {
-  const cache = await createKVCache(options);
-  try {
-    return await work(cache);
-  } finally {
-    cache.release();
-  }
-}
+const checkAgainstReference = referenceCheck(SEED, TOL);
 
 test('a decode loop on a WebGPU cache equals the reference over the concatenated tensors (GQA, dv != d, batch 2)', async () => {
   const [B, H, Hkv, d, dv] = [2, 6, 2, 32, 24];
@@ -144,13 +103,7 @@ test("a cache on the caller's device: GPU queries in and output 'gpu' out, equal
     return { buffer, shape: t.shape };
   };
   const readBack = async (buffer: GPUBuffer) => {
-    const staging = device.createBuffer({ size: buffer.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    const encoder = device.createCommandEncoder();
-    encoder.copyBufferToBuffer(buffer, 0, staging, 0, buffer.size);
-    device.queue.submit([encoder.finish()]);
-    await staging.mapAsync(GPUMapMode.READ);
-    const data = new Float32Array(staging.getMappedRange().slice(0));
-    staging.destroy();
+    const data = await readBuffer(device, buffer);
     buffer.destroy();
     return data;
   };

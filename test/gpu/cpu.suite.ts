@@ -195,24 +195,16 @@ for (const [index, c] of callCases.entries()) {
 }
 // Causal chunks up to 8192 keys (the WebAssembly backend is checked against the float64
 // reference on the same sizes in test/causal-offset.test.ts); d 16 keeps a software adapter quick.
-for (const [nq, nk] of [[1, 8192], [3, 4099], [17, 1000], [512, 8192], [2048, 8192]]) {
-  Calls(`exactAttention causal, ${nq} queries of ${nk} keys (H 2, Hkv 1, d 16)`, async () => {
+// Bottom-right causal chunks: [B, H, Hkv, nq, nk, d].
+const CAUSAL_CHUNKS = [
+  [1, 2, 1, 1, 8192, 16], [1, 2, 1, 3, 4099, 16], [1, 2, 1, 17, 1000, 16], [1, 2, 1, 512, 8192, 16], [1, 2, 1, 2048, 8192, 16],
+  [2, 2, 2, 200, 200, 32], [2, 2, 2, 1, 200, 32], [2, 2, 2, 77, 200, 32],
+];
+for (const [B, H, Hkv, nq, nk, d] of CAUSAL_CHUNKS) {
+  Calls(`exactAttention causal, B ${B}, H ${H}, Hkv ${Hkv}: ${nq} queries of ${nk} keys (d ${d})`, async () => {
     const rng = random();
-    const q = { data: gaussian(rng, 2 * nq * 16), shape: [1, 2, nq, 16] };
-    const [k, v] = [0, 1].map(() => ({ data: gaussian(rng, nk * 16), shape: [1, 1, nk, 16] }));
-    const o = resolveExactOptions({ causal: true });
-    const shape = attentionShape(q, k, v, true);
-    const a = await runExact(gpu, shape, o, q, k, v);
-    const b = await runExact(cpu, shape, o, q, k, v);
-    expectSame('out', a.out.data, b.out.data, OUT_TOL);
-    expectSame('lse', a.lse.data, b.lse.data, LSE_TOL);
-  });
-}
-for (const nq of [200, 1, 77]) {
-  Calls(`exactAttention, B 2, H 2, causal, ${nq} queries of 200 keys`, async () => {
-    const rng = random();
-    const q = { data: gaussian(rng, 2 * 2 * nq * 32), shape: [2, 2, nq, 32] };
-    const [k, v] = [0, 1].map(() => ({ data: gaussian(rng, 2 * 2 * 200 * 32), shape: [2, 2, 200, 32] }));
+    const q = { data: gaussian(rng, B * H * nq * d), shape: [B, H, nq, d] };
+    const [k, v] = [0, 1].map(() => ({ data: gaussian(rng, B * Hkv * nk * d), shape: [B, Hkv, nk, d] }));
     const o = resolveExactOptions({ causal: true });
     const shape = attentionShape(q, k, v, true);
     const a = await runExact(gpu, shape, o, q, k, v);

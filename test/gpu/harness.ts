@@ -233,3 +233,15 @@ export function hashKeys(x: Float32Array, proj: Float32Array, d: number, r: numb
   const key = (b: number) => (mode === 'reference' ? gray(b) : inverseGray(b));
   return [key(bin), ...ambiguous.map((t) => key(bin ^ (1 << t)))];
 }
+
+/** A storage buffer's float32 contents, read back through a staging buffer. */
+export async function readBuffer(device: GPUDevice, buffer: GPUBuffer): Promise<Float32Array> {
+  const staging = device.createBuffer({ size: buffer.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const encoder = device.createCommandEncoder();
+  encoder.copyBufferToBuffer(buffer, 0, staging, 0, buffer.size);
+  device.queue.submit([encoder.finish()]);
+  await staging.mapAsync(GPUMapMode.READ);
+  const data = new Float32Array(staging.getMappedRange().slice(0));
+  staging.destroy();
+  return data;
+}

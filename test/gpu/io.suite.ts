@@ -10,7 +10,7 @@ import {
   HyperAttentionError, exactAttention, hyperAttention, type AttentionResult, type ErrorCode, type GPUAttentionResult,
   type GPUTensor, type InputTensor, type Tensor,
 } from '../../src/index.ts';
-import { expectClose, gaussian, random } from './harness.ts';
+import { expectClose, gaussian, random, readBuffer } from './harness.ts';
 
 const device = (await createWebGPUBackend()).device;
 const SAME = 1e-6;
@@ -23,15 +23,7 @@ function onDevice(t: Tensor, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COP
 }
 
 async function readBack(t: GPUTensor): Promise<Float32Array> {
-  const buffer = t.buffer as GPUBuffer;
-  const staging = device.createBuffer({ size: buffer.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-  const encoder = device.createCommandEncoder();
-  encoder.copyBufferToBuffer(buffer, 0, staging, 0, buffer.size);
-  device.queue.submit([encoder.finish()]);
-  await staging.mapAsync(GPUMapMode.READ);
-  const data = new Float32Array(staging.getMappedRange().slice(0));
-  staging.destroy();
-  return data;
+  return readBuffer(device, t.buffer as GPUBuffer);
 }
 
 /** Reads back a GPU result (destroying its buffers, which are the caller's) and compares with a host one. */
