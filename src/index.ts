@@ -22,7 +22,7 @@ import {
 import { threadsFor } from './threads/config.ts';
 import { inSlices, SLICE_ELEMENTS } from './slices.ts';
 import {
-  allFinite, attentionShape, attentionShapeOf, checkMagnitudes, checkOutputSize, checkShape, checkValues, finiteMaxAbs, isHostTensor,
+  allFinite, attentionShapeOf, checkMagnitudes, checkOutputSize, checkShape, checkValues, checkValuesNow, finiteMaxAbs, isHostTensor,
   type AttentionShape, type InputTensor, type TensorLike,
 } from './tensor.ts';
 
@@ -128,7 +128,7 @@ function startCall<O extends ResolvedExactOptions>(
     let ready: InputTensor[] | undefined;
     if (atOnce) {
       ready = inputs.map((t) => inBhnd(t, layout));
-      attentionShape(ready[0], ready[1], ready[2], o.causal, o.scale);
+      checkValuesNow(ready, shape, o.scale);
     }
     const runOn = async (backend: Backend, scheduled: Scheduled, qkv: InputTensor[]) => {
       const chosen = scheduled.minSeqLen === undefined ? o : { ...o, minSeqLen: scheduled.minSeqLen };
@@ -260,11 +260,21 @@ export function exactAttention(
     runExact(backend, shape, o, qkv[0], qkv[1], qkv[2], o.output, trace, plan));
 }
 
+/** A call's options as hyperAttention (kind 'hyper') or exactAttention resolves them. */
+function resolveCacheOptions(kind: 'hyper' | 'exact', options: unknown): { hyperGiven: ResolvedHyperOptions | undefined; given: ResolvedExactOptions } {
+  const hyperGiven = kind === 'hyper' ? resolveHyperOptions(options as HyperOptions) : undefined;
+  return { hyperGiven, given: hyperGiven ?? resolveExactOptions(options as ExactOptions) };
+}
+
 /**
- * The shape of a call on a cache, checked against it (CACHE_MISMATCH), and whether it runs
- * causally: one query sees every key, and causal queries are the cache's last nq positions.
+ * The shape of a call on a cache, checked against it (CACHE_MISMATCH), and its options with
+ * `causal` as it runs: one query sees every key, and causal queries are the cache's last nq
+ * positions.
  */
-function cacheShape(qShape: readonly number[], cache: KVCache, causal: boolean): { shape: AttentionShape; causal: boolean } {
+function cacheShape(
+  qShape: readonly number[], cache: KVCache, hyperGiven: ResolvedHyperOptions | undefined, given: ResolvedExactOptions,
+): { shape: AttentionShape; hyper: ResolvedHyperOptions | undefined; o: ResolvedExactOptions } {
+  const causal = given.causal;
   const [B, H, nq, d] = qShape;
   const { batch, kvHeads, headDim } = cache;
   if (B !== batch || d !== headDim || H % kvHeads !== 0) {
@@ -278,7 +288,9 @@ function cacheShape(qShape: readonly number[], cache: KVCache, causal: boolean):
   if (causal && nq > nk) {
     throw new HyperAttentionError('INVALID_SHAPE', `causal: ${nq} queries are the cache's last positions, but it holds ${nk} tokens`);
   }
-  return { shape: { B, H, Hkv: kvHeads, nq, nk, d, dv: cache.valueDim }, causal: causal && nq > 1 };
+  const runsCausal = causal && nq > 1;
+  const hyper = hyperGiven && { ...hyperGiven, causal: runsCausal };
+  return { shape: { B, H, Hkv: kvHeads, nq, nk, d, dv: cache.valueDim }, hyper, o: hyper ?? { ...given, causal: runsCausal } };
 }
 
 /**
@@ -290,8 +302,7 @@ function cacheShape(qShape: readonly number[], cache: KVCache, causal: boolean):
  */
 function cacheCall(kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, options: unknown): Promise<AnyResult> {
   try {
-    const hyperGiven = kind === 'hyper' ? resolveHyperOptions(options as HyperOptions) : undefined;
-    const given = hyperGiven ?? resolveExactOptions(options as ExactOptions);
+    const { hyperGiven, given } = resolveCacheOptions(kind, options);
     const layout = resolveLayout(options);
     const state = openCache(cache);
     if (given.backend !== 'auto' && given.backend !== cache.backend) {
@@ -304,12 +315,10 @@ function cacheCall(kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, optio
     // GPU tensors in or out: the caller's device, the one the cache lives on (checked above).
     if (given.output === 'gpu') checkDeviceIO(given, "output 'gpu'");
     if (!isHostTensor(qt)) checkDeviceIO(given, 'q (a GPU tensor)');
-    const { shape, causal } = cacheShape(qt.shape, cache, given.causal);
+    const { shape, hyper, o } = cacheShape(qt.shape, cache, hyperGiven, given);
     if (given.output === 'host') checkOutputSize(shape);
     const qMax = isHostTensor(qt) ? finiteMaxAbs('q', qt.data) : 0;
     checkMagnitudes(shape, { q: qMax, ...state.maxAbs(shape.nk) }, given.scale ?? 1 / Math.sqrt(shape.d));
-    const hyper = hyperGiven && { ...hyperGiven, causal };
-    const o = hyper ?? { ...given, causal };
     state.busy++;
     const work = (async () => {
       const ready = state.queue;
@@ -383,12 +392,9 @@ async function explainCacheCall(
 ): Promise<Explanation> {
   if (kind !== 'hyper' && kind !== 'exact') throw new HyperAttentionError('INVALID_OPTION', `kind: expected 'hyper' or 'exact', got ${String(kind)}`);
   if (!(shapes.cache instanceof KVCache)) throw new HyperAttentionError('INVALID_OPTION', 'shapes.cache: expected a KVCache (createKVCache)');
-  const hyperGiven = kind === 'hyper' ? resolveHyperOptions(options) : undefined;
-  const given = hyperGiven ?? resolveExactOptions(options);
+  const { hyperGiven, given } = resolveCacheOptions(kind, options);
   const state = openCache(shapes.cache);
-  const { shape, causal } = cacheShape(checkShape('q', shapeInBhnd(shapes.q, layout)), shapes.cache, given.causal);
-  const hyper = hyperGiven && { ...hyperGiven, causal };
-  const o = hyper ?? { ...given, causal };
+  const { shape, hyper, o } = cacheShape(checkShape('q', shapeInBhnd(shapes.q, layout)), shapes.cache, hyperGiven, given);
   return typedFailures(serialize(async () => (await scheduleResident(shape, o, hyper, state.backend)).plan));
 }
 

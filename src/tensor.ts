@@ -218,16 +218,27 @@ export function attentionShape(q: unknown, k: unknown, v: unknown, causal: boole
   checkTensor('k', k);
   checkTensor('v', v);
   const shape = shapeOf(q.shape, k.shape, v.shape, causal);
-  // GPU tensors are not checked: that would need a readback, which is what they avoid.
-  const max = { q: 0, k: 0, v: 0 };
-  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) if (isHostTensor(t)) max[name] = finiteMaxAbs(name, t.data);
-  boundValues(shape, [q, k, v], max, scale);
+  checkValuesNow([q, k, v], shape, scale);
   return shape;
 }
 
 /**
+ * The values of a call's host inputs (of this shape) checked at once: finite, magnitudes
+ * that cannot overflow; GPU tensors are not checked (that would need a readback, which is
+ * what they avoid). checkValues does the same in time slices.
+ */
+export function checkValuesNow(qkv: readonly InputTensor[], shape: AttentionShape, scale: number | undefined): void {
+  const max = { q: 0, k: 0, v: 0 };
+  for (const [i, name] of (['q', 'k', 'v'] as const).entries()) {
+    const t = qkv[i];
+    if (isHostTensor(t)) max[name] = finiteMaxAbs(name, t.data);
+  }
+  boundValues(shape, qkv, max, scale);
+}
+
+/**
  * The values of a call's q, k and v (each checked on its own, their shapes together: shape)
- * checked as attentionShape checks them, in time slices of the calling thread (slices.ts).
+ * checked as checkValuesNow checks them, in time slices of the calling thread (slices.ts).
  */
 export async function checkValues(
   qkv: readonly InputTensor[], shape: AttentionShape, scale: number | undefined, signal?: AbortSignal,
