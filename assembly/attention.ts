@@ -574,6 +574,63 @@ function combineRow(
   store<f32>(dstLse, lse);
 }
 
+// One micro-tile's query rows, scaled, interleaved (row r's c-th value at dst + (c * MR + r)
+// * 4): list positions [p, p + n) (n <= MR) name rows qIdx[p] (or p); rows past n, and rows
+// outside [0, qReal), are zero. Where all MR rows are real, 4 x 4 blocks are transposed in
+// registers (the same products as one value at a time).
+@inline function queryTile(q: usize, qIdx: usize, p: i32, n: i32, qReal: i32, d: i32, scale: f32, dst: usize): void {
+  const dBytes = (<usize>d) << 2;
+  let all = n == MR;
+  let r0: usize = 0, r1: usize = 0, r2: usize = 0, r3: usize = 0;
+  if (ASC_FEATURE_SIMD && all) {
+    const i0 = qIdx ? load<i32>(qIdx + ((<usize>p) << 2)) : p;
+    const i1 = qIdx ? load<i32>(qIdx + ((<usize>p) << 2), 4) : p + 1;
+    const i2 = qIdx ? load<i32>(qIdx + ((<usize>p) << 2), 8) : p + 2;
+    const i3 = qIdx ? load<i32>(qIdx + ((<usize>p) << 2), 12) : p + 3;
+    all = <u32>i0 < <u32>qReal && <u32>i1 < <u32>qReal && <u32>i2 < <u32>qReal && <u32>i3 < <u32>qReal;
+    r0 = q + <usize>i0 * dBytes;
+    r1 = q + <usize>i1 * dBytes;
+    r2 = q + <usize>i2 * dBytes;
+    r3 = q + <usize>i3 * dBytes;
+  }
+  if (ASC_FEATURE_SIMD && all) {
+    const sv = f32x4.splat(scale);
+    const d4 = d & ~3;
+    let to = dst;
+    for (let c = 0; c < d4; c += 4) {
+      const at = (<usize>c) << 2;
+      const a = f32x4.mul(v128.load(r0 + at), sv), b = f32x4.mul(v128.load(r1 + at), sv);
+      const e = f32x4.mul(v128.load(r2 + at), sv), f = f32x4.mul(v128.load(r3 + at), sv);
+      const ab0 = f32x4.shuffle(a, b, 0, 4, 1, 5), ab1 = f32x4.shuffle(a, b, 2, 6, 3, 7);
+      const ef0 = f32x4.shuffle(e, f, 0, 4, 1, 5), ef1 = f32x4.shuffle(e, f, 2, 6, 3, 7);
+      v128.store(to, f32x4.shuffle(ab0, ef0, 0, 1, 4, 5));
+      v128.store(to, f32x4.shuffle(ab0, ef0, 2, 3, 6, 7), 16);
+      v128.store(to, f32x4.shuffle(ab1, ef1, 0, 1, 4, 5), 32);
+      v128.store(to, f32x4.shuffle(ab1, ef1, 2, 3, 6, 7), 48);
+      to += 64;
+    }
+    for (let c = d4; c < d; c++) {
+      const at = (<usize>c) << 2;
+      store<f32>(to, load<f32>(r0 + at) * scale);
+      store<f32>(to, load<f32>(r1 + at) * scale, 4);
+      store<f32>(to, load<f32>(r2 + at) * scale, 8);
+      store<f32>(to, load<f32>(r3 + at) * scale, 12);
+      to += 16;
+    }
+    return;
+  }
+  for (let r = 0; r < MR; r++) {
+    const idx = r >= n ? -1 : qIdx ? load<i32>(qIdx + ((<usize>(p + r)) << 2)) : p + r;
+    const src = q + <usize>idx * dBytes;
+    const real = idx >= 0 && idx < qReal;
+    const to = dst + ((<usize>r) << 2);
+    for (let c = 0; c < d; c++) {
+      const x: f32 = real ? load<f32>(src + ((<usize>c) << 2)) * scale : 0;
+      store<f32>(to + ((<usize>(c * MR)) << 2), x);
+    }
+  }
+}
+
 /**
  * Attention of a list of query rows against a list of key rows.
  * Query list position p in [qStart, qStart + nq) names row qIdx[p] (or p when qIdx == 0);
@@ -615,20 +672,7 @@ export function attendCore(
     const rows = min(QC, nq - c0);
     const rows4 = (rows + MR - 1) & ~(MR - 1);
     // The chunk's rows, scaled, interleaved per micro-tile (see the micro-kernels).
-    for (let i = 0; i < rows4; i++) {
-      const dst = qs + <usize>(i & ~(MR - 1)) * dBytes + ((<usize>(i & (MR - 1))) << 2);
-      let idx = -1;
-      if (i < rows) {
-        const p = qStart + c0 + i;
-        idx = qIdx ? load<i32>(qIdx + ((<usize>p) << 2)) : p;
-      }
-      const src = q + <usize>idx * dBytes;
-      const real = idx >= 0 && idx < qReal;
-      for (let c = 0; c < d; c++) {
-        const x: f32 = real ? load<f32>(src + ((<usize>c) << 2)) * scale : 0;
-        store<f32>(dst + ((<usize>(c * MR)) << 2), x);
-      }
-    }
+    for (let i0 = 0; i0 < rows4; i0 += MR) queryTile(q, qIdx, qStart + c0 + i0, min(MR, rows - i0), qReal, d, scale, qs + <usize>i0 * dBytes);
     memory.fill(acc, 0, <usize>rows4 * dvpBytes);
     if (stats != STATS_NONE) {
       memory.fill(vsRow, 0, <usize>rows4 * dvpBytes);
