@@ -214,7 +214,7 @@ export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
 }
 
 // a * b + c: one fused op where the engine has relaxed SIMD, else a multiply and an add.
-@inline function madd(a: v128, b: v128, c: v128): v128 {
+@inline export function madd(a: v128, b: v128, c: v128): v128 {
   if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
   return f32x4.add(f32x4.mul(a, b), c);
 }
@@ -486,8 +486,9 @@ function buildTile(k: usize, v: usize, keyRows: usize, kc: i32, kcPad: i32, d: i
   }
   const mOld = load<f32>(mAt);
   const mNew = max(mOld, mx);
-  // Once a row's max has settled, most tiles leave it: no exp call then.
-  const alpha: f32 = mOld == mNew ? 1 : Mathf.exp(mOld - mNew);
+  // Once a row's max has settled, most tiles leave it: no exp call then; nor on the row's
+  // first tile (nothing to rescale).
+  const alpha: f32 = mOld == mNew ? 1 : mOld == -Infinity ? 0 : Mathf.exp(mOld - mNew);
   let sum: f32 = 0;
   if (ASC_FEATURE_SIMD) {
     const mv = f32x4.splat(mNew);
@@ -554,8 +555,10 @@ function combineRow(
     c = 0;
     lse = lse2;
   } else {
-    c = 1 / (1 + Mathf.exp(lse2 - lse1));
-    lse = max(lse1, lse2) + Mathf.log1p(Mathf.exp(-Mathf.abs(lse1 - lse2)));
+    // One exp: e = exp(-|lse1 - lse2|) is exp(lse2 - lse1) or its inverse.
+    const e = Mathf.exp(-Mathf.abs(lse1 - lse2));
+    c = lse2 <= lse1 ? 1 / (1 + e) : e / (1 + e);
+    lse = max(lse1, lse2) + Mathf.log1p(e);
   }
   const c2: f32 = (1 - c) * srcScale;
   // Lane by lane the same products and sum as the scalar loop (no fused multiply-add).
