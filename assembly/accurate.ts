@@ -9,7 +9,7 @@
 // position i + causalOffset (causalOffset = nk - nq: the queries are the last nq positions)
 // and sees the keys up to it; windows (winLo) are in key positions too.
 import {
-  attendCore, expNonPositive, windowStart, MASK_ACCURATE, STATS_ADD, STATS_WRITE, WINDOW_IGNORE, WINDOW_HIDE_INSIDE, WINDOW_HIDE_OUTSIDE,
+  attendCore, expNonPositive, madd, windowStart, MASK_ACCURATE, STATS_ADD, STATS_WRITE, WINDOW_IGNORE, WINDOW_HIDE_INSIDE, WINDOW_HIDE_OUTSIDE,
   maskCausal, maskCausalOffset, maskFlags, maskWinMode, maskWinLo, maskWin, maskRounds, maskQTags, maskKTags, maskNq, maskNk,
 } from './attention';
 
@@ -244,62 +244,211 @@ export function remainderMerge(
 }
 
 /**
- * The probe for heavy columns: for each probe query row rows[p] (p < nProbe), its softmax
- * over every key it may see, and mass[j] += that probability for keys j that the columns
- * part does not already hold by rule (j >= sinks) and that lie outside the probe query's
- * own window (windowStart). Causal, probe row i sees the keys up to its position i +
- * causalOffset. mass is [nk], overwritten. scratch holds nk f32.
+ * The probe for heavy columns, first step, over keys [kFrom, kTo): for each probe query row
+ * rows[p] (p < nProbe), its scores against the keys of the range that it may see (causal:
+ * the keys up to its position i + causalOffset), as exp(score - m) into scores[p][j]
+ * (scores is [nProbe, nk]), and (m, l) into stats[2 p], stats[2 p + 1]: the range's max
+ * score and the sum of those terms (m = -inf, l = 0 where the row sees no key of the range).
+ * probeMass then joins the ranges. The ranges depend on nk alone (PROBE_RANGE in
+ * src/cpu/backend.ts), so that the sums do not depend on the threads.
+ */
+export function probeScores(
+  q: usize, k: usize, nk: i32, d: i32, scale: f32,
+  rows: usize, nProbe: i32, causal: i32, causalOffset: i32, kFrom: i32, kTo: i32, scores: usize, stats: usize,
+): void {
+  const dBytes = (<usize>d) << 2;
+  const rowBytes = (<usize>nk) << 2;
+  let keys = kFrom; // the end of the keys some probe row sees
+  for (let p = 0; p < nProbe; p++) keys = max(keys, min(kTo, probeVisible(rows, p, causal, causalOffset, nk)));
+  // PROBE_GROUP rows at a time against a block of PROBE_KEYS keys, the block's keys staying
+  // in cache for all the groups (rows past nProbe repeat the group's last, into its scores).
+  for (let j0 = kFrom; j0 < keys; j0 += PROBE_KEYS) {
+    const kb = min(PROBE_KEYS, keys - j0);
+    for (let p0 = 0; p0 < nProbe; p0 += PROBE_GROUP) {
+      const g = min(PROBE_GROUP, nProbe - p0);
+      scoreGroup(
+        probeRow(q, rows, p0, 0, g, dBytes), probeRow(q, rows, p0, 1, g, dBytes), probeRow(q, rows, p0, 2, g, dBytes),
+        probeRow(q, rows, p0, 3, g, dBytes), k + <usize>j0 * dBytes, kb, d, scale,
+        scores + <usize>p0 * rowBytes + ((<usize>j0) << 2), g > 1 ? rowBytes : 0, g > 2 ? rowBytes : 0, g > 3 ? rowBytes : 0,
+      );
+    }
+  }
+  for (let p = 0; p < nProbe; p++) {
+    const to = min(kTo, probeVisible(rows, p, causal, causalOffset, nk));
+    const at = stats + ((<usize>p) << 3);
+    if (to <= kFrom) {
+      store<f32>(at, -Infinity);
+      store<f32>(at, 0, 4);
+      continue;
+    }
+    expScores(scores + <usize>p * rowBytes + ((<usize>kFrom) << 2), to - kFrom, at);
+  }
+}
+
+/**
+ * The probe for heavy columns, second step, over keys [kFrom, kTo), range `range` of
+ * `ranges` (stats: [ranges, nProbe, 2], from probeScores): each probe row's softmax
+ * probability of each key it may see, mass[j] = the sum over the rows (in order) of that
+ * probability for keys j that the columns part does not already hold by rule (j >= sinks)
+ * and that lie outside the probe row's own window (windowStart). mass [nk]: the range's
+ * keys are overwritten.
  */
 export function probeMass(
-  q: usize, k: usize, nq: i32, nk: i32, d: i32, scale: f32,
-  rows: usize, nProbe: i32, causal: i32, causalOffset: i32, sinks: i32, winLo: i32, win: i32,
-  mass: usize, scratch: usize,
+  nk: i32, rows: usize, nProbe: i32, causal: i32, causalOffset: i32, sinks: i32, winLo: i32, win: i32,
+  kFrom: i32, kTo: i32, range: i32, ranges: i32, scores: usize, stats: usize, mass: usize,
 ): void {
-  memory.fill(mass, 0, (<usize>nk) << 2);
+  memory.fill(mass + ((<usize>kFrom) << 2), 0, (<usize>(kTo - kFrom)) << 2);
+  const rowBytes = (<usize>nk) << 2;
+  const rangeBytes = (<usize>nProbe) << 3;
+  for (let p = 0; p < nProbe; p++) {
+    const visible = min(kTo, probeVisible(rows, p, causal, causalOffset, nk));
+    const own = stats + <usize>range * rangeBytes + ((<usize>p) << 3);
+    if (visible <= kFrom || load<f32>(own, 4) == 0) continue;
+    // The row's softmax over all its keys: the ranges' (m, l) joined in range order.
+    let mx: f32 = -Infinity;
+    for (let r = 0; r < ranges; r++) mx = max(mx, load<f32>(stats + <usize>r * rangeBytes + ((<usize>p) << 3)));
+    let sum: f32 = 0;
+    for (let r = 0; r < ranges; r++) {
+      const at = stats + <usize>r * rangeBytes + ((<usize>p) << 3);
+      const l = load<f32>(at, 4);
+      if (l > 0) sum += l * Mathf.exp(load<f32>(at) - mx);
+    }
+    const factor = Mathf.exp(load<f32>(own) - mx) / sum;
+    const i = load<i32>(rows + ((<usize>p) << 2));
+    const lo = windowStart(i, winLo, win, causal != 0, nk);
+    const e = scores + <usize>p * rowBytes;
+    // The keys that take mass: [sinks, visible) less the window, as two runs, in the range.
+    const from = max(sinks, kFrom);
+    const cut = win > 0 ? min(max(lo, from), visible) : visible;
+    addMass(mass, e, from, cut, factor);
+    if (win > 0) addMass(mass, e, max(lo + win, from), visible, factor);
+  }
+}
+
+// Keys [0, visible) that probe row rows[p] may see.
+@inline function probeVisible(rows: usize, p: i32, causal: i32, causalOffset: i32, nk: i32): i32 {
+  return causal ? min(nk, load<i32>(rows + ((<usize>p) << 2)) + causalOffset + 1) : nk;
+}
+
+// Probe rows scored together: each key's values are loaded once for all of them.
+const PROBE_GROUP: i32 = 4;
+// Keys per block of the probe's scores: 16 KiB of keys at d = 64, read from cache by every group.
+const PROBE_KEYS: i32 = 64;
+
+// Query row of probe p0 + r of a group of g (rows past g repeat the group's last).
+@inline function probeRow(q: usize, rows: usize, p0: i32, r: i32, g: i32, dBytes: usize): usize {
+  return q + <usize>load<i32>(rows + ((<usize>(p0 + min(r, g - 1))) << 2)) * dBytes;
+}
+
+// Scores of four query rows q0..q3 against keys [0, keys) (rows of d at k), times scale, into
+// rows of scores s0, s1 = s0 + step1, s2 = s1 + step2, s3 = s2 + step3 (a step 0 for a row
+// that repeats another: its scores are written before the row's own). SIMD: two keys at a time, lanes along d, one
+// accumulator per (row, key) (eight independent chains), summed across lanes at the end.
+@inline function scoreGroup(
+  q0: usize, q1: usize, q2: usize, q3: usize, k: usize, keys: i32, d: i32, scale: f32,
+  s0: usize, step1: usize, step2: usize, step3: usize,
+): void {
   const dBytes = (<usize>d) << 2;
   const d4 = d & ~3;
-  for (let p = 0; p < nProbe; p++) {
-    const i = load<i32>(rows + ((<usize>p) << 2));
-    const qi = q + <usize>i * dBytes;
-    const visible = causal ? min(nk, i + causalOffset + 1) : nk;
-    let mx: f32 = -Infinity;
-    for (let j = 0; j < visible; j++) {
-      const kj = k + <usize>j * dBytes;
-      let dot: f32 = 0;
-      if (ASC_FEATURE_SIMD) {
-        let a = f32x4.splat(0);
-        for (let c = 0; c < d4; c += 4) {
-          a = f32x4.add(a, f32x4.mul(v128.load(qi + ((<usize>c) << 2)), v128.load(kj + ((<usize>c) << 2))));
-        }
-        dot = (f32x4.extract_lane(a, 0) + f32x4.extract_lane(a, 1)) + (f32x4.extract_lane(a, 2) + f32x4.extract_lane(a, 3));
-        for (let c = d4; c < d; c++) dot += load<f32>(qi + ((<usize>c) << 2)) * load<f32>(kj + ((<usize>c) << 2));
-      } else {
-        for (let c = 0; c < d; c++) dot += load<f32>(qi + ((<usize>c) << 2)) * load<f32>(kj + ((<usize>c) << 2));
+  const s1 = s0 + step1, s2 = s1 + step2, s3 = s2 + step3;
+  let j = 0;
+  if (ASC_FEATURE_SIMD) {
+    const sv = f32x4.splat(scale);
+    for (; j + 2 <= keys; j += 2) {
+      const ka = k + <usize>j * dBytes;
+      const kb = ka + dBytes;
+      let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+      let b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+      for (let c = 0; c < d4; c += 4) {
+        const o = (<usize>c) << 2;
+        const x = v128.load(ka + o), y = v128.load(kb + o);
+        const r0 = v128.load(q0 + o), r1 = v128.load(q1 + o), r2 = v128.load(q2 + o), r3 = v128.load(q3 + o);
+        a0 = madd(r0, x, a0); b0 = madd(r0, y, b0);
+        a1 = madd(r1, x, a1); b1 = madd(r1, y, b1);
+        a2 = madd(r2, x, a2); b2 = madd(r2, y, b2);
+        a3 = madd(r3, x, a3); b3 = madd(r3, y, b3);
       }
-      const s = dot * scale;
-      store<f32>(scratch + ((<usize>j) << 2), s);
-      mx = max(mx, s);
+      // Across lanes: [a0, b0, a1, b1] and [a2, b2, a3, b3] summed to (row, key) scores.
+      const t0 = f32x4.add(f32x4.shuffle(a0, b0, 0, 4, 1, 5), f32x4.shuffle(a0, b0, 2, 6, 3, 7));
+      const t1 = f32x4.add(f32x4.shuffle(a1, b1, 0, 4, 1, 5), f32x4.shuffle(a1, b1, 2, 6, 3, 7));
+      const t2 = f32x4.add(f32x4.shuffle(a2, b2, 0, 4, 1, 5), f32x4.shuffle(a2, b2, 2, 6, 3, 7));
+      const t3 = f32x4.add(f32x4.shuffle(a3, b3, 0, 4, 1, 5), f32x4.shuffle(a3, b3, 2, 6, 3, 7));
+      let u01 = f32x4.add(f32x4.shuffle(t0, t1, 0, 1, 4, 5), f32x4.shuffle(t0, t1, 2, 3, 6, 7));
+      let u23 = f32x4.add(f32x4.shuffle(t2, t3, 0, 1, 4, 5), f32x4.shuffle(t2, t3, 2, 3, 6, 7));
+      for (let c = d4; c < d; c++) {
+        const o = (<usize>c) << 2;
+        const xy = f32x4.replace_lane(f32x4.splat(load<f32>(ka + o)), 1, load<f32>(kb + o));
+        u01 = madd(f32x4.shuffle(f32x4.splat(load<f32>(q0 + o)), f32x4.splat(load<f32>(q1 + o)), 0, 1, 4, 5),
+          f32x4.shuffle(xy, xy, 0, 1, 0, 1), u01);
+        u23 = madd(f32x4.shuffle(f32x4.splat(load<f32>(q2 + o)), f32x4.splat(load<f32>(q3 + o)), 0, 1, 4, 5),
+          f32x4.shuffle(xy, xy, 0, 1, 0, 1), u23);
+      }
+      u01 = f32x4.mul(u01, sv);
+      u23 = f32x4.mul(u23, sv);
+      const o = (<usize>j) << 2;
+      v128.store64_lane(s0 + o, u01, 0);
+      v128.store64_lane(s1 + o, u01, 1);
+      v128.store64_lane(s2 + o, u23, 0);
+      v128.store64_lane(s3 + o, u23, 1);
     }
-    let sum: f32 = 0;
-    if (ASC_FEATURE_SIMD) {
-      // Four exps at a time (expNonPositive, as the attention core's softmax), the last
-      // keys one lane at a time: every key's term is the same function of its score.
-      const mv = f32x4.splat(mx);
-      const v4 = visible & ~3;
-      let acc = f32x4.splat(0);
-      for (let j = 0; j < v4; j += 4) acc = f32x4.add(acc, expNonPositive(f32x4.sub(v128.load(scratch + ((<usize>j) << 2)), mv)));
-      sum = (f32x4.extract_lane(acc, 0) + f32x4.extract_lane(acc, 1)) + (f32x4.extract_lane(acc, 2) + f32x4.extract_lane(acc, 3));
-      for (let j = v4; j < visible; j++) sum += expLane(load<f32>(scratch + ((<usize>j) << 2)) - mx);
-    } else {
-      for (let j = 0; j < visible; j++) sum += Mathf.exp(load<f32>(scratch + ((<usize>j) << 2)) - mx);
-    }
-    const lse = mx + Mathf.log(sum);
-    const lo = windowStart(i, winLo, win, causal != 0, nk);
-    // The keys that take mass: [sinks, visible) less the window, as two runs.
-    const cut = win > 0 ? min(max(lo, sinks), visible) : visible;
-    addMass(mass, scratch, sinks, cut, lse);
-    if (win > 0) addMass(mass, scratch, max(lo + win, sinks), visible, lse);
   }
+  for (; j < keys; j++) {
+    const kj = k + <usize>j * dBytes;
+    let x0: f32 = 0, x1: f32 = 0, x2: f32 = 0, x3: f32 = 0;
+    for (let c = 0; c < d; c++) {
+      const o = (<usize>c) << 2;
+      const kv = load<f32>(kj + o);
+      x0 += load<f32>(q0 + o) * kv;
+      x1 += load<f32>(q1 + o) * kv;
+      x2 += load<f32>(q2 + o) * kv;
+      x3 += load<f32>(q3 + o) * kv;
+    }
+    const o = (<usize>j) << 2;
+    store<f32>(s0 + o, x0 * scale);
+    store<f32>(s1 + o, x1 * scale);
+    store<f32>(s2 + o, x2 * scale);
+    store<f32>(s3 + o, x3 * scale);
+  }
+}
+
+// Scores s[0, visible) (visible > 0) become exp(score - m); (m, their sum) into stats[0], stats[1].
+@inline function expScores(s: usize, visible: i32, stats: usize): void {
+  let mx: f32 = -Infinity;
+  let sum: f32 = 0;
+  if (ASC_FEATURE_SIMD) {
+    const v4 = visible & ~3;
+    let m4 = f32x4.splat(-Infinity);
+    for (let j = 0; j < v4; j += 4) m4 = f32x4.max(m4, v128.load(s + ((<usize>j) << 2)));
+    mx = max(max(f32x4.extract_lane(m4, 0), f32x4.extract_lane(m4, 1)), max(f32x4.extract_lane(m4, 2), f32x4.extract_lane(m4, 3)));
+    for (let j = v4; j < visible; j++) mx = max(mx, load<f32>(s + ((<usize>j) << 2)));
+    // Four exps at a time (expNonPositive, as the attention core's softmax), the last
+    // keys one lane at a time: every key's term is the same function of its score.
+    const mv = f32x4.splat(mx);
+    let acc = f32x4.splat(0);
+    for (let j = 0; j < v4; j += 4) {
+      const at = s + ((<usize>j) << 2);
+      const e = expNonPositive(f32x4.sub(v128.load(at), mv));
+      v128.store(at, e);
+      acc = f32x4.add(acc, e);
+    }
+    sum = (f32x4.extract_lane(acc, 0) + f32x4.extract_lane(acc, 1)) + (f32x4.extract_lane(acc, 2) + f32x4.extract_lane(acc, 3));
+    for (let j = v4; j < visible; j++) {
+      const at = s + ((<usize>j) << 2);
+      const e = expLane(load<f32>(at) - mx);
+      store<f32>(at, e);
+      sum += e;
+    }
+  } else {
+    for (let j = 0; j < visible; j++) mx = max(mx, load<f32>(s + ((<usize>j) << 2)));
+    for (let j = 0; j < visible; j++) {
+      const at = s + ((<usize>j) << 2);
+      const e = Mathf.exp(load<f32>(at) - mx);
+      store<f32>(at, e);
+      sum += e;
+    }
+  }
+  store<f32>(stats, mx);
+  store<f32>(stats, sum, 4);
 }
 
 // exp(x) for x <= 0 as one lane of expNonPositive.
@@ -307,23 +456,18 @@ export function probeMass(
   return f32x4.extract_lane(expNonPositive(f32x4.splat(x)), 0);
 }
 
-// mass[j] += exp(score[j] - lse) for keys j in [from, to).
-@inline function addMass(mass: usize, scores: usize, from: i32, to: i32, lse: f32): void {
+// mass[j] += e[j] * factor for keys j in [from, to).
+@inline function addMass(mass: usize, e: usize, from: i32, to: i32, factor: f32): void {
   let j = from;
   if (ASC_FEATURE_SIMD) {
-    const lv = f32x4.splat(lse);
+    const fv = f32x4.splat(factor);
     for (; j + 4 <= to; j += 4) {
       const at = mass + ((<usize>j) << 2);
-      v128.store(at, f32x4.add(v128.load(at), expNonPositive(f32x4.sub(v128.load(scores + ((<usize>j) << 2)), lv))));
+      v128.store(at, f32x4.add(v128.load(at), f32x4.mul(v128.load(e + ((<usize>j) << 2)), fv)));
     }
-    for (; j < to; j++) {
-      const at = mass + ((<usize>j) << 2);
-      store<f32>(at, load<f32>(at) + expLane(load<f32>(scores + ((<usize>j) << 2)) - lse));
-    }
-  } else {
-    for (; j < to; j++) {
-      const at = mass + ((<usize>j) << 2);
-      store<f32>(at, load<f32>(at) + Mathf.exp(load<f32>(scores + ((<usize>j) << 2)) - lse));
-    }
+  }
+  for (; j < to; j++) {
+    const at = mass + ((<usize>j) << 2);
+    store<f32>(at, load<f32>(at) + load<f32>(e + ((<usize>j) << 2)) * factor);
   }
 }

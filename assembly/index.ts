@@ -25,4 +25,5 @@ export {
   remainderSums,
   remainderMerge,
   probeMass,
+  probeScores,
 } from './accurate';

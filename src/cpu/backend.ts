@@ -18,7 +18,7 @@ import type {
 import { heaviest } from '../heavy.ts';
 import { stopBatch, type ThreadPool } from '../threads/pool.ts';
 import { WRITE_CODES } from '../codes.ts';
-import { inSlices, SLICE_ELEMENTS, sliceDue, turn } from '../slices.ts';
+import { sliceDue, turn } from '../slices.ts';
 import {
   bestFlavour, callKernel, instantiateKernels, kernelArgIndexes, kernelArgs, renewKernels, type KernelArgs, type KernelExports,
   type KernelFlavour, type KernelName, type KernelParam,
@@ -78,8 +78,11 @@ const KEY_PART = 2048;
  * about what the arithmetic does when the rows are few.
  */
 const FEW_ROWS = 16;
-/** Probe rows per job of the heavy-column probe: a fixed grouping, so that its sums do not depend on the threads. */
-const PROBE_ROWS = 4;
+/**
+ * Keys per job of the heavy-column probe (every probe row against a range of keys): a
+ * split fixed by the number of keys, so that its sums do not depend on the threads.
+ */
+const PROBE_RANGE = 2048;
 
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
@@ -400,39 +403,27 @@ export class CpuBackend implements Backend {
   }
 
   /**
-   * The probe rows in groups of PROBE_ROWS, each group's mass into its own partial (jobs),
-   * then the partials summed in group order: the same sums for every thread count.
+   * The probe in two steps over the same ranges of PROBE_RANGE keys (jobs): every probe
+   * row's scores against the range's keys and their softmax terms (probeScores), then each
+   * range's mass from the rows' softmax over all ranges (probeMass).
    */
   probe(t: ProbeTask): OpResult {
-    const groups = Math.ceil(t.count / PROBE_ROWS);
-    const partials = this.top;
-    const scratch = align(partials + groups * t.nk * 4);
-    this.reserve(scratch);
-    const mass = this.ptr(t.mass, 1);
+    const ranges = Math.ceil(t.nk / PROBE_RANGE);
+    const scores = this.top;
+    const stats = align(scores + t.count * t.nk * 4);
+    this.reserve(stats + ranges * t.count * 8);
     const rows = this.ptr(t.rows, 1);
-    const jobs = Array.from({ length: groups }, (_, g) => ({
-      q: this.ptr(t.q, t.d), k: this.ptr(t.k, t.d), nq: t.nq, nk: t.nk, d: t.d, scale: t.scale, rows: rows + g * PROBE_ROWS * 4,
-      nProbe: Math.min(PROBE_ROWS, t.count - g * PROBE_ROWS), causal: t.causal, causalOffset: t.causalOffset, sinks: t.sinks, winLo: t.winLo, win: t.window,
-      mass: groups === 1 ? mass : partials + g * t.nk * 4, scratch,
+    const shared = { nk: t.nk, rows, nProbe: t.count, causal: t.causal, causalOffset: t.causalOffset, scores };
+    const span = (r: number) => ({ kFrom: r * PROBE_RANGE, kTo: Math.min(t.nk, (r + 1) * PROBE_RANGE) });
+    const scoreJobs = Array.from({ length: ranges }, (_, r) => ({
+      ...shared, ...span(r), q: this.ptr(t.q, t.d), k: this.ptr(t.k, t.d), d: t.d, scale: t.scale, stats: stats + r * t.count * 8,
     }));
-    /** The partials' sums of columns [from, to), in group order. */
-    const sum = (from: number, to: number) => {
-      const out = new Float32Array(this.wasm.memory.buffer, mass, t.nk);
-      const all = new Float32Array(this.wasm.memory.buffer, partials, groups * t.nk);
-      out.set(all.subarray(from, to), from);
-      for (let g = 1; g < groups; g++) {
-        const part = all.subarray(g * t.nk, (g + 1) * t.nk);
-        for (let j = from; j < to; j++) out[j] = Math.fround(out[j] + part[j]);
-      }
-    };
-    // In slices where ops may yield; else (the hybrid's backend) done when the op returns.
-    const sums = () => {
-      if (groups === 1) return;
-      if (!this.group && !this.yields) return sum(0, t.nk);
-      return inSlices(t.nk, Math.max(1, Math.floor(SLICE_ELEMENTS / groups)), sum, this.signal);
-    };
-    const ran = this.jobs('probeMass', jobs, scratch, align(t.nk * 4), ['scratch']);
-    return ran ? ran.then(sums) : sums();
+    const massJobs = Array.from({ length: ranges }, (_, r) => ({
+      ...shared, ...span(r), sinks: t.sinks, winLo: t.winLo, win: t.window, range: r, ranges, stats, mass: this.ptr(t.mass, 1),
+    }));
+    const mass = () => this.jobs('probeMass', massJobs, this.top, 0, []);
+    const ran = this.jobs('probeScores', scoreJobs, this.top, 0, []);
+    return ran ? ran.then(mass) : mass();
   }
 
   heavy(t: HeavyTask): void {

@@ -49,8 +49,9 @@ export const KERNEL_PARAMS = {
     'v', 'nq', 'nk', 'dv', 'causal', 'causalOffset', 'cv', 'rowFrom', 'rowTo', 'start',
     'out', 'lse', 'cntE', 'vsumE', 'sOut', 'sLse', 'cntS', 'vsumS', 'scratch',
   ],
+  probeScores: ['q', 'k', 'nk', 'd', 'scale', 'rows', 'nProbe', 'causal', 'causalOffset', 'kFrom', 'kTo', 'scores', 'stats'],
   probeMass: [
-    'q', 'k', 'nq', 'nk', 'd', 'scale', 'rows', 'nProbe', 'causal', 'causalOffset', 'sinks', 'winLo', 'win', 'mass', 'scratch',
+    'nk', 'rows', 'nProbe', 'causal', 'causalOffset', 'sinks', 'winLo', 'win', 'kFrom', 'kTo', 'range', 'ranges', 'scores', 'stats', 'mass',
   ],
 } as const;
 

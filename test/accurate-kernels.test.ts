@@ -1,0 +1,87 @@
+// The accurate mode's WebAssembly kernels, one op at a time, against float64 computations of
+// what they document (src/ops.ts), at odd shapes: head dims 1, 3, 127, 129 (not multiples
+// of the SIMD width), key counts across the kernels' blocks and job ranges, and rows that
+// fill no group evenly; on every build; the output must not depend on the thread count
+// (threads.test.ts runs whole calls).
+import { suite } from './suite.ts';
+import * as assert from 'uvu/assert';
+import { createCpuBackend } from '../src/cpu/backend.ts';
+import { supportedFlavours } from '../src/cpu/wasm.ts';
+import { Xoshiro128 } from '../src/random.ts';
+import { maxAbsError } from './util.ts';
+
+const test = suite('accurate kernels');
+
+function gaussian(rng: Xoshiro128, n: number): Float32Array {
+  return Float32Array.from({ length: n }, () => rng.nextGaussian());
+}
+
+/** First key position of row i's window (windowStart in assembly/attention.ts). */
+function windowStart(i: number, winLo: number, win: number, causal: boolean, nk: number): number {
+  const lo = i + winLo;
+  return causal ? lo : Math.max(0, Math.min(lo, nk - win));
+}
+
+/** Float64 probe mass (ProbeTask): each probe row's softmax over the keys it sees, summed over the keys that take mass. */
+function probeReference(
+  q: Float32Array, k: Float32Array, d: number, nk: number, rows: number[], causal: boolean, causalOffset: number,
+  sinks: number, winLo: number, win: number,
+): Float64Array {
+  const scale = 1 / Math.sqrt(d);
+  const mass = new Float64Array(nk);
+  for (const i of rows) {
+    const visible = causal ? Math.min(nk, i + causalOffset + 1) : nk;
+    const s = Array.from({ length: visible }, (_, j) => {
+      let dot = 0;
+      for (let c = 0; c < d; c++) dot += q[i * d + c] * k[j * d + c];
+      return dot * scale;
+    });
+    const mx = Math.max(...s);
+    const sum = s.reduce((a, x) => a + Math.exp(x - mx), 0);
+    const lo = windowStart(i, winLo, win, causal, nk);
+    for (let j = sinks; j < visible; j++) {
+      if (win > 0 && j >= lo && j < lo + win) continue;
+      mass[j] += Math.exp(s[j] - mx) / sum;
+    }
+  }
+  return mass;
+}
+
+const probeCases = [
+  { d: 1, nq: 50, nk: 37, probes: 7, causal: false, sinks: 0, win: 0 },
+  { d: 3, nq: 300, nk: 4133, probes: 5, causal: false, sinks: 4, win: 9 },
+  { d: 127, nq: 130, nk: 2049, probes: 1, causal: true, sinks: 2, win: 5 },
+  { d: 129, nq: 200, nk: 4133, probes: 9, causal: true, sinks: 3, win: 0 },
+  { d: 64, nq: 4133, nk: 4133, probes: 6, causal: true, sinks: 16, win: 64 },
+];
+
+for (const flavour of supportedFlavours()) {
+  test(`probe (${flavour} build): masses against float64 at d = 1, 3, 127, 129, across key ranges, causal and not`, async () => {
+    const backend = await createCpuBackend(flavour);
+    const rng = new Xoshiro128(7);
+    for (const c of probeCases) {
+      const { d, nq, nk, probes, causal, sinks, win } = c;
+      const q = gaussian(rng, nq * d);
+      const k = gaussian(rng, nk * d);
+      const causalOffset = causal ? nk - nq : 0;
+      // Probe rows spread over the queries, the last one included (causal: it sees every key).
+      const rows = Array.from({ length: probes }, (_, t) => Math.floor(((t + 1) * nq) / probes) - 1);
+      const winLo = causal ? causalOffset + 1 - win : causalOffset - Math.floor(win / 2);
+      const buf = (data: Float32Array | Int32Array) => {
+        const b = backend.createBuffer(data instanceof Int32Array ? 'i32' : 'f32', data.length);
+        backend.upload(b, data);
+        return { buf: b, row: 0 };
+      };
+      const mass = buf(new Float32Array(nk).fill(NaN));
+      await backend.probe({
+        q: buf(q), k: buf(k), nq, nk, d, scale: 1 / Math.sqrt(d), rows: buf(Int32Array.from(rows)), count: probes, causal, causalOffset,
+        sinks, winLo, window: win, mass,
+      });
+      const got = Float32Array.from(backend.view(mass.buf, 0, nk));
+      const want = probeReference(q, k, d, nk, rows, causal, causalOffset, sinks, winLo, win);
+      const err = maxAbsError(got, want);
+      assert.ok(err <= 1e-6, `${JSON.stringify(c)}: max abs error ${err}`);
+      backend.releaseAll();
+    }
+  });
+}
