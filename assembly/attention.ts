@@ -764,8 +764,6 @@ export function attendCore(
         }
       }
 
-      // Scores and maxima in one pass where nothing of the tile is hidden from the chunk.
-      const masked = kc < kcPad || needCausal || maskKind == MASK_OWN_BLOCK || maskKind == MASK_ACCURATE;
       for (let r0 = 0; r0 < rows4; r0 += MR) {
         let jFrom = 0;
         let jTo = kcPad;
@@ -810,17 +808,27 @@ export function attendCore(
           }
         }
         scoresTile(qs + <usize>r0 * dBytes, kt + jOff, sc + jOff, d, width, rowMax);
+        // Keys past kc (zero padding) inside the computed width: their scores are not the
+        // row's, so its max is taken again after they are hidden.
+        const padded = jTo > kc;
         for (let r = 0; r < MR; r++) {
           const s = sc + ((<usize>(r * KT)) << 2);
           for (let j = kc; j < kcPad; j++) store<f32>(s + ((<usize>j) << 2), -Infinity);
           const qPos = qStart + c0 + r0 + r;
+          // Whether the mask hid a key of the width: only then is the max of the scores
+          // (scoresTile's) not the max of the row's visible ones.
+          let hid = false;
           if (needCausal) {
             const firstMasked = max(0, qPos + causalOffset + 1 - (kStart + t0));
             for (let j = firstMasked; j < kc; j++) store<f32>(s + ((<usize>j) << 2), -Infinity);
+            hid = firstMasked < kc;
           } else if (maskKind == MASK_OWN_BLOCK) {
             const tag = min(qPos / qTagDiv, qTagMax);
             for (let j = 0; j < kc; j++) {
-              if (load<i32>(tagTile + ((<usize>j) << 2)) == tag) store<f32>(s + ((<usize>j) << 2), -Infinity);
+              if (load<i32>(tagTile + ((<usize>j) << 2)) == tag) {
+                store<f32>(s + ((<usize>j) << 2), -Infinity);
+                hid = true;
+              }
             }
           } else if (maskKind == MASK_ACCURATE && r0 + r < rows) {
             const qi = qIdx ? load<i32>(qIdx + ((<usize>qPos) << 2)) : qPos;
@@ -834,9 +842,10 @@ export function attendCore(
               const at = cntRow + ((<usize>(r0 + r)) << 2);
               store<f32>(at, load<f32>(at) - <f32>hidden);
             }
+            hid = hidden > 0;
           }
           const row = r0 + r;
-          const mx = masked ? rowMaxOf(s + jOff, width) : load<f32>(rowMax + ((<usize>r) << 2));
+          const mx = padded || hid ? rowMaxOf(s + jOff, width) : load<f32>(rowMax + ((<usize>r) << 2));
           softmaxRow(s + jOff, width, mx, mRow + ((<usize>row) << 2), lRow + ((<usize>row) << 2), alphas + ((<usize>r) << 2));
         }
         accumulateTile(sc + jOff, vt + <usize>jFrom * VB_KEY, acc + <usize>r0 * dvpBytes, alphas, width, dvp);
