@@ -9,7 +9,7 @@
 // position i + causalOffset (causalOffset = nk - nq: the queries are the last nq positions)
 // and sees the keys up to it; windows (winLo) are in key positions too.
 import {
-  attendCore, expNonPositive, madd, windowStart, MASK_ACCURATE, STATS_ADD, STATS_WRITE, WINDOW_IGNORE, WINDOW_HIDE_INSIDE, WINDOW_HIDE_OUTSIDE,
+  attendCore, expNonPositive, madd, vmax, windowStart, MASK_ACCURATE, STATS_ADD, STATS_WRITE, WINDOW_IGNORE, WINDOW_HIDE_INSIDE, WINDOW_HIDE_OUTSIDE,
   maskCausal, maskCausalOffset, maskFlags, maskWinMode, maskWinLo, maskWin, maskRounds, maskQTags, maskKTags, maskNq, maskNk,
 } from './attention';
 
@@ -418,7 +418,7 @@ const PROBE_KEYS: i32 = 64;
   if (ASC_FEATURE_SIMD) {
     const v4 = visible & ~3;
     let m4 = f32x4.splat(-Infinity);
-    for (let j = 0; j < v4; j += 4) m4 = f32x4.max(m4, v128.load(s + ((<usize>j) << 2)));
+    for (let j = 0; j < v4; j += 4) m4 = vmax(m4, v128.load(s + ((<usize>j) << 2)));
     mx = max(max(f32x4.extract_lane(m4, 0), f32x4.extract_lane(m4, 1)), max(f32x4.extract_lane(m4, 2), f32x4.extract_lane(m4, 3)));
     for (let j = v4; j < visible; j++) mx = max(mx, load<f32>(s + ((<usize>j) << 2)));
     // Four exps at a time (expNonPositive, as the attention core's softmax), the last

@@ -219,6 +219,13 @@ export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
   return f32x4.add(f32x4.mul(a, b), c);
 }
 
+// The lane-wise max of scores (never NaN): one instruction where the engine has relaxed
+// SIMD; the strict max also orders -0 below +0 and propagates NaN, in several.
+@inline export function vmax(a: v128, b: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_max(a, b);
+  return f32x4.max(a, b);
+}
+
 // exp(x) for x <= 0 (x may be -inf), four lanes, relative error below 2e-7; lanes below
 // -87 (incl. -inf) give exactly 0. x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two parts, so
 // that r is exact enough); adding 1.5 * 2^23 + 127 rounds x log2(e) to the integer n in the
@@ -282,10 +289,10 @@ const KT_ROW: usize = (<usize>KT) << 2;
       v128.store(o, s10, 256); v128.store(o, s11, 272);
       v128.store(o, s20, 512); v128.store(o, s21, 528);
       v128.store(o, s30, 768); v128.store(o, s31, 784);
-      m0 = f32x4.max(m0, f32x4.max(s00, s01));
-      m1 = f32x4.max(m1, f32x4.max(s10, s11));
-      m2 = f32x4.max(m2, f32x4.max(s20, s21));
-      m3 = f32x4.max(m3, f32x4.max(s30, s31));
+      m0 = vmax(m0, vmax(s00, s01));
+      m1 = vmax(m1, vmax(s10, s11));
+      m2 = vmax(m2, vmax(s20, s21));
+      m3 = vmax(m3, vmax(s30, s31));
     }
     store<f32>(rowMax, maxLanes(m0));
     store<f32>(rowMax, maxLanes(m1), 4);
@@ -466,7 +473,7 @@ function buildTile(k: usize, v: usize, keyRows: usize, kc: i32, kcPad: i32, d: i
 @inline function rowMaxOf(s: usize, width: i32): f32 {
   if (ASC_FEATURE_SIMD) {
     let mv = f32x4.splat(-Infinity);
-    for (let j = 0; j < width; j += 4) mv = f32x4.max(mv, v128.load(s + ((<usize>j) << 2)));
+    for (let j = 0; j < width; j += 4) mv = vmax(mv, v128.load(s + ((<usize>j) << 2)));
     return maxLanes(mv);
   }
   let mx: f32 = -Infinity;
