@@ -9,7 +9,7 @@
 // position i + causalOffset (causalOffset = nk - nq: the queries are the last nq positions)
 // and sees the keys up to it; windows (winLo) are in key positions too.
 import {
-  attendCore, expNonPositive, madd, vmax, windowStart, MASK_ACCURATE, STATS_ADD, STATS_WRITE, WINDOW_IGNORE, WINDOW_HIDE_INSIDE, WINDOW_HIDE_OUTSIDE,
+  addRow, attendCore, expNonPositive, madd, vmax, windowStart, MASK_ACCURATE, STATS_ADD, STATS_NONE, STATS_WRITE, WINDOW_IGNORE, WINDOW_HIDE_INSIDE, WINDOW_HIDE_OUTSIDE,
   maskCausal, maskCausalOffset, maskFlags, maskWinMode, maskWinLo, maskWin, maskRounds, maskQTags, maskKTags, maskNq, maskNk,
 } from './attention';
 
@@ -75,8 +75,52 @@ export function accurateWindow(
     if (kTo <= kFrom) continue;
     attendCore(
       q, 0, c0, rows, nq, k, v, 0, kFrom, kTo - kFrom, 0, d, dv, scale,
-      MASK_ACCURATE, 0, 1, 0, 0, 0, out, lse, MERGE_FIXED, scratch, STATS_ADD, cnt, vsum,
+      MASK_ACCURATE, 0, 1, 0, 0, 0, out, lse, MERGE_FIXED, scratch, STATS_NONE,
     );
+    windowStats(v, nk, dv, flags, winLo, win, causal != 0, causalOffset, c0, c0 + rows, cnt, vsum, scratch);
+  }
+}
+
+/**
+ * The window part's stats of rows [from, to): row i counts the keys of its window that it
+ * may see, [max(0, lo), min(nk, lo + win)) for lo = windowStart(i) (causal: up to its
+ * position i + causalOffset), less the flagged ones (the columns); adds their number to
+ * cnt[i] and the sum of their V rows to vsum[i]. The run of keys slides with the row (both
+ * ends never decrease): each key's V row joins the running sum once and leaves it once.
+ * run: dv f32 of scratch.
+ */
+function windowStats(
+  v: usize, nk: i32, dv: i32, flags: usize, winLo: i32, win: i32, causal: bool, causalOffset: i32,
+  from: i32, to: i32, cnt: usize, vsum: usize, run: usize,
+): void {
+  const dvBytes = (<usize>dv) << 2;
+  memory.fill(run, 0, dvBytes);
+  let count = 0;
+  let a0 = -1; // the run [a0, b0) summed in run
+  let b0 = -1;
+  for (let i = from; i < to; i++) {
+    const lo = windowStart(i, winLo, win, causal, nk);
+    const a = max(0, lo);
+    let b = min(nk, lo + win);
+    if (causal) b = min(b, i + causalOffset + 1);
+    b = max(a, b);
+    if (a0 < 0) {
+      a0 = a;
+      b0 = a;
+    }
+    for (; b0 < b; b0++) {
+      if (flags != 0 && load<i32>(flags + ((<usize>b0) << 2)) != 0) continue;
+      addRow(run, v + <usize>b0 * dvBytes, dv, 1);
+      count++;
+    }
+    for (; a0 < a; a0++) {
+      if (flags != 0 && load<i32>(flags + ((<usize>a0) << 2)) != 0) continue;
+      addRow(run, v + <usize>a0 * dvBytes, dv, -1);
+      count--;
+    }
+    const cAt = cnt + ((<usize>i) << 2);
+    store<f32>(cAt, load<f32>(cAt) + <f32>count);
+    addRow(vsum + <usize>i * dvBytes, run, dv, 1);
   }
 }
 

@@ -182,6 +182,32 @@ const MASK_TILE_WORDS: i32 = KT * (2 + MAX_ROUNDS) + MAX_ROUNDS * TAG_WORDS;
   return hidden;
 }
 
+// The accurate mask of a window row (keys at consecutive positions from tilePos, the mask
+// in mode WINDOW_HIDE_OUTSIDE): hides the keys [jFrom, jTo) of the tile outside the run its
+// window leaves visible to row qp (and, causal, past its position), and the flagged keys
+// in the run, as two fills and (only where the tile holds a flagged key) a test per key of
+// the run. Returns whether it hid any.
+@inline function hideOutsideWindow(qp: i32, s: usize, tileKeys: usize, jFrom: i32, jTo: i32, tilePos: i32, anyFlag: bool): bool {
+  const lo = windowStart(qp, maskWinLo, maskWin, maskCausal, maskNk) - tilePos;
+  let hi = lo + maskWin;
+  if (maskCausal) hi = min(hi, qp + maskCausalOffset + 1 - tilePos);
+  const a = min(jTo, max(jFrom, lo));
+  const b = min(jTo, max(a, hi));
+  for (let j = jFrom; j < a; j++) store<f32>(s + ((<usize>j) << 2), -Infinity);
+  for (let j = b; j < jTo; j++) store<f32>(s + ((<usize>j) << 2), -Infinity);
+  let hid = a > jFrom || b < jTo;
+  if (anyFlag) {
+    const flagsAt = tileKeys + ((<usize>KT) << 2);
+    for (let j = a; j < b; j++) {
+      if (load<i32>(flagsAt + ((<usize>j) << 2)) != 0) {
+        store<f32>(s + ((<usize>j) << 2), -Infinity);
+        hid = true;
+      }
+    }
+  }
+  return hid;
+}
+
 @inline function paddedDv(dv: i32): i32 {
   return (dv + 7) & ~7;
 }
@@ -209,7 +235,7 @@ const TILE_CACHE_KEYS: i32 = 4096;
 export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
   const dvp = paddedDv(dv);
   const floats = QC * d + d * KT + KT * dvp + QC * dvp + 2 * QC + MR * KT + MASK_TILE_WORDS + QC * dvp + QC + dvp +
-    KT + 2 * MR + (KT + 1) * dvp;
+    KT + 2 * MR;
   return floats * 4 + m * 8 + 64 + (m > 0 ? tileCacheBytes(d, dv, m) + 16 : 0);
 }
 
@@ -676,7 +702,6 @@ export function attendCore(
   const keyRows = tileSumScratch + ((<usize>dvp) << 2);
   const rowMax = keyRows + ((<usize>KT) << 2);
   const alphas = rowMax + ((<usize>MR) << 2);
-  const prefix = alphas + ((<usize>MR) << 2); // window rows' stats: [KT + 1, dvp] sums of V
 
   for (let c0 = 0; c0 < nq; c0 += QC) {
     const rows = min(QC, nq - c0);
@@ -754,21 +779,11 @@ export function attendCore(
       // are what the whole tile gives.
       const windowRows = maskKind == MASK_ACCURATE && maskWinMode == WINDOW_HIDE_OUTSIDE && !kIdx && !qIdx;
       const tilePos = kStart + t0;
-      // Stats: each row counts the whole tile, then takes back what its mask hides; window
-      // rows count the run of keys in their window (prefix[j]: the sum of V over keys
-      // [0, j) of the tile), less the flagged keys in it.
+      // Stats: each row counts the whole tile, then takes back what its mask hides (window
+      // rows keep none: accurateWindow counts their runs of keys itself).
       if (stats != STATS_NONE && build) {
-        if (windowRows) {
-          memory.fill(prefix, 0, dvpBytes);
-          for (let j = 0; j < kc; j++) {
-            const at = prefix + <usize>(j + 1) * dvpBytes;
-            memory.copy(at, at - dvpBytes, dvpBytes);
-            addKeyV(at, vt, j, dvp, 1);
-          }
-        } else {
-          memory.fill(tileSum, 0, dvpBytes);
-          for (let j = 0; j < kc; j++) addKeyV(tileSum, vt, j, dvp, 1);
-        }
+        memory.fill(tileSum, 0, dvpBytes);
+        for (let j = 0; j < kc; j++) addKeyV(tileSum, vt, j, dvp, 1);
       }
 
       for (let r0 = 0; r0 < rows4; r0 += MR) {
@@ -787,31 +802,8 @@ export function attendCore(
         const jOff = (<usize>jFrom) << 2;
         if (stats != STATS_NONE) {
           for (let r = r0; r < min(rows, r0 + MR); r++) {
-            const vs = vsRow + <usize>r * dvpBytes;
-            let counted = kc;
-            if (windowRows) {
-              const qp = qStart + c0 + r;
-              const lo = windowStart(qp, maskWinLo, maskWin, maskCausal, maskNk) - tilePos;
-              let hi = lo + maskWin;
-              if (maskCausal) hi = min(hi, qp + maskCausalOffset + 1 - tilePos);
-              const a = min(kc, max(0, lo));
-              const b = max(a, min(kc, hi));
-              counted = b - a;
-              addRow(vs, prefix + <usize>b * dvpBytes, dvp, 1);
-              addRow(vs, prefix + <usize>a * dvpBytes, dvp, -1);
-              if (anyFlag) {
-                const flagsAt = tagTile + ((<usize>KT) << 2);
-                for (let j = a; j < b; j++) {
-                  if (load<i32>(flagsAt + ((<usize>j) << 2)) != 0) {
-                    addKeyV(vs, vt, j, dvp, -1);
-                    counted--;
-                  }
-                }
-              }
-            } else {
-              addRow(vs, tileSum, dvp, 1);
-            }
-            store<f32>(cntRow + ((<usize>r) << 2), load<f32>(cntRow + ((<usize>r) << 2)) + <f32>counted);
+            addRow(vsRow + <usize>r * dvpBytes, tileSum, dvp, 1);
+            store<f32>(cntRow + ((<usize>r) << 2), load<f32>(cntRow + ((<usize>r) << 2)) + <f32>kc);
           }
         }
         scoresTile(qs + <usize>r0 * dBytes, kt + jOff, sc + jOff, d, width, rowMax);
@@ -837,9 +829,11 @@ export function attendCore(
                 hid = true;
               }
             }
+          } else if (windowRows && r0 + r < rows) {
+            hid = hideOutsideWindow(qPos, s, tagTile, jFrom, min(kc, jTo), tilePos, anyFlag);
           } else if (maskKind == MASK_ACCURATE && r0 + r < rows) {
             const qi = qIdx ? load<i32>(qIdx + ((<usize>qPos) << 2)) : qPos;
-            const keep = stats != STATS_NONE && !windowRows;
+            const keep = stats != STATS_NONE;
             const hidden = maskRowAccurate(
               qi, s + jOff, tagTile + jOff, min(kc, jTo) - jFrom, kpMin, kpMax, anyFlag,
               tagTile + ((<usize>(KT * (2 + MAX_ROUNDS))) << 2), keep, vsRow + <usize>(r0 + r) * dvpBytes,
@@ -904,19 +898,19 @@ export function attendCore(
   }
 }
 
-// dst[0..n) += sign * src[0..n), n a multiple of 4 (rows padded to dvp).
-@inline function addRow(dst: usize, src: usize, n: i32, sign: f32): void {
+// dst[0..n) += sign * src[0..n): four at a time, then one at a time past a multiple of 4.
+@inline export function addRow(dst: usize, src: usize, n: i32, sign: f32): void {
+  let c = 0;
   if (ASC_FEATURE_SIMD) {
     const sv = f32x4.splat(sign);
-    for (let c = 0; c < n; c += 4) {
+    for (; c + 4 <= n; c += 4) {
       const at = dst + ((<usize>c) << 2);
       v128.store(at, madd(sv, v128.load(src + ((<usize>c) << 2)), v128.load(at)));
     }
-  } else {
-    for (let c = 0; c < n; c++) {
-      const at = dst + ((<usize>c) << 2);
-      store<f32>(at, load<f32>(at) + sign * load<f32>(src + ((<usize>c) << 2)));
-    }
+  }
+  for (; c < n; c++) {
+    const at = dst + ((<usize>c) << 2);
+    store<f32>(at, load<f32>(at) + sign * load<f32>(src + ((<usize>c) << 2)));
   }
 }
 

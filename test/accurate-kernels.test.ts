@@ -85,3 +85,92 @@ for (const flavour of supportedFlavours()) {
     }
   });
 }
+
+/**
+ * Float64 attention of each query row over its own key set keys(i) (rows where the set is
+ * empty: lse -inf, out 0), with the set's size and the sum of its V rows (PartOutput).
+ */
+function partReference(
+  q: Float32Array, k: Float32Array, v: Float32Array, nq: number, d: number, dv: number, keys: (i: number) => number[],
+) {
+  const scale = 1 / Math.sqrt(d);
+  const out = new Float64Array(nq * dv);
+  const lse = new Float64Array(nq).fill(-Infinity);
+  const cnt = new Float64Array(nq);
+  const vsum = new Float64Array(nq * dv);
+  for (let i = 0; i < nq; i++) {
+    const set = keys(i);
+    cnt[i] = set.length;
+    for (const j of set) for (let c = 0; c < dv; c++) vsum[i * dv + c] += v[j * dv + c];
+    if (set.length === 0) continue;
+    const s = set.map((j) => {
+      let dot = 0;
+      for (let c = 0; c < d; c++) dot += q[i * d + c] * k[j * d + c];
+      return dot * scale;
+    });
+    const mx = Math.max(...s);
+    const w = s.map((x) => Math.exp(x - mx));
+    const sum = w.reduce((a, x) => a + x, 0);
+    set.forEach((j, t) => {
+      for (let c = 0; c < dv; c++) out[i * dv + c] += (w[t] / sum) * v[j * dv + c];
+    });
+    lse[i] = mx + Math.log(sum);
+  }
+  return { out, lse, cnt, vsum };
+}
+
+const windowCases = [
+  { d: 1, dv: 3, nq: 77, nk: 77, causal: false, win: 5, flagged: 3 },
+  { d: 3, dv: 1, nq: 50, nk: 83, causal: true, win: 9, flagged: 0 },
+  { d: 127, dv: 129, nq: 101, nk: 101, causal: false, win: 64, flagged: 7 },
+  { d: 129, dv: 127, nq: 70, nk: 133, causal: true, win: 64, flagged: 5 },
+  { d: 64, dv: 64, nq: 300, nk: 300, causal: true, win: 200, flagged: 9 },
+];
+
+for (const flavour of supportedFlavours()) {
+  test(`window (${flavour} build): out, lse, counts and V sums against float64 at odd shapes, causal and not, with flagged keys`, async () => {
+    const backend = await createCpuBackend(flavour);
+    const rng = new Xoshiro128(11);
+    for (const c of windowCases) {
+      const { d, dv, nq, nk, causal, win, flagged } = c;
+      const q = gaussian(rng, nq * d);
+      const k = gaussian(rng, nk * d);
+      const v = gaussian(rng, nk * dv);
+      const causalOffset = causal ? nk - nq : 0;
+      const winLo = causal ? causalOffset + 1 - win : causalOffset - Math.floor(win / 2);
+      const flags = new Int32Array(nk);
+      for (let t = 0; t < flagged; t++) flags[rng.nextBelow(nk)] = 1;
+      const buf = (data: Float32Array | Int32Array) => {
+        const b = backend.createBuffer(data instanceof Int32Array ? 'i32' : 'f32', data.length);
+        backend.upload(b, data);
+        return { buf: b, row: 0 };
+      };
+      // The part merges into what the rows hold: nothing yet (lse -inf), counts 0.
+      const dst = {
+        out: buf(new Float32Array(nq * dv)), lse: buf(new Float32Array(nq).fill(-Infinity)), cnt: buf(new Float32Array(nq)),
+        vsum: buf(new Float32Array(nq * dv)),
+      };
+      const none = buf(new Int32Array(1));
+      await backend.window({
+        q: buf(q), k: buf(k), v: buf(v), nq, nk, d, dv, scale: 1 / Math.sqrt(d),
+        mask: { causal, causalOffset, flags: buf(flags), winLo, window: win, rounds: 0, qTags: none, kTags: none }, dst,
+      });
+      const want = partReference(q, k, v, nq, d, dv, (i) => {
+        const lo = windowStart(i, winLo, win, causal, nk);
+        const keys: number[] = [];
+        for (let j = Math.max(0, lo); j < Math.min(nk, lo + win); j++) {
+          if (!flags[j] && (!causal || j <= i + causalOffset)) keys.push(j);
+        }
+        return keys;
+      });
+      const read = (view: { buf: unknown }, n: number) => Float32Array.from(backend.view(view.buf as never, 0, n));
+      const label = JSON.stringify(c);
+      assert.ok(maxAbsError(read(dst.out, nq * dv), want.out) <= 1e-5, `${label}: out`);
+      const lse = read(dst.lse, nq);
+      want.lse.forEach((x, i) => assert.ok(x === -Infinity ? lse[i] === -Infinity : Math.abs(lse[i] - x) <= 1e-5, `${label}: lse row ${i}`));
+      assert.equal(Array.from(read(dst.cnt, nq)), Array.from(want.cnt), `${label}: counts`);
+      assert.ok(maxAbsError(read(dst.vsum, nq * dv), want.vsum) <= 1e-4, `${label}: V sums`);
+      backend.releaseAll();
+    }
+  });
+}
