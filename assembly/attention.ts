@@ -667,6 +667,26 @@ function combineRow(
   }
 }
 
+// Reads one word of every cache line of the destination rows qIdx[p .. p + n) (out and lse,
+// and cnt and vsum where cnt != 0); returns them xor-ed, for the caller to store (a load
+// whose value is unused would be dropped).
+function touchRows(qIdx: usize, p: i32, n: i32, qReal: i32, out: usize, lse: usize, rowBytes: usize, cnt: usize, vsum: usize): i32 {
+  let x = 0;
+  for (let i = 0; i < n; i++) {
+    const idx = load<i32>(qIdx + ((<usize>(p + i)) << 2));
+    if (idx < 0 || idx >= qReal) continue;
+    const o = out + <usize>idx * rowBytes;
+    for (let c: usize = 0; c < rowBytes; c += 64) x ^= load<i32>(o + c);
+    x ^= load<i32>(lse + ((<usize>idx) << 2));
+    if (cnt) {
+      const w = vsum + <usize>idx * rowBytes;
+      for (let c: usize = 0; c < rowBytes; c += 64) x ^= load<i32>(w + c);
+      x ^= load<i32>(cnt + ((<usize>idx) << 2));
+    }
+  }
+  return x;
+}
+
 /**
  * Attention of a list of query rows against a list of key rows.
  * Query list position p in [qStart, qStart + nq) names row qIdx[p] (or p when qIdx == 0);
@@ -708,6 +728,12 @@ export function attendCore(
     const rows4 = (rows + MR - 1) & ~(MR - 1);
     // The chunk's rows, scaled, interleaved per micro-tile (see the micro-kernels).
     for (let i0 = 0; i0 < rows4; i0 += MR) queryTile(q, qIdx, qStart + c0 + i0, min(MR, rows - i0), qReal, d, scale, qs + <usize>i0 * dBytes);
+    // Rows named by a list (sorted by bucket or block) merge into destination rows scattered
+    // over the head: their cache lines are read here, all at once, so that the misses
+    // overlap instead of stalling the merges one row at a time at the chunk's end.
+    if (qIdx && write != WRITE) {
+      store<i32>(alphas, touchRows(qIdx, qStart + c0, rows, qReal, out, lse, dvBytes, stats != STATS_NONE ? cnt : 0, vsum));
+    }
     memory.fill(acc, 0, <usize>rows4 * dvpBytes);
     if (stats != STATS_NONE) {
       memory.fill(vsRow, 0, <usize>rows4 * dvpBytes);
