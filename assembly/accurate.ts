@@ -13,9 +13,11 @@ import {
   maskCausal, maskCausalOffset, maskFlags, maskWinMode, maskWinLo, maskWin, maskRounds, maskQTags, maskKTags, maskNq, maskNk,
 } from './attention';
 
-// Query rows per window chunk: a chunk computes its rows against the union of their
-// windows, win + WC - 1 keys, so fewer rows waste less.
-const WC: i32 = 32;
+// Query rows per window chunk: a chunk builds the tiles of the union of its rows' windows,
+// win + WC - 1 keys, once for all its rows (each micro-tile computes only the keys that meet
+// its rows' windows): 64 rows build two tiles of a 64-key window where 32 rows built about
+// as many (6% less time for the window part at n = 16384 than 32 rows).
+const WC: i32 = 64;
 const WRITE: i32 = 0;
 const MERGE_FIXED: i32 = 2;
 

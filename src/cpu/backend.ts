@@ -53,7 +53,7 @@ const MICRO_ROWS = 4;
  * Rows of one window chunk (WC in assembly/accurate.ts): a chunk's keys are the union of its
  * rows' windows, so window jobs split rows only at its multiples.
  */
-const WINDOW_ROWS = 32;
+const WINDOW_ROWS = 64;
 /**
  * About 4 ms of attention on one core: the most one job does where its rows allow, so that
  * an abort stops the workers (which finish the job they run) that soon, and so that on one

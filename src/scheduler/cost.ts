@@ -131,7 +131,8 @@ function accurateWork(shape: AttentionShape, plan: AccuratePlan, split: Split, a
     add('heavy', heads, heads * nk);
   }
   add('columns', heads, heads * nq * columns * row);
-  // A window of w keys is computed over w + 31 keys for each 32-row chunk.
+  // A window of w keys is priced as w + 31 keys per row: a chunk of rows computes the key
+  // tiles of the union of its rows' windows in part, and merges each row into the columns'.
   if (plan.window > 0) add('window', heads, heads * nq * (plan.window + 31) * row);
   if (R > 0) {
     add('hash', 2 * R * heads, R * heads * (nq + nk) * d * plan.r);
