@@ -253,7 +253,14 @@ export function remainderMerge(
     const p = i + causalOffset;
     if (causal && p < nk) {
       const row = v + <usize>p * dvBytes;
-      for (let c = 0; c < dv; c++) {
+      let c = 0;
+      if (ASC_FEATURE_SIMD) {
+        for (; c + 2 <= dv; c += 2) {
+          const at = running + ((<usize>c) << 3);
+          v128.store(at, f64x2.add(v128.load(at), f64x2.promote_low_f32x4(v128.load64_zero(row + ((<usize>c) << 2)))));
+        }
+      }
+      for (; c < dv; c++) {
         const at = running + ((<usize>c) << 3);
         store<f64>(at, load<f64>(at) + <f64>load<f32>(row + ((<usize>c) << 2)));
       }
@@ -278,7 +285,26 @@ export function remainderMerge(
     // One division per row for each mean, not one per value.
     const perRest = 1 / rest;
     const perSample = 1 / c;
-    for (let col = 0; col < dv; col++) {
+    let col = 0;
+    if (ASC_FEATURE_SIMD) {
+      // Four columns at a time, each lane the same f64 and f32 operations as below.
+      const restV = f64x2.splat(perRest);
+      const sampleV = f64x2.splat(perSample);
+      const cvV = f64x2.splat(<f64>cv);
+      const wV = f32x4.splat(w);
+      const w1V = f32x4.splat(1 - w);
+      for (; col + 4 <= dv; col += 4) {
+        const off = (<usize>col) << 2;
+        const run = running + ((<usize>col) << 3);
+        const e = v128.load(eRow + off), sm = v128.load(smRow + off), so = v128.load(sRow + off);
+        const lo = estimate(v128.load(run), e, sm, so, restV, sampleV, cvV);
+        const hi = estimate(v128.load(run, 16), high(e), high(sm), high(so), restV, sampleV, cvV);
+        const est = i32x4.shuffle(f32x4.demote_f64x2_zero(lo), f32x4.demote_f64x2_zero(hi), 0, 1, 4, 5);
+        const at = oRow + off;
+        v128.store(at, f32x4.add(f32x4.mul(wV, v128.load(at)), f32x4.mul(w1V, est)));
+      }
+    }
+    for (; col < dv; col++) {
       const off = (<usize>col) << 2;
       const meanR = (load<f64>(running + ((<usize>col) << 3)) - <f64>load<f32>(eRow + off)) * perRest;
       const meanS = <f64>load<f32>(smRow + off) * perSample;
@@ -287,6 +313,19 @@ export function remainderMerge(
     }
     store<f32>(lse + ((<usize>i) << 2), merged);
   }
+}
+
+// The f32 lanes 2 and 3 of x as lanes 0 and 1.
+@inline function high(x: v128): v128 {
+  return i32x4.shuffle(x, x, 2, 3, 2, 3);
+}
+
+// remainderMerge's estimate for two columns (f64 lanes): running sums r, and the low two
+// f32 lanes of e (the exact parts' V sums), sm (the samples' V sums), so (the samples' out).
+@inline function estimate(r: v128, e: v128, sm: v128, so: v128, perRest: v128, perSample: v128, cv: v128): v128 {
+  const meanR = f64x2.mul(f64x2.sub(r, f64x2.promote_low_f32x4(e)), perRest);
+  const meanS = f64x2.mul(f64x2.promote_low_f32x4(sm), perSample);
+  return f64x2.add(f64x2.promote_low_f32x4(so), f64x2.mul(cv, f64x2.sub(meanR, meanS)));
 }
 
 /**
