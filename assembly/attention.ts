@@ -687,6 +687,20 @@ function touchRows(qIdx: usize, p: i32, n: i32, qReal: i32, out: usize, lse: usi
   return x;
 }
 
+// Reads one word of every cache line of the K and V rows keyRows[0 .. n); returns them
+// xor-ed, for the caller to store (as touchRows).
+function touchKeys(k: usize, v: usize, keyRows: usize, n: i32, kBytes: usize, vBytes: usize): i32 {
+  let x = 0;
+  for (let j = 0; j < n; j++) {
+    const row = <usize>load<i32>(keyRows + ((<usize>j) << 2));
+    const kr = k + row * kBytes;
+    for (let c: usize = 0; c < kBytes; c += 64) x ^= load<i32>(kr + c);
+    const vr = v + row * vBytes;
+    for (let c: usize = 0; c < vBytes; c += 64) x ^= load<i32>(vr + c);
+  }
+  return x;
+}
+
 /**
  * Attention of a list of query rows against a list of key rows.
  * Query list position p in [qStart, qStart + nq) names row qIdx[p] (or p when qIdx == 0);
@@ -772,6 +786,10 @@ export function attendCore(
             store<i32>(tagTile + ((<usize>j) << 2), idx);
           }
         }
+        // Keys named by a list (a bucket's) lie scattered over K and V: their cache lines
+        // are read first, all at once, so that the misses overlap rather than stall the
+        // transposition a few at a time (a cached tile is built once: not worth it there).
+        if (kIdx && !cache) store<i32>(alphas, touchKeys(k, v, keyRows, kc, dBytes, dvBytes));
         buildTile(k, v, keyRows, kc, kcPad, d, dv, kt, vt);
       }
       let kpMin = 0;
