@@ -667,14 +667,18 @@ function combineRow(
   }
 }
 
-// Reads one word of every cache line of the destination rows qIdx[p .. p + n) (out and lse,
-// and cnt and vsum where cnt != 0); returns them xor-ed, for the caller to store (a load
-// whose value is unused would be dropped).
-function touchRows(qIdx: usize, p: i32, n: i32, qReal: i32, out: usize, lse: usize, rowBytes: usize, cnt: usize, vsum: usize): i32 {
+// Reads one word of every cache line of the rows qIdx[p .. p + n): of q, of the destination
+// (out and lse, and cnt and vsum where cnt != 0); returns them xor-ed, for the caller to
+// store (a load whose value is unused would be dropped).
+function touchRows(
+  qIdx: usize, p: i32, n: i32, qReal: i32, q: usize, qBytes: usize, out: usize, lse: usize, rowBytes: usize, cnt: usize, vsum: usize,
+): i32 {
   let x = 0;
   for (let i = 0; i < n; i++) {
     const idx = load<i32>(qIdx + ((<usize>(p + i)) << 2));
     if (idx < 0 || idx >= qReal) continue;
+    const qr = q + <usize>idx * qBytes;
+    for (let c: usize = 0; c < qBytes; c += 64) x ^= load<i32>(qr + c);
     const o = out + <usize>idx * rowBytes;
     for (let c: usize = 0; c < rowBytes; c += 64) x ^= load<i32>(o + c);
     x ^= load<i32>(lse + ((<usize>idx) << 2));
@@ -740,14 +744,15 @@ export function attendCore(
   for (let c0 = 0; c0 < nq; c0 += QC) {
     const rows = min(QC, nq - c0);
     const rows4 = (rows + MR - 1) & ~(MR - 1);
+    // Rows named by a list (sorted by bucket or block) lie scattered over the head, and
+    // merge into destination rows as scattered: their cache lines are read here, all at
+    // once, so that the misses overlap instead of stalling the copy a few rows at a time
+    // and the merges one row at a time at the chunk's end.
+    if (qIdx && write != WRITE) {
+      store<i32>(alphas, touchRows(qIdx, qStart + c0, rows, qReal, q, dBytes, out, lse, dvBytes, stats != STATS_NONE ? cnt : 0, vsum));
+    }
     // The chunk's rows, scaled, interleaved per micro-tile (see the micro-kernels).
     for (let i0 = 0; i0 < rows4; i0 += MR) queryTile(q, qIdx, qStart + c0 + i0, min(MR, rows - i0), qReal, d, scale, qs + <usize>i0 * dBytes);
-    // Rows named by a list (sorted by bucket or block) merge into destination rows scattered
-    // over the head: their cache lines are read here, all at once, so that the misses
-    // overlap instead of stalling the merges one row at a time at the chunk's end.
-    if (qIdx && write != WRITE) {
-      store<i32>(alphas, touchRows(qIdx, qStart + c0, rows, qReal, out, lse, dvBytes, stats != STATS_NONE ? cnt : 0, vsum));
-    }
     memory.fill(acc, 0, <usize>rows4 * dvpBytes);
     if (stats != STATS_NONE) {
       memory.fill(vsRow, 0, <usize>rows4 * dvpBytes);
