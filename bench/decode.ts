@@ -37,7 +37,7 @@ const V = new Float32Array(Hkv * NK * d);
 for (let t0 = 0; t0 < NK; t0 += CHUNK) {
   const k = randomTensor([1, Hkv, CHUNK, d], 2 * t0 + 1);
   const v = randomTensor([1, Hkv, CHUNK, d], 2 * t0 + 2);
-  cache.append(k, v);
+  await cache.append(k, v);
   for (let g = 0; g < Hkv; g++) {
     K.set(k.data.subarray(g * CHUNK * d, (g + 1) * CHUNK * d), (g * NK + t0) * d);
     V.set(v.data.subarray(g * CHUNK * d, (g + 1) * CHUNK * d), (g * NK + t0) * d);
