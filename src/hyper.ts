@@ -11,7 +11,7 @@ import {
 } from './ops.ts';
 import type { Output, ResolvedExactOptions, ResolvedHyperOptions } from './options.ts';
 import { buildPlan, planParams, type AuthorsPlan, type Plan } from './plan.ts';
-import { Xoshiro128, gaussianProjections, uniformSampler, type Sampler } from './random.ts';
+import { Xoshiro128, gaussianProjections, uniformDraws } from './random.ts';
 import type { AttentionResult, GPUAttentionResult, ResultFor } from './result.ts';
 import { inSlices, SLICE_ELEMENTS } from './slices.ts';
 import { checkFinite, isHostTensor, readRows, type AttentionShape, type InputTensor } from './tensor.ts';
@@ -51,15 +51,17 @@ export function callProjections(
   return Array.from({ length: rounds }, (_, t) => o.projections!.subarray(t * d * r, (t + 1) * d * r));
 }
 
-function drawRandomness(plan: Plan, shape: AttentionShape, o: ResolvedHyperOptions): Randomness {
+async function drawRandomness(plan: Plan, shape: AttentionShape, o: ResolvedHyperOptions): Promise<Randomness> {
   const rng = new Xoshiro128(o.seed);
   const rounds = plan.kind === 'accurate' ? plan.rounds : 1;
   const r = plan.kind === 'accurate' ? plan.r : o.lshNumProjs;
   const projections = rounds > 0 ? callProjections(o, shape.d, rng, rounds, r) : [];
-  const sampler: Sampler = o.sampler ?? uniformSampler(rng);
   // A caller's sampler comes checked (options.ts, checkedSampler); the library's own draws are in range.
-  const samples = plan.draws.map((draw, index) =>
-    sampler({ index, batch: shape.B, heads: draw.heads, count: draw.count, high: draw.high }));
+  const samples: Int32Array[] = [];
+  for (const [index, draw] of plan.draws.entries()) {
+    const request = { index, batch: shape.B, heads: draw.heads, count: draw.count, high: draw.high };
+    samples.push(o.sampler ? o.sampler(request) : await uniformDraws(rng, shape.B * draw.heads * draw.count, draw.high, o.signal));
+  }
   return { projections, samples };
 }
 
@@ -83,11 +85,11 @@ export function runExact<O extends Output = 'host'>(
  * HyperAttention; `output` as for runExact. `plan` is the scheduler's, built from the same
  * shape and options (built here when not given). A trace, when given, gets every op's time.
  */
-export function runHyper<O extends Output = 'host'>(
+export async function runHyper<O extends Output = 'host'>(
   backend: Backend, shape: AttentionShape, o: ResolvedHyperOptions, q: InputTensor, k: KeyValueInput, v: KeyValueInput,
   output: O = 'host' as O, trace?: OpTrace[], plan: Plan = buildPlan(planParams(shape, o, o)), scope: RunScope = {},
 ): Promise<ResultFor<O>> {
-  const randomness = drawRandomness(plan, shape, o);
+  const randomness = await drawRandomness(plan, shape, o);
   const heads = plan.kind === 'accurate'
     ? (ctx: ExecContext) => runAccurateHead(ctx, plan, o.causal, o.controlVariate, randomness)
     : (ctx: ExecContext) => authorsHeads(ctx, plan, kernelMode(o.mode), o.lshNumProjs, randomness);
