@@ -344,7 +344,7 @@ function cacheCall(kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, optio
 async function runOnCache(
   state: CacheState, shape: AttentionShape, o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, q: InputTensor,
 ): Promise<AttentionResult | GPUAttentionResult> {
-  const { backend, k, v } = state;
+  const { backend } = state;
   const scheduled = o.backend === 'auto' || o.profile
     ? await serialize(() => scheduleResident(shape, o, hyper, backend))
     : undefined;
@@ -353,12 +353,18 @@ async function runOnCache(
   const plan = scheduled?.work ?? buildPlan(planParams(shape, o, chosen));
   const { B, H, Hkv, nq, d, dv } = shape;
   const exactOnly = plan.kind === 'authors' && plan.leaves.length === 0 && plan.steps.every((s) => s.kind === 'exact');
+  const packed = exactOnly && !o.causal && H > Hkv;
+  // A float16 cache's rows are read in place by exact attention of a few rows (decoding),
+  // and widened per key-value head into float32 for anything else.
+  const inPlace = exactOnly && !o.causal && backend.name === 'cpu' && backend.readsHalf(packed ? (H / Hkv) * nq : nq, false);
+  const widen = state.k.resident.kind === 'f16' && !inPlace;
+  const [k, v] = widen ? [{ ...state.k, widen }, { ...state.v, widen }] : [state.k, state.v];
   const run = async (): Promise<AttentionResult | GPUAttentionResult> => {
     const trace: OpTrace[] | undefined = o.profile ? [] : undefined;
     const start = performance.now();
     const onHost = o.output === 'host' && isHostTensor(q);
     let result: AttentionResult | GPUAttentionResult;
-    if (exactOnly && !o.causal && H > Hkv) {
+    if (packed) {
       const rows = (H / Hkv) * nq;
       const packed = { ...shape, H: Hkv, nq: rows };
       const qPacked = isHostTensor(q) ? { data: q.data, shape: [B, Hkv, rows, d] } : { ...q, shape: [B, Hkv, rows, d] };
