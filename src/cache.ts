@@ -34,11 +34,19 @@ export interface KVCacheOptions {
   backend?: BackendChoice;
   /** keep the cache on this GPUDevice (implies backend 'webgpu') instead of the library's own */
   device?: WebGPUDeviceLike;
-  /** how keys and values are stored: 'float32' (the only one for now) */
-  dtype?: 'float32';
+  /**
+   * how keys and values are stored: 'float32' (default), or 'float16' (backend 'cpu' only:
+   * IEEE binary16, half the memory and half the bytes a decode step reads; appended values
+   * are rounded to nearest even, and calls compute in float32 on the rounded values, see
+   * docs/cache.md)
+   */
+  dtype?: KVCacheDtype;
   /** WebAssembly threads the cache's calls run on (default: configureThreads' setting) */
   threads?: number;
 }
+
+/** How a cache stores keys and values. */
+export type KVCacheDtype = 'float32' | 'float16';
 
 const OPTION_KEYS = ['batch', 'kvHeads', 'headDim', 'valueDim', 'capacity', 'backend', 'device', 'dtype', 'threads'];
 
@@ -78,6 +86,8 @@ export class KVCache {
   readonly capacity: number;
   /** where its keys and values live, and its calls run */
   readonly backend: 'cpu' | 'webgpu';
+  /** how its keys and values are stored */
+  readonly dtype: KVCacheDtype;
   private tokens = 0;
   /** per token, the largest |k| and |v| of its append (the call's overflow bounds) */
   private readonly kMax: Float32Array;
@@ -91,6 +101,7 @@ export class KVCache {
     this.valueDim = o.valueDim;
     this.capacity = o.capacity;
     this.backend = backend.name;
+    this.dtype = o.dtype;
     this.kMax = new Float32Array(o.capacity);
     this.vMax = new Float32Array(o.capacity);
     states.set(this, {
@@ -119,8 +130,9 @@ export class KVCache {
       }
     }
     const cpu = await ownCpu(await threadsFor(o.threads));
+    const kind = o.dtype === 'float16' ? 'f16' : 'f32';
     try {
-      return new KVCache(o, cpu, cpu.createLasting('f32', rows * o.headDim), cpu.createLasting('f32', rows * o.valueDim));
+      return new KVCache(o, cpu, cpu.createLasting(kind, rows * o.headDim), cpu.createLasting(kind, rows * o.valueDim));
     } catch (error) {
       dropCpu(cpu);
       throw error;
@@ -245,6 +257,7 @@ interface Resolved {
   threads: number | undefined;
   backend: 'cpu' | 'webgpu';
   device: WebGPUDeviceLike | undefined;
+  dtype: KVCacheDtype;
 }
 
 function resolve(options: KVCacheOptions): Resolved {
@@ -266,6 +279,7 @@ function resolve(options: KVCacheOptions): Resolved {
     threads: o.threads === undefined ? undefined : integer('threads', o.threads, 1, MAX_THREADS),
     backend: 'cpu',
     device: undefined,
+    dtype: 'float32',
   };
   const backend = o.backend ?? (o.device ? 'webgpu' : 'auto');
   if (!['auto', 'cpu', 'webgpu'].includes(backend)) {
@@ -277,10 +291,14 @@ function resolve(options: KVCacheOptions): Resolved {
   }
   resolved.backend = backend === 'webgpu' ? 'webgpu' : 'cpu';
   resolved.device = o.device;
-  if (o.dtype !== undefined && o.dtype !== 'float32') {
-    throw new HyperAttentionError('INVALID_OPTION', `dtype: expected 'float32' (the one storage type so far), got ${describeValue(o.dtype)}`);
+  if (o.dtype !== undefined && o.dtype !== 'float32' && o.dtype !== 'float16') {
+    throw new HyperAttentionError('INVALID_OPTION', `dtype: expected 'float32' or 'float16', got ${describeValue(o.dtype)}`);
   }
-  const bytes = resolved.batch * resolved.kvHeads * resolved.capacity * (resolved.headDim + resolved.valueDim) * 4;
+  resolved.dtype = o.dtype ?? 'float32';
+  if (resolved.dtype === 'float16' && resolved.backend === 'webgpu') {
+    throw new HyperAttentionError('INVALID_OPTION', "dtype 'float16': a WebGPU cache stores float32 (float16 storage is for backend 'cpu', WebAssembly)");
+  }
+  const bytes = resolved.batch * resolved.kvHeads * resolved.capacity * (resolved.headDim + resolved.valueDim) * (resolved.dtype === 'float16' ? 2 : 4);
   if (resolved.backend === 'cpu' && bytes > MAX_CACHE_BYTES) {
     throw new HyperAttentionError('INVALID_OPTION', `capacity: ${resolved.capacity} tokens of ${resolved.batch} x ${resolved.kvHeads} heads would take ${bytes} bytes; a WebAssembly cache holds at most ${MAX_CACHE_BYTES}`);
   }

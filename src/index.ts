@@ -27,7 +27,7 @@ import {
 } from './tensor.ts';
 
 export { HyperAttentionError, type ErrorCode } from './errors.ts';
-export { createKVCache, KVCache, type KVCacheOptions } from './cache.ts';
+export { createKVCache, KVCache, type KVCacheDtype, type KVCacheOptions } from './cache.ts';
 export {
   DEFAULTS, type BackendChoice, type ExactOptions, type HyperOptions, type Output, type OutputDtype, type Progress,
   type WebGPUBufferLike, type WebGPUDeviceLike,
@@ -100,7 +100,7 @@ async function resultInDtype(result: AttentionResult | GPUAttentionResult, o: Re
   const host = result as AttentionResult;
   const values = host.out.data;
   const bits = new Uint16Array(values.length);
-  await inSlices(values.length, SLICE_ELEMENTS, (from, to) => encodeFloat16('out', values, from, to, bits), o.signal);
+  await inSlices(values.length, SLICE_ELEMENTS, (from, to) => encodeFloat16('out', "use outputDtype 'float32'", values, from, to, bits), o.signal);
   return { ...host, out: { data: float16Array(bits), shape: host.out.shape, dtype: 'float16' } };
 }
 
