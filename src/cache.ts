@@ -4,15 +4,16 @@
 // cache's buffers are the bottom of a memory of its own (shared with the thread pool's
 // workers when calls run on threads); on WebGPU they are device buffers of their own on
 // the backend's device. Both are kept between calls; docs/cache.md.
-import { dropCpu, gpuBackend, ownCpu } from './backends.ts';
+import { dropCpu, gpuBackend, ownCpu, serialize } from './backends.ts';
 import type { CpuBackend } from './cpu/backend.ts';
 import type { WebGPUBackend } from './gpu/index.ts';
 import { describeValue } from './describe.ts';
-import { HyperAttentionError } from './errors.ts';
+import { HyperAttentionError, typedFailure, typedFailures } from './errors.ts';
 import type { ResidentRows } from './hyper.ts';
 import type { BackendBuffer } from './ops.ts';
 import { isGPUDevice, MAX_THREADS, type BackendChoice, type WebGPUDeviceLike } from './options.ts';
 import { ownOptions } from './owned.ts';
+import { inSlices, SLICE_ELEMENTS } from './slices.ts';
 import { finiteMaxAbs, isHostTensor, MAX_HEAD_DIM, toInputTensor, type Tensor, type TensorLike } from './tensor.ts';
 import { threadsFor } from './threads/config.ts';
 
@@ -64,9 +65,9 @@ export interface CacheState {
   backend: CpuBackend | WebGPUBackend;
   k: ResidentRows;
   v: ResidentRows;
-  /** calls on the cache, started and not settled: they read it */
+  /** operations on the cache (calls, appends), started and not settled */
   busy: number;
-  /** settles when the last call queued on the cache is done (calls on one cache take turns) */
+  /** settles when the last operation queued on the cache is done (see enqueue) */
   queue: Promise<void>;
   /** the largest |value| among the first n tokens' keys and values */
   maxAbs(n: number): { k: number; v: number };
@@ -151,31 +152,51 @@ export class KVCache {
 
   /**
    * Copies k [B, Hkv, t, headDim] and v [B, Hkv, t, valueDim] (host tensors, as the calls
-   * take them) behind the tokens held, once. The caller's arrays are not kept.
+   * take them) behind the tokens held. The copy waits for the operations queued on the
+   * cache before it (calls, appends) and runs in time slices, so a long chunk never holds
+   * the caller's thread; calls made after append() see its tokens. The caller's arrays are
+   * read until the promise settles (do not change them before) and not kept after.
    */
-  append(k: TensorLike, v: TensorLike): void {
-    const state = this.idle('append to');
-    const kt = this.checkRows('k', k, this.headDim);
-    const vt = this.checkRows('v', v, this.valueDim);
-    const t = kt.shape[2];
-    if (vt.shape[2] !== t) {
-      throw new HyperAttentionError('CACHE_MISMATCH', `k and v hold different token counts: k ${JSON.stringify(kt.shape)}, v ${JSON.stringify(vt.shape)}`);
+  append(k: TensorLike, v: TensorLike): Promise<void> {
+    try {
+      const state = openCache(this);
+      const kt = this.checkRows('k', k, this.headDim);
+      const vt = this.checkRows('v', v, this.valueDim);
+      if (vt.shape[2] !== kt.shape[2]) {
+        throw new HyperAttentionError('CACHE_MISMATCH', `k and v hold different token counts: k ${JSON.stringify(kt.shape)}, v ${JSON.stringify(vt.shape)}`);
+      }
+      const copy = () => this.copyIn(state, kt, vt);
+      // On WebGPU the copies are recorded on the backend's device: they take turns with its calls.
+      return typedFailures(enqueue(state, state.backend.name === 'webgpu' ? () => serialize(copy) : copy));
+    } catch (error) {
+      return Promise.reject(typedFailure(error));
     }
+  }
+
+  /** append's work, in its turn: every value checked and copied in one pass, slice by slice. */
+  private async copyIn(state: CacheState, kt: Tensor, vt: Tensor): Promise<void> {
+    const t = kt.shape[2];
     if (this.tokens + t > this.capacity) {
       throw new HyperAttentionError('CACHE_FULL', `appending ${t} tokens to the ${this.tokens} held would pass the capacity of ${this.capacity}; truncate() or make a larger cache`);
     }
-    const kMax = finiteMaxAbs('k', kt.data);
-    const vMax = finiteMaxAbs('v', vt.data);
-    for (const [rows, t3, width] of [[state.k, kt, this.headDim], [state.v, vt, this.valueDim]] as const) {
+    const at = this.tokens;
+    const max = { k: 0, v: 0 };
+    for (const [name, rows, t3, width] of [['k', state.k, kt, this.headDim], ['v', state.v, vt, this.valueDim]] as const) {
       for (let g = 0; g < this.batch * this.kvHeads; g++) {
-        state.backend.upload(rows.resident, t3.data.subarray(g * t * width, (g + 1) * t * width), (g * rows.stride + this.tokens) * width);
+        const group = t3.data.subarray(g * t * width, (g + 1) * t * width);
+        // Past the tokens held until the last slice is in: a failed append leaves the cache as it was.
+        await inSlices(group.length, SLICE_ELEMENTS, (from, to) => {
+          const piece = group.subarray(from, to);
+          max[name] = Math.max(max[name], finiteMaxAbs(name, piece, g * t * width + from));
+          state.backend.upload(rows.resident, piece, (g * rows.stride + at) * width + from);
+        });
       }
     }
     // On WebGPU the copies are submitted now: a call that fails later drops only its own commands.
     if (state.backend.name === 'webgpu') state.backend.submit();
-    this.kMax.fill(kMax, this.tokens, this.tokens + t);
-    this.vMax.fill(vMax, this.tokens, this.tokens + t);
-    this.tokens += t;
+    this.kMax.fill(max.k, at, at + t);
+    this.vMax.fill(max.v, at, at + t);
+    this.tokens = at + t;
   }
 
   /** Keeps the first n tokens and drops the rest (rejected speculative drafts, say). */
@@ -226,6 +247,28 @@ export class KVCache {
     }
     return input;
   }
+}
+
+/**
+ * Runs work on the cache after every operation queued on it before (calls and appends take
+ * turns: one memory serves one at a time). The cache is busy (CACHE_BUSY for truncate and
+ * release) from now until the work settles.
+ * @internal
+ */
+export function enqueue<T>(state: CacheState, work: () => Promise<T>): Promise<T> {
+  state.busy++;
+  const ready = state.queue;
+  let done = () => {};
+  state.queue = new Promise<void>((resolve) => (done = resolve));
+  return (async () => {
+    try {
+      await ready;
+      return await work();
+    } finally {
+      state.busy--;
+      done();
+    }
+  })();
 }
 
 function busyError(what: string): HyperAttentionError {
