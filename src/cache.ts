@@ -13,6 +13,7 @@ import type { ResidentRows } from './hyper.ts';
 import type { BackendBuffer } from './ops.ts';
 import { isGPUDevice, MAX_THREADS, type BackendChoice, type WebGPUDeviceLike } from './options.ts';
 import { ownOptions } from './owned.ts';
+import { decodeFloat16, encodeFloat16 } from './float16.ts';
 import { inSlices, SLICE_ELEMENTS } from './slices.ts';
 import { finiteMaxAbs, isHostTensor, MAX_HEAD_DIM, toInputTensor, type Tensor, type TensorLike } from './tensor.ts';
 import { threadsFor } from './threads/config.ts';
@@ -173,7 +174,11 @@ export class KVCache {
     }
   }
 
-  /** append's work, in its turn: every value checked and copied in one pass, slice by slice. */
+  /**
+   * append's work, in its turn: every value checked and copied in one pass, slice by slice
+   * (for float16 storage rounded to nearest even on the way; a float16 input's values come
+   * back as the same bits).
+   */
   private async copyIn(state: CacheState, kt: Tensor, vt: Tensor): Promise<void> {
     const t = kt.shape[2];
     if (this.tokens + t > this.capacity) {
@@ -181,16 +186,24 @@ export class KVCache {
     }
     const at = this.tokens;
     const max = { k: 0, v: 0 };
+    const half = this.dtype === 'float16';
     for (const [name, rows, t3, width] of [['k', state.k, kt, this.headDim], ['v', state.v, vt, this.valueDim]] as const) {
+      const bits = half ? new Uint16Array(t3.data.length) : undefined;
       for (let g = 0; g < this.batch * this.kvHeads; g++) {
-        const group = t3.data.subarray(g * t * width, (g + 1) * t * width);
+        const start = g * t * width;
         // Past the tokens held until the last slice is in: a failed append leaves the cache as it was.
-        await inSlices(group.length, SLICE_ELEMENTS, (from, to) => {
-          const piece = group.subarray(from, to);
-          max[name] = Math.max(max[name], finiteMaxAbs(name, piece, g * t * width + from));
-          state.backend.upload(rows.resident, piece, (g * rows.stride + at) * width + from);
+        await inSlices(t * width, SLICE_ELEMENTS, (from, to) => {
+          const piece = t3.data.subarray(start + from, start + to);
+          max[name] = Math.max(max[name], finiteMaxAbs(name, piece, start + from));
+          const offset = (g * rows.stride + at) * width + from;
+          if (!bits) return state.backend.upload(rows.resident, piece, offset);
+          // Only WebAssembly caches store float16 (resolve).
+          const stored = encodeFloat16(name, FLOAT16_REMEDY, t3.data, start + from, start + to, bits).subarray(start + from, start + to);
+          (state.backend as CpuBackend).upload(rows.resident, stored, offset);
         });
       }
+      // Rounding is monotonic: the largest stored magnitude is the largest input's, rounded.
+      if (half) max[name] = decodeFloat16(name, encodeFloat16(name, FLOAT16_REMEDY, Float32Array.of(max[name])))[0];
     }
     // On WebGPU the copies are submitted now: a call that fails later drops only its own commands.
     if (state.backend.name === 'webgpu') state.backend.submit();
@@ -270,6 +283,9 @@ export function enqueue<T>(state: CacheState, work: () => Promise<T>): Promise<T
     }
   })();
 }
+
+/** What an append of values beyond float16's range can do instead. */
+const FLOAT16_REMEDY = "a float16 cache holds magnitudes up to 65504: scale the values down or make the cache with dtype 'float32'";
 
 function busyError(what: string): HyperAttentionError {
   return new HyperAttentionError('CACHE_BUSY', `cannot ${what} the cache while a call that reads it runs: await the call first`);
