@@ -342,7 +342,7 @@ async function runOnCache(
   const packed = exactOnly && !o.causal && H > Hkv;
   // A float16 cache's rows are read in place by exact attention of a few rows (decoding),
   // and widened per key-value head into float32 for anything else.
-  const inPlace = exactOnly && !o.causal && backend.name === 'cpu' && backend.readsHalf(packed ? (H / Hkv) * nq : nq, false);
+  const inPlace = exactOnly && !o.causal && backend.name === 'cpu' && backend.readsHalf(packed ? (H / Hkv) * nq : nq, shape.nk, false);
   const widen = state.k.resident.kind === 'f16' && !inPlace;
   const [k, v] = widen ? [{ ...state.k, widen }, { ...state.v, widen }] : [state.k, state.v];
   const run = async (): Promise<AttentionResult | GPUAttentionResult> => {

@@ -283,18 +283,19 @@ export class CpuBackend implements Backend {
   }
 
   /**
-   * Whether exact attention of `rows` query rows reads a float16 cache's rows in place
-   * (exact with f16 keys and values: the few-rows kernel, SIMD builds); every other op
-   * takes them widened (widen).
+   * Whether exact attention of `rows` query rows against nk keys reads a float16 cache's
+   * rows in place: where float32 rows would go to the few-rows kernel (SIMD builds), its
+   * float16 variant computes the same bits from the same (rounded) values. Every other op
+   * takes them widened (widen), which gives those bits too.
    */
-  readsHalf(rows: number, causal: boolean): boolean {
-    return !causal && rows <= FEW_ROWS && this.flavour !== 'scalar';
+  readsHalf(rows: number, nk: number, causal: boolean): boolean {
+    return !causal && rows <= FEW_ROWS && nk >= 2 * KEY_PART && this.flavour !== 'scalar';
   }
 
   exact(t: ExactTask): OpResult {
     const half = t.k.buf.kind === 'f16';
-    if (half && !this.readsHalf(t.nq, t.causal)) throw new Error('hyperattention: float16 rows for exact attention beyond readsHalf');
-    if (half || (!t.causal && t.nq <= CORE_ROWS && t.nk >= 2 * KEY_PART)) return this.exactByKeys(t);
+    if (half && !this.readsHalf(t.nq, t.nk, t.causal)) throw new Error('hyperattention: float16 rows for exact attention beyond readsHalf');
+    if (!t.causal && t.nq <= CORE_ROWS && t.nk >= 2 * KEY_PART) return this.exactByKeys(t);
     const scratch = this.top;
     const q = this.ptr(t.q, t.d);
     const { out, lse, write } = this.dst(t.dst, t.dv);
@@ -309,8 +310,8 @@ export class CpuBackend implements Backend {
 
   /**
    * Non-causal exact attention of a few rows in parts of KEY_PART keys (see there; up to
-   * FEW_ROWS rows with the few-rows kernel, its float16 variant for float16 keys and values,
-   * whatever their number): each
+   * FEW_ROWS rows with the few-rows kernel, its float16 variant for float16 keys and
+   * values): each
    * part's out and lse into its own rows above the arena, then merged into part 0 in order
    * (exact log-add-exp), and part 0 into the destination as it asks.
    */
