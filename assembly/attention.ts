@@ -869,18 +869,20 @@ export function exactAttention(
 }
 
 // float16 storage (a key-value cache's dtype 'float16'): T = u16 rows hold IEEE binary16
-// bits, widened to float32 in registers as they are read. A finite half's magnitude bits
-// shifted up by 13 are a float32 whose value times 2^112 is the half's exactly (subnormals
-// and zero included: the multiply is exact), and the sign goes back in by OR. Inputs are
-// finite (the cache checks them as they are appended).
+// bits, widened to float32 in registers as they are read. A half sign-extended to 32 bits
+// and shifted up by 13 holds its sign in bit 31 (and copies of it in bits 30..28, masked
+// off) and its exponent and mantissa in bits 27..13: a float32 whose value times 2^112 is
+// the half's exactly (subnormals and zeros included: the multiply is exact, and keeps the
+// sign). Inputs are finite (the cache checks them as they are appended). Three operations
+// on four lanes after the load.
 const HALF_SCALE: f32 = 5.192296858534828e33; // 2^112
+const HALF_BITS: i32 = 0x8fffe000; // sign, then the half's exponent and mantissa shifted by 13
 
 // Four consecutive elements of row p from element c, as float32 lanes.
 @inline function loadLanes<T>(p: usize, c: i32): v128 {
   if (sizeof<T>() == 2) {
-    const h = v128.load16x4_u(p + ((<usize>c) << 1));
-    const magnitude = f32x4.mul(i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13), f32x4.splat(HALF_SCALE));
-    return v128.or(magnitude, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
+    const h = i32x4.shl(v128.load16x4_s(p + ((<usize>c) << 1)), 13);
+    return f32x4.mul(v128.and(h, i32x4.splat(HALF_BITS)), f32x4.splat(HALF_SCALE));
   }
   return v128.load(p + ((<usize>c) << 2));
 }
@@ -888,9 +890,8 @@ const HALF_SCALE: f32 = 5.192296858534828e33; // 2^112
 // Element c of row p as a float32.
 @inline function loadElement<T>(p: usize, c: i32): f32 {
   if (sizeof<T>() == 2) {
-    const h = <u32>load<u16>(p + ((<usize>c) << 1));
-    const magnitude = reinterpret<f32>((h & 0x7fff) << 13) * HALF_SCALE;
-    return reinterpret<f32>(reinterpret<u32>(magnitude) | ((h & 0x8000) << 16));
+    const h = (<i32>load<i16>(p + ((<usize>c) << 1))) << 13;
+    return reinterpret<f32>(h & HALF_BITS) * HALF_SCALE;
   }
   return load<f32>(p + ((<usize>c) << 2));
 }
@@ -905,6 +906,73 @@ export function widenHalf(src: usize, dst: usize, n: i32): void {
     for (; i + 4 <= n; i += 4) v128.store(dst + ((<usize>i) << 2), loadLanes<u16>(src, i));
   }
   for (; i < n; i++) store<f32>(dst + ((<usize>i) << 2), loadElement<u16>(src, i));
+}
+
+// fewRows' P·V for one key: its value row at vp times the four rows' weights (at, KT
+// apart), added to the rows' accumulators (c0, dv4 apart).
+@inline function valuesOfOne<T>(vp: usize, at: usize, c0: usize, dv: i32, dv4: i32): void {
+  const c1 = c0 + ((<usize>dv4) << 2);
+  const c2 = c1 + ((<usize>dv4) << 2);
+  const c3 = c2 + ((<usize>dv4) << 2);
+  const dvFull = dv & ~3;
+  const p0 = v128.load32_splat(at);
+  const p1 = v128.load32_splat(at + (KT << 2));
+  const p2 = v128.load32_splat(at + (KT << 3));
+  const p3 = v128.load32_splat(at + KT * 12);
+  for (let c = 0; c < dvFull; c += 4) {
+    const o = (<usize>c) << 2;
+    const vv = loadLanes<T>(vp, c);
+    v128.store(c0 + o, madd(p0, vv, v128.load(c0 + o)));
+    v128.store(c1 + o, madd(p1, vv, v128.load(c1 + o)));
+    v128.store(c2 + o, madd(p2, vv, v128.load(c2 + o)));
+    v128.store(c3 + o, madd(p3, vv, v128.load(c3 + o)));
+  }
+  for (let c = dvFull; c < dv; c++) {
+    const o = (<usize>c) << 2;
+    const x = loadElement<T>(vp, c);
+    store<f32>(c0 + o, load<f32>(c0 + o) + f32x4.extract_lane(p0, 0) * x);
+    store<f32>(c1 + o, load<f32>(c1 + o) + f32x4.extract_lane(p1, 0) * x);
+    store<f32>(c2 + o, load<f32>(c2 + o) + f32x4.extract_lane(p2, 0) * x);
+    store<f32>(c3 + o, load<f32>(c3 + o) + f32x4.extract_lane(p3, 0) * x);
+  }
+}
+
+// valuesOfOne for two consecutive keys (value rows vp and vp + vRow, weights at and at + 4):
+// one load and store of the accumulators for both, each still one chain over the keys in
+// order, so the bits are valuesOfOne's twice. Float16 rows only: it halves their loads and
+// stores of the accumulators, which (not memory) bound them; float32 rows ran slower so.
+@inline function valuesOfTwo<T>(vp: usize, vRow: usize, at: usize, c0: usize, dv: i32, dv4: i32): void {
+  const vq = vp + vRow;
+  const c1 = c0 + ((<usize>dv4) << 2);
+  const c2 = c1 + ((<usize>dv4) << 2);
+  const c3 = c2 + ((<usize>dv4) << 2);
+  const dvFull = dv & ~3;
+  const p0 = v128.load32_splat(at);
+  const p1 = v128.load32_splat(at + (KT << 2));
+  const p2 = v128.load32_splat(at + (KT << 3));
+  const p3 = v128.load32_splat(at + KT * 12);
+  const w0 = v128.load32_splat(at + 4);
+  const w1 = v128.load32_splat(at + (KT << 2) + 4);
+  const w2 = v128.load32_splat(at + (KT << 3) + 4);
+  const w3 = v128.load32_splat(at + KT * 12 + 4);
+  for (let c = 0; c < dvFull; c += 4) {
+    const o = (<usize>c) << 2;
+    const vv = loadLanes<T>(vp, c);
+    const vw = loadLanes<T>(vq, c);
+    v128.store(c0 + o, madd(w0, vw, madd(p0, vv, v128.load(c0 + o))));
+    v128.store(c1 + o, madd(w1, vw, madd(p1, vv, v128.load(c1 + o))));
+    v128.store(c2 + o, madd(w2, vw, madd(p2, vv, v128.load(c2 + o))));
+    v128.store(c3 + o, madd(w3, vw, madd(p3, vv, v128.load(c3 + o))));
+  }
+  for (let c = dvFull; c < dv; c++) {
+    const o = (<usize>c) << 2;
+    const x = loadElement<T>(vp, c);
+    const y = loadElement<T>(vq, c);
+    store<f32>(c0 + o, load<f32>(c0 + o) + f32x4.extract_lane(p0, 0) * x + f32x4.extract_lane(w0, 0) * y);
+    store<f32>(c1 + o, load<f32>(c1 + o) + f32x4.extract_lane(p1, 0) * x + f32x4.extract_lane(w1, 0) * y);
+    store<f32>(c2 + o, load<f32>(c2 + o) + f32x4.extract_lane(p2, 0) * x + f32x4.extract_lane(w2, 0) * y);
+    store<f32>(c3 + o, load<f32>(c3 + o) + f32x4.extract_lane(p3, 0) * x + f32x4.extract_lane(w3, 0) * y);
+  }
 }
 
 // Exact attention of a few query rows (decoding: FEW_ROWS at most in practice, any nq
@@ -1037,36 +1105,14 @@ export function fewRowsAttentionHalf(
           }
           store<f32>(mAt, mNew);
         }
-        // P·V: each key's value row, times each row's weight, into the rows' accumulators.
+        // P·V: each key's value row, times each row's weight, into the rows' accumulators;
+        // float16 rows two keys at a time (see valuesOfTwo).
         const c0 = acc + <usize>r0 * ((<usize>dv4) << 2);
-        const c1 = c0 + ((<usize>dv4) << 2);
-        const c2 = c1 + ((<usize>dv4) << 2);
-        const c3 = c2 + ((<usize>dv4) << 2);
-        const dvFull = dv & ~3;
-        for (let j = 0; j < kc; j++) {
-          const vp = v + <usize>(j0 + j) * vRow;
-          const at = sc + ((<usize>j) << 2);
-          const p0 = f32x4.splat(load<f32>(at));
-          const p1 = f32x4.splat(load<f32>(at + (KT << 2)));
-          const p2 = f32x4.splat(load<f32>(at + (KT << 3)));
-          const p3 = f32x4.splat(load<f32>(at + KT * 12));
-          for (let c = 0; c < dvFull; c += 4) {
-            const o = (<usize>c) << 2;
-            const vv = loadLanes<T>(vp, c);
-            v128.store(c0 + o, madd(p0, vv, v128.load(c0 + o)));
-            v128.store(c1 + o, madd(p1, vv, v128.load(c1 + o)));
-            v128.store(c2 + o, madd(p2, vv, v128.load(c2 + o)));
-            v128.store(c3 + o, madd(p3, vv, v128.load(c3 + o)));
-          }
-          for (let c = dvFull; c < dv; c++) {
-            const o = (<usize>c) << 2;
-            const x = loadElement<T>(vp, c);
-            store<f32>(c0 + o, load<f32>(c0 + o) + f32x4.extract_lane(p0, 0) * x);
-            store<f32>(c1 + o, load<f32>(c1 + o) + f32x4.extract_lane(p1, 0) * x);
-            store<f32>(c2 + o, load<f32>(c2 + o) + f32x4.extract_lane(p2, 0) * x);
-            store<f32>(c3 + o, load<f32>(c3 + o) + f32x4.extract_lane(p3, 0) * x);
-          }
+        let j = 0;
+        if (sizeof<T>() == 2) {
+          for (; j + 2 <= kc; j += 2) valuesOfTwo<T>(v + <usize>(j0 + j) * vRow, vRow, sc + ((<usize>j) << 2), c0, dv, dv4);
         }
+        for (; j < kc; j++) valuesOfOne<T>(v + <usize>(j0 + j) * vRow, sc + ((<usize>j) << 2), c0, dv, dv4);
       }
     }
     for (let r = 0; r < nq; r++) {
