@@ -908,40 +908,13 @@ export function widenHalf(src: usize, dst: usize, n: i32): void {
   for (; i < n; i++) store<f32>(dst + ((<usize>i) << 2), loadElement<u16>(src, i));
 }
 
-// fewRows' P·V for one key: its value row at vp times the four rows' weights (at, KT
-// apart), added to the rows' accumulators (c0, dv4 apart).
-@inline function valuesOfOne<T>(vp: usize, at: usize, c0: usize, dv: i32, dv4: i32): void {
-  const c1 = c0 + ((<usize>dv4) << 2);
-  const c2 = c1 + ((<usize>dv4) << 2);
-  const c3 = c2 + ((<usize>dv4) << 2);
-  const dvFull = dv & ~3;
-  const p0 = v128.load32_splat(at);
-  const p1 = v128.load32_splat(at + (KT << 2));
-  const p2 = v128.load32_splat(at + (KT << 3));
-  const p3 = v128.load32_splat(at + KT * 12);
-  for (let c = 0; c < dvFull; c += 4) {
-    const o = (<usize>c) << 2;
-    const vv = loadLanes<T>(vp, c);
-    v128.store(c0 + o, madd(p0, vv, v128.load(c0 + o)));
-    v128.store(c1 + o, madd(p1, vv, v128.load(c1 + o)));
-    v128.store(c2 + o, madd(p2, vv, v128.load(c2 + o)));
-    v128.store(c3 + o, madd(p3, vv, v128.load(c3 + o)));
-  }
-  for (let c = dvFull; c < dv; c++) {
-    const o = (<usize>c) << 2;
-    const x = loadElement<T>(vp, c);
-    store<f32>(c0 + o, load<f32>(c0 + o) + f32x4.extract_lane(p0, 0) * x);
-    store<f32>(c1 + o, load<f32>(c1 + o) + f32x4.extract_lane(p1, 0) * x);
-    store<f32>(c2 + o, load<f32>(c2 + o) + f32x4.extract_lane(p2, 0) * x);
-    store<f32>(c3 + o, load<f32>(c3 + o) + f32x4.extract_lane(p3, 0) * x);
-  }
-}
-
-// valuesOfOne for two consecutive keys (value rows vp and vp + vRow, weights at and at + 4):
-// one load and store of the accumulators for both, each still one chain over the keys in
-// order, so the bits are valuesOfOne's twice. Float16 rows only: it halves their loads and
-// stores of the accumulators, which (not memory) bound them; float32 rows ran slower so.
-@inline function valuesOfTwo<T>(vp: usize, vRow: usize, at: usize, c0: usize, dv: i32, dv4: i32): void {
+// fewRows' P·V for one key (`two` false) or two consecutive ones: value rows vp (and
+// vp + vRow) times the four rows' weights (at, KT apart; the second key's at + 4), added to
+// the rows' accumulators (c0, dv4 apart). Two keys share one load and store of the
+// accumulators, each still one chain over the keys in order, so the bits are those of one
+// key twice. fewRows takes two at a time for float16 rows, whose loads and stores of the
+// accumulators (not memory) bound them; float32 rows ran slower so.
+@inline function valueRows<T>(vp: usize, vRow: usize, at: usize, c0: usize, dv: i32, dv4: i32, two: bool): void {
   const vq = vp + vRow;
   const c1 = c0 + ((<usize>dv4) << 2);
   const c2 = c1 + ((<usize>dv4) << 2);
@@ -951,27 +924,44 @@ export function widenHalf(src: usize, dst: usize, n: i32): void {
   const p1 = v128.load32_splat(at + (KT << 2));
   const p2 = v128.load32_splat(at + (KT << 3));
   const p3 = v128.load32_splat(at + KT * 12);
-  const w0 = v128.load32_splat(at + 4);
-  const w1 = v128.load32_splat(at + (KT << 2) + 4);
-  const w2 = v128.load32_splat(at + (KT << 3) + 4);
-  const w3 = v128.load32_splat(at + KT * 12 + 4);
+  const w0 = two ? v128.load32_splat(at + 4) : p0;
+  const w1 = two ? v128.load32_splat(at + (KT << 2) + 4) : p1;
+  const w2 = two ? v128.load32_splat(at + (KT << 3) + 4) : p2;
+  const w3 = two ? v128.load32_splat(at + KT * 12 + 4) : p3;
   for (let c = 0; c < dvFull; c += 4) {
     const o = (<usize>c) << 2;
     const vv = loadLanes<T>(vp, c);
-    const vw = loadLanes<T>(vq, c);
-    v128.store(c0 + o, madd(w0, vw, madd(p0, vv, v128.load(c0 + o))));
-    v128.store(c1 + o, madd(w1, vw, madd(p1, vv, v128.load(c1 + o))));
-    v128.store(c2 + o, madd(w2, vw, madd(p2, vv, v128.load(c2 + o))));
-    v128.store(c3 + o, madd(w3, vw, madd(p3, vv, v128.load(c3 + o))));
+    if (two) {
+      const vw = loadLanes<T>(vq, c);
+      v128.store(c0 + o, madd(w0, vw, madd(p0, vv, v128.load(c0 + o))));
+      v128.store(c1 + o, madd(w1, vw, madd(p1, vv, v128.load(c1 + o))));
+      v128.store(c2 + o, madd(w2, vw, madd(p2, vv, v128.load(c2 + o))));
+      v128.store(c3 + o, madd(w3, vw, madd(p3, vv, v128.load(c3 + o))));
+    } else {
+      v128.store(c0 + o, madd(p0, vv, v128.load(c0 + o)));
+      v128.store(c1 + o, madd(p1, vv, v128.load(c1 + o)));
+      v128.store(c2 + o, madd(p2, vv, v128.load(c2 + o)));
+      v128.store(c3 + o, madd(p3, vv, v128.load(c3 + o)));
+    }
   }
   for (let c = dvFull; c < dv; c++) {
     const o = (<usize>c) << 2;
     const x = loadElement<T>(vp, c);
-    const y = loadElement<T>(vq, c);
-    store<f32>(c0 + o, load<f32>(c0 + o) + f32x4.extract_lane(p0, 0) * x + f32x4.extract_lane(w0, 0) * y);
-    store<f32>(c1 + o, load<f32>(c1 + o) + f32x4.extract_lane(p1, 0) * x + f32x4.extract_lane(w1, 0) * y);
-    store<f32>(c2 + o, load<f32>(c2 + o) + f32x4.extract_lane(p2, 0) * x + f32x4.extract_lane(w2, 0) * y);
-    store<f32>(c3 + o, load<f32>(c3 + o) + f32x4.extract_lane(p3, 0) * x + f32x4.extract_lane(w3, 0) * y);
+    let s0 = load<f32>(c0 + o) + f32x4.extract_lane(p0, 0) * x;
+    let s1 = load<f32>(c1 + o) + f32x4.extract_lane(p1, 0) * x;
+    let s2 = load<f32>(c2 + o) + f32x4.extract_lane(p2, 0) * x;
+    let s3 = load<f32>(c3 + o) + f32x4.extract_lane(p3, 0) * x;
+    if (two) {
+      const y = loadElement<T>(vq, c);
+      s0 += f32x4.extract_lane(w0, 0) * y;
+      s1 += f32x4.extract_lane(w1, 0) * y;
+      s2 += f32x4.extract_lane(w2, 0) * y;
+      s3 += f32x4.extract_lane(w3, 0) * y;
+    }
+    store<f32>(c0 + o, s0);
+    store<f32>(c1 + o, s1);
+    store<f32>(c2 + o, s2);
+    store<f32>(c3 + o, s3);
   }
 }
 
@@ -1106,13 +1096,13 @@ export function fewRowsAttentionHalf(
           store<f32>(mAt, mNew);
         }
         // P·V: each key's value row, times each row's weight, into the rows' accumulators;
-        // float16 rows two keys at a time (see valuesOfTwo).
+        // float16 rows two keys at a time (see valueRows).
         const c0 = acc + <usize>r0 * ((<usize>dv4) << 2);
         let j = 0;
         if (sizeof<T>() == 2) {
-          for (; j + 2 <= kc; j += 2) valuesOfTwo<T>(v + <usize>(j0 + j) * vRow, vRow, sc + ((<usize>j) << 2), c0, dv, dv4);
+          for (; j + 2 <= kc; j += 2) valueRows<T>(v + <usize>(j0 + j) * vRow, vRow, sc + ((<usize>j) << 2), c0, dv, dv4, true);
         }
-        for (; j < kc; j++) valuesOfOne<T>(v + <usize>(j0 + j) * vRow, sc + ((<usize>j) << 2), c0, dv, dv4);
+        for (; j < kc; j++) valueRows<T>(v + <usize>(j0 + j) * vRow, vRow, sc + ((<usize>j) << 2), c0, dv, dv4, false);
       }
     }
     for (let r = 0; r < nq; r++) {
