@@ -562,10 +562,9 @@ export class CpuBackend implements Backend {
     const src = this.ptr(t.src, t.width, true);
     const dst = this.ptr(t.dst, t.width);
     const n = t.rows * t.width;
-    const jobs = [];
-    for (let from = 0; from < n; from += WIDEN_ELEMENTS) {
-      jobs.push({ src: src + from * 2, dst: dst + from * 4, n: Math.min(WIDEN_ELEMENTS, n - from) });
-    }
+    const jobs = Array.from({ length: Math.ceil(n / WIDEN_ELEMENTS) }, (_, i) => ({
+      src: src + i * WIDEN_ELEMENTS * 2, dst: dst + i * WIDEN_ELEMENTS * 4, n: Math.min(WIDEN_ELEMENTS, n - i * WIDEN_ELEMENTS),
+    }));
     return this.jobs('widenHalf', jobs, this.top, 0, []);
   }
 
