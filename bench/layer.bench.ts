@@ -220,7 +220,7 @@ bench.before(async (state) => {
   const machine = await describeMachine({ 'onnxruntime-node': state.ort?.version ?? null });
   // The scheduler measures the machine once per process: not inside a timed call.
   await warmup();
-  const total = PREFILL.length * 8 + DECODE.length * 5;
+  const total = PREFILL.length * 8 + DECODE.length * 7;
   state.recorder = new Recorder('layer', total, machine);
   if ('missing' in peer) state.recorder.note(peer.missing);
   state.recorder.note(`exact prefill (ours and onnxruntime-node's) runs on ${EXACT_HEADS} of the ${H} query heads and is scaled to ${H}`);
