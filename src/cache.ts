@@ -10,6 +10,7 @@ import type { WebGPUBackend } from './gpu/index.ts';
 import { describeValue } from './describe.ts';
 import { HyperAttentionError, typedFailure, typedFailures } from './errors.ts';
 import type { ResidentRows } from './hyper.ts';
+import type { Verification } from './verification.ts';
 import type { BackendBuffer } from './ops.ts';
 import { isGPUDevice, MAX_THREADS, type BackendChoice, type WebGPUDeviceLike } from './options.ts';
 import { ownOptions } from './owned.ts';
@@ -72,6 +73,70 @@ export interface CacheState {
   queue: Promise<void>;
   /** the largest |value| among the first n tokens' keys and values */
   maxAbs(n: number): { k: number; v: number };
+  /** which query heads missed the tolerance on the last verified calls (see exactFirstHeads) */
+  misses?: HeadMisses;
+}
+
+/**
+ * Per flat query head of verified calls with `heads` heads at `tolerance`: how many calls
+ * in a row it has run exact attention without trying a plan (-1: a plan met the tolerance
+ * on its last try, or it was never tried), and how many it is to run so before it tries
+ * again.
+ */
+interface HeadMisses {
+  heads: number;
+  tolerance: number;
+  skips: Int32Array;
+  wait: Int32Array;
+}
+
+/**
+ * Calls in a row a head that missed the tolerance runs exact attention at once, before it
+ * tries its plans again; each try that misses again doubles it, up to MAX_WAIT. The chunks
+ * of a prompt see the same heads: a head whose attention no plan approximates on one chunk
+ * (diffuse, or a retrieval head LSH misses) mostly misses on the next, and its plans would
+ * be paid for and then exact attention too; the tries find a head that has changed.
+ */
+const FIRST_WAIT = 3;
+const MAX_WAIT = 48;
+
+/**
+ * The flat query heads a verified call on the cache runs exact attention for at once:
+ * those that missed `tolerance` with every plan on their last try, on calls with as many
+ * heads, until their wait is over.
+ * @internal
+ */
+export function exactFirstHeads(state: CacheState, heads: number, tolerance: number): Set<number> {
+  const m = state.misses;
+  const first = new Set<number>();
+  if (!m || m.heads !== heads || m.tolerance !== tolerance) return first;
+  for (let h = 0; h < heads; h++) if (m.skips[h] >= 0 && m.skips[h] < m.wait[h]) first.add(h);
+  return first;
+}
+
+/**
+ * Records what a verified call on the cache found of each head (its verification), for
+ * exactFirstHeads. A call that checked nothing (an exact plan) changes nothing.
+ * @internal
+ */
+export function rememberHeads(state: CacheState, verification: Verification): void {
+  if (verification.checkRows === 0) return;
+  const heads = verification.heads.length;
+  let m = state.misses;
+  if (!m || m.heads !== heads || m.tolerance !== verification.tolerance) {
+    m = state.misses = { heads, tolerance: verification.tolerance, skips: new Int32Array(heads).fill(-1), wait: new Int32Array(heads) };
+  }
+  for (const [h, head] of verification.heads.entries()) {
+    if (head.predicted) {
+      m.skips[h]++;
+    } else if (head.plan === 'exact' && head.tried.length > 1) {
+      // Missed: a first miss waits FIRST_WAIT calls, a miss on a try twice the last wait.
+      m.wait[h] = m.skips[h] >= 0 ? Math.min(MAX_WAIT, 2 * m.wait[h]) : FIRST_WAIT;
+      m.skips[h] = 0;
+    } else {
+      m.skips[h] = -1;
+    }
+  }
 }
 
 const states = new WeakMap<KVCache, CacheState>();

@@ -2,7 +2,7 @@
 // layout [B, H, N, D] or [B, N, H, D]), or on GPUBuffers of the caller's WebGPU device; the
 // scheduler's calibration, profiles and explain().
 import { acquireCpu, releaseCpu, serialize } from './backends.ts';
-import { enqueue, KVCache, openCache, type CacheState } from './cache.ts';
+import { enqueue, exactFirstHeads, KVCache, openCache, rememberHeads, type CacheState } from './cache.ts';
 import { runExact, runHyper } from './hyper.ts';
 import { exactVerification, runVerified } from './verified.ts';
 import { checkedInputs, explainShapeError, inBhnd, resolveLayout, resultInLayout, shapeInBhnd, type Layout } from './layout.ts';
@@ -359,9 +359,13 @@ async function runOnCache(
       result = { ...r, out: { ...r.out, shape: [B, H, nq, dv] }, lse: { ...r.lse, shape: [B, H, nq] } } as AttentionResult | GPUAttentionResult;
       if (hyper && onHost && hyper.tolerance !== Infinity) (result as AttentionResult).verification = exactVerification(hyper, B, H);
     } else if (chosen) {
-      result = o.output === 'host'
-        ? await runVerified(backend, shape, chosen, q, k, v, trace, plan)
-        : await runHyper(backend, shape, chosen, q, k, v, o.output, trace, plan);
+      if (o.output === 'host') {
+        const verified = await runVerified(backend, shape, chosen, q, k, v, trace, plan, exactFirstHeads(state, B * H, chosen.tolerance));
+        if (verified.verification) rememberHeads(state, verified.verification);
+        result = verified;
+      } else {
+        result = await runHyper(backend, shape, chosen, q, k, v, o.output, trace, plan);
+      }
     } else {
       result = await runExact(backend, shape, o, q, k, v, o.output, trace, plan);
     }

@@ -4,7 +4,7 @@
 import { suite } from './suite.ts';
 import { codeOf, concat, referenceCheck, withCache } from './cache-helpers.ts';
 import * as assert from 'uvu/assert';
-import { createKVCache, exactAttention, explain, hyperAttention, HyperAttentionError } from '../src/index.ts';
+import { createKVCache, exactAttention, explain, hyperAttention, HyperAttentionError, type KVCache } from '../src/index.ts';
 import { createCpuBackend } from '../src/cpu/backend.ts';
 import { supportedFlavours } from '../src/cpu/wasm.ts';
 import { runExact } from '../src/hyper.ts';
@@ -22,6 +22,16 @@ const fresh = (shape: number[]) => randomTensor(shape, nextSeed++);
 const TOL = 1e-5;
 
 const checkAgainstReference = referenceCheck(SEED, TOL);
+
+/** Appends t fresh tokens to the cache and to ks, vs (which concat as everything it holds), and gives fresh queries of H heads for them. */
+async function appendChunk(cache: KVCache, ks: Tensor[], vs: Tensor[], H: number, t: number): Promise<Tensor> {
+  const k = fresh([1, cache.kvHeads, t, cache.headDim]);
+  const v = fresh([1, cache.kvHeads, t, cache.valueDim]);
+  await cache.append(k, v);
+  ks.push(k);
+  vs.push(v);
+  return fresh([1, H, t, cache.headDim]);
+}
 
 test('a decode loop appending one token at a time equals exact attention over the concatenated tensors (GQA, dv != d)', async () => {
   const [B, H, Hkv, d, dv] = [2, 6, 2, 32, 24];
@@ -106,12 +116,7 @@ test('chunked prefill: each chunk of queries against the tokens held so far (not
     const ks: Tensor[] = [];
     const vs: Tensor[] = [];
     for (const t of [100, 37, 150]) {
-      const k = fresh([1, Hkv, t, d]);
-      const v = fresh([1, Hkv, t, d]);
-      await cache.append(k, v);
-      ks.push(k);
-      vs.push(v);
-      const q = fresh([1, H, t, d]);
+      const q = await appendChunk(cache, ks, vs, H, t);
       checkAgainstReference(`chunk of ${t}`, await hyperAttention(q, cache), q, concat(ks), concat(vs));
     }
     assert.is(cache.length, 287);
@@ -124,18 +129,46 @@ test('chunked causal prefill: each chunk appended, then its queries (the last po
     const ks: Tensor[] = [];
     const vs: Tensor[] = [];
     for (const t of [90, 1, 130, 64]) {
-      const k = fresh([1, Hkv, t, d]);
-      const v = fresh([1, Hkv, t, d]);
-      await cache.append(k, v);
-      ks.push(k);
-      vs.push(v);
-      const q = fresh([1, H, t, d]);
+      const q = await appendChunk(cache, ks, vs, H, t);
       const K = concat(ks);
       const V = concat(vs);
       checkAgainstReference(`exact chunk of ${t}`, await exactAttention(q, cache, { causal: true }), q, K, V, true);
       const hyper = await hyperAttention(q, cache, { causal: true, backend: 'cpu' });
       checkAgainstReference(`hyper chunk of ${t}`, hyper, q, K, V, true);
       assert.equal(hyper.out.data, (await hyperAttention(q, K, V, { causal: true, backend: 'cpu' })).out.data);
+    }
+  });
+});
+
+test('a head that missed the tolerance with every plan runs exact attention at once on the next calls, then tries again, waiting twice as long after each miss', async () => {
+  const [H, Hkv, t, d] = [4, 2, 256, 32];
+  const strict = { causal: true, backend: 'cpu', mode: 'accurate', minSeqLen: 128, blockSize: 64, sampleSize: 64, tolerance: 1e-9 } as const;
+  await withCache({ kvHeads: Hkv, headDim: d, capacity: 14 * t }, async (cache) => {
+    const ks: Tensor[] = [];
+    const vs: Tensor[] = [];
+    /** A chunk's call at this tolerance, and its heads; at the strict one, its result is exact attention's (float64 reference). */
+    const chunk = async (tolerance: number = strict.tolerance) => {
+      const q = await appendChunk(cache, ks, vs, H, t);
+      const r = await hyperAttention(q, cache, { ...strict, tolerance });
+      if (tolerance === strict.tolerance) checkAgainstReference(`chunk ${ks.length}`, r, q, concat(ks), concat(vs), true);
+      return r.verification!.heads;
+    };
+    // No plan comes within 1e-9 of exact attention (float32 rounding alone is more): every head misses.
+    for (const head of await chunk()) {
+      assert.not.ok(head.predicted);
+      assert.is(head.plan, 'exact');
+      assert.ok(head.tried.length > 1);
+    }
+    // Three calls at once to exact attention, a try that misses again, then six.
+    for (const wait of [3, 6]) {
+      for (let call = 0; call < wait; call++) {
+        for (const head of await chunk()) assert.equal({ predicted: head.predicted, tried: head.tried.length }, { predicted: true, tried: 1 }, `call ${call} of ${wait}`);
+      }
+      for (const head of await chunk()) assert.equal({ predicted: head.predicted, plan: head.plan }, { predicted: undefined, plan: 'exact' }, 'tried again');
+    }
+    // Another tolerance: what the heads missed before says nothing about it.
+    for (let call = 0; call < 2; call++) {
+      for (const head of await chunk(10)) assert.equal({ predicted: head.predicted, plan: head.plan }, { predicted: undefined, plan: 'accurate' });
     }
   });
 });
