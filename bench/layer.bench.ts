@@ -2,14 +2,15 @@
 // key/value heads, d = 128, causal (the shape of Llama-3-8B and Mistral-7B). Full prefill
 // and chunked prefill (chunks of 2048 appended to a KV cache, each chunk's queries attending
 // to everything before them) at 16k, 32k and 64k tokens; decoding steps at 32k and 128k
-// cached tokens. Ours (hyper at its defaults and with `tolerance: Infinity`, exact) beside
+// cached tokens, with the cache storing float32 and (hyper, exact) float16. Ours (hyper at
+// its defaults and with `tolerance: Infinity`, exact) beside
 // onnxruntime-node's MultiHeadAttention on the same tensors (it has no grouped-query mode,
 // so K/V are repeated to 32 heads for it). Time, error against float64 exact attention,
 // the longest stall of this thread's event loop during the call, and peak RSS.
 // Run alone: `tsx bench/layer.bench.ts [--quick] [--prefill=65536] [--decode=] [--methods=hyper,exact,peer]`
 // (a part: see PART).
 import { suite } from 'uvu';
-import { createKVCache, exactAttention, hyperAttention, warmup, type KVCache } from '../src/index.ts';
+import { createKVCache, exactAttention, hyperAttention, warmup, type KVCache, type KVCacheDtype } from '../src/index.ts';
 import { referenceAttention } from '../test/reference.ts';
 import { Xoshiro128 } from '../src/random.ts';
 import { attentionErrors, evenRows, referenceRows, type AttentionErrors } from './error.ts';
@@ -235,7 +236,7 @@ bench.before(async (state) => {
   const machine = await describeMachine({ 'onnxruntime-node': state.ort?.version ?? null });
   // The scheduler measures the machine once per process: not inside a timed call.
   await warmup();
-  const total = PREFILL.length * 8 + DECODE.length * 5;
+  const total = PREFILL.length * 8 + DECODE.length * 7;
   state.recorder = new Recorder(PART ? 'layer-part' : 'layer', total, machine);
   if ('missing' in peer) state.recorder.note(peer.missing);
   state.recorder.note(`exact prefill (ours and onnxruntime-node's) runs on ${EXACT_HEADS} of the ${H} query heads and is scaled to ${H}`);
@@ -253,10 +254,15 @@ bench('decode', async (state) => {
   for (const n of DECODE) {
     const x = layerInputs(n + DECODE_STEPS, n);
     const flops = causalFlops(1, n, H);
-    const bytes = 2 * HKV * n * D * 4;
-    /** DECODE_STEPS tokens after an n-token prompt: append the token's K/V, attend its query; the first step warms up. */
-    const decodeCase = async (m: string, call: DecodeCall, mode: 'cache' | 'tensors' | 'fixed'): Promise<CaseOutcome> => {
-      const cache = mode === 'cache' ? await createKVCache({ kvHeads: HKV, headDim: D, capacity: n + DECODE_STEPS }) : null;
+    /**
+     * DECODE_STEPS tokens after an n-token prompt: append the token's K/V, attend its query;
+     * the first step warms up. A cache stores `dtype` (errors are against the float32 inputs).
+     */
+    const decodeCase = async (
+      m: string, call: DecodeCall, mode: 'cache' | 'tensors' | 'fixed', dtype: KVCacheDtype = 'float32',
+    ): Promise<CaseOutcome> => {
+      const bytes = 2 * HKV * n * D * (dtype === 'float16' ? 2 : 4);
+      const cache = mode === 'cache' ? await createKVCache({ kvHeads: HKV, headDim: D, capacity: n + DECODE_STEPS, dtype }) : null;
       const watch = new Watch();
       try {
         await cache?.append(positions(x.k, 0, n), positions(x.v, 0, n));
@@ -284,13 +290,17 @@ bench('decode', async (state) => {
         cache?.release();
       }
     };
-    for (const m of (['hyper', 'hyper-unchecked', 'exact'] as const).filter(runs)) {
+    const cached = [
+      ...(['hyper', 'hyper-unchecked', 'exact'] as const).map((m) => [m, 'float32'] as const),
+      ...(['hyper', 'exact'] as const).map((m) => [m, 'float16'] as const),
+    ].filter(([m]) => runs(m));
+    for (const [m, dtype] of cached) {
       const attend = m === 'exact' ? exactAttention : hyperAttention;
-      await rec.run({ method: m, backend: 'cpu', params: { n, decode: 'KV cache' } }, () =>
-        decodeCase(m, async (w, q, _, cache) => {
+      await rec.run({ method: m, backend: 'cpu', params: { n, decode: dtype === 'float32' ? 'KV cache' : 'KV cache float16' } }, () =>
+        decodeCase(`${m}${dtype === 'float32' ? '' : ' (float16 cache)'}`, async (w, q, _, cache) => {
           const r = await w.during(() => attend(q, cache!, { causal: true, ...OPTIONS[m] }));
           return { out: r.out.data, lse: r.lse.data };
-        }, 'cache'));
+        }, 'cache', dtype));
     }
     if (runs('exact')) {
       await rec.run({ method: 'exact', backend: 'cpu', params: { n, decode: 'tensors each call' } }, () =>

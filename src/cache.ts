@@ -14,6 +14,7 @@ import type { Verification } from './verification.ts';
 import type { BackendBuffer } from './ops.ts';
 import { isGPUDevice, MAX_THREADS, type BackendChoice, type WebGPUDeviceLike } from './options.ts';
 import { ownOptions } from './owned.ts';
+import { decodeFloat16, encodeFloat16 } from './float16.ts';
 import { inSlices, SLICE_ELEMENTS } from './slices.ts';
 import { finiteMaxAbs, isHostTensor, MAX_HEAD_DIM, toInputTensor, type Tensor, type TensorLike } from './tensor.ts';
 import { threadsFor } from './threads/config.ts';
@@ -36,11 +37,19 @@ export interface KVCacheOptions {
   backend?: BackendChoice;
   /** keep the cache on this GPUDevice (implies backend 'webgpu') instead of the library's own */
   device?: WebGPUDeviceLike;
-  /** how keys and values are stored: 'float32' (the only one for now) */
-  dtype?: 'float32';
+  /**
+   * how keys and values are stored: 'float32' (default), or 'float16' (backend 'cpu' only:
+   * IEEE binary16, half the memory and half the bytes a decode step reads; appended values
+   * are rounded to nearest even, and calls compute in float32 on the rounded values, see
+   * docs/cache.md)
+   */
+  dtype?: KVCacheDtype;
   /** WebAssembly threads the cache's calls run on (default: configureThreads' setting) */
   threads?: number;
 }
+
+/** How a cache stores keys and values. */
+export type KVCacheDtype = 'float32' | 'float16';
 
 const OPTION_KEYS = ['batch', 'kvHeads', 'headDim', 'valueDim', 'capacity', 'backend', 'device', 'dtype', 'threads'];
 
@@ -144,6 +153,8 @@ export class KVCache {
   readonly capacity: number;
   /** where its keys and values live, and its calls run */
   readonly backend: 'cpu' | 'webgpu';
+  /** how its keys and values are stored */
+  readonly dtype: KVCacheDtype;
   private tokens = 0;
   /** per token, the largest |k| and |v| of its append (the call's overflow bounds) */
   private readonly kMax: Float32Array;
@@ -157,6 +168,7 @@ export class KVCache {
     this.valueDim = o.valueDim;
     this.capacity = o.capacity;
     this.backend = backend.name;
+    this.dtype = o.dtype;
     this.kMax = new Float32Array(o.capacity);
     this.vMax = new Float32Array(o.capacity);
     states.set(this, {
@@ -185,8 +197,9 @@ export class KVCache {
       }
     }
     const cpu = await ownCpu(await threadsFor(o.threads));
+    const kind = o.dtype === 'float16' ? 'f16' : 'f32';
     try {
-      return new KVCache(o, cpu, cpu.createLasting('f32', rows * o.headDim), cpu.createLasting('f32', rows * o.valueDim));
+      return new KVCache(o, cpu, cpu.createLasting(kind, rows * o.headDim), cpu.createLasting(kind, rows * o.valueDim));
     } catch (error) {
       dropCpu(cpu);
       throw error;
@@ -226,7 +239,11 @@ export class KVCache {
     }
   }
 
-  /** append's work, in its turn: every value checked and copied in one pass, slice by slice. */
+  /**
+   * append's work, in its turn: every value checked and copied in one pass, slice by slice
+   * (for float16 storage rounded to nearest even on the way; a float16 input's values come
+   * back as the same bits).
+   */
   private async copyIn(state: CacheState, kt: Tensor, vt: Tensor): Promise<void> {
     const t = kt.shape[2];
     if (this.tokens + t > this.capacity) {
@@ -234,16 +251,24 @@ export class KVCache {
     }
     const at = this.tokens;
     const max = { k: 0, v: 0 };
+    const half = this.dtype === 'float16';
     for (const [name, rows, t3, width] of [['k', state.k, kt, this.headDim], ['v', state.v, vt, this.valueDim]] as const) {
+      const bits = half ? new Uint16Array(t3.data.length) : undefined;
       for (let g = 0; g < this.batch * this.kvHeads; g++) {
-        const group = t3.data.subarray(g * t * width, (g + 1) * t * width);
+        const start = g * t * width;
         // Past the tokens held until the last slice is in: a failed append leaves the cache as it was.
-        await inSlices(group.length, SLICE_ELEMENTS, (from, to) => {
-          const piece = group.subarray(from, to);
-          max[name] = Math.max(max[name], finiteMaxAbs(name, piece, g * t * width + from));
-          state.backend.upload(rows.resident, piece, (g * rows.stride + at) * width + from);
+        await inSlices(t * width, SLICE_ELEMENTS, (from, to) => {
+          const piece = t3.data.subarray(start + from, start + to);
+          max[name] = Math.max(max[name], finiteMaxAbs(name, piece, start + from));
+          const offset = (g * rows.stride + at) * width + from;
+          if (!bits) return state.backend.upload(rows.resident, piece, offset);
+          // Only WebAssembly caches store float16 (resolve).
+          const stored = encodeFloat16(name, FLOAT16_REMEDY, t3.data, start + from, start + to, bits).subarray(start + from, start + to);
+          (state.backend as CpuBackend).upload(rows.resident, stored, offset);
         });
       }
+      // Rounding is monotonic: the largest stored magnitude is the largest input's, rounded.
+      if (half) max[name] = decodeFloat16(name, encodeFloat16(name, FLOAT16_REMEDY, Float32Array.of(max[name])))[0];
     }
     // On WebGPU the copies are submitted now: a call that fails later drops only its own commands.
     if (state.backend.name === 'webgpu') state.backend.submit();
@@ -324,6 +349,9 @@ export function enqueue<T>(state: CacheState, work: () => Promise<T>): Promise<T
   })();
 }
 
+/** What an append of values beyond float16's range can do instead. */
+const FLOAT16_REMEDY = "a float16 cache holds magnitudes up to 65504: scale the values down or make the cache with dtype 'float32'";
+
 function busyError(what: string): HyperAttentionError {
   return new HyperAttentionError('CACHE_BUSY', `cannot ${what} the cache while a call that reads it runs: await the call first`);
 }
@@ -353,6 +381,7 @@ interface Resolved {
   threads: number | undefined;
   backend: 'cpu' | 'webgpu';
   device: WebGPUDeviceLike | undefined;
+  dtype: KVCacheDtype;
 }
 
 function resolve(options: KVCacheOptions): Resolved {
@@ -374,6 +403,7 @@ function resolve(options: KVCacheOptions): Resolved {
     threads: o.threads === undefined ? undefined : integer('threads', o.threads, 1, MAX_THREADS),
     backend: 'cpu',
     device: undefined,
+    dtype: 'float32',
   };
   const backend = o.backend ?? (o.device ? 'webgpu' : 'auto');
   if (!['auto', 'cpu', 'webgpu'].includes(backend)) {
@@ -385,10 +415,14 @@ function resolve(options: KVCacheOptions): Resolved {
   }
   resolved.backend = backend === 'webgpu' ? 'webgpu' : 'cpu';
   resolved.device = o.device;
-  if (o.dtype !== undefined && o.dtype !== 'float32') {
-    throw new HyperAttentionError('INVALID_OPTION', `dtype: expected 'float32' (the one storage type so far), got ${describeValue(o.dtype)}`);
+  if (o.dtype !== undefined && o.dtype !== 'float32' && o.dtype !== 'float16') {
+    throw new HyperAttentionError('INVALID_OPTION', `dtype: expected 'float32' or 'float16', got ${describeValue(o.dtype)}`);
   }
-  const bytes = resolved.batch * resolved.kvHeads * resolved.capacity * (resolved.headDim + resolved.valueDim) * 4;
+  resolved.dtype = o.dtype ?? 'float32';
+  if (resolved.dtype === 'float16' && resolved.backend === 'webgpu') {
+    throw new HyperAttentionError('INVALID_OPTION', "dtype 'float16': a WebGPU cache stores float32 (float16 storage is for backend 'cpu', WebAssembly)");
+  }
+  const bytes = resolved.batch * resolved.kvHeads * resolved.capacity * (resolved.headDim + resolved.valueDim) * (resolved.dtype === 'float16' ? 2 : 4);
   if (resolved.backend === 'cpu' && bytes > MAX_CACHE_BYTES) {
     throw new HyperAttentionError('INVALID_OPTION', `capacity: ${resolved.capacity} tokens of ${resolved.batch} x ${resolved.kvHeads} heads would take ${bytes} bytes; a WebAssembly cache holds at most ${MAX_CACHE_BYTES}`);
   }

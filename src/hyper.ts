@@ -18,11 +18,14 @@ import { checkFinite, isHostTensor, readRows, type AttentionShape, type InputTen
 
 /**
  * Keys or values already in the backend's memory (a key-value cache, src/cache.ts): flat
- * key-value head g's rows start at row g * stride of buf. Read in place, never copied.
+ * key-value head g's rows start at row g * stride of buf. Read in place, never copied;
+ * float16 rows (an f16 buffer) with `widen` are widened into float32 rows of the call's own
+ * per key-value head instead (Backend.widen), as tensors are uploaded.
  */
 export interface ResidentRows {
   resident: BackendBuffer;
   stride: number;
+  widen?: boolean;
 }
 
 /** What a call's keys and values come as: tensors (copied in per call) or resident rows. */
@@ -30,6 +33,11 @@ export type KeyValueInput = InputTensor | ResidentRows;
 
 export function isResident(t: KeyValueInput): t is ResidentRows {
   return 'resident' in t;
+}
+
+/** Rows the ops read where they lie (resident, not widened). */
+function inPlace(t: KeyValueInput): t is ResidentRows {
+  return isResident(t) && !t.widen;
 }
 
 /**
@@ -249,8 +257,8 @@ async function execute(
     };
 
     // Resident keys and values are read where they are; tensors are loaded per key-value head.
-    const kOwn = isResident(k) ? undefined : f32(nk * d);
-    const vOwn = isResident(v) ? undefined : f32(nk * dv);
+    const kOwn = inPlace(k) ? undefined : f32(nk * d);
+    const vOwn = inPlace(v) ? undefined : f32(nk * dv);
     const ctx = batched ? undefined : {
       backend, shape, scale, run, f32, i32,
       qBuf: f32((nq + c) * d), kBuf: kOwn ?? (k as ResidentRows).resident, vBuf: vOwn ?? (v as ResidentRows).resident, kRow: 0,
@@ -266,12 +274,20 @@ async function execute(
     const kvMax = Math.max(...Array.from({ length: Math.ceil(heads / groupHeads) }, (_, g) =>
       kvOf(Math.min(heads, (g + 1) * groupHeads) - 1) - kvOf(g * groupHeads) + 1));
     const bufs = batched
-      ? { q: f32(groupHeads * nq * d), k: isResident(k) ? undefined : f32(kvMax * nk * d), v: isResident(v) ? undefined : f32(kvMax * nk * dv) }
+      ? { q: f32(groupHeads * nq * d), k: inPlace(k) ? undefined : f32(kvMax * nk * d), v: inPlace(v) ? undefined : f32(kvMax * nk * dv) }
       : undefined;
     /** Key-value heads [kv0, kv0 + count) of t as rows of a buffer: loaded into own, or where they reside. */
     const kvRows = async (own: BackendBuffer | undefined, t: KeyValueInput, kv0: number, width: number, count: number) => {
-      if (isResident(t)) return { buf: t.resident, row: kv0 * t.stride };
-      await load(own!, t, kv0, nk, width, count);
+      if (inPlace(t)) return { buf: t.resident, row: kv0 * t.stride };
+      if (isResident(t)) {
+        await run('upload', async () => {
+          for (let i = 0; i < count; i++) {
+            await backend.widen!({ src: { buf: t.resident, row: (kv0 + i) * t.stride }, dst: { buf: own!, row: i * nk }, rows: nk, width });
+          }
+        });
+      } else {
+        await load(own!, t, kv0, nk, width, count);
+      }
       return { buf: own!, row: 0 };
     };
 
@@ -288,7 +304,7 @@ async function execute(
         await batched!.run({
           q: bufs.q, k: kRows, v: vRows,
           lse: { buf: result, row: (g0 - resultFrom) * nq }, out: { buf: result, row: outStart / dv + (g0 - resultFrom) * nq },
-        }, { count: g1 - g0, group, phase: g0 % group, qRows: nq, kRows: isResident(k) ? k.stride : nk });
+        }, { count: g1 - g0, group, phase: g0 % group, qRows: nq, kRows: inPlace(k) ? k.stride : nk });
       }
       for (let i = g0; ctx && i < g1; i++) {
         const h = list[i];

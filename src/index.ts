@@ -27,7 +27,7 @@ import {
 } from './tensor.ts';
 
 export { HyperAttentionError, type ErrorCode } from './errors.ts';
-export { createKVCache, KVCache, type KVCacheOptions } from './cache.ts';
+export { createKVCache, KVCache, type KVCacheDtype, type KVCacheOptions } from './cache.ts';
 export {
   DEFAULTS, type BackendChoice, type ExactOptions, type HyperOptions, type Output, type OutputDtype, type Progress,
   type WebGPUBufferLike, type WebGPUDeviceLike,
@@ -100,7 +100,7 @@ async function resultInDtype(result: AttentionResult | GPUAttentionResult, o: Re
   const host = result as AttentionResult;
   const values = host.out.data;
   const bits = new Uint16Array(values.length);
-  await inSlices(values.length, SLICE_ELEMENTS, (from, to) => encodeFloat16('out', values, from, to, bits), o.signal);
+  await inSlices(values.length, SLICE_ELEMENTS, (from, to) => encodeFloat16('out', "use outputDtype 'float32'", values, from, to, bits), o.signal);
   return { ...host, out: { data: float16Array(bits), shape: host.out.shape, dtype: 'float16' } };
 }
 
@@ -330,7 +330,7 @@ function cacheCall(kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, optio
 async function runOnCache(
   state: CacheState, shape: AttentionShape, o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, q: InputTensor,
 ): Promise<AttentionResult | GPUAttentionResult> {
-  const { backend, k, v } = state;
+  const { backend } = state;
   const scheduled = o.backend === 'auto' || o.profile
     ? await serialize(() => scheduleResident(shape, o, hyper, backend))
     : undefined;
@@ -339,12 +339,18 @@ async function runOnCache(
   const plan = scheduled?.work ?? buildPlan(planParams(shape, o, chosen));
   const { B, H, Hkv, nq, d, dv } = shape;
   const exactOnly = plan.kind === 'authors' && plan.leaves.length === 0 && plan.steps.every((s) => s.kind === 'exact');
+  const packed = exactOnly && !o.causal && H > Hkv;
+  // A float16 cache's rows are read in place by exact attention of a few rows (decoding),
+  // and widened per key-value head into float32 for anything else.
+  const inPlace = exactOnly && !o.causal && backend.name === 'cpu' && backend.readsHalf(packed ? (H / Hkv) * nq : nq, shape.nk, false);
+  const widen = state.k.resident.kind === 'f16' && !inPlace;
+  const [k, v] = widen ? [{ ...state.k, widen }, { ...state.v, widen }] : [state.k, state.v];
   const run = async (): Promise<AttentionResult | GPUAttentionResult> => {
     const trace: OpTrace[] | undefined = o.profile ? [] : undefined;
     const start = performance.now();
     const onHost = o.output === 'host' && isHostTensor(q);
     let result: AttentionResult | GPUAttentionResult;
-    if (exactOnly && !o.causal && H > Hkv) {
+    if (packed) {
       const rows = (H / Hkv) * nq;
       const packed = { ...shape, H: Hkv, nq: rows };
       const qPacked = isHostTensor(q) ? { data: q.data, shape: [B, Hkv, rows, d] } : { ...q, shape: [B, Hkv, rows, d] };

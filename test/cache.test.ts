@@ -283,7 +283,7 @@ test('every cache error is typed: CACHE_FULL, CACHE_MISMATCH, CACHE_BUSY, CACHE_
   assert.is(await codeOf(() => cache.truncate(0)), 'CACHE_RELEASED');
   for (const bad of [
     {}, { kvHeads: 2, headDim: d }, { kvHeads: 0, headDim: d, capacity: 4 }, { kvHeads: 2, headDim: 1024, capacity: 4 },
-    { kvHeads: 2, headDim: d, capacity: 4, dtype: 'float16' }, { kvHeads: 2, headDim: d, capacity: 4, colour: 1 },
+    { kvHeads: 2, headDim: d, capacity: 4, dtype: 'f16' }, { kvHeads: 2, headDim: d, capacity: 4, colour: 1 },
     { kvHeads: 64, headDim: 512, capacity: 2 ** 20 },
   ]) {
     assert.is(await codeOf(() => createKVCache(bad as never)), 'INVALID_OPTION', JSON.stringify(bad));
