@@ -974,6 +974,103 @@ export function exactAttention(
   );
 }
 
+// float16 storage (a key-value cache's dtype 'float16'): T = u16 rows hold IEEE binary16
+// bits, widened to float32 in registers as they are read. A half sign-extended to 32 bits
+// and shifted up by 13 holds its sign in bit 31 (and copies of it in bits 30..28, masked
+// off) and its exponent and mantissa in bits 27..13: a float32 whose value times 2^112 is
+// the half's exactly (subnormals and zeros included: the multiply is exact, and keeps the
+// sign). Inputs are finite (the cache checks them as they are appended). Three operations
+// on four lanes after the load.
+const HALF_SCALE: f32 = 5.192296858534828e33; // 2^112
+const HALF_BITS: i32 = 0x8fffe000; // sign, then the half's exponent and mantissa shifted by 13
+
+// Four consecutive elements of row p from element c, as float32 lanes.
+@inline function loadLanes<T>(p: usize, c: i32): v128 {
+  if (sizeof<T>() == 2) {
+    const h = i32x4.shl(v128.load16x4_s(p + ((<usize>c) << 1)), 13);
+    return f32x4.mul(v128.and(h, i32x4.splat(HALF_BITS)), f32x4.splat(HALF_SCALE));
+  }
+  return v128.load(p + ((<usize>c) << 2));
+}
+
+// Element c of row p as a float32.
+@inline function loadElement<T>(p: usize, c: i32): f32 {
+  if (sizeof<T>() == 2) {
+    const h = (<i32>load<i16>(p + ((<usize>c) << 1))) << 13;
+    return reinterpret<f32>(h & HALF_BITS) * HALF_SCALE;
+  }
+  return load<f32>(p + ((<usize>c) << 2));
+}
+
+/**
+ * float16 bits [0, n) at src widened into float32 at dst (exactly: every half is a float32),
+ * for the calls on a float16 cache that run the float32 kernels (src/cpu/backend.ts, widen).
+ */
+export function widenHalf(src: usize, dst: usize, n: i32): void {
+  let i = 0;
+  if (ASC_FEATURE_SIMD) {
+    for (; i + 4 <= n; i += 4) v128.store(dst + ((<usize>i) << 2), loadLanes<u16>(src, i));
+  }
+  for (; i < n; i++) store<f32>(dst + ((<usize>i) << 2), loadElement<u16>(src, i));
+}
+
+// fewRows' P·V for one key (`two` false) or two consecutive ones: value rows vp (and
+// vp + vRow) times the four rows' weights (at, KT apart; the second key's at + 4), added to
+// the rows' accumulators (c0, dv4 apart). Two keys share one load and store of the
+// accumulators, each still one chain over the keys in order, so the bits are those of one
+// key twice. fewRows takes two at a time for float16 rows, whose loads and stores of the
+// accumulators (not memory) bound them; float32 rows ran slower so.
+@inline function valueRows<T>(vp: usize, vRow: usize, at: usize, c0: usize, dv: i32, dv4: i32, two: bool): void {
+  const vq = vp + vRow;
+  const c1 = c0 + ((<usize>dv4) << 2);
+  const c2 = c1 + ((<usize>dv4) << 2);
+  const c3 = c2 + ((<usize>dv4) << 2);
+  const dvFull = dv & ~3;
+  const p0 = v128.load32_splat(at);
+  const p1 = v128.load32_splat(at + (KT << 2));
+  const p2 = v128.load32_splat(at + (KT << 3));
+  const p3 = v128.load32_splat(at + KT * 12);
+  const w0 = two ? v128.load32_splat(at + 4) : p0;
+  const w1 = two ? v128.load32_splat(at + (KT << 2) + 4) : p1;
+  const w2 = two ? v128.load32_splat(at + (KT << 3) + 4) : p2;
+  const w3 = two ? v128.load32_splat(at + KT * 12 + 4) : p3;
+  for (let c = 0; c < dvFull; c += 4) {
+    const o = (<usize>c) << 2;
+    const vv = loadLanes<T>(vp, c);
+    if (two) {
+      const vw = loadLanes<T>(vq, c);
+      v128.store(c0 + o, madd(w0, vw, madd(p0, vv, v128.load(c0 + o))));
+      v128.store(c1 + o, madd(w1, vw, madd(p1, vv, v128.load(c1 + o))));
+      v128.store(c2 + o, madd(w2, vw, madd(p2, vv, v128.load(c2 + o))));
+      v128.store(c3 + o, madd(w3, vw, madd(p3, vv, v128.load(c3 + o))));
+    } else {
+      v128.store(c0 + o, madd(p0, vv, v128.load(c0 + o)));
+      v128.store(c1 + o, madd(p1, vv, v128.load(c1 + o)));
+      v128.store(c2 + o, madd(p2, vv, v128.load(c2 + o)));
+      v128.store(c3 + o, madd(p3, vv, v128.load(c3 + o)));
+    }
+  }
+  for (let c = dvFull; c < dv; c++) {
+    const o = (<usize>c) << 2;
+    const x = loadElement<T>(vp, c);
+    let s0 = load<f32>(c0 + o) + f32x4.extract_lane(p0, 0) * x;
+    let s1 = load<f32>(c1 + o) + f32x4.extract_lane(p1, 0) * x;
+    let s2 = load<f32>(c2 + o) + f32x4.extract_lane(p2, 0) * x;
+    let s3 = load<f32>(c3 + o) + f32x4.extract_lane(p3, 0) * x;
+    if (two) {
+      const y = loadElement<T>(vq, c);
+      s0 += f32x4.extract_lane(w0, 0) * y;
+      s1 += f32x4.extract_lane(w1, 0) * y;
+      s2 += f32x4.extract_lane(w2, 0) * y;
+      s3 += f32x4.extract_lane(w3, 0) * y;
+    }
+    store<f32>(c0 + o, s0);
+    store<f32>(c1 + o, s1);
+    store<f32>(c2 + o, s2);
+    store<f32>(c3 + o, s3);
+  }
+}
+
 // Exact attention of a few query rows (decoding: FEW_ROWS at most in practice, any nq
 // works) against keys and values read where they lie, without the core's tile copies
 // (K transposed, V in column blocks): with few rows those copies cost about what the
@@ -982,6 +1079,8 @@ export function exactAttention(
 // updates each row per tile; P·V adds each key's value row, scaled per row, to the row's
 // accumulator. Scratch: the scaled queries [nq4, d], accumulators [nq4, dv4], the running
 // max and sum [nq4] each, and a tile's scores [4, KT] (nq4, dv4: nq, dv rounded up to 4).
+// Keys and values are float32 (T = f32) or float16 bits (T = u16, see loadLanes): each key
+// and value row is read once per four rows either way.
 export function fewRowsAttention(
   q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
   out: usize, lse: usize, write: i32, scratch: usize,
@@ -991,12 +1090,33 @@ export function fewRowsAttention(
     exactAttention(q, k, v, nq, nk, d, dv, scale, 0, 0, out, lse, write, scratch);
     return;
   }
+  fewRows<f32>(q, k, v, nq, nk, d, dv, scale, out, lse, write, scratch);
+}
+
+/**
+ * fewRowsAttention over float16 keys and values (a float16 cache's rows, read in place).
+ * SIMD builds only: with the scalar build the backend widens the rows and runs the core.
+ */
+export function fewRowsAttentionHalf(
+  q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
+  out: usize, lse: usize, write: i32, scratch: usize,
+): void {
+  if (!ASC_FEATURE_SIMD) unreachable();
+  fewRows<u16>(q, k, v, nq, nk, d, dv, scale, out, lse, write, scratch);
+}
+
+@inline function fewRows<T>(
+  q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
+  out: usize, lse: usize, write: i32, scratch: usize,
+): void {
   if (ASC_FEATURE_SIMD) {
     const nq4 = (nq + 3) & ~3;
     const d4 = d & ~3;
     const dv4 = (dv + 3) & ~3;
     const dB = (<usize>d) << 2;
     const dvB = (<usize>dv) << 2;
+    const kRow = <usize>d * sizeof<T>();
+    const vRow = <usize>dv * sizeof<T>();
     const qs = scratch;
     const acc = qs + <usize>nq4 * dB;
     const mx = acc + <usize>nq4 * ((<usize>dv4) << 2);
@@ -1020,14 +1140,14 @@ export function fewRowsAttention(
         const q3 = q2 + dB;
         // Scores of rows r0 .. r0 + 3 against the tile's keys.
         for (let j = 0; j < kc; j++) {
-          const kp = k + <usize>(j0 + j) * dB;
+          const kp = k + <usize>(j0 + j) * kRow;
           let a0 = f32x4.splat(0);
           let a1 = f32x4.splat(0);
           let a2 = f32x4.splat(0);
           let a3 = f32x4.splat(0);
           for (let c = 0; c < d4; c += 4) {
             const o = (<usize>c) << 2;
-            const kv = v128.load(kp + o);
+            const kv = loadLanes<T>(kp, c);
             a0 = madd(v128.load(q0 + o), kv, a0);
             a1 = madd(v128.load(q1 + o), kv, a1);
             a2 = madd(v128.load(q2 + o), kv, a2);
@@ -1039,7 +1159,7 @@ export function fewRowsAttention(
           let s3 = f32x4.extract_lane(a3, 0) + f32x4.extract_lane(a3, 1) + f32x4.extract_lane(a3, 2) + f32x4.extract_lane(a3, 3);
           for (let c = d4; c < d; c++) {
             const o = (<usize>c) << 2;
-            const kc1 = load<f32>(kp + o);
+            const kc1 = loadElement<T>(kp, c);
             s0 += load<f32>(q0 + o) * kc1;
             s1 += load<f32>(q1 + o) * kc1;
             s2 += load<f32>(q2 + o) * kc1;
@@ -1081,36 +1201,14 @@ export function fewRowsAttention(
           }
           store<f32>(mAt, mNew);
         }
-        // P·V: each key's value row, times each row's weight, into the rows' accumulators.
+        // P·V: each key's value row, times each row's weight, into the rows' accumulators;
+        // float16 rows two keys at a time (see valueRows).
         const c0 = acc + <usize>r0 * ((<usize>dv4) << 2);
-        const c1 = c0 + ((<usize>dv4) << 2);
-        const c2 = c1 + ((<usize>dv4) << 2);
-        const c3 = c2 + ((<usize>dv4) << 2);
-        const dvFull = dv & ~3;
-        for (let j = 0; j < kc; j++) {
-          const vp = v + <usize>(j0 + j) * dvB;
-          const at = sc + ((<usize>j) << 2);
-          const p0 = f32x4.splat(load<f32>(at));
-          const p1 = f32x4.splat(load<f32>(at + (KT << 2)));
-          const p2 = f32x4.splat(load<f32>(at + (KT << 3)));
-          const p3 = f32x4.splat(load<f32>(at + KT * 12));
-          for (let c = 0; c < dvFull; c += 4) {
-            const o = (<usize>c) << 2;
-            const vv = v128.load(vp + o);
-            v128.store(c0 + o, madd(p0, vv, v128.load(c0 + o)));
-            v128.store(c1 + o, madd(p1, vv, v128.load(c1 + o)));
-            v128.store(c2 + o, madd(p2, vv, v128.load(c2 + o)));
-            v128.store(c3 + o, madd(p3, vv, v128.load(c3 + o)));
-          }
-          for (let c = dvFull; c < dv; c++) {
-            const o = (<usize>c) << 2;
-            const x = load<f32>(vp + o);
-            store<f32>(c0 + o, load<f32>(c0 + o) + f32x4.extract_lane(p0, 0) * x);
-            store<f32>(c1 + o, load<f32>(c1 + o) + f32x4.extract_lane(p1, 0) * x);
-            store<f32>(c2 + o, load<f32>(c2 + o) + f32x4.extract_lane(p2, 0) * x);
-            store<f32>(c3 + o, load<f32>(c3 + o) + f32x4.extract_lane(p3, 0) * x);
-          }
+        let j = 0;
+        if (sizeof<T>() == 2) {
+          for (; j + 2 <= kc; j += 2) valueRows<T>(v + <usize>(j0 + j) * vRow, vRow, sc + ((<usize>j) << 2), c0, dv, dv4, true);
         }
+        for (; j < kc; j++) valueRows<T>(v + <usize>(j0 + j) * vRow, vRow, sc + ((<usize>j) << 2), c0, dv, dv4, false);
       }
     }
     for (let r = 0; r < nq; r++) {

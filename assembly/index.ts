@@ -7,6 +7,8 @@ export {
   tileCacheBytes,
   exactAttention,
   fewRowsAttention,
+  fewRowsAttentionHalf,
+  widenHalf,
   blockAttention,
   sampledAttention,
   mergeRows,

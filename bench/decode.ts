@@ -1,6 +1,7 @@
 // Decoding against a key-value cache (src/cache.ts) on WebAssembly: the time per token of
-// exactAttention(q, cache) against the same call on plain tensors (which copies every key
-// and value in again), next to the attention arithmetic alone at the exact kernel's
+// exactAttention(q, cache), on a cache of float32 and one of float16 (the same keys and
+// values rounded), against the same call on plain tensors (which copies every key and value
+// in again), next to the attention arithmetic alone at the exact kernel's
 // GFLOP/s, and the rate the cached call reads keys and values at. Medians of calls run in
 // turn after a warm-up; nothing is asserted. Run: `tsx bench/decode.ts [--quick]` (docs/cache.md).
 import { createKVCache, exactAttention } from '../src/index.ts';
@@ -32,12 +33,14 @@ async function medians(calls: (() => Promise<unknown>)[]): Promise<number[]> {
 
 const threads = await threadsFor(undefined);
 const cache = await createKVCache({ kvHeads: Hkv, headDim: d, capacity: NK });
+const half = await createKVCache({ kvHeads: Hkv, headDim: d, capacity: NK, dtype: 'float16' });
 const K = new Float32Array(Hkv * NK * d);
 const V = new Float32Array(Hkv * NK * d);
 for (let t0 = 0; t0 < NK; t0 += CHUNK) {
   const k = randomTensor([1, Hkv, CHUNK, d], 2 * t0 + 1);
   const v = randomTensor([1, Hkv, CHUNK, d], 2 * t0 + 2);
-  cache.append(k, v);
+  await cache.append(k, v);
+  await half.append(k, v);
   for (let g = 0; g < Hkv; g++) {
     K.set(k.data.subarray(g * CHUNK * d, (g + 1) * CHUNK * d), (g * NK + t0) * d);
     V.set(v.data.subarray(g * CHUNK * d, (g + 1) * CHUNK * d), (g * NK + t0) * d);
@@ -48,8 +51,9 @@ const options = { backend: 'cpu', causal: true } as const;
 // The exact kernel's rate where it is bound by arithmetic: many rows against one head's keys.
 const n = QUICK ? 1024 : 2048;
 const square = [randomTensor([1, 1, n, d], 11), randomTensor([1, 1, n, d], 12), randomTensor([1, 1, n, d], 13)] as const;
-const [cached, plain, squareMs] = await medians([
+const [cached, cachedHalf, plain, squareMs] = await medians([
   () => exactAttention(q, cache, options),
+  () => exactAttention(q, half, options),
   () => exactAttention(q, { data: K, shape: [1, Hkv, NK, d] }, { data: V, shape: [1, Hkv, NK, d] }, options),
   () => exactAttention(...square, { backend: 'cpu' }),
 ]);
@@ -64,4 +68,6 @@ console.log(`  with tensors:       ${plain.toFixed(2)} ms per token (${(plain / 
 console.log(`  exact kernel:       ${gflops.toFixed(1)} GFLOP/s (n = ${n}, d = ${d}, ${squareMs.toFixed(1)} ms)`);
 console.log(`  arithmetic alone:   ${arithmeticMs.toFixed(2)} ms (4·nq·nk·d = ${(flops / 1e9).toFixed(3)} GFLOP at that rate); the cache takes ${(cached / arithmeticMs).toFixed(2)}x`);
 console.log(`  K/V read:           ${(kvBytes / 1e6).toFixed(1)} MB per token, ${(kvBytes / cached / 1e6).toFixed(2)} GB/s`);
+console.log(`  float16 cache:      ${cachedHalf.toFixed(2)} ms per token (${(cached / cachedHalf).toFixed(2)}x faster than float32), ${(kvBytes / 2 / 1e6).toFixed(1)} MB read at ${(kvBytes / 2 / cachedHalf / 1e6).toFixed(2)} GB/s`);
 cache.release();
+half.release();

@@ -2,13 +2,15 @@
 // key/value heads, d = 128, causal (the shape of Llama-3-8B and Mistral-7B). Full prefill
 // and chunked prefill (chunks of 2048 appended to a KV cache, each chunk's queries attending
 // to everything before them) at 16k, 32k and 64k tokens; decoding steps at 32k and 128k
-// cached tokens. Ours (hyper at its defaults and with `tolerance: Infinity`, exact) beside
+// cached tokens, with the cache storing float32 and (hyper, exact) float16. Ours (hyper at
+// its defaults and with `tolerance: Infinity`, exact) beside
 // onnxruntime-node's MultiHeadAttention on the same tensors (it has no grouped-query mode,
 // so K/V are repeated to 32 heads for it). Time, error against float64 exact attention,
 // the longest stall of this thread's event loop during the call, and peak RSS.
-// Run alone: `tsx bench/layer.bench.ts [--quick]`.
+// Run alone: `tsx bench/layer.bench.ts [--quick] [--prefill=65536] [--decode=] [--methods=hyper,exact,peer]`
+// (a part: see PART).
 import { suite } from 'uvu';
-import { createKVCache, exactAttention, hyperAttention, warmup, type KVCache } from '../src/index.ts';
+import { createKVCache, exactAttention, hyperAttention, warmup, type KVCache, type KVCacheDtype } from '../src/index.ts';
 import { referenceAttention } from '../test/reference.ts';
 import { Xoshiro128 } from '../src/random.ts';
 import { attentionErrors, evenRows, referenceRows, type AttentionErrors } from './error.ts';
@@ -24,8 +26,23 @@ const HKV = 8;
 const D = 128;
 const GROUP = H / HKV;
 const CHUNK = 2048;
-const PREFILL = QUICK ? [8192] : [16384, 32768, 65536];
-const DECODE = QUICK ? [32768] : [32768, 131072];
+/** `--NAME=a,b` from the command line (an empty list for `--NAME=`), or undefined. */
+function listArg(name: string): string[] | undefined {
+  const arg = process.argv.find((a) => a.startsWith(`--${name}=`));
+  return arg === undefined ? undefined : arg.slice(name.length + 3).split(',').filter((x) => x !== '');
+}
+/**
+ * A part of the suite: `--prefill=65536` and `--decode=` (none) choose the sizes, and
+ * `--methods=hyper-unchecked,exact` the methods ('peer' for onnxruntime-node). Such a run
+ * writes results/layer-part.json, leaving the whole suite's results as they are.
+ */
+const SIZES = { prefill: listArg('prefill')?.map(Number), decode: listArg('decode')?.map(Number) };
+const METHODS = listArg('methods');
+const PART = SIZES.prefill !== undefined || SIZES.decode !== undefined || METHODS !== undefined;
+const PREFILL = SIZES.prefill ?? (QUICK ? [8192] : [16384, 32768, 65536]);
+const DECODE = SIZES.decode ?? (QUICK ? [32768] : [32768, 131072]);
+/** Whether the part runs this method's cases. */
+const runs = (method: string): boolean => METHODS === undefined || METHODS.includes(method);
 const DECODE_STEPS = QUICK ? 4 : 8;
 /** float64 reference rows per prefill (spread over every head and position) */
 const ERROR_ROWS = QUICK ? 128 : 256;
@@ -219,8 +236,8 @@ bench.before(async (state) => {
   const machine = await describeMachine({ 'onnxruntime-node': state.ort?.version ?? null });
   // The scheduler measures the machine once per process: not inside a timed call.
   await warmup();
-  const total = PREFILL.length * 8 + DECODE.length * 5;
-  state.recorder = new Recorder('layer', total, machine);
+  const total = PREFILL.length * 8 + DECODE.length * 7;
+  state.recorder = new Recorder(PART ? 'layer-part' : 'layer', total, machine);
   if ('missing' in peer) state.recorder.note(peer.missing);
   state.recorder.note(`exact prefill (ours and onnxruntime-node's) runs on ${EXACT_HEADS} of the ${H} query heads and is scaled to ${H}`);
 });
@@ -237,10 +254,15 @@ bench('decode', async (state) => {
   for (const n of DECODE) {
     const x = layerInputs(n + DECODE_STEPS, n);
     const flops = causalFlops(1, n, H);
-    const bytes = 2 * HKV * n * D * 4;
-    /** DECODE_STEPS tokens after an n-token prompt: append the token's K/V, attend its query; the first step warms up. */
-    const decodeCase = async (m: string, call: DecodeCall, mode: 'cache' | 'tensors' | 'fixed'): Promise<CaseOutcome> => {
-      const cache = mode === 'cache' ? await createKVCache({ kvHeads: HKV, headDim: D, capacity: n + DECODE_STEPS }) : null;
+    /**
+     * DECODE_STEPS tokens after an n-token prompt: append the token's K/V, attend its query;
+     * the first step warms up. A cache stores `dtype` (errors are against the float32 inputs).
+     */
+    const decodeCase = async (
+      m: string, call: DecodeCall, mode: 'cache' | 'tensors' | 'fixed', dtype: KVCacheDtype = 'float32',
+    ): Promise<CaseOutcome> => {
+      const bytes = 2 * HKV * n * D * (dtype === 'float16' ? 2 : 4);
+      const cache = mode === 'cache' ? await createKVCache({ kvHeads: HKV, headDim: D, capacity: n + DECODE_STEPS, dtype }) : null;
       const watch = new Watch();
       try {
         await cache?.append(positions(x.k, 0, n), positions(x.v, 0, n));
@@ -268,22 +290,30 @@ bench('decode', async (state) => {
         cache?.release();
       }
     };
-    for (const m of ['hyper', 'hyper-unchecked', 'exact'] as const) {
+    const cached = [
+      ...(['hyper', 'hyper-unchecked', 'exact'] as const).map((m) => [m, 'float32'] as const),
+      ...(['hyper', 'exact'] as const).map((m) => [m, 'float16'] as const),
+    ].filter(([m]) => runs(m));
+    for (const [m, dtype] of cached) {
       const attend = m === 'exact' ? exactAttention : hyperAttention;
-      await rec.run({ method: m, backend: 'cpu', params: { n, decode: 'KV cache' } }, () =>
-        decodeCase(m, async (w, q, _, cache) => {
+      await rec.run({ method: m, backend: 'cpu', params: { n, decode: dtype === 'float32' ? 'KV cache' : 'KV cache float16' } }, () =>
+        decodeCase(`${m}${dtype === 'float32' ? '' : ' (float16 cache)'}`, async (w, q, _, cache) => {
           const r = await w.during(() => attend(q, cache!, { causal: true, ...OPTIONS[m] }));
           return { out: r.out.data, lse: r.lse.data };
-        }, 'cache'));
+        }, 'cache', dtype));
     }
-    await rec.run({ method: 'exact', backend: 'cpu', params: { n, decode: 'tensors each call' } }, () =>
-      decodeCase('exact on tensors', async (w, q, kv) => {
-        const r = await w.during(() => exactAttention(q, kv!.k, kv!.v, { causal: true }));
-        return { out: r.out.data, lse: r.lse.data };
-      }, 'tensors'));
-    const peerCase = { method: 'onnxruntime-node MultiHeadAttention', backend: 'peer', params: { n, decode: 'K/V repeated to 32 heads' } as Params };
-    if (!state.ort) rec.skip(peerCase, 'onnxruntime-node is missing');
-    else await rec.run(peerCase, () => peerDecode(state.ort!, x, n, decodeCase), true);
+    if (runs('exact')) {
+      await rec.run({ method: 'exact', backend: 'cpu', params: { n, decode: 'tensors each call' } }, () =>
+        decodeCase('exact on tensors', async (w, q, kv) => {
+          const r = await w.during(() => exactAttention(q, kv!.k, kv!.v, { causal: true }));
+          return { out: r.out.data, lse: r.lse.data };
+        }, 'tensors'));
+    }
+    if (runs('peer')) {
+      const peerCase = { method: 'onnxruntime-node MultiHeadAttention', backend: 'peer', params: { n, decode: 'K/V repeated to 32 heads' } as Params };
+      if (!state.ort) rec.skip(peerCase, 'onnxruntime-node is missing');
+      else await rec.run(peerCase, () => peerDecode(state.ort!, x, n, decodeCase), true);
+    }
   }
   rec.assertNoFailures();
 });
@@ -330,30 +360,41 @@ bench('prefill', async (state) => {
         summary: `${m}: ${summary(ms, scaled, e, watch)}`,
       };
     };
-    for (const m of ['hyper', 'hyper-unchecked'] as const) {
+    for (const m of (['hyper', 'hyper-unchecked'] as const).filter(runs)) {
       await rec.run({ method: m, backend: 'cpu', params: { n, prefill: 'full' } }, () => time(m, (w) => fullPrefill(x, m, w), 1, true));
       await rec.run({ method: m, backend: 'cpu', params: { n, prefill: `chunks of ${CHUNK}` } }, () => time(m, (w) => chunkedPrefill(x, m, w), 1, true));
     }
     const few = firstHeads(x, EXACT_HEADS);
-    await rec.run({ method: 'exact', backend: 'cpu', params: { n, prefill: 'full' } }, () => time('exact', (w) => fullPrefill(few, 'exact', w), H / EXACT_HEADS, false));
-    await rec.run({ method: 'exact', backend: 'cpu', params: { n, prefill: `chunks of ${CHUNK}` } }, () => time('exact', (w) => chunkedPrefill(few, 'exact', w), H / EXACT_HEADS, false));
-    const peerCase = { method: 'onnxruntime-node MultiHeadAttention', backend: 'peer', params: { n, prefill: 'full' } as Params };
-    const short = memoryShortfall(peerWorkingBytes('mha', n, EXACT_HEADS), false);
-    if (!state.ort) rec.skip(peerCase, 'onnxruntime-node is missing');
-    else if (short) rec.skip(peerCase, short);
-    else {
-      const peer = await peerPrefill(state.ort, few);
-      try {
-        await rec.run(peerCase, () => time('onnxruntime-node', peer.run, H / EXACT_HEADS, false), true);
-      } finally {
-        await peer.release();
-      }
+    if (runs('exact')) {
+      await rec.run({ method: 'exact', backend: 'cpu', params: { n, prefill: 'full' } }, () => time('exact', (w) => fullPrefill(few, 'exact', w), H / EXACT_HEADS, false));
+      await rec.run({ method: 'exact', backend: 'cpu', params: { n, prefill: `chunks of ${CHUNK}` } }, () => time('exact', (w) => chunkedPrefill(few, 'exact', w), H / EXACT_HEADS, false));
     }
-    rec.skip({ method: 'onnxruntime-node MultiHeadAttention', backend: 'peer', params: { n, prefill: `chunks of ${CHUNK}` } },
-      'its MultiHeadAttention has no bottom-right causal mask for fewer queries than keys');
+    if (runs('peer')) await peerPrefillCases(state, n, few, time);
   }
   rec.assertNoFailures();
 });
+
+/** onnxruntime-node's prefill at n tokens on the exact heads, scaled to the layer (it has no chunked form). */
+async function peerPrefillCases(
+  state: State, n: number, few: WorkloadTensors,
+  time: (m: string, call: (w: Watch) => () => Promise<Output>, scaled: number, errors: boolean) => Promise<CaseOutcome>,
+): Promise<void> {
+  const rec = state.recorder;
+  const peerCase = { method: 'onnxruntime-node MultiHeadAttention', backend: 'peer', params: { n, prefill: 'full' } as Params };
+  const short = memoryShortfall(peerWorkingBytes('mha', n, EXACT_HEADS), false);
+  if (!state.ort) rec.skip(peerCase, 'onnxruntime-node is missing');
+  else if (short) rec.skip(peerCase, short);
+  else {
+    const peer = await peerPrefill(state.ort, few);
+    try {
+      await rec.run(peerCase, () => time('onnxruntime-node', peer.run, H / EXACT_HEADS, false), true);
+    } finally {
+      await peer.release();
+    }
+  }
+  rec.skip({ method: 'onnxruntime-node MultiHeadAttention', backend: 'peer', params: { n, prefill: `chunks of ${CHUNK}` } },
+    'its MultiHeadAttention has no bottom-right causal mask for fewer queries than keys');
+}
 
 /** Error of one decoding step's outputs [H, D] against float64 attention over keys [0, keys). */
 function decodeErrors(x: WorkloadTensors, at: number, q: Float32Array, r: Output): AttentionErrors | null {

@@ -53,3 +53,8 @@ export function typedFailure(error: unknown): unknown {
   if (!(error instanceof RangeError) || !/allocation failed|out of memory|cannot allocate|could not allocate/i.test(error.message)) return error;
   return new HyperAttentionError('OUT_OF_MEMORY', `the runtime could not allocate the memory the call needs: ${error.message}`, { cause: error });
 }
+
+/** The work's failures as typedFailure makes them. */
+export function typedFailures<T>(work: Promise<T>): Promise<T> {
+  return work.catch((error: unknown) => Promise.reject(typedFailure(error)));
+}

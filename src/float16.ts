@@ -68,10 +68,12 @@ export const FLOAT16_MAX = 65504;
  * float32 values as float16 bits, rounded to nearest, ties to even: values [from, to) into
  * out (by default all of them, into a new array; a part at a time lets the caller work in
  * time slices). A finite value that rounds past FLOAT16_MAX is INPUT_OVERFLOW (`what` names
- * the values): an infinite result would be silently wrong.
+ * the values, `remedy` says what the caller can do): an infinite result would be silently
+ * wrong.
  */
 export function encodeFloat16(
-  what: string, values: Float32Array, from = 0, to = values.length, out: Uint16Array<ArrayBuffer> = new Uint16Array(values.length),
+  what: string, remedy: string, values: Float32Array, from = 0, to = values.length,
+  out: Uint16Array<ArrayBuffer> = new Uint16Array(values.length),
 ): Uint16Array<ArrayBuffer> {
   const words = new Uint32Array(values.buffer, values.byteOffset, values.length);
   for (let i = from; i < to; i++) {
@@ -108,7 +110,7 @@ export function encodeFloat16(
     }
     out[i] = h;
     if ((h & 0x7c00) === 0x7c00 && exponent !== 0xff) {
-      throw new HyperAttentionError('INPUT_OVERFLOW', `${what}: element ${i} is ${values[i]}, beyond float16's range (largest ${FLOAT16_MAX}); use outputDtype 'float32'`);
+      throw new HyperAttentionError('INPUT_OVERFLOW', `${what}: element ${i} is ${values[i]}, beyond float16's range (largest ${FLOAT16_MAX}, values from 65520 on round to Infinity); ${remedy}`);
     }
   }
   return out;

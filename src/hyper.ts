@@ -11,18 +11,21 @@ import {
 } from './ops.ts';
 import type { Output, ResolvedExactOptions, ResolvedHyperOptions } from './options.ts';
 import { buildPlan, planParams, type AuthorsPlan, type Plan } from './plan.ts';
-import { Xoshiro128, gaussianProjections, uniformSampler, type Sampler } from './random.ts';
+import { Xoshiro128, gaussianProjections, uniformDraws } from './random.ts';
 import type { AttentionResult, GPUAttentionResult, ResultFor } from './result.ts';
 import { inSlices, SLICE_ELEMENTS } from './slices.ts';
 import { checkFinite, isHostTensor, readRows, type AttentionShape, type InputTensor } from './tensor.ts';
 
 /**
  * Keys or values already in the backend's memory (a key-value cache, src/cache.ts): flat
- * key-value head g's rows start at row g * stride of buf. Read in place, never copied.
+ * key-value head g's rows start at row g * stride of buf. Read in place, never copied;
+ * float16 rows (an f16 buffer) with `widen` are widened into float32 rows of the call's own
+ * per key-value head instead (Backend.widen), as tensors are uploaded.
  */
 export interface ResidentRows {
   resident: BackendBuffer;
   stride: number;
+  widen?: boolean;
 }
 
 /** What a call's keys and values come as: tensors (copied in per call) or resident rows. */
@@ -30,6 +33,11 @@ export type KeyValueInput = InputTensor | ResidentRows;
 
 export function isResident(t: KeyValueInput): t is ResidentRows {
   return 'resident' in t;
+}
+
+/** Rows the ops read where they lie (resident, not widened). */
+function inPlace(t: KeyValueInput): t is ResidentRows {
+  return isResident(t) && !t.widen;
 }
 
 /**
@@ -51,15 +59,17 @@ export function callProjections(
   return Array.from({ length: rounds }, (_, t) => o.projections!.subarray(t * d * r, (t + 1) * d * r));
 }
 
-function drawRandomness(plan: Plan, shape: AttentionShape, o: ResolvedHyperOptions): Randomness {
+async function drawRandomness(plan: Plan, shape: AttentionShape, o: ResolvedHyperOptions): Promise<Randomness> {
   const rng = new Xoshiro128(o.seed);
   const rounds = plan.kind === 'accurate' ? plan.rounds : 1;
   const r = plan.kind === 'accurate' ? plan.r : o.lshNumProjs;
   const projections = rounds > 0 ? callProjections(o, shape.d, rng, rounds, r) : [];
-  const sampler: Sampler = o.sampler ?? uniformSampler(rng);
   // A caller's sampler comes checked (options.ts, checkedSampler); the library's own draws are in range.
-  const samples = plan.draws.map((draw, index) =>
-    sampler({ index, batch: shape.B, heads: draw.heads, count: draw.count, high: draw.high }));
+  const samples: Int32Array[] = [];
+  for (const [index, draw] of plan.draws.entries()) {
+    const request = { index, batch: shape.B, heads: draw.heads, count: draw.count, high: draw.high };
+    samples.push(o.sampler ? o.sampler(request) : await uniformDraws(rng, shape.B * draw.heads * draw.count, draw.high, o.signal));
+  }
   return { projections, samples };
 }
 
@@ -83,11 +93,11 @@ export function runExact<O extends Output = 'host'>(
  * HyperAttention; `output` as for runExact. `plan` is the scheduler's, built from the same
  * shape and options (built here when not given). A trace, when given, gets every op's time.
  */
-export function runHyper<O extends Output = 'host'>(
+export async function runHyper<O extends Output = 'host'>(
   backend: Backend, shape: AttentionShape, o: ResolvedHyperOptions, q: InputTensor, k: KeyValueInput, v: KeyValueInput,
   output: O = 'host' as O, trace?: OpTrace[], plan: Plan = buildPlan(planParams(shape, o, o)), scope: RunScope = {},
 ): Promise<ResultFor<O>> {
-  const randomness = drawRandomness(plan, shape, o);
+  const randomness = await drawRandomness(plan, shape, o);
   const heads = plan.kind === 'accurate'
     ? (ctx: ExecContext) => runAccurateHead(ctx, plan, o.causal, o.controlVariate, randomness)
     : (ctx: ExecContext) => authorsHeads(ctx, plan, kernelMode(o.mode), o.lshNumProjs, randomness);
@@ -247,8 +257,8 @@ async function execute(
     };
 
     // Resident keys and values are read where they are; tensors are loaded per key-value head.
-    const kOwn = isResident(k) ? undefined : f32(nk * d);
-    const vOwn = isResident(v) ? undefined : f32(nk * dv);
+    const kOwn = inPlace(k) ? undefined : f32(nk * d);
+    const vOwn = inPlace(v) ? undefined : f32(nk * dv);
     const ctx = batched ? undefined : {
       backend, shape, scale, run, f32, i32,
       qBuf: f32((nq + c) * d), kBuf: kOwn ?? (k as ResidentRows).resident, vBuf: vOwn ?? (v as ResidentRows).resident, kRow: 0,
@@ -264,12 +274,20 @@ async function execute(
     const kvMax = Math.max(...Array.from({ length: Math.ceil(heads / groupHeads) }, (_, g) =>
       kvOf(Math.min(heads, (g + 1) * groupHeads) - 1) - kvOf(g * groupHeads) + 1));
     const bufs = batched
-      ? { q: f32(groupHeads * nq * d), k: isResident(k) ? undefined : f32(kvMax * nk * d), v: isResident(v) ? undefined : f32(kvMax * nk * dv) }
+      ? { q: f32(groupHeads * nq * d), k: inPlace(k) ? undefined : f32(kvMax * nk * d), v: inPlace(v) ? undefined : f32(kvMax * nk * dv) }
       : undefined;
     /** Key-value heads [kv0, kv0 + count) of t as rows of a buffer: loaded into own, or where they reside. */
     const kvRows = async (own: BackendBuffer | undefined, t: KeyValueInput, kv0: number, width: number, count: number) => {
-      if (isResident(t)) return { buf: t.resident, row: kv0 * t.stride };
-      await load(own!, t, kv0, nk, width, count);
+      if (inPlace(t)) return { buf: t.resident, row: kv0 * t.stride };
+      if (isResident(t)) {
+        await run('upload', async () => {
+          for (let i = 0; i < count; i++) {
+            await backend.widen!({ src: { buf: t.resident, row: (kv0 + i) * t.stride }, dst: { buf: own!, row: i * nk }, rows: nk, width });
+          }
+        });
+      } else {
+        await load(own!, t, kv0, nk, width, count);
+      }
       return { buf: own!, row: 0 };
     };
 
@@ -286,7 +304,7 @@ async function execute(
         await batched!.run({
           q: bufs.q, k: kRows, v: vRows,
           lse: { buf: result, row: (g0 - resultFrom) * nq }, out: { buf: result, row: outStart / dv + (g0 - resultFrom) * nq },
-        }, { count: g1 - g0, group, phase: g0 % group, qRows: nq, kRows: isResident(k) ? k.stride : nk });
+        }, { count: g1 - g0, group, phase: g0 % group, qRows: nq, kRows: inPlace(k) ? k.stride : nk });
       }
       for (let i = g0; ctx && i < g1; i++) {
         const h = list[i];

@@ -2,7 +2,7 @@
 // layout [B, H, N, D] or [B, N, H, D]), or on GPUBuffers of the caller's WebGPU device; the
 // scheduler's calibration, profiles and explain().
 import { acquireCpu, releaseCpu, serialize } from './backends.ts';
-import { KVCache, openCache, type CacheState } from './cache.ts';
+import { enqueue, exactFirstHeads, KVCache, openCache, rememberHeads, type CacheState } from './cache.ts';
 import { runExact, runHyper } from './hyper.ts';
 import { exactVerification, runVerified } from './verified.ts';
 import { checkedInputs, explainShapeError, inBhnd, resolveLayout, resultInLayout, shapeInBhnd, type Layout } from './layout.ts';
@@ -12,7 +12,7 @@ import {
   checkDeviceIO, resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions, type Output,
   type ResolvedExactOptions, type ResolvedHyperOptions,
 } from './options.ts';
-import { abortedError, HyperAttentionError, typedFailure } from './errors.ts';
+import { abortedError, HyperAttentionError, typedFailure, typedFailures } from './errors.ts';
 import { encodeFloat16, float16Array } from './float16.ts';
 import type { AttentionResult, Float16AttentionResult, GPUAttentionResult } from './result.ts';
 import type { Explanation } from './scheduler/cost.ts';
@@ -22,12 +22,12 @@ import {
 import { threadsFor } from './threads/config.ts';
 import { inSlices, SLICE_ELEMENTS } from './slices.ts';
 import {
-  allFinite, attentionShapeOf, checkMagnitudes, checkOutputSize, checkShape, checkValues, checkValuesNow, finiteMaxAbs, isHostTensor,
+  allFinite, attentionShapeOf, checkMagnitudes, checkOutputSize, checkShape, checkValues, checkValuesNow, finiteMaxAbsInSlices, isHostTensor,
   type AttentionShape, type InputTensor, type TensorLike,
 } from './tensor.ts';
 
 export { HyperAttentionError, type ErrorCode } from './errors.ts';
-export { createKVCache, KVCache, type KVCacheOptions } from './cache.ts';
+export { createKVCache, KVCache, type KVCacheDtype, type KVCacheOptions } from './cache.ts';
 export {
   DEFAULTS, type BackendChoice, type ExactOptions, type HyperOptions, type Output, type OutputDtype, type Progress,
   type WebGPUBufferLike, type WebGPUDeviceLike,
@@ -100,7 +100,7 @@ async function resultInDtype(result: AttentionResult | GPUAttentionResult, o: Re
   const host = result as AttentionResult;
   const values = host.out.data;
   const bits = new Uint16Array(values.length);
-  await inSlices(values.length, SLICE_ELEMENTS, (from, to) => encodeFloat16('out', values, from, to, bits), o.signal);
+  await inSlices(values.length, SLICE_ELEMENTS, (from, to) => encodeFloat16('out', "use outputDtype 'float32'", values, from, to, bits), o.signal);
   return { ...host, out: { data: float16Array(bits), shape: host.out.shape, dtype: 'float16' } };
 }
 
@@ -161,11 +161,6 @@ function startCall<O extends ResolvedExactOptions>(
   } catch (error) {
     return Promise.reject(typedFailure(error));
   }
-}
-
-/** The promise, its allocation failures as OUT_OF_MEMORY (errors.ts). */
-function typedFailures<T>(work: Promise<T>): Promise<T> {
-  return work.catch((error: unknown) => Promise.reject(typedFailure(error)));
 }
 
 /**
@@ -294,11 +289,12 @@ function cacheShape(
 }
 
 /**
- * A call on a cache: on the cache's backend, after the calls on it queued before (one memory
- * serves one call at a time); the cache is busy (CACHE_BUSY for append, truncate, release)
- * from the call's start until it settles, an aborted one included. A plan of exact attention alone, not causal, runs
- * the query heads of a key-value head as one head of H / Hkv times the rows (a reshape of
- * q, not a copy): each key is then read once for all of them.
+ * A call on a cache: on the cache's backend, in its turn after the operations queued on it
+ * before (cache.ts, enqueue), against the tokens the cache holds then; the cache is busy
+ * (CACHE_BUSY for truncate, release) from the call's start until it settles, an aborted one
+ * included. A plan of exact attention alone, not causal, runs the query heads of a
+ * key-value head as one head of H / Hkv times the rows (a reshape of q, not a copy): each
+ * key is then read once for all of them.
  */
 function cacheCall(kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, options: unknown): Promise<AnyResult> {
   try {
@@ -315,27 +311,17 @@ function cacheCall(kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, optio
     // GPU tensors in or out: the caller's device, the one the cache lives on (checked above).
     if (given.output === 'gpu') checkDeviceIO(given, "output 'gpu'");
     if (!isHostTensor(qt)) checkDeviceIO(given, 'q (a GPU tensor)');
-    const { shape, hyper, o } = cacheShape(qt.shape, cache, hyperGiven, given);
-    if (given.output === 'host') checkOutputSize(shape);
-    const qMax = isHostTensor(qt) ? finiteMaxAbs('q', qt.data) : 0;
-    checkMagnitudes(shape, { q: qMax, ...state.maxAbs(shape.nk) }, given.scale ?? 1 / Math.sqrt(shape.d));
-    state.busy++;
-    const work = (async () => {
-      const ready = state.queue;
-      let done = () => {};
-      state.queue = new Promise<void>((resolve) => (done = resolve));
-      try {
-        await ready;
-        if (o.signal?.aborted) throw abortedError(o.signal);
-        return resultInDtype(await resultInLayout(await runOnCache(state, shape, o, hyper, qt), layout, o.signal), o);
-      } finally {
-        state.busy--;
-        done();
-      }
-    })();
     // Not settled ahead of its work on an abort (as other calls are): the work stops within
     // a job, and the cache is free again once the promise settles.
-    return typedFailures(work);
+    return typedFailures(enqueue(state, async () => {
+      if (given.signal?.aborted) throw abortedError(given.signal);
+      // The tokens held once the appends queued before have landed.
+      const { shape, hyper, o } = cacheShape(qt.shape, cache, hyperGiven, given);
+      if (o.output === 'host') checkOutputSize(shape);
+      const qMax = isHostTensor(qt) ? await finiteMaxAbsInSlices('q', qt.data, o.signal) : 0;
+      checkMagnitudes(shape, { q: qMax, ...state.maxAbs(shape.nk) }, o.scale ?? 1 / Math.sqrt(shape.d));
+      return resultInDtype(await resultInLayout(await runOnCache(state, shape, o, hyper, qt), layout, o.signal), o);
+    }));
   } catch (error) {
     return Promise.reject(typedFailure(error));
   }
@@ -344,7 +330,7 @@ function cacheCall(kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, optio
 async function runOnCache(
   state: CacheState, shape: AttentionShape, o: ResolvedExactOptions, hyper: ResolvedHyperOptions | undefined, q: InputTensor,
 ): Promise<AttentionResult | GPUAttentionResult> {
-  const { backend, k, v } = state;
+  const { backend } = state;
   const scheduled = o.backend === 'auto' || o.profile
     ? await serialize(() => scheduleResident(shape, o, hyper, backend))
     : undefined;
@@ -353,12 +339,18 @@ async function runOnCache(
   const plan = scheduled?.work ?? buildPlan(planParams(shape, o, chosen));
   const { B, H, Hkv, nq, d, dv } = shape;
   const exactOnly = plan.kind === 'authors' && plan.leaves.length === 0 && plan.steps.every((s) => s.kind === 'exact');
+  const packed = exactOnly && !o.causal && H > Hkv;
+  // A float16 cache's rows are read in place by exact attention of a few rows (decoding),
+  // and widened per key-value head into float32 for anything else.
+  const inPlace = exactOnly && !o.causal && backend.name === 'cpu' && backend.readsHalf(packed ? (H / Hkv) * nq : nq, shape.nk, false);
+  const widen = state.k.resident.kind === 'f16' && !inPlace;
+  const [k, v] = widen ? [{ ...state.k, widen }, { ...state.v, widen }] : [state.k, state.v];
   const run = async (): Promise<AttentionResult | GPUAttentionResult> => {
     const trace: OpTrace[] | undefined = o.profile ? [] : undefined;
     const start = performance.now();
     const onHost = o.output === 'host' && isHostTensor(q);
     let result: AttentionResult | GPUAttentionResult;
-    if (exactOnly && !o.causal && H > Hkv) {
+    if (packed) {
       const rows = (H / Hkv) * nq;
       const packed = { ...shape, H: Hkv, nq: rows };
       const qPacked = isHostTensor(q) ? { data: q.data, shape: [B, Hkv, rows, d] } : { ...q, shape: [B, Hkv, rows, d] };
@@ -367,9 +359,13 @@ async function runOnCache(
       result = { ...r, out: { ...r.out, shape: [B, H, nq, dv] }, lse: { ...r.lse, shape: [B, H, nq] } } as AttentionResult | GPUAttentionResult;
       if (hyper && onHost && hyper.tolerance !== Infinity) (result as AttentionResult).verification = exactVerification(hyper, B, H);
     } else if (chosen) {
-      result = o.output === 'host'
-        ? await runVerified(backend, shape, chosen, q, k, v, trace, plan)
-        : await runHyper(backend, shape, chosen, q, k, v, o.output, trace, plan);
+      if (o.output === 'host') {
+        const verified = await runVerified(backend, shape, chosen, q, k, v, trace, plan, exactFirstHeads(state, B * H, chosen.tolerance));
+        if (verified.verification) rememberHeads(state, verified.verification);
+        result = verified;
+      } else {
+        result = await runHyper(backend, shape, chosen, q, k, v, o.output, trace, plan);
+      }
     } else {
       result = await runExact(backend, shape, o, q, k, v, o.output, trace, plan);
     }

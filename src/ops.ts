@@ -7,9 +7,13 @@ import type { WebGPUBufferLike } from './options.ts';
 /** How a kernel hashes and merges: the authors' way, or corrected (fixed and accurate modes). */
 export type KernelMode = 'reference' | 'fixed';
 
-/** An opaque buffer owned by a backend. `length` counts elements (f32 or i32). */
+/**
+ * An opaque buffer owned by a backend. `length` counts elements (f32 or i32; f16, the bits
+ * of a float16 key-value cache's rows on WebAssembly: read in place by the few-rows kernel
+ * only, else widened first, see Backend.widen).
+ */
 export interface BackendBuffer {
-  readonly kind: 'f32' | 'i32';
+  readonly kind: 'f32' | 'i32' | 'f16';
   readonly length: number;
 }
 
@@ -309,6 +313,14 @@ export interface BucketsTask {
   starts: RowView;
 }
 
+/** `rows` rows of `width` float16 values from src (an f16 buffer) into the same rows of dst as float32. */
+export interface WidenTask {
+  src: RowView;
+  dst: RowView;
+  rows: number;
+  width: number;
+}
+
 /** An op runs when it returns, or (WebAssembly jobs on threads, or yielding) once its promise settles. */
 export type OpResult = void | Promise<void>;
 
@@ -354,6 +366,11 @@ export interface Backend {
   buckets(t: BucketsTask): void;
   samples(t: SamplesTask): OpResult;
   remainder(t: RemainderTask): OpResult;
+  /**
+   * WebAssembly: float16 rows (an f16 buffer's) widened into float32 rows of dst, exactly;
+   * the executor's load of a float16 cache's keys and values per key-value head.
+   */
+  widen?(t: WidenTask): OpResult;
   /** Release every buffer created since the last release. */
   releaseAll(): void;
   /**

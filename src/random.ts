@@ -1,6 +1,7 @@
 // Seeded randomness for the draws HyperAttention makes: the Gaussian LSH projections and
 // the uniform key samples. A seed fixes every draw, so the same seed, inputs and options
 // give bit-identical output on the same backend.
+import { inSlices, SLICE_ELEMENTS } from './slices.ts';
 
 /** A draw request, as passed to a caller's sampler: one draw of shape [batch, heads, count]. */
 export interface DrawRequest {
@@ -83,11 +84,14 @@ export function gaussianProjections(rng: Xoshiro128, d: number, r: number): Floa
   return p;
 }
 
-/** A sampler drawing uniformly with replacement from the generator. */
-export function uniformSampler(rng: Xoshiro128): Sampler {
-  return ({ batch, heads, count, high }) => {
-    const out = new Int32Array(batch * heads * count);
-    for (let i = 0; i < out.length; i++) out[i] = rng.nextBelow(high);
-    return out;
-  };
+/**
+ * `length` draws from [0, high), uniformly with replacement, the generator's next ones in
+ * order; in time slices (slices.ts): a long prompt's samples are millions of draws.
+ */
+export async function uniformDraws(rng: Xoshiro128, length: number, high: number, signal?: AbortSignal): Promise<Int32Array> {
+  const out = new Int32Array(length);
+  await inSlices(length, SLICE_ELEMENTS, (from, to) => {
+    for (let i = from; i < to; i++) out[i] = rng.nextBelow(high);
+  }, signal);
+  return out;
 }

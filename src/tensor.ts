@@ -246,12 +246,18 @@ export async function checkValues(
   const max = { q: 0, k: 0, v: 0 };
   for (const [i, name] of (['q', 'k', 'v'] as const).entries()) {
     const t = qkv[i];
-    if (!isHostTensor(t)) continue;
-    await inSlices(t.data.length, SLICE_ELEMENTS, (from, to) => {
-      max[name] = Math.max(max[name], finiteMaxAbs(name, t.data.subarray(from, to), from));
-    }, signal);
+    if (isHostTensor(t)) max[name] = await finiteMaxAbsInSlices(name, t.data, signal);
   }
   boundValues(shape, qkv, max, scale);
+}
+
+/** finiteMaxAbs of the whole array, in time slices (slices.ts). */
+export async function finiteMaxAbsInSlices(name: string, data: Float32Array, signal?: AbortSignal): Promise<number> {
+  let max = 0;
+  await inSlices(data.length, SLICE_ELEMENTS, (from, to) => {
+    max = Math.max(max, finiteMaxAbs(name, data.subarray(from, to), from));
+  }, signal);
+  return max;
 }
 
 /** Rejects magnitudes that overflow, and records the call's bounds for readRows. */

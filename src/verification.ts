@@ -17,6 +17,11 @@ export interface HeadVerification extends CheckedPlan {
   head: number;
   /** every plan checked for this head, in order; the last one is the head's result */
   tried: CheckedPlan[];
+  /**
+   * true: the head ran exact attention without trying a plan, because it had missed the
+   * tolerance with every plan on a recent call on the same cache (docs/cache.md)
+   */
+  predicted?: true;
 }
 
 /** What a verified call did: the tolerance, how it checked, and each head's plan and error. */

@@ -99,10 +99,13 @@ export function exactVerification(o: ResolvedHyperOptions, B: number, H: number)
  * head's check rows in the same pass, then, for the heads whose bound exceeds the
  * tolerance, each higher rung of the ladder on those heads alone (checked on the same
  * rows, whose exact results are kept), then exact attention for the heads still above it.
+ * Heads in `exactFirst` (flat b * H + h) skip the ladder and run exact attention at once:
+ * a caller that has seen them fail it (a cache's previous call, cache.ts) saves their
+ * plans' work.
  */
 export async function runVerified(
   backend: Backend, shape: AttentionShape, o: ResolvedHyperOptions, q: InputTensor, k: KeyValueInput, v: KeyValueInput,
-  trace: OpTrace[] | undefined, plan: Plan = buildPlan(planParams(shape, o, o)),
+  trace: OpTrace[] | undefined, plan: Plan = buildPlan(planParams(shape, o, o)), exactFirst: ReadonlySet<number> = new Set(),
 ): Promise<AttentionResult> {
   const { B, H, nq, d, dv } = shape;
   const heads = B * H;
@@ -153,7 +156,10 @@ export async function runVerified(
   };
 
   const tried: CheckedPlan[][] = Array.from({ length: heads }, () => []);
-  const result = await runHyper(backend, shape, passOptions(), q, k, v, 'host', trace, plan, { checks });
+  const planned = Array.from({ length: heads }, (_, h) => h).filter((h) => !exactFirst.has(h));
+  const result = planned.length > 0
+    ? await runHyper(backend, shape, passOptions(), q, k, v, 'host', trace, plan, { checks, heads: exactFirst.size > 0 ? planned : undefined })
+    : await runExact(backend, shape, passOptions(), q, k, v, 'host', trace);
   const into = { out: result.out.data, lse: result.lse.data };
   const measure = (h: number, name: PlanName): boolean => {
     const m = headError(
@@ -163,7 +169,7 @@ export async function runVerified(
     tried[h].push({ plan: name, ...m });
     return m.bound > o.tolerance;
   };
-  let failing = Array.from({ length: heads }, (_, h) => h).filter((h) => measure(h, ladder[0].name));
+  let failing = planned.filter((h) => measure(h, ladder[0].name));
   for (let level = 1; level < ladder.length && failing.length > 0; level++) {
     const climbing = failing.filter((h) => tried[h][tried[h].length - 1].error <= RUNG_REACH * o.tolerance);
     if (climbing.length === 0) break;
@@ -174,9 +180,11 @@ export async function runVerified(
     const missed = new Set(climbing.filter((h) => measure(h, ladder[level].name)));
     failing = failing.filter((h) => !climbing.includes(h) || missed.has(h));
   }
-  if (failing.length > 0) {
-    await runExact(backend, shape, passOptions(), q, k, v, 'host', trace, undefined, { heads: failing, into });
-    for (const h of failing) tried[h].push(EXACTLY);
-  }
-  return { ...result, verification: report(c, (h) => tried[h]) };
+  for (const h of failing) tried[h].push(EXACTLY);
+  // With the heads that skipped the ladder, unless the first pass was exact for all.
+  const exactHeads = planned.length > 0 ? [...failing, ...exactFirst].sort((a, b) => a - b) : [];
+  if (exactHeads.length > 0) await runExact(backend, shape, passOptions(), q, k, v, 'host', trace, undefined, { heads: exactHeads, into });
+  const verification = report(c, (h) => (exactFirst.has(h) ? [EXACTLY] : tried[h]));
+  for (const h of exactFirst) verification.heads[h].predicted = true;
+  return { ...result, verification };
 }

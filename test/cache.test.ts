@@ -4,7 +4,7 @@
 import { suite } from './suite.ts';
 import { codeOf, concat, referenceCheck, withCache } from './cache-helpers.ts';
 import * as assert from 'uvu/assert';
-import { createKVCache, exactAttention, explain, hyperAttention, HyperAttentionError } from '../src/index.ts';
+import { createKVCache, exactAttention, explain, hyperAttention, HyperAttentionError, type KVCache } from '../src/index.ts';
 import { createCpuBackend } from '../src/cpu/backend.ts';
 import { supportedFlavours } from '../src/cpu/wasm.ts';
 import { runExact } from '../src/hyper.ts';
@@ -23,16 +23,26 @@ const TOL = 1e-5;
 
 const checkAgainstReference = referenceCheck(SEED, TOL);
 
+/** Appends t fresh tokens to the cache and to ks, vs (which concat as everything it holds), and gives fresh queries of H heads for them. */
+async function appendChunk(cache: KVCache, ks: Tensor[], vs: Tensor[], H: number, t: number): Promise<Tensor> {
+  const k = fresh([1, cache.kvHeads, t, cache.headDim]);
+  const v = fresh([1, cache.kvHeads, t, cache.valueDim]);
+  await cache.append(k, v);
+  ks.push(k);
+  vs.push(v);
+  return fresh([1, H, t, cache.headDim]);
+}
+
 test('a decode loop appending one token at a time equals exact attention over the concatenated tensors (GQA, dv != d)', async () => {
   const [B, H, Hkv, d, dv] = [2, 6, 2, 32, 24];
   await withCache({ batch: B, kvHeads: Hkv, headDim: d, valueDim: dv, capacity: 40 }, async (cache) => {
     const ks = [fresh([B, Hkv, 20, d])];
     const vs = [fresh([B, Hkv, 20, dv])];
-    cache.append(ks[0], vs[0]);
+    await cache.append(ks[0], vs[0]);
     for (let step = 0; step < 8; step++) {
       const k = fresh([B, Hkv, 1, d]);
       const v = fresh([B, Hkv, 1, dv]);
-      cache.append(k, v);
+      await cache.append(k, v);
       ks.push(k);
       vs.push(v);
       assert.is(cache.length, 21 + step);
@@ -50,7 +60,7 @@ test('decoding against many keys (split across threads by keys) equals the refer
   await withCache({ kvHeads: Hkv, headDim: d, capacity: nk }, async (cache) => {
     const k = fresh([1, Hkv, nk, d]);
     const v = fresh([1, Hkv, nk, d]);
-    cache.append(k, v);
+    await cache.append(k, v);
     for (const nq of [1, 3]) {
       const q = fresh([1, H, nq, d]);
       const cached = await exactAttention(q, cache, { backend: 'cpu' });
@@ -86,7 +96,7 @@ test('a causal prefill through the cache equals the call on plain tensors, bit f
     const q = fresh([1, H, n, d]);
     const k = fresh([1, Hkv, n, d]);
     const v = fresh([1, Hkv, n, d]);
-    cache.append(k, v);
+    await cache.append(k, v);
     const exact = await exactAttention(q, cache, { causal: true, backend: 'cpu' });
     checkAgainstReference('exact', exact, q, k, v, true);
     assert.equal(exact.out.data, (await exactAttention(q, k, v, { causal: true, backend: 'cpu' })).out.data);
@@ -106,12 +116,7 @@ test('chunked prefill: each chunk of queries against the tokens held so far (not
     const ks: Tensor[] = [];
     const vs: Tensor[] = [];
     for (const t of [100, 37, 150]) {
-      const k = fresh([1, Hkv, t, d]);
-      const v = fresh([1, Hkv, t, d]);
-      cache.append(k, v);
-      ks.push(k);
-      vs.push(v);
-      const q = fresh([1, H, t, d]);
+      const q = await appendChunk(cache, ks, vs, H, t);
       checkAgainstReference(`chunk of ${t}`, await hyperAttention(q, cache), q, concat(ks), concat(vs));
     }
     assert.is(cache.length, 287);
@@ -124,12 +129,7 @@ test('chunked causal prefill: each chunk appended, then its queries (the last po
     const ks: Tensor[] = [];
     const vs: Tensor[] = [];
     for (const t of [90, 1, 130, 64]) {
-      const k = fresh([1, Hkv, t, d]);
-      const v = fresh([1, Hkv, t, d]);
-      cache.append(k, v);
-      ks.push(k);
-      vs.push(v);
-      const q = fresh([1, H, t, d]);
+      const q = await appendChunk(cache, ks, vs, H, t);
       const K = concat(ks);
       const V = concat(vs);
       checkAgainstReference(`exact chunk of ${t}`, await exactAttention(q, cache, { causal: true }), q, K, V, true);
@@ -140,12 +140,45 @@ test('chunked causal prefill: each chunk appended, then its queries (the last po
   });
 });
 
+test('a head that missed the tolerance with every plan runs exact attention at once on the next calls, then tries again, waiting twice as long after each miss', async () => {
+  const [H, Hkv, t, d] = [4, 2, 256, 32];
+  const strict = { causal: true, backend: 'cpu', mode: 'accurate', minSeqLen: 128, blockSize: 64, sampleSize: 64, tolerance: 1e-9 } as const;
+  await withCache({ kvHeads: Hkv, headDim: d, capacity: 14 * t }, async (cache) => {
+    const ks: Tensor[] = [];
+    const vs: Tensor[] = [];
+    /** A chunk's call at this tolerance, and its heads; at the strict one, its result is exact attention's (float64 reference). */
+    const chunk = async (tolerance: number = strict.tolerance) => {
+      const q = await appendChunk(cache, ks, vs, H, t);
+      const r = await hyperAttention(q, cache, { ...strict, tolerance });
+      if (tolerance === strict.tolerance) checkAgainstReference(`chunk ${ks.length}`, r, q, concat(ks), concat(vs), true);
+      return r.verification!.heads;
+    };
+    // No plan comes within 1e-9 of exact attention (float32 rounding alone is more): every head misses.
+    for (const head of await chunk()) {
+      assert.not.ok(head.predicted);
+      assert.is(head.plan, 'exact');
+      assert.ok(head.tried.length > 1);
+    }
+    // Three calls at once to exact attention, a try that misses again, then six.
+    for (const wait of [3, 6]) {
+      for (let call = 0; call < wait; call++) {
+        for (const head of await chunk()) assert.equal({ predicted: head.predicted, tried: head.tried.length }, { predicted: true, tried: 1 }, `call ${call} of ${wait}`);
+      }
+      for (const head of await chunk()) assert.equal({ predicted: head.predicted, plan: head.plan }, { predicted: undefined, plan: 'exact' }, 'tried again');
+    }
+    // Another tolerance: what the heads missed before says nothing about it.
+    for (let call = 0; call < 2; call++) {
+      for (const head of await chunk(10)) assert.equal({ predicted: head.predicted, plan: head.plan }, { predicted: undefined, plan: 'accurate' });
+    }
+  });
+});
+
 test("calls on a cache take layout 'bnhd', profile and an abort signal as other calls do", async () => {
   const [H, Hkv, n, d] = [4, 2, 50, 16];
   await withCache({ kvHeads: Hkv, headDim: d, capacity: n }, async (cache) => {
     const k = fresh([1, Hkv, n, d]);
     const v = fresh([1, Hkv, n, d]);
-    cache.append(k, v);
+    await cache.append(k, v);
     const q = fresh([1, H, 3, d]);
     const bhnd = await exactAttention(q, cache);
     // The same queries as [B, N, H, D]: out comes back as [B, N, H, Dv].
@@ -182,12 +215,12 @@ test('truncate drops the tokens after n: later appends take their place', async 
   await withCache({ kvHeads: Hkv, headDim: d, capacity: 16 }, async (cache) => {
     const k = fresh([1, Hkv, 10, d]);
     const v = fresh([1, Hkv, 10, d]);
-    cache.append(k, v);
+    await cache.append(k, v);
     cache.truncate(6);
     assert.is(cache.length, 6);
     const k2 = fresh([1, Hkv, 2, d]);
     const v2 = fresh([1, Hkv, 2, d]);
-    cache.append(k2, v2);
+    await cache.append(k2, v2);
     const head = (t: Tensor) => concat([{ data: t.data, shape: t.shape }]);
     const first6 = (t: Tensor) => {
       const out = new Float32Array(Hkv * 6 * d);
@@ -205,7 +238,7 @@ test('every cache error is typed: CACHE_FULL, CACHE_MISMATCH, CACHE_BUSY, CACHE_
   const d = 8;
   const cache = await createKVCache({ batch: 1, kvHeads: 2, headDim: d, capacity: 4 });
   assert.is(await codeOf(() => exactAttention(fresh([1, 2, 1, d]), cache)), 'INVALID_SHAPE'); // empty
-  cache.append(fresh([1, 2, 3, d]), fresh([1, 2, 3, d]));
+  await cache.append(fresh([1, 2, 3, d]), fresh([1, 2, 3, d]));
   assert.is(await codeOf(() => cache.append(fresh([1, 2, 2, d]), fresh([1, 2, 2, d]))), 'CACHE_FULL');
   assert.is(cache.length, 3);
   assert.is(await codeOf(() => cache.append(fresh([1, 3, 1, d]), fresh([1, 3, 1, d]))), 'CACHE_MISMATCH');
@@ -219,13 +252,29 @@ test('every cache error is typed: CACHE_FULL, CACHE_MISMATCH, CACHE_BUSY, CACHE_
   nan.data[3] = NaN;
   assert.is(await codeOf(() => cache.append(nan, fresh([1, 2, 1, d]))), 'NON_FINITE_INPUT');
   assert.is(cache.length, 3);
-  // A call reads the cache from its start until it settles.
-  const call = exactAttention(fresh([1, 4, 1, d]), cache);
-  assert.is(await codeOf(() => cache.append(fresh([1, 2, 1, d]), fresh([1, 2, 1, d]))), 'CACHE_BUSY');
+  // A call reads the cache from its start until it settles; an append made meanwhile waits
+  // its turn, and a call made after the append sees its token.
+  const q = fresh([1, 4, 1, d]);
+  const call = exactAttention(q, cache);
+  const appended = cache.append(fresh([1, 2, 1, d]), fresh([1, 2, 1, d]));
+  const after = exactAttention(q, cache);
   assert.is(await codeOf(() => cache.truncate(1)), 'CACHE_BUSY');
   assert.is(await codeOf(() => cache.release()), 'CACHE_BUSY');
-  await call;
-  cache.append(fresh([1, 2, 1, d]), fresh([1, 2, 1, d]));
+  assert.is(cache.length, 3);
+  const before = await call;
+  await appended;
+  assert.is(cache.length, 4);
+  assert.not.equal((await after).out.data, before.out.data);
+  assert.is(await codeOf(() => cache.append(fresh([1, 2, 1, d]), fresh([1, 2, 1, d]))), 'CACHE_FULL');
+  // A failed append leaves the cache as it was, and the operations queued behind it run.
+  const bad = fresh([1, 2, 1, d]);
+  bad.data[5] = Infinity;
+  cache.truncate(3);
+  const failing = cache.append(fresh([1, 2, 1, d]), bad);
+  const behind = exactAttention(q, cache);
+  assert.is(await codeOf(() => failing), 'NON_FINITE_INPUT');
+  assert.equal((await behind).out.data, before.out.data);
+  assert.is(cache.length, 3);
   cache.release();
   assert.ok(cache.released);
   cache.release(); // twice: nothing
@@ -234,7 +283,7 @@ test('every cache error is typed: CACHE_FULL, CACHE_MISMATCH, CACHE_BUSY, CACHE_
   assert.is(await codeOf(() => cache.truncate(0)), 'CACHE_RELEASED');
   for (const bad of [
     {}, { kvHeads: 2, headDim: d }, { kvHeads: 0, headDim: d, capacity: 4 }, { kvHeads: 2, headDim: 1024, capacity: 4 },
-    { kvHeads: 2, headDim: d, capacity: 4, dtype: 'float16' }, { kvHeads: 2, headDim: d, capacity: 4, colour: 1 },
+    { kvHeads: 2, headDim: d, capacity: 4, dtype: 'f16' }, { kvHeads: 2, headDim: d, capacity: 4, colour: 1 },
     { kvHeads: 64, headDim: 512, capacity: 2 ** 20 },
   ]) {
     assert.is(await codeOf(() => createKVCache(bad as never)), 'INVALID_OPTION', JSON.stringify(bad));
@@ -245,7 +294,7 @@ test('every cache error is typed: CACHE_FULL, CACHE_MISMATCH, CACHE_BUSY, CACHE_
 test('release frees the memory: caches of 384 MB each, made and released in turn, all fit', async () => {
   for (let i = 0; i < 12; i++) {
     const cache = await createKVCache({ kvHeads: 8, headDim: 128, capacity: 48 * 1024 });
-    cache.append(fresh([1, 8, 1, 128]), fresh([1, 8, 1, 128]));
+    await cache.append(fresh([1, 8, 1, 128]), fresh([1, 8, 1, 128]));
     cache.release();
   }
 });
@@ -253,7 +302,7 @@ test('release frees the memory: caches of 384 MB each, made and released in turn
 test('explain prices a call on a cache without uploading its keys and values', async () => {
   const [H, Hkv, n, d] = [8, 2, 4096, 64];
   await withCache({ kvHeads: Hkv, headDim: d, capacity: n }, async (cache) => {
-    cache.append(fresh([1, Hkv, n, d]), fresh([1, Hkv, n, d]));
+    await cache.append(fresh([1, Hkv, n, d]), fresh([1, Hkv, n, d]));
     const shapes = { q: [1, H, 1, d], k: [1, Hkv, n, d], v: [1, Hkv, n, d] };
     const plain = await explain(shapes, { backend: 'cpu' }, 'exact');
     const cached = await explain({ q: shapes.q, cache }, { backend: 'cpu' }, 'exact');

@@ -80,7 +80,7 @@ test('float32 to float16 rounds to nearest, ties to even, like the reference enc
     if (Math.abs(random[0]) < 65520) values.push(random[0]);
   }
   const input = Float32Array.from(values);
-  const got = encodeFloat16('out', input);
+  const got = encodeFloat16('out', '', input);
   const want = referenceEncodeAll(input);
   for (let i = 0; i < input.length; i++) {
     if (got[i] !== want[i]) assert.unreachable(`${input[i]}: 0x${got[i].toString(16)}, expected 0x${want[i].toString(16)}`);
@@ -90,11 +90,11 @@ test('float32 to float16 rounds to nearest, ties to even, like the reference enc
 test('float32 values that round past 65504 are INPUT_OVERFLOW, never Infinity', () => {
   for (const x of [65520, -65520, 70000, 3e38]) {
     try {
-      encodeFloat16('out', new Float32Array([1, x]));
+      encodeFloat16('out', "use outputDtype 'float32'", new Float32Array([1, x]));
       assert.unreachable(`${x} encoded`);
     } catch (error) {
       assert.is((error as HyperAttentionError).code, 'INPUT_OVERFLOW');
-      assert.match((error as Error).message, /out: element 1 is .*beyond float16's range \(largest 65504\); use outputDtype 'float32'/);
+      assert.match((error as Error).message, /out: element 1 is .*beyond float16's range \(largest 65504, .*\); use outputDtype 'float32'/);
     }
   }
 });

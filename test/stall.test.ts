@@ -6,7 +6,7 @@
 // generous (a loaded machine stretches every slice); a call that holds the thread for a
 // whole pass over its inputs exceeds them.
 import * as assert from 'uvu/assert';
-import { calibrate, exactAttention, type Tensor } from '../src/index.ts';
+import { calibrate, createKVCache, exactAttention, type Tensor } from '../src/index.ts';
 import { measureAbort, measureStall, watchEventLoop, type Gap } from './responsiveness.ts';
 import { suite } from './suite.ts';
 
@@ -61,6 +61,21 @@ test('large host inputs (layout bnhd): the event loop keeps its turns, on the de
     const { ms, stall } = await measureStall(() => bnhd(threads));
     const h = held(stall);
     assert.ok(h.ok, `threads ${threads ?? 'default'}: ${h.text} (call ${ms.toFixed(0)} ms)`);
+  }
+});
+
+test('appending a large chunk to a cache keeps the event loop turning', async () => {
+  // 16 M values each of keys and values: a copy into the cache's fresh memory, one pass.
+  const chunk = [1, 32, 4096, 128];
+  const [ck, cv] = [filled(chunk, 10), filled(chunk, 11)];
+  const cache = await createKVCache({ kvHeads: 32, headDim: 128, capacity: 4096 });
+  try {
+    const { ms, stall } = await measureStall(() => cache.append(ck, cv));
+    const h = held(stall);
+    assert.ok(h.ok, `${h.text} (append ${ms.toFixed(0)} ms)`);
+    assert.is(cache.length, 4096);
+  } finally {
+    cache.release();
   }
 });
 

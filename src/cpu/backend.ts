@@ -13,7 +13,7 @@ import type {
   AttentionInputs, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, Destination, ExactTask, HashTask, PrefixesTask, HeavyTask,
   MergeTask,
   OpResult, PartOutput, ProbeTask, RemainderTask, RoundTask, RowView, SampledTask, SamplesTask, SortedRowsTask, SortTask,
-  WindowTask,
+  WidenTask, WindowTask,
 } from '../ops.ts';
 import { heaviest } from '../heavy.ts';
 import { stopBatch, type ThreadPool } from '../threads/pool.ts';
@@ -37,6 +37,10 @@ export interface CpuThreads {
 
 const PAGE = 65536;
 const ALIGN = 64;
+/** Bytes of one element of a buffer of each kind. */
+const ELEMENT_BYTES: Readonly<Record<BackendBuffer['kind'], number>> = { f32: 4, i32: 4, f16: 2 };
+/** float16 values per job of widen: a fixed split, about a millisecond each. */
+const WIDEN_ELEMENTS = 1 << 20;
 /**
  * Attention jobs split rows at multiples of this where such a job is short enough: a job's
  * rows go through the attention core in chunks of up to QC rows (assembly/attention.ts),
@@ -146,10 +150,11 @@ export class CpuBackend implements Backend {
     return this.top;
   }
 
-  createBuffer(kind: 'f32' | 'i32', length: number): BackendBuffer {
+  createBuffer(kind: BackendBuffer['kind'], length: number): BackendBuffer {
     const ptr = this.top;
-    this.reserve(ptr + length * 4);
-    this.top = align(ptr + length * 4);
+    const bytes = length * ELEMENT_BYTES[kind];
+    this.reserve(ptr + bytes);
+    this.top = align(ptr + bytes);
     const buf: CpuBuffer = { kind, length, ptr };
     this.live.add(buf);
     return buf;
@@ -159,7 +164,7 @@ export class CpuBackend implements Backend {
    * A buffer that releaseAll keeps, at the bottom of the arena: made before any call's
    * buffers, it stays where it is for the backend's life (the memory is never renewed).
    */
-  createLasting(kind: 'f32' | 'i32', length: number): BackendBuffer {
+  createLasting(kind: BackendBuffer['kind'], length: number): BackendBuffer {
     if (this.live.size > 0) throw new Error('hyperattention: lasting buffers are made between calls');
     const buf = this.createBuffer(kind, length) as CpuBuffer;
     this.live.delete(buf);
@@ -168,15 +173,18 @@ export class CpuBackend implements Backend {
     return buf;
   }
 
-  private ptr(view: RowView, width: number): number {
+  /** The view's address; float16 rows only where the caller reads them as such (`half`). */
+  private ptr(view: RowView, width: number, half = false): number {
     const buf = view.buf as CpuBuffer;
     if (!this.live.has(buf) && !this.lasting.has(buf)) throw new Error('hyperattention: buffer used after release');
-    return buf.ptr + view.row * width * 4;
+    if (buf.kind === 'f16' && !half) throw new Error('hyperattention: float16 rows reach the kernels of readsHalf alone (else widen them first)');
+    return buf.ptr + view.row * width * ELEMENT_BYTES[buf.kind];
   }
 
-  upload(buf: BackendBuffer, data: Float32Array | Int32Array, offset = 0): void {
-    const ptr = this.ptr({ buf, row: offset }, 1);
-    const Ctor = data instanceof Float32Array ? Float32Array : Int32Array;
+  /** Copies data (float16 bits into an f16 buffer) into buf from element `offset`. */
+  upload(buf: BackendBuffer, data: Float32Array | Int32Array | Uint16Array, offset = 0): void {
+    const ptr = this.ptr({ buf, row: offset }, 1, true);
+    const Ctor = data instanceof Float32Array ? Float32Array : data instanceof Int32Array ? Int32Array : Uint16Array;
     new Ctor(this.wasm.memory.buffer, ptr, data.length).set(data);
   }
 
@@ -277,7 +285,19 @@ export class CpuBackend implements Backend {
     return align(this.wasm.attentionScratchBytes(t.d, t.dv, m));
   }
 
+  /**
+   * Whether exact attention of `rows` query rows against nk keys reads a float16 cache's
+   * rows in place: where float32 rows would go to the few-rows kernel (SIMD builds), its
+   * float16 variant computes the same bits from the same (rounded) values. Every other op
+   * takes them widened (widen), which gives those bits too.
+   */
+  readsHalf(rows: number, nk: number, causal: boolean): boolean {
+    return !causal && rows <= FEW_ROWS && nk >= 2 * KEY_PART && this.flavour !== 'scalar';
+  }
+
   exact(t: ExactTask): OpResult {
+    const half = t.k.buf.kind === 'f16';
+    if (half && !this.readsHalf(t.nq, t.nk, t.causal)) throw new Error('hyperattention: float16 rows for exact attention beyond readsHalf');
     if (!t.causal && t.nq <= CORE_ROWS && t.nk >= 2 * KEY_PART) return this.exactByKeys(t);
     const scratch = this.top;
     const q = this.ptr(t.q, t.d);
@@ -293,7 +313,8 @@ export class CpuBackend implements Backend {
 
   /**
    * Non-causal exact attention of a few rows in parts of KEY_PART keys (see there; up to
-   * FEW_ROWS rows with the few-rows kernel): each
+   * FEW_ROWS rows with the few-rows kernel, its float16 variant for float16 keys and
+   * values): each
    * part's out and lse into its own rows above the arena, then merged into part 0 in order
    * (exact log-add-exp), and part 0 into the destination as it asks.
    */
@@ -303,17 +324,21 @@ export class CpuBackend implements Backend {
     const lses = align(outs + parts * t.nq * t.dv * 4);
     const scratch = align(lses + parts * t.nq * 4);
     this.reserve(scratch);
+    const half = t.k.buf.kind === 'f16';
+    const bytes = ELEMENT_BYTES[t.k.buf.kind];
     const q = this.ptr(t.q, t.d);
-    const k = this.ptr(t.k, t.d);
-    const v = this.ptr(t.v, t.dv);
+    const k = this.ptr(t.k, t.d, half);
+    const v = this.ptr(t.v, t.dv, half);
     const jobs = Array.from({ length: parts }, (_, p) => ({
-      q, k: k + p * KEY_PART * t.d * 4, v: v + p * KEY_PART * t.dv * 4, nq: t.nq, nk: Math.min(KEY_PART, t.nk - p * KEY_PART),
+      q, k: k + p * KEY_PART * t.d * bytes, v: v + p * KEY_PART * t.dv * bytes, nq: t.nq, nk: Math.min(KEY_PART, t.nk - p * KEY_PART),
       d: t.d, dv: t.dv, scale: t.scale, causal: false, causalOffset: 0, out: outs + p * t.nq * t.dv * 4, lse: lses + p * t.nq * 4,
       write: WRITE_CODES.write, scratch,
     }));
-    const ran = t.nq <= FEW_ROWS
-      ? this.jobs('fewRowsAttention', jobs, scratch, this.attentionStride(t), ['scratch'])
-      : this.jobs('exactAttention', jobs, scratch, this.attentionStride(t), ['scratch']);
+    const ran = half
+      ? this.jobs('fewRowsAttentionHalf', jobs, scratch, this.attentionStride(t), ['scratch'])
+      : t.nq <= FEW_ROWS
+        ? this.jobs('fewRowsAttention', jobs, scratch, this.attentionStride(t), ['scratch'])
+        : this.jobs('exactAttention', jobs, scratch, this.attentionStride(t), ['scratch']);
     const merge = () => {
       const { out, lse, write } = this.dst(t.dst, t.dv);
       for (let p = 1; p < parts; p++) {
@@ -522,6 +547,16 @@ export class CpuBackend implements Backend {
     };
     const jobs = split.map(([rowFrom, rowTo], j) => ({ ...shared, rowFrom, rowTo, start: sums + j * t.dv * 8 }));
     return this.jobs('remainderMerge', jobs, scratch, align(t.dv * 8), ['scratch']);
+  }
+
+  widen(t: WidenTask): OpResult {
+    const src = this.ptr(t.src, t.width, true);
+    const dst = this.ptr(t.dst, t.width);
+    const n = t.rows * t.width;
+    const jobs = Array.from({ length: Math.ceil(n / WIDEN_ELEMENTS) }, (_, i) => ({
+      src: src + i * WIDEN_ELEMENTS * 2, dst: dst + i * WIDEN_ELEMENTS * 4, n: Math.min(WIDEN_ELEMENTS, n - i * WIDEN_ELEMENTS),
+    }));
+    return this.jobs('widenHalf', jobs, this.top, 0, []);
   }
 
   releaseAll(): void {

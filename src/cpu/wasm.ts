@@ -18,6 +18,8 @@ export const KERNEL_PARAMS = {
   sortByKey: ['keys', 'count', 'pads', 'numKeys', 'perm', 'scratch'],
   exactAttention: ['q', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'causal', 'causalOffset', 'out', 'lse', 'write', 'scratch'],
   fewRowsAttention: ['q', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'out', 'lse', 'write', 'scratch'],
+  fewRowsAttentionHalf: ['q', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'out', 'lse', 'write', 'scratch'],
+  widenHalf: ['src', 'dst', 'n'],
   blockAttention: [
     'q', 'k', 'v', 'qPerm', 'kPerm', 'nqSorted', 'nqReal', 'nk', 'd', 'dv', 'scale', 'qBlock', 'kBlock', 'nBlocks',
     'phantomKeys', 'blkFrom', 'blkTo', 'out', 'lse', 'write', 'scratch',

@@ -28,11 +28,11 @@ test('a decode loop on a WebGPU cache equals the reference over the concatenated
     assert.is(cache.backend, 'webgpu');
     const ks = [fresh([B, Hkv, 20, d])];
     const vs = [fresh([B, Hkv, 20, dv])];
-    cache.append(ks[0], vs[0]);
+    await cache.append(ks[0], vs[0]);
     for (let step = 0; step < 4; step++) {
       const k = fresh([B, Hkv, 1, d]);
       const v = fresh([B, Hkv, 1, dv]);
-      cache.append(k, v);
+      await cache.append(k, v);
       ks.push(k);
       vs.push(v);
       const q = fresh([B, H, 1, d]);
@@ -52,8 +52,8 @@ test('chunked causal prefill on a WebGPU cache equals the reference, the plain W
       for (const t of [300, 1, 170]) {
         const k = fresh([1, Hkv, t, d]);
         const v = fresh([1, Hkv, t, d]);
-        cache.append(k, v);
-        cpu.append(k, v);
+        await cache.append(k, v);
+        await cpu.append(k, v);
         ks.push(k);
         vs.push(v);
         const q = fresh([1, H, t, d]);
@@ -79,7 +79,7 @@ test('chunked causal prefill on a WebGPU cache equals the reference, the plain W
 
 test("a WebGPU cache: calls cannot ask for another backend, or GPU output on the library's device; release frees it, and a released cache is CACHE_RELEASED", async () => {
   const cache = await createKVCache({ kvHeads: 2, headDim: 16, capacity: 8, backend: 'webgpu' });
-  cache.append(fresh([1, 2, 4, 16]), fresh([1, 2, 4, 16]));
+  await cache.append(fresh([1, 2, 4, 16]), fresh([1, 2, 4, 16]));
   const q = fresh([1, 4, 1, 16]);
   assert.is(await codeOf(() => exactAttention(q, cache, { backend: 'cpu' })), 'INVALID_OPTION');
   assert.is(await codeOf(() => exactAttention(q, cache, { output: 'gpu' } as never)), 'INVALID_OPTION'); // not the caller's device
@@ -90,7 +90,7 @@ test("a WebGPU cache: calls cannot ask for another backend, or GPU output on the
   // 64 MB caches made and released in turn: their buffers go.
   for (let i = 0; i < 8; i++) {
     const big = await createKVCache({ kvHeads: 8, headDim: 64, capacity: 16384, backend: 'webgpu' });
-    big.append(fresh([1, 8, 1, 64]), fresh([1, 8, 1, 64]));
+    await big.append(fresh([1, 8, 1, 64]), fresh([1, 8, 1, 64]));
     big.release();
   }
 });
@@ -111,7 +111,7 @@ test("a cache on the caller's device: GPU queries in and output 'gpu' out, equal
   await withCache({ kvHeads: Hkv, headDim: d, capacity: 256, device }, async (cache) => {
     const k = fresh([1, Hkv, 200, d]);
     const v = fresh([1, Hkv, 200, d]);
-    cache.append(k, v);
+    await cache.append(k, v);
     for (const nq of [1, 50]) {
       const q = fresh([1, H, nq, d]);
       const options = { device, causal: true } as const;
