@@ -27,9 +27,11 @@ export function runAccurateHead(
   const qKeys = i32(rounds > 0 ? nq : 0);
   const kKeys = i32(rounds > 0 ? nk : 0);
   const qPerm = i32(rounds > 0 ? nq : 0);
-  const kPerm = i32(rounds > 0 ? nk : 0);
   const qStarts = i32(rounds > 0 ? numKeys + 1 : 0);
-  const kStarts = i32(rounds > 0 ? numKeys + 1 : 0);
+  // The keys' side of every round (order, bucket starts, tags) is kept for the next head:
+  // the query heads of a key-value head (grouped-query attention) share it.
+  const kPerm = i32(rounds * nk);
+  const kStarts = i32(rounds * (numKeys + 1));
   const qTags = i32(rounds * nq);
   const kTags = i32(rounds * nk);
   const proj = Array.from({ length: rounds }, () => f32(d * r));
@@ -42,7 +44,7 @@ export function runAccurateHead(
 
   const units = (heavyKeys > 0 ? 1 : 0) + 1 + (plan.window > 0 ? 1 : 0) + rounds +
     (plan.segments.length > 0 ? plan.segments.length + 1 : 0);
-  const runHead = async (b: number, h: number) => {
+  const runHead = async (b: number, h: number, kvChanged: boolean) => {
     const kv = (buf: typeof qBuf) => ({ buf, row: ctx.kRow });
     const head: AttentionInputs = { q: row0(qBuf), k: kv(ctx.kBuf), v: kv(ctx.vBuf), nq, nk, d, dv, scale };
     if (!prepared) {
@@ -83,22 +85,25 @@ export function runAccurateHead(
     for (let t = 0; t < rounds; t++) {
       const hash = (x: typeof head.q, rows: number, keys: typeof qKeys) =>
         backend.hash({ x, rows, d, proj: proj[t], r, mode: 'fixed', keys: row0(keys) });
+      const kRound = { perm: { buf: kPerm, row: t * nk }, starts: { buf: kStarts, row: t * (numKeys + 1) } };
       await run('hash', () => hash(head.q, nq, qKeys));
-      await run('hash', () => hash(head.k, nk, kKeys));
+      if (kvChanged) await run('hash', () => hash(head.k, nk, kKeys));
       await run('sort', () => {
         backend.sort({ keys: row0(qKeys), count: nq, pads: 0, numKeys, perm: row0(qPerm) });
-        backend.sort({ keys: row0(kKeys), count: nk, pads: 0, numKeys, perm: row0(kPerm) });
+        if (kvChanged) backend.sort({ keys: row0(kKeys), count: nk, pads: 0, numKeys, perm: kRound.perm });
       });
       await run('buckets', () => {
         backend.buckets({
           keys: row0(qKeys), perm: row0(qPerm), count: nq, numKeys, cap: nq, tags: { buf: qTags, row: t * nq }, starts: row0(qStarts),
         });
-        backend.buckets({
-          keys: row0(kKeys), perm: row0(kPerm), count: nk, numKeys, cap: plan.cap, tags: { buf: kTags, row: t * nk }, starts: row0(kStarts),
-        });
+        if (kvChanged) {
+          backend.buckets({
+            keys: row0(kKeys), perm: kRound.perm, count: nk, numKeys, cap: plan.cap, tags: { buf: kTags, row: t * nk }, starts: kRound.starts,
+          });
+        }
       });
       await run('round', () => backend.round({
-        ...head, qPerm: row0(qPerm), kPerm: row0(kPerm), qStarts: row0(qStarts), kStarts: row0(kStarts), numKeys,
+        ...head, qPerm: row0(qPerm), kPerm: kRound.perm, qStarts: row0(qStarts), kStarts: kRound.starts, numKeys,
         cap: plan.cap, mask: mask(t), dst: exact,
       }));
       tick();
