@@ -947,6 +947,178 @@ export function attendCore(
   }
 }
 
+/** The most keys a bucket may hold for bucketAttention (beyond it, attendCore). */
+export const BUCKET_KEYS: i32 = 32;
+
+/**
+ * The accurate mask's attention of one small bucket (SIMD builds; kc <= BUCKET_KEYS): the
+ * query rows named at qIdx[qStart .. qStart + nq) against the key rows kIdx[0 .. kc), with
+ * the accurate mask as set (maskRowAccurate), merged into out and lse (write) and the
+ * stats added (cnt, vsum). The bucket's scattered rows are read first, all at once (as in
+ * attendCore: the misses overlap). One tile, built once: K transposed (its last group of
+ * four keys repeats a key; those scores are hidden), V rows gathered row-major with their
+ * sum; each micro-tile of MR rows takes its scores, masks them, and its softmax without a
+ * running rescale (the tile is the rows' only one), P·V over the kc keys alone (no zero
+ * keys), and merges each row once.
+ */
+export function bucketAttention(
+  q: usize, qIdx: usize, qStart: i32, nq: i32, qReal: i32, k: usize, v: usize, kIdx: usize, kc: i32,
+  d: i32, dv: i32, scale: f32, out: usize, lse: usize, write: i32, cnt: usize, vsum: usize, scratch: usize,
+): void {
+  if (!ASC_FEATURE_SIMD) unreachable();
+  const dvp = paddedDv(dv);
+  const dBytes = (<usize>d) << 2;
+  const dvBytes = (<usize>dv) << 2;
+  const dvpBytes = (<usize>dvp) << 2;
+  const kcPad = (kc + 7) & ~7;
+  const kt = scratch; // [d][KT]
+  const vg = kt + (<usize>(d * KT) << 2); // [kc][dvp]
+  const qs = vg + <usize>BUCKET_KEYS * dvpBytes; // [d][MR]
+  const sc = qs + (<usize>(d * MR) << 2); // [MR][KT]
+  const acc = sc + ((<usize>(MR * KT)) << 2); // [MR][dvp]
+  const tileSum = acc + <usize>MR * dvpBytes; // [dvp]
+  const rest = tileSum + dvpBytes; // [dvp]: a row's sum of V less its hidden keys
+  const ml = rest + dvpBytes; // m, l and alpha of one row
+  const rowMax = ml + 16; // [MR], scoresTile's (unused: rowMaxOf takes it after the mask)
+  const rowScale = rowMax + ((<usize>MR) << 2); // [MR]: each row's 1 / l
+  const rowLse = rowScale + ((<usize>MR) << 2); // [MR]
+  const tagTile = rowLse + ((<usize>MR) << 2); // MASK_TILE_WORDS
+
+  store<i32>(ml, touchKeys(k, v, kIdx, kc, dBytes, dvBytes) ^ touchRows(qIdx, qStart, nq, qReal, q, dBytes, out, lse, dvBytes, cnt, vsum));
+  // K transposed, four keys at a time (past kc, the last key again).
+  const d4 = d & ~3;
+  for (let j = 0; j < kc; j += 4) {
+    const r0 = k + <usize>load<i32>(kIdx + ((<usize>j) << 2)) * dBytes;
+    const r1 = k + <usize>load<i32>(kIdx + ((<usize>min(j + 1, kc - 1)) << 2)) * dBytes;
+    const r2 = k + <usize>load<i32>(kIdx + ((<usize>min(j + 2, kc - 1)) << 2)) * dBytes;
+    const r3 = k + <usize>load<i32>(kIdx + ((<usize>min(j + 3, kc - 1)) << 2)) * dBytes;
+    let dst = kt + ((<usize>j) << 2);
+    for (let c = 0; c < d4; c += 4) {
+      const at = (<usize>c) << 2;
+      const a = v128.load(r0 + at), b = v128.load(r1 + at);
+      const e = v128.load(r2 + at), f = v128.load(r3 + at);
+      const ab0 = f32x4.shuffle(a, b, 0, 4, 1, 5), ab1 = f32x4.shuffle(a, b, 2, 6, 3, 7);
+      const ef0 = f32x4.shuffle(e, f, 0, 4, 1, 5), ef1 = f32x4.shuffle(e, f, 2, 6, 3, 7);
+      v128.store(dst, f32x4.shuffle(ab0, ef0, 0, 1, 4, 5));
+      v128.store(dst, f32x4.shuffle(ab0, ef0, 2, 3, 6, 7), 256);
+      v128.store(dst, f32x4.shuffle(ab1, ef1, 0, 1, 4, 5), 512);
+      v128.store(dst, f32x4.shuffle(ab1, ef1, 2, 3, 6, 7), 768);
+      dst += 4 * KT_ROW;
+    }
+    for (let c = d4; c < d; c++) {
+      const at = (<usize>c) << 2;
+      store<f32>(dst, load<f32>(r0 + at));
+      store<f32>(dst, load<f32>(r1 + at), 4);
+      store<f32>(dst, load<f32>(r2 + at), 8);
+      store<f32>(dst, load<f32>(r3 + at), 12);
+      dst += KT_ROW;
+    }
+  }
+  // V rows gathered, and their sum (columns [dv, dvp) zero); the mask's positions.
+  const dv4 = dv & ~3;
+  memory.fill(tileSum, 0, dvpBytes);
+  for (let j = 0; j < kc; j++) {
+    const idx = load<i32>(kIdx + ((<usize>j) << 2));
+    store<i32>(tagTile + ((<usize>j) << 2), idx);
+    const src = v + <usize>idx * dvBytes;
+    const dst = vg + <usize>j * dvpBytes;
+    for (let c = 0; c < dv4; c += 4) {
+      const o = (<usize>c) << 2;
+      const x = v128.load(src + o);
+      v128.store(dst + o, x);
+      v128.store(tileSum + o, f32x4.add(v128.load(tileSum + o), x));
+    }
+    for (let c = dv4; c < dvp; c++) {
+      const o = (<usize>c) << 2;
+      const x: f32 = c < dv ? load<f32>(src + o) : 0;
+      store<f32>(dst + o, x);
+      store<f32>(tileSum + o, load<f32>(tileSum + o) + x);
+    }
+  }
+  let kpMin = i32.MAX_VALUE;
+  let kpMax = -1;
+  for (let j = 0; j < kc; j++) {
+    const kp = load<i32>(tagTile + ((<usize>j) << 2));
+    kpMin = min(kpMin, kp);
+    kpMax = max(kpMax, kp);
+  }
+  const anyFlag = loadMaskTile(tagTile, kc);
+  const tagBits = tagTile + ((<usize>(KT * (2 + MAX_ROUNDS))) << 2);
+
+  for (let r0 = 0; r0 < nq; r0 += MR) {
+    const rows = min(MR, nq - r0);
+    queryTile(q, qIdx, qStart + r0, rows, qReal, d, scale, qs);
+    scoresTile(qs, kt, sc, d, kcPad, rowMax);
+    for (let r = 0; r < MR; r++) {
+      const s = sc + ((<usize>(r * KT)) << 2);
+      for (let j = kc; j < kcPad; j++) store<f32>(s + ((<usize>j) << 2), -Infinity);
+      if (r >= rows) {
+        memory.fill(s, 0, (<usize>kcPad) << 2);
+        continue;
+      }
+      const qi = load<i32>(qIdx + ((<usize>(qStart + r0 + r)) << 2));
+      const hidden = maskRowAccurate(qi, s, tagTile, kc, kpMin, kpMax, anyFlag, tagBits, false, 0, 0, dvp);
+      // Stats: the tile's count and V sum, less the keys the mask hid (-inf: the scores of
+      // finite rows are finite).
+      const cAt = cnt + ((<usize>qi) << 2);
+      store<f32>(cAt, load<f32>(cAt) + <f32>(kc - hidden));
+      let sum = tileSum;
+      if (hidden > 0) {
+        memory.copy(rest, tileSum, dvpBytes);
+        for (let j = 0; j < kc; j++) {
+          if (load<f32>(s + ((<usize>j) << 2)) == -Infinity) addRow(rest, vg + <usize>j * dvpBytes, dvp, -1);
+        }
+        sum = rest;
+      }
+      addRow(vsum + <usize>qi * dvBytes, sum, dv, 1);
+      store<f32>(ml, -Infinity);
+      store<f32>(ml, 0, 4);
+      softmaxRow(s, kcPad, rowMaxOf(s, kcPad), ml, ml + 4, ml + 8);
+      const l = load<f32>(ml, 4);
+      store<f32>(rowScale + ((<usize>r) << 2), l > 0 ? 1 / l : 0);
+      store<f32>(rowLse + ((<usize>r) << 2), l > 0 ? load<f32>(ml) + Mathf.log(l) : -Infinity);
+    }
+    bucketValues(sc, vg, acc, kc, dvp);
+    for (let r = 0; r < rows; r++) {
+      const qi = load<i32>(qIdx + ((<usize>(qStart + r0 + r)) << 2));
+      combineRow(
+        out + <usize>qi * dvBytes, lse + ((<usize>qi) << 2), acc + <usize>r * dvpBytes,
+        load<f32>(rowScale + ((<usize>r) << 2)), load<f32>(rowLse + ((<usize>r) << 2)), dv, write,
+      );
+    }
+  }
+}
+
+// acc[r][c] = sum_{j < kc} sc[r][j] * vg[j][c] for the MR rows of a micro-tile (scores KT
+// apart, V rows and acc rows dvp apart), c < dvp: eight columns at a time, each output one
+// chain over j in order.
+@inline function bucketValues(sc: usize, vg: usize, acc: usize, kc: i32, dvp: i32): void {
+  const rowBytes = (<usize>dvp) << 2;
+  for (let c = 0; c < dvp; c += 8) {
+    let o00 = f32x4.splat(0), o01 = o00, o10 = o00, o11 = o00;
+    let o20 = o00, o21 = o00, o30 = o00, o31 = o00;
+    let vp = vg + ((<usize>c) << 2);
+    let sp = sc;
+    for (let j = 0; j < kc; j++) {
+      const v0 = v128.load(vp), v1 = v128.load(vp, 16);
+      const p0 = v128.load32_splat(sp), p1 = v128.load32_splat(sp, 256);
+      const p2 = v128.load32_splat(sp, 512), p3 = v128.load32_splat(sp, 768);
+      o00 = madd(p0, v0, o00); o01 = madd(p0, v1, o01);
+      o10 = madd(p1, v0, o10); o11 = madd(p1, v1, o11);
+      o20 = madd(p2, v0, o20); o21 = madd(p2, v1, o21);
+      o30 = madd(p3, v0, o30); o31 = madd(p3, v1, o31);
+      vp += rowBytes;
+      sp += 4;
+    }
+    const a0 = acc + ((<usize>c) << 2);
+    const a1 = a0 + rowBytes, a2 = a1 + rowBytes, a3 = a2 + rowBytes;
+    v128.store(a0, o00); v128.store(a0, o01, 16);
+    v128.store(a1, o10); v128.store(a1, o11, 16);
+    v128.store(a2, o20); v128.store(a2, o21, 16);
+    v128.store(a3, o30); v128.store(a3, o31, 16);
+  }
+}
+
 // dst[0..n) += sign * src[0..n): four at a time, then one at a time past a multiple of 4.
 @inline export function addRow(dst: usize, src: usize, n: i32, sign: f32): void {
   let c = 0;

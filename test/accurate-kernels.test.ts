@@ -174,3 +174,84 @@ for (const flavour of supportedFlavours()) {
     }
   });
 }
+
+// Buckets of one hash round: key counts 1, 2, 17 and 33 (small buckets take bucketAttention,
+// those past its BUCKET_KEYS the core; a cap of 17 cuts the largest to 17), query counts that
+// fill no micro-tile evenly, and an earlier round's tags that hide some keys.
+const roundCases = [
+  { d: 1, dv: 3, causal: false, win: 5, cap: 40, keys: [1, 2, 17, 33], queries: [3, 1, 16, 5] },
+  { d: 3, dv: 1, causal: true, win: 0, cap: 17, keys: [33, 17, 2, 1, 17], queries: [7, 2, 13, 1, 9] },
+  { d: 127, dv: 129, causal: false, win: 9, cap: 40, keys: [17, 33, 1, 2], queries: [16, 17, 2, 6] },
+  { d: 129, dv: 127, causal: true, win: 4, cap: 33, keys: [2, 33, 17, 1], queries: [5, 3, 11, 4] },
+];
+
+for (const flavour of supportedFlavours()) {
+  test(`round (${flavour} build): bucket sizes 1, 2, 17, 33 against float64 at d = 1, 3, 127, 129, causal and not, with tags, flags and windows`, async () => {
+    const backend = await createCpuBackend(flavour);
+    const rng = new Xoshiro128(13);
+    for (const c of roundCases) {
+      const { d, dv, causal, win, cap, keys: keyCounts, queries: queryCounts } = c;
+      const nk = keyCounts.reduce((a, x) => a + x, 0);
+      const nq = queryCounts.reduce((a, x) => a + x, 0);
+      const numKeys = keyCounts.length;
+      const q = gaussian(rng, nq * d);
+      const k = gaussian(rng, nk * d);
+      const v = gaussian(rng, nk * dv);
+      const causalOffset = causal ? nk - nq : 0;
+      const winLo = causal ? causalOffset + 1 - win : causalOffset - Math.floor(win / 2);
+      // Rows dealt to buckets at random positions: perm lists each bucket's rows in turn.
+      const deal = (counts: number[], n: number) => {
+        const rows = Array.from({ length: n }, (_, i) => i);
+        for (let i = n - 1; i > 0; i--) {
+          const j = rng.nextBelow(i + 1);
+          [rows[i], rows[j]] = [rows[j], rows[i]];
+        }
+        const starts = [0];
+        for (const x of counts) starts.push(starts[starts.length - 1] + x);
+        return { perm: Int32Array.from(rows), starts: Int32Array.from(starts) };
+      };
+      const qs = deal(queryCounts, nq);
+      const ks = deal(keyCounts, nk);
+      const flags = new Int32Array(nk);
+      for (let t = 0; t < 3; t++) flags[rng.nextBelow(nk)] = 1;
+      // One earlier round: tags 0..2 for queries, -1..2 for keys.
+      const qTags = Int32Array.from({ length: nq }, () => rng.nextBelow(3));
+      const kTags = Int32Array.from({ length: nk }, () => rng.nextBelow(4) - 1);
+      const buf = (data: Float32Array | Int32Array) => {
+        const b = backend.createBuffer(data instanceof Int32Array ? 'i32' : 'f32', data.length);
+        backend.upload(b, data);
+        return { buf: b, row: 0 };
+      };
+      const dst = {
+        out: buf(new Float32Array(nq * dv)), lse: buf(new Float32Array(nq).fill(-Infinity)), cnt: buf(new Float32Array(nq)),
+        vsum: buf(new Float32Array(nq * dv)),
+      };
+      await backend.round({
+        q: buf(q), k: buf(k), v: buf(v), nq, nk, d, dv, scale: 1 / Math.sqrt(d),
+        qPerm: buf(qs.perm), kPerm: buf(ks.perm), qStarts: buf(qs.starts), kStarts: buf(ks.starts), numKeys, cap,
+        mask: { causal, causalOffset, flags: buf(flags), winLo, window: win, rounds: 1, qTags: buf(qTags), kTags: buf(kTags) }, dst,
+      });
+      const bucketOf = new Int32Array(nq);
+      for (let u = 0; u < numKeys; u++) for (let p = qs.starts[u]; p < qs.starts[u + 1]; p++) bucketOf[qs.perm[p]] = u;
+      const want = partReference(q, k, v, nq, d, dv, (i) => {
+        const u = bucketOf[i];
+        const lo = windowStart(i, winLo, win, causal, nk);
+        const set: number[] = [];
+        for (let p = ks.starts[u]; p < Math.min(ks.starts[u + 1], ks.starts[u] + cap); p++) {
+          const j = ks.perm[p];
+          const hidden = flags[j] !== 0 || (causal && j > i + causalOffset) || (win > 0 && j >= lo && j < lo + win) || qTags[i] === kTags[j];
+          if (!hidden) set.push(j);
+        }
+        return set;
+      });
+      const read = (view: { buf: unknown }, n: number) => Float32Array.from(backend.view(view.buf as never, 0, n));
+      const label = JSON.stringify(c);
+      assert.ok(maxAbsError(read(dst.out, nq * dv), want.out) <= 1e-5, `${label}: out`);
+      const lse = read(dst.lse, nq);
+      want.lse.forEach((x, i) => assert.ok(x === -Infinity ? lse[i] === -Infinity : Math.abs(lse[i] - x) <= 1e-5, `${label}: lse row ${i}`));
+      assert.equal(Array.from(read(dst.cnt, nq)), Array.from(want.cnt), `${label}: counts`);
+      assert.ok(maxAbsError(read(dst.vsum, nq * dv), want.vsum) <= 1e-4, `${label}: V sums`);
+      backend.releaseAll();
+    }
+  });
+}
