@@ -346,8 +346,12 @@ const KT_ROW: usize = (<usize>KT) << 2;
 }
 
 // acc[r][c] = acc[r][c] * alpha[r] + sum_{j < width} sc[r][j] * V[j][c] for the MR rows of a
-// micro-tile (acc rows dvp apart), c < dvp; width a multiple of 8.
-@inline function accumulateTile(sc: usize, vt: usize, acc: usize, alpha: usize, width: i32, dvp: i32): void {
+// micro-tile (acc rows dvp apart), c < dvp. V value c of key j at vt + (c >> 3) * blockStep +
+// j * keyStep + (c & 7) * 4: a tile's blocked V (VB_BLOCK, VB_KEY), or rows of dvp values
+// (32, dvp * 4).
+@inline function accumulateTile(
+  sc: usize, vt: usize, acc: usize, alpha: usize, width: i32, dvp: i32, blockStep: usize = VB_BLOCK, keyStep: usize = VB_KEY,
+): void {
   const accRow = (<usize>dvp) << 2;
   if (ASC_FEATURE_SIMD) {
     for (let c = 0; c < dvp; c += 8) {
@@ -361,7 +365,7 @@ const KT_ROW: usize = (<usize>KT) << 2;
       let o20 = f32x4.mul(v128.load(a2), x), o21 = f32x4.mul(v128.load(a2, 16), x);
       x = v128.load32_splat(alpha, 12);
       let o30 = f32x4.mul(v128.load(a3), x), o31 = f32x4.mul(v128.load(a3, 16), x);
-      let vp = vt + <usize>(c >> 3) * VB_BLOCK;
+      let vp = vt + <usize>(c >> 3) * blockStep;
       let sp = sc;
       for (let j = 0; j < width; j++) {
         const v0 = v128.load(vp), v1 = v128.load(vp, 16);
@@ -371,7 +375,7 @@ const KT_ROW: usize = (<usize>KT) << 2;
         o10 = madd(p1, v0, o10); o11 = madd(p1, v1, o11);
         o20 = madd(p2, v0, o20); o21 = madd(p2, v1, o21);
         o30 = madd(p3, v0, o30); o31 = madd(p3, v1, o31);
-        vp += VB_KEY;
+        vp += keyStep;
         sp += 4;
       }
       v128.store(a0, o00); v128.store(a0, o01, 16);
@@ -392,7 +396,8 @@ const KT_ROW: usize = (<usize>KT) << 2;
         if (p == 0) continue;
         for (let c = 0; c < dvp; c++) {
           const at = arow + ((<usize>c) << 2);
-          store<f32>(at, load<f32>(at) + p * load<f32>(vt + vIndex(j, c)));
+          const vAt = vt + <usize>(c >> 3) * blockStep + <usize>j * keyStep + ((<usize>(c & 7)) << 2);
+          store<f32>(at, load<f32>(at) + p * load<f32>(vAt));
         }
       }
     }
@@ -423,6 +428,33 @@ const KT_ROW: usize = (<usize>KT) << 2;
   }
 }
 
+// Four key rows r0..r3 (d values each) into four columns of a transposed tile from dst
+// (kt[c][j], KT_ROW bytes a row): 4 x 4 blocks transposed in registers, then the last d % 4
+// values one at a time.
+@inline function transposeKeys(r0: usize, r1: usize, r2: usize, r3: usize, dst: usize, d: i32): void {
+  const d4 = d & ~3;
+  for (let c = 0; c < d4; c += 4) {
+    const at = (<usize>c) << 2;
+    const a = v128.load(r0 + at), b = v128.load(r1 + at);
+    const e = v128.load(r2 + at), f = v128.load(r3 + at);
+    const ab0 = f32x4.shuffle(a, b, 0, 4, 1, 5), ab1 = f32x4.shuffle(a, b, 2, 6, 3, 7);
+    const ef0 = f32x4.shuffle(e, f, 0, 4, 1, 5), ef1 = f32x4.shuffle(e, f, 2, 6, 3, 7);
+    v128.store(dst, f32x4.shuffle(ab0, ef0, 0, 1, 4, 5));
+    v128.store(dst, f32x4.shuffle(ab0, ef0, 2, 3, 6, 7), 256);
+    v128.store(dst, f32x4.shuffle(ab1, ef1, 0, 1, 4, 5), 512);
+    v128.store(dst, f32x4.shuffle(ab1, ef1, 2, 3, 6, 7), 768);
+    dst += 4 * KT_ROW;
+  }
+  for (let c = d4; c < d; c++) {
+    const at = (<usize>c) << 2;
+    store<f32>(dst, load<f32>(r0 + at));
+    store<f32>(dst, load<f32>(r1 + at), 4);
+    store<f32>(dst, load<f32>(r2 + at), 8);
+    store<f32>(dst, load<f32>(r3 + at), 12);
+    dst += KT_ROW;
+  }
+}
+
 // A key tile from the rows named at keyRows[0..kc): K transposed into kt (kt[c][j]) and V
 // into vt in column blocks of 8; keys [kc, kcPad) and V columns [dv, dvp) are zero.
 function buildTile(k: usize, v: usize, keyRows: usize, kc: i32, kcPad: i32, d: i32, dv: i32, kt: usize, vt: usize): void {
@@ -431,34 +463,12 @@ function buildTile(k: usize, v: usize, keyRows: usize, kc: i32, kcPad: i32, d: i
   const dvp = paddedDv(dv);
   let j = 0;
   if (ASC_FEATURE_SIMD) {
-    // four keys at a time: 4 x 4 blocks transposed in registers
-    const d4 = d & ~3;
     for (; j + 4 <= kc; j += 4) {
       const r0 = k + <usize>load<i32>(keyRows + ((<usize>j) << 2)) * dBytes;
       const r1 = k + <usize>load<i32>(keyRows + ((<usize>j) << 2), 4) * dBytes;
       const r2 = k + <usize>load<i32>(keyRows + ((<usize>j) << 2), 8) * dBytes;
       const r3 = k + <usize>load<i32>(keyRows + ((<usize>j) << 2), 12) * dBytes;
-      let dst = kt + ((<usize>j) << 2);
-      for (let c = 0; c < d4; c += 4) {
-        const at = (<usize>c) << 2;
-        const a = v128.load(r0 + at), b = v128.load(r1 + at);
-        const e = v128.load(r2 + at), f = v128.load(r3 + at);
-        const ab0 = f32x4.shuffle(a, b, 0, 4, 1, 5), ab1 = f32x4.shuffle(a, b, 2, 6, 3, 7);
-        const ef0 = f32x4.shuffle(e, f, 0, 4, 1, 5), ef1 = f32x4.shuffle(e, f, 2, 6, 3, 7);
-        v128.store(dst, f32x4.shuffle(ab0, ef0, 0, 1, 4, 5));
-        v128.store(dst, f32x4.shuffle(ab0, ef0, 2, 3, 6, 7), 256);
-        v128.store(dst, f32x4.shuffle(ab1, ef1, 0, 1, 4, 5), 512);
-        v128.store(dst, f32x4.shuffle(ab1, ef1, 2, 3, 6, 7), 768);
-        dst += 4 * KT_ROW;
-      }
-      for (let c = d4; c < d; c++) {
-        const at = (<usize>c) << 2;
-        store<f32>(dst, load<f32>(r0 + at));
-        store<f32>(dst, load<f32>(r1 + at), 4);
-        store<f32>(dst, load<f32>(r2 + at), 8);
-        store<f32>(dst, load<f32>(r3 + at), 12);
-        dst += KT_ROW;
-      }
+      transposeKeys(r0, r1, r2, r3, kt + ((<usize>j) << 2), d);
     }
   }
   for (; j < kcPad; j++) {
@@ -978,41 +988,21 @@ export function bucketAttention(
   const acc = sc + ((<usize>(MR * KT)) << 2); // [MR][dvp]
   const tileSum = acc + <usize>MR * dvpBytes; // [dvp]
   const rest = tileSum + dvpBytes; // [dvp]: a row's sum of V less its hidden keys
-  const ml = rest + dvpBytes; // m, l and alpha of one row
-  const rowMax = ml + 16; // [MR], scoresTile's (unused: rowMaxOf takes it after the mask)
+  const ml = rest + dvpBytes; // m and l of one row
+  const alphas = ml + 8; // [MR]: softmaxRow's (acc starts at zero: any factor leaves it so)
+  const rowMax = alphas + ((<usize>MR) << 2); // [MR], scoresTile's (unused: rowMaxOf takes it after the mask)
   const rowScale = rowMax + ((<usize>MR) << 2); // [MR]: each row's 1 / l
   const rowLse = rowScale + ((<usize>MR) << 2); // [MR]
   const tagTile = rowLse + ((<usize>MR) << 2); // MASK_TILE_WORDS
 
   store<i32>(ml, touchKeys(k, v, kIdx, kc, dBytes, dvBytes) ^ touchRows(qIdx, qStart, nq, qReal, q, dBytes, out, lse, dvBytes, cnt, vsum));
   // K transposed, four keys at a time (past kc, the last key again).
-  const d4 = d & ~3;
   for (let j = 0; j < kc; j += 4) {
     const r0 = k + <usize>load<i32>(kIdx + ((<usize>j) << 2)) * dBytes;
     const r1 = k + <usize>load<i32>(kIdx + ((<usize>min(j + 1, kc - 1)) << 2)) * dBytes;
     const r2 = k + <usize>load<i32>(kIdx + ((<usize>min(j + 2, kc - 1)) << 2)) * dBytes;
     const r3 = k + <usize>load<i32>(kIdx + ((<usize>min(j + 3, kc - 1)) << 2)) * dBytes;
-    let dst = kt + ((<usize>j) << 2);
-    for (let c = 0; c < d4; c += 4) {
-      const at = (<usize>c) << 2;
-      const a = v128.load(r0 + at), b = v128.load(r1 + at);
-      const e = v128.load(r2 + at), f = v128.load(r3 + at);
-      const ab0 = f32x4.shuffle(a, b, 0, 4, 1, 5), ab1 = f32x4.shuffle(a, b, 2, 6, 3, 7);
-      const ef0 = f32x4.shuffle(e, f, 0, 4, 1, 5), ef1 = f32x4.shuffle(e, f, 2, 6, 3, 7);
-      v128.store(dst, f32x4.shuffle(ab0, ef0, 0, 1, 4, 5));
-      v128.store(dst, f32x4.shuffle(ab0, ef0, 2, 3, 6, 7), 256);
-      v128.store(dst, f32x4.shuffle(ab1, ef1, 0, 1, 4, 5), 512);
-      v128.store(dst, f32x4.shuffle(ab1, ef1, 2, 3, 6, 7), 768);
-      dst += 4 * KT_ROW;
-    }
-    for (let c = d4; c < d; c++) {
-      const at = (<usize>c) << 2;
-      store<f32>(dst, load<f32>(r0 + at));
-      store<f32>(dst, load<f32>(r1 + at), 4);
-      store<f32>(dst, load<f32>(r2 + at), 8);
-      store<f32>(dst, load<f32>(r3 + at), 12);
-      dst += KT_ROW;
-    }
+    transposeKeys(r0, r1, r2, r3, kt + ((<usize>j) << 2), d);
   }
   // V rows gathered, and their sum (columns [dv, dvp) zero); the mask's positions.
   const dv4 = dv & ~3;
@@ -1054,6 +1044,7 @@ export function bucketAttention(
       for (let j = kc; j < kcPad; j++) store<f32>(s + ((<usize>j) << 2), -Infinity);
       if (r >= rows) {
         memory.fill(s, 0, (<usize>kcPad) << 2);
+        store<f32>(alphas + ((<usize>r) << 2), 0);
         continue;
       }
       const qi = load<i32>(qIdx + ((<usize>(qStart + r0 + r)) << 2));
@@ -1073,12 +1064,13 @@ export function bucketAttention(
       addRow(vsum + <usize>qi * dvBytes, sum, dv, 1);
       store<f32>(ml, -Infinity);
       store<f32>(ml, 0, 4);
-      softmaxRow(s, kcPad, rowMaxOf(s, kcPad), ml, ml + 4, ml + 8);
+      softmaxRow(s, kcPad, rowMaxOf(s, kcPad), ml, ml + 4, alphas + ((<usize>r) << 2));
       const l = load<f32>(ml, 4);
       store<f32>(rowScale + ((<usize>r) << 2), l > 0 ? 1 / l : 0);
       store<f32>(rowLse + ((<usize>r) << 2), l > 0 ? load<f32>(ml) + Mathf.log(l) : -Infinity);
     }
-    bucketValues(sc, vg, acc, kc, dvp);
+    memory.fill(acc, 0, <usize>MR * dvpBytes);
+    accumulateTile(sc, vg, acc, alphas, kc, dvp, 32, dvpBytes);
     for (let r = 0; r < rows; r++) {
       const qi = load<i32>(qIdx + ((<usize>(qStart + r0 + r)) << 2));
       combineRow(
@@ -1086,36 +1078,6 @@ export function bucketAttention(
         load<f32>(rowScale + ((<usize>r) << 2)), load<f32>(rowLse + ((<usize>r) << 2)), dv, write,
       );
     }
-  }
-}
-
-// acc[r][c] = sum_{j < kc} sc[r][j] * vg[j][c] for the MR rows of a micro-tile (scores KT
-// apart, V rows and acc rows dvp apart), c < dvp: eight columns at a time, each output one
-// chain over j in order.
-@inline function bucketValues(sc: usize, vg: usize, acc: usize, kc: i32, dvp: i32): void {
-  const rowBytes = (<usize>dvp) << 2;
-  for (let c = 0; c < dvp; c += 8) {
-    let o00 = f32x4.splat(0), o01 = o00, o10 = o00, o11 = o00;
-    let o20 = o00, o21 = o00, o30 = o00, o31 = o00;
-    let vp = vg + ((<usize>c) << 2);
-    let sp = sc;
-    for (let j = 0; j < kc; j++) {
-      const v0 = v128.load(vp), v1 = v128.load(vp, 16);
-      const p0 = v128.load32_splat(sp), p1 = v128.load32_splat(sp, 256);
-      const p2 = v128.load32_splat(sp, 512), p3 = v128.load32_splat(sp, 768);
-      o00 = madd(p0, v0, o00); o01 = madd(p0, v1, o01);
-      o10 = madd(p1, v0, o10); o11 = madd(p1, v1, o11);
-      o20 = madd(p2, v0, o20); o21 = madd(p2, v1, o21);
-      o30 = madd(p3, v0, o30); o31 = madd(p3, v1, o31);
-      vp += rowBytes;
-      sp += 4;
-    }
-    const a0 = acc + ((<usize>c) << 2);
-    const a1 = a0 + rowBytes, a2 = a1 + rowBytes, a3 = a2 + rowBytes;
-    v128.store(a0, o00); v128.store(a0, o01, 16);
-    v128.store(a1, o10); v128.store(a1, o11, 16);
-    v128.store(a2, o20); v128.store(a2, o21, 16);
-    v128.store(a3, o30); v128.store(a3, o31, 16);
   }
 }
 

@@ -5,7 +5,7 @@
 // (threads.test.ts runs whole calls).
 import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
-import { createCpuBackend } from '../src/cpu/backend.ts';
+import { createCpuBackend, type CpuBackend } from '../src/cpu/backend.ts';
 import { supportedFlavours } from '../src/cpu/wasm.ts';
 import { Xoshiro128 } from '../src/random.ts';
 import { maxAbsError } from './util.ts';
@@ -67,11 +67,7 @@ for (const flavour of supportedFlavours()) {
       // Probe rows spread over the queries, the last one included (causal: it sees every key).
       const rows = Array.from({ length: probes }, (_, t) => Math.floor(((t + 1) * nq) / probes) - 1);
       const winLo = causal ? causalOffset + 1 - win : causalOffset - Math.floor(win / 2);
-      const buf = (data: Float32Array | Int32Array) => {
-        const b = backend.createBuffer(data instanceof Int32Array ? 'i32' : 'f32', data.length);
-        backend.upload(b, data);
-        return { buf: b, row: 0 };
-      };
+      const buf = uploader(backend);
       const mass = buf(new Float32Array(nk).fill(NaN));
       await backend.probe({
         q: buf(q), k: buf(k), nq, nk, d, scale: 1 / Math.sqrt(d), rows: buf(Int32Array.from(rows)), count: probes, causal, causalOffset,
@@ -119,6 +115,39 @@ function partReference(
   return { out, lse, cnt, vsum };
 }
 
+/** Uploads an array into a new buffer of the backend, as a view from its first row. */
+function uploader(backend: CpuBackend) {
+  return (data: Float32Array | Int32Array) => {
+    const b = backend.createBuffer(data instanceof Int32Array ? 'i32' : 'f32', data.length);
+    backend.upload(b, data);
+    return { buf: b, row: 0 };
+  };
+}
+
+/** A part's destination before it merges: nothing yet (lse -inf), counts and V sums 0. */
+function emptyPart(buf: ReturnType<typeof uploader>, nq: number, dv: number) {
+  return {
+    out: buf(new Float32Array(nq * dv)), lse: buf(new Float32Array(nq).fill(-Infinity)), cnt: buf(new Float32Array(nq)),
+    vsum: buf(new Float32Array(nq * dv)),
+  };
+}
+
+/**
+ * A part's rows (dst, PartOutput) against partReference's: out and lse within 1e-5 (lse -inf
+ * exactly where the row's key set is empty), counts exact, V sums within 1e-4.
+ */
+function assertPart(
+  backend: CpuBackend, dst: Record<'out' | 'lse' | 'cnt' | 'vsum', { buf: unknown }>, nq: number, dv: number,
+  want: ReturnType<typeof partReference>, label: string,
+): void {
+  const read = (view: { buf: unknown }, n: number) => Float32Array.from(backend.view(view.buf as never, 0, n));
+  assert.ok(maxAbsError(read(dst.out, nq * dv), want.out) <= 1e-5, `${label}: out`);
+  const lse = read(dst.lse, nq);
+  want.lse.forEach((x, i) => assert.ok(x === -Infinity ? lse[i] === -Infinity : Math.abs(lse[i] - x) <= 1e-5, `${label}: lse row ${i}`));
+  assert.equal(Array.from(read(dst.cnt, nq)), Array.from(want.cnt), `${label}: counts`);
+  assert.ok(maxAbsError(read(dst.vsum, nq * dv), want.vsum) <= 1e-4, `${label}: V sums`);
+}
+
 const windowCases = [
   { d: 1, dv: 3, nq: 77, nk: 77, causal: false, win: 5, flagged: 3 },
   { d: 3, dv: 1, nq: 50, nk: 83, causal: true, win: 9, flagged: 0 },
@@ -140,16 +169,8 @@ for (const flavour of supportedFlavours()) {
       const winLo = causal ? causalOffset + 1 - win : causalOffset - Math.floor(win / 2);
       const flags = new Int32Array(nk);
       for (let t = 0; t < flagged; t++) flags[rng.nextBelow(nk)] = 1;
-      const buf = (data: Float32Array | Int32Array) => {
-        const b = backend.createBuffer(data instanceof Int32Array ? 'i32' : 'f32', data.length);
-        backend.upload(b, data);
-        return { buf: b, row: 0 };
-      };
-      // The part merges into what the rows hold: nothing yet (lse -inf), counts 0.
-      const dst = {
-        out: buf(new Float32Array(nq * dv)), lse: buf(new Float32Array(nq).fill(-Infinity)), cnt: buf(new Float32Array(nq)),
-        vsum: buf(new Float32Array(nq * dv)),
-      };
+      const buf = uploader(backend);
+      const dst = emptyPart(buf, nq, dv);
       const none = buf(new Int32Array(1));
       await backend.window({
         q: buf(q), k: buf(k), v: buf(v), nq, nk, d, dv, scale: 1 / Math.sqrt(d),
@@ -163,13 +184,7 @@ for (const flavour of supportedFlavours()) {
         }
         return keys;
       });
-      const read = (view: { buf: unknown }, n: number) => Float32Array.from(backend.view(view.buf as never, 0, n));
-      const label = JSON.stringify(c);
-      assert.ok(maxAbsError(read(dst.out, nq * dv), want.out) <= 1e-5, `${label}: out`);
-      const lse = read(dst.lse, nq);
-      want.lse.forEach((x, i) => assert.ok(x === -Infinity ? lse[i] === -Infinity : Math.abs(lse[i] - x) <= 1e-5, `${label}: lse row ${i}`));
-      assert.equal(Array.from(read(dst.cnt, nq)), Array.from(want.cnt), `${label}: counts`);
-      assert.ok(maxAbsError(read(dst.vsum, nq * dv), want.vsum) <= 1e-4, `${label}: V sums`);
+      assertPart(backend, dst, nq, dv, want, JSON.stringify(c));
       backend.releaseAll();
     }
   });
@@ -217,15 +232,8 @@ for (const flavour of supportedFlavours()) {
       // One earlier round: tags 0..2 for queries, -1..2 for keys.
       const qTags = Int32Array.from({ length: nq }, () => rng.nextBelow(3));
       const kTags = Int32Array.from({ length: nk }, () => rng.nextBelow(4) - 1);
-      const buf = (data: Float32Array | Int32Array) => {
-        const b = backend.createBuffer(data instanceof Int32Array ? 'i32' : 'f32', data.length);
-        backend.upload(b, data);
-        return { buf: b, row: 0 };
-      };
-      const dst = {
-        out: buf(new Float32Array(nq * dv)), lse: buf(new Float32Array(nq).fill(-Infinity)), cnt: buf(new Float32Array(nq)),
-        vsum: buf(new Float32Array(nq * dv)),
-      };
+      const buf = uploader(backend);
+      const dst = emptyPart(buf, nq, dv);
       await backend.round({
         q: buf(q), k: buf(k), v: buf(v), nq, nk, d, dv, scale: 1 / Math.sqrt(d),
         qPerm: buf(qs.perm), kPerm: buf(ks.perm), qStarts: buf(qs.starts), kStarts: buf(ks.starts), numKeys, cap,
@@ -244,13 +252,7 @@ for (const flavour of supportedFlavours()) {
         }
         return set;
       });
-      const read = (view: { buf: unknown }, n: number) => Float32Array.from(backend.view(view.buf as never, 0, n));
-      const label = JSON.stringify(c);
-      assert.ok(maxAbsError(read(dst.out, nq * dv), want.out) <= 1e-5, `${label}: out`);
-      const lse = read(dst.lse, nq);
-      want.lse.forEach((x, i) => assert.ok(x === -Infinity ? lse[i] === -Infinity : Math.abs(lse[i] - x) <= 1e-5, `${label}: lse row ${i}`));
-      assert.equal(Array.from(read(dst.cnt, nq)), Array.from(want.cnt), `${label}: counts`);
-      assert.ok(maxAbsError(read(dst.vsum, nq * dv), want.vsum) <= 1e-4, `${label}: V sums`);
+      assertPart(backend, dst, nq, dv, want, JSON.stringify(c));
       backend.releaseAll();
     }
   });
