@@ -149,7 +149,7 @@ export function accurateBuckets(
     if (ASC_FEATURE_SIMD && kc <= BUCKET_KEYS) {
       bucketAttention(
         q, qPerm, qFrom, qTo - qFrom, nq, k, v, kPerm + ((<usize>kFrom) << 2), kc, d, dv, scale,
-        out, lse, MERGE_FIXED, cnt, vsum, scratch,
+        out, lse, cnt, vsum, scratch,
       );
       continue;
     }

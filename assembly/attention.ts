@@ -963,7 +963,7 @@ export const BUCKET_KEYS: i32 = 32;
 /**
  * The accurate mask's attention of one small bucket (SIMD builds; kc <= BUCKET_KEYS): the
  * query rows named at qIdx[qStart .. qStart + nq) against the key rows kIdx[0 .. kc), with
- * the accurate mask as set (maskRowAccurate), merged into out and lse (write) and the
+ * the accurate mask as set (maskRowAccurate), merged into out and lse (log-add-exp) and the
  * stats added (cnt, vsum). The bucket's scattered rows are read first, all at once (as in
  * attendCore: the misses overlap). One tile, built once: K transposed (its last group of
  * four keys repeats a key; those scores are hidden), V rows gathered row-major with their
@@ -973,7 +973,7 @@ export const BUCKET_KEYS: i32 = 32;
  */
 export function bucketAttention(
   q: usize, qIdx: usize, qStart: i32, nq: i32, qReal: i32, k: usize, v: usize, kIdx: usize, kc: i32,
-  d: i32, dv: i32, scale: f32, out: usize, lse: usize, write: i32, cnt: usize, vsum: usize, scratch: usize,
+  d: i32, dv: i32, scale: f32, out: usize, lse: usize, cnt: usize, vsum: usize, scratch: usize,
 ): void {
   if (!ASC_FEATURE_SIMD) unreachable();
   const dvp = paddedDv(dv);
@@ -991,9 +991,11 @@ export function bucketAttention(
   const ml = rest + dvpBytes; // m and l of one row
   const alphas = ml + 8; // [MR]: softmaxRow's (acc starts at zero: any factor leaves it so)
   const rowMax = alphas + ((<usize>MR) << 2); // [MR], scoresTile's (unused: rowMaxOf takes it after the mask)
-  const rowScale = rowMax + ((<usize>MR) << 2); // [MR]: each row's 1 / l
-  const rowLse = rowScale + ((<usize>MR) << 2); // [MR]
-  const tagTile = rowLse + ((<usize>MR) << 2); // MASK_TILE_WORDS
+  const rowM = rowMax + ((<usize>MR) << 2); // [MR]: each row's m, then its share kept
+  const rowL = rowM + ((<usize>MR) << 2); // [MR]: each row's l
+  const rowLse = rowL + ((<usize>MR) << 2); // [MR]: each row's lse before, then after
+  const rowKeep = rowLse + ((<usize>MR) << 2); // [MR]: each row's factor on acc
+  const tagTile = rowKeep + ((<usize>MR) << 2); // MASK_TILE_WORDS
 
   store<i32>(ml, touchKeys(k, v, kIdx, kc, dBytes, dvBytes) ^ touchRows(qIdx, qStart, nq, qReal, q, dBytes, out, lse, dvBytes, cnt, vsum));
   // K transposed, four keys at a time (past kc, the last key again).
@@ -1045,6 +1047,9 @@ export function bucketAttention(
       if (r >= rows) {
         memory.fill(s, 0, (<usize>kcPad) << 2);
         store<f32>(alphas + ((<usize>r) << 2), 0);
+        store<f32>(rowM + ((<usize>r) << 2), -Infinity);
+        store<f32>(rowL + ((<usize>r) << 2), 0);
+        store<f32>(rowLse + ((<usize>r) << 2), -Infinity);
         continue;
       }
       const qi = load<i32>(qIdx + ((<usize>(qStart + r0 + r)) << 2));
@@ -1065,20 +1070,60 @@ export function bucketAttention(
       store<f32>(ml, -Infinity);
       store<f32>(ml, 0, 4);
       softmaxRow(s, kcPad, rowMaxOf(s, kcPad), ml, ml + 4, alphas + ((<usize>r) << 2));
-      const l = load<f32>(ml, 4);
-      store<f32>(rowScale + ((<usize>r) << 2), l > 0 ? 1 / l : 0);
-      store<f32>(rowLse + ((<usize>r) << 2), l > 0 ? load<f32>(ml) + Mathf.log(l) : -Infinity);
+      store<f32>(rowM + ((<usize>r) << 2), load<f32>(ml));
+      store<f32>(rowL + ((<usize>r) << 2), load<f32>(ml, 4));
+      store<f32>(rowLse + ((<usize>r) << 2), load<f32>(lse + ((<usize>qi) << 2)));
     }
     memory.fill(acc, 0, <usize>MR * dvpBytes);
     accumulateTile(sc, vg, acc, alphas, kc, dvp, 32, dvpBytes);
+    // The rows' merges, four at once: with M = max(lse1, m), the merged lse is
+    // M + log(exp(lse1 - M) + l exp(m - M)) (the sum lies in [1, l + 1]), the row keeps
+    // exp(lse1 - lse) of what it held and takes exp(m - lse) of acc (acc / l times the
+    // part's weight). Rows that see no key (l = 0) keep what they hold.
+    const lse1 = v128.load(rowLse);
+    const mv = v128.load(rowM);
+    const top = f32x4.max(lse1, mv);
+    const total = madd(v128.load(rowL), expNonPositive(f32x4.sub(mv, top)), expNonPositive(f32x4.sub(lse1, top)));
+    const merged = f32x4.add(top, logNormal(total));
+    v128.store(rowLse, merged);
+    v128.store(rowM, expNonPositive(f32x4.sub(lse1, merged)));
+    v128.store(rowKeep, expNonPositive(f32x4.sub(mv, merged)));
     for (let r = 0; r < rows; r++) {
+      if (load<f32>(rowL + ((<usize>r) << 2)) == 0) continue;
       const qi = load<i32>(qIdx + ((<usize>(qStart + r0 + r)) << 2));
-      combineRow(
-        out + <usize>qi * dvBytes, lse + ((<usize>qi) << 2), acc + <usize>r * dvpBytes,
-        load<f32>(rowScale + ((<usize>r) << 2)), load<f32>(rowLse + ((<usize>r) << 2)), dv, write,
-      );
+      const o = out + <usize>qi * dvBytes;
+      const a = acc + <usize>r * dvpBytes;
+      const keep = load<f32>(rowM + ((<usize>r) << 2));
+      const take = load<f32>(rowKeep + ((<usize>r) << 2));
+      const kv = f32x4.splat(keep), tv = f32x4.splat(take);
+      for (let c = 0; c < dv4; c += 4) {
+        const at = (<usize>c) << 2;
+        v128.store(o + at, f32x4.add(f32x4.mul(kv, v128.load(o + at)), f32x4.mul(tv, v128.load(a + at))));
+      }
+      for (let c = dv4; c < dv; c++) {
+        const at = (<usize>c) << 2;
+        store<f32>(o + at, keep * load<f32>(o + at) + take * load<f32>(a + at));
+      }
+      store<f32>(lse + ((<usize>qi) << 2), load<f32>(rowLse + ((<usize>r) << 2)));
     }
   }
+}
+
+// log(x) for normal positive x, four lanes: x = 2^k m with m in [sqrt(1/2), sqrt(2)) (the
+// exponent bits moved by sqrt(1/2)'s), log(m) = 2 atanh(f / (2 + f)) for f = m - 1, s = f / (2 + f)
+// (|s| <= 0.1716), as 2 (s + s^3/3 + ... + s^9/9), relative error below 3e-7.
+@inline function logNormal(x: v128): v128 {
+  const bits = i32x4.add(x, i32x4.splat(0x3f800000 - 0x3f3504f3));
+  const k = f32x4.convert_i32x4_s(i32x4.sub(i32x4.shr_s(bits, 23), i32x4.splat(127)));
+  const m = i32x4.add(v128.and(bits, i32x4.splat(0x007fffff)), i32x4.splat(0x3f3504f3));
+  const f = f32x4.sub(m, f32x4.splat(1));
+  const sv = f32x4.div(f, f32x4.add(f, f32x4.splat(2)));
+  const s2 = f32x4.mul(sv, sv);
+  let p = madd(s2, f32x4.splat(2.0 / 9.0), f32x4.splat(2.0 / 7.0));
+  p = madd(p, s2, f32x4.splat(2.0 / 5.0));
+  p = madd(p, s2, f32x4.splat(2.0 / 3.0));
+  p = madd(p, s2, f32x4.splat(2.0));
+  return madd(k, f32x4.splat(0.6931471805599453), f32x4.mul(sv, p));
 }
 
 // dst[0..n) += sign * src[0..n): four at a time, then one at a time past a multiple of 4.
