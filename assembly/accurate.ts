@@ -9,7 +9,7 @@
 // position i + causalOffset (causalOffset = nk - nq: the queries are the last nq positions)
 // and sees the keys up to it; windows (winLo) are in key positions too.
 import {
-  addRow, attendCore, expNonPositive, madd, vmax, windowStart, MASK_ACCURATE, STATS_ADD, STATS_NONE, STATS_WRITE, WINDOW_IGNORE, WINDOW_HIDE_INSIDE, WINDOW_HIDE_OUTSIDE,
+  addRow, attendCore, bucketAttention, BUCKET_KEYS, expNonPositive, madd, vmax, windowStart, MASK_ACCURATE, STATS_ADD, STATS_NONE, STATS_WRITE, WINDOW_IGNORE, WINDOW_HIDE_INSIDE, WINDOW_HIDE_OUTSIDE,
   maskCausal, maskCausalOffset, maskFlags, maskWinMode, maskWinLo, maskWin, maskRounds, maskQTags, maskKTags, maskNq, maskNk,
 } from './attention';
 
@@ -146,6 +146,13 @@ export function accurateBuckets(
     const kFrom = load<i32>(kStarts + ((<usize>u) << 2));
     const kc = min(cap, load<i32>(kStarts + ((<usize>(u + 1)) << 2)) - kFrom);
     if (qFrom >= qTo || kc <= 0) continue;
+    if (ASC_FEATURE_SIMD && kc <= BUCKET_KEYS) {
+      bucketAttention(
+        q, qPerm, qFrom, qTo - qFrom, nq, k, v, kPerm + ((<usize>kFrom) << 2), kc, d, dv, scale,
+        out, lse, cnt, vsum, scratch,
+      );
+      continue;
+    }
     attendCore(
       q, qPerm, qFrom, qTo - qFrom, nq, k, v, kPerm, kFrom, kc, 0, d, dv, scale,
       MASK_ACCURATE, 0, 1, 0, 0, 0, out, lse, MERGE_FIXED, scratch, STATS_ADD, cnt, vsum,

@@ -346,8 +346,12 @@ const KT_ROW: usize = (<usize>KT) << 2;
 }
 
 // acc[r][c] = acc[r][c] * alpha[r] + sum_{j < width} sc[r][j] * V[j][c] for the MR rows of a
-// micro-tile (acc rows dvp apart), c < dvp; width a multiple of 8.
-@inline function accumulateTile(sc: usize, vt: usize, acc: usize, alpha: usize, width: i32, dvp: i32): void {
+// micro-tile (acc rows dvp apart), c < dvp. V value c of key j at vt + (c >> 3) * blockStep +
+// j * keyStep + (c & 7) * 4: a tile's blocked V (VB_BLOCK, VB_KEY), or rows of dvp values
+// (32, dvp * 4).
+@inline function accumulateTile(
+  sc: usize, vt: usize, acc: usize, alpha: usize, width: i32, dvp: i32, blockStep: usize = VB_BLOCK, keyStep: usize = VB_KEY,
+): void {
   const accRow = (<usize>dvp) << 2;
   if (ASC_FEATURE_SIMD) {
     for (let c = 0; c < dvp; c += 8) {
@@ -361,7 +365,7 @@ const KT_ROW: usize = (<usize>KT) << 2;
       let o20 = f32x4.mul(v128.load(a2), x), o21 = f32x4.mul(v128.load(a2, 16), x);
       x = v128.load32_splat(alpha, 12);
       let o30 = f32x4.mul(v128.load(a3), x), o31 = f32x4.mul(v128.load(a3, 16), x);
-      let vp = vt + <usize>(c >> 3) * VB_BLOCK;
+      let vp = vt + <usize>(c >> 3) * blockStep;
       let sp = sc;
       for (let j = 0; j < width; j++) {
         const v0 = v128.load(vp), v1 = v128.load(vp, 16);
@@ -371,7 +375,7 @@ const KT_ROW: usize = (<usize>KT) << 2;
         o10 = madd(p1, v0, o10); o11 = madd(p1, v1, o11);
         o20 = madd(p2, v0, o20); o21 = madd(p2, v1, o21);
         o30 = madd(p3, v0, o30); o31 = madd(p3, v1, o31);
-        vp += VB_KEY;
+        vp += keyStep;
         sp += 4;
       }
       v128.store(a0, o00); v128.store(a0, o01, 16);
@@ -392,7 +396,8 @@ const KT_ROW: usize = (<usize>KT) << 2;
         if (p == 0) continue;
         for (let c = 0; c < dvp; c++) {
           const at = arow + ((<usize>c) << 2);
-          store<f32>(at, load<f32>(at) + p * load<f32>(vt + vIndex(j, c)));
+          const vAt = vt + <usize>(c >> 3) * blockStep + <usize>j * keyStep + ((<usize>(c & 7)) << 2);
+          store<f32>(at, load<f32>(at) + p * load<f32>(vAt));
         }
       }
     }
@@ -423,6 +428,33 @@ const KT_ROW: usize = (<usize>KT) << 2;
   }
 }
 
+// Four key rows r0..r3 (d values each) into four columns of a transposed tile from dst
+// (kt[c][j], KT_ROW bytes a row): 4 x 4 blocks transposed in registers, then the last d % 4
+// values one at a time.
+@inline function transposeKeys(r0: usize, r1: usize, r2: usize, r3: usize, dst: usize, d: i32): void {
+  const d4 = d & ~3;
+  for (let c = 0; c < d4; c += 4) {
+    const at = (<usize>c) << 2;
+    const a = v128.load(r0 + at), b = v128.load(r1 + at);
+    const e = v128.load(r2 + at), f = v128.load(r3 + at);
+    const ab0 = f32x4.shuffle(a, b, 0, 4, 1, 5), ab1 = f32x4.shuffle(a, b, 2, 6, 3, 7);
+    const ef0 = f32x4.shuffle(e, f, 0, 4, 1, 5), ef1 = f32x4.shuffle(e, f, 2, 6, 3, 7);
+    v128.store(dst, f32x4.shuffle(ab0, ef0, 0, 1, 4, 5));
+    v128.store(dst, f32x4.shuffle(ab0, ef0, 2, 3, 6, 7), 256);
+    v128.store(dst, f32x4.shuffle(ab1, ef1, 0, 1, 4, 5), 512);
+    v128.store(dst, f32x4.shuffle(ab1, ef1, 2, 3, 6, 7), 768);
+    dst += 4 * KT_ROW;
+  }
+  for (let c = d4; c < d; c++) {
+    const at = (<usize>c) << 2;
+    store<f32>(dst, load<f32>(r0 + at));
+    store<f32>(dst, load<f32>(r1 + at), 4);
+    store<f32>(dst, load<f32>(r2 + at), 8);
+    store<f32>(dst, load<f32>(r3 + at), 12);
+    dst += KT_ROW;
+  }
+}
+
 // A key tile from the rows named at keyRows[0..kc): K transposed into kt (kt[c][j]) and V
 // into vt in column blocks of 8; keys [kc, kcPad) and V columns [dv, dvp) are zero.
 function buildTile(k: usize, v: usize, keyRows: usize, kc: i32, kcPad: i32, d: i32, dv: i32, kt: usize, vt: usize): void {
@@ -431,34 +463,12 @@ function buildTile(k: usize, v: usize, keyRows: usize, kc: i32, kcPad: i32, d: i
   const dvp = paddedDv(dv);
   let j = 0;
   if (ASC_FEATURE_SIMD) {
-    // four keys at a time: 4 x 4 blocks transposed in registers
-    const d4 = d & ~3;
     for (; j + 4 <= kc; j += 4) {
       const r0 = k + <usize>load<i32>(keyRows + ((<usize>j) << 2)) * dBytes;
       const r1 = k + <usize>load<i32>(keyRows + ((<usize>j) << 2), 4) * dBytes;
       const r2 = k + <usize>load<i32>(keyRows + ((<usize>j) << 2), 8) * dBytes;
       const r3 = k + <usize>load<i32>(keyRows + ((<usize>j) << 2), 12) * dBytes;
-      let dst = kt + ((<usize>j) << 2);
-      for (let c = 0; c < d4; c += 4) {
-        const at = (<usize>c) << 2;
-        const a = v128.load(r0 + at), b = v128.load(r1 + at);
-        const e = v128.load(r2 + at), f = v128.load(r3 + at);
-        const ab0 = f32x4.shuffle(a, b, 0, 4, 1, 5), ab1 = f32x4.shuffle(a, b, 2, 6, 3, 7);
-        const ef0 = f32x4.shuffle(e, f, 0, 4, 1, 5), ef1 = f32x4.shuffle(e, f, 2, 6, 3, 7);
-        v128.store(dst, f32x4.shuffle(ab0, ef0, 0, 1, 4, 5));
-        v128.store(dst, f32x4.shuffle(ab0, ef0, 2, 3, 6, 7), 256);
-        v128.store(dst, f32x4.shuffle(ab1, ef1, 0, 1, 4, 5), 512);
-        v128.store(dst, f32x4.shuffle(ab1, ef1, 2, 3, 6, 7), 768);
-        dst += 4 * KT_ROW;
-      }
-      for (let c = d4; c < d; c++) {
-        const at = (<usize>c) << 2;
-        store<f32>(dst, load<f32>(r0 + at));
-        store<f32>(dst, load<f32>(r1 + at), 4);
-        store<f32>(dst, load<f32>(r2 + at), 8);
-        store<f32>(dst, load<f32>(r3 + at), 12);
-        dst += KT_ROW;
-      }
+      transposeKeys(r0, r1, r2, r3, kt + ((<usize>j) << 2), d);
     }
   }
   for (; j < kcPad; j++) {
@@ -945,6 +955,175 @@ export function attendCore(
       }
     }
   }
+}
+
+/** The most keys a bucket may hold for bucketAttention (beyond it, attendCore). */
+export const BUCKET_KEYS: i32 = 32;
+
+/**
+ * The accurate mask's attention of one small bucket (SIMD builds; kc <= BUCKET_KEYS): the
+ * query rows named at qIdx[qStart .. qStart + nq) against the key rows kIdx[0 .. kc), with
+ * the accurate mask as set (maskRowAccurate), merged into out and lse (log-add-exp) and the
+ * stats added (cnt, vsum). The bucket's scattered rows are read first, all at once (as in
+ * attendCore: the misses overlap). One tile, built once: K transposed (its last group of
+ * four keys repeats a key; those scores are hidden), V rows gathered row-major with their
+ * sum; each micro-tile of MR rows takes its scores, masks them, and its softmax without a
+ * running rescale (the tile is the rows' only one), P·V over the kc keys alone (no zero
+ * keys), and merges each row once.
+ */
+export function bucketAttention(
+  q: usize, qIdx: usize, qStart: i32, nq: i32, qReal: i32, k: usize, v: usize, kIdx: usize, kc: i32,
+  d: i32, dv: i32, scale: f32, out: usize, lse: usize, cnt: usize, vsum: usize, scratch: usize,
+): void {
+  if (!ASC_FEATURE_SIMD) unreachable();
+  const dvp = paddedDv(dv);
+  const dBytes = (<usize>d) << 2;
+  const dvBytes = (<usize>dv) << 2;
+  const dvpBytes = (<usize>dvp) << 2;
+  const kcPad = (kc + 7) & ~7;
+  const kt = scratch; // [d][KT]
+  const vg = kt + (<usize>(d * KT) << 2); // [kc][dvp]
+  const qs = vg + <usize>BUCKET_KEYS * dvpBytes; // [d][MR]
+  const sc = qs + (<usize>(d * MR) << 2); // [MR][KT]
+  const acc = sc + ((<usize>(MR * KT)) << 2); // [MR][dvp]
+  const tileSum = acc + <usize>MR * dvpBytes; // [dvp]
+  const rest = tileSum + dvpBytes; // [dvp]: a row's sum of V less its hidden keys
+  const ml = rest + dvpBytes; // m and l of one row
+  const alphas = ml + 8; // [MR]: softmaxRow's (acc starts at zero: any factor leaves it so)
+  const rowMax = alphas + ((<usize>MR) << 2); // [MR], scoresTile's (unused: rowMaxOf takes it after the mask)
+  const rowM = rowMax + ((<usize>MR) << 2); // [MR]: each row's m, then its share kept
+  const rowL = rowM + ((<usize>MR) << 2); // [MR]: each row's l
+  const rowLse = rowL + ((<usize>MR) << 2); // [MR]: each row's lse before, then after
+  const rowKeep = rowLse + ((<usize>MR) << 2); // [MR]: each row's factor on acc
+  const tagTile = rowKeep + ((<usize>MR) << 2); // MASK_TILE_WORDS
+
+  store<i32>(ml, touchKeys(k, v, kIdx, kc, dBytes, dvBytes) ^ touchRows(qIdx, qStart, nq, qReal, q, dBytes, out, lse, dvBytes, cnt, vsum));
+  // K transposed, four keys at a time (past kc, the last key again).
+  for (let j = 0; j < kc; j += 4) {
+    const r0 = k + <usize>load<i32>(kIdx + ((<usize>j) << 2)) * dBytes;
+    const r1 = k + <usize>load<i32>(kIdx + ((<usize>min(j + 1, kc - 1)) << 2)) * dBytes;
+    const r2 = k + <usize>load<i32>(kIdx + ((<usize>min(j + 2, kc - 1)) << 2)) * dBytes;
+    const r3 = k + <usize>load<i32>(kIdx + ((<usize>min(j + 3, kc - 1)) << 2)) * dBytes;
+    transposeKeys(r0, r1, r2, r3, kt + ((<usize>j) << 2), d);
+  }
+  // V rows gathered, and their sum (columns [dv, dvp) zero); the mask's positions.
+  const dv4 = dv & ~3;
+  memory.fill(tileSum, 0, dvpBytes);
+  for (let j = 0; j < kc; j++) {
+    const idx = load<i32>(kIdx + ((<usize>j) << 2));
+    store<i32>(tagTile + ((<usize>j) << 2), idx);
+    const src = v + <usize>idx * dvBytes;
+    const dst = vg + <usize>j * dvpBytes;
+    for (let c = 0; c < dv4; c += 4) {
+      const o = (<usize>c) << 2;
+      const x = v128.load(src + o);
+      v128.store(dst + o, x);
+      v128.store(tileSum + o, f32x4.add(v128.load(tileSum + o), x));
+    }
+    for (let c = dv4; c < dvp; c++) {
+      const o = (<usize>c) << 2;
+      const x: f32 = c < dv ? load<f32>(src + o) : 0;
+      store<f32>(dst + o, x);
+      store<f32>(tileSum + o, load<f32>(tileSum + o) + x);
+    }
+  }
+  let kpMin = i32.MAX_VALUE;
+  let kpMax = -1;
+  for (let j = 0; j < kc; j++) {
+    const kp = load<i32>(tagTile + ((<usize>j) << 2));
+    kpMin = min(kpMin, kp);
+    kpMax = max(kpMax, kp);
+  }
+  const anyFlag = loadMaskTile(tagTile, kc);
+  const tagBits = tagTile + ((<usize>(KT * (2 + MAX_ROUNDS))) << 2);
+
+  for (let r0 = 0; r0 < nq; r0 += MR) {
+    const rows = min(MR, nq - r0);
+    queryTile(q, qIdx, qStart + r0, rows, qReal, d, scale, qs);
+    scoresTile(qs, kt, sc, d, kcPad, rowMax);
+    for (let r = 0; r < MR; r++) {
+      const s = sc + ((<usize>(r * KT)) << 2);
+      for (let j = kc; j < kcPad; j++) store<f32>(s + ((<usize>j) << 2), -Infinity);
+      if (r >= rows) {
+        memory.fill(s, 0, (<usize>kcPad) << 2);
+        store<f32>(alphas + ((<usize>r) << 2), 0);
+        store<f32>(rowM + ((<usize>r) << 2), -Infinity);
+        store<f32>(rowL + ((<usize>r) << 2), 0);
+        store<f32>(rowLse + ((<usize>r) << 2), -Infinity);
+        continue;
+      }
+      const qi = load<i32>(qIdx + ((<usize>(qStart + r0 + r)) << 2));
+      const hidden = maskRowAccurate(qi, s, tagTile, kc, kpMin, kpMax, anyFlag, tagBits, false, 0, 0, dvp);
+      // Stats: the tile's count and V sum, less the keys the mask hid (-inf: the scores of
+      // finite rows are finite).
+      const cAt = cnt + ((<usize>qi) << 2);
+      store<f32>(cAt, load<f32>(cAt) + <f32>(kc - hidden));
+      let sum = tileSum;
+      if (hidden > 0) {
+        memory.copy(rest, tileSum, dvpBytes);
+        for (let j = 0; j < kc; j++) {
+          if (load<f32>(s + ((<usize>j) << 2)) == -Infinity) addRow(rest, vg + <usize>j * dvpBytes, dvp, -1);
+        }
+        sum = rest;
+      }
+      addRow(vsum + <usize>qi * dvBytes, sum, dv, 1);
+      store<f32>(ml, -Infinity);
+      store<f32>(ml, 0, 4);
+      softmaxRow(s, kcPad, rowMaxOf(s, kcPad), ml, ml + 4, alphas + ((<usize>r) << 2));
+      store<f32>(rowM + ((<usize>r) << 2), load<f32>(ml));
+      store<f32>(rowL + ((<usize>r) << 2), load<f32>(ml, 4));
+      store<f32>(rowLse + ((<usize>r) << 2), load<f32>(lse + ((<usize>qi) << 2)));
+    }
+    memory.fill(acc, 0, <usize>MR * dvpBytes);
+    accumulateTile(sc, vg, acc, alphas, kc, dvp, 32, dvpBytes);
+    // The rows' merges, four at once: with M = max(lse1, m), the merged lse is
+    // M + log(exp(lse1 - M) + l exp(m - M)) (the sum lies in [1, l + 1]), the row keeps
+    // exp(lse1 - lse) of what it held and takes exp(m - lse) of acc (acc / l times the
+    // part's weight). Rows that see no key (l = 0) keep what they hold.
+    const lse1 = v128.load(rowLse);
+    const mv = v128.load(rowM);
+    const top = f32x4.max(lse1, mv);
+    const total = madd(v128.load(rowL), expNonPositive(f32x4.sub(mv, top)), expNonPositive(f32x4.sub(lse1, top)));
+    const merged = f32x4.add(top, logNormal(total));
+    v128.store(rowLse, merged);
+    v128.store(rowM, expNonPositive(f32x4.sub(lse1, merged)));
+    v128.store(rowKeep, expNonPositive(f32x4.sub(mv, merged)));
+    for (let r = 0; r < rows; r++) {
+      if (load<f32>(rowL + ((<usize>r) << 2)) == 0) continue;
+      const qi = load<i32>(qIdx + ((<usize>(qStart + r0 + r)) << 2));
+      const o = out + <usize>qi * dvBytes;
+      const a = acc + <usize>r * dvpBytes;
+      const keep = load<f32>(rowM + ((<usize>r) << 2));
+      const take = load<f32>(rowKeep + ((<usize>r) << 2));
+      const kv = f32x4.splat(keep), tv = f32x4.splat(take);
+      for (let c = 0; c < dv4; c += 4) {
+        const at = (<usize>c) << 2;
+        v128.store(o + at, f32x4.add(f32x4.mul(kv, v128.load(o + at)), f32x4.mul(tv, v128.load(a + at))));
+      }
+      for (let c = dv4; c < dv; c++) {
+        const at = (<usize>c) << 2;
+        store<f32>(o + at, keep * load<f32>(o + at) + take * load<f32>(a + at));
+      }
+      store<f32>(lse + ((<usize>qi) << 2), load<f32>(rowLse + ((<usize>r) << 2)));
+    }
+  }
+}
+
+// log(x) for normal positive x, four lanes: x = 2^k m with m in [sqrt(1/2), sqrt(2)) (the
+// exponent bits moved by sqrt(1/2)'s), log(m) = 2 atanh(f / (2 + f)) for f = m - 1, s = f / (2 + f)
+// (|s| <= 0.1716), as 2 (s + s^3/3 + ... + s^9/9), relative error below 3e-7.
+@inline function logNormal(x: v128): v128 {
+  const bits = i32x4.add(x, i32x4.splat(0x3f800000 - 0x3f3504f3));
+  const k = f32x4.convert_i32x4_s(i32x4.sub(i32x4.shr_s(bits, 23), i32x4.splat(127)));
+  const m = i32x4.add(v128.and(bits, i32x4.splat(0x007fffff)), i32x4.splat(0x3f3504f3));
+  const f = f32x4.sub(m, f32x4.splat(1));
+  const sv = f32x4.div(f, f32x4.add(f, f32x4.splat(2)));
+  const s2 = f32x4.mul(sv, sv);
+  let p = madd(s2, f32x4.splat(2.0 / 9.0), f32x4.splat(2.0 / 7.0));
+  p = madd(p, s2, f32x4.splat(2.0 / 5.0));
+  p = madd(p, s2, f32x4.splat(2.0 / 3.0));
+  p = madd(p, s2, f32x4.splat(2.0));
+  return madd(k, f32x4.splat(0.6931471805599453), f32x4.mul(sv, p));
 }
 
 // dst[0..n) += sign * src[0..n): four at a time, then one at a time past a multiple of 4.

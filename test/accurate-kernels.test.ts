@@ -5,7 +5,7 @@
 // (threads.test.ts runs whole calls).
 import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
-import { createCpuBackend } from '../src/cpu/backend.ts';
+import { createCpuBackend, type CpuBackend } from '../src/cpu/backend.ts';
 import { supportedFlavours } from '../src/cpu/wasm.ts';
 import { Xoshiro128 } from '../src/random.ts';
 import { maxAbsError } from './util.ts';
@@ -67,11 +67,7 @@ for (const flavour of supportedFlavours()) {
       // Probe rows spread over the queries, the last one included (causal: it sees every key).
       const rows = Array.from({ length: probes }, (_, t) => Math.floor(((t + 1) * nq) / probes) - 1);
       const winLo = causal ? causalOffset + 1 - win : causalOffset - Math.floor(win / 2);
-      const buf = (data: Float32Array | Int32Array) => {
-        const b = backend.createBuffer(data instanceof Int32Array ? 'i32' : 'f32', data.length);
-        backend.upload(b, data);
-        return { buf: b, row: 0 };
-      };
+      const buf = uploader(backend);
       const mass = buf(new Float32Array(nk).fill(NaN));
       await backend.probe({
         q: buf(q), k: buf(k), nq, nk, d, scale: 1 / Math.sqrt(d), rows: buf(Int32Array.from(rows)), count: probes, causal, causalOffset,
@@ -119,6 +115,63 @@ function partReference(
   return { out, lse, cnt, vsum };
 }
 
+/** Uploads an array into a new buffer of the backend, as a view from its first row. */
+function uploader(backend: CpuBackend) {
+  return (data: Float32Array | Int32Array) => {
+    const b = backend.createBuffer(data instanceof Int32Array ? 'i32' : 'f32', data.length);
+    backend.upload(b, data);
+    return { buf: b, row: 0 };
+  };
+}
+
+/**
+ * A part's destination before it merges: what earlier parts left (held), or nothing yet
+ * (lse -inf); counts and V sums 0.
+ */
+function emptyPart(buf: ReturnType<typeof uploader>, nq: number, dv: number, held?: { out: Float32Array; lse: Float32Array }) {
+  return {
+    out: buf(held?.out.slice() ?? new Float32Array(nq * dv)), lse: buf(held?.lse.slice() ?? new Float32Array(nq).fill(-Infinity)),
+    cnt: buf(new Float32Array(nq)), vsum: buf(new Float32Array(nq * dv)),
+  };
+}
+
+/** partReference's rows log-add-exp merged into what the rows held (a row that sees no key keeps it). */
+function mergedReference(want: ReturnType<typeof partReference>, held: { out: Float32Array; lse: Float32Array }, dv: number) {
+  const out = Float64Array.from(want.out);
+  const lse = Float64Array.from(want.lse);
+  for (let i = 0; i < lse.length; i++) {
+    const [a, b] = [held.lse[i], want.lse[i]];
+    if (b === -Infinity) {
+      lse[i] = a;
+      for (let c = 0; c < dv; c++) out[i * dv + c] = held.out[i * dv + c];
+      continue;
+    }
+    if (a === -Infinity) continue;
+    const top = Math.max(a, b);
+    lse[i] = top + Math.log(Math.exp(a - top) + Math.exp(b - top));
+    for (let c = 0; c < dv; c++) {
+      out[i * dv + c] = Math.exp(a - lse[i]) * held.out[i * dv + c] + Math.exp(b - lse[i]) * want.out[i * dv + c];
+    }
+  }
+  return { ...want, out, lse };
+}
+
+/**
+ * A part's rows (dst, PartOutput) against partReference's: out and lse within 1e-5 (lse -inf
+ * exactly where the row's key set is empty), counts exact, V sums within 1e-4.
+ */
+function assertPart(
+  backend: CpuBackend, dst: Record<'out' | 'lse' | 'cnt' | 'vsum', { buf: unknown }>, nq: number, dv: number,
+  want: ReturnType<typeof partReference>, label: string,
+): void {
+  const read = (view: { buf: unknown }, n: number) => Float32Array.from(backend.view(view.buf as never, 0, n));
+  assert.ok(maxAbsError(read(dst.out, nq * dv), want.out) <= 1e-5, `${label}: out`);
+  const lse = read(dst.lse, nq);
+  want.lse.forEach((x, i) => assert.ok(x === -Infinity ? lse[i] === -Infinity : Math.abs(lse[i] - x) <= 1e-5, `${label}: lse row ${i}`));
+  assert.equal(Array.from(read(dst.cnt, nq)), Array.from(want.cnt), `${label}: counts`);
+  assert.ok(maxAbsError(read(dst.vsum, nq * dv), want.vsum) <= 1e-4, `${label}: V sums`);
+}
+
 const windowCases = [
   { d: 1, dv: 3, nq: 77, nk: 77, causal: false, win: 5, flagged: 3 },
   { d: 3, dv: 1, nq: 50, nk: 83, causal: true, win: 9, flagged: 0 },
@@ -140,16 +193,8 @@ for (const flavour of supportedFlavours()) {
       const winLo = causal ? causalOffset + 1 - win : causalOffset - Math.floor(win / 2);
       const flags = new Int32Array(nk);
       for (let t = 0; t < flagged; t++) flags[rng.nextBelow(nk)] = 1;
-      const buf = (data: Float32Array | Int32Array) => {
-        const b = backend.createBuffer(data instanceof Int32Array ? 'i32' : 'f32', data.length);
-        backend.upload(b, data);
-        return { buf: b, row: 0 };
-      };
-      // The part merges into what the rows hold: nothing yet (lse -inf), counts 0.
-      const dst = {
-        out: buf(new Float32Array(nq * dv)), lse: buf(new Float32Array(nq).fill(-Infinity)), cnt: buf(new Float32Array(nq)),
-        vsum: buf(new Float32Array(nq * dv)),
-      };
+      const buf = uploader(backend);
+      const dst = emptyPart(buf, nq, dv);
       const none = buf(new Int32Array(1));
       await backend.window({
         q: buf(q), k: buf(k), v: buf(v), nq, nk, d, dv, scale: 1 / Math.sqrt(d),
@@ -163,13 +208,77 @@ for (const flavour of supportedFlavours()) {
         }
         return keys;
       });
-      const read = (view: { buf: unknown }, n: number) => Float32Array.from(backend.view(view.buf as never, 0, n));
-      const label = JSON.stringify(c);
-      assert.ok(maxAbsError(read(dst.out, nq * dv), want.out) <= 1e-5, `${label}: out`);
-      const lse = read(dst.lse, nq);
-      want.lse.forEach((x, i) => assert.ok(x === -Infinity ? lse[i] === -Infinity : Math.abs(lse[i] - x) <= 1e-5, `${label}: lse row ${i}`));
-      assert.equal(Array.from(read(dst.cnt, nq)), Array.from(want.cnt), `${label}: counts`);
-      assert.ok(maxAbsError(read(dst.vsum, nq * dv), want.vsum) <= 1e-4, `${label}: V sums`);
+      assertPart(backend, dst, nq, dv, want, JSON.stringify(c));
+      backend.releaseAll();
+    }
+  });
+}
+
+// Buckets of one hash round: key counts 1, 2, 17 and 33 (small buckets take bucketAttention,
+// those past its BUCKET_KEYS the core; a cap of 17 cuts the largest to 17), query counts that
+// fill no micro-tile evenly, and an earlier round's tags that hide some keys.
+const roundCases = [
+  { d: 1, dv: 3, causal: false, win: 5, cap: 40, keys: [1, 2, 17, 33], queries: [3, 1, 16, 5] },
+  { d: 3, dv: 1, causal: true, win: 0, cap: 17, keys: [33, 17, 2, 1, 17], queries: [7, 2, 13, 1, 9] },
+  { d: 127, dv: 129, causal: false, win: 9, cap: 40, keys: [17, 33, 1, 2], queries: [16, 17, 2, 6] },
+  { d: 129, dv: 127, causal: true, win: 4, cap: 33, keys: [2, 33, 17, 1], queries: [5, 3, 11, 4] },
+];
+
+for (const flavour of supportedFlavours()) {
+  test(`round (${flavour} build): bucket sizes 1, 2, 17, 33 against float64 at d = 1, 3, 127, 129, causal and not, with tags, flags and windows`, async () => {
+    const backend = await createCpuBackend(flavour);
+    const rng = new Xoshiro128(13);
+    for (const c of roundCases) {
+      const { d, dv, causal, win, cap, keys: keyCounts, queries: queryCounts } = c;
+      const nk = keyCounts.reduce((a, x) => a + x, 0);
+      const nq = queryCounts.reduce((a, x) => a + x, 0);
+      const numKeys = keyCounts.length;
+      const q = gaussian(rng, nq * d);
+      const k = gaussian(rng, nk * d);
+      const v = gaussian(rng, nk * dv);
+      const causalOffset = causal ? nk - nq : 0;
+      const winLo = causal ? causalOffset + 1 - win : causalOffset - Math.floor(win / 2);
+      // Rows dealt to buckets at random positions: perm lists each bucket's rows in turn.
+      const deal = (counts: number[], n: number) => {
+        const rows = Array.from({ length: n }, (_, i) => i);
+        for (let i = n - 1; i > 0; i--) {
+          const j = rng.nextBelow(i + 1);
+          [rows[i], rows[j]] = [rows[j], rows[i]];
+        }
+        const starts = [0];
+        for (const x of counts) starts.push(starts[starts.length - 1] + x);
+        return { perm: Int32Array.from(rows), starts: Int32Array.from(starts) };
+      };
+      const qs = deal(queryCounts, nq);
+      const ks = deal(keyCounts, nk);
+      const flags = new Int32Array(nk);
+      for (let t = 0; t < 3; t++) flags[rng.nextBelow(nk)] = 1;
+      // One earlier round: tags 0..2 for queries, -1..2 for keys.
+      const qTags = Int32Array.from({ length: nq }, () => rng.nextBelow(3));
+      const kTags = Int32Array.from({ length: nk }, () => rng.nextBelow(4) - 1);
+      const buf = uploader(backend);
+      // What earlier parts left: every seventh row nothing yet.
+      const held = { out: gaussian(rng, nq * dv), lse: Float32Array.from({ length: nq }, (_, i) => (i % 7 ? 2 * rng.nextGaussian() : -Infinity)) };
+      const dst = emptyPart(buf, nq, dv, held);
+      await backend.round({
+        q: buf(q), k: buf(k), v: buf(v), nq, nk, d, dv, scale: 1 / Math.sqrt(d),
+        qPerm: buf(qs.perm), kPerm: buf(ks.perm), qStarts: buf(qs.starts), kStarts: buf(ks.starts), numKeys, cap,
+        mask: { causal, causalOffset, flags: buf(flags), winLo, window: win, rounds: 1, qTags: buf(qTags), kTags: buf(kTags) }, dst,
+      });
+      const bucketOf = new Int32Array(nq);
+      for (let u = 0; u < numKeys; u++) for (let p = qs.starts[u]; p < qs.starts[u + 1]; p++) bucketOf[qs.perm[p]] = u;
+      const want = partReference(q, k, v, nq, d, dv, (i) => {
+        const u = bucketOf[i];
+        const lo = windowStart(i, winLo, win, causal, nk);
+        const set: number[] = [];
+        for (let p = ks.starts[u]; p < Math.min(ks.starts[u + 1], ks.starts[u] + cap); p++) {
+          const j = ks.perm[p];
+          const hidden = flags[j] !== 0 || (causal && j > i + causalOffset) || (win > 0 && j >= lo && j < lo + win) || qTags[i] === kTags[j];
+          if (!hidden) set.push(j);
+        }
+        return set;
+      });
+      assertPart(backend, dst, nq, dv, mergedReference(want, held, dv), JSON.stringify(c));
       backend.releaseAll();
     }
   });
