@@ -135,9 +135,10 @@ function accurateWork(shape: AttentionShape, plan: AccuratePlan, split: Split, a
   // tiles of the union of its rows' windows in part, and merges each row into the columns'.
   if (plan.window > 0) add('window', heads, heads * nq * (plan.window + 31) * row);
   if (R > 0) {
-    add('hash', 2 * R * heads, R * heads * (nq + nk) * d * plan.r);
-    add('sort', 2 * R * heads, R * heads * (nq + nk));
-    add('buckets', 2 * R * heads, R * heads * (nq + nk));
+    // The keys' side of a round is made once per key-value head, for its query heads.
+    add('hash', R * (heads + kvHeads), R * (heads * nq + kvHeads * nk) * d * plan.r);
+    add('sort', R * (heads + kvHeads), R * (heads * nq + kvHeads * nk));
+    add('buckets', R * (heads + kvHeads), R * (heads * nq + kvHeads * nk));
     if (split === 'hybrid') {
       // The CPU hashes its own copies of q and k, made once per head (k: once per key-value
       // head), and the sorted orders, tags and bucket starts go to the GPU as they are made.
