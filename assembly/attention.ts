@@ -428,31 +428,46 @@ const KT_ROW: usize = (<usize>KT) << 2;
   }
 }
 
-// Four key rows r0..r3 (d values each) into four columns of a transposed tile from dst
-// (kt[c][j], KT_ROW bytes a row): 4 x 4 blocks transposed in registers, then the last d % 4
-// values one at a time.
-@inline function transposeKeys(r0: usize, r1: usize, r2: usize, r3: usize, dst: usize, d: i32): void {
+// Four rows r0..r3 (d values each), times `scale` where `scaled`, interleaved from dst:
+// value c of row r at dst + c * stride + r * 4. 4 x 4 blocks are transposed in registers,
+// then the last d % 4 values go one at a time (the same products either way).
+@inline function transposeRows(
+  r0: usize, r1: usize, r2: usize, r3: usize, dst: usize, d: i32, stride: usize, scaled: bool, scale: f32,
+): void {
+  const sv = f32x4.splat(scale);
   const d4 = d & ~3;
   for (let c = 0; c < d4; c += 4) {
     const at = (<usize>c) << 2;
-    const a = v128.load(r0 + at), b = v128.load(r1 + at);
-    const e = v128.load(r2 + at), f = v128.load(r3 + at);
+    let a = v128.load(r0 + at), b = v128.load(r1 + at);
+    let e = v128.load(r2 + at), f = v128.load(r3 + at);
+    if (scaled) {
+      a = f32x4.mul(a, sv);
+      b = f32x4.mul(b, sv);
+      e = f32x4.mul(e, sv);
+      f = f32x4.mul(f, sv);
+    }
     const ab0 = f32x4.shuffle(a, b, 0, 4, 1, 5), ab1 = f32x4.shuffle(a, b, 2, 6, 3, 7);
     const ef0 = f32x4.shuffle(e, f, 0, 4, 1, 5), ef1 = f32x4.shuffle(e, f, 2, 6, 3, 7);
     v128.store(dst, f32x4.shuffle(ab0, ef0, 0, 1, 4, 5));
-    v128.store(dst, f32x4.shuffle(ab0, ef0, 2, 3, 6, 7), 256);
-    v128.store(dst, f32x4.shuffle(ab1, ef1, 0, 1, 4, 5), 512);
-    v128.store(dst, f32x4.shuffle(ab1, ef1, 2, 3, 6, 7), 768);
-    dst += 4 * KT_ROW;
+    v128.store(dst + stride, f32x4.shuffle(ab0, ef0, 2, 3, 6, 7));
+    v128.store(dst + 2 * stride, f32x4.shuffle(ab1, ef1, 0, 1, 4, 5));
+    v128.store(dst + 3 * stride, f32x4.shuffle(ab1, ef1, 2, 3, 6, 7));
+    dst += 4 * stride;
   }
   for (let c = d4; c < d; c++) {
     const at = (<usize>c) << 2;
-    store<f32>(dst, load<f32>(r0 + at));
-    store<f32>(dst, load<f32>(r1 + at), 4);
-    store<f32>(dst, load<f32>(r2 + at), 8);
-    store<f32>(dst, load<f32>(r3 + at), 12);
-    dst += KT_ROW;
+    store<f32>(dst, scaled ? load<f32>(r0 + at) * scale : load<f32>(r0 + at));
+    store<f32>(dst, scaled ? load<f32>(r1 + at) * scale : load<f32>(r1 + at), 4);
+    store<f32>(dst, scaled ? load<f32>(r2 + at) * scale : load<f32>(r2 + at), 8);
+    store<f32>(dst, scaled ? load<f32>(r3 + at) * scale : load<f32>(r3 + at), 12);
+    dst += stride;
   }
+}
+
+// Four key rows r0..r3 (d values each) into four columns of a transposed tile from dst
+// (kt[c][j], KT_ROW bytes a row).
+@inline function transposeKeys(r0: usize, r1: usize, r2: usize, r3: usize, dst: usize, d: i32): void {
+  transposeRows(r0, r1, r2, r3, dst, d, KT_ROW, false, 1);
 }
 
 // A key tile from the rows named at keyRows[0..kc): K transposed into kt (kt[c][j]) and V
@@ -640,29 +655,7 @@ function combineRow(
     r3 = q + <usize>i3 * dBytes;
   }
   if (ASC_FEATURE_SIMD && all) {
-    const sv = f32x4.splat(scale);
-    const d4 = d & ~3;
-    let to = dst;
-    for (let c = 0; c < d4; c += 4) {
-      const at = (<usize>c) << 2;
-      const a = f32x4.mul(v128.load(r0 + at), sv), b = f32x4.mul(v128.load(r1 + at), sv);
-      const e = f32x4.mul(v128.load(r2 + at), sv), f = f32x4.mul(v128.load(r3 + at), sv);
-      const ab0 = f32x4.shuffle(a, b, 0, 4, 1, 5), ab1 = f32x4.shuffle(a, b, 2, 6, 3, 7);
-      const ef0 = f32x4.shuffle(e, f, 0, 4, 1, 5), ef1 = f32x4.shuffle(e, f, 2, 6, 3, 7);
-      v128.store(to, f32x4.shuffle(ab0, ef0, 0, 1, 4, 5));
-      v128.store(to, f32x4.shuffle(ab0, ef0, 2, 3, 6, 7), 16);
-      v128.store(to, f32x4.shuffle(ab1, ef1, 0, 1, 4, 5), 32);
-      v128.store(to, f32x4.shuffle(ab1, ef1, 2, 3, 6, 7), 48);
-      to += 64;
-    }
-    for (let c = d4; c < d; c++) {
-      const at = (<usize>c) << 2;
-      store<f32>(to, load<f32>(r0 + at) * scale);
-      store<f32>(to, load<f32>(r1 + at) * scale, 4);
-      store<f32>(to, load<f32>(r2 + at) * scale, 8);
-      store<f32>(to, load<f32>(r3 + at) * scale, 12);
-      to += 16;
-    }
+    transposeRows(r0, r1, r2, r3, dst, d, <usize>(MR << 2), true, scale);
     return;
   }
   for (let r = 0; r < MR; r++) {
