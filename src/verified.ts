@@ -180,11 +180,14 @@ export async function runVerified(
     const missed = new Set(climbing.filter((h) => measure(h, ladder[level].name)));
     failing = failing.filter((h) => !climbing.includes(h) || missed.has(h));
   }
-  for (const h of failing) tried[h].push(EXACTLY);
-  // With the heads that skipped the ladder, unless the first pass was exact for all.
-  const exactHeads = planned.length > 0 ? [...failing, ...exactFirst].sort((a, b) => a - b) : [];
-  if (exactHeads.length > 0) await runExact(backend, shape, passOptions(), q, k, v, 'host', trace, undefined, { heads: exactHeads, into });
-  const verification = report(c, (h) => (exactFirst.has(h) ? [EXACTLY] : tried[h]));
+  // The heads still above the tolerance and those that skipped the ladder, unless the
+  // first pass was exact attention for every head.
+  const exactHeads = [...failing, ...exactFirst].sort((a, b) => a - b);
+  if (planned.length > 0 && exactHeads.length > 0) {
+    await runExact(backend, shape, passOptions(), q, k, v, 'host', trace, undefined, { heads: exactHeads, into });
+  }
+  for (const h of exactHeads) tried[h].push(EXACTLY);
+  const verification = report(c, (h) => tried[h]);
   for (const h of exactFirst) verification.heads[h].predicted = true;
   return { ...result, verification };
 }
