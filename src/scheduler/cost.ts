@@ -143,7 +143,7 @@ function accurateWork(shape: AttentionShape, plan: AccuratePlan, split: Split, a
       // The CPU hashes its own copies of q and k, made once per head (k: once per key-value
       // head), and the sorted orders, tags and bucket starts go to the GPU as they are made.
       add('upload', heads + kvHeads, (heads * nq + kvHeads * nk) * d * 4, 'cpu');
-      add('upload', 6 * R * heads, R * heads * (2 * (nq + nk) + 2 * (numKeys + 1)) * 4, 'webgpu');
+      add('upload', 3 * R * (heads + kvHeads), R * (heads * (2 * nq + numKeys + 1) + kvHeads * (2 * nk + numKeys + 1)) * 4, 'webgpu');
     }
     // A bucket holds few keys, so each row's setup, merge and statistics weigh as much as
     // about 48 more keys would (measured: a round of ~20-key buckets costs what ~65 keys of
