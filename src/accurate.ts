@@ -3,7 +3,8 @@
 // bucket in each LSH table), each hiding what an earlier part counted, then the
 // remainder, estimated from samples that every exact part hides.
 import type { ExecContext, HeadWork, Randomness } from './context.ts';
-import type { AttentionInputs, AccurateMask, PartOutput } from './ops.ts';
+import { codesWithRoom } from './keyindex.ts';
+import type { AttentionInputs, AccurateMask, OpResult, PartOutput, RowView } from './ops.ts';
 import type { AccuratePlan } from './plan.ts';
 
 export function runAccurateHead(
@@ -39,6 +40,25 @@ export function runAccurateHead(
     causal, causalOffset, flags: row0(flagsBuf), winLo: plan.winLo, window: plan.window, rounds: hideRounds,
     qTags: row0(qTags), kTags: row0(kTags),
   });
+
+  /**
+   * The keys' codes of round t into kKeys: those a cache keeps (keyindex.ts) copied in, only
+   * the tokens appended since hashed (and kept); without a cache, every key hashed.
+   */
+  const keyCodes = rounds > 0 && ctx.keyCodes ? randomness.projections.map((p) => ctx.keyCodes!.entry(p, r)) : undefined;
+  const hashKeys = async (t: number, hash: (x: RowView, rows: number, keys: RowView) => OpResult) => {
+    const k = { buf: ctx.kBuf, row: ctx.kRow };
+    if (!keyCodes) return hash(k, nk, row0(kKeys));
+    const g = ctx.kvHead;
+    const kept = keyCodes[t];
+    const have = Math.min(kept.hashed[g], nk);
+    const codes = codesWithRoom(kept, g, nk);
+    if (have > 0) backend.upload(kKeys, codes.subarray(0, have));
+    if (have === nk) return;
+    await hash({ buf: k.buf, row: k.row + have }, nk - have, { buf: kKeys, row: have });
+    await backend.download(kKeys, have, nk - have, codes, have);
+    kept.hashed[g] = nk;
+  };
 
   let prepared = false;
 
@@ -83,11 +103,10 @@ export function runAccurateHead(
     }
 
     for (let t = 0; t < rounds; t++) {
-      const hash = (x: typeof head.q, rows: number, keys: typeof qKeys) =>
-        backend.hash({ x, rows, d, proj: proj[t], r, mode: 'fixed', keys: row0(keys) });
+      const hash = (x: RowView, rows: number, keys: RowView) => backend.hash({ x, rows, d, proj: proj[t], r, mode: 'fixed', keys });
       const kRound = { perm: { buf: kPerm, row: t * nk }, starts: { buf: kStarts, row: t * (numKeys + 1) } };
-      await run('hash', () => hash(head.q, nq, qKeys));
-      if (kvChanged) await run('hash', () => hash(head.k, nk, kKeys));
+      await run('hash', () => hash(head.q, nq, row0(qKeys)));
+      if (kvChanged) await run('hash', () => hashKeys(t, hash));
       await run('sort', () => {
         backend.sort({ keys: row0(qKeys), count: nq, pads: 0, numKeys, perm: row0(qPerm) });
         if (kvChanged) backend.sort({ keys: row0(kKeys), count: nk, pads: 0, numKeys, perm: kRound.perm });

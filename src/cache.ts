@@ -13,6 +13,7 @@ import type { ResidentRows } from './hyper.ts';
 import type { Verification } from './verification.ts';
 import type { BackendBuffer } from './ops.ts';
 import { isGPUDevice, MAX_THREADS, type BackendChoice, type WebGPUDeviceLike } from './options.ts';
+import { KeyCodeIndex } from './keyindex.ts';
 import { ownOptions } from './owned.ts';
 import { decodeFloat16, encodeFloat16 } from './float16.ts';
 import { inSlices, SLICE_ELEMENTS } from './slices.ts';
@@ -173,7 +174,7 @@ export class KVCache {
     this.vMax = new Float32Array(o.capacity);
     states.set(this, {
       backend,
-      k: { resident: k, stride: o.capacity },
+      k: { resident: k, stride: o.capacity, codes: backend.name === 'cpu' ? new KeyCodeIndex(o.batch * o.kvHeads) : undefined },
       v: { resident: v, stride: o.capacity },
       busy: 0,
       queue: Promise.resolve(),
@@ -279,11 +280,12 @@ export class KVCache {
 
   /** Keeps the first n tokens and drops the rest (rejected speculative drafts, say). */
   truncate(n: number): void {
-    this.idle('truncate');
+    const state = this.idle('truncate');
     if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > this.tokens) {
       throw new HyperAttentionError('INVALID_OPTION', `truncate: expected an integer in [0, ${this.tokens}] (the tokens held), got ${describeValue(n)}`);
     }
     this.tokens = n;
+    state.k.codes?.truncate(n);
   }
 
   /**

@@ -5,6 +5,7 @@
 import { runAccurateHead } from './accurate.ts';
 import type { ExecContext, HeadWork, Randomness } from './context.ts';
 import { abortedError, HyperAttentionError } from './errors.ts';
+import type { KeyCodeIndex } from './keyindex.ts';
 import {
   placementOf, type Backend, type BackendBuffer, type Destination, type ExactTask, type HeadBatch, type KernelMode, type OpName,
   type OpTrace, type WriteMode,
@@ -26,6 +27,8 @@ export interface ResidentRows {
   resident: BackendBuffer;
   stride: number;
   widen?: boolean;
+  /** the keys' LSH codes kept with them (keys only; keyindex.ts) */
+  codes?: KeyCodeIndex;
 }
 
 /** What a call's keys and values come as: tensors (copied in per call) or resident rows. */
@@ -262,6 +265,7 @@ async function execute(
     const ctx = batched ? undefined : {
       backend, shape, scale, run, f32, i32,
       qBuf: f32((nq + c) * d), kBuf: kOwn ?? (k as ResidentRows).resident, vBuf: vOwn ?? (v as ResidentRows).resident, kRow: 0,
+      kvHead: 0, keyCodes: isResident(k) ? k.codes : undefined,
       outBuf: f32((nq + c) * dv), lseBuf: f32(nq + c),
       tick: () => {
         unitsDone++;
@@ -314,6 +318,7 @@ async function execute(
         const kvChanged = kvOf(h) !== loadedKv;
         if (kvChanged) {
           ctx.kRow = (await kvRows(kOwn, k, kvOf(h), d, 1)).row;
+          ctx.kvHead = kvOf(h);
           await kvRows(vOwn, v, kvOf(h), dv, 1);
           loadedKv = kvOf(h);
         }

@@ -5,7 +5,7 @@ import { suite } from './suite.ts';
 import { codeOf, concat, referenceCheck, withCache } from './cache-helpers.ts';
 import * as assert from 'uvu/assert';
 import { createKVCache, exactAttention, explain, hyperAttention, HyperAttentionError, type KVCache } from '../src/index.ts';
-import { createCpuBackend } from '../src/cpu/backend.ts';
+import { CpuBackend, createCpuBackend } from '../src/cpu/backend.ts';
 import { supportedFlavours } from '../src/cpu/wasm.ts';
 import { runExact } from '../src/hyper.ts';
 import { resolveExactOptions } from '../src/options.ts';
@@ -139,6 +139,71 @@ test('chunked causal prefill: each chunk appended, then its queries (the last po
     }
   });
 });
+
+test("the keys' LSH codes kept with the cache: a chunk hashes only the tokens appended since, and every call equals the one on plain tensors bit for bit", async () => {
+  const [B, H, Hkv, d] = [2, 4, 2, 16];
+  const rounds = 3;
+  const options = { backend: 'cpu', mode: 'accurate', minSeqLen: 64, blockSize: 16, sampleSize: 32, lshRounds: rounds, tolerance: Infinity } as const;
+  // Rows each hash op gets: the queries' of every round and head, then the keys'.
+  const hashed: number[] = [];
+  const hash = CpuBackend.prototype.hash;
+  CpuBackend.prototype.hash = function (t) {
+    hashed.push(t.rows);
+    return hash.call(this, t);
+  };
+  const chunk = (t: number) => [fresh([B, Hkv, t, d]), fresh([B, Hkv, t, d])];
+  try {
+    await withCache({ batch: B, kvHeads: Hkv, headDim: d, capacity: 600 }, async (cache) => {
+      const ks: Tensor[] = [];
+      const vs: Tensor[] = [];
+      const call = async (label: string, nq: number, o: Record<string, unknown>, keysHashed: number) => {
+        const q = fresh([B, H, nq, d]);
+        const K = concat(ks);
+        const V = concat(vs);
+        hashed.length = 0;
+        const cached = await hyperAttention(q, cache, { ...options, ...o });
+        const keyRows = hashed.reduce((s, n) => s + n, 0) - B * H * rounds * nq;
+        assert.is(keyRows, B * Hkv * rounds * keysHashed, `${label} (seed ${SEED}): key rows hashed`);
+        const plain = await hyperAttention(q, K, V, { ...options, ...o });
+        assert.equal(cached.out.data, plain.out.data, `${label} (seed ${SEED}): out differs from the plain call`);
+        assert.equal(cached.lse.data, plain.lse.data, `${label} (seed ${SEED}): lse differs from the plain call`);
+      };
+      const append = async (t: number) => {
+        const [k, v] = chunk(t);
+        await cache.append(k, v);
+        ks.push(k);
+        vs.push(v);
+      };
+      await append(200);
+      await call('first chunk', 200, { causal: true }, 200);
+      await call('the same tokens again', 200, { causal: true }, 0);
+      await append(130);
+      await call('second chunk', 130, { causal: true }, 130);
+      await call('not causal', 64, {}, 0);
+      await call('another seed: other projections', 130, { causal: true, seed: 5 }, 330);
+      await call('the first seed again', 130, { causal: true }, 0);
+      // Tokens past n are dropped, and others appended in their place: their codes are new.
+      cache.truncate(250);
+      ks.splice(0, ks.length, firstTokens(concat(ks), 250));
+      vs.splice(0, vs.length, firstTokens(concat(vs), 250));
+      await append(100);
+      await call('after truncate', 100, { causal: true }, 100);
+      await append(140);
+      await call('more bits (more tokens)', 140, { causal: true }, 490);
+    });
+  } finally {
+    CpuBackend.prototype.hash = hash;
+  }
+});
+
+/** The first n tokens of a [B, H, t, D] tensor. */
+function firstTokens(t: Tensor, n: number): Tensor {
+  const [B, H, , D] = t.shape;
+  const all = t.shape[2];
+  const data = new Float32Array(B * H * n * D);
+  for (let g = 0; g < B * H; g++) data.set(t.data.subarray(g * all * D, (g * all + n) * D), g * n * D);
+  return { data, shape: [B, H, n, D] };
+}
 
 test('a head that missed the tolerance with every plan runs exact attention at once on the next calls, then tries again, waiting twice as long after each miss', async () => {
   const [H, Hkv, t, d] = [4, 2, 256, 32];
