@@ -9,9 +9,10 @@
 // position i + causalOffset (causalOffset = nk - nq: the queries are the last nq positions)
 // and sees the keys up to it; windows (winLo) are in key positions too.
 import {
-  addRow, attendCore, bucketAttention, BUCKET_KEYS, expNonPositive, madd, vmax, windowStart, MASK_ACCURATE, STATS_ADD, STATS_NONE, STATS_WRITE, WINDOW_IGNORE, WINDOW_HIDE_INSIDE, WINDOW_HIDE_OUTSIDE,
+  addRow, attendCore, bucketAttention, BUCKET_KEYS, KT, expNonPositive, madd, vmax, windowStart, MASK_ACCURATE, STATS_ADD, STATS_NONE, STATS_WRITE, WINDOW_IGNORE, WINDOW_HIDE_INSIDE, WINDOW_HIDE_OUTSIDE,
   maskCausal, maskCausalOffset, maskFlags, maskWinMode, maskWinLo, maskWin, maskRounds, maskQTags, maskKTags, maskNq, maskNk,
 } from './attention';
+import { bucketRows, BUCKET_ROWS } from './bucketrows';
 
 // Query rows per window chunk: a chunk builds the tiles of the union of its rows' windows,
 // win + WC - 1 keys, once for all its rows (each micro-tile computes only the keys that meet
@@ -146,6 +147,10 @@ export function accurateBuckets(
     const kFrom = load<i32>(kStarts + ((<usize>u) << 2));
     const kc = min(cap, load<i32>(kStarts + ((<usize>(u + 1)) << 2)) - kFrom);
     if (qFrom >= qTo || kc <= 0) continue;
+    if (ASC_FEATURE_SIMD && qTo - qFrom <= BUCKET_ROWS && kc <= KT) {
+      bucketRows(q, qPerm, qFrom, qTo - qFrom, k, v, kPerm + ((<usize>kFrom) << 2), kc, d, dv, scale, out, lse, cnt, vsum, scratch);
+      continue;
+    }
     if (ASC_FEATURE_SIMD && kc <= BUCKET_KEYS) {
       bucketAttention(
         q, qPerm, qFrom, qTo - qFrom, nq, k, v, kPerm + ((<usize>kFrom) << 2), kc, d, dv, scale,

@@ -12,7 +12,7 @@
 // 128 (about 4% faster at n = 4096), while the chunk's queries and accumulators (256 x d
 // each) stay in L2.
 const QC: i32 = 256;
-const KT: i32 = 64;
+export const KT: i32 = 64;
 // Query rows per micro-tile (the micro-kernels' constant offsets assume MR = 4, KT = 64).
 const MR: i32 = 4;
 const EPS_F32: f32 = 1.1920928955078125e-7; // 2^-23, float32 epsilon (reference merge)
@@ -270,6 +270,20 @@ export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
   p = madd(p, r, f32x4.splat(0.49999096989631653));
   p = madd(p, r, f32x4.splat(0.9999998211860657));
   return v128.andnot(madd(f32x4.mul(r, s), p, s), f32x4.lt(x, f32x4.splat(-87.0)));
+}
+
+// Scores s[0 .. n4) (n4 a multiple of 4, -inf past the real ones) become exp(s - m) in
+// place, four at a time; returns their sum.
+@inline export function expShifted(s: usize, n4: i32, m: f32): f32 {
+  const m4 = f32x4.splat(m);
+  let l4 = f32x4.splat(0);
+  for (let j = 0; j < n4; j += 4) {
+    const at = s + ((<usize>j) << 2);
+    const p = expNonPositive(f32x4.sub(v128.load(at), m4));
+    v128.store(at, p);
+    l4 = f32x4.add(l4, p);
+  }
+  return f32x4.extract_lane(l4, 0) + f32x4.extract_lane(l4, 1) + f32x4.extract_lane(l4, 2) + f32x4.extract_lane(l4, 3);
 }
 
 // The micro-kernels below work on MR query rows at a time against one key tile, in
@@ -696,7 +710,7 @@ function touchRows(
 
 // Reads one word of every cache line of the K and V rows keyRows[0 .. n); returns them
 // xor-ed, for the caller to store (as touchRows).
-function touchKeys(k: usize, v: usize, keyRows: usize, n: i32, kBytes: usize, vBytes: usize): i32 {
+export function touchKeys(k: usize, v: usize, keyRows: usize, n: i32, kBytes: usize, vBytes: usize): i32 {
   let x = 0;
   for (let j = 0; j < n; j++) {
     const row = <usize>load<i32>(keyRows + ((<usize>j) << 2));
@@ -1353,15 +1367,7 @@ export function fewRowsAttentionHalf(
           const sAt = sum + ((<usize>(r0 + r)) << 2);
           const mOld = load<f32>(mAt);
           const mNew = max(mOld, tileMax);
-          const m4 = f32x4.splat(mNew);
-          let l4 = f32x4.splat(0);
-          for (let j = 0; j < kc4; j += 4) {
-            const at = row + ((<usize>j) << 2);
-            const p = expNonPositive(f32x4.sub(v128.load(at), m4));
-            v128.store(at, p);
-            l4 = f32x4.add(l4, p);
-          }
-          const tileSum = f32x4.extract_lane(l4, 0) + f32x4.extract_lane(l4, 1) + f32x4.extract_lane(l4, 2) + f32x4.extract_lane(l4, 3);
+          const tileSum = expShifted(row, kc4, mNew);
           if (mOld != mNew) {
             const alpha = Mathf.exp(mOld - mNew);
             const a4 = f32x4.splat(alpha);

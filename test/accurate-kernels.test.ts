@@ -216,8 +216,11 @@ for (const flavour of supportedFlavours()) {
 
 // Buckets of one hash round: key counts 1, 2, 17 and 33 (small buckets take bucketAttention,
 // those past its BUCKET_KEYS the core; a cap of 17 cuts the largest to 17), query counts that
-// fill no micro-tile evenly, and an earlier round's tags that hide some keys.
+// fill no micro-tile evenly, and an earlier round's tags that hide some keys. Buckets of at
+// most 3 queries (bucketRows) with up to 64 keys, and past 64 keys (the core).
 const roundCases = [
+  { d: 128, dv: 128, causal: true, win: 16, cap: 64, keys: [64, 40, 17, 5, 70], queries: [1, 2, 3, 1, 1] },
+  { d: 129, dv: 127, causal: false, win: 3, cap: 80, keys: [50, 64, 1, 33, 70], queries: [3, 1, 2, 2, 3] },
   { d: 1, dv: 3, causal: false, win: 5, cap: 40, keys: [1, 2, 17, 33], queries: [3, 1, 16, 5] },
   { d: 3, dv: 1, causal: true, win: 0, cap: 17, keys: [33, 17, 2, 1, 17], queries: [7, 2, 13, 1, 9] },
   { d: 127, dv: 129, causal: false, win: 9, cap: 40, keys: [17, 33, 1, 2], queries: [16, 17, 2, 6] },
@@ -225,7 +228,7 @@ const roundCases = [
 ];
 
 for (const flavour of supportedFlavours()) {
-  test(`round (${flavour} build): bucket sizes 1, 2, 17, 33 against float64 at d = 1, 3, 127, 129, causal and not, with tags, flags and windows`, async () => {
+  test(`round (${flavour} build): bucket sizes 1, 2, 17, 33, 64, 70 against float64 at d = 1, 3, 127, 128, 129, causal and not, with tags, flags and windows`, async () => {
     const backend = await createCpuBackend(flavour);
     const rng = new Xoshiro128(13);
     for (const c of roundCases) {
