@@ -127,41 +127,58 @@ function windowStats(
   }
 }
 
+// Words of a query head's entry in accurateBuckets' table: q, qPerm, qStarts, flags,
+// qTags, out, lse, cnt, vsum.
+const HEAD_WORDS: i32 = 9;
+
 /**
- * Part 3, one hash round: the sorted queries of bucket u (qPerm positions [qStarts[u],
- * qStarts[u + 1])) against the first `cap` sorted keys of bucket u, for the buckets u in
- * [uFrom, uTo) (of numKeys), hiding the columns, the window, causally, and keys that shared a bucket with the
- * query in one of the `rounds` earlier rounds (tags); merged into out and lse, stats added.
+ * Part 3, one hash round, for `heads` query heads of one key-value head (grouped-query
+ * attention: they share the keys and the keys' buckets). Head g's entry in `table`
+ * (HEAD_WORDS pointers) names its queries, their sorted order (qPerm) and bucket starts
+ * (qStarts), its column flags and earlier rounds' query tags (the mask's own parts), and its
+ * destination (out, lse, cnt, vsum). For each bucket u in [uFrom, uTo) (of numKeys), and
+ * each head in turn, the head's sorted queries of bucket u (qPerm positions [qStarts[u],
+ * qStarts[u + 1])) against the first `cap` sorted keys of bucket u, hiding the columns, the
+ * window, causally, and keys that shared a bucket with the query in one of the `rounds`
+ * earlier rounds (tags); merged into out and lse, stats added. Bucket by bucket, the heads'
+ * queries of a bucket read its keys one after the other, while they are in cache; each
+ * head's bucket is computed as it would be alone.
  */
 export function accurateBuckets(
-  q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
-  qPerm: usize, kPerm: usize, qStarts: usize, kStarts: usize, numKeys: i32, cap: i32,
-  flags: usize, winLo: i32, win: i32, causal: i32, causalOffset: i32, rounds: i32, qTags: usize, kTags: usize,
-  uFrom: i32, uTo: i32,
-  out: usize, lse: usize, cnt: usize, vsum: usize, scratch: usize,
+  table: usize, heads: i32, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
+  kPerm: usize, kStarts: usize, numKeys: i32, cap: i32,
+  winLo: i32, win: i32, causal: i32, causalOffset: i32, rounds: i32, kTags: usize,
+  uFrom: i32, uTo: i32, scratch: usize,
 ): void {
-  setMask(causal, causalOffset, flags, WINDOW_HIDE_INSIDE, winLo, win, rounds, qTags, kTags, nq, nk);
   for (let u = uFrom; u < uTo; u++) {
-    const qFrom = load<i32>(qStarts + ((<usize>u) << 2));
-    const qTo = load<i32>(qStarts + ((<usize>(u + 1)) << 2));
     const kFrom = load<i32>(kStarts + ((<usize>u) << 2));
     const kc = min(cap, load<i32>(kStarts + ((<usize>(u + 1)) << 2)) - kFrom);
-    if (qFrom >= qTo || kc <= 0) continue;
-    if (ASC_FEATURE_SIMD && qTo - qFrom <= BUCKET_ROWS && kc <= KT) {
-      bucketRows(q, qPerm, qFrom, qTo - qFrom, k, v, kPerm + ((<usize>kFrom) << 2), kc, d, dv, scale, out, lse, cnt, vsum, scratch);
-      continue;
+    if (kc <= 0) continue;
+    const keys = kPerm + ((<usize>kFrom) << 2);
+    for (let g = 0; g < heads; g++) {
+      const entry = table + ((<usize>(g * HEAD_WORDS)) << 2);
+      const q = <usize>load<i32>(entry);
+      const qPerm = <usize>load<i32>(entry, 4);
+      const qStarts = <usize>load<i32>(entry, 8);
+      const out = <usize>load<i32>(entry, 20);
+      const lse = <usize>load<i32>(entry, 24);
+      const cnt = <usize>load<i32>(entry, 28);
+      const vsum = <usize>load<i32>(entry, 32);
+      const qFrom = load<i32>(qStarts + ((<usize>u) << 2));
+      const qTo = load<i32>(qStarts + ((<usize>(u + 1)) << 2));
+      if (qFrom >= qTo) continue;
+      setMask(causal, causalOffset, <usize>load<i32>(entry, 12), WINDOW_HIDE_INSIDE, winLo, win, rounds, <usize>load<i32>(entry, 16), kTags, nq, nk);
+      if (ASC_FEATURE_SIMD && qTo - qFrom <= BUCKET_ROWS && kc <= KT) {
+        bucketRows(q, qPerm, qFrom, qTo - qFrom, k, v, keys, kc, d, dv, scale, out, lse, cnt, vsum, scratch);
+      } else if (ASC_FEATURE_SIMD && kc <= BUCKET_KEYS) {
+        bucketAttention(q, qPerm, qFrom, qTo - qFrom, nq, k, v, keys, kc, d, dv, scale, out, lse, cnt, vsum, scratch);
+      } else {
+        attendCore(
+          q, qPerm, qFrom, qTo - qFrom, nq, k, v, kPerm, kFrom, kc, 0, d, dv, scale,
+          MASK_ACCURATE, 0, 1, 0, 0, 0, out, lse, MERGE_FIXED, scratch, STATS_ADD, cnt, vsum,
+        );
+      }
     }
-    if (ASC_FEATURE_SIMD && kc <= BUCKET_KEYS) {
-      bucketAttention(
-        q, qPerm, qFrom, qTo - qFrom, nq, k, v, kPerm + ((<usize>kFrom) << 2), kc, d, dv, scale,
-        out, lse, cnt, vsum, scratch,
-      );
-      continue;
-    }
-    attendCore(
-      q, qPerm, qFrom, qTo - qFrom, nq, k, v, kPerm, kFrom, kc, 0, d, dv, scale,
-      MASK_ACCURATE, 0, 1, 0, 0, 0, out, lse, MERGE_FIXED, scratch, STATS_ADD, cnt, vsum,
-    );
   }
 }
 

@@ -2,7 +2,7 @@
 // mode"): probe for heavy columns, then the exact parts (columns, window, the query's
 // bucket in each LSH table), each hiding what an earlier part counted, then the
 // remainder, estimated from samples that every exact part hides.
-import type { ExecContext, HeadWork, Randomness } from './context.ts';
+import type { ExecContext, HeadRef, HeadWork, Randomness } from './context.ts';
 import { codesWithRoom } from './keyindex.ts';
 import type { AttentionInputs, AccurateMask, OpResult, PartOutput, RowView } from './ops.ts';
 import type { AccuratePlan } from './plan.ts';
@@ -17,28 +17,37 @@ export function runAccurateHead(
   const row0 = <T>(buf: T) => ({ buf, row: 0 });
   // Causal queries are the last nq key positions: row i sits at position i + causalOffset.
   const causalOffset = causal ? nk - nq : 0;
-  const exact: PartOutput = { out: row0(outBuf), lse: row0(lseBuf), cnt: row0(f32(nq)), vsum: row0(f32(nq * dv)) };
   const sampled: PartOutput | undefined = plan.segments.length === 0 ? undefined : {
     out: row0(f32(nq * dv)), lse: row0(f32(nq)), cnt: row0(f32(nq)), vsum: row0(f32(nq * dv)),
   };
   const colsBuf = i32(sinkKeys + heavyKeys);
-  const flagsBuf = i32(nk);
   const massBuf = heavyKeys > 0 ? f32(nk) : undefined;
   const probeBuf = heavyKeys > 0 ? i32(plan.probeRows.length) : undefined;
   const qKeys = i32(rounds > 0 ? nq : 0);
   const kKeys = i32(rounds > 0 ? nk : 0);
-  const qPerm = i32(rounds > 0 ? nq : 0);
-  const qStarts = i32(rounds > 0 ? numKeys + 1 : 0);
   // The keys' side of every round (order, bucket starts, tags) is kept for the next head:
   // the query heads of a key-value head (grouped-query attention) share it.
   const kPerm = i32(rounds * nk);
   const kStarts = i32(rounds * (numKeys + 1));
-  const qTags = i32(rounds * nq);
   const kTags = i32(rounds * nk);
   const proj = Array.from({ length: rounds }, () => f32(d * r));
-  const mask = (hideRounds: number): AccurateMask => ({
-    causal, causalOffset, flags: row0(flagsBuf), winLo: plan.winLo, window: plan.window, rounds: hideRounds,
-    qTags: row0(qTags), kTags: row0(kTags),
+  // Head slot s (the executor's rows of qBuf, outBuf and lseBuf from s * slotRows), with
+  // what the head keeps from its columns to its remainder: its column flags, the exact
+  // parts' stats, and each round's query order, bucket starts and tags.
+  const slots = Array.from({ length: ctx.slots }, (_, s) => {
+    const at = (buf: typeof qBuf) => ({ buf, row: s * ctx.slotRows });
+    return {
+      q: at(qBuf),
+      exact: { out: at(outBuf), lse: at(lseBuf), cnt: row0(f32(nq)), vsum: row0(f32(nq * dv)) } satisfies PartOutput,
+      flags: i32(nk),
+      qPerm: i32(rounds > 0 ? nq : 0),
+      qStarts: i32(rounds > 0 ? numKeys + 1 : 0),
+      qTags: i32(rounds * nq),
+    };
+  });
+  const mask = (s: number, hideRounds: number): AccurateMask => ({
+    causal, causalOffset, flags: row0(slots[s].flags), winLo: plan.winLo, window: plan.window, rounds: hideRounds,
+    qTags: row0(slots[s].qTags), kTags: row0(kTags),
   });
 
   /**
@@ -64,84 +73,95 @@ export function runAccurateHead(
 
   const units = (heavyKeys > 0 ? 1 : 0) + 1 + (plan.window > 0 ? 1 : 0) + rounds +
     (plan.segments.length > 0 ? plan.segments.length + 1 : 0);
-  const runHead = async (b: number, h: number, kvChanged: boolean) => {
-    const kv = (buf: typeof qBuf) => ({ buf, row: ctx.kRow });
-    const head: AttentionInputs = { q: row0(qBuf), k: kv(ctx.kBuf), v: kv(ctx.vBuf), nq, nk, d, dv, scale };
+  /** The heads (of one key-value head), head i in slot i: each part for every head in turn. */
+  const runHeads = async (heads: readonly HeadRef[], kvChanged: boolean) => {
+    const k = { buf: ctx.kBuf, row: ctx.kRow };
+    const v = { buf: ctx.vBuf, row: ctx.kRow };
+    const inputs = (s: number): AttentionInputs => ({ q: slots[s].q, k, v, nq, nk, d, dv, scale });
     if (!prepared) {
       if (probeBuf) await run('upload', () => backend.upload(probeBuf, Int32Array.from(plan.probeRows)));
       for (const [t, p] of proj.entries()) await run('upload', () => backend.upload(p, randomness.projections[t]));
       // Without a probe the columns are the sinks, the same for every head.
       if (!massBuf) {
         await run('upload', () => {
-          backend.upload(flagsBuf, Int32Array.from({ length: nk }, (_, j) => (j < sinkKeys ? 1 : 0)));
+          const sinks = Int32Array.from({ length: nk }, (_, j) => (j < sinkKeys ? 1 : 0));
+          for (const slot of slots) backend.upload(slot.flags, sinks);
           if (sinkKeys > 0) backend.upload(colsBuf, Int32Array.from({ length: sinkKeys }, (_, j) => j));
         });
       }
       prepared = true;
     }
 
-    // Columns: the sinks, and the heavy columns this head's probe rows find, chosen where
-    // the masses are (on the GPU they never come back to the host).
-    if (massBuf && probeBuf) {
-      await run('probe', () => backend.probe({
-        q: head.q, k: head.k, nq, nk, d, scale, rows: row0(probeBuf), count: plan.probeRows.length, causal, causalOffset,
-        sinks: sinkKeys, winLo: plan.winLo, window: plan.window, mass: row0(massBuf),
-      }));
-      await run('heavy', () => backend.heavy({
-        mass: row0(massBuf), nk, sinks: sinkKeys, count: heavyKeys, cols: row0(colsBuf), flags: row0(flagsBuf),
+    for (const s of heads.keys()) {
+      const { q, exact, flags } = slots[s];
+      // Columns: the sinks, and the heavy columns this head's probe rows find, chosen where
+      // the masses are (on the GPU they never come back to the host).
+      if (massBuf && probeBuf) {
+        await run('probe', () => backend.probe({
+          q, k, nq, nk, d, scale, rows: row0(probeBuf), count: plan.probeRows.length, causal, causalOffset,
+          sinks: sinkKeys, winLo: plan.winLo, window: plan.window, mass: row0(massBuf),
+        }));
+        await run('heavy', () => backend.heavy({
+          mass: row0(massBuf), nk, sinks: sinkKeys, count: heavyKeys, cols: row0(colsBuf), flags: row0(flags),
+        }));
+        tick();
+      }
+      await run('columns', () => backend.columns({
+        ...inputs(s), cols: row0(colsBuf), count: sinkKeys + heavyKeys, causal, causalOffset, dst: exact,
       }));
       tick();
-    }
-    await run('columns', () => backend.columns({
-      ...head, cols: row0(colsBuf), count: sinkKeys + heavyKeys, causal, causalOffset, dst: exact,
-    }));
-    tick();
-
-    if (plan.window > 0) {
-      await run('window', () => backend.window({ ...head, mask: mask(0), dst: exact }));
-      tick();
+      if (plan.window > 0) {
+        await run('window', () => backend.window({ ...inputs(s), mask: mask(s, 0), dst: exact }));
+        tick();
+      }
     }
 
     for (let t = 0; t < rounds; t++) {
       const hash = (x: RowView, rows: number, keys: RowView) => backend.hash({ x, rows, d, proj: proj[t], r, mode: 'fixed', keys });
       const kRound = { perm: { buf: kPerm, row: t * nk }, starts: { buf: kStarts, row: t * (numKeys + 1) } };
-      await run('hash', () => hash(head.q, nq, row0(qKeys)));
-      if (kvChanged) await run('hash', () => hashKeys(t, hash));
-      await run('sort', () => {
-        backend.sort({ keys: row0(qKeys), count: nq, pads: 0, numKeys, perm: row0(qPerm) });
-        if (kvChanged) backend.sort({ keys: row0(kKeys), count: nk, pads: 0, numKeys, perm: kRound.perm });
-      });
-      await run('buckets', () => {
-        backend.buckets({
+      if (kvChanged) {
+        await run('hash', () => hashKeys(t, hash));
+        await run('sort', () => backend.sort({ keys: row0(kKeys), count: nk, pads: 0, numKeys, perm: kRound.perm }));
+        await run('buckets', () => backend.buckets({
+          keys: row0(kKeys), perm: kRound.perm, count: nk, numKeys, cap: plan.cap, tags: { buf: kTags, row: t * nk }, starts: kRound.starts,
+        }));
+      }
+      for (const s of heads.keys()) {
+        const { q, qPerm, qStarts, qTags } = slots[s];
+        await run('hash', () => hash(q, nq, row0(qKeys)));
+        await run('sort', () => backend.sort({ keys: row0(qKeys), count: nq, pads: 0, numKeys, perm: row0(qPerm) }));
+        await run('buckets', () => backend.buckets({
           keys: row0(qKeys), perm: row0(qPerm), count: nq, numKeys, cap: nq, tags: { buf: qTags, row: t * nq }, starts: row0(qStarts),
-        });
-        if (kvChanged) {
-          backend.buckets({
-            keys: row0(kKeys), perm: kRound.perm, count: nk, numKeys, cap: plan.cap, tags: { buf: kTags, row: t * nk }, starts: kRound.starts,
-          });
-        }
-      });
+        }));
+      }
+      // The heads meet the same keys' buckets: one pass where the backend takes them together.
+      const group = heads.length > 1 ? slots.slice(1, heads.length).map((slot) => ({
+        q: slot.q, qPerm: row0(slot.qPerm), qStarts: row0(slot.qStarts), flags: row0(slot.flags), qTags: row0(slot.qTags), dst: slot.exact,
+      })) : undefined;
       await run('round', () => backend.round({
-        ...head, qPerm: row0(qPerm), kPerm: kRound.perm, qStarts: row0(qStarts), kStarts: kRound.starts, numKeys,
-        cap: plan.cap, mask: mask(t), dst: exact,
+        ...inputs(0), qPerm: row0(slots[0].qPerm), kPerm: kRound.perm, qStarts: row0(slots[0].qStarts), kStarts: kRound.starts, numKeys,
+        cap: plan.cap, mask: mask(0, t), dst: slots[0].exact, group,
       }));
-      tick();
+      heads.forEach(() => tick());
     }
 
     if (!sampled) return;
-    for (const seg of plan.segments) {
-      const m = plan.draws[seg.draw].count;
-      const slice = (b * H + h) * m;
-      await run('samples', () => backend.samples({
-        ...head, samples: randomness.samples[seg.draw].subarray(slice, slice + m), qFrom: seg.qFrom, qTo: seg.qTo,
-        mask: mask(rounds), dst: sampled,
+    for (const [s, { b, h }] of heads.entries()) {
+      for (const seg of plan.segments) {
+        const m = plan.draws[seg.draw].count;
+        const slice = (b * H + h) * m;
+        await run('samples', () => backend.samples({
+          ...inputs(s), samples: randomness.samples[seg.draw].subarray(slice, slice + m), qFrom: seg.qFrom, qTo: seg.qTo,
+          mask: mask(s, rounds), dst: sampled,
+        }));
+        tick();
+      }
+      await run('remainder', () => backend.remainder({
+        v, nq, nk, dv, causal, causalOffset, controlVariate, exact: slots[s].exact, samples: sampled,
       }));
       tick();
     }
-    await run('remainder', () => backend.remainder({
-      v: head.v, nq, nk, dv, causal, causalOffset, controlVariate, exact, samples: sampled,
-    }));
-    tick();
   };
-  return { units, run: runHead };
+  return { units, run: runHeads };
+
 }

@@ -25,6 +25,12 @@ export interface ExecContext {
   run: (op: OpName, fn: () => void | Promise<void>) => Promise<void>;
   f32: (n: number) => BackendBuffer;
   i32: (n: number) => BackendBuffer;
+  /**
+   * Heads the executor runs together (HeadWork.run): head slot s's rows of qBuf, outBuf and
+   * lseBuf start at row s * slotRows (its nq rows, then its check rows).
+   */
+  slots: number;
+  slotRows: number;
   qBuf: BackendBuffer;
   kBuf: BackendBuffer;
   vBuf: BackendBuffer;
@@ -39,15 +45,20 @@ export interface ExecContext {
   tick: () => void;
 }
 
+/** A head of the call: batch entry b, query head h. */
+export interface HeadRef {
+  b: number;
+  h: number;
+}
+
 /**
  * A plan's per-head work, set up once per call (its buffers allocated): run is called for
- * head (b, h) once q, and k and v when they changed (kvChanged), are loaded, and leaves the
- * head's result in outBuf and lseBuf; it calls tick() exactly `units` times, once after
- * each attention op.
+ * heads of one key-value head, at most ctx.slots of them (head i in slot i), once their q,
+ * and k and v when they changed (kvChanged), are loaded, and leaves each head's result in
+ * its rows of outBuf and lseBuf; it calls tick() exactly `units` times per head, once after
+ * each of the head's attention ops.
  */
 export interface HeadWork {
   units: number;
-  run: (b: number, h: number, kvChanged: boolean) => Promise<void>;
+  run: (heads: readonly HeadRef[], kvChanged: boolean) => Promise<void>;
 }
-
-

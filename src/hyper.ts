@@ -104,7 +104,9 @@ export async function runHyper<O extends Output = 'host'>(
   const heads = plan.kind === 'accurate'
     ? (ctx: ExecContext) => runAccurateHead(ctx, plan, o.causal, o.controlVariate, randomness)
     : (ctx: ExecContext) => authorsHeads(ctx, plan, kernelMode(o.mode), o.lshNumProjs, randomness);
-  return execute(backend, shape, o, q, k, v, output, trace, heads, scope, exactBatch(plan, kernelMode(o.mode))) as Promise<ResultFor<O>>;
+  return execute(
+    backend, shape, o, q, k, v, output, trace, heads, scope, exactBatch(plan, kernelMode(o.mode)), plan.kind === 'accurate',
+  ) as Promise<ResultFor<O>>;
 }
 
 /**
@@ -156,7 +158,7 @@ const PROGRESS_BATCHES = 16;
 async function execute(
   backend: Backend, shape: AttentionShape, o: ResolvedExactOptions, q: InputTensor, k: KeyValueInput, v: KeyValueInput,
   output: Output, trace: OpTrace[] | undefined, setUp: (ctx: ExecContext) => HeadWork, scope: RunScope,
-  batch?: (ctx: BatchContext) => BatchWork,
+  batch?: (ctx: BatchContext) => BatchWork, grouped = false,
 ): Promise<AttentionResult | GPUAttentionResult> {
   const { B, H, Hkv, nq, nk, d, dv } = shape;
   const scale = o.scale ?? 1 / Math.sqrt(d);
@@ -195,12 +197,12 @@ async function execute(
   backend.begin?.(o.signal);
   try {
     /** Heads [index, index + count) of t ([*, rows, width]) into buf, from the host or on the device. */
-    const load = (buf: BackendBuffer, t: InputTensor, index: number, rows: number, width: number, count = 1) => {
+    const load = (buf: BackendBuffer, t: InputTensor, index: number, rows: number, width: number, count = 1, at = 0) => {
       const n = rows * width;
       return run('upload', () => {
-        if (!isHostTensor(t)) return backend.copyFromDevice!(buf, 0, t.buffer, index * n * 4, count * n);
+        if (!isHostTensor(t)) return backend.copyFromDevice!(buf, at, t.buffer, index * n * 4, count * n);
         // Read, checked and copied a slice at a time (slices.ts).
-        const upload = (from: number, to: number) => backend.upload(buf, readRows(t, index * n + from, to - from), from);
+        const upload = (from: number, to: number) => backend.upload(buf, readRows(t, index * n + from, to - from), at + from);
         return inSlices(count * n, SLICE_ELEMENTS, upload, o.signal);
       });
     };
@@ -226,7 +228,10 @@ async function execute(
     const maxLength = backend.maxBufferLength ?? Infinity;
     const fit = (perHead: number) => Math.max(1, Math.floor(maxLength / Math.max(1, perHead)));
     const submitEach = o.onProgress !== undefined || backend.name === 'hybrid';
-    let groupHeads = !gather ? 1 : batched
+    // The query heads of a key-value head run together where the plan and backend can
+    // (the accurate mode's LSH rounds, RoundTask.group): a slot each in the head buffers.
+    const slots = grouped && backend.groupedRounds && !batched ? Math.min(group, heads) : 1;
+    let groupHeads = !gather ? slots : batched
       ? Math.min(heads, fit(nq * d), fit(nk * Math.max(d, dv)), o.onProgress ? Math.ceil(heads / PROGRESS_BATCHES) : heads)
       : submitEach ? 1 : heads;
     // Out starts at a whole row, and 256 bytes (the largest minStorageBufferOffsetAlignment)
@@ -235,7 +240,7 @@ async function execute(
     // Check rows' results follow: their lse, then their out.
     const perHead = (nq + c) * (dv + 1);
     const resultMax = gather ? Math.min(heads, Math.max(1, Math.floor((maxLength - rowAligned) / perHead))) : 1;
-    groupHeads = Math.min(groupHeads, resultMax);
+    if (gather) groupHeads = Math.min(groupHeads, resultMax);
     const resultHeads = groupHeads * Math.floor(resultMax / groupHeads);
     const outStart = Math.ceil((resultHeads * nq) / rowAligned) * rowAligned;
     const checkLseStart = outStart + resultHeads * nq * dv;
@@ -262,11 +267,12 @@ async function execute(
     // Resident keys and values are read where they are; tensors are loaded per key-value head.
     const kOwn = inPlace(k) ? undefined : f32(nk * d);
     const vOwn = inPlace(v) ? undefined : f32(nk * dv);
+    const slotRows = nq + c;
     const ctx = batched ? undefined : {
-      backend, shape, scale, run, f32, i32,
-      qBuf: f32((nq + c) * d), kBuf: kOwn ?? (k as ResidentRows).resident, vBuf: vOwn ?? (v as ResidentRows).resident, kRow: 0,
+      backend, shape, scale, run, f32, i32, slots, slotRows,
+      qBuf: f32(slots * slotRows * d), kBuf: kOwn ?? (k as ResidentRows).resident, vBuf: vOwn ?? (v as ResidentRows).resident, kRow: 0,
       kvHead: 0, keyCodes: isResident(k) ? k.codes : undefined,
-      outBuf: f32((nq + c) * dv), lseBuf: f32(nq + c),
+      outBuf: f32(slots * slotRows * dv), lseBuf: f32(slots * slotRows),
       tick: () => {
         unitsDone++;
         if (eachOp) o.onProgress!({ done: head * units + unitsDone, total: heads * units });
@@ -310,39 +316,46 @@ async function execute(
           lse: { buf: result, row: (g0 - resultFrom) * nq }, out: { buf: result, row: outStart / dv + (g0 - resultFrom) * nq },
         }, { count: g1 - g0, group, phase: g0 % group, qRows: nq, kRows: inPlace(k) ? k.stride : nk });
       }
-      for (let i = g0; ctx && i < g1; i++) {
-        const h = list[i];
+      for (let i = g0; ctx && i < g1;) {
+        // Consecutive heads of the list that read the same key-value head, up to the slots.
+        let j = i + 1;
+        while (j < g1 && j - i < slots && kvOf(list[j]) === kvOf(list[i])) j++;
         head = i;
         unitsDone = 0;
-        await load(ctx.qBuf, q, h, nq, d);
-        const kvChanged = kvOf(h) !== loadedKv;
+        for (let s = i; s < j; s++) await load(ctx.qBuf, q, list[s], nq, d, 1, (s - i) * slotRows * d);
+        const kvChanged = kvOf(list[i]) !== loadedKv;
         if (kvChanged) {
-          ctx.kRow = (await kvRows(kOwn, k, kvOf(h), d, 1)).row;
-          ctx.kvHead = kvOf(h);
-          await kvRows(vOwn, v, kvOf(h), dv, 1);
-          loadedKv = kvOf(h);
+          ctx.kRow = (await kvRows(kOwn, k, kvOf(list[i]), d, 1)).row;
+          ctx.kvHead = kvOf(list[i]);
+          await kvRows(vOwn, v, kvOf(list[i]), dv, 1);
+          loadedKv = kvOf(list[i]);
         }
-        await work!.run(Math.floor(h / H), h % H, kvChanged);
-        if (checks) await checkHead(ctx, checks, h, o.causal);
-        const slot = i - resultFrom;
-        if (result) {
-          backend.copy!(ctx.lseBuf, 0, result, slot * nq, nq);
-          backend.copy!(ctx.outBuf, 0, result, outStart + slot * nq * dv, nq * dv);
-          if (checks) {
-            backend.copy!(ctx.lseBuf, nq, result, checkLseStart + slot * c, c);
-            backend.copy!(ctx.outBuf, nq * dv, result, checkOutStart + slot * c * dv, c * dv);
+        await work!.run(list.slice(i, j).map((h) => ({ b: Math.floor(h / H), h: h % H })), kvChanged);
+        for (; i < j; i++) {
+          const h = list[i];
+          // The head's rows in the head buffers: its nq rows, then its check rows.
+          const at = (i - head) * slotRows;
+          if (checks) await checkHead(ctx, checks, h, o.causal, at);
+          const slot = i - resultFrom;
+          if (result) {
+            backend.copy!(ctx.lseBuf, at, result, slot * nq, nq);
+            backend.copy!(ctx.outBuf, at * dv, result, outStart + slot * nq * dv, nq * dv);
+            if (checks) {
+              backend.copy!(ctx.lseBuf, at + nq, result, checkLseStart + slot * c, c);
+              backend.copy!(ctx.outBuf, (at + nq) * dv, result, checkOutStart + slot * c * dv, c * dv);
+            }
+          } else {
+            // Read back in slices, and done before the next heads reuse the buffers.
+            const downloaded = run('download', async () => {
+              await download(ctx.outBuf, at * dv, nq * dv, out!, h * nq * dv);
+              await download(ctx.lseBuf, at, nq, lse!, h * nq);
+              if (!checks) return;
+              await download(ctx.outBuf, (at + nq) * dv, c * dv, checks.out, h * c * dv);
+              await download(ctx.lseBuf, at + nq, c, checks.lse, h * c);
+            });
+            await downloaded;
+            await settle(downloaded, i + 1);
           }
-        } else {
-          // Read back in slices, and done before the next head reuses the buffers.
-          const downloaded = run('download', async () => {
-            await download(ctx.outBuf, 0, nq * dv, out!, h * nq * dv);
-            await download(ctx.lseBuf, 0, nq, lse!, h * nq);
-            if (!checks) return;
-            await download(ctx.outBuf, nq * dv, c * dv, checks.out, h * c * dv);
-            await download(ctx.lseBuf, nq, c, checks.lse, h * c);
-          });
-          await downloaded;
-          await settle(downloaded, i + 1);
         }
       }
       if (!result) continue;
@@ -391,18 +404,19 @@ async function execute(
 }
 
 /**
- * Exact attention of head h at its check rows, into rows [nq, nq + count) of the head's out
- * and lse (its queries uploaded behind the head's own). Causal, each row sees the keys up
- * to its position.
+ * Exact attention of head h at its check rows, into rows [at + nq, at + nq + count) of out
+ * and lse (its queries uploaded behind the head's own, whose rows start at `at`). Causal,
+ * each row sees the keys up to its position.
  */
-async function checkHead(ctx: ExecContext, checks: CheckRows, h: number, causal: boolean): Promise<void> {
+async function checkHead(ctx: ExecContext, checks: CheckRows, h: number, causal: boolean, at: number): Promise<void> {
   const { backend, run, qBuf, kBuf, vBuf, kRow, outBuf, lseBuf, scale } = ctx;
   const { nq, nk, d, dv } = ctx.shape;
   const c = checks.count;
-  await run('upload', () => backend.upload(qBuf, checks.q.subarray(h * c * d, (h + 1) * c * d), nq * d));
+  const rows = at + nq;
+  await run('upload', () => backend.upload(qBuf, checks.q.subarray(h * c * d, (h + 1) * c * d), rows * d));
   const task = {
-    q: { buf: qBuf, row: nq }, k: { buf: kBuf, row: kRow }, v: { buf: vBuf, row: kRow }, nq: c, nk, d, dv, scale,
-    dst: { out: { buf: outBuf, row: nq }, lse: { buf: lseBuf, row: nq }, write: 'write' as const },
+    q: { buf: qBuf, row: rows }, k: { buf: kBuf, row: kRow }, v: { buf: vBuf, row: kRow }, nq: c, nk, d, dv, scale,
+    dst: { out: { buf: outBuf, row: rows }, lse: { buf: lseBuf, row: rows }, write: 'write' as const },
   };
   if (!causal) {
     await run('exact', () => backend.exact({ ...task, causal: false, causalOffset: 0 }));
@@ -579,7 +593,8 @@ function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: 
       }
     }
   };
-  return { units, run: runHead };
+  // One slot (ctx.slots is 1 for these plans): one head per run.
+  return { units, run: ([{ b, h }], kvChanged) => runHead(b, h, kvChanged) };
 }
 
 /** About 40 ms of exact attention on one WebAssembly thread: the grain of its progress, per thread. */

@@ -112,14 +112,15 @@ for (const [i, { label, dims, options }] of CASES.entries()) {
       assert.is(steps.find((s) => s.op === cost)!.units, units, `${cost} units (${steps.find((s) => s.op === cost)!.unit})`);
     }
     for (const s of steps) assert.ok(s.units > 0, `${s.op}: some work`);
-    // The parts of the plan each ran as often as it has them, once per head (rounds: per round).
+    // The parts of the plan each ran as often as it has them, once per head (rounds: per
+    // round, once per key-value head: its query heads take each round in one pass).
     const heads = dims.B * dims.H;
     const ran = (op: OpName) => spied.order.filter((o) => o === op).length;
     assert.is(ran('columns'), heads);
     assert.is(ran('probe'), c.plan.heavyKeys > 0 ? heads : 0);
     assert.is(ran('heavy'), c.plan.heavyKeys > 0 ? heads : 0);
     assert.is(ran('window'), c.plan.window > 0 ? heads : 0);
-    assert.is(ran('round'), c.plan.rounds * heads);
+    assert.is(ran('round'), c.plan.rounds * dims.B * dims.Hkv);
     assert.is(ran('samples'), c.plan.segments.length * heads);
     assert.is(ran('remainder'), c.plan.segments.length > 0 ? heads : 0);
   });

@@ -12,7 +12,7 @@ import { abortedError, HyperAttentionError } from '../errors.ts';
 import type {
   AttentionInputs, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, Destination, ExactTask, HashTask, PrefixesTask, HeavyTask,
   MergeTask,
-  OpResult, PartOutput, ProbeTask, RemainderTask, RoundTask, RowView, SampledTask, SamplesTask, SortedRowsTask, SortTask,
+  OpResult, PartOutput, ProbeTask, RemainderTask, RoundHead, RoundTask, RowView, SampledTask, SamplesTask, SortedRowsTask, SortTask,
   WidenTask, WindowTask,
 } from '../ops.ts';
 import { heaviest } from '../heavy.ts';
@@ -87,6 +87,9 @@ const FEW_ROWS = 16;
  * split fixed by the number of keys, so that its sums do not depend on the threads.
  */
 const PROBE_RANGE = 2048;
+
+/** Words of a query head's entry in accurateBuckets' table (assembly/accurate.ts, HEAD_WORDS). */
+const ROUND_HEAD_WORDS = 9;
 
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
@@ -482,14 +485,28 @@ export class CpuBackend implements Backend {
     return this.jobs('accurateWindow', jobs, scratch, this.attentionStride(t), ['scratch']);
   }
 
+  readonly groupedRounds = true;
+
   round(t: RoundTask): OpResult {
-    const scratch = this.top;
-    // Buckets hold nq / numKeys queries on average, each against up to cap keys.
-    const perBucket = MASKED * 2 * (t.nq / t.numKeys) * t.cap * (t.d + t.dv);
+    const m = t.mask;
+    const tags = (view: RowView, n: number) => (m.rounds > 0 ? this.ptr(view, n) : 0);
+    // The heads' table (accurateBuckets): per head its queries, perm, starts, flags, tags and destination.
+    const heads: RoundHead[] = [{ q: t.q, qPerm: t.qPerm, qStarts: t.qStarts, flags: m.flags, qTags: m.qTags, dst: t.dst }, ...t.group ?? []];
+    const table = this.top;
+    const scratch = align(table + heads.length * ROUND_HEAD_WORDS * 4);
+    this.reserve(scratch);
+    const entries = new Int32Array(this.wasm.memory.buffer, table, heads.length * ROUND_HEAD_WORDS);
+    for (const [g, h] of heads.entries()) {
+      const { out, lse, cnt, vsum } = this.part(h.dst, t.dv);
+      const entry = [this.ptr(h.q, t.d), this.ptr(h.qPerm, 1), this.ptr(h.qStarts, 1), this.ptr(h.flags, 1), tags(h.qTags, t.nq), out, lse, cnt, vsum];
+      entries.set(entry, g * ROUND_HEAD_WORDS);
+    }
+    // Buckets hold nq / numKeys queries of each head on average, each against up to cap keys.
+    const perBucket = MASKED * 2 * heads.length * (t.nq / t.numKeys) * t.cap * (t.d + t.dv);
     const shared = {
-      ...this.head(t), qPerm: this.ptr(t.qPerm, 1), kPerm: this.ptr(t.kPerm, 1), qStarts: this.ptr(t.qStarts, 1),
-      kStarts: this.ptr(t.kStarts, 1), numKeys: t.numKeys, cap: t.cap, ...this.mask(t.mask, t.nq, t.nk), ...this.part(t.dst, t.dv),
-      scratch,
+      table, heads: heads.length, k: this.ptr(t.k, t.d), v: this.ptr(t.v, t.dv), nq: t.nq, nk: t.nk, d: t.d, dv: t.dv, scale: t.scale,
+      kPerm: this.ptr(t.kPerm, 1), kStarts: this.ptr(t.kStarts, 1), numKeys: t.numKeys, cap: t.cap,
+      winLo: m.winLo, win: m.window, causal: m.causal, causalOffset: m.causalOffset, rounds: m.rounds, kTags: tags(m.kTags, t.nk), scratch,
     };
     const jobs = this.ranges(t.numKeys, perBucket, 1).map(([uFrom, uTo]) => ({ ...shared, uFrom, uTo }));
     return this.jobs('accurateBuckets', jobs, scratch, this.attentionStride(t), ['scratch']);

@@ -38,8 +38,8 @@ export const KERNEL_PARAMS = {
     'out', 'lse', 'cnt', 'vsum', 'scratch',
   ],
   accurateBuckets: [
-    'q', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'qPerm', 'kPerm', 'qStarts', 'kStarts', 'numKeys', 'cap',
-    'flags', 'winLo', 'win', 'causal', 'causalOffset', 'rounds', 'qTags', 'kTags', 'uFrom', 'uTo', 'out', 'lse', 'cnt', 'vsum', 'scratch',
+    'table', 'heads', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'kPerm', 'kStarts', 'numKeys', 'cap',
+    'winLo', 'win', 'causal', 'causalOffset', 'rounds', 'kTags', 'uFrom', 'uTo', 'scratch',
   ],
   accurateSamples: [
     'q', 'k', 'v', 'nq', 'nk', 'd', 'dv', 'scale', 'samples', 'm', 'qFrom', 'qTo',

@@ -149,7 +149,8 @@ function accurateWork(shape: AttentionShape, plan: AccuratePlan, split: Split, a
     // about 48 more keys would (measured: a round of ~20-key buckets costs what ~65 keys of
     // the block kernel do).
     const perBucket = Math.min(plan.cap, Math.ceil(shape.nk / numKeys));
-    add('round', R * heads, R * heads * nq * (perBucket + 48) * row);
+    // WebAssembly runs the query heads of a key-value head in one pass per round (RoundTask.group).
+    add('round', R * (split === 'cpu' ? kvHeads : heads), R * heads * nq * (perBucket + 48) * row);
   }
   if (plan.segments.length > 0) {
     const m = plan.draws[0].count;
