@@ -1200,55 +1200,91 @@ export function widenHalf(src: usize, dst: usize, n: i32): void {
   for (; i < n; i++) store<f32>(dst + ((<usize>i) << 2), loadElement<u16>(src, i));
 }
 
-// fewRows' P·V for one key (`two` false) or two consecutive ones: value rows vp (and
-// vp + vRow) times the four rows' weights (at, KT apart; the second key's at + 4), added to
-// the rows' accumulators (c0, dv4 apart). Two keys share one load and store of the
-// accumulators, each still one chain over the keys in order, so the bits are those of one
-// key twice. fewRows takes two at a time for float16 rows, whose loads and stores of the
-// accumulators (not memory) bound them; float32 rows ran slower so.
-@inline function valueRows<T>(vp: usize, vRow: usize, at: usize, c0: usize, dv: i32, dv4: i32, two: bool): void {
-  const vq = vp + vRow;
-  const c1 = c0 + ((<usize>dv4) << 2);
-  const c2 = c1 + ((<usize>dv4) << 2);
-  const c3 = c2 + ((<usize>dv4) << 2);
+// fewRows' P·V for one tile: the kc value rows from vp (vRow bytes apart) times the four
+// rows' weights (at, KT apart), added to the rows' accumulators (c0, dv4 apart), in strips
+// of 8 columns whose four rows' accumulators stay in registers over the tile's keys (a
+// strip loads each value once and each weight once, and stores nothing until the tile
+// ends). Each accumulator is one chain of multiply-adds over the keys in order.
+@inline function valueTile<T>(vp: usize, vRow: usize, kc: i32, at: usize, c0: usize, dv: i32, dv4: i32): void {
+  const accRow = (<usize>dv4) << 2;
+  const c1 = c0 + accRow;
+  const c2 = c1 + accRow;
+  const c3 = c2 + accRow;
+  const w1 = at + (KT << 2);
+  const w2 = at + (KT << 3);
+  const w3 = at + KT * 12;
   const dvFull = dv & ~3;
-  const p0 = v128.load32_splat(at);
-  const p1 = v128.load32_splat(at + (KT << 2));
-  const p2 = v128.load32_splat(at + (KT << 3));
-  const p3 = v128.load32_splat(at + KT * 12);
-  const w0 = two ? v128.load32_splat(at + 4) : p0;
-  const w1 = two ? v128.load32_splat(at + (KT << 2) + 4) : p1;
-  const w2 = two ? v128.load32_splat(at + (KT << 3) + 4) : p2;
-  const w3 = two ? v128.load32_splat(at + KT * 12 + 4) : p3;
-  for (let c = 0; c < dvFull; c += 4) {
+  let c = 0;
+  for (; c + 8 <= dvFull; c += 8) {
     const o = (<usize>c) << 2;
-    const vv = loadLanes<T>(vp, c);
-    if (two) {
-      const vw = loadLanes<T>(vq, c);
-      v128.store(c0 + o, madd(w0, vw, madd(p0, vv, v128.load(c0 + o))));
-      v128.store(c1 + o, madd(w1, vw, madd(p1, vv, v128.load(c1 + o))));
-      v128.store(c2 + o, madd(w2, vw, madd(p2, vv, v128.load(c2 + o))));
-      v128.store(c3 + o, madd(w3, vw, madd(p3, vv, v128.load(c3 + o))));
-    } else {
-      v128.store(c0 + o, madd(p0, vv, v128.load(c0 + o)));
-      v128.store(c1 + o, madd(p1, vv, v128.load(c1 + o)));
-      v128.store(c2 + o, madd(p2, vv, v128.load(c2 + o)));
-      v128.store(c3 + o, madd(p3, vv, v128.load(c3 + o)));
+    let a0 = v128.load(c0 + o), b0 = v128.load(c0 + o, 16);
+    let a1 = v128.load(c1 + o), b1 = v128.load(c1 + o, 16);
+    let a2 = v128.load(c2 + o), b2 = v128.load(c2 + o, 16);
+    let a3 = v128.load(c3 + o), b3 = v128.load(c3 + o, 16);
+    let row = vp;
+    for (let j = 0; j < kc; j++) {
+      const x = loadLanes<T>(row, c);
+      const y = loadLanes<T>(row, c + 4);
+      const jo = (<usize>j) << 2;
+      const p0 = v128.load32_splat(at + jo);
+      const p1 = v128.load32_splat(w1 + jo);
+      const p2 = v128.load32_splat(w2 + jo);
+      const p3 = v128.load32_splat(w3 + jo);
+      a0 = madd(p0, x, a0);
+      b0 = madd(p0, y, b0);
+      a1 = madd(p1, x, a1);
+      b1 = madd(p1, y, b1);
+      a2 = madd(p2, x, a2);
+      b2 = madd(p2, y, b2);
+      a3 = madd(p3, x, a3);
+      b3 = madd(p3, y, b3);
+      row += vRow;
     }
+    v128.store(c0 + o, a0);
+    v128.store(c0 + o, b0, 16);
+    v128.store(c1 + o, a1);
+    v128.store(c1 + o, b1, 16);
+    v128.store(c2 + o, a2);
+    v128.store(c2 + o, b2, 16);
+    v128.store(c3 + o, a3);
+    v128.store(c3 + o, b3, 16);
   }
-  for (let c = dvFull; c < dv; c++) {
+  for (; c < dvFull; c += 4) {
     const o = (<usize>c) << 2;
-    const x = loadElement<T>(vp, c);
-    let s0 = load<f32>(c0 + o) + f32x4.extract_lane(p0, 0) * x;
-    let s1 = load<f32>(c1 + o) + f32x4.extract_lane(p1, 0) * x;
-    let s2 = load<f32>(c2 + o) + f32x4.extract_lane(p2, 0) * x;
-    let s3 = load<f32>(c3 + o) + f32x4.extract_lane(p3, 0) * x;
-    if (two) {
-      const y = loadElement<T>(vq, c);
-      s0 += f32x4.extract_lane(w0, 0) * y;
-      s1 += f32x4.extract_lane(w1, 0) * y;
-      s2 += f32x4.extract_lane(w2, 0) * y;
-      s3 += f32x4.extract_lane(w3, 0) * y;
+    let a0 = v128.load(c0 + o);
+    let a1 = v128.load(c1 + o);
+    let a2 = v128.load(c2 + o);
+    let a3 = v128.load(c3 + o);
+    let row = vp;
+    for (let j = 0; j < kc; j++) {
+      const x = loadLanes<T>(row, c);
+      const jo = (<usize>j) << 2;
+      a0 = madd(v128.load32_splat(at + jo), x, a0);
+      a1 = madd(v128.load32_splat(w1 + jo), x, a1);
+      a2 = madd(v128.load32_splat(w2 + jo), x, a2);
+      a3 = madd(v128.load32_splat(w3 + jo), x, a3);
+      row += vRow;
+    }
+    v128.store(c0 + o, a0);
+    v128.store(c1 + o, a1);
+    v128.store(c2 + o, a2);
+    v128.store(c3 + o, a3);
+  }
+  for (; c < dv; c++) {
+    const o = (<usize>c) << 2;
+    let s0 = load<f32>(c0 + o);
+    let s1 = load<f32>(c1 + o);
+    let s2 = load<f32>(c2 + o);
+    let s3 = load<f32>(c3 + o);
+    let row = vp;
+    for (let j = 0; j < kc; j++) {
+      const x = loadElement<T>(row, c);
+      const jo = (<usize>j) << 2;
+      s0 += load<f32>(at + jo) * x;
+      s1 += load<f32>(w1 + jo) * x;
+      s2 += load<f32>(w2 + jo) * x;
+      s3 += load<f32>(w3 + jo) * x;
+      row += vRow;
     }
     store<f32>(c0 + o, s0);
     store<f32>(c1 + o, s1);
@@ -1379,14 +1415,8 @@ export function fewRowsAttentionHalf(
           }
           store<f32>(mAt, mNew);
         }
-        // P·V: each key's value row, times each row's weight, into the rows' accumulators;
-        // float16 rows two keys at a time (see valueRows).
-        const c0 = acc + <usize>r0 * ((<usize>dv4) << 2);
-        let j = 0;
-        if (sizeof<T>() == 2) {
-          for (; j + 2 <= kc; j += 2) valueRows<T>(v + <usize>(j0 + j) * vRow, vRow, sc + ((<usize>j) << 2), c0, dv, dv4, true);
-        }
-        for (; j < kc; j++) valueRows<T>(v + <usize>(j0 + j) * vRow, vRow, sc + ((<usize>j) << 2), c0, dv, dv4, false);
+        // P·V: the tile's value rows, times each row's weights, into the rows' accumulators.
+        valueTile<T>(v + <usize>j0 * vRow, vRow, kc, sc, acc + <usize>r0 * ((<usize>dv4) << 2), dv, dv4);
       }
     }
     for (let r = 0; r < nq; r++) {
