@@ -9,7 +9,8 @@
 // position i + causalOffset (causalOffset = nk - nq: the queries are the last nq positions)
 // and sees the keys up to it; windows (winLo) are in key positions too.
 import {
-  addRow, attendCore, bucketAttention, BUCKET_KEYS, expNonPositive, madd, vmax, windowStart, MASK_ACCURATE, STATS_ADD, STATS_NONE, STATS_WRITE, WINDOW_IGNORE, WINDOW_HIDE_INSIDE, WINDOW_HIDE_OUTSIDE,
+  addRow, attendCore, bucketAttention, BUCKET_KEYS, expNonPositive, madd, vmax, windowAttention, windowFitsBand, windowStart,
+  MASK_ACCURATE, MERGE_FIXED, STATS_ADD, STATS_NONE, STATS_WRITE, WINDOW_IGNORE, WINDOW_HIDE_INSIDE, WINDOW_HIDE_OUTSIDE,
   maskCausal, maskCausalOffset, maskFlags, maskWinMode, maskWinLo, maskWin, maskRounds, maskQTags, maskKTags, maskNq, maskNk,
 } from './attention';
 
@@ -19,7 +20,6 @@ import {
 // as many (6% less time for the window part at n = 16384 than 32 rows).
 const WC: i32 = 64;
 const WRITE: i32 = 0;
-const MERGE_FIXED: i32 = 2;
 
 function setMask(
   causal: i32, causalOffset: i32, flags: usize, winMode: i32, winLo: i32, win: i32,
@@ -59,8 +59,10 @@ export function accurateColumns(
  * Part 2: query row i in [rowFrom, rowTo) against its window (windowStart in
  * attention.ts), hiding the columns (flags) and, when causal, keys past its position; merged into out
  * and lse, stats added. Rows go in chunks of WC from rowFrom, whose keys are the union of
- * their windows (tiles from the chunk's first key): a split of the rows gives the same
- * results only where rowFrom is a multiple of WC (WINDOW_ROWS in src/cpu/backend.ts).
+ * their windows. Short windows (windowFitsBand) go through windowAttention, each micro-tile
+ * of rows in one pass over its run of keys; longer ones through attendCore in tiles from the
+ * chunk's first key. A split of the rows gives the same results where rowFrom is a multiple
+ * of WC (WINDOW_ROWS in src/cpu/backend.ts).
  */
 export function accurateWindow(
   q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
@@ -68,17 +70,22 @@ export function accurateWindow(
   out: usize, lse: usize, cnt: usize, vsum: usize, scratch: usize,
 ): void {
   setMask(causal, causalOffset, flags, WINDOW_HIDE_OUTSIDE, winLo, win, 0, 0, 0, nq, nk);
+  const band = windowFitsBand(win);
   for (let c0 = rowFrom; c0 < rowTo; c0 += WC) {
     const rows = min(WC, rowTo - c0);
-    // Window starts never decrease with the row: the chunk's keys run from its first
-    // row's window start to its last row's window end.
-    const kFrom = max(0, windowStart(c0, winLo, win, causal != 0, nk));
-    const kTo = min(nk, windowStart(c0 + rows - 1, winLo, win, causal != 0, nk) + win);
-    if (kTo <= kFrom) continue;
-    attendCore(
-      q, 0, c0, rows, nq, k, v, 0, kFrom, kTo - kFrom, 0, d, dv, scale,
-      MASK_ACCURATE, 0, 1, 0, 0, 0, out, lse, MERGE_FIXED, scratch, STATS_NONE,
-    );
+    if (band) {
+      windowAttention(q, k, v, nq, nk, d, dv, scale, flags, winLo, win, causal != 0, causalOffset, c0, rows, out, lse, scratch);
+    } else {
+      // Window starts never decrease with the row: the chunk's keys run from its first
+      // row's window start to its last row's window end.
+      const kFrom = max(0, windowStart(c0, winLo, win, causal != 0, nk));
+      const kTo = min(nk, windowStart(c0 + rows - 1, winLo, win, causal != 0, nk) + win);
+      if (kTo <= kFrom) continue;
+      attendCore(
+        q, 0, c0, rows, nq, k, v, 0, kFrom, kTo - kFrom, 0, d, dv, scale,
+        MASK_ACCURATE, 0, 1, 0, 0, 0, out, lse, MERGE_FIXED, scratch, STATS_NONE,
+      );
+    }
     windowStats(v, nk, dv, flags, winLo, win, causal != 0, causalOffset, c0, c0 + rows, cnt, vsum, scratch);
   }
 }

@@ -20,6 +20,7 @@ const EPS_F32: f32 = 1.1920928955078125e-7; // 2^-23, float32 epsilon (reference
 // write modes (ops.ts WriteMode)
 const WRITE: i32 = 0;
 const MERGE_REFERENCE: i32 = 1;
+export const MERGE_FIXED: i32 = 2;
 
 // mask kinds
 const MASK_NONE: i32 = 0;
@@ -288,8 +289,11 @@ const VB_BLOCK: usize = <usize>KT * VB_KEY;
 const KT_ROW: usize = (<usize>KT) << 2;
 
 // sc[r][j] = sum_c q[r][c] * kt[c][j] for the MR rows of a micro-tile, j < width (a
-// multiple of 8); rowMax[r] = max_j sc[r][j].
-@inline function scoresTile(qs: usize, kt: usize, sc: usize, d: i32, width: i32, rowMax: usize): void {
+// multiple of 8); rowMax[r] = max_j sc[r][j]. Rows of kt are ktRow bytes apart, rows of sc
+// scRow bytes (a tile's: KT keys each).
+@inline function scoresTile(
+  qs: usize, kt: usize, sc: usize, d: i32, width: i32, rowMax: usize, ktRow: usize = KT_ROW, scRow: usize = KT_ROW,
+): void {
   if (ASC_FEATURE_SIMD) {
     let m0 = f32x4.splat(-Infinity), m1 = m0, m2 = m0, m3 = m0;
     for (let j0 = 0; j0 < width; j0 += 8) {
@@ -307,14 +311,23 @@ const KT_ROW: usize = (<usize>KT) << 2;
         s10 = madd(q1, k0, s10); s11 = madd(q1, k1, s11);
         s20 = madd(q2, k0, s20); s21 = madd(q2, k1, s21);
         s30 = madd(q3, k0, s30); s31 = madd(q3, k1, s31);
-        kp += KT_ROW;
+        kp += ktRow;
         qp += 16;
       }
       const o = sc + ((<usize>j0) << 2);
-      v128.store(o, s00); v128.store(o, s01, 16);
-      v128.store(o, s10, 256); v128.store(o, s11, 272);
-      v128.store(o, s20, 512); v128.store(o, s21, 528);
-      v128.store(o, s30, 768); v128.store(o, s31, 784);
+      if (scRow == KT_ROW) {
+        // A tile's rows: constant offsets.
+        v128.store(o, s00); v128.store(o, s01, 16);
+        v128.store(o, s10, 256); v128.store(o, s11, 272);
+        v128.store(o, s20, 512); v128.store(o, s21, 528);
+        v128.store(o, s30, 768); v128.store(o, s31, 784);
+      } else {
+        const o1 = o + scRow, o2 = o1 + scRow, o3 = o2 + scRow;
+        v128.store(o, s00); v128.store(o, s01, 16);
+        v128.store(o1, s10); v128.store(o1, s11, 16);
+        v128.store(o2, s20); v128.store(o2, s21, 16);
+        v128.store(o3, s30); v128.store(o3, s31, 16);
+      }
       m0 = vmax(m0, vmax(s00, s01));
       m1 = vmax(m1, vmax(s10, s11));
       m2 = vmax(m2, vmax(s20, s21));
@@ -330,9 +343,9 @@ const KT_ROW: usize = (<usize>KT) << 2;
       for (let j = 0; j < width; j++) {
         let acc: f32 = 0;
         for (let c = 0; c < d; c++) {
-          acc += load<f32>(qs + ((<usize>(c * MR + r)) << 2)) * load<f32>(kt + ((<usize>(c * KT + j)) << 2));
+          acc += load<f32>(qs + ((<usize>(c * MR + r)) << 2)) * load<f32>(kt + <usize>c * ktRow + ((<usize>j) << 2));
         }
-        store<f32>(sc + ((<usize>(r * KT + j)) << 2), acc);
+        store<f32>(sc + <usize>r * scRow + ((<usize>j) << 2), acc);
         mx = max(mx, acc);
       }
       store<f32>(rowMax + ((<usize>r) << 2), mx);
@@ -346,11 +359,12 @@ const KT_ROW: usize = (<usize>KT) << 2;
 }
 
 // acc[r][c] = acc[r][c] * alpha[r] + sum_{j < width} sc[r][j] * V[j][c] for the MR rows of a
-// micro-tile (acc rows dvp apart), c < dvp. V value c of key j at vt + (c >> 3) * blockStep +
-// j * keyStep + (c & 7) * 4: a tile's blocked V (VB_BLOCK, VB_KEY), or rows of dvp values
-// (32, dvp * 4).
+// micro-tile (acc rows dvp apart, sc rows scRow bytes apart), c < dvp. V value c of key j at
+// vt + (c >> 3) * blockStep + j * keyStep + (c & 7) * 4: a tile's blocked V (VB_BLOCK,
+// VB_KEY), or rows of dvp values (32, dvp * 4).
 @inline function accumulateTile(
   sc: usize, vt: usize, acc: usize, alpha: usize, width: i32, dvp: i32, blockStep: usize = VB_BLOCK, keyStep: usize = VB_KEY,
+  scRow: usize = KT_ROW,
 ): void {
   const accRow = (<usize>dvp) << 2;
   if (ASC_FEATURE_SIMD) {
@@ -369,8 +383,12 @@ const KT_ROW: usize = (<usize>KT) << 2;
       let sp = sc;
       for (let j = 0; j < width; j++) {
         const v0 = v128.load(vp), v1 = v128.load(vp, 16);
-        const p0 = v128.load32_splat(sp), p1 = v128.load32_splat(sp, 256);
-        const p2 = v128.load32_splat(sp, 512), p3 = v128.load32_splat(sp, 768);
+        // A tile's rows (scRow KT_ROW) at constant offsets: no address arithmetic.
+        const tile = scRow == KT_ROW;
+        const p0 = v128.load32_splat(sp);
+        const p1 = tile ? v128.load32_splat(sp, 256) : v128.load32_splat(sp + scRow);
+        const p2 = tile ? v128.load32_splat(sp, 512) : v128.load32_splat(sp + 2 * scRow);
+        const p3 = tile ? v128.load32_splat(sp, 768) : v128.load32_splat(sp + 3 * scRow);
         o00 = madd(p0, v0, o00); o01 = madd(p0, v1, o01);
         o10 = madd(p1, v0, o10); o11 = madd(p1, v1, o11);
         o20 = madd(p2, v0, o20); o21 = madd(p2, v1, o21);
@@ -392,7 +410,7 @@ const KT_ROW: usize = (<usize>KT) << 2;
         store<f32>(at, load<f32>(at) * a);
       }
       for (let j = 0; j < width; j++) {
-        const p = load<f32>(sc + ((<usize>(r * KT + j)) << 2));
+        const p = load<f32>(sc + <usize>r * scRow + ((<usize>j) << 2));
         if (p == 0) continue;
         for (let c = 0; c < dvp; c++) {
           const at = arow + ((<usize>c) << 2);
@@ -470,12 +488,17 @@ const KT_ROW: usize = (<usize>KT) << 2;
   transposeRows(r0, r1, r2, r3, dst, d, KT_ROW, false, 1);
 }
 
-// A key tile from the rows named at keyRows[0..kc): K transposed into kt (kt[c][j]) and V
-// into vt in column blocks of 8; keys [kc, kcPad) and V columns [dv, dvp) are zero.
-function buildTile(k: usize, v: usize, keyRows: usize, kc: i32, kcPad: i32, d: i32, dv: i32, kt: usize, vt: usize): void {
+// A key tile of `keys` keys (KT, or a window band's) from the rows named at keyRows[0..kc): K
+// transposed into kt (kt[c][j], keys a row) and V into vt in column blocks of 8 (keys * 8
+// values a block); keys [kc, kcPad) and V columns [dv, dvp) are zero.
+function buildTile(
+  k: usize, v: usize, keyRows: usize, kc: i32, kcPad: i32, d: i32, dv: i32, kt: usize, vt: usize, keys: i32 = KT,
+): void {
   const dBytes = (<usize>d) << 2;
   const dvBytes = (<usize>dv) << 2;
   const dvp = paddedDv(dv);
+  const ktRow = (<usize>keys) << 2;
+  const vBlock = <usize>keys * VB_KEY;
   let j = 0;
   if (ASC_FEATURE_SIMD) {
     for (; j + 4 <= kc; j += 4) {
@@ -483,26 +506,26 @@ function buildTile(k: usize, v: usize, keyRows: usize, kc: i32, kcPad: i32, d: i
       const r1 = k + <usize>load<i32>(keyRows + ((<usize>j) << 2), 4) * dBytes;
       const r2 = k + <usize>load<i32>(keyRows + ((<usize>j) << 2), 8) * dBytes;
       const r3 = k + <usize>load<i32>(keyRows + ((<usize>j) << 2), 12) * dBytes;
-      transposeKeys(r0, r1, r2, r3, kt + ((<usize>j) << 2), d);
+      transposeRows(r0, r1, r2, r3, kt + ((<usize>j) << 2), d, ktRow, false, 1);
     }
   }
   for (; j < kcPad; j++) {
     const row: i32 = j < kc ? load<i32>(keyRows + ((<usize>j) << 2)) : 0;
     const ks = k + <usize>row * dBytes;
     for (let c = 0; c < d; c++) {
-      store<f32>(kt + ((<usize>(c * KT + j)) << 2), j < kc ? load<f32>(ks + ((<usize>c) << 2)) : 0);
+      store<f32>(kt + <usize>c * ktRow + ((<usize>j) << 2), j < kc ? load<f32>(ks + ((<usize>c) << 2)) : 0);
     }
   }
   const dv8 = dv & ~7;
   for (j = 0; j < kcPad; j++) {
     const dst = vt + <usize>j * VB_KEY;
     if (j >= kc) {
-      for (let c = 0; c < dvp; c += 8) memory.fill(dst + <usize>(c >> 3) * VB_BLOCK, 0, VB_KEY);
+      for (let c = 0; c < dvp; c += 8) memory.fill(dst + <usize>(c >> 3) * vBlock, 0, VB_KEY);
       continue;
     }
     const src = v + <usize>load<i32>(keyRows + ((<usize>j) << 2)) * dvBytes;
     for (let c = 0; c < dv8; c += 8) {
-      const to = dst + <usize>(c >> 3) * VB_BLOCK;
+      const to = dst + <usize>(c >> 3) * vBlock;
       const from = src + ((<usize>c) << 2);
       if (ASC_FEATURE_SIMD) {
         v128.store(to, v128.load(from));
@@ -512,7 +535,7 @@ function buildTile(k: usize, v: usize, keyRows: usize, kc: i32, kcPad: i32, d: i
       }
     }
     if (dv8 < dvp) {
-      const tail = dst + <usize>(dv8 >> 3) * VB_BLOCK;
+      const tail = dst + <usize>(dv8 >> 3) * vBlock;
       for (let c = dv8; c < dvp; c++) {
         store<f32>(tail + ((<usize>(c - dv8)) << 2), c < dv ? load<f32>(src + ((<usize>c) << 2)) : 0);
       }
@@ -1444,5 +1467,124 @@ export function mergeRows(
       dstOut + <usize>i * dvBytes, dstLse + ((<usize>i) << 2),
       srcOut + <usize>i * dvBytes, 1, load<f32>(srcLse + ((<usize>i) << 2)), dv, write,
     );
+  }
+}
+
+/** The most keys one micro-tile of window rows takes in windowAttention: a score row's length. */
+const BAND_KEYS: i32 = 136;
+
+/**
+ * Whether windowAttention serves windows of `win` keys: the windows of MR consecutive rows
+ * (starts and ends step by at most one a row) join to at most win + MR - 1 keys, rounded up
+ * to 8 for the micro-kernels.
+ */
+export function windowFitsBand(win: i32): bool {
+  return ((win + MR - 1 + 7) & ~7) <= BAND_KEYS;
+}
+
+// The end of query row i's window (one past its last key): windowStart + win, and when causal
+// not past its position i + causalOffset; at most nk.
+@inline function windowEnd(i: i32, winLo: i32, win: i32, causal: bool, causalOffset: i32, nk: i32): i32 {
+  const end = windowStart(i, winLo, win, causal, nk) + win;
+  return min(nk, causal ? min(end, i + causalOffset + 1) : end);
+}
+
+/**
+ * The accurate mode's window part for query rows [c0, c0 + rows) where their windows are short
+ * (windowFitsBand): each row against the keys of its window, [max(0, windowStart), windowEnd),
+ * less the flagged ones (flags[j] != 0: the columns part's), merged into out and lse
+ * (exact log-add-exp, as attendCore's MERGE_FIXED). The rows' keys, the union of their
+ * windows, are built once as one band (K transposed, V in column blocks); each micro-tile
+ * of MR rows then takes the run of keys its rows' windows cover, from the first one's start
+ * (at most BAND_KEYS), in one pass: its scores, the keys outside each row's window and the
+ * flagged ones hidden, one softmax (no running rescale), P·V, one merge per row. A row's
+ * result depends on its micro-tile's first window start alone, not on c0 or rows (micro-tiles
+ * start at c0 + a multiple of MR), so that splits of the rows at multiples of MR give the
+ * same bits. Scratch: the band (d + dvp floats and two i32 per key, about
+ * rows + win keys), a micro-tile's queries, scores and accumulators.
+ */
+export function windowAttention(
+  q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
+  flags: usize, winLo: i32, win: i32, causal: bool, causalOffset: i32, c0: i32, rows: i32,
+  out: usize, lse: usize, scratch: usize,
+): void {
+  const kFrom = max(0, windowStart(c0, winLo, win, causal, nk));
+  const kTo = windowEnd(c0 + rows - 1, winLo, win, causal, causalOffset, nk);
+  if (kTo <= kFrom) return;
+  const n = kTo - kFrom;
+  // A micro-tile reads up to 7 keys past the band's last (its run rounded up to 8): zeros.
+  const keys = ((n + 7) & ~7) + 8;
+  const dvp = paddedDv(dv);
+  const dBytes = (<usize>d) << 2;
+  const dvBytes = (<usize>dv) << 2;
+  const dvpBytes = (<usize>dvp) << 2;
+  const scRow = (<usize>BAND_KEYS) << 2;
+  const kt = scratch; // [d][keys]
+  const vt = kt + <usize>d * ((<usize>keys) << 2); // [dvp / 8][keys][8]
+  const keyRows = vt + <usize>keys * dvpBytes; // [n]: the band's key rows
+  const flagged = keyRows + ((<usize>n) << 2); // [n + 1]: flagged keys of the band before each
+  const qs = (flagged + ((<usize>(n + 1)) << 2) + 15) & ~15; // [d][MR]
+  const sc = qs + <usize>MR * dBytes; // [MR][BAND_KEYS]
+  const acc = sc + <usize>MR * scRow; // [MR][dvp]
+  const mRow = acc + <usize>MR * dvpBytes; // [MR] each
+  const lRow = mRow + ((<usize>MR) << 2);
+  const alphas = lRow + ((<usize>MR) << 2);
+  const rowMax = alphas + ((<usize>MR) << 2);
+
+  let count = 0;
+  store<i32>(flagged, 0);
+  for (let j = 0; j < n; j++) {
+    store<i32>(keyRows + ((<usize>j) << 2), kFrom + j);
+    if (flags != 0 && load<i32>(flags + ((<usize>(kFrom + j)) << 2)) != 0) count++;
+    store<i32>(flagged + ((<usize>(j + 1)) << 2), count);
+  }
+  buildTile(k, v, keyRows, n, keys, d, dv, kt, vt, keys);
+
+  for (let r0 = 0; r0 < rows; r0 += MR) {
+    const nr = min(MR, rows - r0);
+    const first = c0 + r0;
+    // The micro-tile's run of keys [a, b): its first row's window start to its last row's end.
+    const a = max(0, windowStart(first, winLo, win, causal, nk));
+    const b = windowEnd(first + nr - 1, winLo, win, causal, causalOffset, nk);
+    if (b <= a) continue;
+    const width = (b - a + 7) & ~7;
+    const off = a - kFrom;
+    queryTile(q, 0, first, nr, nq, d, scale, qs);
+    scoresTile(qs, kt + ((<usize>off) << 2), sc, d, width, rowMax, (<usize>keys) << 2, scRow);
+    for (let r = 0; r < MR; r++) {
+      const s = sc + <usize>r * scRow;
+      store<f32>(mRow + ((<usize>r) << 2), -Infinity);
+      store<f32>(lRow + ((<usize>r) << 2), 0);
+      if (r >= nr) {
+        // No row: zero weights, its accumulator unused.
+        memory.fill(s, 0, (<usize>width) << 2);
+        store<f32>(alphas + ((<usize>r) << 2), 0);
+        continue;
+      }
+      const i = first + r;
+      // The row's window in the run: [lo, hi).
+      const lo = max(0, windowStart(i, winLo, win, causal, nk)) - a;
+      const hi = max(lo, windowEnd(i, winLo, win, causal, causalOffset, nk) - a);
+      for (let j = 0; j < lo; j++) store<f32>(s + ((<usize>j) << 2), -Infinity);
+      for (let j = hi; j < width; j++) store<f32>(s + ((<usize>j) << 2), -Infinity);
+      if (load<i32>(flagged + ((<usize>(off + hi)) << 2)) > load<i32>(flagged + ((<usize>(off + lo)) << 2))) {
+        for (let j = lo; j < hi; j++) {
+          if (load<i32>(flags + ((<usize>(a + j)) << 2)) != 0) store<f32>(s + ((<usize>j) << 2), -Infinity);
+        }
+      }
+      softmaxRow(s, width, rowMaxOf(s, width), mRow + ((<usize>r) << 2), lRow + ((<usize>r) << 2), alphas + ((<usize>r) << 2));
+    }
+    // The run is each row's only tile: the accumulators start at zero (softmaxRow's factor
+    // is 0 for a row with keys, 1 for one without).
+    memory.fill(acc, 0, <usize>MR * dvpBytes);
+    accumulateTile(sc, vt + <usize>off * VB_KEY, acc, alphas, width, dvp, <usize>keys * VB_KEY, VB_KEY, scRow);
+    for (let r = 0; r < nr; r++) {
+      const l = load<f32>(lRow + ((<usize>r) << 2));
+      // A row whose keys are all hidden keeps what it holds.
+      if (l == 0) continue;
+      const i = first + r;
+      const lse2 = load<f32>(mRow + ((<usize>r) << 2)) + Mathf.log(l);
+      combineRow(out + <usize>i * dvBytes, lse + ((<usize>i) << 2), acc + <usize>r * dvpBytes, 1 / l, lse2, dv, MERGE_FIXED);
+    }
   }
 }

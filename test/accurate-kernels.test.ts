@@ -214,6 +214,60 @@ for (const flavour of supportedFlavours()) {
   });
 }
 
+// Windows on both of the window part's paths: short ones (up to 133 keys: each micro-tile of
+// rows in one pass over its rows' joined windows, windowFitsBand in assembly/attention.ts)
+// at 1, 63, 64, 65 and 133 keys, longer ones in key tiles at 134 and 2048; key counts that
+// fill no tile or chunk evenly, queries fewer than keys when causal, many flagged keys inside
+// the windows (every key of some rows' windows), merged into rows that hold an earlier part.
+const windowPathCases = [
+  { d: 1, dv: 1, nq: 97, nk: 97, causal: false, win: 1, flagShare: 0.2 },
+  { d: 3, dv: 5, nq: 131, nk: 200, causal: true, win: 1, flagShare: 0.3 },
+  { d: 127, dv: 129, nq: 201, nk: 201, causal: false, win: 63, flagShare: 0.1 },
+  { d: 129, dv: 127, nq: 150, nk: 333, causal: true, win: 64, flagShare: 0.05 },
+  { d: 5, dv: 3, nq: 261, nk: 261, causal: true, win: 65, flagShare: 0.1 },
+  { d: 64, dv: 64, nq: 190, nk: 190, causal: false, win: 65, flagShare: 0 },
+  { d: 7, dv: 9, nq: 300, nk: 301, causal: false, win: 133, flagShare: 0.02 },
+  { d: 9, dv: 7, nq: 260, nk: 400, causal: true, win: 133, flagShare: 0.02 },
+  { d: 3, dv: 3, nq: 300, nk: 300, causal: false, win: 134, flagShare: 0.02 },
+  { d: 3, dv: 5, nq: 2300, nk: 2333, causal: true, win: 2048, flagShare: 0.01 },
+  { d: 17, dv: 15, nq: 2222, nk: 2222, causal: false, win: 2048, flagShare: 0.01 },
+];
+
+for (const flavour of supportedFlavours()) {
+  test(`window paths (${flavour} build): windows of 1, 63, 64, 65, 133, 134 and 2048 keys against float64, merged, causal and not, with flagged keys`, async () => {
+    const backend = await createCpuBackend(flavour);
+    const rng = new Xoshiro128(17);
+    for (const c of windowPathCases) {
+      const { d, dv, nq, nk, causal, win, flagShare } = c;
+      const q = gaussian(rng, nq * d);
+      const k = gaussian(rng, nk * d);
+      const v = gaussian(rng, nk * dv);
+      const causalOffset = causal ? nk - nq : 0;
+      const winLo = causal ? causalOffset + 1 - win : causalOffset - Math.floor(win / 2);
+      const flags = Int32Array.from({ length: nk }, () => (rng.nextUnit() < flagShare ? 1 : 0));
+      // An earlier part's rows (some rows hold nothing yet).
+      const held = { out: gaussian(rng, nq * dv), lse: Float32Array.from(gaussian(rng, nq), (x, i) => (i % 5 === 0 ? -Infinity : x)) };
+      const buf = uploader(backend);
+      const dst = emptyPart(buf, nq, dv, held);
+      const none = buf(new Int32Array(1));
+      await backend.window({
+        q: buf(q), k: buf(k), v: buf(v), nq, nk, d, dv, scale: 1 / Math.sqrt(d),
+        mask: { causal, causalOffset, flags: buf(flags), winLo, window: win, rounds: 0, qTags: none, kTags: none }, dst,
+      });
+      const want = partReference(q, k, v, nq, d, dv, (i) => {
+        const lo = windowStart(i, winLo, win, causal, nk);
+        const keys: number[] = [];
+        for (let j = Math.max(0, lo); j < Math.min(nk, lo + win); j++) {
+          if (!flags[j] && (!causal || j <= i + causalOffset)) keys.push(j);
+        }
+        return keys;
+      });
+      assertPart(backend, dst, nq, dv, mergedReference(want, held, dv), JSON.stringify(c));
+      backend.releaseAll();
+    }
+  });
+}
+
 // Buckets of one hash round: key counts 1, 2, 17 and 33 (small buckets take bucketAttention,
 // those past its BUCKET_KEYS the core; a cap of 17 cuts the largest to 17), query counts that
 // fill no micro-tile evenly, and an earlier round's tags that hide some keys.
