@@ -58,24 +58,23 @@ export function accurateColumns(
 /**
  * Part 2: query row i in [rowFrom, rowTo) against its window (windowStart in
  * attention.ts), hiding the columns (flags) and, when causal, keys past its position; merged into out
- * and lse, stats added. Rows go in chunks of WC from rowFrom, whose keys are the union of
- * their windows. Short windows (windowFitsBand) go through windowAttention, each micro-tile
- * of rows in one pass over its run of keys; longer ones through attendCore in tiles from the
- * chunk's first key. A split of the rows gives the same results where rowFrom is a multiple
- * of WC (WINDOW_ROWS in src/cpu/backend.ts).
+ * and lse, stats added. Short windows (windowFitsBand) go through windowAttention, each
+ * micro-tile of rows in one pass over its run of keys; longer ones through attendCore in
+ * chunks of WC rows from rowFrom, whose keys are the union of their windows, in tiles from
+ * the chunk's first key; the stats in chunks of WC rows. A split of the rows gives the same
+ * results where rowFrom is a multiple of WC (WINDOW_ROWS in src/cpu/backend.ts).
  */
 export function accurateWindow(
   q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
   flags: usize, winLo: i32, win: i32, causal: i32, causalOffset: i32, rowFrom: i32, rowTo: i32,
   out: usize, lse: usize, cnt: usize, vsum: usize, scratch: usize,
 ): void {
-  setMask(causal, causalOffset, flags, WINDOW_HIDE_OUTSIDE, winLo, win, 0, 0, 0, nq, nk);
   const band = windowFitsBand(win);
+  if (band) windowAttention(q, k, v, nq, nk, d, dv, scale, flags, winLo, win, causal != 0, causalOffset, rowFrom, rowTo, out, lse, scratch);
+  else setMask(causal, causalOffset, flags, WINDOW_HIDE_OUTSIDE, winLo, win, 0, 0, 0, nq, nk);
   for (let c0 = rowFrom; c0 < rowTo; c0 += WC) {
     const rows = min(WC, rowTo - c0);
-    if (band) {
-      windowAttention(q, k, v, nq, nk, d, dv, scale, flags, winLo, win, causal != 0, causalOffset, c0, rows, out, lse, scratch);
-    } else {
+    if (!band) {
       // Window starts never decrease with the row: the chunk's keys run from its first
       // row's window start to its last row's window end.
       const kFrom = max(0, windowStart(c0, winLo, win, causal != 0, nk));

@@ -1472,6 +1472,10 @@ export function mergeRows(
 
 /** The most keys one micro-tile of window rows takes in windowAttention: a score row's length. */
 const BAND_KEYS: i32 = 136;
+// Query rows whose keys windowAttention builds as one band: 128 rows build 1.5 keys a row
+// for a 64-key window where 64 built 2; the band (up to 275 keys) fits the scratch that
+// attentionScratchBytes sizes, for every d and dv.
+const BAND_ROWS: i32 = 128;
 
 /**
  * Whether windowAttention serves windows of `win` keys: the windows of MR consecutive rows
@@ -1490,20 +1494,32 @@ export function windowFitsBand(win: i32): bool {
 }
 
 /**
- * The accurate mode's window part for query rows [c0, c0 + rows) where their windows are short
- * (windowFitsBand): each row against the keys of its window, [max(0, windowStart), windowEnd),
- * less the flagged ones (flags[j] != 0: the columns part's), merged into out and lse
- * (exact log-add-exp, as attendCore's MERGE_FIXED). The rows' keys, the union of their
- * windows, are built once as one band (K transposed, V in column blocks); each micro-tile
- * of MR rows then takes the run of keys its rows' windows cover, from the first one's start
- * (at most BAND_KEYS), in one pass: its scores, the keys outside each row's window and the
- * flagged ones hidden, one softmax (no running rescale), P·V, one merge per row. A row's
- * result depends on its micro-tile's first window start alone, not on c0 or rows (micro-tiles
- * start at c0 + a multiple of MR), so that splits of the rows at multiples of MR give the
- * same bits. Scratch: the band (d + dvp floats and two i32 per key, about
- * rows + win keys), a micro-tile's queries, scores and accumulators.
+ * The accurate mode's window part for query rows [rowFrom, rowTo) where their windows are
+ * short (windowFitsBand): each row against the keys of its window, [max(0, windowStart),
+ * windowEnd), less the flagged ones (flags[j] != 0: the columns part's), merged into out and
+ * lse (log-add-exp; mergeWeights in SIMD builds, attendCore's MERGE_FIXED in the scalar one).
+ * Rows go in chunks of BAND_ROWS, whose keys, the union of their windows, are built once as
+ * one band (K transposed, V in column blocks); each micro-tile of MR rows then takes the run
+ * of keys its rows' windows cover, from the first one's start (at most BAND_KEYS), in one
+ * pass: its scores, the keys outside each row's window and the flagged ones hidden, one
+ * softmax (no running rescale), P·V, one merge per row. A row's result depends on its
+ * micro-tile's first window start alone (micro-tiles start at rowFrom + a multiple of MR),
+ * so that splits of the rows at multiples of MR give the same bits. Scratch: the band (d +
+ * dvp floats and two i32 per key, up to BAND_ROWS + win + 15 keys), a micro-tile's queries,
+ * scores and accumulators.
  */
 export function windowAttention(
+  q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
+  flags: usize, winLo: i32, win: i32, causal: bool, causalOffset: i32, rowFrom: i32, rowTo: i32,
+  out: usize, lse: usize, scratch: usize,
+): void {
+  for (let c0 = rowFrom; c0 < rowTo; c0 += BAND_ROWS) {
+    windowBand(q, k, v, nq, nk, d, dv, scale, flags, winLo, win, causal, causalOffset, c0, min(BAND_ROWS, rowTo - c0), out, lse, scratch);
+  }
+}
+
+// windowAttention's rows [c0, c0 + rows), rows <= BAND_ROWS: one band of keys.
+function windowBand(
   q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
   flags: usize, winLo: i32, win: i32, causal: bool, causalOffset: i32, c0: i32, rows: i32,
   out: usize, lse: usize, scratch: usize,
@@ -1578,13 +1594,59 @@ export function windowAttention(
     // is 0 for a row with keys, 1 for one without).
     memory.fill(acc, 0, <usize>MR * dvpBytes);
     accumulateTile(sc, vt + <usize>off * VB_KEY, acc, alphas, width, dvp, <usize>keys * VB_KEY, VB_KEY, scRow);
+    if (!ASC_FEATURE_SIMD) {
+      for (let r = 0; r < nr; r++) {
+        const l = load<f32>(lRow + ((<usize>r) << 2));
+        // A row whose keys are all hidden keeps what it holds.
+        if (l == 0) continue;
+        const i = first + r;
+        const lse2 = load<f32>(mRow + ((<usize>r) << 2)) + Mathf.log(l);
+        combineRow(out + <usize>i * dvBytes, lse + ((<usize>i) << 2), acc + <usize>r * dvpBytes, 1 / l, lse2, dv, MERGE_FIXED);
+      }
+      continue;
+    }
+    // The rows' merges, four at once (mergeWeights); rows past nr have m = -inf, l = 0.
+    for (let r = 0; r < MR; r++) {
+      store<f32>(rowMax + ((<usize>r) << 2), r < nr ? load<f32>(lse + ((<usize>(first + r)) << 2)) : -Infinity);
+    }
+    mergeWeights(rowMax, mRow, lRow, alphas);
+    const dv4 = dv & ~3;
     for (let r = 0; r < nr; r++) {
-      const l = load<f32>(lRow + ((<usize>r) << 2));
       // A row whose keys are all hidden keeps what it holds.
-      if (l == 0) continue;
-      const i = first + r;
-      const lse2 = load<f32>(mRow + ((<usize>r) << 2)) + Mathf.log(l);
-      combineRow(out + <usize>i * dvBytes, lse + ((<usize>i) << 2), acc + <usize>r * dvpBytes, 1 / l, lse2, dv, MERGE_FIXED);
+      if (load<f32>(lRow + ((<usize>r) << 2)) == 0) continue;
+      const o = out + <usize>(first + r) * dvBytes;
+      const x = acc + <usize>r * dvpBytes;
+      const keep = load<f32>(mRow + ((<usize>r) << 2));
+      const take = load<f32>(alphas + ((<usize>r) << 2));
+      const kv = f32x4.splat(keep), tv = f32x4.splat(take);
+      for (let c = 0; c < dv4; c += 4) {
+        const at = (<usize>c) << 2;
+        v128.store(o + at, f32x4.add(f32x4.mul(kv, v128.load(o + at)), f32x4.mul(tv, v128.load(x + at))));
+      }
+      for (let c = dv4; c < dv; c++) {
+        const at = (<usize>c) << 2;
+        store<f32>(o + at, keep * load<f32>(o + at) + take * load<f32>(x + at));
+      }
+      store<f32>(lse + ((<usize>(first + r)) << 2), load<f32>(rowMax + ((<usize>r) << 2)));
     }
   }
+}
+
+/**
+ * Log-add-exp merges of four rows (SIMD builds): each holds lse1 (at lse, four lanes) and
+ * takes a part of max m and sum l (the sum of exp(score - m) over its keys; at m and l). With
+ * M = max(lse1, m), the merged lse is M + log(exp(lse1 - M) + l exp(m - M)) (the sum lies in
+ * [1, l + 1]); the row keeps exp(lse1 - lse) of what it held and takes exp(m - lse) of the
+ * part's unnormalised sum of P·V. Writes the merged lse into lse, the factors kept into m and
+ * the factors taken into take. Lanes with l = 0 are not defined.
+ */
+@inline function mergeWeights(lse: usize, m: usize, l: usize, take: usize): void {
+  const lse1 = v128.load(lse);
+  const mv = v128.load(m);
+  const top = f32x4.max(lse1, mv);
+  const total = madd(v128.load(l), expNonPositive(f32x4.sub(mv, top)), expNonPositive(f32x4.sub(lse1, top)));
+  const merged = f32x4.add(top, logNormal(total));
+  v128.store(lse, merged);
+  v128.store(m, expNonPositive(f32x4.sub(lse1, merged)));
+  v128.store(take, expNonPositive(f32x4.sub(mv, merged)));
 }
