@@ -489,8 +489,8 @@ const KT_ROW: usize = (<usize>KT) << 2;
 }
 
 // A key tile of `keys` keys (KT, or a window band's) from the rows named at keyRows[0..kc): K
-// transposed into kt (kt[c][j], keys a row) and V into vt in column blocks of 8 (keys * 8
-// values a block); keys [kc, kcPad) and V columns [dv, dvp) are zero.
+// transposed into kt (kt[c][j], keys a row) and (v != 0) V into vt in column blocks of 8
+// (keys * 8 values a block); keys [kc, kcPad) and V columns [dv, dvp) are zero.
 function buildTile(
   k: usize, v: usize, keyRows: usize, kc: i32, kcPad: i32, d: i32, dv: i32, kt: usize, vt: usize, keys: i32 = KT,
 ): void {
@@ -516,6 +516,7 @@ function buildTile(
       store<f32>(kt + <usize>c * ktRow + ((<usize>j) << 2), j < kc ? load<f32>(ks + ((<usize>c) << 2)) : 0);
     }
   }
+  if (v == 0) return;
   const dv8 = dv & ~7;
   for (j = 0; j < kcPad; j++) {
     const dst = vt + <usize>j * VB_KEY;
@@ -1554,7 +1555,10 @@ function windowBand(
     if (flags != 0 && load<i32>(flags + ((<usize>(kFrom + j)) << 2)) != 0) count++;
     store<i32>(flagged + ((<usize>(j + 1)) << 2), count);
   }
-  buildTile(k, v, keyRows, n, keys, d, dv, kt, vt, keys);
+  // P·V reads V rows where they lie when they hold whole blocks of 8 values (dv = dvp), else
+  // a copy in column blocks.
+  const vRows = dv == dvp;
+  buildTile(k, vRows ? 0 : v, keyRows, n, keys, d, dv, kt, vt, keys);
 
   for (let r0 = 0; r0 < rows; r0 += MR) {
     const nr = min(MR, rows - r0);
@@ -1565,6 +1569,7 @@ function windowBand(
     if (b <= a) continue;
     const width = (b - a + 7) & ~7;
     const off = a - kFrom;
+    const anyFlag = load<i32>(flagged + ((<usize>(off + b - a)) << 2)) > load<i32>(flagged + ((<usize>off) << 2));
     queryTile(q, 0, first, nr, nq, d, scale, qs);
     scoresTile(qs, kt + ((<usize>off) << 2), sc, d, width, rowMax, (<usize>keys) << 2, scRow);
     for (let r = 0; r < MR; r++) {
@@ -1583,7 +1588,7 @@ function windowBand(
       const hi = max(lo, windowEnd(i, winLo, win, causal, causalOffset, nk) - a);
       for (let j = 0; j < lo; j++) store<f32>(s + ((<usize>j) << 2), -Infinity);
       for (let j = hi; j < width; j++) store<f32>(s + ((<usize>j) << 2), -Infinity);
-      if (load<i32>(flagged + ((<usize>(off + hi)) << 2)) > load<i32>(flagged + ((<usize>(off + lo)) << 2))) {
+      if (anyFlag && load<i32>(flagged + ((<usize>(off + hi)) << 2)) > load<i32>(flagged + ((<usize>(off + lo)) << 2))) {
         for (let j = lo; j < hi; j++) {
           if (load<i32>(flags + ((<usize>(a + j)) << 2)) != 0) store<f32>(s + ((<usize>j) << 2), -Infinity);
         }
@@ -1593,7 +1598,9 @@ function windowBand(
     // The run is each row's only tile: the accumulators start at zero (softmaxRow's factor
     // is 0 for a row with keys, 1 for one without).
     memory.fill(acc, 0, <usize>MR * dvpBytes);
-    accumulateTile(sc, vt + <usize>off * VB_KEY, acc, alphas, width, dvp, <usize>keys * VB_KEY, VB_KEY, scRow);
+    // P·V over the run's keys alone (V rows in place end at nk).
+    if (vRows) accumulateTile(sc, v + <usize>a * dvBytes, acc, alphas, b - a, dvp, VB_KEY, dvBytes, scRow);
+    else accumulateTile(sc, vt + <usize>off * VB_KEY, acc, alphas, b - a, dvp, <usize>keys * VB_KEY, VB_KEY, scRow);
     if (!ASC_FEATURE_SIMD) {
       for (let r = 0; r < nr; r++) {
         const l = load<f32>(lRow + ((<usize>r) << 2));
