@@ -14,11 +14,15 @@ import {
   maskCausal, maskCausalOffset, maskFlags, maskWinMode, maskWinLo, maskWin, maskRounds, maskQTags, maskKTags, maskNq, maskNk,
 } from './attention';
 
-// Query rows per window chunk: a chunk builds the tiles of the union of its rows' windows,
-// win + WC - 1 keys, once for all its rows (each micro-tile computes only the keys that meet
-// its rows' windows): 64 rows build two tiles of a 64-key window where 32 rows built about
-// as many (6% less time for the window part at n = 16384 than 32 rows).
-const WC: i32 = 64;
+// Query rows per chunk of a long window (attendCore): a chunk builds the tiles of the union
+// of its rows' windows, win + WC - 1 keys, once for all its rows (each micro-tile computes
+// only the keys that meet its rows' windows). Tiles start at multiples of TILE_KEYS (KT in
+// attention.ts) whatever the chunk, so that a row's results do not depend on its chunk.
+const WC: i32 = 256;
+const TILE_KEYS: i32 = 64;
+// Query rows per run of windowStats: its running sum restarts with each, so that a split of
+// the rows at a multiple gives the same sums (WINDOW_ROWS in src/cpu/backend.ts).
+const STATS_ROWS: i32 = 64;
 const WRITE: i32 = 0;
 
 function setMask(
@@ -69,15 +73,15 @@ export function accurateWindow(
   flags: usize, winLo: i32, win: i32, causal: i32, causalOffset: i32, rowFrom: i32, rowTo: i32,
   out: usize, lse: usize, cnt: usize, vsum: usize, scratch: usize,
 ): void {
-  const band = windowFitsBand(win);
-  if (band) windowAttention(q, k, v, nq, nk, d, dv, scale, flags, winLo, win, causal != 0, causalOffset, rowFrom, rowTo, out, lse, scratch);
-  else setMask(causal, causalOffset, flags, WINDOW_HIDE_OUTSIDE, winLo, win, 0, 0, 0, nq, nk);
-  for (let c0 = rowFrom; c0 < rowTo; c0 += WC) {
-    const rows = min(WC, rowTo - c0);
-    if (!band) {
+  if (windowFitsBand(win)) {
+    windowAttention(q, k, v, nq, nk, d, dv, scale, flags, winLo, win, causal != 0, causalOffset, rowFrom, rowTo, out, lse, scratch);
+  } else {
+    setMask(causal, causalOffset, flags, WINDOW_HIDE_OUTSIDE, winLo, win, 0, 0, 0, nq, nk);
+    for (let c0 = rowFrom; c0 < rowTo; c0 += WC) {
+      const rows = min(WC, rowTo - c0);
       // Window starts never decrease with the row: the chunk's keys run from its first
-      // row's window start to its last row's window end.
-      const kFrom = max(0, windowStart(c0, winLo, win, causal != 0, nk));
+      // row's window start to its last row's window end, in tiles from a multiple of KT.
+      const kFrom = max(0, windowStart(c0, winLo, win, causal != 0, nk)) & ~(TILE_KEYS - 1);
       const kTo = min(nk, windowStart(c0 + rows - 1, winLo, win, causal != 0, nk) + win);
       if (kTo <= kFrom) continue;
       attendCore(
@@ -85,6 +89,9 @@ export function accurateWindow(
         MASK_ACCURATE, 0, 1, 0, 0, 0, out, lse, MERGE_FIXED, scratch, STATS_NONE,
       );
     }
+  }
+  for (let c0 = rowFrom; c0 < rowTo; c0 += STATS_ROWS) {
+    const rows = min(STATS_ROWS, rowTo - c0);
     windowStats(v, nk, dv, flags, winLo, win, causal != 0, causalOffset, c0, c0 + rows, cnt, vsum, scratch);
   }
 }
