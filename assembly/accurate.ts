@@ -123,6 +123,17 @@ function windowStats(
       a0 = a;
       b0 = a;
     }
+    const vRow = vsum + <usize>i * dvBytes;
+    const cAt = cnt + ((<usize>i) << 2);
+    // Most rows' runs move by one key at each end, neither flagged: one pass over the
+    // values (the same operations, in the same order, as the loops below).
+    if (b == b0 + 1 && a == a0 + 1 && (flags == 0 || (load<i32>(flags + ((<usize>b0) << 2)) == 0 && load<i32>(flags + ((<usize>a0) << 2)) == 0))) {
+      slideRun(run, v + <usize>b0 * dvBytes, v + <usize>a0 * dvBytes, vRow, dv);
+      a0 = a;
+      b0 = b;
+      store<f32>(cAt, load<f32>(cAt) + <f32>count);
+      continue;
+    }
     for (; b0 < b; b0++) {
       if (flags != 0 && load<i32>(flags + ((<usize>b0) << 2)) != 0) continue;
       addRow(run, v + <usize>b0 * dvBytes, dv, 1);
@@ -133,9 +144,28 @@ function windowStats(
       addRow(run, v + <usize>a0 * dvBytes, dv, -1);
       count--;
     }
-    const cAt = cnt + ((<usize>i) << 2);
     store<f32>(cAt, load<f32>(cAt) + <f32>count);
-    addRow(vsum + <usize>i * dvBytes, run, dv, 1);
+    addRow(vRow, run, dv, 1);
+  }
+}
+
+// run += enter, then run -= leave, then sum += run, over n values in one pass: the values
+// addRow's three passes give (its multiply-adds by 1 and -1 are these adds).
+@inline function slideRun(run: usize, enter: usize, leave: usize, sum: usize, n: i32): void {
+  let c = 0;
+  if (ASC_FEATURE_SIMD) {
+    for (; c + 4 <= n; c += 4) {
+      const o = (<usize>c) << 2;
+      const r = f32x4.sub(f32x4.add(v128.load(run + o), v128.load(enter + o)), v128.load(leave + o));
+      v128.store(run + o, r);
+      v128.store(sum + o, f32x4.add(v128.load(sum + o), r));
+    }
+  }
+  for (; c < n; c++) {
+    const o = (<usize>c) << 2;
+    const r = (load<f32>(run + o) + load<f32>(enter + o)) - load<f32>(leave + o);
+    store<f32>(run + o, r);
+    store<f32>(sum + o, load<f32>(sum + o) + r);
   }
 }
 

@@ -226,6 +226,7 @@ const windowPathCases = [
   { d: 129, dv: 127, nq: 150, nk: 333, causal: true, win: 64, flagShare: 0.05 },
   { d: 5, dv: 3, nq: 261, nk: 261, causal: true, win: 65, flagShare: 0.1 },
   { d: 64, dv: 64, nq: 190, nk: 190, causal: false, win: 65, flagShare: 0 },
+  { d: 8, dv: 16, nq: 99, nk: 140, causal: true, win: 64, flagShare: 0.1 },
   { d: 7, dv: 9, nq: 300, nk: 301, causal: false, win: 133, flagShare: 0.02 },
   { d: 9, dv: 7, nq: 260, nk: 400, causal: true, win: 133, flagShare: 0.02 },
   { d: 3, dv: 3, nq: 300, nk: 300, causal: false, win: 134, flagShare: 0.02 },
