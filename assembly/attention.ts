@@ -642,21 +642,27 @@ function combineRow(
     c = lse2 <= lse1 ? 1 / (1 + e) : e / (1 + e);
     lse = max(lse1, lse2) + Mathf.log1p(e);
   }
-  const c2: f32 = (1 - c) * srcScale;
-  // Lane by lane the same products and sum as the scalar loop (no fused multiply-add).
+  blendRow(dstOut, src, c, (1 - c) * srcScale, dv);
+  store<f32>(dstLse, lse);
+}
+
+// dst[0..n) = keep * dst + take * src: four lanes at a time, then one at a time past a
+// multiple of 4, lane by lane the same products and sum as the scalar loop (no fused
+// multiply-add).
+@inline function blendRow(dst: usize, src: usize, keep: f32, take: f32, n: i32): void {
+  let c = 0;
   if (ASC_FEATURE_SIMD) {
-    const cv = f32x4.splat(c);
-    const c2v = f32x4.splat(c2);
-    for (let k = 0; k < dv4; k += 4) {
-      const o = (<usize>k) << 2;
-      v128.store(dstOut + o, f32x4.add(f32x4.mul(cv, v128.load(dstOut + o)), f32x4.mul(c2v, v128.load(src + o))));
+    const kv = f32x4.splat(keep);
+    const tv = f32x4.splat(take);
+    for (; c + 4 <= n; c += 4) {
+      const o = (<usize>c) << 2;
+      v128.store(dst + o, f32x4.add(f32x4.mul(kv, v128.load(dst + o)), f32x4.mul(tv, v128.load(src + o))));
     }
   }
-  for (let k = dv4; k < dv; k++) {
-    const at = dstOut + ((<usize>k) << 2);
-    store<f32>(at, c * load<f32>(at) + c2 * load<f32>(src + ((<usize>k) << 2)));
+  for (; c < n; c++) {
+    const o = (<usize>c) << 2;
+    store<f32>(dst + o, keep * load<f32>(dst + o) + take * load<f32>(src + o));
   }
-  store<f32>(dstLse, lse);
 }
 
 // One micro-tile's query rows, scaled, interleaved (row r's c-th value at dst + (c * MR + r)
@@ -1617,23 +1623,13 @@ function windowBand(
       store<f32>(rowMax + ((<usize>r) << 2), r < nr ? load<f32>(lse + ((<usize>(first + r)) << 2)) : -Infinity);
     }
     mergeWeights(rowMax, mRow, lRow, alphas);
-    const dv4 = dv & ~3;
     for (let r = 0; r < nr; r++) {
       // A row whose keys are all hidden keeps what it holds.
       if (load<f32>(lRow + ((<usize>r) << 2)) == 0) continue;
-      const o = out + <usize>(first + r) * dvBytes;
-      const x = acc + <usize>r * dvpBytes;
-      const keep = load<f32>(mRow + ((<usize>r) << 2));
-      const take = load<f32>(alphas + ((<usize>r) << 2));
-      const kv = f32x4.splat(keep), tv = f32x4.splat(take);
-      for (let c = 0; c < dv4; c += 4) {
-        const at = (<usize>c) << 2;
-        v128.store(o + at, f32x4.add(f32x4.mul(kv, v128.load(o + at)), f32x4.mul(tv, v128.load(x + at))));
-      }
-      for (let c = dv4; c < dv; c++) {
-        const at = (<usize>c) << 2;
-        store<f32>(o + at, keep * load<f32>(o + at) + take * load<f32>(x + at));
-      }
+      blendRow(
+        out + <usize>(first + r) * dvBytes, acc + <usize>r * dvpBytes,
+        load<f32>(mRow + ((<usize>r) << 2)), load<f32>(alphas + ((<usize>r) << 2)), dv,
+      );
       store<f32>(lse + ((<usize>(first + r)) << 2), load<f32>(rowMax + ((<usize>r) << 2)));
     }
   }

@@ -180,36 +180,60 @@ const windowCases = [
   { d: 64, dv: 64, nq: 300, nk: 300, causal: true, win: 200, flagged: 9 },
 ];
 
+interface WindowCase {
+  d: number;
+  dv: number;
+  nq: number;
+  nk: number;
+  causal: boolean;
+  win: number;
+}
+
+/**
+ * One window op (WindowTask) on fresh gaussian inputs against float64: the flags that
+ * flagsOf draws hidden, merged into rows that hold an earlier part where `held` (some of
+ * them nothing yet), else into empty rows.
+ */
+async function checkWindow(backend: CpuBackend, rng: Xoshiro128, c: WindowCase, flagsOf: () => Int32Array, held: boolean): Promise<void> {
+  const { d, dv, nq, nk, causal, win } = c;
+  const q = gaussian(rng, nq * d);
+  const k = gaussian(rng, nk * d);
+  const v = gaussian(rng, nk * dv);
+  const causalOffset = causal ? nk - nq : 0;
+  const winLo = causal ? causalOffset + 1 - win : causalOffset - Math.floor(win / 2);
+  const flags = flagsOf();
+  const before = held
+    ? { out: gaussian(rng, nq * dv), lse: Float32Array.from(gaussian(rng, nq), (x, i) => (i % 5 === 0 ? -Infinity : x)) }
+    : undefined;
+  const buf = uploader(backend);
+  const dst = emptyPart(buf, nq, dv, before);
+  const none = buf(new Int32Array(1));
+  await backend.window({
+    q: buf(q), k: buf(k), v: buf(v), nq, nk, d, dv, scale: 1 / Math.sqrt(d),
+    mask: { causal, causalOffset, flags: buf(flags), winLo, window: win, rounds: 0, qTags: none, kTags: none }, dst,
+  });
+  const want = partReference(q, k, v, nq, d, dv, (i) => {
+    const lo = windowStart(i, winLo, win, causal, nk);
+    const keys: number[] = [];
+    for (let j = Math.max(0, lo); j < Math.min(nk, lo + win); j++) {
+      if (!flags[j] && (!causal || j <= i + causalOffset)) keys.push(j);
+    }
+    return keys;
+  });
+  assertPart(backend, dst, nq, dv, before ? mergedReference(want, before, dv) : want, JSON.stringify(c));
+  backend.releaseAll();
+}
+
 for (const flavour of supportedFlavours()) {
   test(`window (${flavour} build): out, lse, counts and V sums against float64 at odd shapes, causal and not, with flagged keys`, async () => {
     const backend = await createCpuBackend(flavour);
     const rng = new Xoshiro128(11);
     for (const c of windowCases) {
-      const { d, dv, nq, nk, causal, win, flagged } = c;
-      const q = gaussian(rng, nq * d);
-      const k = gaussian(rng, nk * d);
-      const v = gaussian(rng, nk * dv);
-      const causalOffset = causal ? nk - nq : 0;
-      const winLo = causal ? causalOffset + 1 - win : causalOffset - Math.floor(win / 2);
-      const flags = new Int32Array(nk);
-      for (let t = 0; t < flagged; t++) flags[rng.nextBelow(nk)] = 1;
-      const buf = uploader(backend);
-      const dst = emptyPart(buf, nq, dv);
-      const none = buf(new Int32Array(1));
-      await backend.window({
-        q: buf(q), k: buf(k), v: buf(v), nq, nk, d, dv, scale: 1 / Math.sqrt(d),
-        mask: { causal, causalOffset, flags: buf(flags), winLo, window: win, rounds: 0, qTags: none, kTags: none }, dst,
-      });
-      const want = partReference(q, k, v, nq, d, dv, (i) => {
-        const lo = windowStart(i, winLo, win, causal, nk);
-        const keys: number[] = [];
-        for (let j = Math.max(0, lo); j < Math.min(nk, lo + win); j++) {
-          if (!flags[j] && (!causal || j <= i + causalOffset)) keys.push(j);
-        }
-        return keys;
-      });
-      assertPart(backend, dst, nq, dv, want, JSON.stringify(c));
-      backend.releaseAll();
+      await checkWindow(backend, rng, c, () => {
+        const flags = new Int32Array(c.nk);
+        for (let t = 0; t < c.flagged; t++) flags[rng.nextBelow(c.nk)] = 1;
+        return flags;
+      }, false);
     }
   });
 }
@@ -239,32 +263,7 @@ for (const flavour of supportedFlavours()) {
     const backend = await createCpuBackend(flavour);
     const rng = new Xoshiro128(17);
     for (const c of windowPathCases) {
-      const { d, dv, nq, nk, causal, win, flagShare } = c;
-      const q = gaussian(rng, nq * d);
-      const k = gaussian(rng, nk * d);
-      const v = gaussian(rng, nk * dv);
-      const causalOffset = causal ? nk - nq : 0;
-      const winLo = causal ? causalOffset + 1 - win : causalOffset - Math.floor(win / 2);
-      const flags = Int32Array.from({ length: nk }, () => (rng.nextUnit() < flagShare ? 1 : 0));
-      // An earlier part's rows (some rows hold nothing yet).
-      const held = { out: gaussian(rng, nq * dv), lse: Float32Array.from(gaussian(rng, nq), (x, i) => (i % 5 === 0 ? -Infinity : x)) };
-      const buf = uploader(backend);
-      const dst = emptyPart(buf, nq, dv, held);
-      const none = buf(new Int32Array(1));
-      await backend.window({
-        q: buf(q), k: buf(k), v: buf(v), nq, nk, d, dv, scale: 1 / Math.sqrt(d),
-        mask: { causal, causalOffset, flags: buf(flags), winLo, window: win, rounds: 0, qTags: none, kTags: none }, dst,
-      });
-      const want = partReference(q, k, v, nq, d, dv, (i) => {
-        const lo = windowStart(i, winLo, win, causal, nk);
-        const keys: number[] = [];
-        for (let j = Math.max(0, lo); j < Math.min(nk, lo + win); j++) {
-          if (!flags[j] && (!causal || j <= i + causalOffset)) keys.push(j);
-        }
-        return keys;
-      });
-      assertPart(backend, dst, nq, dv, mergedReference(want, held, dv), JSON.stringify(c));
-      backend.releaseAll();
+      await checkWindow(backend, rng, c, () => Int32Array.from({ length: c.nk }, () => (rng.nextUnit() < c.flagShare ? 1 : 0)), true);
     }
   });
 }
