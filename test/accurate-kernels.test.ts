@@ -158,18 +158,19 @@ function mergedReference(want: ReturnType<typeof partReference>, held: { out: Fl
 
 /**
  * A part's rows (dst, PartOutput) against partReference's: out and lse within 1e-5 (lse -inf
- * exactly where the row's key set is empty), counts exact, V sums within 1e-4.
+ * exactly where the row's key set is empty), counts exact, V sums within vsumTolerance.
  */
 function assertPart(
   backend: CpuBackend, dst: Record<'out' | 'lse' | 'cnt' | 'vsum', { buf: unknown }>, nq: number, dv: number,
-  want: ReturnType<typeof partReference>, label: string,
+  want: ReturnType<typeof partReference>, label: string, vsumTolerance = 1e-4,
 ): void {
   const read = (view: { buf: unknown }, n: number) => Float32Array.from(backend.view(view.buf as never, 0, n));
   assert.ok(maxAbsError(read(dst.out, nq * dv), want.out) <= 1e-5, `${label}: out`);
   const lse = read(dst.lse, nq);
   want.lse.forEach((x, i) => assert.ok(x === -Infinity ? lse[i] === -Infinity : Math.abs(lse[i] - x) <= 1e-5, `${label}: lse row ${i}`));
   assert.equal(Array.from(read(dst.cnt, nq)), Array.from(want.cnt), `${label}: counts`);
-  assert.ok(maxAbsError(read(dst.vsum, nq * dv), want.vsum) <= 1e-4, `${label}: V sums`);
+  const vsumError = maxAbsError(read(dst.vsum, nq * dv), want.vsum);
+  assert.ok(vsumError <= vsumTolerance, `${label}: V sums off by ${vsumError}`);
 }
 
 const windowCases = [
@@ -220,7 +221,11 @@ async function checkWindow(backend: CpuBackend, rng: Xoshiro128, c: WindowCase, 
     }
     return keys;
   });
-  assertPart(backend, dst, nq, dv, before ? mergedReference(want, before, dv) : want, JSON.stringify(c));
+  // The V sums are float32 running sums over the window (gaussian values: about sqrt(win) in
+  // size), whose rounding grows with the window's length.
+  assertPart(
+    backend, dst, nq, dv, before ? mergedReference(want, before, dv) : want, JSON.stringify(c), 1e-4 * Math.max(1, Math.sqrt(win / 64)),
+  );
   backend.releaseAll();
 }
 
@@ -241,8 +246,9 @@ for (const flavour of supportedFlavours()) {
 // Windows on both of the window part's paths: short ones (up to 133 keys: each micro-tile of
 // rows in one pass over its rows' joined windows, windowFitsBand in assembly/attention.ts)
 // at 1, 63, 64, 65 and 133 keys, longer ones in key tiles at 134 and 2048; key counts that
-// fill no tile or chunk evenly, queries fewer than keys when causal, many flagged keys inside
-// the windows (every key of some rows' windows), merged into rows that hold an earlier part.
+// fill no tile or chunk evenly, queries fewer than keys, a window longer than the keys, many
+// flagged keys inside the windows (every key of some rows' windows), merged into rows that
+// hold an earlier part.
 const windowPathCases = [
   { d: 1, dv: 1, nq: 97, nk: 97, causal: false, win: 1, flagShare: 0.2 },
   { d: 3, dv: 5, nq: 131, nk: 200, causal: true, win: 1, flagShare: 0.3 },
@@ -251,6 +257,7 @@ const windowPathCases = [
   { d: 5, dv: 3, nq: 261, nk: 261, causal: true, win: 65, flagShare: 0.1 },
   { d: 64, dv: 64, nq: 190, nk: 190, causal: false, win: 65, flagShare: 0 },
   { d: 8, dv: 16, nq: 99, nk: 140, causal: true, win: 64, flagShare: 0.1 },
+  { d: 3, dv: 8, nq: 40, nk: 50, causal: false, win: 64, flagShare: 0.1 },
   { d: 7, dv: 9, nq: 300, nk: 301, causal: false, win: 133, flagShare: 0.02 },
   { d: 9, dv: 7, nq: 260, nk: 400, causal: true, win: 133, flagShare: 0.02 },
   { d: 3, dv: 3, nq: 300, nk: 300, causal: false, win: 134, flagShare: 0.02 },
