@@ -9,17 +9,16 @@
 // position i + causalOffset (causalOffset = nk - nq: the queries are the last nq positions)
 // and sees the keys up to it; windows (winLo) are in key positions too.
 import {
-  addRow, attendCore, bucketAttention, BUCKET_KEYS, expNonPositive, madd, vmax, windowAttention, windowFitsBand, windowStart,
+  addRow, attendCore, bucketAttention, BUCKET_KEYS, KT, expNonPositive, madd, vmax, windowAttention, windowFitsBand, windowStart,
   MASK_ACCURATE, MERGE_FIXED, STATS_ADD, STATS_NONE, STATS_WRITE, WINDOW_IGNORE, WINDOW_HIDE_INSIDE, WINDOW_HIDE_OUTSIDE,
   maskCausal, maskCausalOffset, maskFlags, maskWinMode, maskWinLo, maskWin, maskRounds, maskQTags, maskKTags, maskNq, maskNk,
 } from './attention';
 
 // Query rows per chunk of a long window (attendCore): a chunk builds the tiles of the union
 // of its rows' windows, win + WC - 1 keys, once for all its rows (each micro-tile computes
-// only the keys that meet its rows' windows). Tiles start at multiples of TILE_KEYS (KT in
-// attention.ts) whatever the chunk, so that a row's results do not depend on its chunk.
+// only the keys that meet its rows' windows). Tiles start at multiples of KT whatever the
+// chunk, so that a row's results do not depend on its chunk.
 const WC: i32 = 256;
-const TILE_KEYS: i32 = 64;
 // Query rows per run of windowStats: its running sum restarts with each, so that a split of
 // the rows at a multiple gives the same sums (WINDOW_ROWS in src/cpu/backend.ts).
 const STATS_ROWS: i32 = 64;
@@ -65,8 +64,8 @@ export function accurateColumns(
  * and lse, stats added. Short windows (windowFitsBand) go through windowAttention, each
  * micro-tile of rows in one pass over its run of keys; longer ones through attendCore in
  * chunks of WC rows from rowFrom, whose keys are the union of their windows, in tiles from
- * the chunk's first key; the stats in chunks of WC rows. A split of the rows gives the same
- * results where rowFrom is a multiple of WC (WINDOW_ROWS in src/cpu/backend.ts).
+ * multiples of KT; the stats in runs of STATS_ROWS rows. A split of the rows gives the same
+ * results where rowFrom is a multiple of STATS_ROWS (WINDOW_ROWS in src/cpu/backend.ts).
  */
 export function accurateWindow(
   q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
@@ -81,7 +80,7 @@ export function accurateWindow(
       const rows = min(WC, rowTo - c0);
       // Window starts never decrease with the row: the chunk's keys run from its first
       // row's window start to its last row's window end, in tiles from a multiple of KT.
-      const kFrom = max(0, windowStart(c0, winLo, win, causal != 0, nk)) & ~(TILE_KEYS - 1);
+      const kFrom = max(0, windowStart(c0, winLo, win, causal != 0, nk)) & ~(KT - 1);
       const kTo = min(nk, windowStart(c0 + rows - 1, winLo, win, causal != 0, nk) + win);
       if (kTo <= kFrom) continue;
       attendCore(

@@ -12,7 +12,7 @@
 // 128 (about 4% faster at n = 4096), while the chunk's queries and accumulators (256 x d
 // each) stay in L2.
 const QC: i32 = 256;
-const KT: i32 = 64;
+export const KT: i32 = 64;
 // Query rows per micro-tile (the micro-kernels' constant offsets assume MR = 4, KT = 64).
 const MR: i32 = 4;
 const EPS_F32: f32 = 1.1920928955078125e-7; // 2^-23, float32 epsilon (reference merge)
