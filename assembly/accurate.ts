@@ -9,18 +9,21 @@
 // position i + causalOffset (causalOffset = nk - nq: the queries are the last nq positions)
 // and sees the keys up to it; windows (winLo) are in key positions too.
 import {
-  addRow, attendCore, bucketAttention, BUCKET_KEYS, KT, expNonPositive, madd, vmax, windowStart, MASK_ACCURATE, STATS_ADD, STATS_NONE, STATS_WRITE, WINDOW_IGNORE, WINDOW_HIDE_INSIDE, WINDOW_HIDE_OUTSIDE,
+  addRow, attendCore, bucketAttention, BUCKET_KEYS, KT, expNonPositive, madd, vmax, windowAttention, windowFitsBand, windowStart,
+  MASK_ACCURATE, MERGE_FIXED, STATS_ADD, STATS_NONE, STATS_WRITE, WINDOW_IGNORE, WINDOW_HIDE_INSIDE, WINDOW_HIDE_OUTSIDE,
   maskCausal, maskCausalOffset, maskFlags, maskWinMode, maskWinLo, maskWin, maskRounds, maskQTags, maskKTags, maskNq, maskNk,
 } from './attention';
 import { bucketRows, BUCKET_ROWS } from './bucketrows';
 
-// Query rows per window chunk: a chunk builds the tiles of the union of its rows' windows,
-// win + WC - 1 keys, once for all its rows (each micro-tile computes only the keys that meet
-// its rows' windows): 64 rows build two tiles of a 64-key window where 32 rows built about
-// as many (6% less time for the window part at n = 16384 than 32 rows).
-const WC: i32 = 64;
+// Query rows per chunk of a long window (attendCore): a chunk builds the tiles of the union
+// of its rows' windows, win + WC - 1 keys, once for all its rows (each micro-tile computes
+// only the keys that meet its rows' windows). Tiles start at multiples of KT whatever the
+// chunk, so that a row's results do not depend on its chunk.
+const WC: i32 = 256;
+// Query rows per run of windowStats: its running sum restarts with each, so that a split of
+// the rows at a multiple gives the same sums (WINDOW_ROWS in src/cpu/backend.ts).
+const STATS_ROWS: i32 = 64;
 const WRITE: i32 = 0;
-const MERGE_FIXED: i32 = 2;
 
 function setMask(
   causal: i32, causalOffset: i32, flags: usize, winMode: i32, winLo: i32, win: i32,
@@ -59,27 +62,36 @@ export function accurateColumns(
 /**
  * Part 2: query row i in [rowFrom, rowTo) against its window (windowStart in
  * attention.ts), hiding the columns (flags) and, when causal, keys past its position; merged into out
- * and lse, stats added. Rows go in chunks of WC from rowFrom, whose keys are the union of
- * their windows (tiles from the chunk's first key): a split of the rows gives the same
- * results only where rowFrom is a multiple of WC (WINDOW_ROWS in src/cpu/backend.ts).
+ * and lse, stats added. Short windows (windowFitsBand) go through windowAttention, each
+ * micro-tile of rows in one pass over its run of keys; longer ones through attendCore in
+ * chunks of WC rows from rowFrom, whose keys are the union of their windows, in tiles from
+ * multiples of KT; the stats in runs of STATS_ROWS rows. A split of the rows gives the same
+ * results where rowFrom is a multiple of STATS_ROWS (WINDOW_ROWS in src/cpu/backend.ts).
  */
 export function accurateWindow(
   q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
   flags: usize, winLo: i32, win: i32, causal: i32, causalOffset: i32, rowFrom: i32, rowTo: i32,
   out: usize, lse: usize, cnt: usize, vsum: usize, scratch: usize,
 ): void {
-  setMask(causal, causalOffset, flags, WINDOW_HIDE_OUTSIDE, winLo, win, 0, 0, 0, nq, nk);
-  for (let c0 = rowFrom; c0 < rowTo; c0 += WC) {
-    const rows = min(WC, rowTo - c0);
-    // Window starts never decrease with the row: the chunk's keys run from its first
-    // row's window start to its last row's window end.
-    const kFrom = max(0, windowStart(c0, winLo, win, causal != 0, nk));
-    const kTo = min(nk, windowStart(c0 + rows - 1, winLo, win, causal != 0, nk) + win);
-    if (kTo <= kFrom) continue;
-    attendCore(
-      q, 0, c0, rows, nq, k, v, 0, kFrom, kTo - kFrom, 0, d, dv, scale,
-      MASK_ACCURATE, 0, 1, 0, 0, 0, out, lse, MERGE_FIXED, scratch, STATS_NONE,
-    );
+  if (windowFitsBand(win)) {
+    windowAttention(q, k, v, nq, nk, d, dv, scale, flags, winLo, win, causal != 0, causalOffset, rowFrom, rowTo, out, lse, scratch);
+  } else {
+    setMask(causal, causalOffset, flags, WINDOW_HIDE_OUTSIDE, winLo, win, 0, 0, 0, nq, nk);
+    for (let c0 = rowFrom; c0 < rowTo; c0 += WC) {
+      const rows = min(WC, rowTo - c0);
+      // Window starts never decrease with the row: the chunk's keys run from its first
+      // row's window start to its last row's window end, in tiles from a multiple of KT.
+      const kFrom = max(0, windowStart(c0, winLo, win, causal != 0, nk)) & ~(KT - 1);
+      const kTo = min(nk, windowStart(c0 + rows - 1, winLo, win, causal != 0, nk) + win);
+      if (kTo <= kFrom) continue;
+      attendCore(
+        q, 0, c0, rows, nq, k, v, 0, kFrom, kTo - kFrom, 0, d, dv, scale,
+        MASK_ACCURATE, 0, 1, 0, 0, 0, out, lse, MERGE_FIXED, scratch, STATS_NONE,
+      );
+    }
+  }
+  for (let c0 = rowFrom; c0 < rowTo; c0 += STATS_ROWS) {
+    const rows = min(STATS_ROWS, rowTo - c0);
     windowStats(v, nk, dv, flags, winLo, win, causal != 0, causalOffset, c0, c0 + rows, cnt, vsum, scratch);
   }
 }
@@ -111,6 +123,17 @@ function windowStats(
       a0 = a;
       b0 = a;
     }
+    const vRow = vsum + <usize>i * dvBytes;
+    const cAt = cnt + ((<usize>i) << 2);
+    // Most rows' runs move by one key at each end, neither flagged: one pass over the
+    // values (the same operations, in the same order, as the loops below).
+    if (b == b0 + 1 && a == a0 + 1 && (flags == 0 || (load<i32>(flags + ((<usize>b0) << 2)) == 0 && load<i32>(flags + ((<usize>a0) << 2)) == 0))) {
+      slideRun(run, v + <usize>b0 * dvBytes, v + <usize>a0 * dvBytes, vRow, dv);
+      a0 = a;
+      b0 = b;
+      store<f32>(cAt, load<f32>(cAt) + <f32>count);
+      continue;
+    }
     for (; b0 < b; b0++) {
       if (flags != 0 && load<i32>(flags + ((<usize>b0) << 2)) != 0) continue;
       addRow(run, v + <usize>b0 * dvBytes, dv, 1);
@@ -121,9 +144,28 @@ function windowStats(
       addRow(run, v + <usize>a0 * dvBytes, dv, -1);
       count--;
     }
-    const cAt = cnt + ((<usize>i) << 2);
     store<f32>(cAt, load<f32>(cAt) + <f32>count);
-    addRow(vsum + <usize>i * dvBytes, run, dv, 1);
+    addRow(vRow, run, dv, 1);
+  }
+}
+
+// run += enter, then run -= leave, then sum += run, over n values in one pass: the values
+// addRow's three passes give (its multiply-adds by 1 and -1 are these adds).
+@inline function slideRun(run: usize, enter: usize, leave: usize, sum: usize, n: i32): void {
+  let c = 0;
+  if (ASC_FEATURE_SIMD) {
+    for (; c + 4 <= n; c += 4) {
+      const o = (<usize>c) << 2;
+      const r = f32x4.sub(f32x4.add(v128.load(run + o), v128.load(enter + o)), v128.load(leave + o));
+      v128.store(run + o, r);
+      v128.store(sum + o, f32x4.add(v128.load(sum + o), r));
+    }
+  }
+  for (; c < n; c++) {
+    const o = (<usize>c) << 2;
+    const r = (load<f32>(run + o) + load<f32>(enter + o)) - load<f32>(leave + o);
+    store<f32>(run + o, r);
+    store<f32>(sum + o, load<f32>(sum + o) + r);
   }
 }
 

@@ -20,6 +20,7 @@ const EPS_F32: f32 = 1.1920928955078125e-7; // 2^-23, float32 epsilon (reference
 // write modes (ops.ts WriteMode)
 const WRITE: i32 = 0;
 const MERGE_REFERENCE: i32 = 1;
+export const MERGE_FIXED: i32 = 2;
 
 // mask kinds
 const MASK_NONE: i32 = 0;
@@ -302,8 +303,11 @@ const VB_BLOCK: usize = <usize>KT * VB_KEY;
 const KT_ROW: usize = (<usize>KT) << 2;
 
 // sc[r][j] = sum_c q[r][c] * kt[c][j] for the MR rows of a micro-tile, j < width (a
-// multiple of 8); rowMax[r] = max_j sc[r][j].
-@inline function scoresTile(qs: usize, kt: usize, sc: usize, d: i32, width: i32, rowMax: usize): void {
+// multiple of 8); rowMax[r] = max_j sc[r][j]. Rows of kt are ktRow bytes apart, rows of sc
+// scRow bytes (a tile's: KT keys each).
+@inline function scoresTile(
+  qs: usize, kt: usize, sc: usize, d: i32, width: i32, rowMax: usize, ktRow: usize = KT_ROW, scRow: usize = KT_ROW,
+): void {
   if (ASC_FEATURE_SIMD) {
     let m0 = f32x4.splat(-Infinity), m1 = m0, m2 = m0, m3 = m0;
     for (let j0 = 0; j0 < width; j0 += 8) {
@@ -321,14 +325,23 @@ const KT_ROW: usize = (<usize>KT) << 2;
         s10 = madd(q1, k0, s10); s11 = madd(q1, k1, s11);
         s20 = madd(q2, k0, s20); s21 = madd(q2, k1, s21);
         s30 = madd(q3, k0, s30); s31 = madd(q3, k1, s31);
-        kp += KT_ROW;
+        kp += ktRow;
         qp += 16;
       }
       const o = sc + ((<usize>j0) << 2);
-      v128.store(o, s00); v128.store(o, s01, 16);
-      v128.store(o, s10, 256); v128.store(o, s11, 272);
-      v128.store(o, s20, 512); v128.store(o, s21, 528);
-      v128.store(o, s30, 768); v128.store(o, s31, 784);
+      if (scRow == KT_ROW) {
+        // A tile's rows: constant offsets.
+        v128.store(o, s00); v128.store(o, s01, 16);
+        v128.store(o, s10, 256); v128.store(o, s11, 272);
+        v128.store(o, s20, 512); v128.store(o, s21, 528);
+        v128.store(o, s30, 768); v128.store(o, s31, 784);
+      } else {
+        const o1 = o + scRow, o2 = o1 + scRow, o3 = o2 + scRow;
+        v128.store(o, s00); v128.store(o, s01, 16);
+        v128.store(o1, s10); v128.store(o1, s11, 16);
+        v128.store(o2, s20); v128.store(o2, s21, 16);
+        v128.store(o3, s30); v128.store(o3, s31, 16);
+      }
       m0 = vmax(m0, vmax(s00, s01));
       m1 = vmax(m1, vmax(s10, s11));
       m2 = vmax(m2, vmax(s20, s21));
@@ -344,9 +357,9 @@ const KT_ROW: usize = (<usize>KT) << 2;
       for (let j = 0; j < width; j++) {
         let acc: f32 = 0;
         for (let c = 0; c < d; c++) {
-          acc += load<f32>(qs + ((<usize>(c * MR + r)) << 2)) * load<f32>(kt + ((<usize>(c * KT + j)) << 2));
+          acc += load<f32>(qs + ((<usize>(c * MR + r)) << 2)) * load<f32>(kt + <usize>c * ktRow + ((<usize>j) << 2));
         }
-        store<f32>(sc + ((<usize>(r * KT + j)) << 2), acc);
+        store<f32>(sc + <usize>r * scRow + ((<usize>j) << 2), acc);
         mx = max(mx, acc);
       }
       store<f32>(rowMax + ((<usize>r) << 2), mx);
@@ -360,11 +373,12 @@ const KT_ROW: usize = (<usize>KT) << 2;
 }
 
 // acc[r][c] = acc[r][c] * alpha[r] + sum_{j < width} sc[r][j] * V[j][c] for the MR rows of a
-// micro-tile (acc rows dvp apart), c < dvp. V value c of key j at vt + (c >> 3) * blockStep +
-// j * keyStep + (c & 7) * 4: a tile's blocked V (VB_BLOCK, VB_KEY), or rows of dvp values
-// (32, dvp * 4).
+// micro-tile (acc rows dvp apart, sc rows scRow bytes apart), c < dvp. V value c of key j at
+// vt + (c >> 3) * blockStep + j * keyStep + (c & 7) * 4: a tile's blocked V (VB_BLOCK,
+// VB_KEY), or rows of dvp values (32, dvp * 4).
 @inline function accumulateTile(
   sc: usize, vt: usize, acc: usize, alpha: usize, width: i32, dvp: i32, blockStep: usize = VB_BLOCK, keyStep: usize = VB_KEY,
+  scRow: usize = KT_ROW,
 ): void {
   const accRow = (<usize>dvp) << 2;
   if (ASC_FEATURE_SIMD) {
@@ -383,8 +397,12 @@ const KT_ROW: usize = (<usize>KT) << 2;
       let sp = sc;
       for (let j = 0; j < width; j++) {
         const v0 = v128.load(vp), v1 = v128.load(vp, 16);
-        const p0 = v128.load32_splat(sp), p1 = v128.load32_splat(sp, 256);
-        const p2 = v128.load32_splat(sp, 512), p3 = v128.load32_splat(sp, 768);
+        // A tile's rows (scRow KT_ROW) at constant offsets: no address arithmetic.
+        const tile = scRow == KT_ROW;
+        const p0 = v128.load32_splat(sp);
+        const p1 = tile ? v128.load32_splat(sp, 256) : v128.load32_splat(sp + scRow);
+        const p2 = tile ? v128.load32_splat(sp, 512) : v128.load32_splat(sp + 2 * scRow);
+        const p3 = tile ? v128.load32_splat(sp, 768) : v128.load32_splat(sp + 3 * scRow);
         o00 = madd(p0, v0, o00); o01 = madd(p0, v1, o01);
         o10 = madd(p1, v0, o10); o11 = madd(p1, v1, o11);
         o20 = madd(p2, v0, o20); o21 = madd(p2, v1, o21);
@@ -406,7 +424,7 @@ const KT_ROW: usize = (<usize>KT) << 2;
         store<f32>(at, load<f32>(at) * a);
       }
       for (let j = 0; j < width; j++) {
-        const p = load<f32>(sc + ((<usize>(r * KT + j)) << 2));
+        const p = load<f32>(sc + <usize>r * scRow + ((<usize>j) << 2));
         if (p == 0) continue;
         for (let c = 0; c < dvp; c++) {
           const at = arow + ((<usize>c) << 2);
@@ -484,12 +502,17 @@ const KT_ROW: usize = (<usize>KT) << 2;
   transposeRows(r0, r1, r2, r3, dst, d, KT_ROW, false, 1);
 }
 
-// A key tile from the rows named at keyRows[0..kc): K transposed into kt (kt[c][j]) and V
-// into vt in column blocks of 8; keys [kc, kcPad) and V columns [dv, dvp) are zero.
-function buildTile(k: usize, v: usize, keyRows: usize, kc: i32, kcPad: i32, d: i32, dv: i32, kt: usize, vt: usize): void {
+// A key tile of `keys` keys (KT, or a window band's) from the rows named at keyRows[0..kc): K
+// transposed into kt (kt[c][j], keys a row) and (v != 0) V into vt in column blocks of 8
+// (keys * 8 values a block); keys [kc, kcPad) and V columns [dv, dvp) are zero.
+function buildTile(
+  k: usize, v: usize, keyRows: usize, kc: i32, kcPad: i32, d: i32, dv: i32, kt: usize, vt: usize, keys: i32 = KT,
+): void {
   const dBytes = (<usize>d) << 2;
   const dvBytes = (<usize>dv) << 2;
   const dvp = paddedDv(dv);
+  const ktRow = (<usize>keys) << 2;
+  const vBlock = <usize>keys * VB_KEY;
   let j = 0;
   if (ASC_FEATURE_SIMD) {
     for (; j + 4 <= kc; j += 4) {
@@ -497,26 +520,27 @@ function buildTile(k: usize, v: usize, keyRows: usize, kc: i32, kcPad: i32, d: i
       const r1 = k + <usize>load<i32>(keyRows + ((<usize>j) << 2), 4) * dBytes;
       const r2 = k + <usize>load<i32>(keyRows + ((<usize>j) << 2), 8) * dBytes;
       const r3 = k + <usize>load<i32>(keyRows + ((<usize>j) << 2), 12) * dBytes;
-      transposeKeys(r0, r1, r2, r3, kt + ((<usize>j) << 2), d);
+      transposeRows(r0, r1, r2, r3, kt + ((<usize>j) << 2), d, ktRow, false, 1);
     }
   }
   for (; j < kcPad; j++) {
     const row: i32 = j < kc ? load<i32>(keyRows + ((<usize>j) << 2)) : 0;
     const ks = k + <usize>row * dBytes;
     for (let c = 0; c < d; c++) {
-      store<f32>(kt + ((<usize>(c * KT + j)) << 2), j < kc ? load<f32>(ks + ((<usize>c) << 2)) : 0);
+      store<f32>(kt + <usize>c * ktRow + ((<usize>j) << 2), j < kc ? load<f32>(ks + ((<usize>c) << 2)) : 0);
     }
   }
+  if (v == 0) return;
   const dv8 = dv & ~7;
   for (j = 0; j < kcPad; j++) {
     const dst = vt + <usize>j * VB_KEY;
     if (j >= kc) {
-      for (let c = 0; c < dvp; c += 8) memory.fill(dst + <usize>(c >> 3) * VB_BLOCK, 0, VB_KEY);
+      for (let c = 0; c < dvp; c += 8) memory.fill(dst + <usize>(c >> 3) * vBlock, 0, VB_KEY);
       continue;
     }
     const src = v + <usize>load<i32>(keyRows + ((<usize>j) << 2)) * dvBytes;
     for (let c = 0; c < dv8; c += 8) {
-      const to = dst + <usize>(c >> 3) * VB_BLOCK;
+      const to = dst + <usize>(c >> 3) * vBlock;
       const from = src + ((<usize>c) << 2);
       if (ASC_FEATURE_SIMD) {
         v128.store(to, v128.load(from));
@@ -526,7 +550,7 @@ function buildTile(k: usize, v: usize, keyRows: usize, kc: i32, kcPad: i32, d: i
       }
     }
     if (dv8 < dvp) {
-      const tail = dst + <usize>(dv8 >> 3) * VB_BLOCK;
+      const tail = dst + <usize>(dv8 >> 3) * vBlock;
       for (let c = dv8; c < dvp; c++) {
         store<f32>(tail + ((<usize>(c - dv8)) << 2), c < dv ? load<f32>(src + ((<usize>c) << 2)) : 0);
       }
@@ -632,21 +656,27 @@ function combineRow(
     c = lse2 <= lse1 ? 1 / (1 + e) : e / (1 + e);
     lse = max(lse1, lse2) + Mathf.log1p(e);
   }
-  const c2: f32 = (1 - c) * srcScale;
-  // Lane by lane the same products and sum as the scalar loop (no fused multiply-add).
+  blendRow(dstOut, src, c, (1 - c) * srcScale, dv);
+  store<f32>(dstLse, lse);
+}
+
+// dst[0..n) = keep * dst + take * src: four lanes at a time, then one at a time past a
+// multiple of 4, lane by lane the same products and sum as the scalar loop (no fused
+// multiply-add).
+@inline function blendRow(dst: usize, src: usize, keep: f32, take: f32, n: i32): void {
+  let c = 0;
   if (ASC_FEATURE_SIMD) {
-    const cv = f32x4.splat(c);
-    const c2v = f32x4.splat(c2);
-    for (let k = 0; k < dv4; k += 4) {
-      const o = (<usize>k) << 2;
-      v128.store(dstOut + o, f32x4.add(f32x4.mul(cv, v128.load(dstOut + o)), f32x4.mul(c2v, v128.load(src + o))));
+    const kv = f32x4.splat(keep);
+    const tv = f32x4.splat(take);
+    for (; c + 4 <= n; c += 4) {
+      const o = (<usize>c) << 2;
+      v128.store(dst + o, f32x4.add(f32x4.mul(kv, v128.load(dst + o)), f32x4.mul(tv, v128.load(src + o))));
     }
   }
-  for (let k = dv4; k < dv; k++) {
-    const at = dstOut + ((<usize>k) << 2);
-    store<f32>(at, c * load<f32>(at) + c2 * load<f32>(src + ((<usize>k) << 2)));
+  for (; c < n; c++) {
+    const o = (<usize>c) << 2;
+    store<f32>(dst + o, keep * load<f32>(dst + o) + take * load<f32>(src + o));
   }
-  store<f32>(dstLse, lse);
 }
 
 // One micro-tile's query rows, scaled, interleaved (row r's c-th value at dst + (c * MR + r)
@@ -1083,18 +1113,9 @@ export function bucketAttention(
     }
     memory.fill(acc, 0, <usize>MR * dvpBytes);
     accumulateTile(sc, vg, acc, alphas, kc, dvp, 32, dvpBytes);
-    // The rows' merges, four at once: with M = max(lse1, m), the merged lse is
-    // M + log(exp(lse1 - M) + l exp(m - M)) (the sum lies in [1, l + 1]), the row keeps
-    // exp(lse1 - lse) of what it held and takes exp(m - lse) of acc (acc / l times the
-    // part's weight). Rows that see no key (l = 0) keep what they hold.
-    const lse1 = v128.load(rowLse);
-    const mv = v128.load(rowM);
-    const top = f32x4.max(lse1, mv);
-    const total = madd(v128.load(rowL), expNonPositive(f32x4.sub(mv, top)), expNonPositive(f32x4.sub(lse1, top)));
-    const merged = f32x4.add(top, logNormal(total));
-    v128.store(rowLse, merged);
-    v128.store(rowM, expNonPositive(f32x4.sub(lse1, merged)));
-    v128.store(rowKeep, expNonPositive(f32x4.sub(mv, merged)));
+    // The rows' merges, four at once (mergeWeights): each row keeps rowM of what it held
+    // and takes rowKeep of acc. Rows that see no key (l = 0) keep what they hold.
+    mergeWeights(rowLse, rowM, rowL, rowKeep);
     for (let r = 0; r < rows; r++) {
       if (load<f32>(rowL + ((<usize>r) << 2)) == 0) continue;
       const qi = load<i32>(qIdx + ((<usize>(qStart + r0 + r)) << 2));
@@ -1481,4 +1502,181 @@ export function mergeRows(
       srcOut + <usize>i * dvBytes, 1, load<f32>(srcLse + ((<usize>i) << 2)), dv, write,
     );
   }
+}
+
+/** The most keys one micro-tile of window rows takes in windowAttention: a score row's length. */
+const BAND_KEYS: i32 = 136;
+// Query rows whose keys windowAttention builds as one band: 128 rows build 1.5 keys a row
+// for a 64-key window where 64 built 2; the band (up to 275 keys) fits the scratch that
+// attentionScratchBytes sizes, for every d and dv.
+const BAND_ROWS: i32 = 128;
+
+/**
+ * Whether windowAttention serves windows of `win` keys: the windows of MR consecutive rows
+ * (starts and ends step by at most one a row) join to at most win + MR - 1 keys, rounded up
+ * to 8 for the micro-kernels.
+ */
+export function windowFitsBand(win: i32): bool {
+  return ((win + MR - 1 + 7) & ~7) <= BAND_KEYS;
+}
+
+// The end of query row i's window (one past its last key): windowStart + win, and when causal
+// not past its position i + causalOffset; at most nk.
+@inline function windowEnd(i: i32, winLo: i32, win: i32, causal: bool, causalOffset: i32, nk: i32): i32 {
+  const end = windowStart(i, winLo, win, causal, nk) + win;
+  return min(nk, causal ? min(end, i + causalOffset + 1) : end);
+}
+
+/**
+ * The accurate mode's window part for query rows [rowFrom, rowTo) where their windows are
+ * short (windowFitsBand): each row against the keys of its window, [max(0, windowStart),
+ * windowEnd), less the flagged ones (flags[j] != 0: the columns part's), merged into out and
+ * lse (log-add-exp; mergeWeights in SIMD builds, attendCore's MERGE_FIXED in the scalar one).
+ * Rows go in chunks of BAND_ROWS, whose keys, the union of their windows, are built once as
+ * one band (K transposed, V in column blocks); each micro-tile of MR rows then takes the run
+ * of keys its rows' windows cover, from the first one's start (at most BAND_KEYS), in one
+ * pass: its scores, the keys outside each row's window and the flagged ones hidden, one
+ * softmax (no running rescale), P·V, one merge per row. A row's result depends on its
+ * micro-tile's first window start alone (micro-tiles start at rowFrom + a multiple of MR),
+ * so that splits of the rows at multiples of MR give the same bits. Scratch: the band (d +
+ * dvp floats and two i32 per key, up to BAND_ROWS + win + 15 keys), a micro-tile's queries,
+ * scores and accumulators.
+ */
+export function windowAttention(
+  q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
+  flags: usize, winLo: i32, win: i32, causal: bool, causalOffset: i32, rowFrom: i32, rowTo: i32,
+  out: usize, lse: usize, scratch: usize,
+): void {
+  for (let c0 = rowFrom; c0 < rowTo; c0 += BAND_ROWS) {
+    windowBand(q, k, v, nq, nk, d, dv, scale, flags, winLo, win, causal, causalOffset, c0, min(BAND_ROWS, rowTo - c0), out, lse, scratch);
+  }
+}
+
+// windowAttention's rows [c0, c0 + rows), rows <= BAND_ROWS: one band of keys.
+function windowBand(
+  q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
+  flags: usize, winLo: i32, win: i32, causal: bool, causalOffset: i32, c0: i32, rows: i32,
+  out: usize, lse: usize, scratch: usize,
+): void {
+  const kFrom = max(0, windowStart(c0, winLo, win, causal, nk));
+  const kTo = windowEnd(c0 + rows - 1, winLo, win, causal, causalOffset, nk);
+  if (kTo <= kFrom) return;
+  const n = kTo - kFrom;
+  // A micro-tile reads up to 7 keys past the band's last (its run rounded up to 8): zeros.
+  const keys = ((n + 7) & ~7) + 8;
+  const dvp = paddedDv(dv);
+  const dBytes = (<usize>d) << 2;
+  const dvBytes = (<usize>dv) << 2;
+  const dvpBytes = (<usize>dvp) << 2;
+  const scRow = (<usize>BAND_KEYS) << 2;
+  const kt = scratch; // [d][keys]
+  const vt = kt + <usize>d * ((<usize>keys) << 2); // [dvp / 8][keys][8]
+  const keyRows = vt + <usize>keys * dvpBytes; // [n]: the band's key rows
+  const flagged = keyRows + ((<usize>n) << 2); // [n + 1]: flagged keys of the band before each
+  const qs = (flagged + ((<usize>(n + 1)) << 2) + 15) & ~15; // [d][MR]
+  const sc = qs + <usize>MR * dBytes; // [MR][BAND_KEYS]
+  const acc = sc + <usize>MR * scRow; // [MR][dvp]
+  const mRow = acc + <usize>MR * dvpBytes; // [MR] each
+  const lRow = mRow + ((<usize>MR) << 2);
+  const alphas = lRow + ((<usize>MR) << 2);
+  const rowMax = alphas + ((<usize>MR) << 2);
+
+  let count = 0;
+  store<i32>(flagged, 0);
+  for (let j = 0; j < n; j++) {
+    store<i32>(keyRows + ((<usize>j) << 2), kFrom + j);
+    if (flags != 0 && load<i32>(flags + ((<usize>(kFrom + j)) << 2)) != 0) count++;
+    store<i32>(flagged + ((<usize>(j + 1)) << 2), count);
+  }
+  // P·V reads V rows where they lie when they hold whole blocks of 8 values (dv = dvp), else
+  // a copy in column blocks.
+  const vRows = dv == dvp;
+  buildTile(k, vRows ? 0 : v, keyRows, n, keys, d, dv, kt, vt, keys);
+
+  for (let r0 = 0; r0 < rows; r0 += MR) {
+    const nr = min(MR, rows - r0);
+    const first = c0 + r0;
+    // The micro-tile's run of keys [a, b): its first row's window start to its last row's end.
+    const a = max(0, windowStart(first, winLo, win, causal, nk));
+    const b = windowEnd(first + nr - 1, winLo, win, causal, causalOffset, nk);
+    if (b <= a) continue;
+    const width = (b - a + 7) & ~7;
+    const off = a - kFrom;
+    const anyFlag = load<i32>(flagged + ((<usize>(off + b - a)) << 2)) > load<i32>(flagged + ((<usize>off) << 2));
+    queryTile(q, 0, first, nr, nq, d, scale, qs);
+    scoresTile(qs, kt + ((<usize>off) << 2), sc, d, width, rowMax, (<usize>keys) << 2, scRow);
+    for (let r = 0; r < MR; r++) {
+      const s = sc + <usize>r * scRow;
+      store<f32>(mRow + ((<usize>r) << 2), -Infinity);
+      store<f32>(lRow + ((<usize>r) << 2), 0);
+      if (r >= nr) {
+        // No row: zero weights, its accumulator unused.
+        memory.fill(s, 0, (<usize>width) << 2);
+        store<f32>(alphas + ((<usize>r) << 2), 0);
+        continue;
+      }
+      const i = first + r;
+      // The row's window in the run: [lo, hi).
+      const lo = max(0, windowStart(i, winLo, win, causal, nk)) - a;
+      const hi = max(lo, windowEnd(i, winLo, win, causal, causalOffset, nk) - a);
+      for (let j = 0; j < lo; j++) store<f32>(s + ((<usize>j) << 2), -Infinity);
+      for (let j = hi; j < width; j++) store<f32>(s + ((<usize>j) << 2), -Infinity);
+      if (anyFlag && load<i32>(flagged + ((<usize>(off + hi)) << 2)) > load<i32>(flagged + ((<usize>(off + lo)) << 2))) {
+        for (let j = lo; j < hi; j++) {
+          if (load<i32>(flags + ((<usize>(a + j)) << 2)) != 0) store<f32>(s + ((<usize>j) << 2), -Infinity);
+        }
+      }
+      softmaxRow(s, width, rowMaxOf(s, width), mRow + ((<usize>r) << 2), lRow + ((<usize>r) << 2), alphas + ((<usize>r) << 2));
+    }
+    // The run is each row's only tile: the accumulators start at zero (softmaxRow's factor
+    // is 0 for a row with keys, 1 for one without).
+    memory.fill(acc, 0, <usize>MR * dvpBytes);
+    // P·V over the run's keys alone (V rows in place end at nk).
+    if (vRows) accumulateTile(sc, v + <usize>a * dvBytes, acc, alphas, b - a, dvp, VB_KEY, dvBytes, scRow);
+    else accumulateTile(sc, vt + <usize>off * VB_KEY, acc, alphas, b - a, dvp, <usize>keys * VB_KEY, VB_KEY, scRow);
+    if (!ASC_FEATURE_SIMD) {
+      for (let r = 0; r < nr; r++) {
+        const l = load<f32>(lRow + ((<usize>r) << 2));
+        // A row whose keys are all hidden keeps what it holds.
+        if (l == 0) continue;
+        const i = first + r;
+        const lse2 = load<f32>(mRow + ((<usize>r) << 2)) + Mathf.log(l);
+        combineRow(out + <usize>i * dvBytes, lse + ((<usize>i) << 2), acc + <usize>r * dvpBytes, 1 / l, lse2, dv, MERGE_FIXED);
+      }
+      continue;
+    }
+    // The rows' merges, four at once (mergeWeights); rows past nr have m = -inf, l = 0.
+    for (let r = 0; r < MR; r++) {
+      store<f32>(rowMax + ((<usize>r) << 2), r < nr ? load<f32>(lse + ((<usize>(first + r)) << 2)) : -Infinity);
+    }
+    mergeWeights(rowMax, mRow, lRow, alphas);
+    for (let r = 0; r < nr; r++) {
+      // A row whose keys are all hidden keeps what it holds.
+      if (load<f32>(lRow + ((<usize>r) << 2)) == 0) continue;
+      blendRow(
+        out + <usize>(first + r) * dvBytes, acc + <usize>r * dvpBytes,
+        load<f32>(mRow + ((<usize>r) << 2)), load<f32>(alphas + ((<usize>r) << 2)), dv,
+      );
+      store<f32>(lse + ((<usize>(first + r)) << 2), load<f32>(rowMax + ((<usize>r) << 2)));
+    }
+  }
+}
+
+/**
+ * Log-add-exp merges of four rows (SIMD builds): each holds lse1 (at lse, four lanes) and
+ * takes a part of max m and sum l (the sum of exp(score - m) over its keys; at m and l). With
+ * M = max(lse1, m), the merged lse is M + log(exp(lse1 - M) + l exp(m - M)) (the sum lies in
+ * [1, l + 1]); the row keeps exp(lse1 - lse) of what it held and takes exp(m - lse) of the
+ * part's unnormalised sum of P·V. Writes the merged lse into lse, the factors kept into m and
+ * the factors taken into take. Lanes with l = 0 are not defined.
+ */
+@inline function mergeWeights(lse: usize, m: usize, l: usize, take: usize): void {
+  const lse1 = v128.load(lse);
+  const mv = v128.load(m);
+  const top = f32x4.max(lse1, mv);
+  const total = madd(v128.load(l), expNonPositive(f32x4.sub(mv, top)), expNonPositive(f32x4.sub(lse1, top)));
+  const merged = f32x4.add(top, logNormal(total));
+  v128.store(lse, merged);
+  v128.store(m, expNonPositive(f32x4.sub(lse1, merged)));
+  v128.store(take, expNonPositive(f32x4.sub(mv, merged)));
 }

@@ -228,6 +228,22 @@ export interface RoundTask extends AttentionInputs {
   cap: number;
   mask: AccurateMask;
   dst: PartOutput;
+  /**
+   * Backends with groupedRounds: more query heads of the same key-value head (grouped-query
+   * attention), whose queries meet the same keys' buckets, run in the same pass; the mask's
+   * flags and qTags are each head's own. Each head's result is the one it gets alone.
+   */
+  group?: RoundHead[];
+}
+
+/** A further query head of a RoundTask: its rows, their buckets, its mask's own parts, its destination. */
+export interface RoundHead {
+  q: RowView;
+  qPerm: RowView;
+  qStarts: RowView;
+  flags: RowView;
+  qTags: RowView;
+  dst: PartOutput;
 }
 
 /**
@@ -363,6 +379,8 @@ export interface Backend {
   columns(t: ColumnsTask): OpResult;
   window(t: WindowTask): OpResult;
   round(t: RoundTask): OpResult;
+  /** Whether round() takes a group of query heads (RoundTask.group) in one pass. */
+  readonly groupedRounds?: boolean;
   buckets(t: BucketsTask): void;
   samples(t: SamplesTask): OpResult;
   remainder(t: RemainderTask): OpResult;

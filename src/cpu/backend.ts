@@ -54,8 +54,8 @@ const CORE_ROWS = 64;
  */
 const MICRO_ROWS = 4;
 /**
- * Rows of one window chunk (WC in assembly/accurate.ts): a chunk's keys are the union of its
- * rows' windows, so window jobs split rows only at its multiples.
+ * Rows of one run of the window's stats (STATS_ROWS in assembly/accurate.ts): its running
+ * V sum restarts with each run, so window jobs split rows only at its multiples.
  */
 const WINDOW_ROWS = 64;
 /**
