@@ -17,9 +17,6 @@ export function runAccurateHead(
   const row0 = <T>(buf: T) => ({ buf, row: 0 });
   // Causal queries are the last nq key positions: row i sits at position i + causalOffset.
   const causalOffset = causal ? nk - nq : 0;
-  const sampled: PartOutput | undefined = plan.segments.length === 0 ? undefined : {
-    out: row0(f32(nq * dv)), lse: row0(f32(nq)), cnt: row0(f32(nq)), vsum: row0(f32(nq * dv)),
-  };
   const colsBuf = i32(sinkKeys + heavyKeys);
   const massBuf = heavyKeys > 0 ? f32(nk) : undefined;
   const probeBuf = heavyKeys > 0 ? i32(plan.probeRows.length) : undefined;
@@ -33,12 +30,15 @@ export function runAccurateHead(
   const proj = Array.from({ length: rounds }, () => f32(d * r));
   // Head slot s (the executor's rows of qBuf, outBuf and lseBuf from s * slotRows), with
   // what the head keeps from its columns to its remainder: its column flags, the exact
-  // parts' stats, and each round's query order, bucket starts and tags.
+  // parts' stats, each round's query order, bucket starts and tags, and its samples' part.
   const slots = Array.from({ length: ctx.slots }, (_, s) => {
     const at = (buf: typeof qBuf) => ({ buf, row: s * ctx.slotRows });
     return {
       q: at(qBuf),
       exact: { out: at(outBuf), lse: at(lseBuf), cnt: row0(f32(nq)), vsum: row0(f32(nq * dv)) } satisfies PartOutput,
+      sampled: plan.segments.length === 0 ? undefined : {
+        out: row0(f32(nq * dv)), lse: row0(f32(nq)), cnt: row0(f32(nq)), vsum: row0(f32(nq * dv)),
+      } satisfies PartOutput,
       flags: i32(nk),
       qPerm: i32(rounds > 0 ? nq : 0),
       qStarts: i32(rounds > 0 ? numKeys + 1 : 0),
@@ -145,22 +145,27 @@ export function runAccurateHead(
       heads.forEach(() => tick());
     }
 
-    if (!sampled) return;
+    if (plan.segments.length === 0) return;
     for (const [s, { b, h }] of heads.entries()) {
       for (const seg of plan.segments) {
         const m = plan.draws[seg.draw].count;
         const slice = (b * H + h) * m;
         await run('samples', () => backend.samples({
           ...inputs(s), samples: randomness.samples[seg.draw].subarray(slice, slice + m), qFrom: seg.qFrom, qTo: seg.qTo,
-          mask: mask(s, rounds), dst: sampled,
+          mask: mask(s, rounds), dst: slots[s].sampled!,
         }));
         tick();
       }
-      await run('remainder', () => backend.remainder({
-        v, nq, nk, dv, causal, causalOffset, controlVariate, exact: slots[s].exact, samples: sampled,
-      }));
-      tick();
     }
+    // The heads' remainders share the sums of V where the backend takes them together.
+    const parts = slots.slice(0, heads.length).map((slot) => ({ exact: slot.exact, samples: slot.sampled! }));
+    const together = backend.groupedHeads ? [parts] : parts.map((part) => [part]);
+    for (const [first, ...group] of together) {
+      await run('remainder', () => backend.remainder({
+        v, nq, nk, dv, causal, causalOffset, controlVariate, ...first, group: group.length > 0 ? group : undefined,
+      }));
+    }
+    heads.forEach(() => tick());
   };
   return { units, run: runHeads };
 

@@ -229,8 +229,9 @@ async function execute(
     const fit = (perHead: number) => Math.max(1, Math.floor(maxLength / Math.max(1, perHead)));
     const submitEach = o.onProgress !== undefined || backend.name === 'hybrid';
     // The query heads of a key-value head run together where the plan and backend can
-    // (the accurate mode's LSH rounds, RoundTask.group): a slot each in the head buffers.
-    const slots = grouped && backend.groupedRounds && !batched ? Math.min(group, heads) : 1;
+    // (the accurate mode's LSH rounds and remainders, Backend.groupedHeads): a slot each in
+    // the head buffers.
+    const slots = grouped && backend.groupedHeads && !batched ? Math.min(group, heads) : 1;
     let groupHeads = !gather ? slots : batched
       ? Math.min(heads, fit(nq * d), fit(nk * Math.max(d, dv)), o.onProgress ? Math.ceil(heads / PROGRESS_BATCHES) : heads)
       : submitEach ? 1 : heads;

@@ -229,7 +229,7 @@ export interface RoundTask extends AttentionInputs {
   mask: AccurateMask;
   dst: PartOutput;
   /**
-   * Backends with groupedRounds: more query heads of the same key-value head (grouped-query
+   * Backends with groupedHeads: more query heads of the same key-value head (grouped-query
    * attention), whose queries meet the same keys' buckets, run in the same pass; the mask's
    * flags and qTags are each head's own. Each head's result is the one it gets alone.
    */
@@ -275,6 +275,11 @@ export interface RemainderTask {
   controlVariate: number;
   exact: PartOutput;
   samples: PartOutput;
+  /**
+   * Backends with groupedHeads: more query heads of the same key-value head, whose
+   * remainders share the sums of V over the keys (computed once for all of them).
+   */
+  group?: { exact: PartOutput; samples: PartOutput }[];
 }
 
 /**
@@ -379,8 +384,11 @@ export interface Backend {
   columns(t: ColumnsTask): OpResult;
   window(t: WindowTask): OpResult;
   round(t: RoundTask): OpResult;
-  /** Whether round() takes a group of query heads (RoundTask.group) in one pass. */
-  readonly groupedRounds?: boolean;
+  /**
+   * Whether round() and remainder() take further query heads of the same key-value head
+   * (RoundTask.group, RemainderTask.group) in one op.
+   */
+  readonly groupedHeads?: boolean;
   buckets(t: BucketsTask): void;
   samples(t: SamplesTask): OpResult;
   remainder(t: RemainderTask): OpResult;

@@ -113,7 +113,7 @@ for (const [i, { label, dims, options }] of CASES.entries()) {
     }
     for (const s of steps) assert.ok(s.units > 0, `${s.op}: some work`);
     // The parts of the plan each ran as often as it has them, once per head (rounds: per
-    // round, once per key-value head: its query heads take each round in one pass).
+    // round, and remainders: once per key-value head, whose query heads take them in one op).
     const heads = dims.B * dims.H;
     const ran = (op: OpName) => spied.order.filter((o) => o === op).length;
     assert.is(ran('columns'), heads);
@@ -122,7 +122,7 @@ for (const [i, { label, dims, options }] of CASES.entries()) {
     assert.is(ran('window'), c.plan.window > 0 ? heads : 0);
     assert.is(ran('round'), c.plan.rounds * dims.B * dims.Hkv);
     assert.is(ran('samples'), c.plan.segments.length * heads);
-    assert.is(ran('remainder'), c.plan.segments.length > 0 ? heads : 0);
+    assert.is(ran('remainder'), c.plan.segments.length > 0 ? dims.B * dims.Hkv : 0);
   });
 }
 

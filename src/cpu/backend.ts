@@ -485,8 +485,6 @@ export class CpuBackend implements Backend {
     return this.jobs('accurateWindow', jobs, scratch, this.attentionStride(t), ['scratch']);
   }
 
-  readonly groupedRounds = true;
-
   round(t: RoundTask): OpResult {
     const m = t.mask;
     const tags = (view: RowView, n: number) => (m.rounds > 0 ? this.ptr(view, n) : 0);
@@ -545,6 +543,8 @@ export class CpuBackend implements Backend {
    * Runs of rows, each from the running sum of V it starts with (one pass over V here,
    * remainderSums), so that every run continues the one sequential sum exactly.
    */
+  readonly groupedHeads = true;
+
   remainder(t: RemainderTask): OpResult {
     const split = this.ranges(t.nq, 16 * t.dv, CORE_ROWS);
     const starts = this.top;
@@ -556,13 +556,16 @@ export class CpuBackend implements Backend {
     new Int32Array(this.wasm.memory.buffer, starts, split.length).set(split.map(([r0]) => r0 + offset));
     const v = this.ptr(t.v, t.dv);
     callKernel(this.wasm, 'remainderSums', { v, nk: t.nk, dv: t.dv, causal: t.causal, starts, count: split.length, sums });
-    const exact = this.part(t.exact, t.dv);
-    const sampled = this.part(t.samples, t.dv);
-    const shared = {
-      v, nq: t.nq, nk: t.nk, dv: t.dv, causal: t.causal, causalOffset: t.causalOffset, cv: t.controlVariate, out: exact.out, lse: exact.lse, cntE: exact.cnt,
-      vsumE: exact.vsum, sOut: sampled.out, sLse: sampled.lse, cntS: sampled.cnt, vsumS: sampled.vsum, scratch,
-    };
-    const jobs = split.map(([rowFrom, rowTo], j) => ({ ...shared, rowFrom, rowTo, start: sums + j * t.dv * 8 }));
+    // The sums serve every head of the group: they depend on V and the rows alone.
+    const jobs = [t, ...t.group ?? []].flatMap((head) => {
+      const exact = this.part(head.exact, t.dv);
+      const sampled = this.part(head.samples, t.dv);
+      const shared = {
+        v, nq: t.nq, nk: t.nk, dv: t.dv, causal: t.causal, causalOffset: t.causalOffset, cv: t.controlVariate, out: exact.out, lse: exact.lse,
+        cntE: exact.cnt, vsumE: exact.vsum, sOut: sampled.out, sLse: sampled.lse, cntS: sampled.cnt, vsumS: sampled.vsum, scratch,
+      };
+      return split.map(([rowFrom, rowTo], j) => ({ ...shared, rowFrom, rowTo, start: sums + j * t.dv * 8 }));
+    });
     return this.jobs('remainderMerge', jobs, scratch, align(t.dv * 8), ['scratch']);
   }
 

@@ -149,13 +149,14 @@ function accurateWork(shape: AttentionShape, plan: AccuratePlan, split: Split, a
     // about 48 more keys would (measured: a round of ~20-key buckets costs what ~65 keys of
     // the block kernel do).
     const perBucket = Math.min(plan.cap, Math.ceil(shape.nk / numKeys));
-    // WebAssembly runs the query heads of a key-value head in one pass per round (RoundTask.group).
+    // WebAssembly runs the query heads of a key-value head in one pass per round (RoundTask.group),
+    // and their remainders in one op (RemainderTask.group).
     add('round', R * (split === 'cpu' ? kvHeads : heads), R * heads * nq * (perBucket + 48) * row);
   }
   if (plan.segments.length > 0) {
     const m = plan.draws[0].count;
     add('samples', plan.segments.length * heads, heads * nq * m * row);
-    add('remainder', heads, heads * nq * dv * 4);
+    add('remainder', split === 'cpu' ? kvHeads : heads, heads * nq * dv * 4);
   }
 }
 
