@@ -269,6 +269,22 @@ export function accurateSamples(
   );
 }
 
+// running[0 .. dv) (f64) += the float32 row, two columns at a time where there is SIMD:
+// each column's sum is one chain over the rows either way.
+@inline function addRowF64(running: usize, row: usize, dv: i32): void {
+  let c = 0;
+  if (ASC_FEATURE_SIMD) {
+    for (; c + 2 <= dv; c += 2) {
+      const at = running + ((<usize>c) << 3);
+      v128.store(at, f64x2.add(v128.load(at), f64x2.promote_low_f32x4(v128.load64_zero(row + ((<usize>c) << 2)))));
+    }
+  }
+  for (; c < dv; c++) {
+    const at = running + ((<usize>c) << 3);
+    store<f64>(at, load<f64>(at) + <f64>load<f32>(row + ((<usize>c) << 2)));
+  }
+}
+
 /**
  * The running sums of V that remainderMerge's runs of rows start from: for each of the
  * `count` ascending key positions starts[t] (causal: the first row's position), the f64 sum
@@ -288,19 +304,7 @@ export function remainderSums(v: usize, nk: i32, dv: i32, causal: i32, starts: u
       t++;
     }
     if (causal && t >= count) return;
-    const row = v + <usize>j * dvBytes;
-    let c = 0;
-    if (ASC_FEATURE_SIMD) {
-      // Two columns at a time: each column's sum is the same chain over the rows.
-      for (; c + 2 <= dv; c += 2) {
-        const at = running + ((<usize>c) << 3);
-        v128.store(at, f64x2.add(v128.load(at), f64x2.promote_low_f32x4(v128.load64_zero(row + ((<usize>c) << 2)))));
-      }
-    }
-    for (; c < dv; c++) {
-      const at = running + ((<usize>c) << 3);
-      store<f64>(at, load<f64>(at) + <f64>load<f32>(row + ((<usize>c) << 2)));
-    }
+    addRowF64(running, v + <usize>j * dvBytes, dv);
   }
   // Starts past the last key (causal), or every start (non-causal), take the whole sum.
   for (; t + 1 < count; t++) {
@@ -331,18 +335,7 @@ export function remainderMerge(
   for (let i = rowFrom; i < rowTo; i++) {
     const p = i + causalOffset;
     if (causal && p < nk) {
-      const row = v + <usize>p * dvBytes;
-      let c = 0;
-      if (ASC_FEATURE_SIMD) {
-        for (; c + 2 <= dv; c += 2) {
-          const at = running + ((<usize>c) << 3);
-          v128.store(at, f64x2.add(v128.load(at), f64x2.promote_low_f32x4(v128.load64_zero(row + ((<usize>c) << 2)))));
-        }
-      }
-      for (; c < dv; c++) {
-        const at = running + ((<usize>c) << 3);
-        store<f64>(at, load<f64>(at) + <f64>load<f32>(row + ((<usize>c) << 2)));
-      }
+      addRowF64(running, v + <usize>p * dvBytes, dv);
     }
     const visible: f64 = causal ? <f64>min(p + 1, nk) : <f64>nk;
     const rest = visible - <f64>load<f32>(cntE + ((<usize>i) << 2));
