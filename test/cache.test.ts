@@ -11,6 +11,7 @@ import { runExact } from '../src/hyper.ts';
 import { resolveExactOptions } from '../src/options.ts';
 import { attentionShape, type Tensor } from '../src/tensor.ts';
 import { randomTensor } from './util.ts';
+import { Xoshiro128 } from '../src/random.ts';
 
 const test = suite('cache');
 
@@ -193,6 +194,48 @@ test("the keys' LSH codes kept with the cache: a chunk hashes only the tokens ap
     });
   } finally {
     CpuBackend.prototype.hash = hash;
+  }
+});
+
+test('random appends, truncates and options: every accurate call on the cache equals the call on plain tensors, bit for bit', async () => {
+  const rng = new Xoshiro128(SEED);
+  const pick = <T>(xs: readonly T[]): T => xs[rng.nextBelow(xs.length)];
+  for (let trial = 0; trial < 4; trial++) {
+    const [B, Hkv, d] = [pick([1, 2]), pick([1, 2, 3]), pick([1, 5, 16])];
+    const H = Hkv * pick([1, 2, 4]);
+    const label = (what: string) => `trial ${trial}, B ${B}, H ${H}, Hkv ${Hkv}, d ${d}: ${what} (seed ${SEED})`;
+    await withCache({ batch: B, kvHeads: Hkv, headDim: d, capacity: 700 }, async (cache) => {
+      let held: Tensor[] = [];
+      let heldV: Tensor[] = [];
+      for (let step = 0; step < 6; step++) {
+        if (cache.length > 100 && rng.nextBelow(3) === 0) {
+          const n = rng.nextBelow(cache.length);
+          cache.truncate(n);
+          held = n > 0 ? [firstTokens(concat(held), n)] : [];
+          heldV = n > 0 ? [firstTokens(concat(heldV), n)] : [];
+        }
+        const t = Math.min(cache.capacity - cache.length, pick([1, 7, 64, 150]));
+        if (t === 0) break;
+        const k = fresh([B, Hkv, t, d]);
+        const v = fresh([B, Hkv, t, d]);
+        await cache.append(k, v);
+        held.push(k);
+        heldV.push(v);
+        const causal = rng.nextBelow(2) === 0;
+        const nq = causal ? Math.min(cache.length, pick([1, t, 90])) : pick([1, 40, 130]);
+        const q = fresh([B, H, nq, d]);
+        const options = {
+          backend: 'cpu', mode: 'accurate', minSeqLen: 0, tolerance: Infinity, causal, blockSize: pick([4, 16, 64]),
+          sampleSize: pick([0, 16]), lshRounds: pick([0, 1, 3]), seed: pick([0, 1]),
+          // Bits chosen from the tokens held (about 16 keys a bucket), or given.
+          ...(rng.nextBelow(2) === 0 ? {} : { lshNumProjs: pick([2, 9]) }),
+        } as const;
+        const cached = await hyperAttention(q, cache, options);
+        const plain = await hyperAttention(q, concat(held), concat(heldV), options);
+        assert.equal(cached.out.data, plain.out.data, label(`out, ${JSON.stringify(options)} at ${cache.length}`));
+        assert.equal(cached.lse.data, plain.lse.data, label(`lse, ${JSON.stringify(options)} at ${cache.length}`));
+      }
+    });
   }
 });
 
