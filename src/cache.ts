@@ -355,7 +355,7 @@ export function enqueue<T>(state: CacheState, work: () => Promise<T>): Promise<T
 const FLOAT16_REMEDY = "a float16 cache holds magnitudes up to 65504: scale the values down or make the cache with dtype 'float32'";
 
 function busyError(what: string): HyperAttentionError {
-  return new HyperAttentionError('CACHE_BUSY', `cannot ${what} the cache while a call that reads it runs: await the call first`);
+  return new HyperAttentionError('CACHE_BUSY', `cannot ${what} the cache while a call or an append on it is pending: await it first`);
 }
 
 function maxOf(values: Float32Array, n: number): number {

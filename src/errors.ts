@@ -22,7 +22,7 @@ export type ErrorCode =
   | 'CACHE_FULL'
   /** a key-value cache was used after its release() */
   | 'CACHE_RELEASED'
-  /** a key-value cache was appended to, truncated or released while a call that reads it runs */
+  /** a key-value cache was truncated or released while a call or an append on it was pending */
   | 'CACHE_BUSY'
   /** a call's queries (or appended keys and values) disagree with the cache's batch, heads or head dims */
   | 'CACHE_MISMATCH';
