@@ -62,3 +62,17 @@ export interface HeadWork {
   units: number;
   run: (heads: readonly HeadRef[], kvChanged: boolean) => Promise<void>;
 }
+
+/**
+ * About the most memory a call's head slots take (a slot: a head's queries, results, part
+ * outputs and statistics, about 4 rows (d + 4 dv + 8) bytes for its rows, checks included).
+ * Grouped heads pay where a head's queries are few (a chunk against many keys: most buckets
+ * hold one query per head); a whole long prompt's heads, whose slots would take gigabytes
+ * of a 4 GiB WebAssembly memory, run one at a time, as they gain little.
+ */
+const GROUP_BYTES = 128 * 2 ** 20;
+
+/** Head slots of a call whose key-value heads each serve `group` query heads (ExecContext.slots). */
+export function headSlots(group: number, rows: number, d: number, dv: number): number {
+  return Math.max(1, Math.min(group, Math.floor(GROUP_BYTES / (4 * rows * (d + 4 * dv + 8)))));
+}

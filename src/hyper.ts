@@ -3,7 +3,7 @@
 // with the call's random draws in the plan's order. Backends never see recursion, sampling
 // or modes; the accurate mode's parts are in accurate.ts.
 import { runAccurateHead } from './accurate.ts';
-import type { ExecContext, HeadWork, Randomness } from './context.ts';
+import { headSlots, type ExecContext, type HeadWork, type Randomness } from './context.ts';
 import { abortedError, HyperAttentionError } from './errors.ts';
 import type { KeyCodeIndex } from './keyindex.ts';
 import {
@@ -230,8 +230,8 @@ async function execute(
     const submitEach = o.onProgress !== undefined || backend.name === 'hybrid';
     // The query heads of a key-value head run together where the plan and backend can
     // (the accurate mode's LSH rounds and remainders, Backend.groupedHeads): a slot each in
-    // the head buffers.
-    const slots = grouped && backend.groupedHeads && !batched ? Math.min(group, heads) : 1;
+    // the head buffers, as many as headSlots allows.
+    const slots = grouped && backend.groupedHeads && !batched ? Math.min(heads, headSlots(group, nq + c, d, dv)) : 1;
     let groupHeads = !gather ? slots : batched
       ? Math.min(heads, fit(nq * d), fit(nk * Math.max(d, dv)), o.onProgress ? Math.ceil(heads / PROGRESS_BATCHES) : heads)
       : submitEach ? 1 : heads;

@@ -6,6 +6,7 @@
 import { suite } from './suite.ts';
 import * as assert from 'uvu/assert';
 import { createCpuBackend, type CpuBackend } from '../src/cpu/backend.ts';
+import { headSlots } from '../src/context.ts';
 import { runVerified } from '../src/verified.ts';
 import {
   COST_CLASS, OP_NAMES, placementOf, type CostClass, type HashTask, type OpName, type OpTrace, type SortTask,
@@ -170,3 +171,10 @@ test('a traced hybrid call times the heavy columns as GPU work: synced, and pric
   assert.ok(profile.steps.some((s) => s.op === 'sort' && s.device === 'webgpu'), 'a GPU sort step (heavy)');
 });
 
+
+test("head slots: a key-value head's query heads run together where their buffers are small, one at a time for long prompts", () => {
+  assert.is(headSlots(4, 2048, 128, 128), 4, 'a 2048-query chunk: the whole group');
+  assert.is(headSlots(4, 16384, 128, 128), 3, '16k rows: as many as 128 MB of slots hold');
+  assert.is(headSlots(4, 65536, 128, 128), 1, '64k rows: one at a time');
+  assert.is(headSlots(1, 100, 16, 16), 1, 'no grouped heads');
+});

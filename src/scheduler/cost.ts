@@ -2,6 +2,7 @@
 // work per device) and how long that takes on a calibrated profile; and the choice among
 // candidates: which backend split, and how much of the call runs exact. Pure functions of
 // the shape, the options and the profile, so plans are deterministic for a given profile.
+import { headSlots } from '../context.ts';
 import { HyperAttentionError } from '../errors.ts';
 import { COST_CLASS, placementOf, type CostClass, type Device, type OpName } from '../ops.ts';
 import { buildPlan, causalPairs, type AccuratePlan, type AuthorsPlan, type Plan, type PlanParams } from '../plan.ts';
@@ -94,7 +95,7 @@ export function workOf(shape: AttentionShape, p: WorkParams, plan: Plan, split: 
   const kvHeads = B * Hkv;
   if (p.residentKv) add('upload', heads, heads * nq * d * 4);
   else add('upload', heads + 2 * kvHeads, (heads * nq * d + kvHeads * nk * (d + dv)) * 4);
-  if (plan.kind === 'accurate') accurateWork(shape, plan, split, add);
+  if (plan.kind === 'accurate') accurateWork(shape, plan, split, add, plan.checks);
   else authorsWork(shape, p, plan, split, add);
   // Check rows: exact attention over the keys each sees (one op for all of a head's rows;
   // causal, a job a row, and on WebGPU a dispatch a row), their queries uploaded, their
@@ -113,10 +114,13 @@ export function workOf(shape: AttentionShape, p: WorkParams, plan: Plan, split: 
  * The accurate mode's ops, each as runAccurateHead (accurate.ts) issues it; COST_CLASS
  * prices each as the op whose kernel has its shape.
  */
-function accurateWork(shape: AttentionShape, plan: AccuratePlan, split: Split, add: AddWork): void {
+function accurateWork(shape: AttentionShape, plan: AccuratePlan, split: Split, add: AddWork, checks: number): void {
   const { B, H, Hkv, nq, nk, d, dv } = shape;
   const heads = B * H;
   const kvHeads = B * Hkv;
+  // WebAssembly runs the query heads of a key-value head in slots of the executor, a round
+  // (RoundTask.group) and the remainders (RemainderTask.group) in one op per slot group.
+  const groups = split === 'cpu' ? kvHeads * Math.ceil(H / Hkv / headSlots(H / Hkv, nq + checks, d, dv)) : heads;
   const row = 2 * (d + dv);
   const columns = plan.sinkKeys + plan.heavyKeys;
   const R = plan.rounds;
@@ -149,14 +153,12 @@ function accurateWork(shape: AttentionShape, plan: AccuratePlan, split: Split, a
     // about 48 more keys would (measured: a round of ~20-key buckets costs what ~65 keys of
     // the block kernel do).
     const perBucket = Math.min(plan.cap, Math.ceil(shape.nk / numKeys));
-    // WebAssembly runs the query heads of a key-value head in one pass per round (RoundTask.group),
-    // and their remainders in one op (RemainderTask.group).
-    add('round', R * (split === 'cpu' ? kvHeads : heads), R * heads * nq * (perBucket + 48) * row);
+    add('round', R * groups, R * heads * nq * (perBucket + 48) * row);
   }
   if (plan.segments.length > 0) {
     const m = plan.draws[0].count;
     add('samples', plan.segments.length * heads, heads * nq * m * row);
-    add('remainder', split === 'cpu' ? kvHeads : heads, heads * nq * dv * 4);
+    add('remainder', groups, heads * nq * dv * 4);
   }
 }
 
