@@ -108,6 +108,22 @@ const MASK_TILE_WORDS: i32 = KT * (2 + MAX_ROUNDS) + MAX_ROUNDS * TAG_WORDS;
   return anyFlag;
 }
 
+// Whether the accurate mask hides key position kp from query row qp (at key position pos,
+// its window [lo, hi)): causally, flagged (flag != 0), by the window mode, or in an earlier
+// round's bucket of the query, the key's tag of round t at tags + t * tagStride (a key past
+// its bucket's cap has tag -1, which no query has).
+@inline export function keyHidden(qp: i32, kp: i32, pos: i32, lo: i32, hi: i32, flag: i32, tags: usize, tagStride: usize): bool {
+  let hide = (maskCausal && kp > pos) || flag != 0;
+  if (!hide && maskWinMode != 0) {
+    const inside = kp >= lo && kp < hi;
+    hide = maskWinMode == WINDOW_HIDE_INSIDE ? inside : !inside;
+  }
+  for (let t = 0; t < maskRounds && !hide; t++) {
+    hide = load<i32>(maskQTags + ((<usize>(t * maskNq + qp)) << 2)) == load<i32>(tags + <usize>t * tagStride);
+  }
+  return hide;
+}
+
 // Hides (score -Infinity) the tile's keys that the accurate mask hides from query qp,
 // and returns how many; when stats are kept, their V rows leave the row's sum. kpMin and
 // kpMax bound the tile's positions, so that most rows skip the per-key test.
@@ -165,16 +181,8 @@ const MASK_TILE_WORDS: i32 = KT * (2 + MAX_ROUNDS) + MAX_ROUNDS * TAG_WORDS;
   }
   for (let j = 0; j < kc; j++) {
     const kp = load<i32>(tileKeys + ((<usize>j) << 2));
-    let hide = (maskCausal && kp > pos) || load<i32>(flagsAt + ((<usize>j) << 2)) != 0;
-    if (!hide && maskWinMode != 0) {
-      const inside = kp >= lo && kp < hi;
-      hide = maskWinMode == WINDOW_HIDE_INSIDE ? inside : !inside;
-    }
-    for (let t = 0; t < maskRounds && !hide; t++) {
-      const qt = load<i32>(maskQTags + ((<usize>(t * maskNq + qp)) << 2));
-      hide = qt == load<i32>(flagsAt + ((<usize>((t + 1) * KT + j)) << 2));
-    }
-    if (hide) {
+    const flagAt = flagsAt + ((<usize>j) << 2);
+    if (keyHidden(qp, kp, pos, lo, hi, load<i32>(flagAt), flagAt + ((<usize>KT) << 2), (<usize>KT) << 2)) {
       store<f32>(s + ((<usize>j) << 2), -Infinity);
       if (stats) addKeyV(vsRow, vt, j, dvp, -1);
       hidden++;

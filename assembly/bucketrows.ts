@@ -4,8 +4,8 @@
 // gathered, four-row micro-tiles) would be built for a single row: here each row works
 // alone against the bucket's keys where they lie.
 import {
-  expShifted, madd, touchKeys, windowStart, KT, WINDOW_HIDE_INSIDE,
-  maskCausal, maskCausalOffset, maskFlags, maskWinMode, maskWinLo, maskWin, maskRounds, maskQTags, maskKTags, maskNq, maskNk,
+  expShifted, keyHidden, madd, touchKeys, windowStart, KT,
+  maskCausal, maskCausalOffset, maskFlags, maskWinMode, maskWinLo, maskWin, maskKTags, maskNk,
 } from './attention';
 
 /** The most query rows of a bucket that bucketRows takes (more share bucketAttention's tile). */
@@ -69,16 +69,8 @@ export function bucketRows(
   let n = 0;
   for (let j = 0; j < kc; j++) {
     const kp = load<i32>(kIdx + ((<usize>j) << 2));
-    let hide = (maskCausal && kp > pos) || (maskFlags != 0 && load<i32>(maskFlags + ((<usize>kp) << 2)) != 0);
-    if (!hide && maskWinMode != 0) {
-      const inside = kp >= lo && kp < hi;
-      hide = maskWinMode == WINDOW_HIDE_INSIDE ? inside : !inside;
-    }
-    // An earlier round's bucket (a key past its bucket's cap has tag -1, which no query has).
-    for (let t = 0; t < maskRounds && !hide; t++) {
-      hide = load<i32>(maskQTags + ((<usize>(t * maskNq + qi)) << 2)) == load<i32>(maskKTags + ((<usize>(t * maskNk + kp)) << 2));
-    }
-    if (!hide) {
+    const flag = maskFlags != 0 ? load<i32>(maskFlags + ((<usize>kp) << 2)) : 0;
+    if (!keyHidden(qi, kp, pos, lo, hi, flag, maskKTags + ((<usize>kp) << 2), (<usize>maskNk) << 2)) {
       store<i32>(rows + ((<usize>n) << 2), kp);
       n++;
     }
