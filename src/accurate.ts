@@ -134,7 +134,7 @@ export function runAccurateHead(
           keys: row0(qKeys), perm: row0(qPerm), count: nq, numKeys, cap: nq, tags: { buf: qTags, row: t * nq }, starts: row0(qStarts),
         }));
       }
-      // The heads meet the same keys' buckets: one pass where the backend takes them together.
+      // The heads meet the same keys' buckets: one pass (more than one head: a backend with groupedHeads).
       const group = heads.length > 1 ? slots.slice(1, heads.length).map((slot) => ({
         q: slot.q, qPerm: row0(slot.qPerm), qStarts: row0(slot.qStarts), flags: row0(slot.flags), qTags: row0(slot.qTags), dst: slot.exact,
       })) : undefined;
@@ -157,14 +157,11 @@ export function runAccurateHead(
         tick();
       }
     }
-    // The heads' remainders share the sums of V where the backend takes them together.
-    const parts = slots.slice(0, heads.length).map((slot) => ({ exact: slot.exact, samples: slot.sampled! }));
-    const together = backend.groupedHeads ? [parts] : parts.map((part) => [part]);
-    for (const [first, ...group] of together) {
-      await run('remainder', () => backend.remainder({
-        v, nq, nk, dv, causal, causalOffset, controlVariate, ...first, group: group.length > 0 ? group : undefined,
-      }));
-    }
+    // The heads' remainders share the sums of V (more than one head: a backend with groupedHeads).
+    const [first, ...group] = slots.slice(0, heads.length).map((slot) => ({ exact: slot.exact, samples: slot.sampled! }));
+    await run('remainder', () => backend.remainder({
+      v, nq, nk, dv, causal, causalOffset, controlVariate, ...first, group: group.length > 0 ? group : undefined,
+    }));
     heads.forEach(() => tick());
   };
   return { units, run: runHeads };

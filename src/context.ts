@@ -35,7 +35,7 @@ export interface ExecContext {
   kBuf: BackendBuffer;
   vBuf: BackendBuffer;
   kRow: number;
-  /** the flat key-value head (b * Hkv + kv) whose rows kBuf and vBuf hold now */
+  /** the flat key-value head (b * Hkv + kv) whose rows kBuf and vBuf hold now (-1 before the first) */
   kvHead: number;
   /** LSH codes of the keys kept between calls (a WebAssembly key-value cache's, keyindex.ts) */
   keyCodes?: KeyCodeIndex;

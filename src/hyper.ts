@@ -272,7 +272,7 @@ async function execute(
     const ctx = batched ? undefined : {
       backend, shape, scale, run, f32, i32, slots, slotRows,
       qBuf: f32(slots * slotRows * d), kBuf: kOwn ?? (k as ResidentRows).resident, vBuf: vOwn ?? (v as ResidentRows).resident, kRow: 0,
-      kvHead: 0, keyCodes: isResident(k) ? k.codes : undefined,
+      kvHead: -1, keyCodes: isResident(k) ? k.codes : undefined,
       outBuf: f32(slots * slotRows * dv), lseBuf: f32(slots * slotRows),
       tick: () => {
         unitsDone++;
@@ -302,7 +302,6 @@ async function execute(
       return { buf: own!, row: 0 };
     };
 
-    let loadedKv = -1;
     let resultFrom = 0;
     for (let g0 = 0; g0 < heads; g0 += groupHeads) {
       const g1 = Math.min(heads, g0 + groupHeads);
@@ -324,12 +323,12 @@ async function execute(
         head = i;
         unitsDone = 0;
         for (let s = i; s < j; s++) await load(ctx.qBuf, q, list[s], nq, d, 1, (s - i) * slotRows * d);
-        const kvChanged = kvOf(list[i]) !== loadedKv;
+        const kv = kvOf(list[i]);
+        const kvChanged = kv !== ctx.kvHead;
         if (kvChanged) {
-          ctx.kRow = (await kvRows(kOwn, k, kvOf(list[i]), d, 1)).row;
-          ctx.kvHead = kvOf(list[i]);
-          await kvRows(vOwn, v, kvOf(list[i]), dv, 1);
-          loadedKv = kvOf(list[i]);
+          ctx.kRow = (await kvRows(kOwn, k, kv, d, 1)).row;
+          await kvRows(vOwn, v, kv, dv, 1);
+          ctx.kvHead = kv;
         }
         await work!.run(list.slice(i, j).map((h) => ({ b: Math.floor(h / H), h: h % H })), kvChanged);
         for (; i < j; i++) {

@@ -93,6 +93,8 @@ const ROUND_HEAD_WORDS = 9;
 
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
+  /** round() and remainder() take a key-value head's query heads in one op (RoundTask.group, RemainderTask.group). */
+  readonly groupedHeads = true;
   private wasm: KernelExports;
   /** where a call's buffers start: past the lasting buffers */
   private base: number;
@@ -486,25 +488,23 @@ export class CpuBackend implements Backend {
   }
 
   round(t: RoundTask): OpResult {
-    const m = t.mask;
-    const tags = (view: RowView, n: number) => (m.rounds > 0 ? this.ptr(view, n) : 0);
     // The heads' table (accurateBuckets): per head its queries, perm, starts, flags, tags and destination.
-    const heads: RoundHead[] = [{ q: t.q, qPerm: t.qPerm, qStarts: t.qStarts, flags: m.flags, qTags: m.qTags, dst: t.dst }, ...t.group ?? []];
+    const heads: RoundHead[] = [{ q: t.q, qPerm: t.qPerm, qStarts: t.qStarts, flags: t.mask.flags, qTags: t.mask.qTags, dst: t.dst }, ...t.group ?? []];
     const table = this.top;
     const scratch = align(table + heads.length * ROUND_HEAD_WORDS * 4);
     this.reserve(scratch);
     const entries = new Int32Array(this.wasm.memory.buffer, table, heads.length * ROUND_HEAD_WORDS);
     for (const [g, h] of heads.entries()) {
+      const { flags, qTags } = this.mask({ ...t.mask, flags: h.flags, qTags: h.qTags }, t.nq, t.nk);
       const { out, lse, cnt, vsum } = this.part(h.dst, t.dv);
-      const entry = [this.ptr(h.q, t.d), this.ptr(h.qPerm, 1), this.ptr(h.qStarts, 1), this.ptr(h.flags, 1), tags(h.qTags, t.nq), out, lse, cnt, vsum];
-      entries.set(entry, g * ROUND_HEAD_WORDS);
+      entries.set([this.ptr(h.q, t.d), this.ptr(h.qPerm, 1), this.ptr(h.qStarts, 1), flags, qTags, out, lse, cnt, vsum], g * ROUND_HEAD_WORDS);
     }
     // Buckets hold nq / numKeys queries of each head on average, each against up to cap keys.
     const perBucket = MASKED * 2 * heads.length * (t.nq / t.numKeys) * t.cap * (t.d + t.dv);
+    // The first head's own fields (q, flags, qTags) are in the table; the kernel takes the rest.
     const shared = {
-      table, heads: heads.length, k: this.ptr(t.k, t.d), v: this.ptr(t.v, t.dv), nq: t.nq, nk: t.nk, d: t.d, dv: t.dv, scale: t.scale,
-      kPerm: this.ptr(t.kPerm, 1), kStarts: this.ptr(t.kStarts, 1), numKeys: t.numKeys, cap: t.cap,
-      winLo: m.winLo, win: m.window, causal: m.causal, causalOffset: m.causalOffset, rounds: m.rounds, kTags: tags(m.kTags, t.nk), scratch,
+      table, heads: heads.length, ...this.head(t), kPerm: this.ptr(t.kPerm, 1), kStarts: this.ptr(t.kStarts, 1),
+      numKeys: t.numKeys, cap: t.cap, ...this.mask(t.mask, t.nq, t.nk), scratch,
     };
     const jobs = this.ranges(t.numKeys, perBucket, 1).map(([uFrom, uTo]) => ({ ...shared, uFrom, uTo }));
     return this.jobs('accurateBuckets', jobs, scratch, this.attentionStride(t), ['scratch']);
@@ -543,8 +543,6 @@ export class CpuBackend implements Backend {
    * Runs of rows, each from the running sum of V it starts with (one pass over V here,
    * remainderSums), so that every run continues the one sequential sum exactly.
    */
-  readonly groupedHeads = true;
-
   remainder(t: RemainderTask): OpResult {
     const split = this.ranges(t.nq, 16 * t.dv, CORE_ROWS);
     const starts = this.top;
