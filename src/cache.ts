@@ -284,8 +284,9 @@ export class KVCache {
     if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > this.tokens) {
       throw new HyperAttentionError('INVALID_OPTION', `truncate: expected an integer in [0, ${this.tokens}] (the tokens held), got ${describeValue(n)}`);
     }
-    this.tokens = n;
-    state.k.codes?.truncate(n);
+    // -0 passes the check above: the cache then holds 0 tokens, not -0.
+    this.tokens = n || 0;
+    state.k.codes?.truncate(this.tokens);
   }
 
   /**

@@ -338,6 +338,8 @@ test('truncate drops the tokens after n: later appends take their place', async 
     const q = fresh([1, H, 1, d]);
     checkAgainstReference('after truncate', await exactAttention(q, cache), q, concat([first6(k), head(k2)]), concat([first6(v), head(v2)]));
     assert.is(await codeOf(() => cache.truncate(9)), 'INVALID_OPTION');
+    cache.truncate(-0);
+    assert.ok(Object.is(cache.length, 0), 'truncate(-0) leaves 0 tokens, not -0');
     assert.is(await codeOf(() => cache.truncate(-1)), 'INVALID_OPTION');
   });
 });
