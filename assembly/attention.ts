@@ -281,6 +281,11 @@ export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
   return v128.andnot(madd(f32x4.mul(r, s), p, s), f32x4.lt(x, f32x4.splat(-87.0)));
 }
 
+// The sum of a vector's four lanes, left to right.
+@inline export function hsum(a: v128): f32 {
+  return f32x4.extract_lane(a, 0) + f32x4.extract_lane(a, 1) + f32x4.extract_lane(a, 2) + f32x4.extract_lane(a, 3);
+}
+
 // Scores s[0 .. n4) (n4 a multiple of 4, -inf past the real ones) become exp(s - m) in
 // place, four at a time; returns their sum.
 @inline export function expShifted(s: usize, n4: i32, m: f32): f32 {
@@ -292,7 +297,7 @@ export function attentionScratchBytes(d: i32, dv: i32, m: i32): i32 {
     v128.store(at, p);
     l4 = f32x4.add(l4, p);
   }
-  return f32x4.extract_lane(l4, 0) + f32x4.extract_lane(l4, 1) + f32x4.extract_lane(l4, 2) + f32x4.extract_lane(l4, 3);
+  return hsum(l4);
 }
 
 // The micro-kernels below work on MR query rows at a time against one key tile, in
@@ -1322,6 +1327,107 @@ export function widenHalf(src: usize, dst: usize, n: i32): void {
   }
 }
 
+// One load per 64-byte line of [p, p + bytes), xor-ed: reads the range into cache.
+@inline function touchRange(p: usize, bytes: usize): i32 {
+  let x = 0;
+  for (let o: usize = 0; o < bytes; o += 64) x ^= load<i32>(p + o);
+  return x;
+}
+
+// The scores of four query rows (q0, dB bytes apart) against the key at kp, stored at `at`
+// (rows KT apart): dot products over d, lanes along d, then the lanes summed.
+@inline function keyScores<T>(kp: usize, q0: usize, dB: usize, d: i32, at: usize): void {
+  const d4 = d & ~3;
+  const q1 = q0 + dB;
+  const q2 = q1 + dB;
+  const q3 = q2 + dB;
+  let a0 = f32x4.splat(0);
+  let a1 = f32x4.splat(0);
+  let a2 = f32x4.splat(0);
+  let a3 = f32x4.splat(0);
+  for (let c = 0; c < d4; c += 4) {
+    const o = (<usize>c) << 2;
+    const kv = loadLanes<T>(kp, c);
+    a0 = madd(v128.load(q0 + o), kv, a0);
+    a1 = madd(v128.load(q1 + o), kv, a1);
+    a2 = madd(v128.load(q2 + o), kv, a2);
+    a3 = madd(v128.load(q3 + o), kv, a3);
+  }
+  let s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
+  for (let c = d4; c < d; c++) {
+    const o = (<usize>c) << 2;
+    const x = loadElement<T>(kp, c);
+    s0 += load<f32>(q0 + o) * x;
+    s1 += load<f32>(q1 + o) * x;
+    s2 += load<f32>(q2 + o) * x;
+    s3 += load<f32>(q3 + o) * x;
+  }
+  store<f32>(at, s0);
+  store<f32>(at + (KT << 2), s1);
+  store<f32>(at + (KT << 3), s2);
+  store<f32>(at + KT * 12, s3);
+}
+
+// keyScores of the float32 keys at kp and kp + kRow at once, stored at `at` and at + 4:
+// eight independent multiply-add chains hide the chains' latency, and each query load
+// serves both keys. Each score is keyScores' chain, so the bits are the same.
+@inline function keyPairScores(kp: usize, kRow: usize, q0: usize, dB: usize, d: i32, at: usize): void {
+  const d4 = d & ~3;
+  const kp2 = kp + kRow;
+  const q1 = q0 + dB;
+  const q2 = q1 + dB;
+  const q3 = q2 + dB;
+  let a0 = f32x4.splat(0);
+  let a1 = f32x4.splat(0);
+  let a2 = f32x4.splat(0);
+  let a3 = f32x4.splat(0);
+  let b0 = f32x4.splat(0);
+  let b1 = f32x4.splat(0);
+  let b2 = f32x4.splat(0);
+  let b3 = f32x4.splat(0);
+  for (let c = 0; c < d4; c += 4) {
+    const o = (<usize>c) << 2;
+    const kv = v128.load(kp + o);
+    const kw = v128.load(kp2 + o);
+    const x0 = v128.load(q0 + o);
+    a0 = madd(x0, kv, a0);
+    b0 = madd(x0, kw, b0);
+    const x1 = v128.load(q1 + o);
+    a1 = madd(x1, kv, a1);
+    b1 = madd(x1, kw, b1);
+    const x2 = v128.load(q2 + o);
+    a2 = madd(x2, kv, a2);
+    b2 = madd(x2, kw, b2);
+    const x3 = v128.load(q3 + o);
+    a3 = madd(x3, kv, a3);
+    b3 = madd(x3, kw, b3);
+  }
+  let s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
+  let t0 = hsum(b0), t1 = hsum(b1), t2 = hsum(b2), t3 = hsum(b3);
+  for (let c = d4; c < d; c++) {
+    const o = (<usize>c) << 2;
+    const x = load<f32>(kp + o);
+    const y = load<f32>(kp2 + o);
+    const y0 = load<f32>(q0 + o), y1 = load<f32>(q1 + o), y2 = load<f32>(q2 + o), y3 = load<f32>(q3 + o);
+    s0 += y0 * x;
+    s1 += y1 * x;
+    s2 += y2 * x;
+    s3 += y3 * x;
+    t0 += y0 * y;
+    t1 += y1 * y;
+    t2 += y2 * y;
+    t3 += y3 * y;
+  }
+  store<f32>(at, s0);
+  store<f32>(at + (KT << 2), s1);
+  store<f32>(at + (KT << 3), s2);
+  store<f32>(at + KT * 12, s3);
+  store<f32>(at, t0, 4);
+  store<f32>(at + (KT << 2), t1, 4);
+  store<f32>(at + (KT << 3), t2, 4);
+  store<f32>(at + KT * 12, t3, 4);
+}
+
 // Exact attention of a few query rows (decoding: FEW_ROWS at most in practice, any nq
 // works) against keys and values read where they lie, without the core's tile copies
 // (K transposed, V in column blocks): with few rows those copies cost about what the
@@ -1362,7 +1468,6 @@ export function fewRowsAttentionHalf(
 ): void {
   if (ASC_FEATURE_SIMD) {
     const nq4 = (nq + 3) & ~3;
-    const d4 = d & ~3;
     const dv4 = (dv + 3) & ~3;
     const dB = (<usize>d) << 2;
     const dvB = (<usize>dv) << 2;
@@ -1384,44 +1489,21 @@ export function fewRowsAttentionHalf(
     for (let j0 = 0; j0 < nk; j0 += KT) {
       const kc = min(KT, nk - j0);
       const kc4 = (kc + 3) & ~3;
+      // float32 rows: the tile's keys and values are read into cache first, in a loop of
+      // one load a line that streams at the memory's rate; the arithmetic then runs from
+      // cache (WebAssembly has no prefetch, and the kernel's own loads, far apart in its
+      // passes, leave the memory idle). float16 rows are bound by their widening instead.
+      if (sizeof<T>() == 4) store<i32>(sc, touchRange(k + <usize>j0 * kRow, <usize>kc * kRow) ^ touchRange(v + <usize>j0 * vRow, <usize>kc * vRow));
       for (let r0 = 0; r0 < nq4; r0 += 4) {
         const q0 = qs + <usize>r0 * dB;
-        const q1 = q0 + dB;
-        const q2 = q1 + dB;
-        const q3 = q2 + dB;
-        // Scores of rows r0 .. r0 + 3 against the tile's keys.
-        for (let j = 0; j < kc; j++) {
-          const kp = k + <usize>(j0 + j) * kRow;
-          let a0 = f32x4.splat(0);
-          let a1 = f32x4.splat(0);
-          let a2 = f32x4.splat(0);
-          let a3 = f32x4.splat(0);
-          for (let c = 0; c < d4; c += 4) {
-            const o = (<usize>c) << 2;
-            const kv = loadLanes<T>(kp, c);
-            a0 = madd(v128.load(q0 + o), kv, a0);
-            a1 = madd(v128.load(q1 + o), kv, a1);
-            a2 = madd(v128.load(q2 + o), kv, a2);
-            a3 = madd(v128.load(q3 + o), kv, a3);
-          }
-          let s0 = f32x4.extract_lane(a0, 0) + f32x4.extract_lane(a0, 1) + f32x4.extract_lane(a0, 2) + f32x4.extract_lane(a0, 3);
-          let s1 = f32x4.extract_lane(a1, 0) + f32x4.extract_lane(a1, 1) + f32x4.extract_lane(a1, 2) + f32x4.extract_lane(a1, 3);
-          let s2 = f32x4.extract_lane(a2, 0) + f32x4.extract_lane(a2, 1) + f32x4.extract_lane(a2, 2) + f32x4.extract_lane(a2, 3);
-          let s3 = f32x4.extract_lane(a3, 0) + f32x4.extract_lane(a3, 1) + f32x4.extract_lane(a3, 2) + f32x4.extract_lane(a3, 3);
-          for (let c = d4; c < d; c++) {
-            const o = (<usize>c) << 2;
-            const kc1 = loadElement<T>(kp, c);
-            s0 += load<f32>(q0 + o) * kc1;
-            s1 += load<f32>(q1 + o) * kc1;
-            s2 += load<f32>(q2 + o) * kc1;
-            s3 += load<f32>(q3 + o) * kc1;
-          }
-          const at = sc + ((<usize>j) << 2);
-          store<f32>(at, s0);
-          store<f32>(at + (KT << 2), s1);
-          store<f32>(at + (KT << 3), s2);
-          store<f32>(at + KT * 12, s3);
+        // Scores of rows r0 .. r0 + 3 against the tile's keys: float32 keys two at a time
+        // (keyPairScores), float16 ones one at a time (a pair's widened lanes and
+        // accumulators outgrow the registers).
+        let j = 0;
+        if (sizeof<T>() == 4) {
+          for (; j + 1 < kc; j += 2) keyPairScores(k + <usize>(j0 + j) * kRow, kRow, q0, dB, d, sc + ((<usize>j) << 2));
         }
+        for (; j < kc; j++) keyScores<T>(k + <usize>(j0 + j) * kRow, q0, dB, d, sc + ((<usize>j) << 2));
         // Online softmax per row: the scores become exp(s - new max), the accumulator and sum rescale.
         for (let r = 0; r < 4; r++) {
           const row = sc + <usize>r * (KT << 2);

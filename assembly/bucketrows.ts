@@ -4,7 +4,7 @@
 // gathered, four-row micro-tiles) would be built for a single row: here each row works
 // alone against the bucket's keys where they lie.
 import {
-  expShifted, keyHidden, madd, touchKeys, windowStart, KT,
+  expShifted, hsum, keyHidden, madd, touchKeys, windowStart, KT,
   maskCausal, maskCausalOffset, maskFlags, maskWinMode, maskWinLo, maskWin, maskKTags, maskNk,
 } from './attention';
 
@@ -95,7 +95,7 @@ export function bucketRows(
   }
   for (; c + 4 <= d; c += 4) a0 = madd(v128.load(qs + ((<usize>c) << 2)), v128.load(kr + ((<usize>c) << 2)), a0);
   const a = f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3));
-  let s = f32x4.extract_lane(a, 0) + f32x4.extract_lane(a, 1) + f32x4.extract_lane(a, 2) + f32x4.extract_lane(a, 3);
+  let s = hsum(a);
   for (; c < d; c++) s += load<f32>(qs + ((<usize>c) << 2)) * load<f32>(kr + ((<usize>c) << 2));
   return s;
 }

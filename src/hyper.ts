@@ -216,15 +216,18 @@ async function execute(
     const i32 = (n: number) => backend.createBuffer('i32', Math.max(1, n));
     const outGpu = out ? undefined : backend.createDeviceBuffer!(heads * nq * dv);
     const lseGpu = out ? undefined : backend.createDeviceBuffer!(heads * nq);
-    // Batches are runs of consecutive heads: a run of chosen heads goes head by head.
-    const batched = batch && backend.exactHeads && !scope.heads ? batch({ backend, run, d, dv, scale }) : undefined;
+    // Batches are runs of consecutive heads (a run of chosen heads, or one with check rows,
+    // goes head by head), where the backend takes them (batchesHeads).
+    const batches = backend.exactHeads && !scope.heads && !checks && (backend.batchesHeads?.(nq, inPlace(k) && inPlace(v)) ?? true);
+    const batched = batch && batches ? batch({ backend, run, d, dv, scale }) : undefined;
 
-    // Asynchronous backends (those with copy) gather results on the device, lse then out
-    // of up to `resultHeads` heads in one buffer, read back (or exported) once it is full:
-    // one readback for a call whose results fit one buffer. Heads run in groups of
+    // Asynchronous backends (those with copy), and batched plans on any backend, gather
+    // results in the backend: lse then out of up to `resultHeads` heads in one buffer, read
+    // back (or exported) once it is full: one readback for a call whose results fit one
+    // buffer. Heads run in groups of
     // `groupHeads` (for a batched plan, one op per group); a group is submitted on its own
     // only when progress is asked for, or in the hybrid, whose CPU ops overlap the GPU's.
-    const gather = backend.copy !== undefined;
+    const gather = backend.copy !== undefined || batched !== undefined;
     const maxLength = backend.maxBufferLength ?? Infinity;
     const fit = (perHead: number) => Math.max(1, Math.floor(maxLength / Math.max(1, perHead)));
     const submitEach = o.onProgress !== undefined || backend.name === 'hybrid';
@@ -253,7 +256,7 @@ async function execute(
     // GPU has run it (its readback, or the submitted work, settles).
     let head = 0;
     let unitsDone = 0;
-    const eachOp = backend.name === 'cpu' && o.onProgress !== undefined;
+    const eachOp = backend.name === 'cpu' && o.onProgress !== undefined && !batched;
     let units = 0;
     /** Awaits the previous group's settling, and reports `headsDone` when `settles` settles. */
     const settle = async (settles: Promise<unknown> | undefined, headsDone: number) => {

@@ -35,6 +35,11 @@ export interface RowView {
   row: number;
 }
 
+/** The view `rows` rows further down its buffer. */
+export function shift(view: RowView, rows: number): RowView {
+  return { buf: view.buf, row: view.row + rows };
+}
+
 /** Destination of an attention op: out is [rows, dv], lse is [rows]. */
 export interface Destination {
   out: RowView;
@@ -363,10 +368,16 @@ export interface Backend {
     intoOffset?: number,
   ): Promise<void>;
   /**
-   * Backends that run many heads per dispatch (WebGPU, the hybrid): exact attention of
-   * every head of the batch; the executor then runs a plan made only of exact steps this way.
+   * Exact attention of every head of the batch in one op: the executor then runs a plan
+   * made only of exact steps this way (WebGPU and the hybrid: many heads per dispatch;
+   * WebAssembly: the calls batchesHeads accepts).
    */
-  exactHeads?(t: ExactTask, heads: HeadBatch): void;
+  exactHeads?(t: ExactTask, heads: HeadBatch): OpResult;
+  /**
+   * Whether exactHeads pays for a call of `rows` query rows a head, whose keys and values
+   * are read where they reside (`inPlace`, a cache's) or loaded per call; absent: always.
+   */
+  batchesHeads?(rows: number, inPlace: boolean): boolean;
   /** Copy `length` elements of src from srcOffset into dst at dstOffset, in order with the ops (asynchronous backends). */
   copy?(src: BackendBuffer, srcOffset: number, dst: BackendBuffer, dstOffset: number, length: number): void;
   /** The most elements one buffer may hold (asynchronous backends: the device's maxBufferSize). */

@@ -56,26 +56,33 @@ test('a decode loop appending one token at a time equals exact attention over th
   });
 });
 
-test('decoding against many keys (split across threads by keys) equals the reference and the call on plain tensors', async () => {
-  const [H, Hkv, nk, d] = [8, 2, 5000, 64];
-  await withCache({ kvHeads: Hkv, headDim: d, capacity: nk }, async (cache) => {
-    const k = fresh([1, Hkv, nk, d]);
-    const v = fresh([1, Hkv, nk, d]);
+test('decoding against many keys (split across threads by keys, every head in one batch) equals the reference and the call on plain tensors', async () => {
+  const [B, H, Hkv, nk, d] = [2, 8, 2, 5000, 64];
+  await withCache({ batch: B, kvHeads: Hkv, headDim: d, capacity: nk }, async (cache) => {
+    const k = fresh([B, Hkv, nk, d]);
+    const v = fresh([B, Hkv, nk, d]);
     await cache.append(k, v);
-    for (const nq of [1, 3]) {
-      const q = fresh([1, H, nq, d]);
-      const cached = await exactAttention(q, cache, { backend: 'cpu' });
-      checkAgainstReference(`nq=${nq}`, cached, q, k, v);
-      const plain = await exactAttention(q, k, v, { backend: 'cpu' });
-      // GQA rows of a key-value head run as one head: the same kernels on the same rows, bit for bit.
-      assert.equal(cached.out.data, plain.out.data, `nq=${nq} (seed ${SEED}): out differs from the plain call`);
-      assert.equal(cached.lse.data, plain.lse.data, `nq=${nq} (seed ${SEED}): lse differs from the plain call`);
+    // Not causal (or one causal query), the query heads of a key-value head run as one head
+    // of their rows; causal draft rows (the last positions) run head by head.
+    for (const [nq, causal] of [[1, false], [3, false], [1, true], [3, true]] as const) {
+      const q = fresh([B, H, nq, d]);
+      const cached = await exactAttention(q, cache, { backend: 'cpu', causal });
+      checkAgainstReference(`nq=${nq} causal=${causal}`, cached, q, k, v, causal);
+      // One causal query sees every key: the cache runs it as not causal (its query heads
+      // as one head's rows), the plain call as a causal row, so only the reference compares.
+      if (causal && nq === 1) continue;
+      const plain = await exactAttention(q, k, v, { backend: 'cpu', causal });
+      // The same kernels on the same rows, bit for bit.
+      assert.equal(cached.out.data, plain.out.data, `nq=${nq} causal=${causal} (seed ${SEED}): out differs from the plain call`);
+      assert.equal(cached.lse.data, plain.lse.data, `nq=${nq} causal=${causal} (seed ${SEED}): lse differs from the plain call`);
     }
   });
 });
 
 test('few rows against many keys (the key parts and the few-rows kernel), odd head dims, every build: equal to the reference', async () => {
-  const nk = 4500;
+  // Parts of 2048, 2048 and 405 keys: the last part's last tile holds an odd number of keys
+  // (21: ten pairs, then one key alone).
+  const nk = 4501;
   for (const [d, dv] of [[33, 7], [64, 64], [128, 96]]) {
     const k = fresh([1, 1, nk, d]);
     const v = fresh([1, 1, nk, dv]);

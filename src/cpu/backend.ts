@@ -9,11 +9,11 @@
 // an abort stops the jobs not yet started. A row's result never depends on which job or thread
 // computed it: results are bit-identical for every thread count.
 import { abortedError, HyperAttentionError } from '../errors.ts';
-import type {
-  AttentionInputs, AccurateMask, Backend, BackendBuffer, BlockTask, BucketsTask, ColumnsTask, Destination, ExactTask, HashTask, PrefixesTask, HeavyTask,
-  MergeTask,
-  OpResult, PartOutput, ProbeTask, RemainderTask, RoundHead, RoundTask, RowView, SampledTask, SamplesTask, SortedRowsTask, SortTask,
-  WidenTask, WindowTask,
+import {
+  shift, type AttentionInputs, type AccurateMask, type Backend, type BackendBuffer, type BlockTask, type BucketsTask, type ColumnsTask,
+  type Destination, type ExactTask, type HashTask, type HeadBatch, type PrefixesTask, type HeavyTask, type MergeTask, type OpResult,
+  type PartOutput, type ProbeTask, type RemainderTask, type RoundHead, type RoundTask, type RowView, type SampledTask, type SamplesTask,
+  type SortedRowsTask, type SortTask, type WidenTask, type WindowTask,
 } from '../ops.ts';
 import { heaviest } from '../heavy.ts';
 import { stopBatch, type ThreadPool } from '../threads/pool.ts';
@@ -76,6 +76,11 @@ const MASKED = 2;
  * depends on the shape alone, so results stay bit-identical for every thread count.
  */
 const KEY_PART = 2048;
+
+/** Whether exact attention of t runs in key parts (exactByKeys): a few rows, not causal, at least two parts' keys. */
+function byKeys(t: ExactTask): boolean {
+  return !t.causal && t.nq <= CORE_ROWS && t.nk >= 2 * KEY_PART;
+}
 /**
  * Rows up to which a key part runs the few-rows kernel (assembly/attention.ts,
  * fewRowsAttention: keys read in place) rather than the tiled core, whose tile copies cost
@@ -303,7 +308,7 @@ export class CpuBackend implements Backend {
   exact(t: ExactTask): OpResult {
     const half = t.k.buf.kind === 'f16';
     if (half && !this.readsHalf(t.nq, t.nk, t.causal)) throw new Error('hyperattention: float16 rows for exact attention beyond readsHalf');
-    if (!t.causal && t.nq <= CORE_ROWS && t.nk >= 2 * KEY_PART) return this.exactByKeys(t);
+    if (byKeys(t)) return this.exactByKeys([t]);
     const scratch = this.top;
     const q = this.ptr(t.q, t.d);
     const { out, lse, write } = this.dst(t.dst, t.dv);
@@ -317,42 +322,74 @@ export class CpuBackend implements Backend {
   }
 
   /**
-   * Non-causal exact attention of a few rows in parts of KEY_PART keys (see there; up to
-   * FEW_ROWS rows with the few-rows kernel, its float16 variant for float16 keys and
-   * values): each
-   * part's out and lse into its own rows above the arena, then merged into part 0 in order
-   * (exact log-add-exp), and part 0 into the destination as it asks.
+   * Decoding on a cache (a few rows a head, keys read in place): the heads' key parts
+   * (exactByKeys) go to the threads as one batch, so that a call waits for the workers once
+   * rather than once a head, and each head's result is the bits exact() gives it.
    */
-  private exactByKeys(t: ExactTask): OpResult {
+  batchesHeads(rows: number, inPlace: boolean): boolean {
+    return inPlace && rows <= FEW_ROWS;
+  }
+
+  exactHeads(t: ExactTask, heads: HeadBatch): OpResult {
+    const each = Array.from({ length: heads.count }, (_, i): ExactTask => {
+      const kvRow = Math.floor((heads.phase + i) / heads.group) * heads.kRows;
+      return {
+        ...t, q: shift(t.q, i * heads.qRows), k: shift(t.k, kvRow), v: shift(t.v, kvRow),
+        dst: { ...t.dst, out: shift(t.dst.out, i * heads.qRows), lse: shift(t.dst.lse, i * heads.qRows) },
+      };
+    });
+    if (byKeys(t)) return this.exactByKeys(each);
+    return (async () => {
+      for (const head of each) await this.exact(head);
+    })();
+  }
+
+  /**
+   * Non-causal exact attention of a few rows (tasks of one shape: a head each) in parts of
+   * KEY_PART keys (see there; up to FEW_ROWS rows with the few-rows kernel, its float16
+   * variant for float16 keys and values): each part's out and lse into its own rows above
+   * the arena, then merged into the head's part 0 in order (exact log-add-exp), and part 0
+   * into the destination as it asks.
+   */
+  private exactByKeys(tasks: ExactTask[]): OpResult {
+    const t = tasks[0];
     const parts = Math.ceil(t.nk / KEY_PART);
+    const perHead = parts * t.nq;
     const outs = this.top;
-    const lses = align(outs + parts * t.nq * t.dv * 4);
-    const scratch = align(lses + parts * t.nq * 4);
+    const lses = align(outs + tasks.length * perHead * t.dv * 4);
+    const scratch = align(lses + tasks.length * perHead * 4);
     this.reserve(scratch);
     const half = t.k.buf.kind === 'f16';
     const bytes = ELEMENT_BYTES[t.k.buf.kind];
-    const q = this.ptr(t.q, t.d);
-    const k = this.ptr(t.k, t.d, half);
-    const v = this.ptr(t.v, t.dv, half);
-    const jobs = Array.from({ length: parts }, (_, p) => ({
-      q, k: k + p * KEY_PART * t.d * bytes, v: v + p * KEY_PART * t.dv * bytes, nq: t.nq, nk: Math.min(KEY_PART, t.nk - p * KEY_PART),
-      d: t.d, dv: t.dv, scale: t.scale, causal: false, causalOffset: 0, out: outs + p * t.nq * t.dv * 4, lse: lses + p * t.nq * 4,
-      write: WRITE_CODES.write, scratch,
-    }));
+    const jobs = tasks.flatMap((task, h) => {
+      const q = this.ptr(task.q, t.d);
+      const k = this.ptr(task.k, t.d, half);
+      const v = this.ptr(task.v, t.dv, half);
+      return Array.from({ length: parts }, (_, p) => ({
+        q, k: k + p * KEY_PART * t.d * bytes, v: v + p * KEY_PART * t.dv * bytes, nq: t.nq, nk: Math.min(KEY_PART, t.nk - p * KEY_PART),
+        d: t.d, dv: t.dv, scale: t.scale, causal: false, causalOffset: 0,
+        out: outs + (h * perHead + p * t.nq) * t.dv * 4, lse: lses + (h * perHead + p * t.nq) * 4,
+        write: WRITE_CODES.write, scratch,
+      }));
+    });
     const ran = half
       ? this.jobs('fewRowsAttentionHalf', jobs, scratch, this.attentionStride(t), ['scratch'])
       : t.nq <= FEW_ROWS
         ? this.jobs('fewRowsAttention', jobs, scratch, this.attentionStride(t), ['scratch'])
         : this.jobs('exactAttention', jobs, scratch, this.attentionStride(t), ['scratch']);
     const merge = () => {
-      const { out, lse, write } = this.dst(t.dst, t.dv);
-      for (let p = 1; p < parts; p++) {
-        callKernel(this.wasm, 'mergeRows', {
-          dstOut: outs, dstLse: lses, srcOut: outs + p * t.nq * t.dv * 4, srcLse: lses + p * t.nq * 4, rows: t.nq, dv: t.dv,
-          write: WRITE_CODES['merge-fixed'],
-        });
+      for (const [h, task] of tasks.entries()) {
+        const { out, lse, write } = this.dst(task.dst, t.dv);
+        const out0 = outs + h * perHead * t.dv * 4;
+        const lse0 = lses + h * perHead * 4;
+        for (let p = 1; p < parts; p++) {
+          callKernel(this.wasm, 'mergeRows', {
+            dstOut: out0, dstLse: lse0, srcOut: out0 + p * t.nq * t.dv * 4, srcLse: lse0 + p * t.nq * 4, rows: t.nq, dv: t.dv,
+            write: WRITE_CODES['merge-fixed'],
+          });
+        }
+        callKernel(this.wasm, 'mergeRows', { dstOut: out, dstLse: lse, srcOut: out0, srcLse: lse0, rows: t.nq, dv: t.dv, write });
       }
-      callKernel(this.wasm, 'mergeRows', { dstOut: out, dstLse: lse, srcOut: outs, srcLse: lses, rows: t.nq, dv: t.dv, write });
     };
     return ran ? ran.then(merge) : merge();
   }

@@ -2,7 +2,7 @@
 // attention (heads side by side), block-diagonal and sampled attention over LSH-sorted
 // rows, and the lse merge of two partial attentions.
 import { WRITE_CODES } from '../../codes.ts';
-import type { BlockTask, ExactTask, HeadBatch, MergeTask, RowView, SampledTask, SortedRowsTask } from '../../ops.ts';
+import { shift, type BlockTask, type ExactTask, type HeadBatch, type MergeTask, type SampledTask, type SortedRowsTask } from '../../ops.ts';
 import type { Bindings } from '../bindings.ts';
 import { kernel } from '../kernels.ts';
 
@@ -172,9 +172,4 @@ export function merge(g: Bindings, t: MergeTask): void {
     });
     g.dispatch(g.rowKernel(MERGE), [srcOut.binding, srcLse.binding, dstOut.binding, dstLse.binding, params], g.rowGroups(t.rows));
   });
-}
-
-/** The view moved on by `rows` rows. */
-function shift(view: RowView, rows: number): RowView {
-  return { buf: view.buf, row: view.row + rows };
 }
