@@ -2,6 +2,9 @@
 // and not, d = 64 and 128, per backend, beside onnxruntime-node's MultiHeadAttention on the
 // same tensors in the same process (for the headline ratio: hyper on the CPU vs the
 // fastest exact peer). One head, one batch entry: the cost per head is what scales with n.
+// HyperAttention runs with its defaults (checks and escalations included) and with
+// `tolerance: Infinity` (the plan alone, no checks: its fastest); inputs are gaussian, and
+// at the headline size also the `llm` workload (a model's head, bench/workloads.ts).
 // Run alone: `tsx bench/e2e.bench.ts [--quick]`.
 import { suite } from 'uvu';
 import { exactAttention, hyperAttention } from '../src/index.ts';
@@ -10,12 +13,14 @@ import {
   Recorder, QUICK, attentionFlops, describeMachine, gflops, measure, memoryShortfall, type AdapterInfo, type CaseResult, type Params,
 } from './harness.ts';
 import { loadPeer, peerWorkingBytes, timePeer, type LoadedPeer } from './peers.ts';
-import { HEADLINE_SIZES, ORT_NODE_MHA, hyperVsOrtNode } from './summary.ts';
+import { HEADLINE_SIZES, HYPER_UNCHECKED, ORT_NODE_MHA, hyperVsOrtNode } from './summary.ts';
 import { WORKLOADS, type WorkloadTensors } from './workloads.ts';
 
 const SIZES = QUICK ? [1024, 4096, 16384, 65536] : [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072];
 const DIMS = QUICK ? [64] : [64, 128];
 const GROUPS = DIMS.flatMap((d) => [false, true].map((causal) => ({ d, causal })));
+/** The headline case on the `llm` workload: non-causal, d = 64, n = 16k. */
+const LLM_N = 16384;
 
 /**
  * Exact attention is quadratic: about a minute per run at n = 65536, d = 64 on one core.
@@ -42,7 +47,7 @@ interface State {
   ortNode: LoadedPeer | null;
   /** n limit for the webgpu backend; 0 when there is none */
   webgpuMaxN: number;
-  /** the inputs of the current size, shared by every method */
+  /** the inputs of the current size and workload, shared by every method */
   inputs: { key: string; x: WorkloadTensors } | null;
   /** our exact output on the current inputs, to check that the peer computes the same */
   exactOut: Float32Array | null;
@@ -50,17 +55,22 @@ interface State {
 
 const bench = suite<State>('e2e');
 
-/** Gaussian inputs for this size (made once for all its methods). */
-function inputsFor(state: State, n: number, d: number): WorkloadTensors {
-  const key = `${n}x${d}`;
-  if (state.inputs?.key !== key) state.inputs = { key, x: WORKLOADS.gaussian.generate({ B: 1, H: 1, n, d, seed: n + d }) };
+type Workload = 'gaussian' | 'llm';
+
+/** The workload's inputs for this size (made once for all its methods). */
+function inputsFor(state: State, n: number, d: number, workload: Workload): WorkloadTensors {
+  const key = `${workload} ${n}x${d}`;
+  if (state.inputs?.key !== key) state.inputs = { key, x: WORKLOADS[workload].generate({ B: 1, H: 1, n, d, seed: n + d }) };
   return state.inputs.x;
 }
 
 /** Host and heap bytes of one call: inputs, outputs, the backend's copies and sort buffers. */
 const callBytes = (n: number, d: number) => 3 * 4 * n * 4 * d;
 
-type Method = { method: 'hyper' | 'exact'; backend: 'cpu' | 'webgpu' } | { method: typeof ORT_NODE_MHA; backend: 'peer' };
+type Method =
+  | { method: 'hyper' | 'exact'; backend: 'cpu' | 'webgpu' }
+  | { method: typeof HYPER_UNCHECKED; backend: 'cpu' }
+  | { method: typeof ORT_NODE_MHA; backend: 'peer' };
 
 /** What runs at this size: `webgpuMaxN` is 0 without a usable webgpu backend. */
 function methodsFor(n: number, d: number, causal: boolean, webgpuMaxN: number, withPeer: boolean): Method[] {
@@ -68,24 +78,26 @@ function methodsFor(n: number, d: number, causal: boolean, webgpuMaxN: number, w
   const list: Method[] = [];
   for (const backend of backends) {
     list.push({ method: 'hyper', backend });
+    if (backend === 'cpu') list.push({ method: HYPER_UNCHECKED, backend });
     if (exactRuns(n, d, causal)) list.push({ method: 'exact', backend });
   }
   if (withPeer && exactRuns(n, d, causal)) list.push({ method: ORT_NODE_MHA, backend: 'peer' });
   return list;
 }
 
-async function runCase(state: State, m: Method, n: number, d: number, causal: boolean): Promise<void> {
-  const params: Params = { n, d, causal };
+async function runCase(state: State, m: Method, n: number, d: number, causal: boolean, workload: Workload = 'gaussian'): Promise<void> {
+  const params: Params = { n, d, causal, workload };
+  const unchecked = m.method === HYPER_UNCHECKED;
   // The defaults: the accurate mode's own, which depend on causal (options.ts resolves them).
-  if (m.method === 'hyper') {
-    const o = resolveHyperOptions({ causal });
-    Object.assign(params, { mode: o.mode, blockSize: o.blockSize, sampleSize: o.sampleSize });
+  if (m.method === 'hyper' || unchecked) {
+    const o = resolveHyperOptions({ causal, ...(unchecked ? { tolerance: Infinity } : {}) });
+    Object.assign(params, { mode: o.mode, blockSize: o.blockSize, sampleSize: o.sampleSize, tolerance: o.tolerance });
   }
   const c: Omit<CaseResult, 'status'> = { method: m.method, backend: m.backend, params };
   const bytes = callBytes(n, d) + (m.backend === 'peer' ? peerWorkingBytes('mha', n, 1) : 0);
   const short = memoryShortfall(bytes, m.backend === 'cpu');
   if (short) return state.recorder.skip(c, short);
-  const x = inputsFor(state, n, d);
+  const x = inputsFor(state, n, d, workload);
   const flops = attentionFlops(n, n, d, d, causal);
   const exactFigures = (ms: number) => ({ metrics: { gflops: gflops(flops, ms) }, summary: `${gflops(flops, ms).toFixed(1)} GFLOP/s` });
   if (m.backend === 'peer') {
@@ -100,8 +112,8 @@ async function runCase(state: State, m: Method, n: number, d: number, causal: bo
   }
   await state.recorder.run(c, async () => {
     const backend = m.backend;
-    if (m.method === 'hyper') {
-      const time = await measure(() => hyperAttention(x.q, x.k, x.v, { causal, backend }));
+    if (m.method === 'hyper' || unchecked) {
+      const time = await measure(() => hyperAttention(x.q, x.k, x.v, { causal, backend, ...(unchecked ? { tolerance: Infinity } : {}) }));
       // Its "GFLOP/s" is that of the exact computation it replaces: a speed-up in units.
       return { time, metrics: { exactEquivalentGflops: gflops(flops, time.medianMs) } };
     }
@@ -142,7 +154,7 @@ bench.before(async (state) => {
   const total = GROUPS.reduce(
     (sum, g) => sum + SIZES.reduce((s, n) => s + methodsFor(n, g.d, g.causal, webgpu.maxN, state.ortNode !== null).length, 0),
     0,
-  );
+  ) + llmMethods(state.ortNode !== null).length;
   state.recorder = new Recorder('e2e', total, machine);
   if ('missing' in ortNode) state.recorder.note(ortNode.missing);
   if (webgpu.note) state.recorder.note(webgpu.note);
@@ -159,10 +171,29 @@ for (const { d, causal } of GROUPS) {
   });
 }
 
+/** The headline case on the llm workload: HyperAttention's defaults and its plan alone, beside the peer. */
+function llmMethods(withPeer: boolean): Method[] {
+  const list: Method[] = [{ method: 'hyper', backend: 'cpu' }, { method: HYPER_UNCHECKED, backend: 'cpu' }];
+  if (withPeer) list.push({ method: ORT_NODE_MHA, backend: 'peer' });
+  return list;
+}
+
+bench(`llm workload, non-causal d=64, n=${LLM_N}`, async (state) => {
+  state.exactOut = null;
+  for (const m of llmMethods(state.ortNode !== null)) await runCase(state, m, LLM_N, 64, false, 'llm');
+  state.recorder.assertNoFailures();
+});
+
 bench.after((state) => {
   for (const n of HEADLINE_SIZES) {
-    const ratio = hyperVsOrtNode(state.recorder.cases, n);
-    if (ratio !== null) console.log(`  hyper (cpu) vs onnxruntime-node exact, non-causal d=64, n=${n}: ${ratio.toFixed(1)}x faster`);
+    for (const method of ['hyper', HYPER_UNCHECKED]) {
+      const ratio = hyperVsOrtNode(state.recorder.cases, n, method);
+      if (ratio !== null) console.log(`  ${method} (cpu) vs onnxruntime-node exact, non-causal d=64, n=${n}: ${ratio.toFixed(1)}x faster`);
+    }
+  }
+  for (const method of ['hyper', HYPER_UNCHECKED]) {
+    const ratio = hyperVsOrtNode(state.recorder.cases, LLM_N, method, 'llm');
+    if (ratio !== null) console.log(`  ${method} (cpu) vs onnxruntime-node exact, llm workload, non-causal d=64, n=${LLM_N}: ${ratio.toFixed(1)}x faster`);
   }
   state.recorder.finish();
 });

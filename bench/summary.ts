@@ -7,17 +7,24 @@ export const ORT_NODE_MHA_1T = 'onnxruntime-node MultiHeadAttention, 1 thread';
 export const ORT_WEB_MHA = 'onnxruntime-web MultiHeadAttention';
 export const ORT_WEB_DECOMPOSED = 'onnxruntime-web MatMul-Softmax-MatMul';
 export const OURS_EXACT = 'exact (ours, wasm, 1 thread)';
+/** HyperAttention with `tolerance: Infinity`: its plan alone, no checks or escalations. */
+export const HYPER_UNCHECKED = 'hyper, tolerance Infinity';
 
 /** The sizes at which the headline hyper-vs-peer ratio is reported (issue targets). */
 export const HEADLINE_SIZES = [16384, 65536];
 
 const ok = (c: CaseResult) => c.status === 'ok' && c.time !== undefined;
 
-/** e2e: onnxruntime-node's exact time over hyper's (cpu), non-causal, d = 64. */
-export function hyperVsOrtNode(cases: readonly CaseResult[], n: number): number | null {
-  const at = (method: string) =>
-    cases.find((c) => ok(c) && c.method === method && c.backend !== 'webgpu' && c.params.n === n && c.params.d === 64 && c.params.causal === false);
-  const hyper = at('hyper');
+/**
+ * e2e: onnxruntime-node's exact time over hyper's (cpu; `method`: 'hyper' or
+ * HYPER_UNCHECKED), non-causal, d = 64, on the workload's inputs (results from before the
+ * workload was recorded are gaussian).
+ */
+export function hyperVsOrtNode(cases: readonly CaseResult[], n: number, method = 'hyper', workload = 'gaussian'): number | null {
+  const at = (name: string) =>
+    cases.find((c) => ok(c) && c.method === name && c.backend !== 'webgpu' && c.params.n === n && c.params.d === 64 && c.params.causal === false &&
+      (c.params.workload ?? 'gaussian') === workload);
+  const hyper = at(method);
   const ort = at(ORT_NODE_MHA);
   return hyper && ort ? ort.time!.medianMs / hyper.time!.medianMs : null;
 }
