@@ -1204,12 +1204,14 @@ export function exactAttention(
 const HALF_SCALE: f32 = 5.192296858534828e33; // 2^112
 const HALF_BITS: i32 = 0x8fffe000; // sign, then the half's exponent and mantissa shifted by 13
 
+// Four float16 bits, sign-extended into 32-bit lanes, as float32 lanes.
+@inline function widenLanes(h: v128): v128 {
+  return f32x4.mul(v128.and(i32x4.shl(h, 13), i32x4.splat(HALF_BITS)), f32x4.splat(HALF_SCALE));
+}
+
 // Four consecutive elements of row p from element c, as float32 lanes.
 @inline function loadLanes<T>(p: usize, c: i32): v128 {
-  if (sizeof<T>() == 2) {
-    const h = i32x4.shl(v128.load16x4_s(p + ((<usize>c) << 1)), 13);
-    return f32x4.mul(v128.and(h, i32x4.splat(HALF_BITS)), f32x4.splat(HALF_SCALE));
-  }
+  if (sizeof<T>() == 2) return widenLanes(v128.load16x4_s(p + ((<usize>c) << 1)));
   return v128.load(p + ((<usize>c) << 2));
 }
 
@@ -1229,6 +1231,13 @@ const HALF_BITS: i32 = 0x8fffe000; // sign, then the half's exponent and mantiss
 export function widenHalf(src: usize, dst: usize, n: i32): void {
   let i = 0;
   if (ASC_FEATURE_SIMD) {
+    // Eight halves a load, widened as loadLanes widens four.
+    for (; i + 8 <= n; i += 8) {
+      const h = v128.load(src + ((<usize>i) << 1));
+      const at = dst + ((<usize>i) << 2);
+      v128.store(at, widenLanes(i32x4.extend_low_i16x8_s(h)));
+      v128.store(at, widenLanes(i32x4.extend_high_i16x8_s(h)), 16);
+    }
     for (; i + 4 <= n; i += 4) v128.store(dst + ((<usize>i) << 2), loadLanes<u16>(src, i));
   }
   for (; i < n; i++) store<f32>(dst + ((<usize>i) << 2), loadElement<u16>(src, i));
@@ -1239,7 +1248,7 @@ export function widenHalf(src: usize, dst: usize, n: i32): void {
 // of 8 columns whose four rows' accumulators stay in registers over the tile's keys (a
 // strip loads each value once and each weight once, and stores nothing until the tile
 // ends). Each accumulator is one chain of multiply-adds over the keys in order.
-@inline function valueTile<T>(vp: usize, vRow: usize, kc: i32, at: usize, c0: usize, dv: i32, dv4: i32): void {
+@inline function valueTile(vp: usize, vRow: usize, kc: i32, at: usize, c0: usize, dv: i32, dv4: i32): void {
   const accRow = (<usize>dv4) << 2;
   const c1 = c0 + accRow;
   const c2 = c1 + accRow;
@@ -1257,8 +1266,8 @@ export function widenHalf(src: usize, dst: usize, n: i32): void {
     let a3 = v128.load(c3 + o), b3 = v128.load(c3 + o, 16);
     let row = vp;
     for (let j = 0; j < kc; j++) {
-      const x = loadLanes<T>(row, c);
-      const y = loadLanes<T>(row, c + 4);
+      const x = v128.load(row + ((<usize>c) << 2));
+      const y = v128.load(row + ((<usize>c) << 2), 16);
       const jo = (<usize>j) << 2;
       const p0 = v128.load32_splat(at + jo);
       const p1 = v128.load32_splat(w1 + jo);
@@ -1291,7 +1300,7 @@ export function widenHalf(src: usize, dst: usize, n: i32): void {
     let a3 = v128.load(c3 + o);
     let row = vp;
     for (let j = 0; j < kc; j++) {
-      const x = loadLanes<T>(row, c);
+      const x = v128.load(row + ((<usize>c) << 2));
       const jo = (<usize>j) << 2;
       a0 = madd(v128.load32_splat(at + jo), x, a0);
       a1 = madd(v128.load32_splat(w1 + jo), x, a1);
@@ -1312,7 +1321,7 @@ export function widenHalf(src: usize, dst: usize, n: i32): void {
     let s3 = load<f32>(c3 + o);
     let row = vp;
     for (let j = 0; j < kc; j++) {
-      const x = loadElement<T>(row, c);
+      const x = load<f32>(row + ((<usize>c) << 2));
       const jo = (<usize>j) << 2;
       s0 += load<f32>(at + jo) * x;
       s1 += load<f32>(w1 + jo) * x;
@@ -1334,9 +1343,9 @@ export function widenHalf(src: usize, dst: usize, n: i32): void {
   return x;
 }
 
-// The scores of four query rows (q0, dB bytes apart) against the key at kp, stored at `at`
-// (rows KT apart): dot products over d, lanes along d, then the lanes summed.
-@inline function keyScores<T>(kp: usize, q0: usize, dB: usize, d: i32, at: usize): void {
+// The scores of four query rows (q0, dB bytes apart) against the float32 key at kp, stored
+// at `at` (rows KT apart): dot products over d, lanes along d, then the lanes summed.
+@inline function keyScores(kp: usize, q0: usize, dB: usize, d: i32, at: usize): void {
   const d4 = d & ~3;
   const q1 = q0 + dB;
   const q2 = q1 + dB;
@@ -1347,7 +1356,7 @@ export function widenHalf(src: usize, dst: usize, n: i32): void {
   let a3 = f32x4.splat(0);
   for (let c = 0; c < d4; c += 4) {
     const o = (<usize>c) << 2;
-    const kv = loadLanes<T>(kp, c);
+    const kv = v128.load(kp + ((<usize>c) << 2));
     a0 = madd(v128.load(q0 + o), kv, a0);
     a1 = madd(v128.load(q1 + o), kv, a1);
     a2 = madd(v128.load(q2 + o), kv, a2);
@@ -1356,7 +1365,7 @@ export function widenHalf(src: usize, dst: usize, n: i32): void {
   let s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
   for (let c = d4; c < d; c++) {
     const o = (<usize>c) << 2;
-    const x = loadElement<T>(kp, c);
+    const x = load<f32>(kp + ((<usize>c) << 2));
     s0 += load<f32>(q0 + o) * x;
     s1 += load<f32>(q1 + o) * x;
     s2 += load<f32>(q2 + o) * x;
@@ -1428,16 +1437,16 @@ export function widenHalf(src: usize, dst: usize, n: i32): void {
   store<f32>(at + KT * 12, t3, 4);
 }
 
-// Exact attention of a few query rows (decoding: FEW_ROWS at most in practice, any nq
-// works) against keys and values read where they lie, without the core's tile copies
+// Exact attention of a few query rows (decoding: FEW_ROWS at most in practice; up to QC
+// rows fit attentionScratchBytes) against keys and values read where they lie, without the core's tile copies
 // (K transposed, V in column blocks): with few rows those copies cost about what the
 // arithmetic does. Keys go in tiles of KT: each key's scores against the rows, four rows
 // at a time, are dot products over d (lanes along d, then summed); the online softmax
 // updates each row per tile; P·V adds each key's value row, scaled per row, to the row's
 // accumulator. Scratch: the scaled queries [nq4, d], accumulators [nq4, dv4], the running
-// max and sum [nq4] each, and a tile's scores [4, KT] (nq4, dv4: nq, dv rounded up to 4).
-// Keys and values are float32 (T = f32) or float16 bits (T = u16, see loadLanes): each key
-// and value row is read once per four rows either way.
+// max and sum [nq4] each, a tile's scores [4, KT] and, for float16 rows, the tile's keys
+// and values widened [KT, d] and [KT, dv] (nq4, dv4: nq, dv rounded up to 4). Keys and values are float32 (T = f32) or float16
+// bits (T = u16, see loadLanes): each key and value row is read from memory once either way.
 export function fewRowsAttention(
   q: usize, k: usize, v: usize, nq: i32, nk: i32, d: i32, dv: i32, scale: f32,
   out: usize, lse: usize, write: i32, scratch: usize,
@@ -1451,7 +1460,8 @@ export function fewRowsAttention(
 }
 
 /**
- * fewRowsAttention over float16 keys and values (a float16 cache's rows, read in place).
+ * fewRowsAttention over float16 keys and values (a float16 cache's rows, read in place and
+ * widened a tile at a time).
  * SIMD builds only: with the scalar build the backend widens the rows and runs the core.
  */
 export function fewRowsAttentionHalf(
@@ -1478,6 +1488,8 @@ export function fewRowsAttentionHalf(
     const mx = acc + <usize>nq4 * ((<usize>dv4) << 2);
     const sum = mx + ((<usize>nq4) << 2);
     const sc = sum + ((<usize>nq4) << 2);
+    const kw = sc + ((<usize>(4 * KT)) << 2); // float16 rows: a tile's keys widened [KT][d]
+    const vw = kw + <usize>KT * dB; // and its values [KT][dv]
     for (let r = 0; r < nq4; r++) {
       for (let c = 0; c < d; c++) {
         store<f32>(qs + <usize>r * dB + ((<usize>c) << 2), r < nq ? load<f32>(q + <usize>r * dB + ((<usize>c) << 2)) * scale : 0);
@@ -1489,21 +1501,30 @@ export function fewRowsAttentionHalf(
     for (let j0 = 0; j0 < nk; j0 += KT) {
       const kc = min(KT, nk - j0);
       const kc4 = (kc + 3) & ~3;
-      // float32 rows: the tile's keys and values are read into cache first, in a loop of
-      // one load a line that streams at the memory's rate; the arithmetic then runs from
-      // cache (WebAssembly has no prefetch, and the kernel's own loads, far apart in its
-      // passes, leave the memory idle). float16 rows are bound by their widening instead.
-      if (sizeof<T>() == 4) store<i32>(sc, touchRange(k + <usize>j0 * kRow, <usize>kc * kRow) ^ touchRange(v + <usize>j0 * vRow, <usize>kc * vRow));
+      // The tile's keys and values are read into cache before the arithmetic, in one pass
+      // that streams at the memory's rate (WebAssembly has no prefetch, and the kernel's
+      // own loads, far apart in its passes, leave the memory idle): float32 rows by a loop
+      // of one load a line, float16 rows by widening them into float32 tiles (exactly), so
+      // that the arithmetic below is the same on both and gives the same bits.
+      let kt = k + <usize>j0 * kRow;
+      let vt = v + <usize>j0 * vRow;
+      let kStride = kRow;
+      let vStride = vRow;
+      store<i32>(sc, touchRange(kt, <usize>kc * kRow) ^ touchRange(vt, <usize>kc * vRow));
+      if (sizeof<T>() == 2) {
+        widenHalf(kt, kw, kc * d);
+        widenHalf(vt, vw, kc * dv);
+        kt = kw;
+        vt = vw;
+        kStride = dB;
+        vStride = dvB;
+      }
       for (let r0 = 0; r0 < nq4; r0 += 4) {
         const q0 = qs + <usize>r0 * dB;
-        // Scores of rows r0 .. r0 + 3 against the tile's keys: float32 keys two at a time
-        // (keyPairScores), float16 ones one at a time (a pair's widened lanes and
-        // accumulators outgrow the registers).
+        // Scores of rows r0 .. r0 + 3 against the tile's keys, two at a time (keyPairScores).
         let j = 0;
-        if (sizeof<T>() == 4) {
-          for (; j + 1 < kc; j += 2) keyPairScores(k + <usize>(j0 + j) * kRow, kRow, q0, dB, d, sc + ((<usize>j) << 2));
-        }
-        for (; j < kc; j++) keyScores<T>(k + <usize>(j0 + j) * kRow, q0, dB, d, sc + ((<usize>j) << 2));
+        for (; j + 1 < kc; j += 2) keyPairScores(kt + <usize>j * kStride, kStride, q0, dB, d, sc + ((<usize>j) << 2));
+        if (j < kc) keyScores(kt + <usize>j * kStride, q0, dB, d, sc + ((<usize>j) << 2));
         // Online softmax per row: the scores become exp(s - new max), the accumulator and sum rescale.
         for (let r = 0; r < 4; r++) {
           const row = sc + <usize>r * (KT << 2);
@@ -1527,7 +1548,7 @@ export function fewRowsAttentionHalf(
           store<f32>(mAt, mNew);
         }
         // P·V: the tile's value rows, times each row's weights, into the rows' accumulators.
-        valueTile<T>(v + <usize>j0 * vRow, vRow, kc, sc, acc + <usize>r0 * ((<usize>dv4) << 2), dv, dv4);
+        valueTile(vt, vStride, kc, sc, acc + <usize>r0 * ((<usize>dv4) << 2), dv, dv4);
       }
     }
     for (let r = 0; r < nq; r++) {
