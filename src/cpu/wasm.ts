@@ -123,9 +123,15 @@ const compiled = new Map<KernelFlavour, WebAssembly.Module>();
  */
 export const RENEW_ABOVE_BYTES = 256 * 1024 * 1024;
 
-/** Flavours this engine can run, fastest first. */
+let supported: readonly KernelFlavour[] | undefined;
+
+/**
+ * Flavours this engine can run, fastest first: validated once (decoding and validating the
+ * builds took about 2 ms, and every threaded call asks).
+ */
 export function supportedFlavours(): KernelFlavour[] {
-  return (['relaxed', 'simd', 'scalar'] as const).filter((f) => WebAssembly.validate(decodeBase64(SOURCES[f])));
+  supported ??= (['relaxed', 'simd', 'scalar'] as const).filter((f) => WebAssembly.validate(decodeBase64(SOURCES[f])));
+  return [...supported];
 }
 
 /** The fastest flavour this engine runs. */
