@@ -14,7 +14,7 @@ import type { Output, ResolvedExactOptions, ResolvedHyperOptions } from './optio
 import { buildPlan, planParams, type AuthorsPlan, type Plan } from './plan.ts';
 import { Xoshiro128, gaussianProjections, uniformDraws } from './random.ts';
 import type { AttentionResult, GPUAttentionResult, ResultFor } from './result.ts';
-import { inSlices, SLICE_ELEMENTS } from './slices.ts';
+import { inSlices, SLICE_ELEMENTS, touchPages } from './slices.ts';
 import { checkFinite, isHostTensor, readRows, type AttentionShape, type InputTensor } from './tensor.ts';
 
 /**
@@ -176,6 +176,8 @@ async function execute(
   if ((scope.heads || checks) && output !== 'host') throw new Error('a scoped run writes host results');
   const out = output === 'host' ? scope.into?.out ?? new Float32Array(B * H * nq * dv) : undefined;
   const lse = output === 'host' ? scope.into?.lse ?? new Float32Array(B * H * nq) : undefined;
+  // A new out's pages are written once while the work runs (their faults off the copy).
+  const stopTouching = out && !scope.into ? touchPages(out) : undefined;
   /**
    * Runs one op. When tracing, waits until it has run (an asynchronous backend is synced)
    * and records how long it took: the ops then no longer overlap, so a traced call is slower.
@@ -400,6 +402,7 @@ async function execute(
       lse: { buffer: lseGpu!, shape: [B, H, nq], dtype: 'float32' },
     };
   } finally {
+    stopTouching?.();
     // A failed call may leave a readback in flight; its buffers go back only once it settles.
     await pending?.catch(() => {});
     backend.releaseAll();

@@ -47,6 +47,33 @@ export async function inSlices(
   }
 }
 
+/** float32 values in a 4 KiB page. */
+const PAGE_FLOATS = 1024;
+/** Pages touchPages writes in one turn: about 0.2 ms where a page fault costs 12 µs. */
+const PAGES_PER_TURN = 16;
+
+/**
+ * Writes every page of a freshly allocated result once (each value kept), a few pages a
+ * turn of the event loop, while the call waits for its workers or its GPU: the first write
+ * to a page costs a page fault, about 12 µs a 4 KiB page on the 2-core VMs measured here
+ * (12 ms for the 4 MB out of a 16k head), which would otherwise fall on the calling thread
+ * as it copies the results in. Returns what stops it (the call's end).
+ */
+export function touchPages(data: Float32Array): () => void {
+  let at = 0;
+  let stopped = false;
+  const step = () => {
+    if (stopped) return;
+    const end = Math.min(data.length, at + PAGES_PER_TURN * PAGE_FLOATS);
+    for (; at < end; at += PAGE_FLOATS) data[at] = data[at];
+    if (at < data.length) void nextTurn().then(step);
+  };
+  void nextTurn().then(step);
+  return () => {
+    stopped = true;
+  };
+}
+
 /** Resolves on a later turn of the event loop, without the clamping of nested timers. */
 function nextTurn(): Promise<void> {
   const immediate = (globalThis as { setImmediate?: (fn: () => void) => void }).setImmediate;

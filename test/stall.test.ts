@@ -9,6 +9,7 @@ import * as assert from 'uvu/assert';
 import { calibrate, createKVCache, exactAttention, type Tensor } from '../src/index.ts';
 import { measureAbort, measureStall, watchEventLoop, type Gap } from './responsiveness.ts';
 import { suite } from './suite.ts';
+import { touchPages } from '../src/slices.ts';
 
 const test = suite('stall');
 
@@ -43,6 +44,21 @@ const q = filled(wide, 1);
 const k = filled(wide, 2);
 const v = filled(wide, 3);
 const bnhd = (threads: number | undefined, signal?: AbortSignal) => exactAttention(q, k, v, { layout: 'bnhd', threads, signal });
+
+test('touchPages keeps every value, whether written before it starts or while it runs', async () => {
+  const data = Float32Array.from({ length: 300_000 }, (_, i) => i * 0.5);
+  const stop = touchPages(data);
+  // Writes between its turns (as a result's copy would land): each must survive.
+  for (let round = 0; round < 40; round++) {
+    await new Promise((resolve) => setImmediate(resolve));
+    for (let i = round; i < data.length; i += 997) data[i] = -i;
+  }
+  stop();
+  for (let i = 0; i < data.length; i++) {
+    const written = i % 997 < 40 ? -i : i * 0.5;
+    if (data[i] !== written) assert.unreachable(`value ${i} is ${data[i]}, expected ${written}`);
+  }
+});
 
 test('calibration keeps the event loop turning, and a call queued behind it rejects soon after its abort', async () => {
   const stop = watchEventLoop();
