@@ -226,9 +226,9 @@ async function execute(
     // Asynchronous backends (those with copy), and batched plans on any backend, gather
     // results in the backend: lse then out of up to `resultHeads` heads in one buffer, read
     // back (or exported) once it is full: one readback for a call whose results fit one
-    // buffer. Heads run in groups of
-    // `groupHeads` (for a batched plan, one op per group); a group is submitted on its own
-    // only when progress is asked for, or in the hybrid, whose CPU ops overlap the GPU's.
+    // buffer. Heads run in groups of `groupHeads` (for a batched plan, one op per group); a
+    // group is submitted on its own only when progress is asked for, or in the hybrid, whose
+    // CPU ops overlap the GPU's.
     const gather = backend.copy !== undefined || batched !== undefined;
     const maxLength = backend.maxBufferLength ?? Infinity;
     const fit = (perHead: number) => Math.max(1, Math.floor(maxLength / Math.max(1, perHead)));

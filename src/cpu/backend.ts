@@ -81,6 +81,7 @@ const KEY_PART = 2048;
 function byKeys(t: ExactTask): boolean {
   return !t.causal && t.nq <= CORE_ROWS && t.nk >= 2 * KEY_PART;
 }
+
 /**
  * Rows up to which a key part runs the few-rows kernel (assembly/attention.ts,
  * fewRowsAttention: keys read in place) rather than the tiled core, whose tile copies cost
@@ -330,6 +331,7 @@ export class CpuBackend implements Backend {
     return inPlace && rows <= FEW_ROWS;
   }
 
+  /** Exact attention of every head of the batch: key parts as one batch where exact() would split keys, else head by head. */
   exactHeads(t: ExactTask, heads: HeadBatch): OpResult {
     const each = Array.from({ length: heads.count }, (_, i): ExactTask => {
       const kvRow = Math.floor((heads.phase + i) / heads.group) * heads.kRows;
