@@ -482,13 +482,16 @@ function exactBatch(plan: Plan, mode: KernelMode): ((ctx: BatchContext) => Batch
 function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: number, randomness: Randomness): HeadWork {
   const { backend, run, f32, i32, qBuf, outBuf, lseBuf, scale, tick } = ctx;
   const { H, nq, nk, d, dv } = ctx.shape;
-  // WebAssembly runs exact attention in runs of query rows of about EXACT_CHUNK_FLOPS per
-  // thread, so that progress reaches the caller during a long exact call (a run is a
-  // multiple of 64 rows per thread, so that the threads' jobs come out even); a GPU takes
-  // it whole.
-  const threads = backend.threads ?? 1;
+  // WebAssembly runs exact attention in runs of query rows of about EXACT_CHUNK_FLOPS, so
+  // that progress reaches the caller during a long exact call; a GPU takes it whole. A run
+  // is a multiple of 64 rows, the same for every thread count: the backend chooses its
+  // kernels by a run's rows (up to 64 rows against many keys go in key parts), so runs that
+  // followed the threads gave other bits on other thread counts. Against 32k keys or more
+  // (d = 64) a run is 64 rows, whose key parts keep each job's keys in cache; runs sized
+  // by the threads left 4 to 8 rows a job streaming every key from memory (exact attention
+  // at 64k: 28 s, now 15 s on 2 threads).
   const chunkRows = (keys: number) => backend.name === 'cpu'
-    ? 64 * threads * Math.max(1, Math.floor(EXACT_CHUNK_FLOPS / (2 * keys * (d + dv)) / 64))
+    ? 64 * Math.max(1, Math.floor(EXACT_CHUNK_FLOPS / (2 * keys * (d + dv)) / 64))
     : Infinity;
   const chunks = (rows: number, keys: number) => (rows > 0 ? Math.max(1, Math.ceil(rows / chunkRows(keys))) : 0);
   /** Exact attention of t.nq query rows, in chunks of rows; a causal task's rows see keys up to their own. */
@@ -603,5 +606,5 @@ function authorsHeads(ctx: ExecContext, plan: AuthorsPlan, mode: KernelMode, r: 
   return { units, run: ([{ b, h }], kvChanged) => runHead(b, h, kvChanged) };
 }
 
-/** About 40 ms of exact attention on one WebAssembly thread: the grain of its progress, per thread. */
+/** About 40 ms of exact attention on one WebAssembly thread: the grain of its progress. */
 const EXACT_CHUNK_FLOPS = 1e9;
