@@ -727,6 +727,13 @@ function combineRow(
   }
 }
 
+// One load per 64-byte line of [p, p + bytes), xor-ed: reads the range into cache.
+@inline function touchRange(p: usize, bytes: usize): i32 {
+  let x = 0;
+  for (let o: usize = 0; o < bytes; o += 64) x ^= load<i32>(p + o);
+  return x;
+}
+
 // Reads one word of every cache line of the rows qIdx[p .. p + n): of q, of the destination
 // (out and lse, and cnt and vsum where cnt != 0); returns them xor-ed, for the caller to
 // store (a load whose value is unused would be dropped).
@@ -737,14 +744,11 @@ function touchRows(
   for (let i = 0; i < n; i++) {
     const idx = load<i32>(qIdx + ((<usize>(p + i)) << 2));
     if (idx < 0 || idx >= qReal) continue;
-    const qr = q + <usize>idx * qBytes;
-    for (let c: usize = 0; c < qBytes; c += 64) x ^= load<i32>(qr + c);
-    const o = out + <usize>idx * rowBytes;
-    for (let c: usize = 0; c < rowBytes; c += 64) x ^= load<i32>(o + c);
+    x ^= touchRange(q + <usize>idx * qBytes, qBytes);
+    x ^= touchRange(out + <usize>idx * rowBytes, rowBytes);
     x ^= load<i32>(lse + ((<usize>idx) << 2));
     if (cnt) {
-      const w = vsum + <usize>idx * rowBytes;
-      for (let c: usize = 0; c < rowBytes; c += 64) x ^= load<i32>(w + c);
+      x ^= touchRange(vsum + <usize>idx * rowBytes, rowBytes);
       x ^= load<i32>(cnt + ((<usize>idx) << 2));
     }
   }
@@ -757,10 +761,8 @@ export function touchKeys(k: usize, v: usize, keyRows: usize, n: i32, kBytes: us
   let x = 0;
   for (let j = 0; j < n; j++) {
     const row = <usize>load<i32>(keyRows + ((<usize>j) << 2));
-    const kr = k + row * kBytes;
-    for (let c: usize = 0; c < kBytes; c += 64) x ^= load<i32>(kr + c);
-    const vr = v + row * vBytes;
-    for (let c: usize = 0; c < vBytes; c += 64) x ^= load<i32>(vr + c);
+    x ^= touchRange(k + row * kBytes, kBytes);
+    x ^= touchRange(v + row * vBytes, vBytes);
   }
   return x;
 }
@@ -1336,51 +1338,13 @@ export function widenHalf(src: usize, dst: usize, n: i32): void {
   }
 }
 
-// One load per 64-byte line of [p, p + bytes), xor-ed: reads the range into cache.
-@inline function touchRange(p: usize, bytes: usize): i32 {
-  let x = 0;
-  for (let o: usize = 0; o < bytes; o += 64) x ^= load<i32>(p + o);
-  return x;
-}
-
-// The scores of four query rows (q0, dB bytes apart) against the float32 key at kp, stored
-// at `at` (rows KT apart): dot products over d, lanes along d, then the lanes summed.
-@inline function keyScores(kp: usize, q0: usize, dB: usize, d: i32, at: usize): void {
-  const d4 = d & ~3;
-  const q1 = q0 + dB;
-  const q2 = q1 + dB;
-  const q3 = q2 + dB;
-  let a0 = f32x4.splat(0);
-  let a1 = f32x4.splat(0);
-  let a2 = f32x4.splat(0);
-  let a3 = f32x4.splat(0);
-  for (let c = 0; c < d4; c += 4) {
-    const o = (<usize>c) << 2;
-    const kv = v128.load(kp + ((<usize>c) << 2));
-    a0 = madd(v128.load(q0 + o), kv, a0);
-    a1 = madd(v128.load(q1 + o), kv, a1);
-    a2 = madd(v128.load(q2 + o), kv, a2);
-    a3 = madd(v128.load(q3 + o), kv, a3);
-  }
-  let s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
-  for (let c = d4; c < d; c++) {
-    const o = (<usize>c) << 2;
-    const x = load<f32>(kp + ((<usize>c) << 2));
-    s0 += load<f32>(q0 + o) * x;
-    s1 += load<f32>(q1 + o) * x;
-    s2 += load<f32>(q2 + o) * x;
-    s3 += load<f32>(q3 + o) * x;
-  }
-  store<f32>(at, s0);
-  store<f32>(at + (KT << 2), s1);
-  store<f32>(at + (KT << 3), s2);
-  store<f32>(at + KT * 12, s3);
-}
-
-// keyScores of the float32 keys at kp and kp + kRow at once, stored at `at` and at + 4:
-// eight independent multiply-add chains hide the chains' latency, and each query load
-// serves both keys. Each score is keyScores' chain, so the bits are the same.
-@inline function keyPairScores(kp: usize, kRow: usize, q0: usize, dB: usize, d: i32, at: usize): void {
+// The scores of four query rows (q0, dB bytes apart) against the float32 keys at kp and
+// kp + kRow, stored at `at` and at + 4 (rows KT apart): dot products over d, lanes along d,
+// then the lanes summed. Two keys at once: eight independent multiply-add chains hide the
+// chains' latency, and each query load serves both keys; each score's chain is the same as
+// with one key. A tile's odd last key comes with kRow 0 and `both` false (its copy is not
+// stored).
+@inline function keyPairScores(kp: usize, kRow: usize, q0: usize, dB: usize, d: i32, at: usize, both: bool): void {
   const d4 = d & ~3;
   const kp2 = kp + kRow;
   const q1 = q0 + dB;
@@ -1431,6 +1395,7 @@ export function widenHalf(src: usize, dst: usize, n: i32): void {
   store<f32>(at + (KT << 2), s1);
   store<f32>(at + (KT << 3), s2);
   store<f32>(at + KT * 12, s3);
+  if (!both) return;
   store<f32>(at, t0, 4);
   store<f32>(at + (KT << 2), t1, 4);
   store<f32>(at + (KT << 3), t2, 4);
@@ -1523,8 +1488,8 @@ export function fewRowsAttentionHalf(
         const q0 = qs + <usize>r0 * dB;
         // Scores of rows r0 .. r0 + 3 against the tile's keys, two at a time (keyPairScores).
         let j = 0;
-        for (; j + 1 < kc; j += 2) keyPairScores(kt + <usize>j * kStride, kStride, q0, dB, d, sc + ((<usize>j) << 2));
-        if (j < kc) keyScores(kt + <usize>j * kStride, q0, dB, d, sc + ((<usize>j) << 2));
+        for (; j + 1 < kc; j += 2) keyPairScores(kt + <usize>j * kStride, kStride, q0, dB, d, sc + ((<usize>j) << 2), true);
+        if (j < kc) keyPairScores(kt + <usize>j * kStride, 0, q0, dB, d, sc + ((<usize>j) << 2), false);
         // Online softmax per row: the scores become exp(s - new max), the accumulator and sum rescale.
         for (let r = 0; r < 4; r++) {
           const row = sc + <usize>r * (KT << 2);
