@@ -3,7 +3,7 @@
 // bucket in each LSH table), each hiding what an earlier part counted, then the
 // remainder, estimated from samples that every exact part hides.
 import type { ExecContext, HeadRef, HeadWork, Randomness } from './context.ts';
-import { codesWithRoom } from './keyindex.ts';
+import { ColumnMassIndex, codesWithRoom } from './keyindex.ts';
 import type { AttentionInputs, AccurateMask, OpResult, PartOutput, RowView } from './ops.ts';
 import type { AccuratePlan } from './plan.ts';
 
@@ -11,7 +11,7 @@ export function runAccurateHead(
   ctx: ExecContext, plan: AccuratePlan, causal: boolean, controlVariate: number, randomness: Randomness,
 ): HeadWork {
   const { backend, run, f32, i32, qBuf, outBuf, lseBuf, scale, tick } = ctx;
-  const { H, nq, nk, d, dv } = ctx.shape;
+  const { B, H, nq, nk, d, dv } = ctx.shape;
   const { sinkKeys, heavyKeys, rounds, r } = plan;
   const numKeys = 1 << r;
   const row0 = <T>(buf: T) => ({ buf, row: 0 });
@@ -69,6 +69,18 @@ export function runAccurateHead(
     kept.hashed[g] = nk;
   };
 
+  /**
+   * The probe rows of head (b, h): all of the plan's; on a cache that keeps the masses
+   * (keyindex.ts), a causal call whose head holds the masses of a full probe's rows takes
+   * only its share of them (the last, which see the most keys) and adds what they find.
+   */
+  const probes = plan.probeRows.length;
+  // The window as key positions (plan.winLo counts from the row): the same for every chunk.
+  const massKey = { heads: B * H, scale, sinks: sinkKeys, winLo: plan.winLo - causalOffset, window: plan.window };
+  const keptMasses = (b: number, h: number) => (causal && ctx.masses ? ctx.masses.head(massKey, b * H + h) : undefined);
+  const probeCount = (kept: ReturnType<typeof keptMasses>) =>
+    kept && kept.rows >= probes ? Math.max(1, Math.ceil((probes * nq) / nk)) : probes;
+
   let prepared = false;
 
   const units = (heavyKeys > 0 ? 1 : 0) + 1 + (plan.window > 0 ? 1 : 0) + rounds +
@@ -92,15 +104,24 @@ export function runAccurateHead(
       prepared = true;
     }
 
-    for (const s of heads.keys()) {
+    for (const [s, { b, h }] of heads.entries()) {
       const { q, exact, flags } = slots[s];
       // Columns: the sinks, and the heavy columns this head's probe rows find, chosen where
       // the masses are (on the GPU they never come back to the host).
       if (massBuf && probeBuf) {
+        const kept = keptMasses(b, h);
+        const count = probeCount(kept);
         await run('probe', () => backend.probe({
-          q, k, nq, nk, d, scale, rows: row0(probeBuf), count: plan.probeRows.length, causal, causalOffset,
+          q, k, nq, nk, d, scale, rows: { buf: probeBuf, row: probes - count }, count, causal, causalOffset,
           sinks: sinkKeys, winLo: plan.winLo, window: plan.window, mass: row0(massBuf),
         }));
+        if (kept) {
+          await run('download', async () => {
+            const fresh = new Float32Array(nk);
+            await backend.download(massBuf, 0, nk, fresh);
+            backend.upload(massBuf, ColumnMassIndex.add(kept, fresh, count));
+          });
+        }
         await run('heavy', () => backend.heavy({
           mass: row0(massBuf), nk, sinks: sinkKeys, count: heavyKeys, cols: row0(colsBuf), flags: row0(flags),
         }));

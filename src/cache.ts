@@ -13,7 +13,7 @@ import type { ResidentRows } from './hyper.ts';
 import type { Verification } from './verification.ts';
 import type { BackendBuffer } from './ops.ts';
 import { isGPUDevice, MAX_THREADS, type BackendChoice, type WebGPUDeviceLike } from './options.ts';
-import { KeyCodeIndex } from './keyindex.ts';
+import { ColumnMassIndex, KeyCodeIndex } from './keyindex.ts';
 import { ownOptions } from './owned.ts';
 import { decodeFloat16, encodeFloat16 } from './float16.ts';
 import { inSlices, SLICE_ELEMENTS } from './slices.ts';
@@ -174,7 +174,10 @@ export class KVCache {
     this.vMax = new Float32Array(o.capacity);
     states.set(this, {
       backend,
-      k: { resident: k, stride: o.capacity, codes: backend.name === 'cpu' ? new KeyCodeIndex(o.batch * o.kvHeads) : undefined },
+      k: {
+        resident: k, stride: o.capacity,
+        ...(backend.name === 'cpu' ? { codes: new KeyCodeIndex(o.batch * o.kvHeads), masses: new ColumnMassIndex() } : {}),
+      },
       v: { resident: v, stride: o.capacity },
       busy: 0,
       queue: Promise.resolve(),
@@ -287,6 +290,7 @@ export class KVCache {
     // -0 passes the check above: the cache then holds 0 tokens, not -0.
     this.tokens = n || 0;
     state.k.codes?.truncate(this.tokens);
+    state.k.masses?.truncate();
   }
 
   /**

@@ -1,7 +1,7 @@
 // What the executor (hyper.ts) hands a plan's per-head work (the authors' steps there, the
 // accurate mode's parts in accurate.ts): the backend, the op runner, the head's buffers,
 // and the call's random draws.
-import type { KeyCodeIndex } from './keyindex.ts';
+import type { ColumnMassIndex, KeyCodeIndex } from './keyindex.ts';
 import type { Backend, BackendBuffer, OpName } from './ops.ts';
 import type { AttentionShape } from './tensor.ts';
 
@@ -39,6 +39,8 @@ export interface ExecContext {
   kvHead: number;
   /** LSH codes of the keys kept between calls (a WebAssembly key-value cache's, keyindex.ts) */
   keyCodes?: KeyCodeIndex;
+  /** heavy-column masses of the keys summed over calls (a WebAssembly key-value cache's, keyindex.ts) */
+  masses?: ColumnMassIndex;
   outBuf: BackendBuffer;
   lseBuf: BackendBuffer;
   /** called after each attention op of a head, for progress (see HeadWork.units) */

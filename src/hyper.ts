@@ -5,7 +5,7 @@
 import { runAccurateHead } from './accurate.ts';
 import { headSlots, type ExecContext, type HeadWork, type Randomness } from './context.ts';
 import { abortedError, HyperAttentionError } from './errors.ts';
-import type { KeyCodeIndex } from './keyindex.ts';
+import type { ColumnMassIndex, KeyCodeIndex } from './keyindex.ts';
 import {
   placementOf, type Backend, type BackendBuffer, type Destination, type ExactTask, type HeadBatch, type KernelMode, type OpName,
   type OpTrace, type WriteMode,
@@ -29,6 +29,8 @@ export interface ResidentRows {
   widen?: boolean;
   /** the keys' LSH codes kept with them (keys only; keyindex.ts) */
   codes?: KeyCodeIndex;
+  /** the heavy-column masses of the keys, summed over calls (keys only; keyindex.ts) */
+  masses?: ColumnMassIndex;
 }
 
 /** What a call's keys and values come as: tensors (copied in per call) or resident rows. */
@@ -277,7 +279,7 @@ async function execute(
     const ctx = batched ? undefined : {
       backend, shape, scale, run, f32, i32, slots, slotRows,
       qBuf: f32(slots * slotRows * d), kBuf: kOwn ?? (k as ResidentRows).resident, vBuf: vOwn ?? (v as ResidentRows).resident, kRow: 0,
-      kvHead: -1, keyCodes: isResident(k) ? k.codes : undefined,
+      kvHead: -1, keyCodes: isResident(k) ? k.codes : undefined, masses: isResident(k) ? k.masses : undefined,
       outBuf: f32(slots * slotRows * dv), lseBuf: f32(slots * slotRows),
       tick: () => {
         unitsDone++;

@@ -151,7 +151,10 @@ test('chunked causal prefill: each chunk appended, then its queries (the last po
 test("the keys' LSH codes kept with the cache: a chunk hashes only the tokens appended since, and every call equals the one on plain tensors bit for bit", async () => {
   const [B, H, Hkv, d] = [2, 4, 2, 16];
   const rounds = 3;
-  const options = { backend: 'cpu', mode: 'accurate', minSeqLen: 64, blockSize: 16, sampleSize: 32, lshRounds: rounds, tolerance: Infinity } as const;
+  // No heavy columns: the masses kept with the cache change a later causal call's columns (the next test).
+  const options = {
+    backend: 'cpu', mode: 'accurate', minSeqLen: 64, blockSize: 16, sampleSize: 32, lshRounds: rounds, heavyKeys: 0, tolerance: Infinity,
+  } as const;
   // Rows each hash op gets: the queries' of every round and head, then the keys'.
   const hashed: number[] = [];
   const hash = CpuBackend.prototype.hash;
@@ -204,6 +207,86 @@ test("the keys' LSH codes kept with the cache: a chunk hashes only the tokens ap
   }
 });
 
+test('heavy-column masses kept with the cache: a later causal chunk probes its share of rows and chooses from the summed masses; truncate forgets them', async () => {
+  const [H, Hkv, d] = [4, 2, 16];
+  const options = { backend: 'cpu', mode: 'accurate', causal: true, minSeqLen: 64, heavyKeys: 8, sinkKeys: 4, window: 32, tolerance: Infinity } as const;
+  const probes = 32; // probeQueries' default
+  // Per probe op of a call (the heads in the order the executor runs them): its row count and
+  // the masses it found, recomputed in float64 from its own rows and keys; per heavy op, the
+  // masses it chose from.
+  const counts: number[] = [];
+  const found: Float64Array[] = [];
+  const chosenFrom: Float32Array[] = [];
+  const { probe, heavy } = CpuBackend.prototype;
+  CpuBackend.prototype.probe = function (t) {
+    counts.push(t.count);
+    const rows = this.view(t.rows.buf, t.rows.row, t.count);
+    const q = this.view(t.q.buf, t.q.row * t.d, t.nq * t.d);
+    const k = this.view(t.k.buf, t.k.row * t.d, t.nk * t.d);
+    const mass = new Float64Array(t.nk);
+    for (const i of rows) {
+      // The row's softmax over the keys it sees; mass on those past the sinks and outside its window.
+      const visible = i + t.causalOffset + 1;
+      const takes = (j: number) => j >= t.sinks && !(j >= i + t.winLo && j < i + t.winLo + t.window);
+      const s = Array.from({ length: visible }, (_, j) => {
+        let dot = 0;
+        for (let c = 0; c < t.d; c++) dot += q[i * t.d + c] * k[j * t.d + c];
+        return dot * t.scale;
+      });
+      const top = Math.max(...s);
+      const sum = s.reduce((a, x) => a + Math.exp(x - top), 0);
+      s.forEach((x, j) => (mass[j] += takes(j) ? Math.exp(x - top) / sum : 0));
+    }
+    found.push(mass);
+    return probe.call(this, t);
+  };
+  CpuBackend.prototype.heavy = function (t) {
+    chosenFrom.push((this.view(t.mass.buf, t.mass.row, t.nk) as Float32Array).slice());
+    return heavy.call(this, t);
+  };
+  try {
+    const q = (n: number) => fresh([1, H, n, d]);
+    const chunks = [300, 200, 100];
+    const tokens = chunks.map((t) => [fresh([1, Hkv, t, d]), fresh([1, Hkv, t, d])]);
+    const queries = chunks.map(q);
+    // Two caches given the same calls give the same bits; the first one's calls are checked.
+    const outs: Float32Array[][] = [[], []];
+    for (const [c, out] of outs.entries()) {
+      await withCache({ kvHeads: Hkv, headDim: d, capacity: 700 }, async (cache) => {
+        const sums = Array.from({ length: H }, () => new Float64Array(0));
+        let held = 0;
+        const call = async (label: string, queries: Tensor, rows: number) => {
+          counts.length = found.length = chosenFrom.length = 0;
+          out.push((await hyperAttention(queries, cache, options)).out.data);
+          if (c > 0) return;
+          assert.equal(counts, Array(H).fill(rows), `${label} (seed ${SEED}): probe rows per head`);
+          for (let h = 0; h < H; h++) {
+            const sum = new Float64Array(cache.length);
+            sum.set(sums[h].subarray(0, Math.min(sums[h].length, cache.length)));
+            found[h].forEach((x, j) => (sum[j] += x));
+            sums[h] = sum;
+            const err = chosenFrom[h].reduce((e, x, j) => Math.max(e, Math.abs(x - sum[j])), 0);
+            assert.ok(err <= 1e-5 * Math.max(1, ...sum), `${label} (seed ${SEED}): head ${h}'s summed masses off by ${err}`);
+          }
+        };
+        for (const [i, [k, v]] of tokens.entries()) {
+          await cache.append(k, v);
+          held += chunks[i];
+          // The first call probes all its rows; later ones their share, 32 × nq / nk.
+          await call(`chunk ${i}`, queries[i], i === 0 ? probes : Math.ceil((probes * chunks[i]) / held));
+        }
+        cache.truncate(450);
+        for (let h = 0; h < H; h++) sums[h] = new Float64Array(0);
+        await call('after truncate', queries[2], probes);
+        await call('the same call again', queries[2], Math.ceil((probes * 100) / 450));
+      });
+    }
+    outs[0].forEach((out, i) => assert.equal(outs[1][i], out, `call ${i} (seed ${SEED}): two caches given the same calls differ`));
+  } finally {
+    Object.assign(CpuBackend.prototype, { probe, heavy });
+  }
+});
+
 test('random appends, truncates and options: every accurate call on the cache equals the call on plain tensors, bit for bit', async () => {
   const rng = new Xoshiro128(SEED);
   const pick = <T>(xs: readonly T[]): T => xs[rng.nextBelow(xs.length)];
@@ -231,8 +314,9 @@ test('random appends, truncates and options: every accurate call on the cache eq
         const causal = rng.nextBelow(2) === 0;
         const nq = causal ? Math.min(cache.length, pick([1, t, 90])) : pick([1, 40, 130]);
         const q = fresh([B, H, nq, d]);
+        // Causal: no heavy columns, whose masses the cache keeps from call to call (tested apart).
         const options = {
-          backend: 'cpu', mode: 'accurate', minSeqLen: 0, tolerance: Infinity, causal, blockSize: pick([4, 16, 64]),
+          backend: 'cpu', mode: 'accurate', minSeqLen: 0, tolerance: Infinity, causal, blockSize: pick([4, 16, 64]), heavyKeys: causal ? 0 : pick([0, 8]),
           sampleSize: pick([0, 16]), lshRounds: pick([0, 1, 3]), seed: pick([0, 1]),
           // Bits chosen from the tokens held (about 16 keys a bucket), or given.
           ...(rng.nextBelow(2) === 0 ? {} : { lshNumProjs: pick([2, 9]) }),
