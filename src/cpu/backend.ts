@@ -70,16 +70,35 @@ const JOB_FLOPS = 1e8;
  */
 const MASKED = 2;
 /**
- * Keys per part when a few query rows (at most CORE_ROWS: decoding) face at least twice as
- * many keys: each part is a job, so that the threads share the keys of one head instead of
- * one thread taking them all, and the parts' results merge by lse in part order. The split
- * depends on the shape alone, so results stay bit-identical for every thread count.
+ * Keys per part when a few query rows (at most CORE_ROWS: decoding, or a run of a long
+ * exact call's rows) face many more keys: each part is a job, so that the threads share the
+ * keys of one head instead of one thread taking them all, and each job's keys stay in cache
+ * for all its rows; the parts' results merge by lse in part order. The split depends on the
+ * shape alone, so results stay bit-identical for every thread count.
  */
 const KEY_PART = 2048;
 
-/** Whether exact attention of t runs in key parts (exactByKeys): a few rows, not causal, at least two parts' keys. */
+/**
+ * Whether exact attention of t runs in key parts (exactByKeys): a few rows against at least
+ * two parts' keys; causal, at least a part's keys before the rows' own (keyParts).
+ */
 function byKeys(t: ExactTask): boolean {
-  return !t.causal && t.nq <= CORE_ROWS && t.nk >= 2 * KEY_PART;
+  return t.nq <= CORE_ROWS && (t.causal ? t.causalOffset >= KEY_PART : t.nk >= 2 * KEY_PART);
+}
+
+/**
+ * The key parts of exactByKeys: [from, to) in order, and whether the part is causal. Not
+ * causal, KEY_PART keys each; causal (row i at key position causalOffset + i, nk =
+ * causalOffset + nq), the keys before row 0's position in parts that every row sees whole,
+ * then the square of the rows' own positions, which row i sees up to its own.
+ */
+function keyParts(t: ExactTask): { from: number; to: number; causal: boolean }[] {
+  const before = t.causal ? t.causalOffset : t.nk;
+  const parts = Array.from({ length: Math.ceil(before / KEY_PART) }, (_, p) => ({
+    from: p * KEY_PART, to: Math.min(before, (p + 1) * KEY_PART), causal: false,
+  }));
+  if (t.causal) parts.push({ from: before, to: t.nk, causal: true });
+  return parts;
 }
 
 /**
@@ -347,15 +366,16 @@ export class CpuBackend implements Backend {
   }
 
   /**
-   * Non-causal exact attention of a few rows (tasks of one shape: a head each) in parts of
-   * KEY_PART keys (see there; up to FEW_ROWS rows with the few-rows kernel, its float16
-   * variant for float16 keys and values): each part's out and lse into its own rows above
-   * the arena, then merged into the head's part 0 in order (exact log-add-exp), and part 0
-   * into the destination as it asks.
+   * Exact attention of a few rows (tasks of one shape: a head each) in key parts (keyParts;
+   * not causal and up to FEW_ROWS rows, with the few-rows kernel, its float16 variant for
+   * float16 keys and values): each part's out and lse into its own rows above the arena,
+   * then merged into the head's part 0 in order (exact log-add-exp), and part 0 into the
+   * destination as it asks.
    */
   private exactByKeys(tasks: ExactTask[]): OpResult {
     const t = tasks[0];
-    const parts = Math.ceil(t.nk / KEY_PART);
+    const spans = keyParts(t);
+    const parts = spans.length;
     const perHead = parts * t.nq;
     const outs = this.top;
     const lses = align(outs + tasks.length * perHead * t.dv * 4);
@@ -367,16 +387,16 @@ export class CpuBackend implements Backend {
       const q = this.ptr(task.q, t.d);
       const k = this.ptr(task.k, t.d, half);
       const v = this.ptr(task.v, t.dv, half);
-      return Array.from({ length: parts }, (_, p) => ({
-        q, k: k + p * KEY_PART * t.d * bytes, v: v + p * KEY_PART * t.dv * bytes, nq: t.nq, nk: Math.min(KEY_PART, t.nk - p * KEY_PART),
-        d: t.d, dv: t.dv, scale: t.scale, causal: false, causalOffset: 0,
+      return spans.map(({ from, to, causal }, p) => ({
+        q, k: k + from * t.d * bytes, v: v + from * t.dv * bytes, nq: t.nq, nk: to - from,
+        d: t.d, dv: t.dv, scale: t.scale, causal, causalOffset: 0,
         out: outs + (h * perHead + p * t.nq) * t.dv * 4, lse: lses + (h * perHead + p * t.nq) * 4,
         write: WRITE_CODES.write, scratch,
       }));
     });
     const ran = half
       ? this.jobs('fewRowsAttentionHalf', jobs, scratch, this.attentionStride(t), ['scratch'])
-      : t.nq <= FEW_ROWS
+      : t.nq <= FEW_ROWS && !t.causal
         ? this.jobs('fewRowsAttention', jobs, scratch, this.attentionStride(t), ['scratch'])
         : this.jobs('exactAttention', jobs, scratch, this.attentionStride(t), ['scratch']);
     const merge = () => {
