@@ -179,7 +179,9 @@ function accuratePlan(p: PlanParams): AccuratePlan {
   const probes = heavyKeys > 0 ? Math.min(p.probeQueries, nq) : 0;
   const probeRows = Array.from({ length: probes }, (_, t) =>
     causal ? nq - probes + t : Math.floor(((t + 0.5) * nq) / probes));
-  const window = Math.min(p.window, nk);
+  // At least the query's own position: without it a row whose other parts count no key (no
+  // sinks, no heavy column it sees, an empty bucket, no sample it sees) would have no softmax.
+  const window = Math.min(Math.max(p.window, 1), nk);
   // Query i sits at key position i + (nk - nq) (queries are the last nq positions, as in a
   // key-value cache or a causal chunk). Causal: the window ends at the query; otherwise
   // it is centred on it.

@@ -39,7 +39,8 @@ function exactSets(q: Float32Array, k: Float32Array, c: Case, projections: Float
   const { nq, nk, d, causal } = c;
   const scale = 1 / Math.sqrt(d);
   const visible = (i: number, j: number) => !causal || j <= i;
-  const window = Math.min(c.window, nk);
+  // A window of 0 still counts the query's own position.
+  const window = Math.min(Math.max(c.window, 1), nk);
   const winStart = (i: number) => {
     if (causal) return i - window + 1;
     const lo = i + nk - nq - Math.floor(window / 2);
@@ -135,6 +136,9 @@ const cases: Case[] = [
   { ...base, causal: true, lshRounds: 3, lshNumProjs: 4, blockSize: 8, window: 1, sinkKeys: 0 },
   { ...base, lshRounds: 0, heavyKeys: 0, window: 100 },
   { ...base, nq: 513, nk: 513, d: 80, dv: 80, causal: true, heavyKeys: 0, sinkKeys: 1000 },
+  // No sinks, columns or window: rows whose bucket holds no key they see still count their own.
+  { ...base, causal: true, window: 0, sinkKeys: 0, heavyKeys: 0, lshRounds: 1 },
+  { ...base, nq: 300, nk: 900, window: 0, sinkKeys: 0, heavyKeys: 0, lshRounds: 1 },
 ];
 
 test('sampleSize 0: each row is exact attention over the union of the exact parts (each key once)', async () => {
