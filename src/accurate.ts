@@ -80,6 +80,8 @@ export function runAccurateHead(
   const keptMasses = (b: number, h: number) => (causal && ctx.masses ? ctx.masses.head(massKey, b * H + h) : undefined);
   const probeCount = (kept: ReturnType<typeof keptMasses>) =>
     kept && kept.rows >= probes ? Math.max(1, Math.ceil((probes * nq) / nk)) : probes;
+  /** Where a head's probe masses come to the host to be added: one array for the call's heads. */
+  let fresh: Float32Array | undefined;
 
   let prepared = false;
 
@@ -117,7 +119,7 @@ export function runAccurateHead(
         }));
         if (kept) {
           await run('download', async () => {
-            const fresh = new Float32Array(nk);
+            fresh ??= new Float32Array(nk);
             await backend.download(massBuf, 0, nk, fresh);
             backend.upload(massBuf, ColumnMassIndex.add(kept, fresh, count));
           });
