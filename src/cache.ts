@@ -17,7 +17,7 @@ import { ColumnMassIndex, KeyCodeIndex } from './keyindex.ts';
 import { ownOptions } from './owned.ts';
 import { decodeFloat16, encodeFloat16 } from './float16.ts';
 import { inSlices, SLICE_ELEMENTS } from './slices.ts';
-import { finiteMaxAbs, isHostTensor, MAX_HEAD_DIM, toInputTensor, type Tensor, type TensorLike } from './tensor.ts';
+import { decodeInput, finiteMaxAbs, MAX_HEAD_DIM, toInputTensor, type HalfInput, type Tensor, type TensorLike } from './tensor.ts';
 import { threadsFor } from './threads/config.ts';
 
 export interface KVCacheOptions {
@@ -248,14 +248,17 @@ export class KVCache {
    * (for float16 storage rounded to nearest even on the way; a float16 input's values come
    * back as the same bits).
    */
-  private async copyIn(state: CacheState, kt: Tensor, vt: Tensor): Promise<void> {
-    const t = kt.shape[2];
+  private async copyIn(state: CacheState, kIn: Tensor | HalfInput, vIn: Tensor | HalfInput): Promise<void> {
+    const t = kIn.shape[2];
     if (this.tokens + t > this.capacity) {
       throw new HyperAttentionError('CACHE_FULL', `appending ${t} tokens to the ${this.tokens} held would pass the capacity of ${this.capacity}; truncate() or make a larger cache`);
     }
     const at = this.tokens;
     const max = { k: 0, v: 0 };
     const half = this.dtype === 'float16';
+    // float16 inputs are decoded first, in time slices too.
+    const kt = await decodeInput(kIn, {});
+    const vt = await decodeInput(vIn, {});
     for (const [name, rows, t3, width] of [['k', state.k, kt, this.headDim], ['v', state.v, vt, this.valueDim]] as const) {
       const bits = half ? new Uint16Array(t3.data.length) : undefined;
       for (let g = 0; g < this.batch * this.kvHeads; g++) {
@@ -318,9 +321,9 @@ export class KVCache {
     return state;
   }
 
-  private checkRows(name: 'k' | 'v', t: TensorLike, width: number): Tensor {
-    const input = toInputTensor(name, t);
-    if (!isHostTensor(input)) {
+  private checkRows(name: 'k' | 'v', t: TensorLike, width: number): Tensor | HalfInput {
+    const input = toInputTensor(name, t, true);
+    if ('buffer' in input) {
       throw new HyperAttentionError('INVALID_OPTION', `${name}: a GPU tensor; a cache takes host tensors { data, shape }`);
     }
     const [B, H, , D] = input.shape;

@@ -45,20 +45,29 @@ export function float16Bits(data: Float16Data): Uint16Array {
  * in a float32 input, naming the element and its bits.
  */
 export function decodeFloat16(name: string, bits: Uint16Array): Float32Array {
-  const values = decodeTable();
   const out = new Float32Array(bits.length);
+  decodeFloat16Into(name, bits, out, 0, bits.length);
+  return out;
+}
+
+/**
+ * bits [from, to) decoded into out [from, to) (a part at a time lets the caller work in
+ * time slices); a NaN or infinity among them is NON_FINITE_INPUT, as in decodeFloat16.
+ */
+export function decodeFloat16Into(name: string, bits: Uint16Array, out: Float32Array, from: number, to: number): void {
+  const values = decodeTable();
   // An exponent field of all ones (0x7c00) is Infinity or NaN: at most one branch taken.
   let special = 0;
-  for (let i = 0; i < bits.length; i++) {
+  for (let i = from; i < to; i++) {
     const h = bits[i];
     out[i] = values[h];
     special |= (h & 0x7c00) === 0x7c00 ? 1 : 0;
   }
   if (special !== 0) {
-    const at = bits.findIndex((h) => (h & 0x7c00) === 0x7c00);
+    let at = from;
+    while ((bits[at] & 0x7c00) !== 0x7c00) at++;
     throw new HyperAttentionError('NON_FINITE_INPUT', `${name}: element ${at} is ${out[at]} (float16 bits 0x${bits[at].toString(16).padStart(4, '0')}); inputs must be finite`);
   }
-  return out;
 }
 
 /** The largest finite float16, 65504; values from 65520 on round to Infinity. */

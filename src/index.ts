@@ -5,7 +5,7 @@ import { acquireCpu, releaseCpu, serialize } from './backends.ts';
 import { enqueue, exactFirstHeads, KVCache, openCache, rememberHeads, type CacheState } from './cache.ts';
 import { runExact, runHyper } from './hyper.ts';
 import { exactVerification, runVerified } from './verified.ts';
-import { checkedInputs, explainShapeError, inBhnd, resolveLayout, resultInLayout, shapeInBhnd, type Layout } from './layout.ts';
+import { checkedInputs, explainShapeError, readyInput, resolveLayout, resultInLayout, shapeInBhnd, type Layout } from './layout.ts';
 import type { Backend, OpTrace } from './ops.ts';
 import { buildPlan, planParams, type Plan } from './plan.ts';
 import {
@@ -23,7 +23,7 @@ import { threadsFor } from './threads/config.ts';
 import { inSlices, SLICE_ELEMENTS } from './slices.ts';
 import {
   allFinite, attentionShapeOf, checkMagnitudes, checkOutputSize, checkShape, checkValues, checkValuesNow, finiteMaxAbsInSlices, isHostTensor,
-  type AttentionShape, type InputTensor, type TensorLike,
+  hostElements, type AttentionShape, type CheckedInput, type InputTensor, type TensorLike,
 } from './tensor.ts';
 
 export { HyperAttentionError, type ErrorCode } from './errors.ts';
@@ -60,7 +60,7 @@ const AT_ONCE_ELEMENTS = 4 * SLICE_ELEMENTS;
  * Validates a call's tensors (checkedInputs: each on its own, in the caller's layout), their
  * shapes together, and that GPU tensors among them run on the caller's device; not the values.
  */
-function checkInputs(inputs: InputTensor[], o: ResolvedExactOptions, layout: Layout): AttentionShape {
+function checkInputs(inputs: CheckedInput[], o: ResolvedExactOptions, layout: Layout): AttentionShape {
   let shape: AttentionShape;
   try {
     const [q, k, v] = inputs.map((t) => shapeInBhnd(t.shape, layout));
@@ -69,7 +69,7 @@ function checkInputs(inputs: InputTensor[], o: ResolvedExactOptions, layout: Lay
     throw explainShapeError(error, layout);
   }
   if (o.output === 'host') checkOutputSize(shape);
-  const onGpu = inputs.map((t, i) => ['qkv'[i], t] as const).find(([, t]) => !isHostTensor(t));
+  const onGpu = inputs.map((t, i) => ['qkv'[i], t] as const).find(([, t]) => 'buffer' in t);
   if (onGpu) checkDeviceIO(o, `${onGpu[0]} (a GPU tensor)`);
   return shape;
 }
@@ -124,10 +124,10 @@ function startCall<O extends ResolvedExactOptions>(
     const layout = resolveLayout(options);
     const inputs = checkedInputs(tensors, layout, o.output);
     const shape = checkInputs(inputs, o, layout);
-    const atOnce = inputs.every((t) => !isHostTensor(t) || t.data.length <= AT_ONCE_ELEMENTS);
+    const atOnce = inputs.every((t) => hostElements(t) <= AT_ONCE_ELEMENTS);
     let ready: InputTensor[] | undefined;
     if (atOnce) {
-      ready = inputs.map((t) => inBhnd(t, layout));
+      ready = inputs.map((t) => readyInput(t, layout));
       checkValuesNow(ready, shape, o.scale);
     }
     const runOn = async (backend: Backend, scheduled: Scheduled, qkv: InputTensor[]) => {
@@ -143,7 +143,7 @@ function startCall<O extends ResolvedExactOptions>(
       let qkv = ready;
       if (!qkv) {
         qkv = [];
-        for (const t of inputs) qkv.push(await inBhnd(t, layout, { signal: o.signal }));
+        for (const t of inputs) qkv.push(await readyInput(t, layout, { signal: o.signal }));
         await checkValues(qkv, shape, o.scale, o.signal);
       }
       const scheduled = await serialize(() => schedule(shape, o, hyper(o), o.profile));
@@ -307,17 +307,18 @@ function cacheCall(kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, optio
     if (given.device !== undefined && given.device !== (state.backend.name === 'webgpu' ? state.backend.device : undefined)) {
       throw new HyperAttentionError('INVALID_OPTION', "device: not the GPUDevice the cache lives on (calls on a cache run where it lives)");
     }
-    const qt = inBhnd(checkedInputs([q], layout, given.output)[0], layout);
+    const qIn = checkedInputs([q], layout, given.output)[0];
     // GPU tensors in or out: the caller's device, the one the cache lives on (checked above).
     if (given.output === 'gpu') checkDeviceIO(given, "output 'gpu'");
-    if (!isHostTensor(qt)) checkDeviceIO(given, 'q (a GPU tensor)');
+    if ('buffer' in qIn) checkDeviceIO(given, 'q (a GPU tensor)');
     // Not settled ahead of its work on an abort (as other calls are): the work stops within
     // a job, and the cache is free again once the promise settles.
     return typedFailures(enqueue(state, async () => {
       if (given.signal?.aborted) throw abortedError(given.signal);
       // The tokens held once the appends queued before have landed.
-      const { shape, hyper, o } = cacheShape(qt.shape, cache, hyperGiven, given);
+      const { shape, hyper, o } = cacheShape(shapeInBhnd(qIn.shape, layout), cache, hyperGiven, given);
       if (o.output === 'host') checkOutputSize(shape);
+      const qt = await readyInput(qIn, layout, { signal: o.signal });
       const qMax = isHostTensor(qt) ? await finiteMaxAbsInSlices('q', qt.data, o.signal) : 0;
       checkMagnitudes(shape, { q: qMax, ...state.maxAbs(shape.nk) }, o.scale ?? 1 / Math.sqrt(shape.d));
       return resultInDtype(await resultInLayout(await runOnCache(state, shape, o, hyper, qt), layout, o.signal), o);

@@ -8,7 +8,7 @@ import { HyperAttentionError } from './errors.ts';
 import type { Output } from './options.ts';
 import type { AttentionResult, GPUAttentionResult } from './result.ts';
 import { inSlices, SLICE_ELEMENTS } from './slices.ts';
-import { isHostTensor, toInputTensor, type InputTensor, type Tensor } from './tensor.ts';
+import { decodeInput, isHostTensor, toInputTensor, type CheckedInput, type InputTensor, type Tensor } from './tensor.ts';
 
 export type Layout = 'bhnd' | 'bnhd';
 
@@ -23,14 +23,15 @@ export function resolveLayout(options: unknown): Layout {
 }
 
 /**
- * q, k and v each checked on its own, still in the caller's layout (inBhnd transposes
- * them). 'bnhd' runs on host tensors with host output only: transposing a GPUBuffer would
- * need a kernel of its own, which the WebGPU backend does not have yet.
+ * q, k and v each checked on its own, still in the caller's layout and float16 ones not yet
+ * decoded (readyInput does both). 'bnhd' runs on host tensors with host output only:
+ * transposing a GPUBuffer would need a kernel of its own, which the WebGPU backend does not
+ * have yet.
  */
-export function checkedInputs(tensors: readonly unknown[], layout: Layout, output: Output): InputTensor[] {
-  const inputs = tensors.map((t, i) => toInputTensor('qkv'[i], t));
+export function checkedInputs(tensors: readonly unknown[], layout: Layout, output: Output): CheckedInput[] {
+  const inputs = tensors.map((t, i) => toInputTensor('qkv'[i], t, true));
   if (layout === 'bhnd') return inputs;
-  const onGpu = inputs.findIndex((t) => !isHostTensor(t));
+  const onGpu = inputs.findIndex((t) => 'buffer' in t);
   if (onGpu >= 0) {
     throw new HyperAttentionError('INVALID_OPTION', `layout 'bnhd' is not supported for GPU tensors yet (${'qkv'[onGpu]} is a GPUBuffer): pass [B, H, N, D] buffers with layout 'bhnd'`);
   }
@@ -41,14 +42,15 @@ export function checkedInputs(tensors: readonly unknown[], layout: Layout, outpu
 }
 
 /**
- * An input of checkedInputs in [B, H, N, D]: a transposed copy for 'bnhd', at once (small
- * tensors) or, given `slices`, in time slices of the calling thread (slices.ts).
+ * An input of checkedInputs as the kernels read it: float16 decoded, and [B, H, N, D] (a
+ * transposed copy for 'bnhd'); at once (small tensors) or, given `slices`, in time slices of
+ * the calling thread (slices.ts).
  */
-export function inBhnd(t: InputTensor, layout: Layout): InputTensor;
-export function inBhnd(t: InputTensor, layout: Layout, slices: { signal?: AbortSignal }): Promise<InputTensor>;
-export function inBhnd(t: InputTensor, layout: Layout, slices?: { signal?: AbortSignal }): InputTensor | Promise<InputTensor> {
-  if (layout === 'bhnd' || !isHostTensor(t)) return slices ? Promise.resolve(t) : t;
-  return swapMiddle(t, slices);
+export function readyInput(t: CheckedInput, layout: Layout): InputTensor;
+export function readyInput(t: CheckedInput, layout: Layout, slices: { signal?: AbortSignal }): Promise<InputTensor>;
+export function readyInput(t: CheckedInput, layout: Layout, slices?: { signal?: AbortSignal }): InputTensor | Promise<InputTensor> {
+  const inBhnd = (x: InputTensor) => (layout === 'bhnd' || !isHostTensor(x) ? x : swapMiddle(x, slices));
+  return slices ? decodeInput(t, slices).then(inBhnd) : inBhnd(decodeInput(t)) as InputTensor;
 }
 
 /** The result in the caller's layout: out [B, N, H, Dv] for 'bnhd' (in time slices); lse is [B, H, N] in both. */

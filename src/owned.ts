@@ -22,7 +22,7 @@ export function isTypedArray(x: unknown, kind: TypedArrayName): boolean {
 }
 
 /** Whether the array's buffer can shrink under it (a resizable ArrayBuffer): its length is then not its own to trust. */
-export function canShrink(x: Float32Array | Int32Array): boolean {
+export function canShrink(x: Float32Array | Int32Array | Uint16Array): boolean {
   return (x.buffer as { resizable?: boolean }).resizable === true;
 }
 

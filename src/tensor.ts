@@ -4,7 +4,7 @@
 // checks that turn a malformed one into a clear error before anything is computed.
 import { describeChoice, describeValue } from './describe.ts';
 import { HyperAttentionError } from './errors.ts';
-import { decodeFloat16, float16Bits, type Float16Data } from './float16.ts';
+import { decodeFloat16, decodeFloat16Into, float16Bits, type Float16Data } from './float16.ts';
 import { MAX_SAMPLE_SIZE, type WebGPUBufferLike } from './options.ts';
 import { canShrink, isShared, isTypedArray } from './owned.ts';
 import { inSlices, SLICE_ELEMENTS } from './slices.ts';
@@ -17,9 +17,10 @@ export interface Tensor {
 /**
  * A float16 host tensor: a Float16Array (where the runtime has one), or the float16 bits in
  * a Uint16Array, which must say `dtype: 'float16'` (an untagged Uint16Array is rejected,
- * never guessed). Decoded into float32 when the call is made (the kernels compute in
- * float32, and a float16 value is exactly a float32 one), so the caller may reuse it as
- * soon as the call returns; the decoded copy takes twice the float16 data's memory.
+ * never guessed). Decoded into float32 by the call (the kernels compute in float32, and a
+ * float16 value is exactly a float32 one), a long one in time slices of the calling thread,
+ * so that, as float32 data, it must stay unchanged until the call's promise settles; the
+ * decoded copy takes twice the float16 data's memory.
  */
 export interface Float16Tensor {
   data: Float16Data;
@@ -48,6 +49,42 @@ export interface DimsTensor {
 
 /** A tensor as the rest of the library reads it, after toInputTensor. */
 export type InputTensor = Tensor | GPUTensor;
+
+/**
+ * A float16 host input checked but not decoded yet (toInputTensor's `defer`): decodeInput
+ * makes it a Tensor, at once or in time slices of the calling thread (decoding a 32k-token
+ * layer's float16 queries at once held the thread for about 0.4 s).
+ */
+export interface HalfInput {
+  name: string;
+  bits: Uint16Array;
+  shape: readonly number[];
+}
+
+/** An input as toInputTensor with `defer` gives it. */
+export type CheckedInput = InputTensor | HalfInput;
+
+export function isHalfInput(t: CheckedInput): t is HalfInput {
+  return 'bits' in t;
+}
+
+/** Values of a checked input on the host (0 for a GPU tensor). */
+export function hostElements(t: CheckedInput): number {
+  return 'buffer' in t ? 0 : isHalfInput(t) ? t.bits.length : t.data.length;
+}
+
+/** t's float32 values: a HalfInput decoded (at once, or given `slices`, in time slices), anything else as it is. */
+export function decodeInput(t: CheckedInput): InputTensor;
+export function decodeInput(t: Tensor | HalfInput, slices: { signal?: AbortSignal }): Promise<Tensor>;
+export function decodeInput(t: CheckedInput, slices: { signal?: AbortSignal }): Promise<InputTensor>;
+export function decodeInput(t: CheckedInput, slices?: { signal?: AbortSignal }): InputTensor | Promise<InputTensor> {
+  if (!isHalfInput(t)) return slices ? Promise.resolve(t) : t;
+  const { name, bits, shape } = t;
+  if (!slices) return { data: decodeFloat16(name, bits), shape };
+  const data = new Float32Array(bits.length);
+  return inSlices(bits.length, SLICE_ELEMENTS, (from, to) => decodeFloat16Into(name, bits, data, from, to), slices.signal)
+    .then(() => ({ data, shape }));
+}
 
 /** Anything hyperAttention and exactAttention take as q, k or v. */
 export type TensorLike = Tensor | Float16Tensor | DimsTensor | GPUTensor;
@@ -84,7 +121,9 @@ function checkTensor(name: string, t: unknown): asserts t is InputTensor {
  * would double a long context's memory), except where the buffer can shrink under the call (a
  * resizable ArrayBuffer); readRows checks them as the work reads them.
  */
-export function toInputTensor(name: string, t: unknown): InputTensor {
+export function toInputTensor(name: string, t: unknown): InputTensor;
+export function toInputTensor(name: string, t: unknown, defer: true): CheckedInput;
+export function toInputTensor(name: string, t: unknown, defer = false): CheckedInput {
   if (typeof t !== 'object' || t === null) {
     throw new HyperAttentionError('INVALID_SHAPE', `${name}: expected { data: Float32Array, shape: [B, H, N, D] } or { buffer: GPUBuffer, shape }, got ${describeValue(t)}`);
   }
@@ -120,7 +159,12 @@ export function toInputTensor(name: string, t: unknown): InputTensor {
     const detached = values.byteLength === 0 && values.byteOffset === 0 && values.buffer.byteLength === 0 ? ' (its ArrayBuffer is detached)' : '';
     throw new HyperAttentionError('INVALID_SHAPE', `${name}: ${shapeKey} ${describeValue(shape)} needs ${size} elements, data has ${values.byteLength / width}${detached}`);
   }
-  if (half) return { data: decodeFloat16(name, float16Bits(half)), shape };
+  if (half) {
+    const bits = float16Bits(half);
+    // Deferred, the bits are read later: a copy where the buffer can shrink under the call.
+    if (defer) return { name, bits: canShrink(bits) ? bits.slice() : bits, shape };
+    return { data: decodeFloat16(name, bits), shape };
+  }
   const float32 = data as Float32Array;
   return { data: canShrink(float32) ? float32.slice() : float32, shape };
 }

@@ -95,6 +95,33 @@ test('appending a large chunk to a cache keeps the event loop turning', async ()
   }
 });
 
+/** float16 bits (a Uint16Array tagged dtype 'float16', as onnxruntime gives them) of cheap, varied values in ±[1, 2). */
+function halves(shape: number[], salt: number) {
+  const data = new Uint16Array(shape.reduce((a, b) => a * b, 1));
+  for (let i = 0; i < data.length; i++) data[i] = 0x3c00 | ((((i * 2654435761 + salt) >>> 0) >>> 22) & 0x3ff) | ((i & 1) << 15);
+  return { data, shape, dtype: 'float16' as const };
+}
+
+test('float16 inputs are decoded in time slices: a call with 32 M float16 queries, and an append of 16 M float16 keys and values, keep the event loop turning', async () => {
+  // Decoded at once, q held the thread for about 0.4 s, and the append for as long.
+  const q = halves([1, 8, 32768, 128], 1);
+  const [k, v] = [halves([1, 8, 16, 128], 2), halves([1, 8, 16, 128], 3)];
+  const call = await measureStall(() => exactAttention(q, k, v));
+  const c = held(call.stall);
+  assert.ok(c.ok, `call: ${c.text} (${call.ms.toFixed(0)} ms)`);
+  const chunk = [1, 32, 4096, 128];
+  const [ck, cv] = [halves(chunk, 4), halves(chunk, 5)];
+  const cache = await createKVCache({ kvHeads: 32, headDim: 128, capacity: 4096 });
+  try {
+    const append = await measureStall(() => cache.append(ck, cv));
+    const a = held(append.stall);
+    assert.ok(a.ok, `append: ${a.text} (${append.ms.toFixed(0)} ms)`);
+    assert.is(cache.length, 4096);
+  } finally {
+    cache.release();
+  }
+});
+
 test('an abort while the inputs are read rejects with ABORTED soon after it is due', async () => {
   for (const threads of [undefined, 1]) {
     const a = await measureAbort((signal) => bnhd(threads, signal), 50);
