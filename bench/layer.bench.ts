@@ -12,6 +12,7 @@
 import { suite } from 'uvu';
 import { createKVCache, exactAttention, hyperAttention, warmup, type KVCache, type KVCacheDtype } from '../src/index.ts';
 import { referenceAttention } from '../test/reference.ts';
+import { watchEventLoop } from '../test/responsiveness.ts';
 import { Xoshiro128 } from '../src/random.ts';
 import { attentionErrors, evenRows, referenceRows, type AttentionErrors } from './error.ts';
 import {
@@ -109,28 +110,29 @@ function place(dst: Float32Array, n: number, src: Float32Array, from: number, ro
 }
 
 /**
- * The longest stall of this thread's event loop while our calls (or the peer's) run, and
- * the peak RSS: a 1 ms timer ticks only while `during` has a call in flight, so the
- * bench's own work between calls (slicing inputs, float64 references) is not counted.
+ * The longest stall of this thread's event loop while our calls (or the peer's) run
+ * (watchEventLoop: its wall time, and where Linux tells it the most CPU time the thread ran
+ * between two turns, which a wait for a core does not count), and the peak RSS: the timers
+ * tick only while `during` has a call in flight, so the bench's own work between calls
+ * (slicing inputs, float64 references) is not counted.
  */
 class Watch {
   stallMs = 0;
+  stallCpuMs: number | undefined;
   private peakRss = process.memoryUsage.rss();
 
   async during<T>(call: () => Promise<T>): Promise<T> {
-    let last = performance.now();
-    const tick = () => {
-      const now = performance.now();
-      this.stallMs = Math.max(this.stallMs, now - last);
-      last = now;
-      this.peakRss = Math.max(this.peakRss, process.memoryUsage.rss());
-    };
-    const timer = setInterval(tick, 1);
+    const stop = watchEventLoop();
+    const sample = () => (this.peakRss = Math.max(this.peakRss, process.memoryUsage.rss()));
+    const timer = setInterval(sample, 5);
     try {
       return await call();
     } finally {
-      tick();
       clearInterval(timer);
+      sample();
+      const gap = stop();
+      this.stallMs = Math.max(this.stallMs, gap.wallMs);
+      if (gap.cpuMs !== undefined) this.stallCpuMs = Math.max(this.stallCpuMs ?? 0, gap.cpuMs);
     }
   }
 
@@ -146,7 +148,8 @@ function errorMetrics(e: AttentionErrors): Record<string, number> {
 function summary(ms: number, scaled: number, e: AttentionErrors | null, w: Watch): string {
   const err = e ? `, error ${e.relFrobenius.toFixed(3)} (to V ${e.relToV.toFixed(3)}, lse ${e.maxLseError.toFixed(3)})` : '';
   const scale = scaled !== 1 ? ` (${formatMs(ms / scaled)} measured on 1/${scaled} of the heads)` : '';
-  return `${formatMs(ms)}${scale}${err}, stall ${w.stallMs.toFixed(0)} ms, peak RSS ${w.peakRssMB.toFixed(0)} MB`;
+  const ran = w.stallCpuMs === undefined ? '' : ` (thread ran ${w.stallCpuMs.toFixed(0)} ms at most between turns)`;
+  return `${formatMs(ms)}${scale}${err}, stall ${w.stallMs.toFixed(0)} ms${ran}, peak RSS ${w.peakRssMB.toFixed(0)} MB`;
 }
 
 /** A call's out [1, heads, n, D] and lse [1, heads, n] (a peer gives no lse: empty). */
@@ -283,7 +286,7 @@ bench('decode', async (state) => {
         const ms = warm[warm.length >> 1];
         return {
           time: { medianMs: ms, minMs: warm[0], maxMs: warm[warm.length - 1], runs: warm.length, callsPerRun: 1, warmup: true },
-          metrics: { gflops: flops / (ms * 1e6), kvGBps: bytes / (ms * 1e6), stallMs: watch.stallMs, peakRssMB: watch.peakRssMB, ...(e ? errorMetrics(e) : {}) },
+          metrics: { gflops: flops / (ms * 1e6), kvGBps: bytes / (ms * 1e6), stallMs: watch.stallMs, ...(watch.stallCpuMs === undefined ? {} : { stallCpuMs: watch.stallCpuMs }), peakRssMB: watch.peakRssMB, ...(e ? errorMetrics(e) : {}) },
           summary: `${m}: ${summary(ms, 1, e, watch)} per token, K/V read at ${(bytes / (ms * 1e6)).toFixed(1)} GB/s`,
         };
       } finally {
@@ -356,7 +359,7 @@ bench('prefill', async (state) => {
       const e = errors ? attentionErrors(ref, r.out, r.lse, x.v.data, D) : null;
       return {
         time: { ...t, medianMs: ms, minMs: t.minMs * scaled, maxMs: t.maxMs * scaled },
-        metrics: { gflops: flops / (ms * 1e6), stallMs: watch.stallMs, peakRssMB: watch.peakRssMB, ...(e ? errorMetrics(e) : {}) },
+        metrics: { gflops: flops / (ms * 1e6), stallMs: watch.stallMs, ...(watch.stallCpuMs === undefined ? {} : { stallCpuMs: watch.stallCpuMs }), peakRssMB: watch.peakRssMB, ...(e ? errorMetrics(e) : {}) },
         summary: `${m}: ${summary(ms, scaled, e, watch)}`,
       };
     };

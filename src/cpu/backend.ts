@@ -599,8 +599,10 @@ export class CpuBackend implements Backend {
   }
 
   /**
-   * Runs of rows, each from the running sum of V it starts with (one pass over V here,
-   * remainderSums), so that every run continues the one sequential sum exactly.
+   * Runs of rows, each from the running sum of V it starts with (one pass over V first,
+   * remainderSums, a job of its own: at 64k keys and dv = 128 it reads 32 MB, which held
+   * the calling thread for tens of ms), so that every run continues the one sequential sum
+   * exactly.
    */
   remainder(t: RemainderTask): OpResult {
     const split = this.ranges(t.nq, 16 * t.dv, CORE_ROWS);
@@ -612,7 +614,7 @@ export class CpuBackend implements Backend {
     const offset = t.causal ? t.causalOffset : 0;
     new Int32Array(this.wasm.memory.buffer, starts, split.length).set(split.map(([r0]) => r0 + offset));
     const v = this.ptr(t.v, t.dv);
-    callKernel(this.wasm, 'remainderSums', { v, nk: t.nk, dv: t.dv, causal: t.causal, starts, count: split.length, sums });
+    const summed = this.jobs('remainderSums', [{ v, nk: t.nk, dv: t.dv, causal: t.causal, starts, count: split.length, sums }], scratch, 0, []);
     // The sums serve every head of the group: they depend on V and the rows alone.
     const jobs = [t, ...t.group ?? []].flatMap((head) => {
       const exact = this.part(head.exact, t.dv);
@@ -623,7 +625,8 @@ export class CpuBackend implements Backend {
       };
       return split.map(([rowFrom, rowTo], j) => ({ ...shared, rowFrom, rowTo, start: sums + j * t.dv * 8 }));
     });
-    return this.jobs('remainderMerge', jobs, scratch, align(t.dv * 8), ['scratch']);
+    const merge = () => this.jobs('remainderMerge', jobs, scratch, align(t.dv * 8), ['scratch']);
+    return summed ? summed.then(merge) : merge();
   }
 
   widen(t: WidenTask): OpResult {
