@@ -8,9 +8,8 @@
 // probes found (src/keyindex.ts); the whole call probes once. Nothing is asserted.
 // Run: `tsx bench/chunks.ts [--quick]` (docs/cache.md, "The heavy columns' masses").
 import { attentionErrors, evenRows, referenceRows } from './error.ts';
-import { WORKLOADS, type WorkloadName } from './workloads.ts';
+import { place, positions, WORKLOADS, type WorkloadName } from './workloads.ts';
 import { createKVCache, hyperAttention } from '../src/index.ts';
-import type { Tensor } from '../src/tensor.ts';
 
 const QUICK = process.argv.includes('--quick');
 const N = QUICK ? 8192 : 16384;
@@ -20,14 +19,6 @@ const CHUNK = 2048;
 const ROWS = 256;
 const NAMES: WorkloadName[] = ['llm', 'mixture', 'columns', 'sink', 'retrieval', 'partial-retrieval', 'clustered', 'wide-local'];
 const options = { causal: true, backend: 'cpu', tolerance: Infinity } as const;
-
-/** Tokens [from, to) of every head of a [1, H, n, D] tensor. */
-function tokens(t: Tensor, from: number, to: number): Tensor {
-  const [B, heads, n, D] = t.shape;
-  const data = new Float32Array(B * heads * (to - from) * D);
-  for (let g = 0; g < B * heads; g++) data.set(t.data.subarray((g * n + from) * D, (g * n + to) * D), g * (to - from) * D);
-  return { data, shape: [B, heads, to - from, D] };
-}
 
 const rows = evenRows(H * N, ROWS);
 const format = (e: ReturnType<typeof attentionErrors>) => `${e.relFrobenius.toFixed(4)} (to V ${e.relToV.toFixed(4)}, lse ${e.maxLseError.toFixed(3)})`;
@@ -45,12 +36,10 @@ for (const name of NAMES) {
   start = performance.now();
   try {
     for (let c = 0; c < N; c += CHUNK) {
-      await cache.append(tokens(x.k, c, c + CHUNK), tokens(x.v, c, c + CHUNK));
-      const r = await hyperAttention(tokens(x.q, c, c + CHUNK), cache, options);
-      for (let h = 0; h < H; h++) {
-        out.set((r.out.data as Float32Array).subarray(h * CHUNK * d, (h + 1) * CHUNK * d), (h * N + c) * d);
-        lse.set((r.lse.data as Float32Array).subarray(h * CHUNK, (h + 1) * CHUNK), h * N + c);
-      }
+      await cache.append(positions(x.k, c, c + CHUNK), positions(x.v, c, c + CHUNK));
+      const r = await hyperAttention(positions(x.q, c, c + CHUNK), cache, options);
+      place(out, N, r.out.data as Float32Array, c, CHUNK, d);
+      place(lse, N, r.lse.data as Float32Array, c, CHUNK, 1);
     }
   } finally {
     cache.release();

@@ -20,7 +20,7 @@ import {
 } from './harness.ts';
 import { multiHeadAttentionModel } from './onnx.ts';
 import { loadPeer, peerWorkingBytes, type LoadedPeer } from './peers.ts';
-import { WORKLOADS, type WorkloadTensors } from './workloads.ts';
+import { place, positions, WORKLOADS, type WorkloadTensors } from './workloads.ts';
 
 const H = 32;
 const HKV = 8;
@@ -95,19 +95,6 @@ function firstHeads(x: WorkloadTensors, heads: number): WorkloadTensors {
 }
 
 type Slice = WorkloadTensors['q'];
-
-/** Rows [from, to) of every head of a [1, heads, n, D] tensor, as [1, heads, to − from, D]. */
-function positions(t: Slice, from: number, to: number): Slice {
-  const [, heads, n] = t.shape;
-  const data = new Float32Array(heads * (to - from) * D);
-  for (let h = 0; h < heads; h++) data.set(t.data.subarray((h * n + from) * D, (h * n + to) * D), h * (to - from) * D);
-  return { data, shape: [1, heads, to - from, D] };
-}
-
-/** Writes rows [from, from + rows) of every head into a [1, heads, n, D] output. */
-function place(dst: Float32Array, n: number, src: Float32Array, from: number, rows: number, width: number): void {
-  for (let h = 0; h < src.length / (rows * width); h++) dst.set(src.subarray(h * rows * width, (h + 1) * rows * width), (h * n + from) * width);
-}
 
 /**
  * The longest stall of this thread's event loop while our calls (or the peer's) run

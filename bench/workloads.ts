@@ -340,3 +340,16 @@ export const WORKLOADS: Record<WorkloadName, Workload> = {
 };
 
 export const WORKLOAD_NAMES = Object.keys(WORKLOADS) as WorkloadName[];
+
+/** Positions [from, to) of every head of a [1, heads, n, D] tensor, as [1, heads, to − from, D] (a prompt's chunk). */
+export function positions(t: Tensor, from: number, to: number): Tensor {
+  const [, heads, n, D] = t.shape;
+  const data = new Float32Array(heads * (to - from) * D);
+  for (let h = 0; h < heads; h++) data.set(t.data.subarray((h * n + from) * D, (h * n + to) * D), h * (to - from) * D);
+  return { data, shape: [1, heads, to - from, D] };
+}
+
+/** Writes positions [from, from + rows) of every head (rows of `width` values) into a [1, heads, n, width] output. */
+export function place(dst: Float32Array, n: number, src: Float32Array, from: number, rows: number, width: number): void {
+  for (let h = 0; h < src.length / (rows * width); h++) dst.set(src.subarray(h * rows * width, (h + 1) * rows * width), (h * n + from) * width);
+}

@@ -85,7 +85,8 @@ export function runAccurateHead(
 
   let prepared = false;
 
-  const units = (heavyKeys > 0 ? 1 : 0) + 1 + (plan.window > 0 ? 1 : 0) + rounds +
+  // Columns and window always; the window holds at least the query's own position (plan.ts).
+  const units = (heavyKeys > 0 ? 1 : 0) + 2 + rounds +
     (plan.segments.length > 0 ? plan.segments.length + 1 : 0);
   /** The heads (of one key-value head), head i in slot i: each part for every head in turn. */
   const runHeads = async (heads: readonly HeadRef[], kvChanged: boolean) => {
@@ -133,10 +134,8 @@ export function runAccurateHead(
         ...inputs(s), cols: row0(colsBuf), count: sinkKeys + heavyKeys, causal, causalOffset, dst: exact,
       }));
       tick();
-      if (plan.window > 0) {
-        await run('window', () => backend.window({ ...inputs(s), mask: mask(s, 0), dst: exact }));
-        tick();
-      }
+      await run('window', () => backend.window({ ...inputs(s), mask: mask(s, 0), dst: exact }));
+      tick();
     }
 
     for (let t = 0; t < rounds; t++) {

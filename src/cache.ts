@@ -17,7 +17,7 @@ import { ColumnMassIndex, KeyCodeIndex } from './keyindex.ts';
 import { ownOptions } from './owned.ts';
 import { decodeFloat16, encodeFloat16 } from './float16.ts';
 import { inSlices, SLICE_ELEMENTS } from './slices.ts';
-import { decodeInput, finiteMaxAbs, MAX_HEAD_DIM, toInputTensor, type HalfInput, type Tensor, type TensorLike } from './tensor.ts';
+import { decodeInput, finiteMaxAbs, isHostTensor, MAX_HEAD_DIM, toInputTensor, type HalfInput, type Tensor, type TensorLike } from './tensor.ts';
 import { threadsFor } from './threads/config.ts';
 
 export interface KVCacheOptions {
@@ -323,7 +323,7 @@ export class KVCache {
 
   private checkRows(name: 'k' | 'v', t: TensorLike, width: number): Tensor | HalfInput {
     const input = toInputTensor(name, t, true);
-    if ('buffer' in input) {
+    if (!isHostTensor(input)) {
       throw new HyperAttentionError('INVALID_OPTION', `${name}: a GPU tensor; a cache takes host tensors { data, shape }`);
     }
     const [B, H, , D] = input.shape;

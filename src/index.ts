@@ -69,7 +69,7 @@ function checkInputs(inputs: CheckedInput[], o: ResolvedExactOptions, layout: La
     throw explainShapeError(error, layout);
   }
   if (o.output === 'host') checkOutputSize(shape);
-  const onGpu = inputs.map((t, i) => ['qkv'[i], t] as const).find(([, t]) => 'buffer' in t);
+  const onGpu = inputs.map((t, i) => ['qkv'[i], t] as const).find(([, t]) => !isHostTensor(t));
   if (onGpu) checkDeviceIO(o, `${onGpu[0]} (a GPU tensor)`);
   return shape;
 }
@@ -310,7 +310,7 @@ function cacheCall(kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, optio
     const qIn = checkedInputs([q], layout, given.output)[0];
     // GPU tensors in or out: the caller's device, the one the cache lives on (checked above).
     if (given.output === 'gpu') checkDeviceIO(given, "output 'gpu'");
-    if ('buffer' in qIn) checkDeviceIO(given, 'q (a GPU tensor)');
+    if (!isHostTensor(qIn)) checkDeviceIO(given, 'q (a GPU tensor)');
     // Not settled ahead of its work on an abort (as other calls are): the work stops within
     // a job, and the cache is free again once the promise settles.
     return typedFailures(enqueue(state, async () => {

@@ -31,7 +31,7 @@ export function resolveLayout(options: unknown): Layout {
 export function checkedInputs(tensors: readonly unknown[], layout: Layout, output: Output): CheckedInput[] {
   const inputs = tensors.map((t, i) => toInputTensor('qkv'[i], t, true));
   if (layout === 'bhnd') return inputs;
-  const onGpu = inputs.findIndex((t) => 'buffer' in t);
+  const onGpu = inputs.findIndex((t) => !isHostTensor(t));
   if (onGpu >= 0) {
     throw new HyperAttentionError('INVALID_OPTION', `layout 'bnhd' is not supported for GPU tensors yet (${'qkv'[onGpu]} is a GPUBuffer): pass [B, H, N, D] buffers with layout 'bhnd'`);
   }

@@ -60,8 +60,8 @@ export interface AuthorsPlan {
  * The accurate mode (docs/algorithm.md, "The accurate mode"): for query row i, every key j it
  * may see (j <= i + nk - nq, its key position, when causal) is counted by exactly one part.
  * Exact parts, in order: the columns (the first `sinkKeys` keys and the `heavyKeys` keys
- * that the probe rows put the most mass on), the window (`window` keys from i + winLo; not
- * causal, kept inside the keys), and for each of `rounds` LSH tables of r bits the first
+ * that the probe rows put the most mass on), the window (`window` keys from i + winLo, at
+ * least one: the query's own position; not causal, kept inside the keys), and for each of `rounds` LSH tables of r bits the first
  * `cap` keys of the query's bucket. The rest is estimated from sampled keys, drawn per
  * segment of query rows.
  */

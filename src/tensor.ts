@@ -70,7 +70,7 @@ export function isHalfInput(t: CheckedInput): t is HalfInput {
 
 /** Values of a checked input on the host (0 for a GPU tensor). */
 export function hostElements(t: CheckedInput): number {
-  return 'buffer' in t ? 0 : isHalfInput(t) ? t.bits.length : t.data.length;
+  return !isHostTensor(t) ? 0 : isHalfInput(t) ? t.bits.length : t.data.length;
 }
 
 /** t's float32 values: a HalfInput decoded (at once, or given `slices`, in time slices), anything else as it is. */
@@ -89,7 +89,8 @@ export function decodeInput(t: CheckedInput, slices?: { signal?: AbortSignal }):
 /** Anything hyperAttention and exactAttention take as q, k or v. */
 export type TensorLike = Tensor | Float16Tensor | DimsTensor | GPUTensor;
 
-export function isHostTensor(t: InputTensor): t is Tensor {
+/** Whether t lives on the host (a float32 tensor, or float16 bits not yet decoded), not in a GPUBuffer. */
+export function isHostTensor<T extends CheckedInput>(t: T): t is Exclude<T, GPUTensor> {
   return !('buffer' in t);
 }
 

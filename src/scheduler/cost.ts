@@ -137,7 +137,7 @@ function accurateWork(shape: AttentionShape, plan: AccuratePlan, split: Split, a
   add('columns', heads, heads * nq * columns * row);
   // A window of w keys is priced as w + 31 keys per row: a chunk of rows computes the key
   // tiles of the union of its rows' windows in part, and merges each row into the columns'.
-  if (plan.window > 0) add('window', heads, heads * nq * (plan.window + 31) * row);
+  add('window', heads, heads * nq * (plan.window + 31) * row);
   if (R > 0) {
     // The keys' side of a round is made once per key-value head, for its query heads.
     add('hash', R * (heads + kvHeads), R * (heads * nq + kvHeads * nk) * d * plan.r);
