@@ -222,12 +222,12 @@ const MASK_TILE_WORDS: i32 = KT * (2 + MAX_ROUNDS) + MAX_ROUNDS * TAG_WORDS;
 }
 
 /**
- * Bytes of one tile's slot in a tile cache: K transposed, V, the mask's per-key data, the
- * tile's bounds and flag (16 bytes) and its V sum.
+ * Bytes of one tile's slot in a tile cache: K transposed, V, the mask's per-key data and the
+ * tile's bounds and flag (16 bytes).
  */
 export function tileCacheSlotBytes(d: i32, dv: i32): i32 {
   const dvp = paddedDv(dv);
-  return (d * KT + KT * dvp + MASK_TILE_WORDS + dvp) * 4 + 16;
+  return (d * KT + KT * dvp + MASK_TILE_WORDS) * 4 + 16;
 }
 
 /**
@@ -798,11 +798,27 @@ export function attendCore(
   const tagScratch = sc + ((<usize>(MR * KT)) << 2);
   const cntRow = tagScratch + ((<usize>MASK_TILE_WORDS) << 2);
   const vsRow = cntRow + ((<usize>QC) << 2);
-  const tileSumScratch = vsRow + (<usize>(QC * dvp) << 2);
-  const keyRows = tileSumScratch + ((<usize>dvp) << 2);
+  const listSum = vsRow + (<usize>(QC * dvp) << 2); // [dvp]: the key list's V sum (stats)
+  const keyRows = listSum + ((<usize>dvp) << 2);
   const rowMax = keyRows + ((<usize>KT) << 2);
   const alphas = rowMax + ((<usize>MR) << 2);
 
+  // Stats: every row starts from the whole list (its V sum, in list order, and nk keys) and
+  // each tile takes back what its mask hides from the row.
+  if (stats != STATS_NONE) {
+    memory.fill(listSum, 0, dvpBytes);
+    // A list's scattered rows are read all at once first, so that the misses overlap (as
+    // touchKeys does for a tile).
+    if (kIdx) {
+      let x = 0;
+      for (let p = kStart; p < kStart + nk; p++) x ^= touchRange(v + <usize>load<i32>(kIdx + ((<usize>p) << 2)) * dvBytes, dvBytes);
+      store<i32>(keyRows, x);
+    }
+    for (let p = kStart; p < kStart + nk; p++) {
+      const idx = kIdx ? load<i32>(kIdx + ((<usize>p) << 2)) : p;
+      addRow(listSum, v + <usize>idx * dvBytes, dv, 1);
+    }
+  }
   for (let c0 = 0; c0 < nq; c0 += QC) {
     const rows = min(QC, nq - c0);
     const rows4 = (rows + MR - 1) & ~(MR - 1);
@@ -817,8 +833,10 @@ export function attendCore(
     for (let i0 = 0; i0 < rows4; i0 += MR) queryTile(q, qIdx, qStart + c0 + i0, min(MR, rows - i0), qReal, d, scale, qs + <usize>i0 * dBytes);
     memory.fill(acc, 0, <usize>rows4 * dvpBytes);
     if (stats != STATS_NONE) {
-      memory.fill(vsRow, 0, <usize>rows4 * dvpBytes);
-      memory.fill(cntRow, 0, (<usize>rows4) << 2);
+      for (let i = 0; i < rows4; i++) {
+        copyRow(vsRow + <usize>i * dvpBytes, listSum, dvp);
+        store<f32>(cntRow + ((<usize>i) << 2), <f32>nk);
+      }
     }
     for (let i = 0; i < rows4; i++) {
       store<f32>(mRow + ((<usize>i) << 2), -Infinity);
@@ -840,7 +858,6 @@ export function attendCore(
       const vt = kt + (<usize>(d * KT) << 2);
       const tagTile = cache ? vt + (<usize>(KT * dvp) << 2) : tagScratch;
       const meta = tagTile + ((<usize>MASK_TILE_WORDS) << 2); // in a cache slot only
-      const tileSum = cache ? meta + 16 : tileSumScratch;
       const build = !cache || c0 == 0;
       if (build) {
         for (let j = 0; j < kc; j++) {
@@ -890,12 +907,6 @@ export function attendCore(
       // are what the whole tile gives.
       const windowRows = maskKind == MASK_ACCURATE && maskWinMode == WINDOW_HIDE_OUTSIDE && !kIdx && !qIdx;
       const tilePos = kStart + t0;
-      // Stats: each row counts the whole tile, then takes back what its mask hides (window
-      // rows keep none: accurateWindow counts their runs of keys itself).
-      if (stats != STATS_NONE && build) {
-        memory.fill(tileSum, 0, dvpBytes);
-        for (let j = 0; j < kc; j++) addKeyV(tileSum, vt, j, dvp, 1);
-      }
 
       for (let r0 = 0; r0 < rows4; r0 += MR) {
         let jFrom = 0;
@@ -911,12 +922,6 @@ export function attendCore(
         }
         const width = jTo - jFrom;
         const jOff = (<usize>jFrom) << 2;
-        if (stats != STATS_NONE) {
-          for (let r = r0; r < min(rows, r0 + MR); r++) {
-            addRow(vsRow + <usize>r * dvpBytes, tileSum, dvp, 1);
-            store<f32>(cntRow + ((<usize>r) << 2), load<f32>(cntRow + ((<usize>r) << 2)) + <f32>kc);
-          }
-        }
         scoresTile(qs + <usize>r0 * dBytes, kt + jOff, sc + jOff, d, width, rowMax);
         // Keys past kc (zero padding) inside the computed width: their scores are not the
         // row's, so its max is taken again after they are hidden.
@@ -1112,7 +1117,7 @@ export function bucketAttention(
       store<f32>(cAt, load<f32>(cAt) + <f32>(kc - hidden));
       let sum = tileSum;
       if (hidden > 0) {
-        memory.copy(rest, tileSum, dvpBytes);
+        copyRow(rest, tileSum, dvp);
         for (let j = 0; j < kc; j++) {
           if (load<f32>(s + ((<usize>j) << 2)) == -Infinity) addRow(rest, vg + <usize>j * dvpBytes, dvp, -1);
         }
@@ -1167,6 +1172,20 @@ export function bucketAttention(
   p = madd(p, s2, f32x4.splat(2.0 / 3.0));
   p = madd(p, s2, f32x4.splat(2.0));
   return madd(k, f32x4.splat(0.6931471805599453), f32x4.mul(sv, p));
+}
+
+// dst[0..n) = src[0..n), n a multiple of 4: a loop rather than memory.copy, which costs an
+// engine call, for rows of a few hundred bytes.
+@inline function copyRow(dst: usize, src: usize, n: i32): void {
+  for (let c = 0; c < n; c += 4) {
+    const o = (<usize>c) << 2;
+    if (ASC_FEATURE_SIMD) {
+      v128.store(dst + o, v128.load(src + o));
+    } else {
+      store<u64>(dst + o, load<u64>(src + o));
+      store<u64>(dst + o, load<u64>(src + o, 8), 8);
+    }
+  }
 }
 
 // dst[0..n) += sign * src[0..n): four at a time, then one at a time past a multiple of 4.

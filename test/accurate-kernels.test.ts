@@ -347,3 +347,54 @@ for (const flavour of supportedFlavours()) {
     }
   });
 }
+
+// The remainder's samples: lists of 1 to 5000 draws (with repeats, in draw order; past
+// 4096 the tiles are built per chunk of rows instead of cached), some at flagged keys and
+// one list of flagged keys alone, against rows [qFrom, qTo) of the head; each row's softmax
+// over the samples its mask leaves (flags, window, causal, an earlier round's buckets),
+// counted with their repeats.
+const samplesCases = [
+  { d: 1, dv: 3, nq: 40, nk: 50, causal: false, win: 5, m: 1, flagged: 0, qFrom: 0, qTo: 40 },
+  { d: 3, dv: 1, nq: 70, nk: 90, causal: true, win: 3, m: 63, flagged: 4, qFrom: 5, qTo: 61 },
+  { d: 127, dv: 129, nq: 130, nk: 130, causal: false, win: 9, m: 65, flagged: 6, qFrom: 0, qTo: 130 },
+  { d: 129, dv: 127, nq: 90, nk: 300, causal: true, win: 16, m: 200, flagged: 9, qFrom: 30, qTo: 90 },
+  { d: 5, dv: 7, nq: 300, nk: 5000, causal: false, win: 64, m: 5000, flagged: 40, qFrom: 0, qTo: 300 },
+  { d: 8, dv: 8, nq: 20, nk: 40, causal: false, win: 1, m: 30, flagged: 40, qFrom: 0, qTo: 20 },
+];
+
+for (const flavour of supportedFlavours()) {
+  test(`samples (${flavour} build): 1 to 5000 draws with repeats and flagged keys against float64 at odd shapes, causal and not, with tags and windows`, async () => {
+    const backend = await createCpuBackend(flavour);
+    const rng = new Xoshiro128(19);
+    for (const c of samplesCases) {
+      const { d, dv, nq, nk, causal, win, m, qFrom, qTo } = c;
+      const q = gaussian(rng, nq * d);
+      const k = gaussian(rng, nk * d);
+      const v = gaussian(rng, nk * dv);
+      const causalOffset = causal ? nk - nq : 0;
+      const winLo = causal ? causalOffset + 1 - win : causalOffset - Math.floor(win / 2);
+      const samples = Int32Array.from({ length: m }, () => rng.nextBelow(nk));
+      const flags = new Int32Array(nk);
+      // flagged >= nk: every key flagged, so that no sample is left to any row.
+      if (c.flagged >= nk) flags.fill(1);
+      for (let t = 0; t < c.flagged; t++) flags[samples[rng.nextBelow(m)]] = 1;
+      const qTags = Int32Array.from({ length: nq }, () => rng.nextBelow(5));
+      const kTags = Int32Array.from({ length: nk }, () => rng.nextBelow(6) - 1);
+      const buf = uploader(backend);
+      const dst = emptyPart(buf, nq, dv);
+      await backend.samples({
+        q: buf(q), k: buf(k), v: buf(v), nq, nk, d, dv, scale: 1 / Math.sqrt(d), samples: samples.slice(), qFrom, qTo,
+        mask: { causal, causalOffset, flags: buf(flags), winLo, window: win, rounds: 1, qTags: buf(qTags), kTags: buf(kTags) }, dst,
+      });
+      const want = partReference(q, k, v, nq, d, dv, (i) => {
+        if (i < qFrom || i >= qTo) return [];
+        const lo = windowStart(i, winLo, win, causal, nk);
+        return Array.from(samples).filter((j) =>
+          !(flags[j] !== 0 || (causal && j > i + causalOffset) || (j >= lo && j < lo + win) || qTags[i] === kTags[j]));
+      });
+      // V sums over up to 5000 gaussian rows: float32 rounding grows with the count.
+      assertPart(backend, dst, nq, dv, want, JSON.stringify(c), 1e-4 * Math.max(1, Math.sqrt(m / 64)));
+      backend.releaseAll();
+    }
+  });
+}

@@ -577,23 +577,26 @@ export class CpuBackend implements Backend {
   }
 
   samples(t: SamplesTask): OpResult {
-    const m = t.samples.length;
     const list = this.top;
-    const scratch = align(list + m * 4);
+    const scratch = align(list + t.samples.length * 4);
     this.reserve(scratch);
     // Ascending: each tile of the list then spans a short run of key positions, so that
-    // the window test rules out whole tiles for most rows (the set, and so the estimate, is
-    // the same; only the order of the sums changes).
-    const sorted = new Int32Array(this.wasm.memory.buffer, list, m);
-    sorted.set(t.samples);
-    sorted.sort();
+    // the window test rules out whole tiles for most rows. Samples at the columns' keys are
+    // hidden from every row: they leave the list, so that no tile holds a flagged key and
+    // no row tests its keys one by one for them. (The set each row counts, and so the
+    // estimate, is the same; only the order of the sums changes.)
+    const flags = this.view(t.mask.flags.buf, t.mask.flags.row, t.nk) as Int32Array;
+    const sorted = new Int32Array(this.wasm.memory.buffer, list, t.samples.length);
+    let m = 0;
+    for (const j of t.samples) if (flags[j] === 0) sorted[m++] = j;
+    sorted.subarray(0, m).sort();
     const { stride, cacheAt } = this.listStride(t, m);
     const cache = cacheAt === undefined ? 0 : scratch + cacheAt;
     const { out, lse, cnt, vsum } = this.part(t.dst, t.dv);
     const shared = {
       ...this.head(t), samples: list, m, ...this.mask(t.mask, t.nq, t.nk), sOut: out, sLse: lse, cnt, vsum, scratch, cache,
     };
-    const jobs = this.ranges(t.qTo - t.qFrom, MASKED * 2 * m * (t.d + t.dv), CORE_ROWS, MICRO_ROWS)
+    const jobs = this.ranges(t.qTo - t.qFrom, MASKED * 2 * Math.max(1, m) * (t.d + t.dv), CORE_ROWS, MICRO_ROWS)
       .map(([r0, r1]) => ({ ...shared, qFrom: t.qFrom + r0, qTo: t.qFrom + r1 }));
     return this.jobs('accurateSamples', jobs, scratch, stride, cache ? ['scratch', 'cache'] : ['scratch']);
   }
