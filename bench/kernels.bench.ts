@@ -49,8 +49,8 @@ const ACCURATE_N = 16384;
 const ACCURATE_EXACT_N = 4096;
 /** The parts timed and counted, in the order they run; the rest (hash, sort, tags, uploads) is 'other'. */
 const PARTS = ['probe', 'columns', 'window', 'round', 'samples', 'remainder'] as const;
-/** Cases per d of the accurate group: exact, each part, other, all ops, the head, the public call. */
-const ACCURATE_CASES = 1 + PARTS.length + 4;
+/** Cases per d of the accurate group: exact, each part, other, all ops, the head, the public call, and into a reused out. */
+const ACCURATE_CASES = 1 + PARTS.length + 5;
 
 interface BackendEntry {
   name: 'cpu' | 'webgpu';
@@ -239,10 +239,11 @@ function timingOf(samples: number[]): Timing {
  * One head (B = H = 1) of the accurate call at its defaults, non-causal, unchecked, through
  * the executor (hyper.ts) on the relaxed-SIMD build on one thread: each part's time and
  * counted flops, beside exact attention on the same build; then the public call (threads: 1,
- * unchecked) against the same counted flops. Exact, the head and the public call take turns,
- * ACCURATE_ROUNDS times after a warm-up, and every figure is the best of its rounds (each
- * part: its least time over the rounds): on a machine shared with other work, the best
- * times are the ones least disturbed, and taking turns exposes the three to the same load.
+ * unchecked) against the same counted flops, with a new out each time and into the same array
+ * each time (the out option, as a runtime calls it). Exact, the head and the public calls take
+ * turns, ACCURATE_ROUNDS times after a warm-up, and every figure is the best of its rounds
+ * (each part: its least time over the rounds): on a machine shared with other work, the best
+ * times are the ones least disturbed, and taking turns exposes them to the same load.
  */
 async function benchAccurate(recorder: Recorder, d: number): Promise<void> {
   const backend = await createCpuBackend('relaxed');
@@ -279,16 +280,19 @@ async function benchAccurate(recorder: Recorder, d: number): Promise<void> {
     await runHyper(counting, shape, o, x.q, x.k, x.v, 'host', undefined, plan);
     return performance.now() - start;
   };
-  const publicCall = async () => {
+  const publicCall = async (out?: Float32Array) => {
     const start = performance.now();
-    await hyperAttention(x.q, x.k, x.v, { backend: 'cpu', threads: 1, tolerance: Infinity });
+    await hyperAttention(x.q, x.k, x.v, { backend: 'cpu', threads: 1, tolerance: Infinity, out });
     return performance.now() - start;
   };
+  // A runtime's call: the result written into the same array each time (the out option).
+  const outArray = new Float32Array(n * d);
 
   exact();
   await headCall();
   await publicCall();
-  const times = { exact: [] as number[], head: [] as number[], call: [] as number[] };
+  await publicCall(outArray);
+  const times = { exact: [] as number[], head: [] as number[], call: [] as number[], into: [] as number[] };
   const best = new Map<string, OpTally>();
   for (let round = 0; round < ACCURATE_ROUNDS; round++) {
     times.exact.push(exact());
@@ -298,6 +302,7 @@ async function benchAccurate(recorder: Recorder, d: number): Promise<void> {
       if (!b || t.ms < b.ms) best.set(name, { ...t });
     }
     times.call.push(await publicCall());
+    times.into.push(await publicCall(outArray));
   }
 
   const exactTime = timingOf(times.exact);
@@ -346,6 +351,7 @@ async function benchAccurate(recorder: Recorder, d: number): Promise<void> {
   await recorder.run(c('accurate ops', { n }), async () => whole('all ops of the head (sum of the above)', [opsMs]));
   await recorder.run(c('accurate head', { n }), async () => whole('head through the executor (wall)', times.head));
   await recorder.run(c('accurate call', { n }), async () => whole('public call (unchecked)', times.call));
+  await recorder.run(c('accurate call', { n, out: 'reused' }), async () => whole('public call into a reused out', times.into));
   console.log(`\n  accurate parts, d = ${d}, n = ${n}, relaxed SIMD, 1 thread, best of ${ACCURATE_ROUNDS} (exact at n = ${exactN}: ${exactRate.toFixed(1)} GFLOP/s)`);
   console.log(`  ${['part', 'ms', 'keys/row', 'GFLOP/s', 'of exact'].join(' | ')}`);
   for (const r of rows) console.log(`  ${r.join(' | ')}`);

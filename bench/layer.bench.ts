@@ -148,16 +148,23 @@ interface Output {
 type Method = 'hyper' | 'hyper-unchecked' | 'exact';
 const OPTIONS: Record<Method, object> = { hyper: {}, 'hyper-unchecked': { tolerance: Infinity }, exact: {} };
 
-/** One causal call over the whole prompt. */
+/**
+ * One causal call over the whole prompt, into the same out array each run (the out option,
+ * as a runtime passes its layer's buffer).
+ */
 function fullPrefill(x: WorkloadTensors, m: Method, w: Watch) {
   const call = m === 'exact' ? exactAttention : hyperAttention;
+  const into = new Float32Array(x.q.data.length);
   return async (): Promise<Output> => {
-    const r = await w.during(() => call(x.q, x.k, x.v, { causal: true, ...OPTIONS[m] }));
+    const r = await w.during(() => call(x.q, x.k, x.v, { causal: true, ...OPTIONS[m], out: into }));
     return { out: r.out.data, lse: r.lse.data };
   };
 }
 
-/** The prompt in chunks: append each chunk's K/V to a cache, then attend its queries to all keys so far. */
+/**
+ * The prompt in chunks: append each chunk's K/V to a cache, then attend its queries to all
+ * keys so far, each chunk's out into the same array (the out option).
+ */
 function chunkedPrefill(x: WorkloadTensors, m: Method, w: Watch) {
   const [, heads, n] = x.q.shape;
   const kvHeads = x.k.shape[1];
@@ -169,14 +176,16 @@ function chunkedPrefill(x: WorkloadTensors, m: Method, w: Watch) {
   return async (): Promise<Output> => {
     const out = new Float32Array(heads * n * D);
     const lse = new Float32Array(heads * n);
+    const chunkOut = new Float32Array(heads * CHUNK * D);
     const cache = await createKVCache({ kvHeads, headDim: D, capacity: n });
     try {
       for (const c of chunks) {
+        const into = chunkOut.subarray(0, heads * c.rows * D);
         const r = await w.during(async () => {
           await cache.append(c.k, c.v);
           return m === 'exact'
-            ? exactAttention(c.q, cache, { causal: true })
-            : hyperAttention(c.q, cache, { causal: true, ...OPTIONS[m] });
+            ? exactAttention(c.q, cache, { causal: true, out: into })
+            : hyperAttention(c.q, cache, { causal: true, ...OPTIONS[m], out: into });
         });
         place(out, n, r.out.data, c.from, c.rows, D);
         place(lse, n, r.lse.data, c.from, c.rows, 1);

@@ -111,6 +111,11 @@ async function scenario({ n, d }) {
   report.abort = { ...(await long), ms: performance.now() - abortedAt };
   const after = await lib.hyperAttention(small, small, small, options);
   report.afterAbort = same(after, await lib.hyperAttention(small, small, small, { ...options, worker: false }));
+  // The out option through the worker: its result copied into the page's array.
+  const outArray = new Float32Array(small.data.length).fill(NaN);
+  const intoOut = await lib.hyperAttention(small, small, small, { ...options, out: outArray });
+  report.outOption = intoOut.out.data === outArray && same(intoOut, after);
+  report.outError = await failure(lib.hyperAttention(small, small, small, { ...options, out: new Float32Array(3) }));
 
   const nan = tensor(12, 512);
   nan.data[77] = NaN;
@@ -169,6 +174,8 @@ async function checkMode(browser, isolated) {
       r.abort.code === 'ABORTED' && r.abort.typed && r.abort.ms < abortBound && r.afterAbort,
       `${r.abort.code} after ${fmt(r.abort.ms)}; next call ${r.afterAbort ? 'equal to the page thread\'s' : 'wrong'}`);
     const e = r.errors;
+    check(`${label}: the out option's array holds the worker's result, bit for bit; a wrong length is INVALID_OPTION`,
+      r.outOption && r.outError?.code === 'INVALID_OPTION' && r.outError.typed, JSON.stringify({ same: r.outOption, error: r.outError }));
     check(`${label}: errors arrive as HyperAttentionError with their code`,
       e.shape?.code === 'INVALID_SHAPE' && e.nonFinite?.code === 'NON_FINITE_INPUT' && e.option?.code === 'INVALID_OPTION' &&
         [e.shape, e.nonFinite, e.option].every((x) => x.typed),

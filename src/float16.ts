@@ -80,10 +80,10 @@ export const FLOAT16_MAX = 65504;
  * the values, `remedy` says what the caller can do): an infinite result would be silently
  * wrong.
  */
-export function encodeFloat16(
+export function encodeFloat16<B extends ArrayBufferLike = ArrayBuffer>(
   what: string, remedy: string, values: Float32Array, from = 0, to = values.length,
-  out: Uint16Array<ArrayBuffer> = new Uint16Array(values.length),
-): Uint16Array<ArrayBuffer> {
+  out: Uint16Array<B> = new Uint16Array(values.length) as Uint16Array<B>,
+): Uint16Array<B> {
   const words = new Uint32Array(values.buffer, values.byteOffset, values.length);
   for (let i = from; i < to; i++) {
     const w = words[i];

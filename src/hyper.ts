@@ -11,6 +11,7 @@ import {
   type OpTrace, type WriteMode,
 } from './ops.ts';
 import type { Output, ResolvedExactOptions, ResolvedHyperOptions } from './options.ts';
+import { isTypedArray } from './owned.ts';
 import { buildPlan, planParams, type AuthorsPlan, type Plan } from './plan.ts';
 import { Xoshiro128, gaussianProjections, uniformDraws } from './random.ts';
 import type { AttentionResult, GPUAttentionResult, ResultFor } from './result.ts';
@@ -176,10 +177,12 @@ async function execute(
     throw new HyperAttentionError('INVALID_OPTION', `GPU tensors and output 'gpu' need the WebGPU backend, not '${backend.name}'`);
   }
   if ((scope.heads || checks) && output !== 'host') throw new Error('a scoped run writes host results');
-  const out = output === 'host' ? scope.into?.out ?? new Float32Array(B * H * nq * dv) : undefined;
+  // The caller's own out (the option, where index.ts leaves it: a float32 [B, H, nq, dv]).
+  const given = scope.into?.out ?? (isTypedArray(o.out, 'Float32Array') ? o.out : undefined);
+  const out = output === 'host' ? given ?? new Float32Array(B * H * nq * dv) : undefined;
   const lse = output === 'host' ? scope.into?.lse ?? new Float32Array(B * H * nq) : undefined;
   // A new out's pages are written once while the work runs (their faults off the copy).
-  const stopTouching = out && !scope.into ? touchPages(out) : undefined;
+  const stopTouching = out && !given ? touchPages(out) : undefined;
   /**
    * Runs one op. When tracing, waits until it has run (an asynchronous backend is synced)
    * and records how long it took: the ops then no longer overlap, so a traced call is slower.

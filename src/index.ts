@@ -13,7 +13,8 @@ import {
   type ResolvedExactOptions, type ResolvedHyperOptions,
 } from './options.ts';
 import { abortedError, HyperAttentionError, typedFailure, typedFailures } from './errors.ts';
-import { encodeFloat16, float16Array } from './float16.ts';
+import { encodeFloat16, float16Array, float16Bits, type Float16Data } from './float16.ts';
+import { checkOutTarget, writingInto } from './outbuffer.ts';
 import type { AttentionResult, Float16AttentionResult, GPUAttentionResult } from './result.ts';
 import type { Explanation } from './scheduler/cost.ts';
 import {
@@ -93,15 +94,26 @@ async function checkFiniteResult<R extends AttentionResult | GPUAttentionResult>
 
 /**
  * The result with out in the call's outputDtype (float16: rounded to nearest even, in time
- * slices; lse stays float32).
+ * slices, into the `out` option's array where given; lse stays float32).
  */
 async function resultInDtype(result: AttentionResult | GPUAttentionResult, o: ResolvedExactOptions): Promise<AnyResult> {
   if (o.outputDtype === 'float32' || !('data' in result.out)) return result;
   const host = result as AttentionResult;
   const values = host.out.data;
-  const bits = new Uint16Array(values.length);
+  const given = o.out as Float16Data | undefined;
+  const fresh = given ? undefined : new Uint16Array(values.length);
+  const bits = fresh ?? float16Bits(given!);
   await inSlices(values.length, SLICE_ELEMENTS, (from, to) => encodeFloat16('out', "use outputDtype 'float32'", values, from, to, bits), o.signal);
-  return { ...host, out: { data: float16Array(bits), shape: host.out.shape, dtype: 'float16' } };
+  return { ...host, out: { data: fresh ? float16Array(fresh) : given!, shape: host.out.shape, dtype: 'float16' } };
+}
+
+/**
+ * The options the work runs with: the `out` option's array is the executor's to write
+ * (hyper.ts) where the work's own result is the call's (layout 'bhnd', float32); otherwise
+ * the result is transposed or encoded into it afterwards (resultInLayout, resultInDtype).
+ */
+function runOptions<T extends ResolvedExactOptions>(o: T, layout: Layout): T {
+  return o.out && (layout !== 'bhnd' || o.outputDtype !== 'float32') ? { ...o, out: undefined } : o;
 }
 
 /** What a call may return, whatever its options. */
@@ -124,21 +136,22 @@ function startCall<O extends ResolvedExactOptions>(
     const layout = resolveLayout(options);
     const inputs = checkedInputs(tensors, layout, o.output);
     const shape = checkInputs(inputs, o, layout);
+    checkOutTarget(o.out, shape, inputs);
     const atOnce = inputs.every((t) => hostElements(t) <= AT_ONCE_ELEMENTS);
     let ready: InputTensor[] | undefined;
     if (atOnce) {
       ready = inputs.map((t) => readyInput(t, layout));
       checkValuesNow(ready, shape, o.scale);
     }
-    const runOn = async (backend: Backend, scheduled: Scheduled, qkv: InputTensor[]) => {
-      const chosen = scheduled.minSeqLen === undefined ? o : { ...o, minSeqLen: scheduled.minSeqLen };
+    const runOn = (backend: Backend, scheduled: Scheduled, qkv: InputTensor[]) => writingInto(o.out, async () => {
+      const chosen = runOptions(scheduled.minSeqLen === undefined ? o : { ...o, minSeqLen: scheduled.minSeqLen }, layout);
       const checked = async (result: AttentionResult | GPUAttentionResult) => checkFiniteResult(result, o.signal);
-      if (!o.profile) return resultInDtype(await resultInLayout(await checked(await run(backend, shape, chosen, qkv, undefined, scheduled.work)), layout, o.signal), o);
+      if (!o.profile) return resultInDtype(await resultInLayout(await checked(await run(backend, shape, chosen, qkv, undefined, scheduled.work)), layout, o), o);
       const trace: OpTrace[] = [];
       const start = performance.now();
       const result = await checked(await run(backend, shape, chosen, qkv, trace, scheduled.work));
-      return resultInDtype(await resultInLayout({ ...result, profile: callProfile(scheduled.plan!, trace, performance.now() - start) }, layout, o.signal), o);
-    };
+      return resultInDtype(await resultInLayout({ ...result, profile: callProfile(scheduled.plan!, trace, performance.now() - start) }, layout, o), o);
+    });
     return settlesOnAbort(o.signal, typedFailures((async () => {
       let qkv = ready;
       if (!qkv) {
@@ -318,10 +331,14 @@ function cacheCall(kind: 'hyper' | 'exact', q: TensorLike, cache: KVCache, optio
       // The tokens held once the appends queued before have landed.
       const { shape, hyper, o } = cacheShape(shapeInBhnd(qIn.shape, layout), cache, hyperGiven, given);
       if (o.output === 'host') checkOutputSize(shape);
+      checkOutTarget(o.out, shape, [qIn]);
       const qt = await readyInput(qIn, layout, { signal: o.signal });
       const qMax = isHostTensor(qt) ? await finiteMaxAbsInSlices('q', qt.data, o.signal) : 0;
       checkMagnitudes(shape, { q: qMax, ...state.maxAbs(shape.nk) }, o.scale ?? 1 / Math.sqrt(shape.d));
-      return resultInDtype(await resultInLayout(await runOnCache(state, shape, o, hyper, qt), layout, o.signal), o);
+      return writingInto(o.out, async () => {
+        const result = await runOnCache(state, shape, runOptions(o, layout), hyper && runOptions(hyper, layout), qt);
+        return resultInDtype(await resultInLayout(result, layout, o), o);
+      });
     }));
   } catch (error) {
     return Promise.reject(typedFailure(error));

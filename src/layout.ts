@@ -6,6 +6,8 @@
 import { describeChoice } from './describe.ts';
 import { HyperAttentionError } from './errors.ts';
 import type { Output } from './options.ts';
+import type { OutBuffer } from './outbuffer.ts';
+import { isTypedArray } from './owned.ts';
 import type { AttentionResult, GPUAttentionResult } from './result.ts';
 import { inSlices, SLICE_ELEMENTS } from './slices.ts';
 import { decodeInput, isHostTensor, toInputTensor, type CheckedInput, type InputTensor, type Tensor } from './tensor.ts';
@@ -53,10 +55,16 @@ export function readyInput(t: CheckedInput, layout: Layout, slices?: { signal?: 
   return slices ? decodeInput(t, slices).then(inBhnd) : inBhnd(decodeInput(t)) as InputTensor;
 }
 
-/** The result in the caller's layout: out [B, N, H, Dv] for 'bnhd' (in time slices); lse is [B, H, N] in both. */
-export async function resultInLayout<R extends AttentionResult | GPUAttentionResult>(result: R, layout: Layout, signal?: AbortSignal): Promise<R> {
+/**
+ * The result in the caller's layout: out [B, N, H, Dv] for 'bnhd' (in time slices, into the
+ * `out` option's array where it is float32); lse is [B, H, N] in both.
+ */
+export async function resultInLayout<R extends AttentionResult | GPUAttentionResult>(
+  result: R, layout: Layout, o: { signal?: AbortSignal; out?: OutBuffer },
+): Promise<R> {
   if (layout === 'bhnd') return result;
-  return { ...result, out: await swapMiddle((result as AttentionResult).out, { signal }) };
+  const into = isTypedArray(o.out, 'Float32Array') ? o.out : undefined;
+  return { ...result, out: await swapMiddle((result as AttentionResult).out, { signal: o.signal }, into) };
 }
 
 /** A shape-check error's message, told that the shapes it shows are the transposed ones. */
@@ -73,15 +81,16 @@ export function shapeInBhnd<S>(shape: S, layout: Layout): S {
 }
 
 /**
- * [B, X, Y, D] -> [B, Y, X, D], a copy: its own inverse, so it serves both directions. At
- * once, or given `slices`, a run of source rows at a time with turns of the event loop.
+ * [B, X, Y, D] -> [B, Y, X, D], a copy (into `into` where given): its own inverse, so it
+ * serves both directions. At once, or given `slices`, a run of source rows at a time with
+ * turns of the event loop.
  */
 function swapMiddle(t: Tensor): Tensor;
-function swapMiddle(t: Tensor, slices: { signal?: AbortSignal } | undefined): Tensor | Promise<Tensor>;
-function swapMiddle(t: Tensor, slices?: { signal?: AbortSignal }): Tensor | Promise<Tensor> {
+function swapMiddle(t: Tensor, slices: { signal?: AbortSignal } | undefined, into?: Float32Array): Tensor | Promise<Tensor>;
+function swapMiddle(t: Tensor, slices?: { signal?: AbortSignal }, into?: Float32Array): Tensor | Promise<Tensor> {
   const [B, X, Y, D] = t.shape;
   const src = t.data;
-  const dst = new Float32Array(src.length);
+  const dst = into ?? new Float32Array(src.length);
   /** source rows [B * X) from..to, each Y runs of D */
   const rows = (from: number, to: number) => {
     for (let r = from; r < to; r++) {

@@ -2,6 +2,7 @@
 // that rejects anything malformed (including unknown keys) with a clear error.
 import { describeValue } from './describe.ts';
 import { HyperAttentionError } from './errors.ts';
+import { resolveOutOption, type OutBuffer } from './outbuffer.ts';
 import { isTypedArray, ownOptions } from './owned.ts';
 import type { Sampler } from './random.ts';
 
@@ -71,6 +72,15 @@ export interface ExactOptions {
    * (65504) is INPUT_OVERFLOW. Host output only (with output 'gpu': UNSUPPORTED)
    */
   outputDtype?: OutputDtype;
+  /**
+   * a host array that receives out instead of a new one (src/outbuffer.ts): a Float32Array
+   * of B * H * nq * Dv values in the call's layout (with outputDtype 'float16', a
+   * Float16Array or a Uint16Array for the bits); the result's out.data is this array. It
+   * shares no memory with the inputs, and is neither read nor written until the promise
+   * settles (after a rejection its values are undefined). lse is still a new array. Host
+   * output only
+   */
+  out?: OutBuffer;
   /**
    * called as the work progresses: on WebAssembly after each attention op (at least every
    * ~40 ms of exact attention), on WebGPU after each (batch, head) is read back (with
@@ -189,6 +199,7 @@ export interface ResolvedExactOptions {
   device: WebGPUDeviceLike | undefined;
   output: Output;
   outputDtype: OutputDtype;
+  out: OutBuffer | undefined;
   onProgress: ((p: Progress) => void) | undefined;
   profile: boolean;
   /** undefined: the global setting */
@@ -278,7 +289,7 @@ export const MIN_CHECK_ROWS = 8;
 export const MAX_CHECK_ROWS = 4096;
 
 const EXACT_KEYS = [
-  'causal', 'scale', 'backend', 'device', 'output', 'outputDtype', 'onProgress', 'profile', 'layout', 'threads', 'signal', 'worker',
+  'causal', 'scale', 'backend', 'device', 'output', 'outputDtype', 'out', 'onProgress', 'profile', 'layout', 'threads', 'signal', 'worker',
 ];
 
 /** Most WebAssembly threads a call may ask for. */
@@ -328,7 +339,8 @@ export function resolveExactOptions(options: ExactOptions = {}, allowed = EXACT_
   const threads = options.threads === undefined ? undefined : integer('threads', options.threads, 1, 1, MAX_THREADS);
   if (signal !== undefined && !isAbortSignal(signal)) fail(`signal: expected an AbortSignal, got ${describeValue(signal)}`);
   if (worker !== undefined && typeof worker !== 'boolean') fail(`worker: expected a boolean, got ${describeValue(worker)}`);
-  const resolved = { causal, scale, backend, device, output, outputDtype, onProgress, profile, threads, signal, worker };
+  const out = resolveOutOption(options.out, output, outputDtype);
+  const resolved = { causal, scale, backend, device, output, outputDtype, out, onProgress, profile, threads, signal, worker };
   if (output === 'gpu') checkDeviceIO(resolved, "output 'gpu'");
   if (output === 'gpu' && outputDtype === 'float16') {
     throw new HyperAttentionError('UNSUPPORTED', "outputDtype 'float16': results on the device are float32 buffers; use output 'host', or leave outputDtype out");

@@ -126,6 +126,9 @@ const OPTION_VALUES: Record<string, { bad: unknown[]; ok?: unknown[] }> = {
   device: { bad: [null, {}, 'gpu', 1, { queue: {} }] },
   output: { bad: [null, 'disk', 1, 'gpu', 'GPU'] },
   outputDtype: { bad: [null, 'float64', 'f16', 'half', 'FLOAT16', 16, {}, true], ok: ['float32', 'float16'] },
+  // Arrays of the right kind but the wrong length are refused too (test/out.test.ts); these
+  // are wrong for any call with float32 output.
+  out: { bad: [null, 1, 'out', {}, [0, 1], new Float64Array(4), new Int32Array(4), new Uint16Array(4), 1n, new Float32Array(0)] },
   onProgress: { bad: [null, 1, 'f', {}, true] },
   profile: { bad: [null, 1, 'yes', {}], ok: [true, false] },
   blockSize: { bad: [0, -1, 1.5, NaN, Infinity, 2 ** 31, 2 ** 32 + 16, 65537, 1n, '16', null, [16]], ok: [1, 65536] },
@@ -142,7 +145,7 @@ const OPTION_VALUES: Record<string, { bad: unknown[]; ok?: unknown[] }> = {
   tolerance: { bad: [-1, -Infinity, NaN, -1e-9, 1n, '0.1', null, [0.1], {}, true], ok: [0, 1e-300, 0.1, Infinity] },
   checkRows: { bad: [0, 7, 4097, -1, 1.5, NaN, Infinity, 2 ** 31, 1n, '64', null], ok: [8, 4096] },
 };
-const EXACT_KEYS = new Set(['causal', 'scale', 'backend', 'device', 'output', 'outputDtype', 'onProgress', 'profile', 'threads', 'signal', 'worker']);
+const EXACT_KEYS = new Set(['causal', 'scale', 'backend', 'device', 'output', 'outputDtype', 'out', 'onProgress', 'profile', 'threads', 'signal', 'worker']);
 
 const userError = new Error('the caller\'s own error');
 

@@ -14,7 +14,10 @@ import * as library from '../index.ts';
 import { resolveExactOptions, resolveHyperOptions, type ExactOptions, type HyperOptions } from '../options.ts';
 import type { SchedulerConfig } from '../scheduler/persistence.ts';
 import type { Profile } from '../scheduler/profile.ts';
-import { isHostTensor, toInputTensor, type Tensor, type TensorLike } from '../tensor.ts';
+import { resolveLayout, shapeInBhnd } from '../layout.ts';
+import { checkOutTarget, copiedInto } from '../outbuffer.ts';
+import type { AttentionResult } from '../result.ts';
+import { attentionShapeOf, isHostTensor, toInputTensor, type Tensor, type TensorLike } from '../tensor.ts';
 import { workerByDefault, type ThreadConfig } from '../threads/config.ts';
 import type { RemoteName } from './protocol.ts';
 import { configureWorker, runInWorker, workerAvailable } from './proxy.ts';
@@ -49,12 +52,20 @@ function attention(name: 'hyperAttention' | 'exactAttention', q: TensorLike, k: 
     const inputs = [toInputTensor('q', q), toInputTensor('k', k), toInputTensor('v', v)];
     if (!inputs.every(isHostTensor)) return local();
     tensors = inputs.map(portable);
+    const o = options as ExactOptions | undefined;
+    if (o?.out !== undefined) {
+      const layout = resolveLayout(o);
+      const [qs, ks, vs] = inputs.map((t) => shapeInBhnd(t.shape, layout));
+      checkOutTarget(o.out, attentionShapeOf(qs, ks, vs, o.causal ?? false), inputs);
+    }
   } catch {
     return local(); // the library rejects it, with the message it gives everywhere
   }
   // onProgress and the signal stay here: the worker reports progress and hears of an abort.
-  const { onProgress, signal, ...rest } = (options ?? {}) as ExactOptions;
-  return runInWorker(name, [...tensors, rest], { local, onProgress, signal });
+  // So does the `out` option's array: the worker's result is copied into it.
+  const { onProgress, signal, out, ...rest } = (options ?? {}) as ExactOptions;
+  const result = runInWorker(name, [...tensors, rest], { local, onProgress, signal });
+  return out === undefined ? result : result.then((r) => copiedInto(r as AttentionResult, out));
 }
 
 export const hyperAttention = ((q: TensorLike, k: TensorLike, v: TensorLike, options?: HyperOptions) =>
